@@ -1,0 +1,726 @@
+//! The `patchwork` command line: the binary's edge, where errors become one
+//! clear line and an exit status. Commands that talk to a node do so over
+//! gRPC with the node's config (sled allows one process per data folder, so
+//! nothing here opens the store of a running node).
+//!
+//! Exit status: 0 success; 1 the command ran and failed (bad rows, refused,
+//! unreachable, bad config); 2 the command line itself was wrong.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use patchwork_proto::v1::{self, admin_client::AdminClient, directory_client::DirectoryClient};
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::client::connect;
+use crate::config::{LogFormat, NodeConfig};
+use crate::csv_rows::{CsvKind, CsvRows, column_of};
+use crate::validate::{FieldError, parse_iso_date};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "patchwork",
+    version,
+    about = "Patchwork node: who else is working with this person?"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node until SIGTERM or Ctrl-C.
+    Serve(ConfigArg),
+    /// Import a CSV export into the running node.
+    Import(ImportArgs),
+    /// Look a person up: "who else is working with this person?"
+    Lookup(LookupArgs),
+    /// What the running node holds.
+    Stats(StatsArgs),
+    /// Check a config file and the key material it names, without starting.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Make a folder with a CA, certificates and a config for a local node to try.
+    Quickstart(crate::quickstart::QuickstartArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    Check(ConfigArg),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// The node's config file.
+    #[arg(long, short, default_value = "node.toml")]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// What the file holds.
+    #[arg(value_enum)]
+    pub kind: CsvKind,
+    #[arg(long, short)]
+    pub file: PathBuf,
+    #[arg(long, short, default_value = "node.toml")]
+    pub config: PathBuf,
+    /// Check every row, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Import the good rows even if some are bad (the bad are reported).
+    /// Without it, one bad row means nothing is imported.
+    #[arg(long)]
+    pub skip_bad_rows: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Never draw a progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Basis {
+    ChildSafeguarding,
+    AdultSafeguarding,
+    VitalInterests,
+    DirectCare,
+    PublicTask,
+    CrimePrevention,
+    Consent,
+}
+
+impl Basis {
+    fn proto(self) -> v1::LawfulBasis {
+        match self {
+            Basis::ChildSafeguarding => v1::LawfulBasis::ChildSafeguarding,
+            Basis::AdultSafeguarding => v1::LawfulBasis::AdultSafeguarding,
+            Basis::VitalInterests => v1::LawfulBasis::VitalInterests,
+            Basis::DirectCare => v1::LawfulBasis::DirectCare,
+            Basis::PublicTask => v1::LawfulBasis::PublicTask,
+            Basis::CrimePrevention => v1::LawfulBasis::CrimePrevention,
+            Basis::Consent => v1::LawfulBasis::Consent,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct LookupArgs {
+    #[arg(long, short, default_value = "node.toml")]
+    pub config: PathBuf,
+    /// The practitioner asking (their id on this node).
+    #[arg(long = "as", value_name = "PRACTITIONER_ID")]
+    pub requester: String,
+    /// The lawful basis of the lookup.
+    #[arg(long, value_enum)]
+    pub basis: Basis,
+    /// Why you are looking (10-500 characters, no case notes).
+    #[arg(long)]
+    pub reason: String,
+    #[arg(long)]
+    pub given: Option<String>,
+    #[arg(long)]
+    pub family: Option<String>,
+    /// Date of birth, YYYY-MM-DD.
+    #[arg(long)]
+    pub dob: Option<String>,
+    #[arg(long)]
+    pub postcode: Option<String>,
+    /// National identifier, e.g. an NHS number.
+    #[arg(long)]
+    pub national_id: Option<String>,
+    /// Its scheme (default: the node's).
+    #[arg(long)]
+    pub scheme: Option<String>,
+    /// Ask only this node.
+    #[arg(long)]
+    pub local_only: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    #[arg(long, short, default_value = "node.toml")]
+    pub config: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs the command line; `main` only calls this.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    patchwork_certs::install_crypto_provider();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {}", error_text(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn error_text(error: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ")
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => serve(&args.config).await,
+        Command::Import(args) => import_command(args).await,
+        Command::Lookup(args) => lookup_command(args).await,
+        Command::Stats(args) => stats_command(args).await,
+        Command::Config {
+            command: ConfigCommand::Check(args),
+        } => config_check(&args.config),
+        Command::Quickstart(args) => crate::quickstart::run(&args),
+    }
+}
+
+fn load_config(path: &Path) -> anyhow::Result<NodeConfig> {
+    Ok(NodeConfig::load(path)?)
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn serve(path: &Path) -> anyhow::Result<ExitCode> {
+    let config = load_config(path)?;
+    init_logging(config.log.format);
+    let listener = tokio::net::TcpListener::bind(config.api.listen)
+        .await
+        .with_context(|| format!("api.listen: cannot listen on {}", config.api.listen))?;
+    crate::server::run(config, listener, shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on SIGTERM (systemd, containers) or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown requested: draining requests");
+}
+
+fn config_check(path: &Path) -> anyhow::Result<ExitCode> {
+    let config = load_config(path)?;
+    let material = crate::server::KeyMaterial::load(&config)?;
+    println!(
+        "config ok: {} ({}) listens on {}, {} local client(s), data in {}",
+        config.node.display_name,
+        material.identity,
+        config.api.listen,
+        config.api.clients.len(),
+        config.node.data_dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn stats_command(args: StatsArgs) -> anyhow::Result<ExitCode> {
+    let config = load_config(&args.config)?;
+    let mut client = AdminClient::new(connect(&config).await?);
+    let stats = client
+        .get_stats(v1::GetStatsRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    if args.json {
+        let value = serde_json::json!({
+            "persons": stats.persons,
+            "practitioners": stats.practitioners,
+            "organisations": stats.organisations,
+            "involvements": stats.involvements,
+            "active_involvements": stats.active_involvements,
+            "store_bytes": stats.store_bytes,
+            "audit_entries": stats.audit_entries,
+        });
+        println!("{value}");
+    } else {
+        println!("persons:             {}", stats.persons);
+        println!("practitioners:       {}", stats.practitioners);
+        println!("organisations:       {}", stats.organisations);
+        println!(
+            "involvements:        {} ({} current)",
+            stats.involvements, stats.active_involvements
+        );
+        println!("store size on disk:  {} bytes", stats.store_bytes);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A gRPC status as the one line an operator needs.
+fn status_error(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!(
+        "the node refused: {} ({:?})",
+        status.message(),
+        status.code()
+    )
+}
+
+// ---------------------------------------------------------------- import
+
+/// Rows per message to the node.
+const SEND_BATCH: usize = 1000;
+
+/// What an import did, with the node's report merged with the rows this side
+/// could not even parse.
+#[derive(Debug, Clone)]
+pub struct ImportOutcome {
+    pub report: v1::ImportReport,
+}
+
+/// The options of one import, as a library call (the CLI and tests use it).
+#[derive(Debug, Clone)]
+pub struct ImportRequest {
+    pub kind: CsvKind,
+    pub file: PathBuf,
+    pub dry_run: bool,
+    pub skip_bad_rows: bool,
+    pub progress: bool,
+}
+
+/// Reads the file twice: once to find the rows that cannot be parsed (so an
+/// all-or-nothing import knows before it sends anything), then to stream the
+/// parsable rows to the node, which checks everything again and decides.
+pub async fn import_csv(
+    config: &NodeConfig,
+    request: &ImportRequest,
+) -> anyhow::Result<ImportOutcome> {
+    let open = |path: &Path| -> anyhow::Result<CsvRows<BufReader<File>>> {
+        let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        CsvRows::new(request.kind, BufReader::with_capacity(1 << 20, file))
+            .with_context(|| format!("{} is not a {:?} export", path.display(), request.kind))
+    };
+    let total_bytes = std::fs::metadata(&request.file)
+        .map(|m| m.len())
+        .unwrap_or(0);
+
+    // Pass 1: parse only.
+    let local_errors = {
+        let mut rows = open(&request.file)?;
+        tokio::task::spawn_blocking(move || {
+            let mut errors = Vec::new();
+            while let Some((line, row)) = rows.next_row() {
+                if let Err(error) = row {
+                    errors.push(row_error(line, error));
+                }
+            }
+            errors
+        })
+        .await
+        .context("reading the file failed")?
+    };
+    let send_dry_run = request.dry_run || (!local_errors.is_empty() && !request.skip_bad_rows);
+
+    // Pass 2: stream the parsable rows.
+    let channel = connect(config).await?;
+    let mut client = AdminClient::new(channel)
+        .max_encoding_message_size(16 * 1024 * 1024)
+        .max_decoding_message_size(16 * 1024 * 1024);
+    let (sender, receiver) = tokio::sync::mpsc::channel::<v1::ImportRequest>(4);
+    let header = v1::ImportRequest {
+        item: Some(v1::import_request::Item::Header(v1::ImportHeader {
+            kind: request.kind.record_kind() as i32,
+            dry_run: send_dry_run,
+            skip_bad_rows: request.skip_bad_rows,
+            source: request
+                .file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        })),
+    };
+    sender.send(header).await.context("import stream closed")?;
+    let progress = progress_bar(request.progress, total_bytes);
+    let mut rows = open(&request.file)?;
+    let reader_progress = progress.clone();
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut batch = Vec::with_capacity(SEND_BATCH);
+        let send = |batch: Vec<v1::ImportRow>| {
+            sender
+                .blocking_send(v1::ImportRequest {
+                    item: Some(v1::import_request::Item::Batch(v1::ImportBatch {
+                        rows: batch,
+                    })),
+                })
+                .is_ok()
+        };
+        while let Some((line, row)) = rows.next_row() {
+            if let Ok(record) = row {
+                batch.push(v1::ImportRow {
+                    line,
+                    record: Some(record),
+                });
+            }
+            if batch.len() == SEND_BATCH {
+                if !send(std::mem::replace(
+                    &mut batch,
+                    Vec::with_capacity(SEND_BATCH),
+                )) {
+                    return;
+                }
+                reader_progress.set_position(rows.bytes_read());
+            }
+        }
+        if !batch.is_empty() {
+            send(batch);
+        }
+        reader_progress.set_position(rows.bytes_read());
+    });
+    let reply = client.import(ReceiverStream::new(receiver)).await;
+    let _ = reader.await;
+    progress.finish_and_clear();
+    let mut report = reply.map_err(status_error)?.into_inner();
+
+    // Merge this side's parse errors into the node's report.
+    let local_bad = local_errors.len() as u64;
+    report.rows += local_bad;
+    report.bad_rows += local_bad;
+    for error in &mut report.errors {
+        error.field = column_of(&error.field);
+    }
+    report.errors.extend(local_errors);
+    report.errors.sort_by_key(|e| e.line);
+    report.errors.truncate(1000);
+    Ok(ImportOutcome { report })
+}
+
+fn row_error(line: u64, error: FieldError) -> v1::RowError {
+    v1::RowError {
+        line,
+        field: error.field,
+        message: error.message,
+    }
+}
+
+fn progress_bar(enabled: bool, total_bytes: u64) -> ProgressBar {
+    if !enabled || total_bytes < 4 * 1024 * 1024 {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total_bytes);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{spinner} importing [{bar:30}] {bytes}/{total_bytes} ({eta} left)",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+async fn import_command(args: ImportArgs) -> anyhow::Result<ExitCode> {
+    let config = load_config(&args.config)?;
+    let request = ImportRequest {
+        kind: args.kind,
+        file: args.file.clone(),
+        dry_run: args.dry_run,
+        skip_bad_rows: args.skip_bad_rows,
+        progress: !args.quiet && !args.json,
+    };
+    let outcome = import_csv(&config, &request).await?;
+    let report = &outcome.report;
+    if args.json {
+        println!("{}", import_json(report));
+    } else {
+        for error in &report.errors {
+            let field = if error.field.is_empty() {
+                String::new()
+            } else {
+                format!("{}: ", error.field)
+            };
+            eprintln!("line {}: {field}{}", error.line, error.message);
+        }
+        if report.bad_rows as usize > report.errors.len() {
+            eprintln!(
+                "... and {} more bad rows",
+                report.bad_rows as usize - report.errors.len()
+            );
+        }
+        let verdict = if report.applied {
+            format!(
+                "imported: {} created, {} updated, {} unchanged",
+                report.created, report.updated, report.unchanged
+            )
+        } else if args.dry_run {
+            "dry run: nothing written".to_owned()
+        } else if report.bad_rows > 0 {
+            "nothing imported: fix the bad rows, or pass --skip-bad-rows to import the good ones"
+                .to_owned()
+        } else {
+            "nothing to import".to_owned()
+        };
+        println!(
+            "{}: {} rows, {} valid, {} bad; {verdict}",
+            args.file.display(),
+            report.rows,
+            report.valid_rows,
+            report.bad_rows
+        );
+    }
+    Ok(if report.bad_rows == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+pub fn import_json(report: &v1::ImportReport) -> serde_json::Value {
+    serde_json::json!({
+        "rows": report.rows,
+        "valid_rows": report.valid_rows,
+        "bad_rows": report.bad_rows,
+        "created": report.created,
+        "updated": report.updated,
+        "unchanged": report.unchanged,
+        "applied": report.applied,
+        "errors": report.errors.iter().map(|e| serde_json::json!({
+            "line": e.line, "field": e.field, "message": e.message,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+// ---------------------------------------------------------------- lookup
+
+fn lookup_request(args: &LookupArgs) -> anyhow::Result<v1::LookupRequest> {
+    let date_of_birth = match &args.dob {
+        Some(text) => Some(parse_iso_date(text, "--dob").map_err(|e| anyhow::anyhow!("{e}"))?),
+        None => None,
+    };
+    if args.scheme.is_some() && args.national_id.is_none() {
+        bail!("--scheme: needs --national-id");
+    }
+    Ok(v1::LookupRequest {
+        subject: Some(v1::Demographics {
+            given_name: args.given.clone().unwrap_or_default(),
+            family_name: args.family.clone().unwrap_or_default(),
+            date_of_birth,
+            postcode: args.postcode.clone().unwrap_or_default(),
+            national_id: args.national_id.as_ref().map(|value| v1::NationalId {
+                scheme: args.scheme.clone().unwrap_or_default(),
+                value: value.clone(),
+            }),
+        }),
+        purpose: Some(v1::Purpose {
+            lawful_basis: args.basis.proto() as i32,
+            reason: args.reason.clone(),
+        }),
+        requester: Some(v1::Requester {
+            practitioner_id: args.requester.clone(),
+            ..Default::default()
+        }),
+        local_only: args.local_only,
+        peer_deadline_ms: 0,
+    })
+}
+
+async fn lookup_command(args: LookupArgs) -> anyhow::Result<ExitCode> {
+    let config = load_config(&args.config)?;
+    let request = lookup_request(&args)?;
+    let mut client = DirectoryClient::new(connect(&config).await?);
+    let response = client
+        .lookup(request)
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    if args.json {
+        println!("{}", lookup_json(&response));
+    } else {
+        print!("{}", lookup_text(&response));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn enum_name<E: std::fmt::Debug>(value: Result<E, prost::UnknownEnumValue>) -> String {
+    match value {
+        Ok(value) => snake_case(&format!("{value:?}")),
+        Err(prost::UnknownEnumValue(n)) => format!("unknown({n})"),
+    }
+}
+
+fn snake_case(camel: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+fn date_text(date: Option<&v1::Date>) -> Option<String> {
+    date.map(|d| format!("{:04}-{:02}-{:02}", d.year, d.month, d.day))
+}
+
+pub fn lookup_json(response: &v1::LookupResponse) -> serde_json::Value {
+    use v1::disclosed_involvement::Contact;
+    let involvement = |i: &v1::DisclosedInvolvement| {
+        let mut value = serde_json::json!({
+            "service": i.service,
+            "sensitivity": enum_name(v1::Sensitivity::try_from(i.sensitivity)),
+            "start_date": date_text(i.start_date.as_ref()),
+        });
+        match &i.contact {
+            Some(Contact::Practitioner(p)) => {
+                value["practitioner"] = serde_json::json!({
+                    "name": p.name, "role": p.role, "team": p.team,
+                    "organisation": p.organisation_name,
+                    "sector": enum_name(v1::Sector::try_from(p.sector)),
+                    "phone": p.phone, "email": p.email,
+                });
+            }
+            Some(Contact::Gatekeeper(g)) => {
+                value["gatekeeper"] =
+                    serde_json::json!({ "name": g.name, "phone": g.phone, "email": g.email });
+            }
+            None => {}
+        }
+        value
+    };
+    serde_json::json!({
+        "lookup_id": response.lookup_id,
+        "answers": response.answers.iter().map(|a| serde_json::json!({
+            "node_id": a.node_id,
+            "node_name": a.node_name,
+            "outcome": enum_name(v1::NodeOutcome::try_from(a.outcome)),
+            "detail": a.detail,
+            "latency_ms": a.latency_ms,
+            "more_identifiers_wanted": a.more_identifiers_wanted.iter()
+                .map(|k| enum_name(v1::IdentifierKind::try_from(*k))).collect::<Vec<_>>(),
+            "involvements": a.involvements.iter().map(involvement).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub fn lookup_text(response: &v1::LookupResponse) -> String {
+    use std::fmt::Write;
+    use v1::disclosed_involvement::Contact;
+    let mut out = String::new();
+    let _ = writeln!(out, "lookup {}", response.lookup_id);
+    for answer in &response.answers {
+        let outcome = enum_name(v1::NodeOutcome::try_from(answer.outcome)).replace('_', " ");
+        let _ = write!(
+            out,
+            "\n{} ({}): {outcome}",
+            answer.node_name, answer.node_id
+        );
+        if !answer.detail.is_empty() {
+            let _ = write!(out, " — {}", answer.detail);
+        }
+        let _ = writeln!(out, " [{} ms]", answer.latency_ms);
+        if answer.outcome == v1::NodeOutcome::Matched as i32 && answer.involvements.is_empty() {
+            let _ = writeln!(out, "  no current involvements");
+        }
+        if !answer.more_identifiers_wanted.is_empty() {
+            let wanted: Vec<_> = answer
+                .more_identifiers_wanted
+                .iter()
+                .map(|k| enum_name(v1::IdentifierKind::try_from(*k)).replace('_', " "))
+                .collect();
+            let _ = writeln!(
+                out,
+                "  nothing disclosed; adding {} would help",
+                wanted.join(" or ")
+            );
+        }
+        for involvement in &answer.involvements {
+            let sensitivity =
+                enum_name(v1::Sensitivity::try_from(involvement.sensitivity)).replace('_', " ");
+            match &involvement.contact {
+                Some(Contact::Practitioner(p)) => {
+                    let since = date_text(involvement.start_date.as_ref()).unwrap_or_default();
+                    let _ = writeln!(
+                        out,
+                        "  • {} ({sensitivity}), since {since}",
+                        involvement.service
+                    );
+                    let team = if p.team.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", {}", p.team)
+                    };
+                    let _ = writeln!(
+                        out,
+                        "    {}, {}{team} — {}",
+                        p.name, p.role, p.organisation_name
+                    );
+                    let _ = writeln!(out, "    {}", contact_line(&p.phone, &p.email));
+                }
+                Some(Contact::Gatekeeper(g)) => {
+                    let _ = writeln!(out, "  • a restricted service is involved");
+                    let _ = writeln!(
+                        out,
+                        "    contact its gatekeeper: {} — {}",
+                        g.name,
+                        contact_line(&g.phone, &g.email)
+                    );
+                }
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "  • {} ({sensitivity}): no contact on record",
+                        involvement.service
+                    );
+                }
+            }
+        }
+    }
+    out
+}
+
+fn contact_line(phone: &str, email: &str) -> String {
+    match (phone.is_empty(), email.is_empty()) {
+        (false, false) => format!("phone {phone} · email {email}"),
+        (false, true) => format!("phone {phone}"),
+        (true, false) => format!("email {email}"),
+        (true, true) => "no contact details".to_owned(),
+    }
+}

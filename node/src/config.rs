@@ -1,0 +1,356 @@
+//! The node's configuration: one TOML file, unknown keys rejected, every error
+//! naming its key. Loading is a pure function of the file's text and folder
+//! (relative paths are resolved against the folder the file is in), so tests
+//! never touch the process environment.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use patchwork_certs::SpiffeId;
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {0}")]
+    Parse(String),
+    #[error("config key {key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub node: NodeSection,
+    pub tls: TlsSection,
+    pub api: ApiSection,
+    #[serde(default)]
+    pub store: StoreSection,
+    #[serde(default)]
+    pub log: LogSection,
+    #[serde(default)]
+    pub cli: CliSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// Shown to practitioners next to this node's answers, e.g. "Surrey County Council".
+    pub display_name: String,
+    /// Where the store lives; created if missing.
+    pub data_dir: PathBuf,
+    /// The identifier scheme of national ids given without one.
+    #[serde(default = "default_scheme")]
+    pub default_id_scheme: String,
+}
+
+fn default_scheme() -> String {
+    patchwork_federation::NHS_SCHEME.to_owned()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// This node's certificate (PEM, leaf first, then any intermediates).
+    pub cert_file: PathBuf,
+    /// This node's private key (PEM). Must not be readable by group or others.
+    pub key_file: PathBuf,
+    /// The CA certificates (PEM) that local clients' certificates must chain to.
+    pub client_ca_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Create, update and read persons, practitioners, organisations, involvements.
+    Records,
+    /// Look people up (audited).
+    Lookup,
+    /// Import, statistics, audit verification, reload.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Records => "records",
+            Role::Lookup => "lookup",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientEntry {
+    /// The caller's identity: the spiffe:// URI SAN of its certificate.
+    pub identity: String,
+    pub roles: Vec<Role>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    /// Where the local API listens, e.g. "127.0.0.1:7443".
+    pub listen: SocketAddr,
+    /// Who may call, by certificate identity. Anyone else is refused. The
+    /// node's own identity (used by the CLI on this machine) may do anything.
+    #[serde(default)]
+    pub clients: Vec<ClientEntry>,
+    /// Requests served at once on one connection.
+    #[serde(default = "default_concurrency")]
+    pub max_concurrent_requests_per_connection: usize,
+}
+
+fn default_concurrency() -> usize {
+    256
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    /// The store's page cache in MiB.
+    #[serde(default = "default_cache_mb")]
+    pub cache_mb: u64,
+}
+
+fn default_cache_mb() -> u64 {
+    256
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection {
+            cache_mb: default_cache_mb(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+/// How the `patchwork` CLI on this machine reaches the node. Every key is
+/// optional: by default it calls `api.listen` (a wildcard address becomes
+/// loopback) as the node itself, expecting the name "localhost" in the node's
+/// certificate.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CliSection {
+    pub address: Option<SocketAddr>,
+    pub server_name: Option<String>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// The CA that issued the node's certificate; defaults to `tls.client_ca_file`.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl NodeConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        Self::from_toml(&text, base)
+    }
+
+    /// Parses and validates a config; relative paths are taken from `base_dir`.
+    pub fn from_toml(text: &str, base_dir: &Path) -> Result<Self, ConfigError> {
+        let mut config: NodeConfig = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse(e.to_string().trim().to_owned()))?;
+        config.validate()?;
+        config.resolve_paths(base_dir);
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let name = self.node.display_name.trim();
+        if name.is_empty() || name.chars().count() > 100 {
+            return Err(invalid("node.display_name", "must be 1-100 characters"));
+        }
+        if self.node.data_dir.as_os_str().is_empty() {
+            return Err(invalid("node.data_dir", "is required"));
+        }
+        patchwork_federation::validate_scheme(&self.node.default_id_scheme)
+            .map_err(|e| invalid("node.default_id_scheme", e.to_string()))?;
+        for (key, path) in [
+            ("tls.cert_file", &self.tls.cert_file),
+            ("tls.key_file", &self.tls.key_file),
+            ("tls.client_ca_file", &self.tls.client_ca_file),
+        ] {
+            if path.as_os_str().is_empty() {
+                return Err(invalid(key, "is required"));
+            }
+        }
+        if self.api.listen.port() == 0 {
+            return Err(invalid("api.listen", "needs a port"));
+        }
+        if !(1..=10_000).contains(&self.api.max_concurrent_requests_per_connection) {
+            return Err(invalid(
+                "api.max_concurrent_requests_per_connection",
+                "must be 1-10000",
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for (i, client) in self.api.clients.iter().enumerate() {
+            let key = format!("api.clients[{i}].identity");
+            let identity: SpiffeId = client
+                .identity
+                .parse()
+                .map_err(|e| invalid(&key, format!("{e}")))?;
+            if !seen.insert(identity.to_string()) {
+                return Err(invalid(key, format!("{identity} is listed twice")));
+            }
+            if client.roles.is_empty() {
+                return Err(invalid(
+                    format!("api.clients[{i}].roles"),
+                    "must name at least one role",
+                ));
+            }
+        }
+        if !(16..=65_536).contains(&self.store.cache_mb) {
+            return Err(invalid("store.cache_mb", "must be 16-65536"));
+        }
+        if let Some(name) = &self.cli.server_name {
+            if name.trim().is_empty() {
+                return Err(invalid("cli.server_name", "must not be empty"));
+            }
+        }
+        if self.cli.cert_file.is_some() != self.cli.key_file.is_some() {
+            return Err(invalid(
+                "cli.cert_file",
+                "cli.cert_file and cli.key_file go together",
+            ));
+        }
+        Ok(())
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |path: &mut PathBuf| {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        };
+        resolve(&mut self.node.data_dir);
+        resolve(&mut self.tls.cert_file);
+        resolve(&mut self.tls.key_file);
+        resolve(&mut self.tls.client_ca_file);
+        for path in [
+            &mut self.cli.cert_file,
+            &mut self.cli.key_file,
+            &mut self.cli.ca_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            resolve(path);
+        }
+    }
+
+    /// The store's folder inside the data folder.
+    pub fn store_dir(&self) -> PathBuf {
+        self.node.data_dir.join("store")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = r#"
+[node]
+display_name = "Surrey County Council"
+data_dir = "data"
+
+[tls]
+cert_file = "node.crt"
+key_file = "node.key"
+client_ca_file = "ca.crt"
+
+[api]
+listen = "127.0.0.1:7443"
+clients = [{ identity = "spiffe://patchwork/client/portal", roles = ["lookup"] }]
+"#;
+
+    #[test]
+    fn a_valid_config_resolves_paths_against_its_folder() {
+        let config = NodeConfig::from_toml(VALID, Path::new("/etc/patchwork")).expect("valid");
+        assert_eq!(config.tls.key_file, Path::new("/etc/patchwork/node.key"));
+        assert_eq!(config.node.default_id_scheme, "nhs");
+        assert_eq!(config.store.cache_mb, 256);
+    }
+
+    #[test]
+    fn every_error_names_its_key() {
+        let cases = [
+            (VALID.replace("[api]", "[api]\nlisten_on = 1"), "listen_on"),
+            (
+                VALID.replace("Surrey County Council", " "),
+                "node.display_name",
+            ),
+            (VALID.replace("127.0.0.1:7443", "localhost"), "listen"),
+            (VALID.replace("127.0.0.1:7443", "127.0.0.1:0"), "api.listen"),
+            (
+                VALID.replace("spiffe://patchwork/client/portal", "https://portal"),
+                "api.clients[0].identity",
+            ),
+            (VALID.replace("[\"lookup\"]", "[]"), "api.clients[0].roles"),
+            (VALID.replace("[\"lookup\"]", "[\"god\"]"), "god"),
+            (VALID.replace("cert_file = \"node.crt\"\n", ""), "cert_file"),
+            (
+                format!("{VALID}\n[store]\ncache_mb = 1\n"),
+                "store.cache_mb",
+            ),
+            (format!("{VALID}\n[log]\nformat = \"xml\"\n"), "xml"),
+            (
+                VALID.replace(
+                    "data_dir = \"data\"",
+                    "data_dir = \"data\"\ndefault_id_scheme = \"N H S\"",
+                ),
+                "node.default_id_scheme",
+            ),
+        ];
+        for (text, key) in cases {
+            let error = NodeConfig::from_toml(&text, Path::new("/"))
+                .expect_err(key)
+                .to_string();
+            assert!(error.contains(key), "{key} not named in: {error}");
+        }
+    }
+
+    #[test]
+    fn a_client_listed_twice_is_refused() {
+        let text = VALID.replace(
+            "roles = [\"lookup\"] }]",
+            "roles = [\"lookup\"] }, { identity = \"spiffe://patchwork/client/portal\", roles = [\"admin\"] }]",
+        );
+        let error = NodeConfig::from_toml(&text, Path::new("/"))
+            .expect_err("twice")
+            .to_string();
+        assert!(error.contains("api.clients[1].identity"), "{error}");
+    }
+}

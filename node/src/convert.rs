@@ -1,0 +1,144 @@
+//! Domain records back to wire messages, and the one mapping from domain
+//! errors to gRPC statuses.
+
+use patchwork_proto::v1;
+use tonic::Status;
+
+use crate::model::{
+    Contact, Involvement, LawfulBasis, NationalId, Organisation, Person, Practitioner, Sector,
+    Sensitivity,
+};
+use crate::store::StoreError;
+use crate::validate::{FieldError, path, to_proto_date};
+
+impl From<FieldError> for Status {
+    fn from(error: FieldError) -> Self {
+        Status::invalid_argument(error.to_string())
+    }
+}
+
+/// Maps a store error to the status a client sees; `prefix` is the request
+/// path of the record, so reference errors name the field
+/// (`involvement.person_id`).
+pub fn store_status(error: StoreError, prefix: &str) -> Status {
+    match error {
+        StoreError::AlreadyExists { .. } => Status::already_exists(error.to_string()),
+        StoreError::NotFound { .. } => Status::not_found(error.to_string()),
+        StoreError::MissingReference { field, kind, id } => Status::invalid_argument(format!(
+            "{}: {kind} {id} does not exist on this node",
+            path(prefix, field)
+        )),
+        StoreError::AlreadyEnded { .. } => Status::failed_precondition(error.to_string()),
+        StoreError::Invalid { field, message } => {
+            Status::invalid_argument(format!("{}: {message}", path(prefix, field)))
+        }
+        StoreError::Corrupt { .. } => {
+            tracing::error!(error = %error, "store record unreadable");
+            Status::internal("the node's store is damaged; the operator has been told in the log")
+        }
+        StoreError::Io(_) => {
+            tracing::error!(error = %error, "store i/o failed");
+            Status::unavailable("the node cannot write to its store right now; nothing was changed")
+        }
+    }
+}
+
+fn text(value: &Option<String>) -> String {
+    value.clone().unwrap_or_default()
+}
+
+pub fn national_id(value: &NationalId) -> v1::NationalId {
+    v1::NationalId {
+        scheme: value.scheme.clone(),
+        value: value.value.clone(),
+    }
+}
+
+pub fn person(value: &Person) -> v1::Person {
+    v1::Person {
+        id: value.id.clone(),
+        given_name: value.given_name.clone(),
+        family_name: value.family_name.clone(),
+        date_of_birth: value.date_of_birth.map(to_proto_date),
+        postcode: text(&value.postcode),
+        address: text(&value.address),
+        national_id: value.national_id.as_ref().map(national_id),
+    }
+}
+
+pub fn practitioner(value: &Practitioner) -> v1::Practitioner {
+    v1::Practitioner {
+        id: value.id.clone(),
+        name: value.name.clone(),
+        role: value.role.clone(),
+        team: text(&value.team),
+        organisation_id: value.organisation_id.clone(),
+        phone: text(&value.phone),
+        email: text(&value.email),
+    }
+}
+
+pub fn sector(value: Sector) -> v1::Sector {
+    match value {
+        Sector::SocialCare => v1::Sector::SocialCare,
+        Sector::Health => v1::Sector::Health,
+        Sector::Police => v1::Sector::Police,
+        Sector::Education => v1::Sector::Education,
+        Sector::Housing => v1::Sector::Housing,
+        Sector::Youth => v1::Sector::Youth,
+        Sector::Voluntary => v1::Sector::Voluntary,
+        Sector::Probation => v1::Sector::Probation,
+        Sector::Other => v1::Sector::Other,
+    }
+}
+
+pub fn sensitivity(value: Sensitivity) -> v1::Sensitivity {
+    match value {
+        Sensitivity::Standard => v1::Sensitivity::Standard,
+        Sensitivity::Restricted => v1::Sensitivity::Restricted,
+        Sensitivity::AlwaysFindable => v1::Sensitivity::AlwaysFindable,
+    }
+}
+
+pub fn lawful_basis(value: LawfulBasis) -> v1::LawfulBasis {
+    match value {
+        LawfulBasis::ChildSafeguarding => v1::LawfulBasis::ChildSafeguarding,
+        LawfulBasis::AdultSafeguarding => v1::LawfulBasis::AdultSafeguarding,
+        LawfulBasis::VitalInterests => v1::LawfulBasis::VitalInterests,
+        LawfulBasis::DirectCare => v1::LawfulBasis::DirectCare,
+        LawfulBasis::PublicTask => v1::LawfulBasis::PublicTask,
+        LawfulBasis::CrimePrevention => v1::LawfulBasis::CrimePrevention,
+        LawfulBasis::Consent => v1::LawfulBasis::Consent,
+    }
+}
+
+pub fn organisation(value: &Organisation) -> v1::Organisation {
+    v1::Organisation {
+        id: value.id.clone(),
+        name: value.name.clone(),
+        sector: sector(value.sector) as i32,
+    }
+}
+
+pub fn contact(value: &Contact) -> v1::Contact {
+    v1::Contact {
+        name: value.name.clone(),
+        phone: text(&value.phone),
+        email: text(&value.email),
+    }
+}
+
+pub fn involvement(value: &Involvement) -> v1::Involvement {
+    v1::Involvement {
+        id: value.id.clone(),
+        person_id: value.person_id.clone(),
+        practitioner_id: value.practitioner_id.clone(),
+        service: value.service.clone(),
+        start_date: Some(to_proto_date(value.start_date)),
+        end_date: value.end_date.map(to_proto_date),
+        sensitivity: sensitivity(value.sensitivity) as i32,
+        gatekeeper: value.gatekeeper.as_ref().map(contact),
+        last_confirmed: Some(to_proto_date(value.last_confirmed)),
+        end_reason: text(&value.end_reason),
+    }
+}

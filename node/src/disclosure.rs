@@ -1,0 +1,79 @@
+//! What a lookup may tell about a matched person's involvements: contact
+//! details only, never case data, and for restricted services only that one is
+//! involved and its gatekeeper. Ended involvements are never disclosed.
+
+use patchwork_proto::v1;
+
+use crate::convert;
+use crate::model::{Involvement, Sensitivity};
+use crate::store::{Store, StoreError};
+use crate::validate::to_proto_date;
+
+/// The involvements of `person_id` as this node's own practitioners may see
+/// them (peers get the same, further filtered by their agreement).
+pub fn disclose_local(
+    store: &Store,
+    person_id: &str,
+) -> Result<Vec<v1::DisclosedInvolvement>, StoreError> {
+    let mut disclosed = Vec::new();
+    for involvement in store.involvements_of_person(person_id)? {
+        if !involvement.is_active() {
+            continue;
+        }
+        disclosed.push(disclose_one(store, &involvement)?);
+    }
+    Ok(disclosed)
+}
+
+fn disclose_one(
+    store: &Store,
+    involvement: &Involvement,
+) -> Result<v1::DisclosedInvolvement, StoreError> {
+    let contact = match involvement.sensitivity {
+        Sensitivity::Restricted => involvement
+            .gatekeeper
+            .as_ref()
+            .map(|g| v1::disclosed_involvement::Contact::Gatekeeper(convert::contact(g))),
+        Sensitivity::Standard | Sensitivity::AlwaysFindable => {
+            match store.practitioner(&involvement.practitioner_id)? {
+                Some(practitioner) => {
+                    let organisation = store.organisation(&practitioner.organisation_id)?;
+                    Some(v1::disclosed_involvement::Contact::Practitioner(
+                        v1::PractitionerContact {
+                            name: practitioner.name,
+                            role: practitioner.role,
+                            team: practitioner.team.unwrap_or_default(),
+                            organisation_name: organisation
+                                .as_ref()
+                                .map(|o| o.name.clone())
+                                .unwrap_or_default(),
+                            sector: organisation
+                                .map(|o| convert::sector(o.sector) as i32)
+                                .unwrap_or_default(),
+                            phone: practitioner.phone.unwrap_or_default(),
+                            email: practitioner.email.unwrap_or_default(),
+                        },
+                    ))
+                }
+                None => None,
+            }
+        }
+    };
+    // For a restricted service even its name and start date say too much
+    // ("sexual health clinic since March"): only that one is involved.
+    let restricted = involvement.sensitivity == Sensitivity::Restricted;
+    Ok(v1::DisclosedInvolvement {
+        service: if restricted {
+            String::new()
+        } else {
+            involvement.service.clone()
+        },
+        sensitivity: convert::sensitivity(involvement.sensitivity) as i32,
+        start_date: if restricted {
+            None
+        } else {
+            Some(to_proto_date(involvement.start_date))
+        },
+        contact,
+    })
+}

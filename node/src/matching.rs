@@ -1,0 +1,206 @@
+//! Deciding whether this node holds the person a lookup asks about, precise
+//! first: disclosing the team around the wrong child is a serious harm, so an
+//! uncertain match discloses nothing and says what would resolve it.
+//!
+//! A candidate matches when a strong identifier agrees (the national id, or
+//! given name + family name + date of birth together) and nothing known on
+//! both sides contradicts it (another national id of the same scheme, another
+//! date of birth). Several matches, or a national id that agrees while the
+//! date of birth does not, make the answer ambiguous.
+
+use patchwork_federation::normalise_name;
+use patchwork_proto::v1::IdentifierKind;
+
+use crate::model::{Demographics, Person};
+use crate::store::{Store, StoreError, person_index_keys};
+
+/// How many candidates one index key may bring in; far more than any real
+/// person has namesakes with the same date of birth.
+const CANDIDATE_LIMIT: usize = 64;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MatchDecision {
+    Matched(Box<Person>),
+    NoMatch,
+    Ambiguous {
+        more_identifiers_wanted: Vec<IdentifierKind>,
+    },
+}
+
+fn same_name(a: Option<&str>, b: &str) -> bool {
+    a.is_some_and(|a| {
+        let a = normalise_name(a);
+        !a.is_empty() && a == normalise_name(b)
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Strong,
+    Contradicted,
+    Unrelated,
+}
+
+fn judge(subject: &Demographics, candidate: &Person) -> Verdict {
+    let same_scheme_ids = subject
+        .national_id
+        .as_ref()
+        .zip(candidate.national_id.as_ref())
+        .filter(|(a, b)| a.scheme == b.scheme);
+    let id_agrees = same_scheme_ids.is_some_and(|(a, b)| a.value == b.value);
+    let id_conflicts = same_scheme_ids.is_some_and(|(a, b)| a.value != b.value);
+    let dob_conflicts = subject
+        .date_of_birth
+        .zip(candidate.date_of_birth)
+        .is_some_and(|(a, b)| a != b);
+    let names_dob_agree = same_name(subject.given_name.as_deref(), &candidate.given_name)
+        && same_name(subject.family_name.as_deref(), &candidate.family_name)
+        && subject.date_of_birth.is_some()
+        && subject.date_of_birth == candidate.date_of_birth;
+    match (id_agrees || names_dob_agree, id_conflicts || dob_conflicts) {
+        (true, false) => Verdict::Strong,
+        (true, true) => Verdict::Contradicted,
+        (false, _) => Verdict::Unrelated,
+    }
+}
+
+/// Finds the one person `subject` describes, if there is exactly one.
+pub fn match_person(store: &Store, subject: &Demographics) -> Result<MatchDecision, StoreError> {
+    let mut candidates: Vec<Person> = Vec::new();
+    for key in person_index_keys(subject) {
+        for person in store.persons_with_key(&key, CANDIDATE_LIMIT)? {
+            if !candidates.iter().any(|c| c.id == person.id) {
+                candidates.push(person);
+            }
+        }
+    }
+    let mut strong = Vec::new();
+    let mut contradicted = false;
+    for candidate in candidates {
+        match judge(subject, &candidate) {
+            Verdict::Strong => strong.push(candidate),
+            Verdict::Contradicted => contradicted = true,
+            Verdict::Unrelated => {}
+        }
+    }
+    if strong.len() > 1 {
+        if let Some(postcode) = &subject.postcode {
+            let wanted = patchwork_federation::normalise_postcode(postcode);
+            let here: Vec<_> = strong
+                .iter()
+                .filter(|p| {
+                    p.postcode
+                        .as_deref()
+                        .map(patchwork_federation::normalise_postcode)
+                        == Some(wanted.clone())
+                })
+                .cloned()
+                .collect();
+            if !here.is_empty() {
+                strong = here;
+            }
+        }
+    }
+    Ok(match (strong.len(), contradicted) {
+        (1, false) => MatchDecision::Matched(Box::new(strong.remove(0))),
+        (0, false) => MatchDecision::NoMatch,
+        _ => MatchDecision::Ambiguous {
+            more_identifiers_wanted: missing_identifiers(subject),
+        },
+    })
+}
+
+fn missing_identifiers(subject: &Demographics) -> Vec<IdentifierKind> {
+    let mut wanted = Vec::new();
+    if subject.national_id.is_none() {
+        wanted.push(IdentifierKind::NationalId);
+    }
+    if subject.date_of_birth.is_none() {
+        wanted.push(IdentifierKind::DateOfBirth);
+    }
+    if subject.postcode.is_none() {
+        wanted.push(IdentifierKind::Postcode);
+    }
+    wanted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::NationalId;
+    use crate::store::{StoreOptions, WriteMode};
+    use chrono::NaiveDate;
+
+    fn person(id: &str, given: &str, dob: (i32, u32, u32), nhs: Option<&str>) -> Person {
+        Person {
+            id: id.into(),
+            given_name: given.into(),
+            family_name: "Smith-Jones".into(),
+            date_of_birth: NaiveDate::from_ymd_opt(dob.0, dob.1, dob.2),
+            postcode: Some("RH1 1AA".into()),
+            address: None,
+            national_id: nhs.map(|v| NationalId {
+                scheme: "nhs".into(),
+                value: v.into(),
+            }),
+        }
+    }
+
+    fn subject(given: &str, dob: (i32, u32, u32), nhs: Option<&str>) -> Demographics {
+        Demographics {
+            given_name: Some(given.into()),
+            family_name: Some("smith jones".into()),
+            date_of_birth: NaiveDate::from_ymd_opt(dob.0, dob.1, dob.2),
+            postcode: None,
+            national_id: nhs.map(|v| NationalId {
+                scheme: "nhs".into(),
+                value: v.into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn precise_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), &StoreOptions::default()).expect("open");
+        store
+            .put_persons(
+                &[
+                    person("A", "Amelia", (2015, 3, 14), Some("9434765919")),
+                    // Twins: same names and date of birth, no national id.
+                    person("T1", "Sam", (2018, 6, 1), None),
+                    person("T2", "Sam", (2018, 6, 1), None),
+                ],
+                WriteMode::Create,
+            )
+            .expect("write");
+        let decide = |s: Demographics| match_person(&store, &s).expect("match");
+        assert!(
+            matches!(decide(subject("AMÉLIA", (2015, 3, 14), None)), MatchDecision::Matched(p) if p.id == "A")
+        );
+        assert!(
+            matches!(
+                decide(subject("Zoe", (2000, 1, 1), Some("9434765919"))),
+                MatchDecision::Ambiguous { .. }
+            ),
+            "id agrees, dob contradicts"
+        );
+        assert!(
+            matches!(
+                decide(subject("Sam", (2018, 6, 1), None)),
+                MatchDecision::Ambiguous { .. }
+            ),
+            "twins"
+        );
+        assert_eq!(
+            decide(subject("Amelia", (2015, 3, 15), None)),
+            MatchDecision::NoMatch
+        );
+        assert_eq!(
+            decide(subject("Amelia", (2015, 3, 14), Some("4010232137"))),
+            MatchDecision::Ambiguous {
+                more_identifiers_wanted: vec![IdentifierKind::Postcode]
+            }
+        );
+    }
+}

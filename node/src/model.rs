@@ -1,0 +1,133 @@
+//! The node's domain records: what the store holds, already validated.
+//!
+//! These types are only ever built by `validate` (from the API or an import)
+//! or decoded from the store, so every value in them is known to be valid:
+//! text trimmed and within limits, optional fields `None` rather than empty,
+//! national identifiers normalised.
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Person {
+    pub id: String,
+    pub given_name: String,
+    pub family_name: String,
+    pub date_of_birth: Option<NaiveDate>,
+    pub postcode: Option<String>,
+    pub address: Option<String>,
+    pub national_id: Option<NationalId>,
+}
+
+/// A national identifier, normalised for its scheme (see
+/// `patchwork_federation::normalise_national_id`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NationalId {
+    pub scheme: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Practitioner {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    pub team: Option<String>,
+    pub organisation_id: String,
+    pub phone: Option<String>,
+    pub email: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Organisation {
+    pub id: String,
+    pub name: String,
+    pub sector: Sector,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Sector {
+    SocialCare,
+    Health,
+    Police,
+    Education,
+    Housing,
+    Youth,
+    Voluntary,
+    Probation,
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Sensitivity {
+    Standard,
+    Restricted,
+    AlwaysFindable,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contact {
+    pub name: String,
+    pub phone: Option<String>,
+    pub email: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Involvement {
+    pub id: String,
+    pub person_id: String,
+    pub practitioner_id: String,
+    pub service: String,
+    pub start_date: NaiveDate,
+    pub end_date: Option<NaiveDate>,
+    pub sensitivity: Sensitivity,
+    pub gatekeeper: Option<Contact>,
+    pub last_confirmed: NaiveDate,
+    pub end_reason: Option<String>,
+}
+
+impl Involvement {
+    pub fn is_active(&self) -> bool {
+        self.end_date.is_none()
+    }
+}
+
+/// The lawful basis of a lookup (see `LawfulBasis` in common.proto).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LawfulBasis {
+    ChildSafeguarding,
+    AdultSafeguarding,
+    VitalInterests,
+    DirectCare,
+    PublicTask,
+    CrimePrevention,
+    Consent,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Purpose {
+    pub lawful_basis: LawfulBasis,
+    pub reason: String,
+}
+
+/// What a search or lookup knows about the person it looks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Demographics {
+    pub given_name: Option<String>,
+    pub family_name: Option<String>,
+    pub date_of_birth: Option<NaiveDate>,
+    pub postcode: Option<String>,
+    pub national_id: Option<NationalId>,
+}
+
+impl From<&Person> for Demographics {
+    fn from(person: &Person) -> Self {
+        Demographics {
+            given_name: Some(person.given_name.clone()),
+            family_name: Some(person.family_name.clone()),
+            date_of_birth: person.date_of_birth,
+            postcode: person.postcode.clone(),
+            national_id: person.national_id.clone(),
+        }
+    }
+}

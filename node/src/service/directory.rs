@@ -1,0 +1,489 @@
+//! `patchwork.v1.Directory`: the council's own systems and practitioners
+//! writing and reading its records, and looking people up.
+
+use std::time::Instant;
+
+use patchwork_proto::v1::{self, directory_server::Directory};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use tracing::{info, instrument};
+
+use super::{NodeState, blocking};
+use crate::config::Role;
+use crate::convert::{self, store_status};
+use crate::disclosure::disclose_local;
+use crate::matching::{MatchDecision, match_person};
+use crate::store::{WriteMode, person_index_keys};
+use crate::validate::{self, FieldError, InvolvementSource, present};
+
+/// The most persons one search returns.
+const MAX_SEARCH_LIMIT: u32 = 100;
+const DEFAULT_SEARCH_LIMIT: u32 = 20;
+
+#[derive(Debug, Clone)]
+pub struct DirectoryService {
+    state: NodeState,
+}
+
+impl DirectoryService {
+    pub fn new(state: NodeState) -> Self {
+        DirectoryService { state }
+    }
+
+    /// Runs one store write, then flushes so the reply acknowledges durable data.
+    async fn write<T, F>(&self, prefix: &'static str, work: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&crate::store::Store) -> Result<T, crate::store::StoreError> + Send + 'static,
+    {
+        let store = self.state.store.clone();
+        let value = blocking(move || work(&store).map_err(|e| store_status(e, prefix))).await?;
+        self.state.flush().await?;
+        Ok(value)
+    }
+
+    async fn read<T, F>(&self, work: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&crate::store::Store) -> Result<T, crate::store::StoreError> + Send + 'static,
+    {
+        let store = self.state.store.clone();
+        blocking(move || work(&store).map_err(|e| store_status(e, ""))).await
+    }
+}
+
+fn not_found(kind: &str, id: &str) -> Status {
+    Status::not_found(format!("{kind} {id} not found"))
+}
+
+type DirectoryResult<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl Directory for DirectoryService {
+    #[instrument(skip_all)]
+    async fn create_person(
+        &self,
+        request: Request<v1::CreatePersonRequest>,
+    ) -> DirectoryResult<v1::Person> {
+        self.state.access.authorise(&request, Role::Records)?;
+        let req = request.into_inner();
+        let person = validate::person(
+            present(req.person.as_ref(), "person")?,
+            "person",
+            &self.state.rules(),
+        )?;
+        let reply = convert::person(&person);
+        self.write("person", move |s| {
+            s.put_persons(&[person], WriteMode::Create)
+        })
+        .await?;
+        Ok(Response::new(reply))
+    }
+
+    #[instrument(skip_all)]
+    async fn update_person(
+        &self,
+        request: Request<v1::UpdatePersonRequest>,
+    ) -> DirectoryResult<v1::Person> {
+        self.state.access.authorise(&request, Role::Records)?;
+        let req = request.into_inner();
+        let person = validate::person(
+            present(req.person.as_ref(), "person")?,
+            "person",
+            &self.state.rules(),
+        )?;
+        let reply = convert::person(&person);
+        self.write("person", move |s| {
+            s.put_persons(&[person], WriteMode::Update)
+        })
+        .await?;
+        Ok(Response::new(reply))
+    }
+
+    #[instrument(skip_all)]
+    async fn get_person(
+        &self,
+        request: Request<v1::GetPersonRequest>,
+    ) -> DirectoryResult<v1::Person> {
+        self.state.access.authorise(&request, Role::Records)?;
+        let id = validate::id(&request.get_ref().id, "id")?;
+        let lookup_id = id.clone();
+        let person = self
+            .read(move |s| s.person(&lookup_id))
+            .await?
+            .ok_or_else(|| not_found("person", &id))?;
+        Ok(Response::new(convert::person(&person)))
+    }
+
+    #[instrument(skip_all)]
+    async fn search_persons(
+        &self,
+        request: Request<v1::SearchPersonsRequest>,
+    ) -> DirectoryResult<v1::SearchPersonsResponse> {
+        self.state.access.authorise(&request, Role::Records)?;
+        let req = request.into_inner();
+        let demographics = validate::demographics(
+            present(req.demographics.as_ref(), "demographics")?,
+            "demographics",
+            &self.state.rules(),
+        )?;
+        let limit = match req.limit {
+            0 => DEFAULT_SEARCH_LIMIT,
+            n if n <= MAX_SEARCH_LIMIT => n,
+            _ => {
+                return Err(
+                    FieldError::new("limit", format!("must be at most {MAX_SEARCH_LIMIT}")).into(),
+                );
+            }
+        } as usize;
+        let keys = person_index_keys(&demographics);
+        if keys.is_empty() {
+            return Err(FieldError::new(
+                "demographics",
+                "needs national_id, or family_name with date_of_birth or postcode",
+            )
+            .into());
+        }
+        let (persons, truncated) = self
+            .read(move |s| {
+                let mut found: Vec<crate::model::Person> = Vec::new();
+                for key in keys {
+                    for person in s.persons_with_key(&key, limit * 4 + 1)? {
+                        if agrees(&demographics, &person)
+                            && !found.iter().any(|p| p.id == person.id)
+                        {
+                            found.push(person);
+                        }
+                    }
+                }
+                let truncated = found.len() > limit;
+                found.truncate(limit);
+                Ok((found, truncated))
+            })
+            .await?;
+        Ok(Response::new(v1::SearchPersonsResponse {
+            persons: persons.iter().map(convert::person).collect(),
+            truncated,
+        }))
+    }
+
+    #[instrument(skip_all)]
+    async fn create_practitioner(
+        &self,
+        request: Request<v1::CreatePractitionerRequest>,
+    ) -> DirectoryResult<v1::Practitioner> {
+        self.state.access.authorise(&request, Role::Records)?;
+        let req = request.into_inner();
+        let practitioner = validate::practitioner(
+            present(req.practitioner.as_ref(), "practitioner")?,
+            "practitioner",
+        )?;
+        let reply = convert::practitioner(&practitioner);
+        self.write("practitioner", move |s| {
+            s.put_practitioners(&[practitioner], WriteMode::Create)
+        })
+        .await?;
+        Ok(Response::new(reply))
+    }
+
+    #[instrument(skip_all)]
+    async fn update_practitioner(
+        &self,
+        request: Request<v1::UpdatePractitionerRequest>,
+    ) -> DirectoryResult<v1::Practitioner> {
+        self.state.access.authorise(&request, Role::Records)?;
+        let req = request.into_inner();
+        let practitioner = validate::practitioner(
+            present(req.practitioner.as_ref(), "practitioner")?,
+            "practitioner",
+        )?;
+        let reply = convert::practitioner(&practitioner);
+        self.write("practitioner", move |s| {
+            s.put_practitioners(&[practitioner], WriteMode::Update)
+        })
+        .await?;
+        Ok(Response::new(reply))
+    }
+
+    #[instrument(skip_all)]
+    async fn get_practitioner(
+        &self,
+        request: Request<v1::GetPractitionerRequest>,
+    ) -> DirectoryResult<v1::Practitioner> {
+        self.state.access.authorise(&request, Role::Records)?;
+        let id = validate::id(&request.get_ref().id, "id")?;
+        let lookup_id = id.clone();
+        let found = self.read(move |s| s.practitioner(&lookup_id)).await?;
+        let practitioner = found.ok_or_else(|| not_found("practitioner", &id))?;
+        Ok(Response::new(convert::practitioner(&practitioner)))
+    }
+
+    #[instrument(skip_all)]
+    async fn create_organisation(
+        &self,
+        request: Request<v1::CreateOrganisationRequest>,
+    ) -> DirectoryResult<v1::Organisation> {
+        self.state.access.authorise(&request, Role::Records)?;
+        let req = request.into_inner();
+        let organisation = validate::organisation(
+            present(req.organisation.as_ref(), "organisation")?,
+            "organisation",
+        )?;
+        let reply = convert::organisation(&organisation);
+        self.write("organisation", move |s| {
+            s.put_organisations(&[organisation], WriteMode::Create)
+        })
+        .await?;
+        Ok(Response::new(reply))
+    }
+
+    #[instrument(skip_all)]
+    async fn update_organisation(
+        &self,
+        request: Request<v1::UpdateOrganisationRequest>,
+    ) -> DirectoryResult<v1::Organisation> {
+        self.state.access.authorise(&request, Role::Records)?;
+        let req = request.into_inner();
+        let organisation = validate::organisation(
+            present(req.organisation.as_ref(), "organisation")?,
+            "organisation",
+        )?;
+        let reply = convert::organisation(&organisation);
+        self.write("organisation", move |s| {
+            s.put_organisations(&[organisation], WriteMode::Update)
+        })
+        .await?;
+        Ok(Response::new(reply))
+    }
+
+    #[instrument(skip_all)]
+    async fn get_organisation(
+        &self,
+        request: Request<v1::GetOrganisationRequest>,
+    ) -> DirectoryResult<v1::Organisation> {
+        self.state.access.authorise(&request, Role::Records)?;
+        let id = validate::id(&request.get_ref().id, "id")?;
+        let lookup_id = id.clone();
+        let found = self.read(move |s| s.organisation(&lookup_id)).await?;
+        let organisation = found.ok_or_else(|| not_found("organisation", &id))?;
+        Ok(Response::new(convert::organisation(&organisation)))
+    }
+
+    #[instrument(skip_all)]
+    async fn record_involvement(
+        &self,
+        request: Request<v1::RecordInvolvementRequest>,
+    ) -> DirectoryResult<v1::Involvement> {
+        self.state.access.authorise(&request, Role::Records)?;
+        let req = request.into_inner();
+        let involvement = validate::involvement(
+            present(req.involvement.as_ref(), "involvement")?,
+            "involvement",
+            InvolvementSource::Api,
+            &self.state.rules(),
+        )?;
+        let reply = convert::involvement(&involvement);
+        self.write("involvement", move |s| {
+            s.put_involvements(&[involvement], WriteMode::Create)
+        })
+        .await?;
+        info!(involvement = %reply.id, "involvement recorded");
+        Ok(Response::new(reply))
+    }
+
+    #[instrument(skip_all)]
+    async fn end_involvement(
+        &self,
+        request: Request<v1::EndInvolvementRequest>,
+    ) -> DirectoryResult<v1::Involvement> {
+        self.state.access.authorise(&request, Role::Records)?;
+        let req = request.into_inner();
+        let rules = self.state.rules();
+        let id = validate::id(&req.id, "id")?;
+        let end_date = validate::past_date(
+            present(req.end_date.as_ref(), "end_date")?,
+            "end_date",
+            &rules,
+        )?;
+        let reason = validate::optional_text(&req.reason, "reason", validate::MAX_END_REASON)?;
+        let ended = self
+            .write("", move |s| s.end_involvement(&id, end_date, reason))
+            .await?;
+        info!(involvement = %ended.id, "involvement ended");
+        Ok(Response::new(convert::involvement(&ended)))
+    }
+
+    #[instrument(skip_all)]
+    async fn list_involvements(
+        &self,
+        request: Request<v1::ListInvolvementsRequest>,
+    ) -> DirectoryResult<v1::ListInvolvementsResponse> {
+        self.state.access.authorise(&request, Role::Records)?;
+        let req = request.into_inner();
+        let person_id = validate::id(&req.person_id, "person_id")?;
+        let include_ended = req.include_ended;
+        let lookup_id = person_id.clone();
+        let involvements = self
+            .read(move |s| {
+                if s.person(&lookup_id)?.is_none() {
+                    return Ok(None);
+                }
+                s.involvements_of_person(&lookup_id).map(Some)
+            })
+            .await?
+            .ok_or_else(|| not_found("person", &person_id))?;
+        Ok(Response::new(v1::ListInvolvementsResponse {
+            involvements: involvements
+                .iter()
+                .filter(|i| include_ended || i.is_active())
+                .map(convert::involvement)
+                .collect(),
+        }))
+    }
+
+    #[instrument(skip_all, fields(lookup_id))]
+    async fn lookup(
+        &self,
+        request: Request<v1::LookupRequest>,
+    ) -> DirectoryResult<v1::LookupResponse> {
+        let started = Instant::now();
+        let caller = self.state.access.authorise(&request, Role::Lookup)?;
+        let req = request.into_inner();
+        let rules = self.state.rules();
+        let subject =
+            validate::demographics(present(req.subject.as_ref(), "subject")?, "subject", &rules)?;
+        let strong_enough = subject.national_id.is_some()
+            || (subject.given_name.is_some()
+                && subject.family_name.is_some()
+                && subject.date_of_birth.is_some());
+        if !strong_enough {
+            return Err(FieldError::new(
+                "subject",
+                "needs national_id, or given_name, family_name and date_of_birth",
+            )
+            .into());
+        }
+        let purpose = validate::purpose(req.purpose.as_ref(), "purpose")?;
+        let requester = present(req.requester.as_ref(), "requester")?;
+        let requester_id = validate::id(&requester.practitioner_id, "requester.practitioner_id")?;
+        if req.peer_deadline_ms != 0 && !(100..=30_000).contains(&req.peer_deadline_ms) {
+            return Err(FieldError::new("peer_deadline_ms", "must be 0 or 100-30000").into());
+        }
+        let lookup_id = uuid::Uuid::new_v4().to_string();
+        tracing::Span::current().record("lookup_id", lookup_id.as_str());
+
+        let requester_check = requester_id.clone();
+        let (decision, disclosed) = self
+            .read(move |s| {
+                if s.practitioner(&requester_check)?.is_none() {
+                    return Ok(None);
+                }
+                let decision = match_person(s, &subject)?;
+                let disclosed = match &decision {
+                    MatchDecision::Matched(person) => disclose_local(s, &person.id)?,
+                    _ => Vec::new(),
+                };
+                Ok(Some((decision, disclosed)))
+            })
+            .await?
+            .ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "requester.practitioner_id: practitioner {requester_id} does not exist on this node"
+                ))
+            })?;
+        let (outcome, more_identifiers_wanted) = match decision {
+            MatchDecision::Matched(_) => (v1::NodeOutcome::Matched, Vec::new()),
+            MatchDecision::NoMatch => (v1::NodeOutcome::NoMatch, Vec::new()),
+            MatchDecision::Ambiguous {
+                more_identifiers_wanted,
+            } => (
+                v1::NodeOutcome::Ambiguous,
+                more_identifiers_wanted
+                    .into_iter()
+                    .map(|k| k as i32)
+                    .collect(),
+            ),
+        };
+        // Ids, counts and the purpose's basis only: never names or identifiers.
+        info!(
+            caller = %caller.identity,
+            requester = %requester_id,
+            lawful_basis = ?purpose.lawful_basis,
+            outcome = ?outcome,
+            disclosed = disclosed.len(),
+            "lookup answered"
+        );
+        let latency_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
+        Ok(Response::new(v1::LookupResponse {
+            lookup_id,
+            answers: vec![v1::NodeAnswer {
+                node_id: self.state.node_identity.to_string(),
+                node_name: self.state.display_name.clone(),
+                outcome: outcome as i32,
+                detail: String::new(),
+                involvements: disclosed,
+                more_identifiers_wanted,
+                latency_ms,
+            }],
+        }))
+    }
+
+    async fn raise_attention(
+        &self,
+        _request: Request<v1::RaiseAttentionRequest>,
+    ) -> DirectoryResult<v1::RaiseAttentionResponse> {
+        Err(Status::unimplemented(
+            "attention flags are not implemented yet",
+        ))
+    }
+
+    async fn clear_attention(
+        &self,
+        _request: Request<v1::ClearAttentionRequest>,
+    ) -> DirectoryResult<v1::ClearAttentionResponse> {
+        Err(Status::unimplemented(
+            "attention flags are not implemented yet",
+        ))
+    }
+
+    async fn confirm_involvement(
+        &self,
+        _request: Request<v1::ConfirmInvolvementRequest>,
+    ) -> DirectoryResult<v1::Involvement> {
+        Err(Status::unimplemented(
+            "confirming involvements is not implemented yet",
+        ))
+    }
+
+    type WatchStream = ReceiverStream<Result<v1::TeamEvent, Status>>;
+
+    async fn watch(
+        &self,
+        _request: Request<v1::WatchRequest>,
+    ) -> DirectoryResult<Self::WatchStream> {
+        Err(Status::unimplemented(
+            "watching team events is not implemented yet",
+        ))
+    }
+}
+
+/// Every field the search gave agrees with the person (after normalisation).
+fn agrees(wanted: &crate::model::Demographics, person: &crate::model::Person) -> bool {
+    use patchwork_federation::{normalise_name, normalise_postcode};
+    let name_ok = |want: &Option<String>, have: &str| {
+        want.as_deref()
+            .is_none_or(|w| normalise_name(w) == normalise_name(have))
+    };
+    name_ok(&wanted.given_name, &person.given_name)
+        && name_ok(&wanted.family_name, &person.family_name)
+        && wanted
+            .date_of_birth
+            .is_none_or(|d| person.date_of_birth == Some(d))
+        && wanted.postcode.as_deref().is_none_or(|p| {
+            person.postcode.as_deref().map(normalise_postcode) == Some(normalise_postcode(p))
+        })
+        && wanted
+            .national_id
+            .as_ref()
+            .is_none_or(|n| person.national_id.as_ref() == Some(n))
+}

@@ -1,0 +1,56 @@
+//! The gRPC services a node serves, and the state they share. Handlers
+//! authorise the caller first (identity from the certificate), validate every
+//! field, run store work on the blocking pool, and acknowledge a write only
+//! after it is flushed to disk.
+
+mod admin;
+mod directory;
+mod federation;
+
+use std::sync::Arc;
+
+use patchwork_certs::SpiffeId;
+use tonic::Status;
+
+use crate::access::AccessPolicy;
+use crate::store::Store;
+use crate::validate::Rules;
+
+pub use admin::AdminService;
+pub use directory::DirectoryService;
+pub use federation::FederationService;
+
+/// What every handler needs; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct NodeState {
+    pub store: Store,
+    pub access: Arc<AccessPolicy>,
+    pub node_identity: SpiffeId,
+    pub display_name: String,
+    pub default_id_scheme: String,
+}
+
+impl NodeState {
+    fn rules(&self) -> Rules {
+        Rules::new(&self.default_id_scheme)
+    }
+
+    /// Makes every write so far durable before a reply acknowledges it.
+    async fn flush(&self) -> Result<(), Status> {
+        self.store
+            .flush()
+            .await
+            .map_err(|e| crate::convert::store_status(e, ""))
+    }
+}
+
+/// Runs store work off the async threads: sled calls block on disk.
+pub(crate) async fn blocking<T, F>(work: F) -> Result<T, Status>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, Status> + Send + 'static,
+{
+    tokio::task::spawn_blocking(work).await.map_err(|_| {
+        Status::internal("a store worker stopped unexpectedly; nothing was acknowledged")
+    })?
+}
