@@ -131,9 +131,11 @@ impl Directory for DirectoryService {
             0 => DEFAULT_SEARCH_LIMIT,
             n if n <= MAX_SEARCH_LIMIT => n,
             _ => {
-                return Err(
-                    FieldError::new("limit", format!("must be at most {MAX_SEARCH_LIMIT}")).into(),
-                );
+                return Err(FieldError::new(
+                    "limit",
+                    format!("must be at most {MAX_SEARCH_LIMIT}"),
+                )
+                .into());
             }
         } as usize;
         let keys = person_index_keys(&demographics);

@@ -1,0 +1,298 @@
+//! Importing the council's CSV exports into a running node, through the same
+//! library call the `patchwork import` command makes: every bad row reported
+//! with its line and column; nothing written from a failing file unless bad
+//! rows are skipped; dry runs write nothing; re-imports are idempotent by id.
+
+use std::path::{Path, PathBuf};
+
+use patchwork_node::cli::{ImportRequest, import_csv};
+use patchwork_node::csv_rows::CsvKind;
+use patchwork_tests::{ClientGrant, TRUST_DOMAIN, TestCa, TestNode, lookup_request, v1};
+
+const PERSONS_HEADER: &str =
+    "id,given_name,family_name,date_of_birth,postcode,address,national_id\n";
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).expect("write csv");
+    path
+}
+
+fn request(kind: CsvKind, file: PathBuf) -> ImportRequest {
+    ImportRequest {
+        kind,
+        file,
+        dry_run: false,
+        skip_bad_rows: false,
+        progress: false,
+    }
+}
+
+async fn node() -> (TestCa, TestNode) {
+    let ca = TestCa::new(TRUST_DOMAIN);
+    let portal = ca.client("portal");
+    let node = TestNode::start(
+        &ca,
+        "brighton",
+        &[ClientGrant {
+            client: &portal,
+            roles: &["lookup"],
+        }],
+    )
+    .await;
+    (ca, node)
+}
+
+fn errors(report: &v1::ImportReport) -> Vec<(u64, String)> {
+    report
+        .errors
+        .iter()
+        .map(|e| (e.line, e.field.clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_file_with_bad_rows_imports_nothing_and_names_each_bad_row() {
+    let (_ca, node) = node().await;
+    let mut csv = PERSONS_HEADER.as_bytes().to_vec();
+    csv.extend_from_slice(b"P1,Amelia,Smith,2015-03-14,GU1 1AA,,9434765919\n"); // line 2
+    csv.extend_from_slice(b"P2,Ben,Smith,14/03/2015,GU1 1AA,,\n"); // 3: dd/mm/yyyy
+    csv.extend_from_slice(b"P3,Cara,Jones,2012-05-01,,,9434765918\n"); // 4: check digit
+    csv.extend_from_slice(b"P4,Dev,,2011-01-01,,,\n"); // 5: no family name
+    csv.extend_from_slice(b"P1,Amelia,Smith,2015-03-14,,,\n"); // 6: id repeated
+    csv.extend_from_slice(b"P5,Ren\xe9e,Dubois,2013-07-07,,,\n"); // 7: Windows-1252
+    csv.extend_from_slice(b"P6,Eli,Stone,2030-01-01,,,\n"); // 8: in the future
+    csv.extend_from_slice(b"P7,Fay,Hart\n"); // 9: too few cells
+    csv.extend_from_slice(b"P8,Gus,Lee,2009-09-09,,,\n"); // 10: fine
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = write(dir.path(), "persons.csv", &csv);
+
+    let outcome = import_csv(&node.config(), &request(CsvKind::Persons, file.clone()))
+        .await
+        .expect("import");
+    let report = outcome.report;
+    assert_eq!(
+        errors(&report),
+        vec![
+            (3, "date_of_birth".into()),
+            (4, "national_id".into()),
+            (5, "family_name".into()),
+            (6, "id".into()),
+            (7, "given_name".into()),
+            (8, "date_of_birth".into()),
+            (9, String::new()),
+        ]
+    );
+    assert!(
+        report.errors[3].message.contains("also on line 2"),
+        "{:?}",
+        report.errors[3]
+    );
+    assert!(
+        report.errors[4].message.contains("UTF-8"),
+        "{:?}",
+        report.errors[4]
+    );
+    assert_eq!((report.rows, report.valid_rows, report.bad_rows), (9, 2, 7));
+    assert!(!report.applied);
+    assert_eq!(
+        node.stats().await.persons,
+        0,
+        "nothing imported from a failing file"
+    );
+
+    // Told to skip bad rows, the good ones go in.
+    let skip = ImportRequest {
+        skip_bad_rows: true,
+        ..request(CsvKind::Persons, file)
+    };
+    let report = import_csv(&node.config(), &skip)
+        .await
+        .expect("import")
+        .report;
+    assert!(report.applied);
+    assert_eq!((report.created, report.bad_rows), (2, 7));
+    assert_eq!(node.stats().await.persons, 2);
+}
+
+#[tokio::test]
+async fn dry_runs_write_nothing_and_re_imports_are_idempotent() {
+    let (_ca, node) = node().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A byte-order mark, columns in another order, the optional scheme column.
+    let csv = "\u{feff}family_name,given_name,id,date_of_birth,postcode,address,national_id,national_id_scheme\n\
+               Smith,Amelia,P1,2015-03-14,GU1 1AA,\"1 High St, Guildford\",943 476 5919,nhs\n\
+               Okoro,Chidi,P2,2016-04-01,BN1 1AA,,AB-123,other-scheme\n\
+               Nowak,Ola,P3,,BN2 2BB,,,\n";
+    let file = write(dir.path(), "persons.csv", csv.as_bytes());
+    let dry = ImportRequest {
+        dry_run: true,
+        ..request(CsvKind::Persons, file.clone())
+    };
+    let report = import_csv(&node.config(), &dry)
+        .await
+        .expect("dry run")
+        .report;
+    assert_eq!(
+        (report.valid_rows, report.bad_rows, report.applied),
+        (3, 0, false)
+    );
+    assert_eq!(node.stats().await.persons, 0, "a dry run writes nothing");
+
+    let report = import_csv(&node.config(), &request(CsvKind::Persons, file.clone()))
+        .await
+        .expect("import")
+        .report;
+    assert_eq!(
+        (
+            report.created,
+            report.updated,
+            report.unchanged,
+            report.applied
+        ),
+        (3, 0, 0, true)
+    );
+    let report = import_csv(&node.config(), &request(CsvKind::Persons, file))
+        .await
+        .expect("again")
+        .report;
+    assert_eq!(
+        (report.created, report.updated, report.unchanged),
+        (0, 0, 3)
+    );
+
+    let changed = csv.replace("BN2 2BB", "BN3 3CC");
+    let file = write(dir.path(), "persons-changed.csv", changed.as_bytes());
+    let report = import_csv(&node.config(), &request(CsvKind::Persons, file))
+        .await
+        .expect("changed")
+        .report;
+    assert_eq!(
+        (report.created, report.updated, report.unchanged),
+        (0, 1, 2)
+    );
+    assert_eq!(node.stats().await.persons, 3);
+}
+
+#[tokio::test]
+async fn organisations_practitioners_and_involvements_import_and_are_found() {
+    let (ca, node) = node().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = node.config();
+    let files = [
+        (
+            CsvKind::Organisations,
+            "id,name,sector\nORG-1,Brighton & Hove Children's Services,social care\nORG-2,Sussex Sexual Health,health\n",
+        ),
+        (
+            CsvKind::Practitioners,
+            "id,name,role,team,organisation_id,phone,email\n\
+             PR-1,Sam Okafor,Social worker,Hove East,ORG-1,01273 555 0101,sam.okafor@example.gov.uk\n\
+             PR-2,Jo Patel,Nurse,,ORG-2,,jo.patel@example.nhs.uk\n",
+        ),
+        (
+            CsvKind::Persons,
+            "id,given_name,family_name,date_of_birth,postcode,address,national_id\nP-1,Amelia,Smith,2015-03-14,BN1 1AA,,9434765919\n",
+        ),
+        (
+            CsvKind::Involvements,
+            "id,person_id,practitioner_id,service,start_date,end_date,sensitivity,gatekeeper_name,gatekeeper_phone,gatekeeper_email,end_reason\n\
+             I-1,P-1,PR-1,Child protection,2024-02-01,,always_findable,,,,\n\
+             I-2,P-1,PR-2,Sexual health,2024-03-01,,restricted,Clinic duty line,0800 555 0199,,\n\
+             I-3,P-1,PR-1,Early help,2023-01-01,2023-06-30,standard,,,,closed\n",
+        ),
+    ];
+    for (kind, text) in files {
+        let file = write(dir.path(), &format!("{kind:?}.csv"), text.as_bytes());
+        let report = import_csv(&config, &request(kind, file))
+            .await
+            .expect("import")
+            .report;
+        assert!(
+            report.applied && report.bad_rows == 0,
+            "{kind:?}: {report:?}"
+        );
+    }
+    let stats = node.stats().await;
+    assert_eq!(
+        (
+            stats.organisations,
+            stats.practitioners,
+            stats.persons,
+            stats.involvements,
+            stats.active_involvements
+        ),
+        (2, 2, 1, 3, 2)
+    );
+
+    // An involvement for someone the node does not hold, and a practitioner of
+    // an unknown organisation, are bad rows naming the column.
+    let file = write(
+        dir.path(),
+        "bad-involvements.csv",
+        b"id,person_id,practitioner_id,service,start_date,sensitivity\nI-9,P-404,PR-1,Youth work,2024-01-01,standard\nI-10,P-1,PR-1,Youth work,2024-01-01,secret\n",
+    );
+    let report = import_csv(&config, &request(CsvKind::Involvements, file))
+        .await
+        .expect("import")
+        .report;
+    assert_eq!(
+        errors(&report),
+        vec![(2, "person_id".into()), (3, "sensitivity".into())]
+    );
+    let file = write(
+        dir.path(),
+        "bad-practitioners.csv",
+        b"id,name,role,organisation_id,phone,email\nPR-9,Al,Nurse,ORG-404,01273 555 0000,\n",
+    );
+    let report = import_csv(&config, &request(CsvKind::Practitioners, file))
+        .await
+        .expect("import")
+        .report;
+    assert_eq!(errors(&report), vec![(2, "organisation_id".into())]);
+
+    let portal = ca.client("portal");
+    let subject = v1::Demographics {
+        national_id: Some(v1::NationalId {
+            scheme: "nhs".into(),
+            value: "9434765919".into(),
+        }),
+        ..Default::default()
+    };
+    let answer = node
+        .directory(&portal)
+        .await
+        .lookup(lookup_request(subject, "PR-1"))
+        .await
+        .expect("lookup")
+        .into_inner();
+    assert_eq!(answer.answers[0].outcome, v1::NodeOutcome::Matched as i32);
+    assert_eq!(
+        answer.answers[0].involvements.len(),
+        2,
+        "the ended involvement is not disclosed"
+    );
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_this_kind_of_export_is_refused_before_any_row() {
+    let (_ca, node) = node().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (text, expected) in [
+        (
+            "id,given_name,family_name\nP1,A,B\n",
+            "missing column(s): date_of_birth, postcode, address, national_id",
+        ),
+        (
+            "id,given_name,family_name,dob,postcode,address,national_id\n",
+            "unknown column \"dob\"",
+        ),
+    ] {
+        let file = write(dir.path(), "persons.csv", text.as_bytes());
+        let error = import_csv(&node.config(), &request(CsvKind::Persons, file))
+            .await
+            .expect_err(expected);
+        assert!(format!("{error:#}").contains(expected), "{error:#}");
+    }
+    assert_eq!(node.stats().await.persons, 0);
+}
