@@ -50,6 +50,27 @@ pub enum Command {
     },
     /// Make a folder with a CA, certificates and a config for a local node to try.
     Quickstart(crate::quickstart::QuickstartArgs),
+    /// Write synthetic (fake, realistic-looking) records for demos and load tests.
+    Synth(SynthArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SynthArgs {
+    /// Only persons for now.
+    #[arg(value_enum)]
+    pub kind: SynthKind,
+    #[arg(long, default_value_t = 1000)]
+    pub count: u64,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// The CSV file to create.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum SynthKind {
+    Persons,
 }
 
 #[derive(Debug, Subcommand)]
@@ -200,6 +221,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command: ConfigCommand::Check(args),
         } => config_check(&args.config),
         Command::Quickstart(args) => crate::quickstart::run(&args),
+        Command::Synth(args) => synth_command(&args),
     }
 }
 
@@ -250,6 +272,20 @@ pub async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutdown requested: draining requests");
+}
+
+fn synth_command(args: &SynthArgs) -> anyhow::Result<ExitCode> {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&args.out)
+        .with_context(|| format!("--out: cannot create {}", args.out.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    match args.kind {
+        SynthKind::Persons => crate::synth::write_persons(&mut out, args.count, args.seed)?,
+    }
+    std::io::Write::flush(&mut out)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn config_check(path: &Path) -> anyhow::Result<ExitCode> {

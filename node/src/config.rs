@@ -305,6 +305,13 @@ clients = [{ identity = "spiffe://patchwork/client/portal", roles = ["lookup"] }
     }
 
     #[test]
+    fn the_documented_example_config_is_valid() {
+        let text = include_str!("../../deploy/node.example.toml");
+        let config = NodeConfig::from_toml(text, Path::new("/")).expect("deploy/node.example.toml");
+        assert_eq!(config.api.clients.len(), 2);
+    }
+
+    #[test]
     fn every_error_names_its_key() {
         let cases = [
             (VALID.replace("[api]", "[api]\nlisten_on = 1"), "listen_on"),

@@ -23,6 +23,7 @@ pub mod quickstart;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod synth;
 pub mod validate;
 
 pub use config::NodeConfig;

@@ -1,0 +1,280 @@
+//! The `patchwork` binary as an operator uses it: quickstart, config check,
+//! serve, import, lookup, stats, and a clean stop on SIGTERM.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_patchwork");
+
+fn patchwork(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run patchwork")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples")
+}
+
+struct Served(Child);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+    }
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "patchwork did not exit within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn an_operator_session_from_quickstart_to_sigterm() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("node");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let dir_arg = dir.to_str().expect("utf-8 path");
+    let out = patchwork(&[
+        "quickstart",
+        "--dir",
+        dir_arg,
+        "--node-id",
+        "surrey",
+        "--listen",
+        &listen,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for key in ["ca.key", "node.key", "portal.key"] {
+            let mode = std::fs::metadata(dir.join(key))
+                .expect("key")
+                .permissions()
+                .mode()
+                & 0o777;
+            assert_eq!(mode, 0o600, "{key}");
+        }
+    }
+    let again = patchwork(&["quickstart", "--dir", dir_arg]);
+    assert!(!again.status.success(), "quickstart never overwrites");
+
+    let config = dir.join("node.toml");
+    let config_arg = config.to_str().expect("utf-8 path");
+    let check = patchwork(&["config", "check", "--config", config_arg]);
+    assert!(check.status.success(), "{}", text(&check.stderr));
+    assert!(text(&check.stdout).contains("spiffe://patchwork/node/surrey"));
+
+    let mut serve = Served(
+        Command::new(BIN)
+            .args(["serve", "--config", config_arg])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("serve"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !patchwork(&["stats", "--config", config_arg])
+        .status
+        .success()
+    {
+        assert!(Instant::now() < deadline, "node never answered");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // A second node on the same port fails with one line naming the key.
+    let busy = patchwork(&["serve", "--config", config_arg]);
+    assert!(!busy.status.success());
+    assert!(
+        text(&busy.stderr).contains("api.listen"),
+        "{}",
+        text(&busy.stderr)
+    );
+
+    for kind in ["organisations", "practitioners", "persons", "involvements"] {
+        let file = examples().join(format!("{kind}.csv"));
+        let out = patchwork(&[
+            "import",
+            kind,
+            "--config",
+            config_arg,
+            "--file",
+            file.to_str().expect("path"),
+        ]);
+        assert!(
+            out.status.success(),
+            "{kind}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    }
+
+    let bad = tmp.path().join("bad.csv");
+    std::fs::write(&bad, "id,given_name,family_name,date_of_birth,postcode,address,national_id\nP-9,Al,,2001-01-01,,,\n")
+        .expect("write");
+    let out = patchwork(&[
+        "import",
+        "persons",
+        "--config",
+        config_arg,
+        "--file",
+        bad.to_str().expect("path"),
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "bad rows exit 1");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json report");
+    assert_eq!(report["errors"][0]["line"], 2);
+    assert_eq!(report["errors"][0]["field"], "family_name");
+    assert_eq!(report["applied"], false);
+
+    let out = patchwork(&[
+        "lookup",
+        "--config",
+        config_arg,
+        "--as",
+        "PR-004",
+        "--basis",
+        "child-safeguarding",
+        "--reason",
+        "s.47 enquiry after a school referral",
+        "--given",
+        "Amelia",
+        "--family",
+        "smith jones",
+        "--dob",
+        "2015-03-14",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json lookup");
+    assert_eq!(answer["answers"][0]["outcome"], "matched");
+    assert_eq!(
+        answer["answers"][0]["involvements"]
+            .as_array()
+            .expect("involvements")
+            .len(),
+        2
+    );
+
+    let out = patchwork(&[
+        "lookup",
+        "--config",
+        config_arg,
+        "--as",
+        "PR-004",
+        "--basis",
+        "child-safeguarding",
+        "--reason",
+        "s.47 enquiry after a school referral",
+        "--given",
+        "Zoe",
+        "--family",
+        "OBrien",
+        "--dob",
+        "2008-07-21",
+    ]);
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("a restricted service is involved"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("Sexual health ("),
+        "a restricted service's name is never shown: {shown}"
+    );
+
+    let out = patchwork(&["stats", "--config", config_arg, "--json"]);
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json stats");
+    assert_eq!(stats["persons"], 5);
+    assert_eq!(stats["involvements"], 8);
+
+    sigterm(&serve.0);
+    let status = wait_exit(&mut serve.0, Duration::from_secs(20));
+    assert!(status.success(), "SIGTERM drains and exits 0: {status:?}");
+    let mut log = String::new();
+    std::io::Read::read_to_string(serve.0.stderr.as_mut().expect("stderr"), &mut log).expect("log");
+    for personal in ["Amelia", "Smith", "9434765919", "2015-03-14", "O'Brien"] {
+        assert!(
+            !log.contains(personal),
+            "the log holds personal data ({personal}):\n{log}"
+        );
+    }
+}
+
+#[test]
+fn bad_config_and_loose_key_permissions_fail_with_one_line_naming_the_key() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("node");
+    let dir_arg = dir.to_str().expect("utf-8 path");
+    assert!(
+        patchwork(&["quickstart", "--dir", dir_arg])
+            .status
+            .success()
+    );
+    let config = dir.join("node.toml");
+    let config_arg = config.to_str().expect("utf-8 path");
+    let original = std::fs::read_to_string(&config).expect("config");
+
+    std::fs::write(
+        &config,
+        original.replace("[api]", "[api]\nlisten_address = 1"),
+    )
+    .expect("write");
+    let out = patchwork(&["config", "check", "--config", config_arg]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("listen_address"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    std::fs::write(&config, &original).expect("write");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.join("node.key"), std::fs::Permissions::from_mode(0o644))
+            .expect("chmod");
+        let out = patchwork(&["serve", "--config", config_arg]);
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains("tls.key_file") && stderr.contains("chmod 600"),
+            "{stderr}"
+        );
+        assert_eq!(stderr.trim().lines().count(), 1, "one clear line: {stderr}");
+    }
+}
