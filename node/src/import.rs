@@ -9,13 +9,23 @@
 //! writes the good rows and reports the bad. A crash while writing leaves some
 //! whole batches written and the import unacknowledged; imports are idempotent
 //! by id, so running it again finishes the job.
+//!
+//! Valid rows wait for the verdict in a spool file, not in memory, so an
+//! import of millions of rows needs little more memory than one of a hundred.
+//! The spool is an unnamed temporary file (mode 0600, personal data) in the
+//! data folder: the kernel removes it when the import ends, even by a crash.
 
 use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Seek, Write};
+use std::path::PathBuf;
 
-use patchwork_proto::v1::{self, import_request::Item, import_row::Record};
+use patchwork_proto::v1::{self, import_request::Item, import_row};
+use serde::{Deserialize, Serialize};
 use tonic::{Status, Streaming};
 
 use crate::model::{Involvement, Organisation, Person, Practitioner};
+use crate::service::blocking;
 use crate::store::{Store, StoreError, WriteMode, WriteOutcome};
 use crate::validate::{self, FieldError, InvolvementSource, Rules};
 
@@ -29,128 +39,33 @@ pub const MAX_ROWS_PER_IMPORT: u64 = 10_000_000;
 /// Errors kept for the report.
 const MAX_REPORTED_ERRORS: usize = 1000;
 
-enum Records {
-    Persons(Vec<Person>),
-    Practitioners(Vec<Practitioner>),
-    Organisations(Vec<Organisation>),
-    Involvements(Vec<Involvement>),
+/// One validated row.
+#[derive(Debug, Serialize, Deserialize)]
+enum Record {
+    Person(Person),
+    Practitioner(Practitioner),
+    Organisation(Organisation),
+    Involvement(Involvement),
 }
 
-impl Records {
-    fn kind_name(&self) -> &'static str {
+impl Record {
+    fn id(&self) -> &str {
         match self {
-            Records::Persons(_) => "person",
-            Records::Practitioners(_) => "practitioner",
-            Records::Organisations(_) => "organisation",
-            Records::Involvements(_) => "involvement",
+            Record::Person(r) => &r.id,
+            Record::Practitioner(r) => &r.id,
+            Record::Organisation(r) => &r.id,
+            Record::Involvement(r) => &r.id,
         }
     }
+}
 
-    fn len(&self) -> usize {
-        match self {
-            Records::Persons(v) => v.len(),
-            Records::Practitioners(v) => v.len(),
-            Records::Organisations(v) => v.len(),
-            Records::Involvements(v) => v.len(),
-        }
-    }
-
-    /// Validates one row and keeps it; returns its id.
-    fn accept(
-        &mut self,
-        record: Option<Record>,
-        store: &Store,
-        rules: &Rules,
-    ) -> Result<String, RowProblem> {
-        let expected = self.kind_name();
-        let wrong_kind = |found: &str| {
-            RowProblem::Field(FieldError::new(
-                "record",
-                format!("is a {found}, this import is of {expected}s"),
-            ))
-        };
-        match (self, record) {
-            (Records::Persons(out), Some(Record::Person(p))) => {
-                let person = validate::person(&p, "", rules)?;
-                let id = person.id.clone();
-                out.push(person);
-                Ok(id)
-            }
-            (Records::Practitioners(out), Some(Record::Practitioner(p))) => {
-                let practitioner = validate::practitioner(&p, "")?;
-                if store.organisation(&practitioner.organisation_id)?.is_none() {
-                    return Err(RowProblem::Field(FieldError::new(
-                        "organisation_id",
-                        format!(
-                            "organisation {} does not exist on this node",
-                            practitioner.organisation_id
-                        ),
-                    )));
-                }
-                let id = practitioner.id.clone();
-                out.push(practitioner);
-                Ok(id)
-            }
-            (Records::Organisations(out), Some(Record::Organisation(o))) => {
-                let organisation = validate::organisation(&o, "")?;
-                let id = organisation.id.clone();
-                out.push(organisation);
-                Ok(id)
-            }
-            (Records::Involvements(out), Some(Record::Involvement(i))) => {
-                let involvement = validate::involvement(&i, "", InvolvementSource::Import, rules)?;
-                if store.person(&involvement.person_id)?.is_none() {
-                    return Err(RowProblem::Field(FieldError::new(
-                        "person_id",
-                        format!(
-                            "person {} does not exist on this node",
-                            involvement.person_id
-                        ),
-                    )));
-                }
-                if store.practitioner(&involvement.practitioner_id)?.is_none() {
-                    return Err(RowProblem::Field(FieldError::new(
-                        "practitioner_id",
-                        format!(
-                            "practitioner {} does not exist on this node",
-                            involvement.practitioner_id
-                        ),
-                    )));
-                }
-                let id = involvement.id.clone();
-                out.push(involvement);
-                Ok(id)
-            }
-            (_, None) => Err(RowProblem::Field(FieldError::new("record", "is required"))),
-            (_, Some(Record::Person(_))) => Err(wrong_kind("person")),
-            (_, Some(Record::Practitioner(_))) => Err(wrong_kind("practitioner")),
-            (_, Some(Record::Organisation(_))) => Err(wrong_kind("organisation")),
-            (_, Some(Record::Involvement(_))) => Err(wrong_kind("involvement")),
-        }
-    }
-
-    /// Writes everything in atomic batches; returns the outcome of each record.
-    fn write(&self, store: &Store) -> Result<Vec<WriteOutcome>, StoreError> {
-        fn chunks<T>(
-            records: &[T],
-            write: impl Fn(&[T]) -> Result<Vec<WriteOutcome>, StoreError>,
-        ) -> Result<Vec<WriteOutcome>, StoreError> {
-            let mut outcomes = Vec::with_capacity(records.len());
-            for chunk in records.chunks(WRITE_BATCH) {
-                outcomes.extend(write(chunk)?);
-            }
-            Ok(outcomes)
-        }
-        match self {
-            Records::Persons(v) => chunks(v, |c| store.put_persons(c, WriteMode::Upsert)),
-            Records::Practitioners(v) => {
-                chunks(v, |c| store.put_practitioners(c, WriteMode::Upsert))
-            }
-            Records::Organisations(v) => {
-                chunks(v, |c| store.put_organisations(c, WriteMode::Upsert))
-            }
-            Records::Involvements(v) => chunks(v, |c| store.put_involvements(c, WriteMode::Upsert)),
-        }
+fn kind_name(kind: v1::RecordKind) -> &'static str {
+    match kind {
+        v1::RecordKind::Person => "person",
+        v1::RecordKind::Practitioner => "practitioner",
+        v1::RecordKind::Organisation => "organisation",
+        v1::RecordKind::Involvement => "involvement",
+        v1::RecordKind::Unspecified => "unspecified",
     }
 }
 
@@ -171,9 +86,164 @@ impl From<StoreError> for RowProblem {
     }
 }
 
+fn missing(field: &str, kind: &str, id: &str) -> RowProblem {
+    RowProblem::Field(FieldError::new(
+        field,
+        format!("{kind} {id} does not exist on this node"),
+    ))
+}
+
+/// Validates one row of an import of `kind`, including that the records it
+/// refers to exist.
+fn check_row(
+    kind: v1::RecordKind,
+    record: Option<import_row::Record>,
+    store: &Store,
+    rules: &Rules,
+) -> Result<Record, RowProblem> {
+    use import_row::Record as Wire;
+    let found = match &record {
+        None => return Err(FieldError::new("record", "is required").into()),
+        Some(Wire::Person(_)) => v1::RecordKind::Person,
+        Some(Wire::Practitioner(_)) => v1::RecordKind::Practitioner,
+        Some(Wire::Organisation(_)) => v1::RecordKind::Organisation,
+        Some(Wire::Involvement(_)) => v1::RecordKind::Involvement,
+    };
+    if found != kind {
+        return Err(FieldError::new(
+            "record",
+            format!(
+                "is a {}, this import is of {}s",
+                kind_name(found),
+                kind_name(kind)
+            ),
+        )
+        .into());
+    }
+    Ok(match record {
+        Some(Wire::Person(p)) => Record::Person(validate::person(&p, "", rules)?),
+        Some(Wire::Organisation(o)) => Record::Organisation(validate::organisation(&o, "")?),
+        Some(Wire::Practitioner(p)) => {
+            let practitioner = validate::practitioner(&p, "")?;
+            if store.organisation(&practitioner.organisation_id)?.is_none() {
+                return Err(missing(
+                    "organisation_id",
+                    "organisation",
+                    &practitioner.organisation_id,
+                ));
+            }
+            Record::Practitioner(practitioner)
+        }
+        Some(Wire::Involvement(i)) => {
+            let involvement = validate::involvement(&i, "", InvolvementSource::Import, rules)?;
+            if store.person(&involvement.person_id)?.is_none() {
+                return Err(missing("person_id", "person", &involvement.person_id));
+            }
+            if store.practitioner(&involvement.practitioner_id)?.is_none() {
+                return Err(missing(
+                    "practitioner_id",
+                    "practitioner",
+                    &involvement.practitioner_id,
+                ));
+            }
+            Record::Involvement(involvement)
+        }
+        None => return Err(FieldError::new("record", "is required").into()),
+    })
+}
+
+/// Validated records waiting for the verdict, on disk.
+struct Spool {
+    writer: BufWriter<File>,
+    records: u64,
+}
+
+impl Spool {
+    fn new(dir: &std::path::Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        Ok(Spool {
+            writer: BufWriter::with_capacity(1 << 20, tempfile::tempfile_in(dir)?),
+            records: 0,
+        })
+    }
+
+    fn push(&mut self, record: &Record) -> std::io::Result<()> {
+        let bytes = postcard::to_stdvec(record).map_err(std::io::Error::other)?;
+        let len = u32::try_from(bytes.len()).map_err(std::io::Error::other)?;
+        self.writer.write_all(&len.to_le_bytes())?;
+        self.writer.write_all(&bytes)?;
+        self.records += 1;
+        Ok(())
+    }
+
+    /// Writes every spooled record to the store in atomic batches.
+    fn write_to(self, store: &Store) -> Result<Vec<WriteOutcome>, Status> {
+        let io = |e: std::io::Error| {
+            tracing::error!(error = %e, "import spool unreadable");
+            Status::internal(
+                "the import's spool file could not be read back; nothing more was written",
+            )
+        };
+        let mut file = self.writer.into_inner().map_err(|e| io(e.into_error()))?;
+        file.rewind().map_err(io)?;
+        let mut reader = BufReader::with_capacity(1 << 20, file);
+        let mut outcomes = Vec::with_capacity(usize::try_from(self.records).unwrap_or(0));
+        let mut batch = Vec::with_capacity(WRITE_BATCH);
+        let mut remaining = self.records;
+        while remaining > 0 {
+            let mut len = [0u8; 4];
+            reader.read_exact(&mut len).map_err(io)?;
+            let mut bytes = vec![0u8; u32::from_le_bytes(len) as usize];
+            reader.read_exact(&mut bytes).map_err(io)?;
+            batch.push(
+                postcard::from_bytes::<Record>(&bytes).map_err(|e| io(std::io::Error::other(e)))?,
+            );
+            remaining -= 1;
+            if batch.len() == WRITE_BATCH || remaining == 0 {
+                let written = write_batch(store, std::mem::take(&mut batch))
+                    .map_err(|e| crate::convert::store_status(e, ""))?;
+                outcomes.extend(written);
+            }
+        }
+        Ok(outcomes)
+    }
+}
+
+/// One atomic transaction for a batch of records of one kind.
+fn write_batch(store: &Store, batch: Vec<Record>) -> Result<Vec<WriteOutcome>, StoreError> {
+    let mut persons = Vec::new();
+    let mut practitioners = Vec::new();
+    let mut organisations = Vec::new();
+    let mut involvements = Vec::new();
+    for record in batch {
+        match record {
+            Record::Person(r) => persons.push(r),
+            Record::Practitioner(r) => practitioners.push(r),
+            Record::Organisation(r) => organisations.push(r),
+            Record::Involvement(r) => involvements.push(r),
+        }
+    }
+    // An import holds one kind, so exactly one of these is non-empty.
+    let mut outcomes = Vec::new();
+    if !persons.is_empty() {
+        outcomes.extend(store.put_persons(&persons, WriteMode::Upsert)?);
+    }
+    if !organisations.is_empty() {
+        outcomes.extend(store.put_organisations(&organisations, WriteMode::Upsert)?);
+    }
+    if !practitioners.is_empty() {
+        outcomes.extend(store.put_practitioners(&practitioners, WriteMode::Upsert)?);
+    }
+    if !involvements.is_empty() {
+        outcomes.extend(store.put_involvements(&involvements, WriteMode::Upsert)?);
+    }
+    Ok(outcomes)
+}
+
 struct Session {
-    records: Records,
+    kind: v1::RecordKind,
     rules: Rules,
+    spool: Spool,
     first_line_of: HashMap<String, u64>,
     rows: u64,
     bad_rows: u64,
@@ -194,16 +264,20 @@ impl Session {
                     "batch.rows: at most {MAX_ROWS_PER_IMPORT} rows per import; split the file"
                 )));
             }
-            let before = self.records.len();
-            let outcome = self.records.accept(row.record, store, &self.rules);
-            let problem = match outcome {
-                Ok(id) => match self.first_line_of.get(&id) {
+            let problem = match check_row(self.kind, row.record, store, &self.rules) {
+                Ok(record) => match self.first_line_of.get(record.id()) {
                     Some(first) => Some(FieldError::new(
                         "id",
-                        format!("{id} is also on line {first}"),
+                        format!("{} is also on line {first}", record.id()),
                     )),
                     None => {
-                        self.first_line_of.insert(id, row.line);
+                        self.first_line_of.insert(record.id().to_owned(), row.line);
+                        self.spool.push(&record).map_err(|e| {
+                            tracing::error!(error = %e, "import spool unwritable");
+                            Status::unavailable(
+                                "the node cannot write its import spool; nothing was imported",
+                            )
+                        })?;
                         None
                     }
                 },
@@ -213,7 +287,6 @@ impl Session {
                 }
             };
             if let Some(error) = problem {
-                self.records_truncate(before);
                 self.bad_rows += 1;
                 if self.errors.len() < MAX_REPORTED_ERRORS {
                     self.errors.push(v1::RowError {
@@ -226,22 +299,14 @@ impl Session {
         }
         Ok(())
     }
-
-    /// Drops a row `accept` kept before a later check (a repeated id) failed.
-    fn records_truncate(&mut self, len: usize) {
-        match &mut self.records {
-            Records::Persons(v) => v.truncate(len),
-            Records::Practitioners(v) => v.truncate(len),
-            Records::Organisations(v) => v.truncate(len),
-            Records::Involvements(v) => v.truncate(len),
-        }
-    }
 }
 
-/// Runs one import stream to its report.
+/// Runs one import stream to its report. `spool_dir` holds the unnamed
+/// spool file while the import runs.
 pub async fn run_import(
     store: Store,
     rules: Rules,
+    spool_dir: PathBuf,
     mut stream: Streaming<v1::ImportRequest>,
 ) -> Result<v1::ImportReport, Status> {
     let header = match stream.message().await? {
@@ -254,14 +319,11 @@ pub async fn run_import(
             ));
         }
     };
-    let records = match v1::RecordKind::try_from(header.kind) {
-        Ok(v1::RecordKind::Person) => Records::Persons(Vec::new()),
-        Ok(v1::RecordKind::Practitioner) => Records::Practitioners(Vec::new()),
-        Ok(v1::RecordKind::Organisation) => Records::Organisations(Vec::new()),
-        Ok(v1::RecordKind::Involvement) => Records::Involvements(Vec::new()),
+    let kind = match v1::RecordKind::try_from(header.kind) {
         Ok(v1::RecordKind::Unspecified) => {
             return Err(FieldError::new("header.kind", "is required").into());
         }
+        Ok(kind) => kind,
         Err(_) => {
             return Err(
                 FieldError::new("header.kind", format!("unknown value {}", header.kind)).into(),
@@ -269,9 +331,18 @@ pub async fn run_import(
         }
     };
     let source = validate::optional_text(&header.source, "header.source", 200)?;
+    let started = std::time::Instant::now();
+    let spool = blocking(move || {
+        Spool::new(&spool_dir).map_err(|e| {
+            tracing::error!(error = %e, "cannot create an import spool");
+            Status::unavailable("the node cannot create its import spool; nothing was imported")
+        })
+    })
+    .await?;
     let mut session = Session {
-        records,
+        kind,
         rules,
+        spool,
         first_line_of: HashMap::new(),
         rows: 0,
         bad_rows: 0,
@@ -288,31 +359,31 @@ pub async fn run_import(
             None => return Err(Status::invalid_argument("item: is required")),
         };
         let store = store.clone();
-        session = crate::service::blocking(move || {
+        session = blocking(move || {
             let mut session = session;
             session.check_batch(batch, &store).map(|()| session)
         })
         .await?;
     }
-    session.errors.sort_by_key(|e| e.line);
+    let Session {
+        spool,
+        rows,
+        bad_rows,
+        mut errors,
+        ..
+    } = session;
+    errors.sort_by_key(|e| e.line);
     let mut report = v1::ImportReport {
-        rows: session.rows,
-        valid_rows: session.records.len() as u64,
-        bad_rows: session.bad_rows,
-        errors: session.errors,
+        rows,
+        valid_rows: spool.records,
+        bad_rows,
+        errors,
         ..Default::default()
     };
-    let write =
-        !header.dry_run && (report.bad_rows == 0 || header.skip_bad_rows) && report.valid_rows > 0;
-    if write {
-        let records = session.records;
+    let checked_in = started.elapsed();
+    if !header.dry_run && (bad_rows == 0 || header.skip_bad_rows) && spool.records > 0 {
         let writer = store.clone();
-        let outcomes = crate::service::blocking(move || {
-            records
-                .write(&writer)
-                .map_err(|e| crate::convert::store_status(e, ""))
-        })
-        .await?;
+        let outcomes = blocking(move || spool.write_to(&writer)).await?;
         store
             .flush()
             .await
@@ -328,11 +399,14 @@ pub async fn run_import(
     }
     tracing::info!(
         source = source.as_deref().unwrap_or(""),
+        kind = kind_name(kind),
         rows = report.rows,
         bad_rows = report.bad_rows,
         created = report.created,
         updated = report.updated,
         applied = report.applied,
+        check_ms = u64::try_from(checked_in.as_millis()).unwrap_or(u64::MAX),
+        write_ms = u64::try_from((started.elapsed() - checked_in).as_millis()).unwrap_or(u64::MAX),
         "import finished"
     );
     Ok(report)

@@ -157,6 +157,7 @@ pub async fn run(
         node_identity: material.identity.clone(),
         display_name: config.node.display_name.clone(),
         default_id_scheme: config.node.default_id_scheme.clone(),
+        spool_dir: config.node.data_dir.join("spool"),
     };
     let tls = ServerTlsConfig::new()
         .identity(Identity::from_pem(&material.cert_pem, &material.key_pem))

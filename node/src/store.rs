@@ -16,7 +16,10 @@
 //! involvement's person and practitioner exist (checked inside the same
 //! transaction); callers acknowledge a write only after [`Store::flush`].
 
+use std::fs::File;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::NaiveDate;
 use patchwork_federation::{normalise_name, normalise_postcode};
@@ -69,6 +72,8 @@ pub enum StoreError {
     Corrupt { kind: Kind, detail: String },
     #[error("store i/o failed: {0}")]
     Io(#[from] sled::Error),
+    #[error("store file i/o failed: {0}")]
+    File(#[from] std::io::Error),
 }
 
 /// What a write may do to an existing record.
@@ -112,6 +117,9 @@ impl Default for StoreOptions {
     }
 }
 
+/// The file sled 0.34 keeps its log in, inside the store's folder.
+const SLED_LOG_FILE: &str = "db";
+
 /// The first byte of every stored record: lets a later version change the
 /// encoding and still read what is on disk.
 const FORMAT_V1: u8 = 1;
@@ -122,9 +130,25 @@ const COUNT_ORGANISATIONS: &[u8] = b"count/organisations";
 const COUNT_INVOLVEMENTS: &[u8] = b"count/involvements";
 const COUNT_ACTIVE_INVOLVEMENTS: &[u8] = b"count/active_involvements";
 
+/// Group commit: every caller that needs its writes durable takes a ticket;
+/// one flush covers every ticket taken before it started, so concurrent
+/// writers share flushes instead of queueing one each.
+#[derive(Debug)]
+struct Durability {
+    requested: AtomicU64,
+    completed: AtomicU64,
+    turn: tokio::sync::Mutex<()>,
+    /// sled's log file. sled's own flush writes with `sync_file_range`,
+    /// which neither flushes the disk's write cache nor the file's size, so
+    /// a power cut could still lose an acknowledged write; an `fdatasync` of
+    /// the same file after sled's flush closes that gap.
+    log_file: File,
+}
+
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
+    durability: Arc<Durability>,
     persons: Tree,
     practitioners: Tree,
     organisations: Tree,
@@ -282,7 +306,17 @@ impl Store {
             .cache_capacity(options.cache_capacity_bytes)
             .mode(sled::Mode::HighThroughput)
             .open()?;
+        let log_file = File::open(dir.join(SLED_LOG_FILE))?;
+        // The log file's directory entry must survive a power cut too.
+        File::open(dir)?.sync_all()?;
+        let durability = Arc::new(Durability {
+            requested: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+            turn: tokio::sync::Mutex::new(()),
+            log_file,
+        });
         Ok(Store {
+            durability,
             persons: db.open_tree("persons")?,
             practitioners: db.open_tree("practitioners")?,
             organisations: db.open_tree("organisations")?,
@@ -295,15 +329,25 @@ impl Store {
         })
     }
 
-    /// Makes every write so far durable. Concurrent callers share flushes, so
-    /// acknowledging many writes costs about one flush (group commit).
+    /// Makes every write that happened before this call durable, even
+    /// across a power cut. Concurrent callers share flushes (group commit),
+    /// so acknowledging many writes costs about one flush.
     pub async fn flush(&self) -> Result<(), StoreError> {
+        let durability = &self.durability;
+        let ticket = durability.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        let _turn = durability.turn.lock().await;
+        if durability.completed.load(Ordering::SeqCst) >= ticket {
+            return Ok(()); // a flush that started after our write has finished
+        }
+        // Every ticket up to here was taken after its writes, and before this
+        // flush starts: this flush covers all of them.
+        let covered = durability.requested.load(Ordering::SeqCst);
         self.db.flush_async().await?;
-        Ok(())
-    }
-
-    pub fn flush_blocking(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
+        let log_file = durability.log_file.try_clone()?;
+        tokio::task::spawn_blocking(move || log_file.sync_data())
+            .await
+            .map_err(|_| std::io::Error::other("fdatasync worker stopped"))??;
+        durability.completed.store(covered, Ordering::SeqCst);
         Ok(())
     }
 

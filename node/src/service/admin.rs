@@ -54,6 +54,7 @@ impl Admin for AdminService {
         let report = crate::import::run_import(
             self.state.store.clone(),
             self.state.rules(),
+            self.state.spool_dir.clone(),
             request.into_inner(),
         )
         .await?;

@@ -28,6 +28,8 @@ pub struct NodeState {
     pub node_identity: SpiffeId,
     pub display_name: String,
     pub default_id_scheme: String,
+    /// Where imports spool validated rows (unnamed temporary files).
+    pub spool_dir: std::path::PathBuf,
 }
 
 impl NodeState {
