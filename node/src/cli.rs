@@ -48,6 +48,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Work on the store of a stopped node.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// Make a folder with a CA, certificates and a config for a local node to try.
     Quickstart(crate::quickstart::QuickstartArgs),
     /// Write synthetic (fake, realistic-looking) records for demos and load tests.
@@ -75,6 +80,13 @@ pub enum SynthKind {
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
+    Check(ConfigArg),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Check that every record has its index entries and every index entry
+    /// its record (e.g. after a crash). Needs the node stopped.
     Check(ConfigArg),
 }
 
@@ -220,6 +232,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config {
             command: ConfigCommand::Check(args),
         } => config_check(&args.config),
+        Command::Store {
+            command: StoreCommand::Check(args),
+        } => store_check(&args.config),
         Command::Quickstart(args) => crate::quickstart::run(&args),
         Command::Synth(args) => synth_command(&args),
     }
@@ -286,6 +301,46 @@ fn synth_command(args: &SynthArgs) -> anyhow::Result<ExitCode> {
     }
     std::io::Write::flush(&mut out)?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn store_check(path: &Path) -> anyhow::Result<ExitCode> {
+    let config = load_config(path)?;
+    let dir = config.store_dir();
+    if !dir.exists() {
+        bail!("node.data_dir: there is no store in {}", dir.display());
+    }
+    let options = crate::store::StoreOptions {
+        cache_capacity_bytes: config.store.cache_mb << 20,
+    };
+    let store = crate::store::Store::open(&dir, &options).with_context(|| {
+        format!(
+            "cannot open the store in {} (is the node still running? stop it first)",
+            dir.display()
+        )
+    })?;
+    let problems = store.check_consistency()?;
+    let counts = store.counts()?;
+    for problem in &problems {
+        eprintln!("problem: {problem}");
+    }
+    println!(
+        "{}: {} persons, {} practitioners, {} organisations, {} involvements; {}",
+        dir.display(),
+        counts.persons,
+        counts.practitioners,
+        counts.organisations,
+        counts.involvements,
+        if problems.is_empty() {
+            "consistent".to_owned()
+        } else {
+            format!("{} problem(s)", problems.len())
+        }
+    );
+    Ok(if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn config_check(path: &Path) -> anyhow::Result<ExitCode> {
