@@ -37,12 +37,14 @@ impl Drop for Node {
 }
 
 async fn start(config_path: &str, config: &NodeConfig) -> Node {
-    let child = Command::new(BIN)
-        .args(["serve", "--config", config_path])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("serve");
+    let node = Node(
+        Command::new(BIN)
+            .args(["serve", "--config", config_path])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("serve"),
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(channel) = patchwork_node::client::connect(config).await {
@@ -51,7 +53,7 @@ async fn start(config_path: &str, config: &NodeConfig) -> Node {
                 .await
                 .is_ok()
             {
-                return Node(child);
+                return node;
             }
         }
         assert!(Instant::now() < deadline, "node did not come up");
