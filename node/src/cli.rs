@@ -48,6 +48,16 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// A region's certificate authority: create, sign, revoke, publish CRLs.
+    Ca {
+        #[command(subcommand)]
+        command: crate::operator::CaCommand,
+    },
+    /// This node's key, certificate requests and certificates.
+    Cert {
+        #[command(subcommand)]
+        command: crate::operator::CertCommand,
+    },
     /// Work on the store of a stopped node.
     Store {
         #[command(subcommand)]
@@ -235,6 +245,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Store {
             command: StoreCommand::Check(args),
         } => store_check(&args.config),
+        Command::Ca { command } => crate::operator::run_ca(command),
+        Command::Cert { command } => crate::operator::run_cert(command),
         Command::Quickstart(args) => crate::quickstart::run(&args),
         Command::Synth(args) => synth_command(&args),
     }

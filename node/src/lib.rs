@@ -19,6 +19,7 @@ pub mod disclosure;
 pub mod import;
 pub mod matching;
 pub mod model;
+pub mod operator;
 pub mod quickstart;
 pub mod server;
 pub mod service;
