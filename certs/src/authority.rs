@@ -2,21 +2,25 @@
 //!
 //! Everything that makes a leaf trustworthy (CA:FALSE, key and extended key usages, the one
 //! URI SAN, serial, validity) is decided here, in `leaf_certificate_params`, and never taken
-//! from the requester. A future `sign_csr` takes only the public key from the CSR and goes
-//! through the same function.
+//! from the requester. `sign_csr` takes only the public key and the names from a CSR and goes
+//! through the same function. `crl` signs the revocation lists peers check leaves against.
 
 use std::fmt;
 use std::net::IpAddr;
 
 use rcgen::string::Ia5String;
 use rcgen::{
-    BasicConstraints, Certificate, CertificateParams, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
-    PublicKeyData, SanType, SerialNumber,
+    BasicConstraints, Certificate, CertificateParams, CertificateRevocationListParams,
+    DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair,
+    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PublicKeyData, RevokedCertParams, SanType,
+    SerialNumber,
 };
 use rustls::pki_types::{CertificateDer, DnsName};
 use time::{Duration, OffsetDateTime};
+use x509_parser::extensions::ParsedExtension;
 
+use crate::crl::{RevokedCertificate, serial_bytes};
+use crate::csr::{CsrPolicy, SignedCertificate, csr_der_from_pem, read_csr};
 use crate::identity::{hex, is_ca, parse_certificate, uri_sans, validate_trust_domain};
 use crate::{CertError, SpiffeId, certs_from_pem};
 
@@ -210,6 +214,132 @@ impl CertificateAuthority {
         })
     }
 
+    /// Signs a certificate signing request (PEM) by this CA's policy, not by what it asks for.
+    ///
+    /// The request's self-signature must verify. From it come only the public key, the node
+    /// name and the DNS/IP SANs (validated like `issue`'s): the node name is the request's one
+    /// URI SAN, which must be `spiffe://<this trust domain>/node/<name>`, or without a URI SAN
+    /// its subject CN. A foreign trust domain, another kind of identity or several URI SANs
+    /// are refused. Everything else (CA:FALSE, key usages, EKUs, serial, validity) is the
+    /// same leaf policy as `issue`, whatever the request asks.
+    pub fn sign_csr(
+        &self,
+        csr_pem: &str,
+        policy: &CsrPolicy,
+    ) -> Result<SignedCertificate, CertError> {
+        let der = csr_der_from_pem(csr_pem)?;
+        self.sign_csr_der(&der, policy)
+    }
+
+    /// `sign_csr` for a request already decoded from PEM.
+    pub(crate) fn sign_csr_der(
+        &self,
+        der: &[u8],
+        policy: &CsrPolicy,
+    ) -> Result<SignedCertificate, CertError> {
+        check_days(
+            "validity_days",
+            policy.validity_days,
+            MAX_LEAF_VALIDITY_DAYS,
+        )?;
+        let csr = read_csr(der)?;
+        let identity = csr.node_identity(&self.trust_domain)?;
+        if let Some(expected) = &policy.expected_node_name {
+            if identity.node_name() != Some(expected.as_str()) {
+                return Err(CertError::NodeNameMismatch {
+                    requested: identity.last_segment().to_owned(),
+                    expected: expected.clone(),
+                });
+            }
+        }
+        if csr.spki_der == self.issuer.key().subject_public_key_info() {
+            return Err(CertError::CsrUsesCaKey);
+        }
+
+        let leaf = LeafParams {
+            identity,
+            dns_names: csr.dns_names,
+            ip_addresses: csr.ip_addresses,
+            validity_days: policy.validity_days,
+        };
+        let (not_before, not_after) = window_from_now(policy.validity_days);
+        let (params, serial_hex) = self.leaf_certificate_params(&leaf, not_before, not_after)?;
+        let cert = self.sign_leaf(&params, &csr.public_key)?;
+        Ok(SignedCertificate {
+            cert_pem: cert.pem(),
+            serial_hex,
+            identity: leaf.identity,
+            not_before: params.not_before,
+            not_after: params.not_after,
+        })
+    }
+
+    /// Signs a CRL (PEM) listing `revoked`, valid from `this_update` until `next_update`.
+    ///
+    /// `crl_number` must grow with every CRL this CA publishes; the caller keeps the count.
+    /// Times are truncated to the second. Refuses an empty window and a CA certificate whose
+    /// key usage lacks `cRLSign` (peers would refuse the CRL).
+    pub fn crl(
+        &self,
+        revoked: &[RevokedCertificate],
+        crl_number: u64,
+        this_update: OffsetDateTime,
+        next_update: OffsetDateTime,
+    ) -> Result<String, CertError> {
+        let (this_update, next_update) = (
+            truncate_to_second(this_update),
+            truncate_to_second(next_update),
+        );
+        check_year("this_update", this_update)?;
+        check_year("next_update", next_update)?;
+        if next_update <= this_update {
+            return Err(CertError::CrlWindow {
+                this_update,
+                next_update,
+            });
+        }
+        let cert = parse_certificate(&self.cert_der)?;
+        if !self.issuer.key_usages().contains(&KeyUsagePurpose::CrlSign) {
+            return Err(CertError::CaCannotSignCrls {
+                subject: cert.subject().to_string(),
+            });
+        }
+        // The CRL's authority key identifier must equal the CA certificate's subject key
+        // identifier, or verifiers that match on it (OpenSSL) cannot find the issuer.
+        let key_identifier_method = cert
+            .iter_extensions()
+            .find_map(|ext| match ext.parsed_extension() {
+                ParsedExtension::SubjectKeyIdentifier(id) => {
+                    Some(KeyIdMethod::PreSpecified(id.0.to_vec()))
+                }
+                _ => None,
+            })
+            .unwrap_or(KeyIdMethod::Sha256);
+
+        let revoked_certs = revoked
+            .iter()
+            .map(|entry| {
+                let revocation_time = truncate_to_second(entry.revoked_at);
+                check_year("revoked_at", revocation_time)?;
+                Ok(RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(&serial_bytes(&entry.serial_hex)?),
+                    revocation_time,
+                    reason_code: entry.reason.reason_code(),
+                    invalidity_date: None,
+                })
+            })
+            .collect::<Result<Vec<_>, CertError>>()?;
+        let params = CertificateRevocationListParams {
+            this_update,
+            next_update,
+            crl_number: SerialNumber::from(crl_number),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method,
+        };
+        Ok(params.signed_by(&self.issuer)?.pem()?)
+    }
+
     /// The leaf policy. Returns the parameters and the serial as lowercase hex.
     fn leaf_certificate_params(
         &self,
@@ -340,6 +470,14 @@ fn check_window(not_before: OffsetDateTime, not_after: OffsetDateTime) -> Result
     Ok(())
 }
 
+fn check_year(field: &'static str, value: OffsetDateTime) -> Result<(), CertError> {
+    if (1970..=9999).contains(&value.year()) {
+        Ok(())
+    } else {
+        Err(CertError::DateOutOfRange { field, value })
+    }
+}
+
 /// `(now - CLOCK_SKEW, now + days)`, to the second as X.509 stores them.
 ///
 /// Callers bound `days` by `MAX_CA_VALIDITY_DAYS`, so the addition cannot overflow.
@@ -365,7 +503,7 @@ fn random_serial() -> Result<(SerialNumber, String), CertError> {
     Ok((SerialNumber::from_slice(&bytes), hex(&bytes)))
 }
 
-fn ia5(value: String) -> Result<Ia5String, CertError> {
+pub(crate) fn ia5(value: String) -> Result<Ia5String, CertError> {
     Ok(Ia5String::try_from(value)?)
 }
 

@@ -104,6 +104,101 @@ pub enum CertError {
     #[error("invalid dns name {0:?}")]
     InvalidDnsName(String),
 
+    /// A node name that cannot be the last segment of `spiffe://<td>/node/<name>`.
+    #[error("invalid node name {value:?}: {reason}")]
+    InvalidNodeName { value: String, reason: String },
+
+    /// PEM text held no `CERTIFICATE REQUEST` block.
+    #[error("no certificate signing request found in pem input")]
+    NoCsrInPem,
+
+    /// PEM text held several certificate signing requests.
+    #[error("pem input holds {0} certificate signing requests, expected exactly one")]
+    CsrCount(usize),
+
+    /// The DER bytes are not a parseable PKCS#10 certificate signing request.
+    #[error("could not parse certificate signing request: {0}")]
+    InvalidCsr(String),
+
+    /// The request's key or signature algorithm is one we do not verify.
+    #[error(
+        "certificate signing request uses an unsupported key or signature algorithm \
+         (key {key_algorithm}, signature {signature_algorithm})"
+    )]
+    UnsupportedCsrAlgorithm {
+        key_algorithm: String,
+        signature_algorithm: String,
+    },
+
+    /// The request was not signed by the key it carries (altered, or assembled by hand).
+    #[error(
+        "certificate signing request signature does not verify with its own public key \
+         (the request was altered or is not signed by its key)"
+    )]
+    CsrSignature,
+
+    /// A request asking for more than one URI SAN: which identity is meant is ambiguous.
+    #[error(
+        "certificate signing request asks for {} URI SANs ({}), expected at most one",
+        .0.len(),
+        .0.join(", ")
+    )]
+    CsrUriSanCount(Vec<String>),
+
+    /// A request for an identity that is not `spiffe://<trust-domain>/node/<name>`.
+    #[error(
+        "certificate signing request asks for identity {0}, but this ca signs only \
+         node identities spiffe://<trust-domain>/node/<name>"
+    )]
+    NotANodeIdentity(String),
+
+    /// A request without a URI SAN must name the node in exactly one subject CN.
+    #[error(
+        "certificate signing request has no URI SAN and {0} subject common names, \
+         expected exactly one naming the node"
+    )]
+    CsrCommonNameCount(usize),
+
+    /// The request names a different node than the operator said to expect.
+    #[error(
+        "certificate signing request is for node {requested:?}, but node {expected:?} was expected"
+    )]
+    NodeNameMismatch { requested: String, expected: String },
+
+    /// A request carrying the CA's own public key; signing it would mint a leaf for the CA key.
+    #[error("certificate signing request carries this ca's own public key")]
+    CsrUsesCaKey,
+
+    /// A certificate serial number that is not hex of 1..=20 bytes.
+    #[error("invalid serial number {value:?}: {reason}")]
+    InvalidSerial { value: String, reason: &'static str },
+
+    /// A revocation reason name we do not know.
+    #[error(
+        "invalid revocation reason {0:?}, expected one of unspecified, key-compromise, \
+         ca-compromise, affiliation-changed, superseded, cessation-of-operation"
+    )]
+    InvalidRevocationReason(String),
+
+    /// The CA certificate's key usage does not allow signing CRLs.
+    #[error("ca certificate {subject:?} lacks the crlSign key usage, so it cannot sign crls")]
+    CaCannotSignCrls { subject: String },
+
+    /// A CRL window that ends before it starts.
+    #[error("crl next_update {next_update} is not after this_update {this_update}")]
+    CrlWindow {
+        this_update: OffsetDateTime,
+        next_update: OffsetDateTime,
+    },
+
+    /// PEM text held no `X509 CRL` block.
+    #[error("no crl found in pem input")]
+    NoCrlInPem,
+
+    /// The DER bytes are not a parseable certificate revocation list.
+    #[error("could not parse crl: {0}")]
+    InvalidCrl(String),
+
     /// The operating system's random number generator failed.
     #[error("could not generate a random serial number")]
     Random,
@@ -111,4 +206,12 @@ pub enum CertError {
     /// rcgen refused to build or sign the certificate.
     #[error("certificate generation failed: {0}")]
     Generation(#[from] rcgen::Error),
+
+    /// A trust bundle, CRL or TLS configuration could not be built.
+    #[error("{0}")]
+    Verifier(String),
+
+    /// A certificate chain did not pass the trust bundle's policy.
+    #[error("certificate is not trusted: {0}")]
+    Untrusted(String),
 }

@@ -6,19 +6,30 @@
 #![forbid(unsafe_code)]
 
 pub mod authority;
+pub mod crl;
+pub mod csr;
 mod error;
 pub mod identity;
 pub mod pem;
+pub mod tls;
+pub mod trust;
 
 pub use authority::{
     CaParams, CertificateAuthority, IssuedCertificate, LeafParams, MAX_CA_VALIDITY_DAYS,
     MAX_LEAF_VALIDITY_DAYS,
 };
+pub use crl::{
+    CrlSummary, RevocationReason, RevokedCertificate, crls_from_pem, normalize_serial_hex,
+    summarize_crl_der,
+};
+pub use csr::{CertificateRequest, CsrPolicy, SignedCertificate, request_node_certificate};
 pub use error::CertError;
 pub use identity::{
     CertificateSummary, SpiffeId, identity_from_cert_der, summarize_cert_der, validate_trust_domain,
 };
 pub use pem::{certs_from_pem, private_key_from_pem};
+pub use tls::{MinTlsVersion, OwnCertificate, client_config, server_config};
+pub use trust::TrustBundle;
 
 /// Installs ring as the process-wide rustls crypto provider; safe to call any number of times.
 ///

@@ -1,14 +1,18 @@
 //! Who is calling and what they may do. The caller's identity comes only from
-//! the TLS client certificate the connection verified, never from a request
-//! field; a caller is allowed only what its configured roles grant (deny by
-//! default).
+//! the TLS client certificate the connection verified (carried in the
+//! request's extensions by the acceptor), never from a request field; it is
+//! re-checked against the trust material in force, so a certificate revoked
+//! or expired after the handshake stops working on the live connection; and
+//! a caller is allowed only what its configured roles grant (deny by default).
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
-use patchwork_certs::{SpiffeId, identity_from_cert_der};
+use patchwork_certs::SpiffeId;
 use tonic::{Request, Status};
 
 use crate::config::{ApiSection, Role};
+use crate::tls::{PeerConnection, TlsState};
 
 /// The verified identity of the caller of one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,15 +20,16 @@ pub struct Caller {
     pub identity: SpiffeId,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct AccessPolicy {
     node_identity: SpiffeId,
     clients: HashMap<SpiffeId, BTreeSet<Role>>,
+    tls: Arc<TlsState>,
 }
 
 impl AccessPolicy {
     /// `api` has been validated, so every identity parses.
-    pub fn new(node_identity: SpiffeId, api: &ApiSection) -> Self {
+    pub fn new(node_identity: SpiffeId, api: &ApiSection, tls: Arc<TlsState>) -> Self {
         let clients = api
             .clients
             .iter()
@@ -36,19 +41,31 @@ impl AccessPolicy {
         AccessPolicy {
             node_identity,
             clients,
+            tls,
         }
     }
 
-    /// Identifies the caller from its verified certificate and checks `role`.
-    pub fn authorise<T>(&self, request: &Request<T>, role: Role) -> Result<Caller, Status> {
-        let certs = request
-            .peer_certs()
-            .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
-        let leaf = certs
-            .first()
-            .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
-        let identity = identity_from_cert_der(leaf.as_ref())
+    /// The caller's identity, from the connection's verified certificate,
+    /// still trusted now.
+    pub fn identify<T>(&self, request: &Request<T>) -> Result<SpiffeId, Status> {
+        let peer = request
+            .extensions()
+            .get::<PeerConnection>()
+            .ok_or_else(|| Status::unauthenticated("no verified TLS connection"))?;
+        let identity = peer
+            .identity
+            .clone()
             .map_err(|e| Status::unauthenticated(format!("client certificate: {e}")))?;
+        peer.still_trusted(&self.tls).map_err(|e| {
+            tracing::warn!(peer = %identity, addr = %peer.remote_addr, reason = %e, "request refused");
+            Status::unauthenticated(e)
+        })?;
+        Ok(identity)
+    }
+
+    /// Identifies the caller and checks it holds `role`.
+    pub fn authorise<T>(&self, request: &Request<T>, role: Role) -> Result<Caller, Status> {
+        let identity = self.identify(request)?;
         if identity == self.node_identity {
             return Ok(Caller { identity });
         }

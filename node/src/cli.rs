@@ -58,6 +58,14 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::operator::CertCommand,
     },
+    /// Make the running node re-read its certificate, key, trust bundle and
+    /// CRLs (as SIGHUP does). A bad file is refused and nothing changes.
+    Reload(ConfigArg),
+    /// How long the node's certificate, trusted CAs and CRLs have left.
+    Trust {
+        #[command(subcommand)]
+        command: TrustCommand,
+    },
     /// Work on the store of a stopped node.
     Store {
         #[command(subcommand)]
@@ -91,6 +99,12 @@ pub enum SynthKind {
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     Check(ConfigArg),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TrustCommand {
+    /// Days left for the node's certificate, each trusted CA and each CRL.
+    Status(StatsArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -245,6 +259,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Store {
             command: StoreCommand::Check(args),
         } => store_check(&args.config),
+        Command::Reload(args) => reload_command(&args.config).await,
+        Command::Trust {
+            command: TrustCommand::Status(args),
+        } => trust_status_command(args).await,
         Command::Ca { command } => crate::operator::run_ca(command),
         Command::Cert { command } => crate::operator::run_cert(command),
         Command::Quickstart(args) => crate::quickstart::run(&args),
@@ -315,6 +333,61 @@ fn synth_command(args: &SynthArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn print_trust_status(status: &v1::TrustStatus, json: bool) {
+    if json {
+        let value = serde_json::json!({
+            "identity": status.identity,
+            "generation": status.generation,
+            "expiries": status.expiries.iter().map(|e| serde_json::json!({
+                "what": e.what,
+                "not_after_unix_seconds": e.not_after_unix_seconds,
+                "days_left": e.days_left,
+            })).collect::<Vec<_>>(),
+        });
+        println!("{value}");
+        return;
+    }
+    println!(
+        "{} (trust generation {})",
+        status.identity, status.generation
+    );
+    for expiry in &status.expiries {
+        let warning = if expiry.days_left < 14 {
+            "  <- renew soon"
+        } else {
+            ""
+        };
+        println!("  {}: {} days left{warning}", expiry.what, expiry.days_left);
+    }
+}
+
+async fn reload_command(path: &Path) -> anyhow::Result<ExitCode> {
+    let config = load_config(path)?;
+    let mut client = AdminClient::new(connect(&config).await?);
+    let reply = client
+        .reload(v1::ReloadRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    println!("reloaded");
+    if let Some(status) = &reply.status {
+        print_trust_status(status, false);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn trust_status_command(args: StatsArgs) -> anyhow::Result<ExitCode> {
+    let config = load_config(&args.config)?;
+    let mut client = AdminClient::new(connect(&config).await?);
+    let status = client
+        .get_trust_status(v1::GetTrustStatusRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    print_trust_status(&status, args.json);
+    Ok(ExitCode::SUCCESS)
+}
+
 fn store_check(path: &Path) -> anyhow::Result<ExitCode> {
     let config = load_config(path)?;
     let dir = config.store_dir();
@@ -357,15 +430,29 @@ fn store_check(path: &Path) -> anyhow::Result<ExitCode> {
 
 fn config_check(path: &Path) -> anyhow::Result<ExitCode> {
     let config = load_config(path)?;
-    let material = crate::server::KeyMaterial::load(&config)?;
+    let material = crate::tls::TlsMaterial::load(&config.tls)?;
     println!(
         "config ok: {} ({}) listens on {}, {} local client(s), data in {}",
         config.node.display_name,
-        material.identity,
+        material.own.identity(),
         config.api.listen,
         config.api.clients.len(),
         config.node.data_dir.display()
     );
+    let now = time::OffsetDateTime::now_utc();
+    for expiry in &material.expiries {
+        println!(
+            "  {}: {} days left (until {})",
+            expiry.what,
+            expiry.days_left(now),
+            expiry.not_after.date()
+        );
+    }
+    if config.tls.crl_files.is_empty() {
+        println!(
+            "  warning: no CRLs configured (tls.crl_files): revoked certificates are not refused"
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,14 +1,23 @@
-//! How the CLI on the node's machine reaches the running node: over the same
-//! mutually authenticated TLS as any other client, by default as the node
-//! itself (whoever can read the node's key can already act as the node).
+//! Calling a node over mutually authenticated TLS with our own connector
+//! (tonic's cannot check CRLs or SPIFFE identities): the CLI on the node's
+//! machine uses it to reach its node — by default as the node itself, since
+//! whoever can read the node's key can already act as the node — and so will
+//! a node calling its peers.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use patchwork_certs::{
+    OwnCertificate, SpiffeId, certs_from_pem, private_key_from_pem, summarize_cert_der,
+};
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::config::NodeConfig;
 use crate::server::{NodeError, read_private_key};
+use crate::tls::TlsMaterial;
 
 /// The address the CLI dials: `cli.address`, else `api.listen` with a
 /// wildcard address replaced by loopback.
@@ -30,52 +39,105 @@ pub fn cli_address(config: &NodeConfig) -> SocketAddr {
 pub enum ConnectError {
     #[error(transparent)]
     KeyMaterial(#[from] NodeError),
-    #[error("cannot reach the node at {address}: {detail}")]
-    Unreachable { address: SocketAddr, detail: String },
+    #[error("cannot reach {identity} at {address}: {detail}")]
+    Unreachable {
+        identity: SpiffeId,
+        address: SocketAddr,
+        detail: String,
+    },
 }
 
-/// Opens a channel to the node `config` describes.
-pub async fn connect(config: &NodeConfig) -> Result<Channel, ConnectError> {
-    let (cert_file, key_file) = match (&config.cli.cert_file, &config.cli.key_file) {
-        (Some(cert), Some(key)) => (cert.clone(), key.clone()),
-        _ => (config.tls.cert_file.clone(), config.tls.key_file.clone()),
-    };
-    let read = |key: &'static str, path: &std::path::Path| {
-        std::fs::read(path).map_err(|e| NodeError::KeyMaterial {
-            key,
-            message: format!("cannot read {}: {e}", path.display()),
-        })
-    };
-    let cert = read("cli.cert_file", &cert_file)?;
-    let key = read_private_key("cli.key_file", &key_file)?;
-    let ca = read(
-        "cli.ca_file",
-        config
-            .cli
-            .ca_file
-            .as_ref()
-            .unwrap_or(&config.tls.client_ca_file),
-    )?;
-    let address = cli_address(config);
-    let server_name = config
-        .cli
-        .server_name
-        .clone()
-        .unwrap_or_else(|| "localhost".to_owned());
-    let unreachable = |detail: String| ConnectError::Unreachable { address, detail };
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(ca))
-        .identity(Identity::from_pem(cert, key))
-        .domain_name(server_name);
-    Endpoint::from_shared(format!("https://{address}"))
-        .map_err(|e| unreachable(e.to_string()))?
-        .tls_config(tls)
-        .map_err(|e| unreachable(e.to_string()))?
-        .connect_timeout(Duration::from_secs(5))
+/// Opens a channel over TLS to `address`, checking the server's chain with
+/// `config` (which names the identity expected) and the name `server_name`.
+/// The channel reconnects by itself; each connection is one handshake.
+pub async fn tls_channel(
+    address: SocketAddr,
+    server_name: ServerName<'static>,
+    config: Arc<rustls::ClientConfig>,
+    connect_timeout: Duration,
+) -> Result<Channel, tonic::transport::Error> {
+    let connector = tower::service_fn(move |_: Uri| {
+        let config = config.clone();
+        let server_name = server_name.clone();
+        async move {
+            let tcp = TcpStream::connect(address).await?;
+            tcp.set_nodelay(true)?;
+            let tls = tokio_rustls::TlsConnector::from(config)
+                .connect(server_name, tcp)
+                .await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+        }
+    });
+    // The scheme is http because TLS is ours, not tonic's.
+    Endpoint::from_shared(format!("http://{address}"))?
+        .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
-        .connect()
+        .connect_with_connector(connector)
         .await
-        .map_err(|e| unreachable(error_chain(&e)))
+}
+
+/// Opens a channel to the node `config` describes, as the CLI.
+pub async fn connect(config: &NodeConfig) -> Result<Channel, ConnectError> {
+    let node = TlsMaterial::load(&config.tls)?;
+    let expected = node.own.identity().clone();
+    let own = match (&config.cli.cert_file, &config.cli.key_file) {
+        (Some(cert), Some(key)) => {
+            let chain = std::fs::read(cert)
+                .map_err(|e| e.to_string())
+                .and_then(|pem| certs_from_pem(&pem).map_err(|e| e.to_string()))
+                .map_err(|e| NodeError::KeyMaterial {
+                    key: "cli.cert_file",
+                    message: e,
+                })?;
+            let key_pem = read_private_key("cli.key_file", key)?;
+            let key = private_key_from_pem(&key_pem).map_err(|e| NodeError::KeyMaterial {
+                key: "cli.key_file",
+                message: e.to_string(),
+            })?;
+            OwnCertificate::new(chain, key).map_err(|e| NodeError::KeyMaterial {
+                key: "cli.cert_file",
+                message: e.to_string(),
+            })?
+        }
+        _ => node.own.clone(),
+    };
+    let address = cli_address(config);
+    let server_name = match &config.cli.server_name {
+        Some(name) => ServerName::try_from(name.clone()).map_err(|e| NodeError::KeyMaterial {
+            key: "cli.server_name",
+            message: e.to_string(),
+        })?,
+        None => default_server_name(&node, address),
+    };
+    let client =
+        patchwork_certs::client_config(&own, &node.trust, expected.clone(), node.min_version)
+            .map_err(|e| NodeError::KeyMaterial {
+                key: "tls.trust_bundle",
+                message: e.to_string(),
+            })?;
+    tls_channel(
+        address,
+        server_name,
+        Arc::new(client),
+        Duration::from_secs(5),
+    )
+    .await
+    .map_err(|e| ConnectError::Unreachable {
+        identity: expected,
+        address,
+        detail: error_chain(&e),
+    })
+}
+
+/// The first DNS name in the node's certificate, else the address dialled.
+fn default_server_name(node: &TlsMaterial, address: SocketAddr) -> ServerName<'static> {
+    node.own
+        .chain()
+        .first()
+        .and_then(|leaf| summarize_cert_der(leaf.as_ref()).ok())
+        .and_then(|summary| summary.dns_names.into_iter().next())
+        .and_then(|name| ServerName::try_from(name).ok())
+        .unwrap_or(ServerName::IpAddress(address.ip().into()))
 }
 
 /// An error with its causes, which for transport errors hold the useful part.
@@ -83,8 +145,11 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
         source = cause.source();
     }
     text

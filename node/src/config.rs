@@ -67,8 +67,43 @@ pub struct TlsSection {
     pub cert_file: PathBuf,
     /// This node's private key (PEM). Must not be readable by group or others.
     pub key_file: PathBuf,
-    /// The CA certificates (PEM) that local clients' certificates must chain to.
-    pub client_ca_file: PathBuf,
+    /// PEM files of the CA certificates this node trusts: its own region's,
+    /// and other regions' an operator added. Clients' and peers' chains must
+    /// end at one of them.
+    pub trust_bundle: Vec<PathBuf>,
+    /// PEM files of the CRLs those CAs publish. Once any is configured, every
+    /// chain needs a current CRL from its issuer (unknown status and expired
+    /// CRLs fail closed).
+    #[serde(default)]
+    pub crl_files: Vec<PathBuf>,
+    /// The oldest TLS version spoken: "1.3" (default) or "1.2".
+    #[serde(default)]
+    pub min_version: TlsVersion,
+    /// How long a TLS handshake may take before the connection is dropped.
+    #[serde(default = "default_handshake_timeout_ms")]
+    pub handshake_timeout_ms: u64,
+}
+
+fn default_handshake_timeout_ms() -> u64 {
+    10_000
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum TlsVersion {
+    #[default]
+    #[serde(rename = "1.3")]
+    Tls13,
+    #[serde(rename = "1.2")]
+    Tls12,
+}
+
+impl From<TlsVersion> for patchwork_certs::MinTlsVersion {
+    fn from(version: TlsVersion) -> Self {
+        match version {
+            TlsVersion::Tls13 => patchwork_certs::MinTlsVersion::Tls13,
+            TlsVersion::Tls12 => patchwork_certs::MinTlsVersion::Tls12,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
@@ -155,8 +190,9 @@ pub struct LogSection {
 
 /// How the `patchwork` CLI on this machine reaches the node. Every key is
 /// optional: by default it calls `api.listen` (a wildcard address becomes
-/// loopback) as the node itself, expecting the name "localhost" in the node's
-/// certificate.
+/// loopback) as the node itself, trusting `tls.trust_bundle` and expecting
+/// the node's identity and the first DNS name of its certificate (or the
+/// address dialled, when it has none).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CliSection {
@@ -164,8 +200,6 @@ pub struct CliSection {
     pub server_name: Option<String>,
     pub cert_file: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
-    /// The CA that issued the node's certificate; defaults to `tls.client_ca_file`.
-    pub ca_file: Option<PathBuf>,
 }
 
 impl NodeConfig {
@@ -200,11 +234,33 @@ impl NodeConfig {
         for (key, path) in [
             ("tls.cert_file", &self.tls.cert_file),
             ("tls.key_file", &self.tls.key_file),
-            ("tls.client_ca_file", &self.tls.client_ca_file),
         ] {
             if path.as_os_str().is_empty() {
                 return Err(invalid(key, "is required"));
             }
+        }
+        if self.tls.trust_bundle.is_empty() {
+            return Err(invalid(
+                "tls.trust_bundle",
+                "must name at least one CA file",
+            ));
+        }
+        for (key, paths) in [
+            ("tls.trust_bundle", &self.tls.trust_bundle),
+            ("tls.crl_files", &self.tls.crl_files),
+        ] {
+            let mut seen = BTreeSet::new();
+            for path in paths {
+                if path.as_os_str().is_empty() {
+                    return Err(invalid(key, "holds an empty path"));
+                }
+                if !seen.insert(path) {
+                    return Err(invalid(key, format!("lists {} twice", path.display())));
+                }
+            }
+        }
+        if !(100..=120_000).contains(&self.tls.handshake_timeout_ms) {
+            return Err(invalid("tls.handshake_timeout_ms", "must be 100-120000"));
         }
         if self.api.listen.port() == 0 {
             return Err(invalid("api.listen", "needs a port"));
@@ -258,14 +314,11 @@ impl NodeConfig {
         resolve(&mut self.node.data_dir);
         resolve(&mut self.tls.cert_file);
         resolve(&mut self.tls.key_file);
-        resolve(&mut self.tls.client_ca_file);
-        for path in [
-            &mut self.cli.cert_file,
-            &mut self.cli.key_file,
-            &mut self.cli.ca_file,
-        ]
-        .into_iter()
-        .flatten()
+        self.tls.trust_bundle.iter_mut().for_each(resolve);
+        self.tls.crl_files.iter_mut().for_each(resolve);
+        for path in [&mut self.cli.cert_file, &mut self.cli.key_file]
+            .into_iter()
+            .flatten()
         {
             resolve(path);
         }
@@ -289,7 +342,7 @@ data_dir = "data"
 [tls]
 cert_file = "node.crt"
 key_file = "node.key"
-client_ca_file = "ca.crt"
+trust_bundle = ["ca.crt"]
 
 [api]
 listen = "127.0.0.1:7443"
@@ -333,6 +386,24 @@ clients = [{ identity = "spiffe://patchwork/client/portal", roles = ["lookup"] }
                 "store.cache_mb",
             ),
             (format!("{VALID}\n[log]\nformat = \"xml\"\n"), "xml"),
+            (
+                VALID.replace("trust_bundle = [\"ca.crt\"]", "trust_bundle = []"),
+                "tls.trust_bundle",
+            ),
+            (
+                VALID.replace(
+                    "trust_bundle = [\"ca.crt\"]",
+                    "trust_bundle = [\"ca.crt\", \"ca.crt\"]",
+                ),
+                "tls.trust_bundle",
+            ),
+            (
+                VALID.replace(
+                    "trust_bundle = [\"ca.crt\"]",
+                    "trust_bundle = [\"ca.crt\"]\nmin_version = \"1.1\"",
+                ),
+                "1.1",
+            ),
             (
                 VALID.replace(
                     "data_dir = \"data\"",

@@ -25,6 +25,7 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub mod synth;
+pub mod tls;
 pub mod validate;
 
 pub use config::NodeConfig;

@@ -102,7 +102,7 @@ default_id_scheme = "nhs"
 [tls]
 cert_file = "node.crt"
 key_file = "node.key"
-client_ca_file = "ca.crt"
+trust_bundle = ["ca.crt"]
 
 [api]
 listen = "{listen}"

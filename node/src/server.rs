@@ -1,31 +1,30 @@
 //! Starting and stopping a node: read and check its key material, open the
-//! store, serve the gRPC services over TLS with client certificates until
-//! shutdown, drain in-flight requests, flush the store last.
+//! store, serve the gRPC services over our own TLS acceptor until shutdown,
+//! reload TLS material on SIGHUP, drain in-flight requests, flush the store
+//! last.
 
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use patchwork_certs::{
-    SpiffeId, certs_from_pem, identity_from_cert_der, private_key_from_pem, summarize_cert_der,
-};
 use patchwork_proto::v1::{
     admin_server::AdminServer, directory_server::DirectoryServer,
     federation_server::FederationServer,
 };
 use tokio::net::TcpListener;
-use tokio_stream::StreamExt;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::Server;
 
 use crate::access::AccessPolicy;
 use crate::config::{ConfigError, NodeConfig};
 use crate::service::{AdminService, DirectoryService, FederationService, NodeState};
 use crate::store::{Store, StoreError, StoreOptions};
+use crate::tls::{TlsMaterial, TlsState, accept_tls};
 
 /// Largest request or reply message: a full import batch fits with room.
 const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// How often the node re-logs how long its certificates and CRLs have left.
+const EXPIRY_LOG_INTERVAL: Duration = Duration::from_secs(6 * 60 * 60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -44,28 +43,6 @@ fn key_error(key: &'static str, message: impl Into<String>) -> NodeError {
         key,
         message: message.into(),
     }
-}
-
-/// The node's own TLS material, read from the files its config names and
-/// checked before anything listens.
-#[derive(Clone)]
-pub struct KeyMaterial {
-    pub cert_pem: Vec<u8>,
-    pub key_pem: Vec<u8>,
-    pub client_ca_pem: Vec<u8>,
-    pub identity: SpiffeId,
-}
-
-impl std::fmt::Debug for KeyMaterial {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyMaterial")
-            .field("identity", &self.identity)
-            .finish_non_exhaustive()
-    }
-}
-
-fn read_file(key: &'static str, path: &Path) -> Result<Vec<u8>, NodeError> {
-    std::fs::read(path).map_err(|e| key_error(key, format!("cannot read {}: {e}", path.display())))
 }
 
 /// Reads a private key, refusing one other users could read: a node key that
@@ -87,50 +64,54 @@ pub fn read_private_key(key: &'static str, path: &Path) -> Result<Vec<u8>, NodeE
             ));
         }
     }
-    read_file(key, path)
+    std::fs::read(path).map_err(|e| key_error(key, format!("cannot read {}: {e}", path.display())))
 }
 
-impl KeyMaterial {
-    pub fn load(config: &NodeConfig) -> Result<Self, NodeError> {
-        let cert_pem = read_file("tls.cert_file", &config.tls.cert_file)?;
-        let key_pem = read_private_key("tls.key_file", &config.tls.key_file)?;
-        let client_ca_pem = read_file("tls.client_ca_file", &config.tls.client_ca_file)?;
-        let certs =
-            certs_from_pem(&cert_pem).map_err(|e| key_error("tls.cert_file", e.to_string()))?;
-        let leaf = certs
-            .first()
-            .ok_or_else(|| key_error("tls.cert_file", "holds no certificate"))?;
-        let identity = identity_from_cert_der(leaf.as_ref())
-            .map_err(|e| key_error("tls.cert_file", e.to_string()))?;
-        let summary = summarize_cert_der(leaf.as_ref())
-            .map_err(|e| key_error("tls.cert_file", e.to_string()))?;
-        if summary.not_after < time::OffsetDateTime::now_utc() {
-            return Err(key_error(
-                "tls.cert_file",
-                format!("the node's certificate expired on {}", summary.not_after),
-            ));
+/// Reloads TLS material when the process gets SIGHUP.
+fn reload_on_sighup(tls: Arc<TlsState>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            let Ok(mut hangups) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
+                tracing::warn!("cannot listen for SIGHUP; reload with `patchwork reload`");
+                return;
+            };
+            while hangups.recv().await.is_some() {
+                // A refused reload is logged; the old material stays in force.
+                let _ = crate::service::reload_tls(&tls, "SIGHUP");
+            }
         }
-        private_key_from_pem(&key_pem).map_err(|e| key_error("tls.key_file", e.to_string()))?;
-        certs_from_pem(&client_ca_pem)
-            .map_err(|e| key_error("tls.client_ca_file", e.to_string()))?;
-        Ok(KeyMaterial {
-            cert_pem,
-            key_pem,
-            client_ca_pem,
-            identity,
-        })
-    }
+        #[cfg(not(unix))]
+        drop(tls);
+    })
+}
+
+fn log_expiries_periodically(tls: Arc<TlsState>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(EXPIRY_LOG_INTERVAL);
+        ticks.tick().await; // the first tick is now; start-up already logged
+        loop {
+            ticks.tick().await;
+            tls.current().log_expiries();
+        }
+    })
 }
 
 /// Runs a node on `listener` until `shutdown` completes, then drains and
 /// flushes. `main` passes a bound port and SIGTERM; tests pass `127.0.0.1:0`
-/// and their own signal.
+/// and their own signal. SIGHUP reloads the node's certificate, key, trust
+/// bundle and CRLs.
 pub async fn run(
     config: NodeConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), NodeError> {
-    let material = KeyMaterial::load(&config)?;
+    let material = TlsMaterial::load(&config.tls)?;
+    material.log_expiries();
+    let node_identity = material.own.identity().clone();
+    let tls = Arc::new(TlsState::new(config.tls.clone(), material));
     let store_dir = config.store_dir();
     let options = StoreOptions {
         cache_capacity_bytes: config.store.cache_mb * 1024 * 1024,
@@ -153,28 +134,26 @@ pub async fn run(
     };
     let state = NodeState {
         store: store.clone(),
-        access: Arc::new(AccessPolicy::new(material.identity.clone(), &config.api)),
-        node_identity: material.identity.clone(),
+        access: Arc::new(AccessPolicy::new(
+            node_identity.clone(),
+            &config.api,
+            tls.clone(),
+        )),
+        tls: tls.clone(),
+        node_identity: node_identity.clone(),
         display_name: config.node.display_name.clone(),
         default_id_scheme: config.node.default_id_scheme.clone(),
         spool_dir: config.node.data_dir.join("spool"),
     };
-    let tls = ServerTlsConfig::new()
-        .identity(Identity::from_pem(&material.cert_pem, &material.key_pem))
-        .client_ca_root(Certificate::from_pem(&material.client_ca_pem));
-    let incoming = TcpListenerStream::new(listener).map(|stream| {
-        let stream = stream?;
-        // serve_with_incoming ignores Server::tcp_nodelay.
-        stream.set_nodelay(true)?;
-        Ok::<_, std::io::Error>(stream)
-    });
-    tracing::info!(
-        identity = %material.identity,
-        listen = %config.api.listen,
-        "node serving"
+    let (incoming, acceptor) = accept_tls(
+        listener,
+        tls.clone(),
+        Duration::from_millis(config.tls.handshake_timeout_ms),
     );
+    let reloader = reload_on_sighup(tls.clone());
+    let expiry_logger = log_expiries_periodically(tls.clone());
+    tracing::info!(identity = %node_identity, listen = %config.api.listen, "node serving");
     let served = Server::builder()
-        .tls_config(tls)?
         .concurrency_limit_per_connection(config.api.max_concurrent_requests_per_connection)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
@@ -191,6 +170,9 @@ pub async fn run(
         .add_service(FederationServer::new(FederationService))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
+    acceptor.abort();
+    reloader.abort();
+    expiry_logger.abort();
     // Flush last, whatever happened: everything acknowledged is already on
     // disk, this only saves sled's next start some work.
     let flushed = store.flush().await;

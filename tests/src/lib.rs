@@ -8,13 +8,19 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use patchwork_certs::{CaParams, CertificateAuthority, LeafParams, SpiffeId};
+use std::sync::Arc;
+
+use patchwork_certs::{
+    CaParams, CertificateAuthority, LeafParams, OwnCertificate, SpiffeId, TrustBundle,
+    certs_from_pem, private_key_from_pem,
+};
 use patchwork_node::{NodeConfig, NodeError};
 use patchwork_proto::v1::{admin_client::AdminClient, directory_client::DirectoryClient};
+use rustls::pki_types::ServerName;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::Channel;
 
 pub use patchwork_proto::v1;
 
@@ -26,6 +32,15 @@ pub struct ClientCert {
     pub identity: SpiffeId,
     pub cert_pem: String,
     pub key_pem: String,
+}
+
+impl ClientCert {
+    /// The certificate and key as rustls wants them.
+    pub fn own(&self) -> OwnCertificate {
+        let chain = certs_from_pem(self.cert_pem.as_bytes()).expect("certificate pem");
+        let key = private_key_from_pem(self.key_pem.as_bytes()).expect("key pem");
+        OwnCertificate::new(chain, key).expect("certificate and key belong together")
+    }
 }
 
 /// A region's certificate authority for one test.
@@ -63,7 +78,75 @@ impl TestCa {
         }
     }
 
-    fn node_cert(&self, name: &str) -> ClientCert {
+    /// A leaf for something this CA's policy would never issue (refusal
+    /// tests): starts from the policy's shape — client identity URI SAN,
+    /// serverAuth + clientAuth, CA:FALSE, valid from an hour ago for a day —
+    /// and lets `shape` change it, then signs it with this CA's key.
+    pub fn custom_leaf(
+        &self,
+        name: &str,
+        shape: impl FnOnce(&mut rcgen::CertificateParams),
+    ) -> ClientCert {
+        let identity = SpiffeId::client(self.ca.trust_domain(), name).expect("client identity");
+        let mut params = rcgen::CertificateParams::default();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.subject_alt_names = vec![rcgen::SanType::URI(
+            identity.to_string().try_into().expect("uri"),
+        )];
+        params.is_ca = rcgen::IsCa::ExplicitNoCa;
+        params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::hours(1);
+        params.not_after = now + time::Duration::days(1);
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(&rand_serial()));
+        shape(&mut params);
+        let key = rcgen::KeyPair::generate().expect("key");
+        let ca_key = rcgen::KeyPair::from_pem(&self.ca.key_pem()).expect("ca key");
+        let issuer = rcgen::Issuer::from_ca_cert_pem(self.ca.cert_pem(), ca_key).expect("issuer");
+        let cert = params.signed_by(&key, &issuer).expect("sign");
+        ClientCert {
+            identity,
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+
+    /// A CRL of this CA listing `revoked`, current for `valid_days` (negative:
+    /// already expired).
+    pub fn crl(&self, revoked: &[&ClientCert], valid_days: i64) -> String {
+        let now = time::OffsetDateTime::now_utc();
+        let entries: Vec<_> = revoked
+            .iter()
+            .map(|c| patchwork_certs::RevokedCertificate {
+                serial_hex: c.serial_hex(),
+                revoked_at: now - time::Duration::minutes(1),
+                reason: patchwork_certs::RevocationReason::KeyCompromise,
+            })
+            .collect();
+        let (this_update, next_update) = if valid_days >= 0 {
+            (
+                now - time::Duration::minutes(5),
+                now + time::Duration::days(valid_days.max(1)),
+            )
+        } else {
+            (
+                now + time::Duration::days(valid_days - 1),
+                now + time::Duration::days(valid_days),
+            )
+        };
+        let number = u64::try_from(now.unix_timestamp()).expect("after 1970");
+        self.ca
+            .crl(&entries, number, this_update, next_update)
+            .expect("crl")
+    }
+
+    pub fn node_cert(&self, name: &str) -> ClientCert {
         let identity = SpiffeId::node(self.ca.trust_domain(), name).expect("node identity");
         let issued = self
             .ca
@@ -82,6 +165,36 @@ impl TestCa {
     }
 }
 
+fn rand_serial() -> [u8; 16] {
+    let mut serial: [u8; 16] = std::array::from_fn(|i| (i as u8).wrapping_mul(37));
+    let nanos = time::OffsetDateTime::now_utc()
+        .unix_timestamp_nanos()
+        .to_le_bytes();
+    for (byte, noise) in serial.iter_mut().zip(nanos.iter().cycle()) {
+        *byte ^= *noise;
+    }
+    serial[0] = (serial[0] & 0x7f) | 0x40;
+    serial
+}
+
+impl ClientCert {
+    pub fn serial_hex(&self) -> String {
+        let der = certs_from_pem(self.cert_pem.as_bytes()).expect("pem");
+        patchwork_certs::summarize_cert_der(der[0].as_ref())
+            .expect("summary")
+            .serial_hex
+    }
+}
+
+/// What else a test node trusts or refuses.
+#[derive(Default)]
+pub struct NodeOptions {
+    /// Further CA certificates (PEM) in the trust bundle.
+    pub extra_trust: Vec<String>,
+    /// A CRL (PEM) to load at start.
+    pub crl: Option<String>,
+}
+
 /// A local client the node's config lists, with its roles.
 pub struct ClientGrant<'a> {
     pub client: &'a ClientCert,
@@ -95,6 +208,8 @@ pub struct TestNode {
     pub addr: SocketAddr,
     pub node_cert: ClientCert,
     ca_pem: String,
+    /// The identity clients expect the node to have.
+    pub identity: SpiffeId,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), NodeError>>>,
 }
@@ -107,11 +222,35 @@ fn write_secret(path: &Path, contents: &str) {
 impl TestNode {
     /// Starts a node named `name` that trusts `ca` for clients and lists `clients`.
     pub async fn start(ca: &TestCa, name: &str, clients: &[ClientGrant<'_>]) -> TestNode {
+        Self::start_with(ca, name, clients, NodeOptions::default()).await
+    }
+
+    /// Starts a node with further trust material.
+    pub async fn start_with(
+        ca: &TestCa,
+        name: &str,
+        clients: &[ClientGrant<'_>],
+        options: NodeOptions,
+    ) -> TestNode {
         let dir = tempfile::tempdir().expect("tempdir");
         let node_cert = ca.node_cert(name);
         std::fs::write(dir.path().join("node.crt"), &node_cert.cert_pem).expect("write cert");
         write_secret(&dir.path().join("node.key"), &node_cert.key_pem);
         std::fs::write(dir.path().join("ca.crt"), ca.ca.cert_pem()).expect("write ca");
+        let mut trust = vec!["\"ca.crt\"".to_owned()];
+        for (i, pem) in options.extra_trust.iter().enumerate() {
+            let file = format!("trust-{i}.crt");
+            std::fs::write(dir.path().join(&file), pem).expect("write trust");
+            trust.push(format!("\"{file}\""));
+        }
+        let crl_line = match &options.crl {
+            Some(pem) => {
+                std::fs::write(dir.path().join("crl.pem"), pem).expect("write crl");
+                "crl_files = [\"crl.pem\"]\n".to_owned()
+            }
+            None => String::new(),
+        };
+        let tls_lines = format!("trust_bundle = [{}]\n{crl_line}", trust.join(", "));
         let client_lines: String = clients
             .iter()
             .map(|grant| {
@@ -127,18 +266,19 @@ impl TestNode {
         let mut node = TestNode {
             config_path,
             addr: "127.0.0.1:1".parse().expect("addr"),
+            identity: node_cert.identity.clone(),
             node_cert,
             ca_pem: ca.ca.cert_pem().to_owned(),
             dir,
             shutdown: None,
             task: None,
         };
-        node.write_config(name, &client_lines, 1);
+        node.write_config(name, &client_lines, &tls_lines);
         node.launch().await;
         node
     }
 
-    fn write_config(&self, name: &str, client_lines: &str, port: u16) {
+    fn write_config(&self, name: &str, client_lines: &str, tls_lines: &str) {
         let text = format!(
             r#"[node]
 display_name = "{name} council"
@@ -147,10 +287,9 @@ data_dir = "data"
 [tls]
 cert_file = "node.crt"
 key_file = "node.key"
-client_ca_file = "ca.crt"
-
+{tls_lines}
 [api]
-listen = "127.0.0.1:{port}"
+listen = "127.0.0.1:1"
 clients = [
 {client_lines}]
 "#
@@ -222,20 +361,68 @@ clients = [
         NodeConfig::load(&self.config_path).expect("config")
     }
 
+    /// Connects as `client`, trusting the node's CA and expecting the node's
+    /// identity. Handshake refusals surface here.
     pub async fn try_channel(
         &self,
         client: &ClientCert,
     ) -> Result<Channel, tonic::transport::Error> {
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&self.ca_pem))
-            .identity(Identity::from_pem(&client.cert_pem, &client.key_pem))
-            .domain_name("localhost");
-        Endpoint::from_shared(format!("https://{}", self.addr))
-            .expect("endpoint")
-            .tls_config(tls)?
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
+        self.channel_expecting(client, &self.identity, std::slice::from_ref(&self.ca_pem))
             .await
+    }
+
+    /// Connects as `client`, trusting `trust` (CA PEMs) and expecting the
+    /// server to be `expected`.
+    pub async fn channel_expecting(
+        &self,
+        client: &ClientCert,
+        expected: &SpiffeId,
+        trust: &[String],
+    ) -> Result<Channel, tonic::transport::Error> {
+        let cas = trust
+            .iter()
+            .flat_map(|pem| certs_from_pem(pem.as_bytes()).expect("ca pem"))
+            .collect();
+        let bundle = TrustBundle::new(cas, Vec::new()).expect("bundle");
+        // Built by hand rather than with `client_config`, which checks our own
+        // certificate: refusal tests present certificates no node would use.
+        let mut config =
+            rustls::ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
+                .dangerous()
+                .with_custom_certificate_verifier(
+                    bundle.server_verifier(expected.clone()).expect("verifier"),
+                )
+                .with_client_auth_cert(
+                    certs_from_pem(client.cert_pem.as_bytes()).expect("certificate pem"),
+                    private_key_from_pem(client.key_pem.as_bytes()).expect("key pem"),
+                )
+                .expect("client config");
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        patchwork_node::client::tls_channel(
+            self.addr,
+            ServerName::try_from("localhost").expect("name"),
+            Arc::new(config),
+            Duration::from_secs(5),
+        )
+        .await
+    }
+
+    /// Replaces a file the node reads, atomically (as an operator should).
+    pub fn replace_file(&self, name: &str, contents: &str, secret: bool) {
+        let temp = self.dir.path().join(format!("{name}.new"));
+        let _ = std::fs::remove_file(&temp);
+        patchwork_node::quickstart::write_new_file(&temp, contents.as_bytes(), secret)
+            .expect("write");
+        std::fs::rename(&temp, self.dir.path().join(name)).expect("rename");
+    }
+
+    /// Asks the node to reload its TLS material, as the node itself.
+    pub async fn reload(&self) -> Result<v1::ReloadResponse, tonic::Status> {
+        self.admin()
+            .await
+            .reload(v1::ReloadRequest {})
+            .await
+            .map(|r| r.into_inner())
     }
 
     pub async fn directory(&self, client: &ClientCert) -> DirectoryClient<Channel> {

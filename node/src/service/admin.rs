@@ -17,6 +17,24 @@ impl AdminService {
     pub fn new(state: NodeState) -> Self {
         AdminService { state }
     }
+
+    fn trust_status(&self) -> v1::TrustStatus {
+        let material = self.state.tls.current();
+        let now = time::OffsetDateTime::now_utc();
+        v1::TrustStatus {
+            identity: material.own.identity().to_string(),
+            expiries: material
+                .expiries
+                .iter()
+                .map(|e| v1::Expiry {
+                    what: e.what.clone(),
+                    not_after_unix_seconds: e.not_after.unix_timestamp(),
+                    days_left: e.days_left(now),
+                })
+                .collect(),
+            generation: self.state.tls.generation(),
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -71,13 +89,29 @@ impl Admin for AdminService {
         ))
     }
 
+    #[instrument(skip_all)]
     async fn reload(
         &self,
         request: Request<v1::ReloadRequest>,
     ) -> Result<Response<v1::ReloadResponse>, Status> {
         self.state.access.authorise(&request, Role::Admin)?;
-        Err(Status::unimplemented(
-            "reload is not implemented yet: restart the node",
-        ))
+        let tls = self.state.tls.clone();
+        blocking(move || {
+            super::reload_tls(&tls, "admin reload").map_err(|e| {
+                Status::failed_precondition(format!("reload refused, nothing changed: {e}"))
+            })
+        })
+        .await?;
+        Ok(Response::new(v1::ReloadResponse {
+            status: Some(self.trust_status()),
+        }))
+    }
+
+    async fn get_trust_status(
+        &self,
+        request: Request<v1::GetTrustStatusRequest>,
+    ) -> Result<Response<v1::TrustStatus>, Status> {
+        self.state.access.authorise(&request, Role::Admin)?;
+        Ok(Response::new(self.trust_status()))
     }
 }

@@ -25,6 +25,7 @@ pub use federation::FederationService;
 pub struct NodeState {
     pub store: Store,
     pub access: Arc<AccessPolicy>,
+    pub tls: Arc<crate::tls::TlsState>,
     pub node_identity: SpiffeId,
     pub display_name: String,
     pub default_id_scheme: String,
@@ -43,6 +44,28 @@ impl NodeState {
             .flush()
             .await
             .map_err(|e| crate::convert::store_status(e, ""))
+    }
+}
+
+/// Reloads the TLS material and says so in the log; `trigger` is what asked.
+pub(crate) fn reload_tls(
+    tls: &crate::tls::TlsState,
+    trigger: &str,
+) -> Result<Arc<crate::tls::TlsMaterial>, crate::server::NodeError> {
+    match tls.reload() {
+        Ok(material) => {
+            tracing::info!(
+                trigger,
+                generation = tls.generation(),
+                "tls material reloaded"
+            );
+            material.log_expiries();
+            Ok(material)
+        }
+        Err(error) => {
+            tracing::error!(trigger, error = %error, "reload refused; the previous tls material stays in force");
+            Err(error)
+        }
     }
 }
 

@@ -1,0 +1,429 @@
+//! The node's TLS: its own certificate and the trust bundle loaded from the
+//! files the config names, swapped atomically on reload; the acceptor that
+//! turns TCP connections into verified TLS connections for tonic; and the
+//! record of who is on the other end of each connection.
+//!
+//! tonic's own TLS cannot check CRLs, so handshakes happen here (rustls via
+//! tokio-rustls), each in its own task with a deadline, never on the accept
+//! loop. A connection remembers the trust generation it was verified under;
+//! after a reload the first request on it re-verifies its chain against the
+//! new bundle, so a revoked peer loses access on live connections too.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use patchwork_certs::{
+    OwnCertificate, SpiffeId, TrustBundle, certs_from_pem, private_key_from_pem, summarize_cert_der,
+};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
+use time::OffsetDateTime;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::Connected;
+
+use crate::config::TlsSection;
+use crate::server::{NodeError, read_private_key};
+
+/// Handshakes in progress at once; more wait for a slot (a flood of slow
+/// handshakes cannot starve the node of memory).
+const MAX_CONCURRENT_HANDSHAKES: usize = 512;
+
+fn key_error(key: &'static str, message: impl Into<String>) -> NodeError {
+    NodeError::KeyMaterial {
+        key,
+        message: message.into(),
+    }
+}
+
+fn read_file(key: &'static str, path: &Path) -> Result<Vec<u8>, NodeError> {
+    std::fs::read(path).map_err(|e| key_error(key, format!("cannot read {}: {e}", path.display())))
+}
+
+/// How long something the node relies on has left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expiry {
+    /// e.g. "own certificate", "trusted CA Surrey County Council CA", "CRL of ...".
+    pub what: String,
+    pub not_after: OffsetDateTime,
+}
+
+impl Expiry {
+    pub fn days_left(&self, now: OffsetDateTime) -> i64 {
+        (self.not_after - now).whole_days()
+    }
+}
+
+/// Everything TLS needs at one moment; replaced whole on reload.
+#[derive(Debug)]
+pub struct TlsMaterial {
+    pub own: OwnCertificate,
+    pub trust: TrustBundle,
+    pub server_config: Arc<rustls::ServerConfig>,
+    pub min_version: patchwork_certs::MinTlsVersion,
+    pub expiries: Vec<Expiry>,
+}
+
+impl TlsMaterial {
+    /// Reads and checks everything `tls` names. Refuses an own certificate
+    /// that has expired or whose key does not fit, a key file others can
+    /// read, an empty bundle, and unreadable or expired CRLs.
+    pub fn load(tls: &TlsSection) -> Result<Self, NodeError> {
+        let chain = certs_from_pem(&read_file("tls.cert_file", &tls.cert_file)?)
+            .map_err(|e| key_error("tls.cert_file", e.to_string()))?;
+        let key = private_key_from_pem(&read_private_key("tls.key_file", &tls.key_file)?)
+            .map_err(|e| key_error("tls.key_file", e.to_string()))?;
+        let leaf = chain
+            .first()
+            .ok_or_else(|| key_error("tls.cert_file", "holds no certificate"))?;
+        let own_summary = summarize_cert_der(leaf.as_ref())
+            .map_err(|e| key_error("tls.cert_file", e.to_string()))?;
+        let now = OffsetDateTime::now_utc();
+        if own_summary.not_after < now {
+            return Err(key_error(
+                "tls.cert_file",
+                format!(
+                    "the node's certificate expired on {}",
+                    own_summary.not_after.date()
+                ),
+            ));
+        }
+        let own = OwnCertificate::new(chain, key)
+            .map_err(|e| key_error("tls.cert_file", e.to_string()))?;
+        let mut expiries = vec![Expiry {
+            what: format!("own certificate {}", own.identity()),
+            not_after: own_summary.not_after,
+        }];
+
+        let mut cas = Vec::new();
+        for path in &tls.trust_bundle {
+            let found = certs_from_pem(&read_file("tls.trust_bundle", path)?)
+                .map_err(|e| key_error("tls.trust_bundle", format!("{}: {e}", path.display())))?;
+            for ca in found {
+                let summary = summarize_cert_der(ca.as_ref()).map_err(|e| {
+                    key_error("tls.trust_bundle", format!("{}: {e}", path.display()))
+                })?;
+                if !summary.is_ca {
+                    return Err(key_error(
+                        "tls.trust_bundle",
+                        format!(
+                            "{}: {} is not a CA certificate",
+                            path.display(),
+                            summary.subject
+                        ),
+                    ));
+                }
+                expiries.push(Expiry {
+                    what: format!("trusted CA {}", summary.subject),
+                    not_after: summary.not_after,
+                });
+                cas.push(ca);
+            }
+        }
+        let mut crls: Vec<CertificateRevocationListDer<'static>> = Vec::new();
+        for path in &tls.crl_files {
+            let pem = read_file("tls.crl_files", path)?;
+            let found = patchwork_certs::crls_from_pem(&pem)
+                .map_err(|e| key_error("tls.crl_files", format!("{}: {e}", path.display())))?;
+            for crl in found {
+                if let Some(next_update) = crl_next_update(&crl) {
+                    if next_update < now {
+                        return Err(key_error(
+                            "tls.crl_files",
+                            format!(
+                                "{} expired on {}: publish a fresh CRL",
+                                path.display(),
+                                next_update.date()
+                            ),
+                        ));
+                    }
+                    expiries.push(Expiry {
+                        what: format!("CRL {}", path.display()),
+                        not_after: next_update,
+                    });
+                }
+                crls.push(crl);
+            }
+        }
+        let trust = TrustBundle::new(cas, crls)
+            .map_err(|e| key_error("tls.trust_bundle", e.to_string()))?;
+        let min_version = tls.min_version.into();
+        let server_config = patchwork_certs::server_config(&own, &trust, min_version)
+            .map_err(|e| key_error("tls.cert_file", e.to_string()))?;
+        Ok(TlsMaterial {
+            own,
+            trust,
+            server_config: Arc::new(server_config),
+            min_version,
+            expiries,
+        })
+    }
+
+    /// Logs how long each certificate, CA and CRL has left; warns when one
+    /// is close to its end.
+    pub fn log_expiries(&self) {
+        let now = OffsetDateTime::now_utc();
+        for expiry in &self.expiries {
+            let days_left = expiry.days_left(now);
+            // CRLs are republished often; certificates are renewed with notice.
+            let warn_below = if expiry.what.starts_with("CRL") {
+                2
+            } else {
+                14
+            };
+            if days_left < warn_below {
+                tracing::warn!(what = %expiry.what, days_left, not_after = %expiry.not_after.date(), "expires soon: renew it");
+            } else {
+                tracing::info!(what = %expiry.what, days_left, "valid");
+            }
+        }
+    }
+}
+
+/// A CRL's nextUpdate, read with the certs crate's parser.
+fn crl_next_update(crl: &CertificateRevocationListDer<'_>) -> Option<OffsetDateTime> {
+    patchwork_certs::summarize_crl_der(crl.as_ref())
+        .ok()
+        .and_then(|s| s.next_update)
+}
+
+/// The TLS material in force, and a generation number that changes with it.
+#[derive(Debug)]
+pub struct TlsState {
+    section: TlsSection,
+    current: RwLock<Arc<TlsMaterial>>,
+    generation: AtomicU64,
+}
+
+impl TlsState {
+    pub fn new(section: TlsSection, material: TlsMaterial) -> Self {
+        TlsState {
+            section,
+            current: RwLock::new(Arc::new(material)),
+            generation: AtomicU64::new(1),
+        }
+    }
+
+    pub fn current(&self) -> Arc<TlsMaterial> {
+        match self.current.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Re-reads every file; on success the new material is in force for new
+    /// handshakes at once, and live connections re-verify on their next
+    /// request. On failure nothing changes and the error says why.
+    pub fn reload(&self) -> Result<Arc<TlsMaterial>, NodeError> {
+        let material = Arc::new(TlsMaterial::load(&self.section)?);
+        let old_identity = self.current().own.identity().clone();
+        if material.own.identity() != &old_identity {
+            return Err(key_error(
+                "tls.cert_file",
+                format!(
+                    "the new certificate is for {}, this node is {old_identity}; restart to change identity",
+                    material.own.identity()
+                ),
+            ));
+        }
+        match self.current.write() {
+            Ok(mut guard) => *guard = material.clone(),
+            Err(poisoned) => *poisoned.into_inner() = material.clone(),
+        }
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        Ok(material)
+    }
+}
+
+/// Who is on the other end of one connection, as its verified certificate says.
+#[derive(Debug, Clone)]
+pub struct PeerConnection {
+    pub remote_addr: SocketAddr,
+    /// The identity in the client certificate, or why it has none we accept.
+    pub identity: Result<SpiffeId, String>,
+    pub not_after: Option<OffsetDateTime>,
+    chain: Arc<Vec<CertificateDer<'static>>>,
+    verified_generation: Arc<AtomicU64>,
+}
+
+impl PeerConnection {
+    /// Checks that the connection's certificate is still trusted under the
+    /// material in force: still valid now, and — if the trust bundle changed
+    /// since it was last checked — passing the new bundle.
+    pub fn still_trusted(&self, tls: &TlsState) -> Result<(), String> {
+        if self
+            .not_after
+            .is_some_and(|t| t < OffsetDateTime::now_utc())
+        {
+            return Err("the client certificate has expired".into());
+        }
+        let generation = tls.generation();
+        if self.verified_generation.load(Ordering::SeqCst) == generation {
+            return Ok(());
+        }
+        let material = tls.current();
+        let identity = material
+            .trust
+            .verify_client_chain(&self.chain, UnixTime::now())
+            .map_err(|e| format!("the client certificate is no longer trusted: {e}"))?;
+        if self.identity.as_ref().ok() != Some(&identity) {
+            return Err(
+                "the client certificate's identity changed meaning under the new trust bundle"
+                    .into(),
+            );
+        }
+        self.verified_generation.store(generation, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// A verified TLS connection handed to tonic, carrying its [`PeerConnection`]
+/// into every request's extensions.
+pub struct PeerStream {
+    inner: tokio_rustls::server::TlsStream<TcpStream>,
+    peer: PeerConnection,
+}
+
+impl Connected for PeerStream {
+    type ConnectInfo = PeerConnection;
+
+    fn connect_info(&self) -> PeerConnection {
+        self.peer.clone()
+    }
+}
+
+impl AsyncRead for PeerStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for PeerStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+fn peer_connection(
+    remote_addr: SocketAddr,
+    stream: &tokio_rustls::server::TlsStream<TcpStream>,
+    trust: &TrustBundle,
+    generation: u64,
+) -> PeerConnection {
+    let chain: Vec<CertificateDer<'static>> = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+        .unwrap_or_default();
+    let (identity, not_after) = match chain.first() {
+        Some(leaf) => (
+            trust.identity_of(leaf).map_err(|e| e.to_string()),
+            summarize_cert_der(leaf.as_ref()).ok().map(|s| s.not_after),
+        ),
+        None => (Err("no client certificate".to_owned()), None),
+    };
+    PeerConnection {
+        remote_addr,
+        identity,
+        not_after,
+        chain: Arc::new(chain),
+        verified_generation: Arc::new(AtomicU64::new(generation)),
+    }
+}
+
+/// Accepts TCP connections on `listener` and yields the ones whose TLS
+/// handshake succeeds within `handshake_timeout`. Refused handshakes are
+/// logged (with the peer's address and the reason) and dropped.
+pub fn accept_tls(
+    listener: TcpListener,
+    tls: Arc<TlsState>,
+    handshake_timeout: Duration,
+) -> (
+    ReceiverStream<Result<PeerStream, std::io::Error>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (sender, receiver) = mpsc::channel(64);
+    let slots = Arc::new(Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
+    let task = tokio::spawn(async move {
+        loop {
+            let (tcp, remote_addr) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Usually out of file descriptors: back off rather than spin.
+                    tracing::warn!(error = %error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let _ = tcp.set_nodelay(true);
+            let generation = tls.generation();
+            let material = tls.current();
+            let acceptor = tokio_rustls::TlsAcceptor::from(material.server_config.clone());
+            let sender = sender.clone();
+            tokio::spawn(async move {
+                let _slot = slot;
+                match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let peer =
+                            peer_connection(remote_addr, &stream, &material.trust, generation);
+                        let _ = sender
+                            .send(Ok(PeerStream {
+                                inner: stream,
+                                peer,
+                            }))
+                            .await;
+                    }
+                    Ok(Err(error)) => {
+                        tracing::warn!(peer = %remote_addr, error = %error, "tls handshake refused");
+                    }
+                    Err(_) => {
+                        tracing::warn!(peer = %remote_addr, timeout_ms = handshake_timeout.as_millis() as u64, "tls handshake timed out");
+                    }
+                }
+            });
+        }
+    });
+    (ReceiverStream::new(receiver), task)
+}

@@ -1,0 +1,567 @@
+//! The trust operator's commands through the real binary: `patchwork ca ...` and
+//! `patchwork cert ...`, with OpenSSL as the independent judge of what they write.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_patchwork");
+const TD: &str = "patchwork.test";
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run patchwork")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Runs patchwork, expects success, returns stdout.
+fn ok(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "patchwork {args:?} failed: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// Runs patchwork, expects exit status 1, returns stderr.
+fn fails(args: &[&str]) -> String {
+    let out = run(args);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "patchwork {args:?}: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stderr)
+}
+
+fn json(args: &[&str]) -> Value {
+    serde_json::from_str(&ok(args)).expect("json output")
+}
+
+fn openssl(args: &[&str]) -> Output {
+    Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("run openssl")
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().expect("utf-8 temp path")
+}
+
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .expect("metadata")
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+fn init_ca(dir: &Path) {
+    ok(&[
+        "ca",
+        "init",
+        "--dir",
+        s(dir),
+        "--trust-domain",
+        TD,
+        "--name",
+        "Surrey County Council",
+    ]);
+}
+
+/// `cert request` in `node_dir` and `ca sign` of it to `node_dir/node.crt`; returns the serial.
+fn request_and_sign(ca: &Path, node_dir: &Path, node_id: &str, extra: &[&str]) -> String {
+    let mut args = vec![
+        "cert",
+        "request",
+        "--dir",
+        s(node_dir),
+        "--node-id",
+        node_id,
+        "--trust-domain",
+        TD,
+    ];
+    args.extend_from_slice(extra);
+    ok(&args);
+    let cert = node_dir.join("node.crt");
+    ok(&[
+        "ca",
+        "sign",
+        "--ca",
+        s(ca),
+        "--csr",
+        s(&node_dir.join("node.csr")),
+        "--out",
+        s(&cert),
+    ]);
+    let view = json(&["cert", "inspect", s(&cert), "--json"]);
+    view["serial"].as_str().expect("serial").to_owned()
+}
+
+fn list_entry<'a>(list: &'a Value, serial: &str) -> &'a Value {
+    list.as_array()
+        .expect("ca list --json is an array")
+        .iter()
+        .find(|entry| entry["serial"] == serial)
+        .unwrap_or_else(|| panic!("serial {serial} in {list}"))
+}
+
+#[test]
+fn ca_init_keeps_the_key_private_and_refuses_a_second_init() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ca = tmp.path().join("ca");
+    init_ca(&ca);
+    for name in [
+        "ca.crt",
+        "ca.key",
+        "issued.jsonl",
+        "revoked.jsonl",
+        "crl_number",
+    ] {
+        assert!(ca.join(name).is_file(), "{name}");
+    }
+    #[cfg(unix)]
+    {
+        assert_eq!(mode(&ca.join("ca.key")), 0o600);
+        assert_eq!(mode(&ca.join("ca.crt")), 0o644);
+    }
+    let view = json(&["cert", "inspect", s(&ca.join("ca.crt")), "--json"]);
+    assert_eq!(view["is_ca"], true);
+    assert_eq!(
+        view["subject"],
+        "CN=Surrey County Council, O=Surrey County Council"
+    );
+
+    let before = std::fs::read(ca.join("ca.key")).expect("key");
+    let err = fails(&[
+        "ca",
+        "init",
+        "--dir",
+        s(&ca),
+        "--trust-domain",
+        TD,
+        "--name",
+        "Another",
+    ]);
+    assert!(
+        err.contains("ca.crt already exists; refusing to overwrite an existing CA"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(ca.join("ca.key")).expect("key"), before);
+
+    let err = fails(&[
+        "ca",
+        "init",
+        "--dir",
+        s(&tmp.path().join("bad")),
+        "--trust-domain",
+        "Bad_Domain",
+        "--name",
+        "X",
+    ]);
+    assert!(
+        err.contains("--trust-domain: invalid trust domain \"Bad_Domain\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn sign_revoke_and_publish_a_crl_that_openssl_enforces() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ca = tmp.path().join("ca");
+    init_ca(&ca);
+    let (surrey, brighton) = (tmp.path().join("surrey"), tmp.path().join("brighton"));
+
+    let out = ok(&[
+        "cert",
+        "request",
+        "--dir",
+        s(&surrey),
+        "--node-id",
+        "surrey",
+        "--trust-domain",
+        TD,
+        "--dns",
+        "surrey.patchwork.test",
+        "--ip",
+        "127.0.0.1",
+    ]);
+    assert!(out.contains("node.key"), "{out}");
+    #[cfg(unix)]
+    assert_eq!(mode(&surrey.join("node.key")), 0o600);
+    let err = fails(&[
+        "cert",
+        "request",
+        "--dir",
+        s(&surrey),
+        "--node-id",
+        "surrey",
+    ]);
+    assert!(
+        err.contains("node.key already exists; refusing to overwrite"),
+        "{err}"
+    );
+
+    let cert = surrey.join("node.crt");
+    let out = ok(&[
+        "ca",
+        "sign",
+        "--ca",
+        s(&ca),
+        "--csr",
+        s(&surrey.join("node.csr")),
+        "--out",
+        s(&cert),
+        "--node-id",
+        "surrey",
+    ]);
+    assert!(out.contains("spiffe://patchwork.test/node/surrey"), "{out}");
+    let view = json(&["cert", "inspect", s(&cert), "--json"]);
+    let surrey_serial = view["serial"].as_str().expect("serial").to_owned();
+    assert!(out.contains(&surrey_serial), "{out}");
+    assert_eq!(view["identity"], "spiffe://patchwork.test/node/surrey");
+    assert_eq!(
+        view["dns_names"],
+        serde_json::json!(["surrey.patchwork.test"])
+    );
+    assert_eq!(view["ip_addresses"], serde_json::json!(["127.0.0.1"]));
+    assert_eq!(view["is_ca"], false);
+    assert_eq!(view["server_auth"], true);
+    assert_eq!(view["client_auth"], true);
+    let days_left = view["days_left"].as_i64().expect("days_left");
+    assert!((29..=30).contains(&days_left), "{days_left}");
+
+    let err = fails(&[
+        "ca",
+        "sign",
+        "--ca",
+        s(&ca),
+        "--csr",
+        s(&surrey.join("node.csr")),
+        "--out",
+        s(&cert),
+    ]);
+    assert!(err.contains("--out"), "{err}");
+    assert!(
+        err.contains("already exists; refusing to overwrite"),
+        "{err}"
+    );
+
+    let verified = openssl(&["verify", "-CAfile", s(&ca.join("ca.crt")), s(&cert)]);
+    assert!(verified.status.success(), "{}", text(&verified.stderr));
+
+    let brighton_serial = request_and_sign(&ca, &brighton, "brighton", &[]);
+
+    let out = ok(&[
+        "ca",
+        "revoke",
+        "--ca",
+        s(&ca),
+        "--cert",
+        s(&cert),
+        "--reason",
+        "key-compromise",
+    ]);
+    assert!(out.contains(&surrey_serial), "{out}");
+    assert!(out.contains("patchwork ca crl"), "{out}");
+    let err = fails(&["ca", "revoke", "--ca", s(&ca), "--serial", &surrey_serial]);
+    assert!(err.contains("was already revoked at"), "{err}");
+    let err = fails(&["ca", "revoke", "--ca", s(&ca), "--serial", "4f00"]);
+    assert!(
+        err.contains("serial 4f00 was not issued by the CA"),
+        "{err}"
+    );
+
+    let crl = tmp.path().join("crl.pem");
+    ok(&["ca", "crl", "--ca", s(&ca), "--out", s(&crl)]);
+    assert_eq!(
+        std::fs::read_to_string(ca.join("crl_number"))
+            .expect("crl_number")
+            .trim(),
+        "1"
+    );
+    let revoked = openssl(&[
+        "verify",
+        "-crl_check",
+        "-CAfile",
+        s(&ca.join("ca.crt")),
+        "-CRLfile",
+        s(&crl),
+        s(&cert),
+    ]);
+    assert!(!revoked.status.success());
+    let said = format!("{}{}", text(&revoked.stdout), text(&revoked.stderr));
+    assert!(said.contains("certificate revoked"), "{said}");
+    let passes = openssl(&[
+        "verify",
+        "-crl_check",
+        "-CAfile",
+        s(&ca.join("ca.crt")),
+        "-CRLfile",
+        s(&crl),
+        s(&brighton.join("node.crt")),
+    ]);
+    assert!(passes.status.success(), "{}", text(&passes.stderr));
+
+    // Republishing replaces the file in place with the next number.
+    ok(&["ca", "crl", "--ca", s(&ca), "--out", s(&crl), "--days", "1"]);
+    let crl_view = json(&["cert", "inspect", s(&crl), "--json"]);
+    assert_eq!(crl_view["crl_number"], 2);
+    assert_eq!(
+        crl_view["revoked_serials"],
+        serde_json::json!([surrey_serial])
+    );
+    #[cfg(unix)]
+    assert_eq!(mode(&crl), 0o644);
+
+    let list = json(&["ca", "list", "--ca", s(&ca), "--json"]);
+    assert_eq!(list.as_array().expect("array").len(), 2);
+    let entry = list_entry(&list, &surrey_serial);
+    assert_eq!(entry["status"], "revoked");
+    assert_eq!(entry["reason"], "key-compromise");
+    assert_eq!(entry["identity"], "spiffe://patchwork.test/node/surrey");
+    let entry = list_entry(&list, &brighton_serial);
+    assert_eq!(entry["status"], "valid");
+    assert_eq!(entry["revoked_at"], Value::Null);
+}
+
+#[test]
+fn csr_asking_for_a_ca_is_signed_as_a_policy_leaf() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ca = tmp.path().join("ca");
+    init_ca(&ca);
+    let (csr, cert) = (tmp.path().join("evil.csr"), tmp.path().join("evil.crt"));
+    let made = openssl(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        s(&tmp.path().join("evil.key")),
+        "-out",
+        s(&csr),
+        "-subj",
+        "/CN=evil/O=Evil",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+        "-addext",
+        "extendedKeyUsage=codeSigning",
+        "-addext",
+        "subjectAltName=URI:spiffe://patchwork.test/node/evil,DNS:evil.patchwork.test",
+    ]);
+    assert!(made.status.success(), "{}", text(&made.stderr));
+
+    ok(&[
+        "ca",
+        "sign",
+        "--ca",
+        s(&ca),
+        "--csr",
+        s(&csr),
+        "--out",
+        s(&cert),
+    ]);
+    let view = json(&["cert", "inspect", s(&cert), "--json"]);
+    assert_eq!(view["is_ca"], false);
+    assert_eq!(view["identity"], "spiffe://patchwork.test/node/evil");
+    assert_eq!(view["subject"], "CN=evil");
+    assert_eq!(
+        view["dns_names"],
+        serde_json::json!(["evil.patchwork.test"])
+    );
+    assert_eq!(view["server_auth"], true);
+    assert_eq!(view["client_auth"], true);
+
+    let shown = openssl(&["x509", "-in", s(&cert), "-noout", "-text"]);
+    assert!(shown.status.success());
+    let shown = text(&shown.stdout);
+    assert!(shown.contains("CA:FALSE"), "{shown}");
+    assert!(!shown.contains("CA:TRUE"), "{shown}");
+    assert!(!shown.contains("Certificate Sign"), "{shown}");
+    assert!(!shown.contains("CRL Sign"), "{shown}");
+    assert!(!shown.contains("Code Signing"), "{shown}");
+    assert!(!shown.contains("O = Evil"), "{shown}");
+}
+
+#[test]
+fn csr_for_a_foreign_trust_domain_is_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ca = tmp.path().join("ca");
+    init_ca(&ca);
+    let (csr, cert) = (tmp.path().join("x.csr"), tmp.path().join("x.crt"));
+    let made = openssl(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        s(&tmp.path().join("x.key")),
+        "-out",
+        s(&csr),
+        "-subj",
+        "/CN=mallory",
+        "-addext",
+        "subjectAltName=URI:spiffe://other.test/node/mallory",
+    ]);
+    assert!(made.status.success(), "{}", text(&made.stderr));
+
+    let err = fails(&[
+        "ca",
+        "sign",
+        "--ca",
+        s(&ca),
+        "--csr",
+        s(&csr),
+        "--out",
+        s(&cert),
+    ]);
+    assert!(
+        err.contains(
+            "identity spiffe://other.test/node/mallory is in trust domain \"other.test\", \
+             but this ca issues for \"patchwork.test\""
+        ),
+        "{err}"
+    );
+    assert!(err.contains("--csr"), "{err}");
+    assert!(!cert.exists());
+    assert_eq!(
+        std::fs::read_to_string(ca.join("issued.jsonl")).expect("issued"),
+        ""
+    );
+}
+
+#[test]
+fn sign_checks_days_and_node_id() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ca = tmp.path().join("ca");
+    init_ca(&ca);
+    let node = tmp.path().join("node");
+    ok(&["cert", "request", "--dir", s(&node), "--node-id", "alpha"]);
+    let csr = node.join("node.csr");
+    let out = tmp.path().join("alpha.crt");
+    let sign = |extra: &[&str]| {
+        let mut args = vec![
+            "ca",
+            "sign",
+            "--ca",
+            s(&ca),
+            "--csr",
+            s(&csr),
+            "--out",
+            s(&out),
+        ];
+        args.extend_from_slice(extra);
+        fails(&args)
+    };
+    let err = sign(&["--days", "398"]);
+    assert!(
+        err.contains("--days 398 is out of range, expected 1..=397"),
+        "{err}"
+    );
+    let err = sign(&["--node-id", "beta"]);
+    assert!(
+        err.contains("is for node \"alpha\", but node \"beta\" was expected"),
+        "{err}"
+    );
+    assert!(!out.exists());
+
+    // Without a trust domain in the request, the CN names the node in the CA's domain.
+    ok(&[
+        "ca",
+        "sign",
+        "--ca",
+        s(&ca),
+        "--csr",
+        s(&csr),
+        "--out",
+        s(&out),
+        "--days",
+        "397",
+    ]);
+    let view = json(&["cert", "inspect", s(&out), "--json"]);
+    assert_eq!(view["identity"], "spiffe://patchwork.test/node/alpha");
+}
+
+#[test]
+fn renew_requests_the_same_identity_and_names() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ca = tmp.path().join("ca");
+    init_ca(&ca);
+    let node = tmp.path().join("node");
+    let first = request_and_sign(
+        &ca,
+        &node,
+        "surrey",
+        &["--dns", "surrey.patchwork.test", "--ip", "10.0.0.7"],
+    );
+
+    let out = ok(&["cert", "renew", "--dir", s(&node)]);
+    assert!(out.contains("patchwork ca sign"), "{out}");
+    assert!(out.contains("patchwork reload --config"), "{out}");
+    #[cfg(unix)]
+    assert_eq!(mode(&node.join("renew.key")), 0o600);
+    let shown = openssl(&["req", "-in", s(&node.join("renew.csr")), "-noout", "-text"]);
+    assert!(shown.status.success());
+    let shown = text(&shown.stdout);
+    assert!(
+        shown.contains(
+            "URI:spiffe://patchwork.test/node/surrey, DNS:surrey.patchwork.test, \
+             IP Address:10.0.0.7"
+        ),
+        "{shown}"
+    );
+    let err = fails(&["cert", "renew", "--dir", s(&node)]);
+    assert!(
+        err.contains("renew.key already exists; refusing to overwrite"),
+        "{err}"
+    );
+
+    let renewed = node.join("renew.crt");
+    ok(&[
+        "ca",
+        "sign",
+        "--ca",
+        s(&ca),
+        "--csr",
+        s(&node.join("renew.csr")),
+        "--out",
+        s(&renewed),
+        "--node-id",
+        "surrey",
+    ]);
+    let old = json(&["cert", "inspect", s(&node.join("node.crt")), "--json"]);
+    let new = json(&["cert", "inspect", s(&renewed), "--json"]);
+    assert_ne!(new["serial"], first);
+    for key in ["identity", "dns_names", "ip_addresses", "subject", "issuer"] {
+        assert_eq!(new[key], old[key], "{key}");
+    }
+    // A new key, not the old one re-certified.
+    let key_of = |path: &Path| {
+        let out = openssl(&["x509", "-in", s(path), "-noout", "-pubkey"]);
+        assert!(out.status.success());
+        text(&out.stdout)
+    };
+    assert_ne!(key_of(&renewed), key_of(&node.join("node.crt")));
+}
