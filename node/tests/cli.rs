@@ -222,6 +222,40 @@ fn an_operator_session_from_quickstart_to_sigterm() {
     assert_eq!(stats["persons"], 5);
     assert_eq!(stats["involvements"], 8);
 
+    // Trust status, SIGHUP and `patchwork reload` each bring new material
+    // into force (the generation moves on) without a restart.
+    let generation = || {
+        let out = patchwork(&["trust", "status", "--config", config_arg, "--json"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json status");
+        assert_eq!(status["identity"], "spiffe://patchwork/node/surrey");
+        let expiries = status["expiries"].as_array().expect("expiries");
+        assert!(expiries.iter().any(|e| {
+            e["what"]
+                .as_str()
+                .is_some_and(|w| w.starts_with("own certificate"))
+        }));
+        status["generation"].as_u64().expect("generation")
+    };
+    let before = generation();
+    let hup = Command::new("kill")
+        .args(["-HUP", &serve.0.id().to_string()])
+        .status()
+        .expect("kill -HUP");
+    assert!(hup.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while generation() == before {
+        assert!(Instant::now() < deadline, "SIGHUP did not reload");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = patchwork(&["reload", "--config", config_arg]);
+    assert!(
+        out.status.success() && text(&out.stdout).contains("reloaded"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(generation(), before + 2);
+
     sigterm(&serve.0);
     let status = wait_exit(&mut serve.0, Duration::from_secs(20));
     assert!(status.success(), "SIGTERM drains and exits 0: {status:?}");

@@ -193,6 +193,8 @@ pub struct NodeOptions {
     pub extra_trust: Vec<String>,
     /// A CRL (PEM) to load at start.
     pub crl: Option<String>,
+    /// `tls.handshake_timeout_ms`, when not the default.
+    pub handshake_timeout_ms: Option<u64>,
 }
 
 /// A local client the node's config lists, with its roles.
@@ -250,7 +252,14 @@ impl TestNode {
             }
             None => String::new(),
         };
-        let tls_lines = format!("trust_bundle = [{}]\n{crl_line}", trust.join(", "));
+        let timeout_line = options
+            .handshake_timeout_ms
+            .map(|ms| format!("handshake_timeout_ms = {ms}\n"))
+            .unwrap_or_default();
+        let tls_lines = format!(
+            "trust_bundle = [{}]\n{crl_line}{timeout_line}",
+            trust.join(", ")
+        );
         let client_lines: String = clients
             .iter()
             .map(|grant| {

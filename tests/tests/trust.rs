@@ -594,3 +594,44 @@ async fn rotating_the_nodes_certificate_under_load_fails_no_request() {
     assert_ne!(before, after, "new connections see the renewed certificate");
     assert_eq!(after, renewed.serial_hex());
 }
+
+#[tokio::test]
+async fn a_stalled_handshake_times_out_without_holding_up_anyone_else() {
+    use tokio::io::AsyncReadExt;
+    let ca = TestCa::new(TRUST_DOMAIN);
+    let admin = ca.client("admin");
+    let node = node_with(
+        &ca,
+        &[ClientGrant {
+            client: &admin,
+            roles: &["admin"],
+        }],
+        NodeOptions {
+            handshake_timeout_ms: Some(300),
+            ..Default::default()
+        },
+    )
+    .await;
+    // Connects and never says hello.
+    let mut stalled = tokio::net::TcpStream::connect(node.addr)
+        .await
+        .expect("tcp");
+    let started = Instant::now();
+    // Meanwhile, others connect and are served.
+    for _ in 0..3 {
+        assert_eq!(refusal(&node, &admin).await, None);
+    }
+    let mut buffer = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(10), stalled.read(&mut buffer))
+        .await
+        .expect("the node drops a stalled handshake");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "closed without a TLS session: {read:?}"
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250),
+        "dropped after the timeout, not before: {waited:?}"
+    );
+}
