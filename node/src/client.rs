@@ -8,16 +8,14 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use patchwork_certs::{
-    OwnCertificate, SpiffeId, certs_from_pem, private_key_from_pem, summarize_cert_der,
-};
+use patchwork_certs::{OwnCertificate, SpiffeId, certs_from_pem, private_key_from_pem};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::config::NodeConfig;
 use crate::server::{NodeError, read_private_key};
-use crate::tls::TlsMaterial;
+use crate::tls::{load_trust, read_own_chain};
 
 /// The address the CLI dials: `cli.address`, else `api.listen` with a
 /// wildcard address replaced by loopback.
@@ -78,43 +76,67 @@ pub async fn tls_channel(
 
 /// Opens a channel to the node `config` describes, as the CLI.
 pub async fn connect(config: &NodeConfig) -> Result<Channel, ConnectError> {
-    let node = TlsMaterial::load(&config.tls)?;
-    let expected = node.own.identity().clone();
-    let own = match (&config.cli.cert_file, &config.cli.key_file) {
-        (Some(cert), Some(key)) => {
-            let chain = std::fs::read(cert)
-                .map_err(|e| e.to_string())
-                .and_then(|pem| certs_from_pem(&pem).map_err(|e| e.to_string()))
-                .map_err(|e| NodeError::KeyMaterial {
-                    key: "cli.cert_file",
-                    message: e,
-                })?;
-            let key_pem = read_private_key("cli.key_file", key)?;
-            let key = private_key_from_pem(&key_pem).map_err(|e| NodeError::KeyMaterial {
-                key: "cli.key_file",
+    // The node's certificate says whom to expect; its key is only read when
+    // the CLI calls as the node (no `cli.cert_file`).
+    let (node_chain, node_summary) = read_own_chain(&config.tls)?;
+    let expected =
+        patchwork_certs::identity_from_cert_der(node_chain[0].as_ref()).map_err(|e| {
+            NodeError::KeyMaterial {
+                key: "tls.cert_file",
                 message: e.to_string(),
-            })?;
-            OwnCertificate::new(chain, key).map_err(|e| NodeError::KeyMaterial {
-                key: "cli.cert_file",
-                message: e.to_string(),
-            })?
+            }
+        })?;
+    let (trust, _) = load_trust(&config.tls)?;
+    let (cert_key, cert_file, key_key, key_file) =
+        match (&config.cli.cert_file, &config.cli.key_file) {
+            (Some(cert), Some(key)) => ("cli.cert_file", cert, "cli.key_file", key),
+            _ => (
+                "tls.cert_file",
+                &config.tls.cert_file,
+                "tls.key_file",
+                &config.tls.key_file,
+            ),
+        };
+    let chain = std::fs::read(cert_file)
+        .map_err(|e| e.to_string())
+        .and_then(|pem| certs_from_pem(&pem).map_err(|e| e.to_string()))
+        .map_err(|message| NodeError::KeyMaterial {
+            key: cert_key,
+            message,
+        })?;
+    let key = private_key_from_pem(&read_private_key(key_key, key_file)?).map_err(|e| {
+        NodeError::KeyMaterial {
+            key: key_key,
+            message: e.to_string(),
         }
-        _ => node.own.clone(),
-    };
+    })?;
+    let own = OwnCertificate::new(chain, key).map_err(|e| NodeError::KeyMaterial {
+        key: cert_key,
+        message: e.to_string(),
+    })?;
     let address = cli_address(config);
     let server_name = match &config.cli.server_name {
         Some(name) => ServerName::try_from(name.clone()).map_err(|e| NodeError::KeyMaterial {
             key: "cli.server_name",
             message: e.to_string(),
         })?,
-        None => default_server_name(&node, address),
+        None => node_summary
+            .dns_names
+            .into_iter()
+            .next()
+            .and_then(|name| ServerName::try_from(name).ok())
+            .unwrap_or(ServerName::IpAddress(address.ip().into())),
     };
-    let client =
-        patchwork_certs::client_config(&own, &node.trust, expected.clone(), node.min_version)
-            .map_err(|e| NodeError::KeyMaterial {
-                key: "tls.trust_bundle",
-                message: e.to_string(),
-            })?;
+    let client = patchwork_certs::client_config(
+        &own,
+        &trust,
+        expected.clone(),
+        config.tls.min_version.into(),
+    )
+    .map_err(|e| NodeError::KeyMaterial {
+        key: "tls.trust_bundle",
+        message: e.to_string(),
+    })?;
     tls_channel(
         address,
         server_name,
@@ -127,17 +149,6 @@ pub async fn connect(config: &NodeConfig) -> Result<Channel, ConnectError> {
         address,
         detail: error_chain(&e),
     })
-}
-
-/// The first DNS name in the node's certificate, else the address dialled.
-fn default_server_name(node: &TlsMaterial, address: SocketAddr) -> ServerName<'static> {
-    node.own
-        .chain()
-        .first()
-        .and_then(|leaf| summarize_cert_der(leaf.as_ref()).ok())
-        .and_then(|summary| summary.dns_names.into_iter().next())
-        .and_then(|name| ServerName::try_from(name).ok())
-        .unwrap_or(ServerName::IpAddress(address.ip().into()))
 }
 
 /// An error with its causes, which for transport errors hold the useful part.

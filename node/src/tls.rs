@@ -75,84 +75,17 @@ impl TlsMaterial {
     /// that has expired or whose key does not fit, a key file others can
     /// read, an empty bundle, and unreadable or expired CRLs.
     pub fn load(tls: &TlsSection) -> Result<Self, NodeError> {
-        let chain = certs_from_pem(&read_file("tls.cert_file", &tls.cert_file)?)
-            .map_err(|e| key_error("tls.cert_file", e.to_string()))?;
+        let (chain, own_summary) = read_own_chain(tls)?;
         let key = private_key_from_pem(&read_private_key("tls.key_file", &tls.key_file)?)
             .map_err(|e| key_error("tls.key_file", e.to_string()))?;
-        let leaf = chain
-            .first()
-            .ok_or_else(|| key_error("tls.cert_file", "holds no certificate"))?;
-        let own_summary = summarize_cert_der(leaf.as_ref())
-            .map_err(|e| key_error("tls.cert_file", e.to_string()))?;
-        let now = OffsetDateTime::now_utc();
-        if own_summary.not_after < now {
-            return Err(key_error(
-                "tls.cert_file",
-                format!(
-                    "the node's certificate expired on {}",
-                    own_summary.not_after.date()
-                ),
-            ));
-        }
         let own = OwnCertificate::new(chain, key)
             .map_err(|e| key_error("tls.cert_file", e.to_string()))?;
+        let (trust, trust_expiries) = load_trust(tls)?;
         let mut expiries = vec![Expiry {
             what: format!("own certificate {}", own.identity()),
             not_after: own_summary.not_after,
         }];
-
-        let mut cas = Vec::new();
-        for path in &tls.trust_bundle {
-            let found = certs_from_pem(&read_file("tls.trust_bundle", path)?)
-                .map_err(|e| key_error("tls.trust_bundle", format!("{}: {e}", path.display())))?;
-            for ca in found {
-                let summary = summarize_cert_der(ca.as_ref()).map_err(|e| {
-                    key_error("tls.trust_bundle", format!("{}: {e}", path.display()))
-                })?;
-                if !summary.is_ca {
-                    return Err(key_error(
-                        "tls.trust_bundle",
-                        format!(
-                            "{}: {} is not a CA certificate",
-                            path.display(),
-                            summary.subject
-                        ),
-                    ));
-                }
-                expiries.push(Expiry {
-                    what: format!("trusted CA {}", summary.subject),
-                    not_after: summary.not_after,
-                });
-                cas.push(ca);
-            }
-        }
-        let mut crls: Vec<CertificateRevocationListDer<'static>> = Vec::new();
-        for path in &tls.crl_files {
-            let pem = read_file("tls.crl_files", path)?;
-            let found = patchwork_certs::crls_from_pem(&pem)
-                .map_err(|e| key_error("tls.crl_files", format!("{}: {e}", path.display())))?;
-            for crl in found {
-                if let Some(next_update) = crl_next_update(&crl) {
-                    if next_update < now {
-                        return Err(key_error(
-                            "tls.crl_files",
-                            format!(
-                                "{} expired on {}: publish a fresh CRL",
-                                path.display(),
-                                next_update.date()
-                            ),
-                        ));
-                    }
-                    expiries.push(Expiry {
-                        what: format!("CRL {}", path.display()),
-                        not_after: next_update,
-                    });
-                }
-                crls.push(crl);
-            }
-        }
-        let trust = TrustBundle::new(cas, crls)
-            .map_err(|e| key_error("tls.trust_bundle", e.to_string()))?;
+        expiries.extend(trust_expiries);
         let min_version = tls.min_version.into();
         let server_config = patchwork_certs::server_config(&own, &trust, min_version)
             .map_err(|e| key_error("tls.cert_file", e.to_string()))?;
@@ -184,6 +117,95 @@ impl TlsMaterial {
             }
         }
     }
+}
+
+/// The node's own certificate chain, refused if it has expired.
+pub fn read_own_chain(
+    tls: &TlsSection,
+) -> Result<
+    (
+        Vec<CertificateDer<'static>>,
+        patchwork_certs::CertificateSummary,
+    ),
+    NodeError,
+> {
+    let chain = certs_from_pem(&read_file("tls.cert_file", &tls.cert_file)?)
+        .map_err(|e| key_error("tls.cert_file", e.to_string()))?;
+    let leaf = chain
+        .first()
+        .ok_or_else(|| key_error("tls.cert_file", "holds no certificate"))?;
+    let summary =
+        summarize_cert_der(leaf.as_ref()).map_err(|e| key_error("tls.cert_file", e.to_string()))?;
+    if summary.not_after < OffsetDateTime::now_utc() {
+        return Err(key_error(
+            "tls.cert_file",
+            format!(
+                "the node's certificate expired on {}",
+                summary.not_after.date()
+            ),
+        ));
+    }
+    Ok((chain, summary))
+}
+
+/// The trust bundle and CRLs `tls` names, with how long each has left.
+/// Refuses a file that holds no CA, a certificate that is not a CA, and an
+/// unreadable or expired CRL.
+pub fn load_trust(tls: &TlsSection) -> Result<(TrustBundle, Vec<Expiry>), NodeError> {
+    let now = OffsetDateTime::now_utc();
+    let mut expiries = Vec::new();
+    let mut cas = Vec::new();
+    for path in &tls.trust_bundle {
+        let found = certs_from_pem(&read_file("tls.trust_bundle", path)?)
+            .map_err(|e| key_error("tls.trust_bundle", format!("{}: {e}", path.display())))?;
+        for ca in found {
+            let summary = summarize_cert_der(ca.as_ref())
+                .map_err(|e| key_error("tls.trust_bundle", format!("{}: {e}", path.display())))?;
+            if !summary.is_ca {
+                return Err(key_error(
+                    "tls.trust_bundle",
+                    format!(
+                        "{}: {} is not a CA certificate",
+                        path.display(),
+                        summary.subject
+                    ),
+                ));
+            }
+            expiries.push(Expiry {
+                what: format!("trusted CA {}", summary.subject),
+                not_after: summary.not_after,
+            });
+            cas.push(ca);
+        }
+    }
+    let mut crls: Vec<CertificateRevocationListDer<'static>> = Vec::new();
+    for path in &tls.crl_files {
+        let pem = read_file("tls.crl_files", path)?;
+        let found = patchwork_certs::crls_from_pem(&pem)
+            .map_err(|e| key_error("tls.crl_files", format!("{}: {e}", path.display())))?;
+        for crl in found {
+            if let Some(next_update) = crl_next_update(&crl) {
+                if next_update < now {
+                    return Err(key_error(
+                        "tls.crl_files",
+                        format!(
+                            "{} expired on {}: publish a fresh CRL",
+                            path.display(),
+                            next_update.date()
+                        ),
+                    ));
+                }
+                expiries.push(Expiry {
+                    what: format!("CRL {}", path.display()),
+                    not_after: next_update,
+                });
+            }
+            crls.push(crl);
+        }
+    }
+    let trust =
+        TrustBundle::new(cas, crls).map_err(|e| key_error("tls.trust_bundle", e.to_string()))?;
+    Ok((trust, expiries))
 }
 
 /// A CRL's nextUpdate, read with the certs crate's parser.
