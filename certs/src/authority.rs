@@ -216,12 +216,13 @@ impl CertificateAuthority {
 
     /// Signs a certificate signing request (PEM) by this CA's policy, not by what it asks for.
     ///
-    /// The request's self-signature must verify. From it come only the public key, the node
-    /// name and the DNS/IP SANs (validated like `issue`'s): the node name is the request's one
-    /// URI SAN, which must be `spiffe://<this trust domain>/node/<name>`, or without a URI SAN
-    /// its subject CN. A foreign trust domain, another kind of identity or several URI SANs
-    /// are refused. Everything else (CA:FALSE, key usages, EKUs, serial, validity) is the
-    /// same leaf policy as `issue`, whatever the request asks.
+    /// The request's self-signature must verify. From it come only the public key, the
+    /// identity and the DNS/IP SANs (validated like `issue`'s): the identity is the request's
+    /// one URI SAN, which must be `spiffe://<this trust domain>/node/<name>` or
+    /// `.../client/<name>`, or without a URI SAN its subject CN as a node name. A foreign
+    /// trust domain, another kind of identity, several URI SANs, or an identity other than
+    /// `policy.expected` are refused. Everything else (CA:FALSE, key usages, EKUs, serial,
+    /// validity) is the same leaf policy as `issue`, whatever the request asks.
     pub fn sign_csr(
         &self,
         csr_pem: &str,
@@ -243,15 +244,8 @@ impl CertificateAuthority {
             MAX_LEAF_VALIDITY_DAYS,
         )?;
         let csr = read_csr(der)?;
-        let identity = csr.node_identity(&self.trust_domain)?;
-        if let Some(expected) = &policy.expected_node_name {
-            if identity.node_name() != Some(expected.as_str()) {
-                return Err(CertError::NodeNameMismatch {
-                    requested: identity.last_segment().to_owned(),
-                    expected: expected.clone(),
-                });
-            }
-        }
+        let identity = csr.identity(&self.trust_domain)?;
+        policy.check_expected(&identity)?;
         if csr.spki_der == self.issuer.key().subject_public_key_info() {
             return Err(CertError::CsrUsesCaKey);
         }
@@ -380,8 +374,10 @@ impl CertificateAuthority {
         params.subject_alt_names = subject_alt_names;
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        // Both, always: every node is server and client, and rustls accepts a client
-        // certificate with no EKU at all, so an absent EKU must never happen by accident.
+        // Both, always: every node is server and client (a local API client needs only
+        // clientAuth, but one policy for every leaf is simpler to audit), and rustls accepts
+        // a client certificate with no EKU at all, so an absent EKU must never happen by
+        // accident.
         params.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,

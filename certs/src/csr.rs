@@ -1,11 +1,16 @@
-//! Certificate signing requests: a node asking for a certificate for a key it made itself,
-//! and reading such a request (self-signature verified, names extracted) so the CA can sign
-//! it by its own policy.
+//! Certificate signing requests: a node, or a local client of a node's API, asking for a
+//! certificate for a key it made itself, and reading such a request (self-signature
+//! verified, names extracted) so the CA can sign it by its own policy.
 //!
 //! Reading a request yields only its public key and the names it asks for; nothing else in
 //! it (basic constraints, key usages, extended key usages, other extensions, subject
 //! attributes) ever reaches a certificate. `CertificateAuthority::sign_csr` puts the names
 //! through the same leaf policy as `issue`.
+//!
+//! A request names its identity in its one URI SAN, `spiffe://<td>/node/<name>` or
+//! `spiffe://<td>/client/<name>`. A request without a URI SAN is read as a node's, named by
+//! its subject CN: a CN alone cannot say which kind it means, so a client request must
+//! carry its URI SAN (and therefore its trust domain).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -28,12 +33,64 @@ use crate::{CertError, SpiffeId};
 /// A syntactically valid trust domain, used only to check a node name on its own.
 const NAME_CHECK_TRUST_DOMAIN: &str = "node-name.check";
 
+/// Why a well-formed identity in this CA's trust domain is still not one it signs.
+const SIGNABLE_IDENTITIES: &str = "this ca signs only node identities \
+    spiffe://<trust-domain>/node/<name> and client identities spiffe://<trust-domain>/client/<name>";
+
+/// The kinds of identity a CA signs requests for: the path segment after the trust domain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IdentityKind {
+    /// A federation node, `spiffe://<td>/node/<name>`.
+    Node,
+    /// A local client of one node's API (a council's portal, its case-management
+    /// integration), `spiffe://<td>/client/<name>`.
+    Client,
+}
+
+impl IdentityKind {
+    /// `node` or `client`, as in the SPIFFE path.
+    pub fn path_segment(self) -> &'static str {
+        match self {
+            IdentityKind::Node => "node",
+            IdentityKind::Client => "client",
+        }
+    }
+
+    /// `spiffe://<trust_domain>/<kind>/<name>`.
+    pub fn identity(self, trust_domain: &str, name: &str) -> Result<SpiffeId, CertError> {
+        match self {
+            IdentityKind::Node => SpiffeId::node(trust_domain, name),
+            IdentityKind::Client => SpiffeId::client(trust_domain, name),
+        }
+    }
+
+    /// The kind and name of an identity that is exactly `spiffe://<td>/node/<name>` or
+    /// `spiffe://<td>/client/<name>`; `None` for any other.
+    pub fn of(identity: &SpiffeId) -> Option<(IdentityKind, &str)> {
+        match identity.path_segments() {
+            [role, name] if role == IdentityKind::Node.path_segment() => {
+                Some((IdentityKind::Node, name))
+            }
+            [role, name] if role == IdentityKind::Client.path_segment() => {
+                Some((IdentityKind::Client, name))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for IdentityKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.path_segment())
+    }
+}
+
 /// A fresh key and a request for a certificate for it, as PEM for the caller to store.
 #[derive(Clone, PartialEq, Eq)]
 pub struct CertificateRequest {
     /// PKCS#10 `CERTIFICATE REQUEST`; public, send it to the CA operator.
     pub csr_pem: String,
-    /// PKCS#8; write it with mode 0600. It never needs to leave the node.
+    /// PKCS#8; write it with mode 0600. It never needs to leave the requester.
     pub key_pem: String,
 }
 
@@ -49,10 +106,37 @@ impl fmt::Debug for CertificateRequest {
 /// What the operator allows when signing one request; everything else is CA policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CsrPolicy {
-    /// When set, the request must be for exactly this node name.
-    pub expected_node_name: Option<String>,
+    /// When set, the request must be for exactly this kind and name (in the CA's trust
+    /// domain): a node request is refused when a client was expected, and the reverse.
+    pub expected: Option<(IdentityKind, String)>,
     /// `1..=MAX_LEAF_VALIDITY_DAYS`.
     pub validity_days: u32,
+}
+
+impl CsrPolicy {
+    /// Refuses `identity` unless it is the one the operator said to expect.
+    pub(crate) fn check_expected(&self, identity: &SpiffeId) -> Result<(), CertError> {
+        let Some((kind, name)) = &self.expected else {
+            return Ok(());
+        };
+        match IdentityKind::of(identity) {
+            Some((found, found_name)) if found == *kind && found_name == name => Ok(()),
+            // Kept apart so the common mistake reads as plainly as it always has.
+            Some((IdentityKind::Node, found_name)) if *kind == IdentityKind::Node => {
+                Err(CertError::NodeNameMismatch {
+                    requested: found_name.to_owned(),
+                    expected: name.clone(),
+                })
+            }
+            _ => Err(CertError::InvalidSpiffeId {
+                value: identity.to_string(),
+                reason: format!(
+                    "the operator expected spiffe://{}/{kind}/{name}",
+                    identity.trust_domain()
+                ),
+            }),
+        }
+    }
 }
 
 /// A certificate signed from a request; the key stayed with the requester.
@@ -67,21 +151,56 @@ pub struct SignedCertificate {
     pub not_after: OffsetDateTime,
 }
 
-/// Makes a fresh P-256 key and a request for a node certificate for it.
-///
-/// The subject CN is the node name. With a trust domain, the request also asks for the URI
-/// SAN `spiffe://<trust_domain>/node/<node_name>`; without one, the CA takes the name from
-/// the CN and the identity from its own trust domain. DNS and IP SANs are asked for as given.
+/// Makes a fresh P-256 key and a request for a node certificate for it; see
+/// `request_certificate`.
 pub fn request_node_certificate(
     node_name: &str,
     trust_domain: Option<&str>,
     dns_names: &[String],
     ip_addresses: &[IpAddr],
 ) -> Result<CertificateRequest, CertError> {
-    check_node_name(node_name)?;
+    request_certificate(
+        IdentityKind::Node,
+        node_name,
+        trust_domain,
+        dns_names,
+        ip_addresses,
+    )
+}
+
+/// Makes a fresh P-256 key and a request for a certificate of `kind` named `name`.
+///
+/// The subject CN is the name. With a trust domain, the request also asks for the URI SAN
+/// `spiffe://<trust_domain>/<kind>/<name>`; a node request without one leaves the CA to take
+/// the name from the CN and the identity from its own trust domain. A client request needs
+/// the trust domain (the CA reads a bare CN as a node name). DNS and IP SANs are asked for
+/// as given; a client, which only dials, needs none.
+pub fn request_certificate(
+    kind: IdentityKind,
+    name: &str,
+    trust_domain: Option<&str>,
+    dns_names: &[String],
+    ip_addresses: &[IpAddr],
+) -> Result<CertificateRequest, CertError> {
+    let identity = match (kind, trust_domain) {
+        (IdentityKind::Node, trust_domain) => {
+            check_node_name(name)?;
+            trust_domain
+                .map(|trust_domain| SpiffeId::node(trust_domain, name))
+                .transpose()?
+        }
+        (IdentityKind::Client, Some(trust_domain)) => Some(SpiffeId::client(trust_domain, name)?),
+        (IdentityKind::Client, None) => {
+            return Err(CertError::InvalidTrustDomain {
+                value: String::new(),
+                reason: "a client certificate request must name its trust domain, because the \
+                         ca reads a request without a URI SAN as a node's"
+                    .to_owned(),
+            });
+        }
+    };
     let mut subject_alt_names = Vec::with_capacity(1 + dns_names.len() + ip_addresses.len());
-    if let Some(trust_domain) = trust_domain {
-        let identity = SpiffeId::node(trust_domain, node_name)?;
+    if let Some(identity) = identity {
         subject_alt_names.push(SanType::URI(ia5(identity.to_string())?));
     }
     for name in dns_names {
@@ -91,7 +210,7 @@ pub fn request_node_certificate(
     subject_alt_names.extend(ip_addresses.iter().copied().map(SanType::IpAddress));
 
     let mut distinguished_name = DistinguishedName::new();
-    distinguished_name.push(DnType::CommonName, node_name);
+    distinguished_name.push(DnType::CommonName, name);
     let mut params = CertificateParams::default();
     params.distinguished_name = distinguished_name;
     params.subject_alt_names = subject_alt_names;
@@ -155,9 +274,9 @@ pub(crate) struct VerifiedCsr {
 }
 
 impl VerifiedCsr {
-    /// The node identity asked for: the URI SAN if there is one, else the subject CN as a
-    /// node name in `trust_domain`.
-    pub(crate) fn node_identity(&self, trust_domain: &str) -> Result<SpiffeId, CertError> {
+    /// The identity asked for: the URI SAN, which must be a node or client identity in
+    /// `trust_domain`, or without one the subject CN as a node name in `trust_domain`.
+    pub(crate) fn identity(&self, trust_domain: &str) -> Result<SpiffeId, CertError> {
         match self.uris.as_slice() {
             [] => match self.common_names.as_slice() {
                 [name] => {
@@ -175,8 +294,11 @@ impl VerifiedCsr {
                         authority: trust_domain.to_owned(),
                     });
                 }
-                if identity.node_name().is_none() {
-                    return Err(CertError::NotANodeIdentity(identity.to_string()));
+                if IdentityKind::of(&identity).is_none() {
+                    return Err(CertError::InvalidSpiffeId {
+                        value: identity.to_string(),
+                        reason: SIGNABLE_IDENTITIES.to_owned(),
+                    });
                 }
                 Ok(identity)
             }
@@ -252,7 +374,7 @@ pub(crate) fn read_csr(der: &[u8]) -> Result<VerifiedCsr, CertError> {
                             names.ip_addresses.push(ip);
                         }
                     }
-                    // E-mail, directory names and the like are not part of a node identity.
+                    // E-mail, directory names and the like are not part of an identity.
                     _ => {}
                 }
             }
@@ -350,7 +472,7 @@ mod tests {
 
     fn policy(days: u32) -> CsrPolicy {
         CsrPolicy {
-            expected_node_name: None,
+            expected: None,
             validity_days: days,
         }
     }
@@ -555,19 +677,20 @@ mod tests {
     }
 
     #[test]
-    fn identities_other_than_one_node_are_refused() {
+    fn identities_other_than_one_node_or_client_are_refused() {
         let ca = ca();
-        let (client, _) = csr_with(
+        let (admin, _) = csr_with(
             &["ops"],
-            vec![uri("spiffe://patchwork.test/client/ops")],
+            vec![uri("spiffe://patchwork.test/admin/ops")],
             &PKCS_ECDSA_P256_SHA256,
             |_| {},
         );
-        let err = ca.sign_csr(&client, &policy(30)).expect_err("client id");
+        let err = ca.sign_csr(&admin, &policy(30)).expect_err("admin id");
         assert_eq!(
             err.to_string(),
-            "certificate signing request asks for identity spiffe://patchwork.test/client/ops, \
-             but this ca signs only node identities spiffe://<trust-domain>/node/<name>"
+            "invalid spiffe id \"spiffe://patchwork.test/admin/ops\": this ca signs only node \
+             identities spiffe://<trust-domain>/node/<name> and client identities \
+             spiffe://<trust-domain>/client/<name>"
         );
 
         let (two, _) = csr_with(
@@ -602,14 +725,22 @@ mod tests {
             "{err}"
         );
 
-        let (deep, _) = csr_with(
-            &["a"],
-            vec![uri("spiffe://patchwork.test/node/a/b")],
-            &PKCS_ECDSA_P256_SHA256,
-            |_| {},
-        );
-        let err = ca.sign_csr(&deep, &policy(30)).expect_err("nested path");
-        assert!(matches!(err, CertError::NotANodeIdentity(_)), "{err}");
+        for nested in [
+            "spiffe://patchwork.test/node/a/b",
+            "spiffe://patchwork.test/client/a/b",
+            "spiffe://patchwork.test/client",
+        ] {
+            let (deep, _) = csr_with(&["a"], vec![uri(nested)], &PKCS_ECDSA_P256_SHA256, |_| {});
+            let err = ca.sign_csr(&deep, &policy(30)).expect_err("nested path");
+            assert!(
+                matches!(
+                    err,
+                    CertError::InvalidSpiffeId { ref value, ref reason }
+                        if value == nested && reason == SIGNABLE_IDENTITIES
+                ),
+                "{err}"
+            );
+        }
     }
 
     #[test]
@@ -675,7 +806,7 @@ mod tests {
         let ca = ca();
         let request = request_node_certificate("alpha", Some(TD), &[], &[]).expect("request");
         let mut policy = policy(30);
-        policy.expected_node_name = Some("beta".to_owned());
+        policy.expected = Some((IdentityKind::Node, "beta".to_owned()));
         let err = ca
             .sign_csr(&request.csr_pem, &policy)
             .expect_err("other node");
@@ -683,8 +814,168 @@ mod tests {
             err.to_string(),
             "certificate signing request is for node \"alpha\", but node \"beta\" was expected"
         );
-        policy.expected_node_name = Some("alpha".to_owned());
+        policy.expected = Some((IdentityKind::Node, "alpha".to_owned()));
         assert!(ca.sign_csr(&request.csr_pem, &policy).is_ok());
+    }
+
+    #[test]
+    fn client_request_is_signed_with_its_client_identity() {
+        let ca = ca();
+        let request = request_certificate(IdentityKind::Client, "portal", Some(TD), &[], &[])
+            .expect("request");
+        let mut policy = policy(30);
+        policy.expected = Some((IdentityKind::Client, "portal".to_owned()));
+        let signed = ca.sign_csr(&request.csr_pem, &policy).expect("sign");
+        let leaf = der(&signed.cert_pem);
+        let expected = SpiffeId::client(TD, "portal").expect("id");
+        assert_eq!(signed.identity, expected);
+        assert_eq!(identity_from_cert_der(&leaf).expect("identity"), expected);
+        assert_eq!(
+            IdentityKind::of(&signed.identity),
+            Some((IdentityKind::Client, "portal"))
+        );
+
+        let summary = summarize_cert_der(&leaf).expect("summary");
+        assert_eq!(summary.subject, "CN=portal");
+        assert!(summary.dns_names.is_empty() && summary.ip_addresses.is_empty());
+        assert!(!summary.is_ca && summary.server_auth && summary.client_auth);
+        let key = KeyPair::from_pem(&request.key_pem).expect("requester key");
+        let (_, cert) = x509_parser::parse_x509_certificate(&leaf).expect("parse");
+        assert_eq!(
+            cert.public_key().raw,
+            key.subject_public_key_info().as_slice()
+        );
+        // Exactly the extensions `issue` writes for the same identity.
+        let issued = ca
+            .issue(&LeafParams {
+                identity: expected,
+                dns_names: Vec::new(),
+                ip_addresses: Vec::new(),
+                validity_days: 30,
+            })
+            .expect("issue");
+        assert_eq!(
+            extension_oids(&leaf),
+            extension_oids(&der(&issued.cert_pem))
+        );
+
+        install_crypto_provider();
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.cert_der().clone()).expect("anchor");
+        WebPkiClientVerifier::builder(Arc::new(roots))
+            .build()
+            .expect("verifier")
+            .verify_client_cert(&leaf, &[], UnixTime::now())
+            .expect("signed client leaf chains to the ca");
+    }
+
+    #[test]
+    fn client_request_for_a_foreign_trust_domain_is_refused() {
+        let ca = ca();
+        let request =
+            request_certificate(IdentityKind::Client, "portal", Some("other.test"), &[], &[])
+                .expect("request");
+        let err = ca
+            .sign_csr(&request.csr_pem, &policy(30))
+            .expect_err("foreign trust domain");
+        assert_eq!(
+            err.to_string(),
+            "identity spiffe://other.test/client/portal is in trust domain \"other.test\", \
+             but this ca issues for \"patchwork.test\""
+        );
+    }
+
+    #[test]
+    fn client_request_needs_a_trust_domain_and_a_valid_name() {
+        let err = request_certificate(IdentityKind::Client, "portal", None, &[], &[])
+            .expect_err("no trust domain");
+        assert_eq!(
+            err.to_string(),
+            "invalid trust domain \"\": a client certificate request must name its trust \
+             domain, because the ca reads a request without a URI SAN as a node's"
+        );
+        let err = request_certificate(IdentityKind::Client, "a/b", Some(TD), &[], &[])
+            .expect_err("slash");
+        assert_eq!(
+            err.to_string(),
+            "invalid spiffe id \"spiffe://patchwork.test/client/a/b\": \
+             character '/' not allowed, expected [A-Za-z0-9._-]"
+        );
+    }
+
+    #[test]
+    fn expected_kind_and_name_must_both_match() {
+        let ca = ca();
+        let client = request_certificate(IdentityKind::Client, "ops", Some(TD), &[], &[])
+            .expect("client request");
+        let node = request_node_certificate("ops", Some(TD), &[], &[]).expect("node request");
+        let bare = request_node_certificate("ops", None, &[], &[]).expect("cn-only request");
+        let expecting = |kind, name: &str| CsrPolicy {
+            expected: Some((kind, name.to_owned())),
+            validity_days: 30,
+        };
+        let refused = |csr: &str, policy: &CsrPolicy| {
+            ca.sign_csr(csr, policy)
+                .expect_err("identity not the expected one")
+                .to_string()
+        };
+
+        // A client request is not a node's of the same name, and the reverse.
+        assert_eq!(
+            refused(&client.csr_pem, &expecting(IdentityKind::Node, "ops")),
+            "invalid spiffe id \"spiffe://patchwork.test/client/ops\": \
+             the operator expected spiffe://patchwork.test/node/ops"
+        );
+        assert_eq!(
+            refused(&node.csr_pem, &expecting(IdentityKind::Client, "ops")),
+            "invalid spiffe id \"spiffe://patchwork.test/node/ops\": \
+             the operator expected spiffe://patchwork.test/client/ops"
+        );
+        // A request named only by its CN is a node's, so it never passes as a client.
+        assert_eq!(
+            refused(&bare.csr_pem, &expecting(IdentityKind::Client, "ops")),
+            "invalid spiffe id \"spiffe://patchwork.test/node/ops\": \
+             the operator expected spiffe://patchwork.test/client/ops"
+        );
+        assert_eq!(
+            refused(&client.csr_pem, &expecting(IdentityKind::Client, "portal")),
+            "invalid spiffe id \"spiffe://patchwork.test/client/ops\": \
+             the operator expected spiffe://patchwork.test/client/portal"
+        );
+
+        let signed = ca
+            .sign_csr(&client.csr_pem, &expecting(IdentityKind::Client, "ops"))
+            .expect("the expected client");
+        assert_eq!(
+            signed.identity.to_string(),
+            "spiffe://patchwork.test/client/ops"
+        );
+        let signed = ca
+            .sign_csr(&bare.csr_pem, &expecting(IdentityKind::Node, "ops"))
+            .expect("the expected node");
+        assert_eq!(
+            signed.identity.to_string(),
+            "spiffe://patchwork.test/node/ops"
+        );
+    }
+
+    #[test]
+    fn identity_kind_reads_exactly_node_and_client_ids() {
+        for (text, expected) in [
+            ("spiffe://td/node/a", Some((IdentityKind::Node, "a"))),
+            ("spiffe://td/client/a", Some((IdentityKind::Client, "a"))),
+            ("spiffe://td/admin/a", None),
+            ("spiffe://td/client/a/b", None),
+            ("spiffe://td/node", None),
+        ] {
+            let id: SpiffeId = text.parse().expect("valid spiffe id");
+            assert_eq!(IdentityKind::of(&id), expected, "{text}");
+        }
+        for kind in [IdentityKind::Node, IdentityKind::Client] {
+            let id = kind.identity("td", "a").expect("id");
+            assert_eq!(id.to_string(), format!("spiffe://td/{kind}/a"));
+            assert_eq!(IdentityKind::of(&id), Some((kind, "a")));
+        }
     }
 
     #[test]

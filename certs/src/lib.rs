@@ -22,7 +22,10 @@ pub use crl::{
     CrlSummary, RevocationReason, RevokedCertificate, crls_from_pem, normalize_serial_hex,
     summarize_crl_der,
 };
-pub use csr::{CertificateRequest, CsrPolicy, SignedCertificate, request_node_certificate};
+pub use csr::{
+    CertificateRequest, CsrPolicy, IdentityKind, SignedCertificate, request_certificate,
+    request_node_certificate,
+};
 pub use error::CertError;
 pub use identity::{
     CertificateSummary, SpiffeId, identity_from_cert_der, summarize_cert_der, validate_trust_domain,

@@ -2,11 +2,16 @@
 //! (`patchwork ca ...`) and a node's own key, requests and certificates
 //! (`patchwork cert ...`).
 //!
+//! A CA signs two kinds of identity: nodes (`spiffe://<td>/node/<name>`) and the local
+//! clients of a node's API (`spiffe://<td>/client/<name>`, e.g. the council's portal). A
+//! node's files are `node.key`, `node.csr` and `node.crt`; a client's `client.key`,
+//! `client.csr` and `client.crt`.
+//!
 //! A CA folder holds `ca.crt`, `ca.key` (0600), `issued.jsonl` and `revoked.jsonl`
 //! (one JSON object a line, appended and fsynced, never rewritten) and `crl_number`.
 //! Certificates are signed by the CA's policy in `patchwork_certs`; this module only
-//! moves PEM between files and keeps the CA's records. A node's key is made in the
-//! node's own folder and never leaves it: only the request travels to the CA.
+//! moves PEM between files and keeps the CA's records. A key is made in its owner's
+//! folder and never leaves it: only the request travels to the CA.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -19,8 +24,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use clap::{Args, Subcommand};
 use patchwork_certs::{
     CaParams, CertError, CertificateAuthority, CertificateSummary, CrlSummary, CsrPolicy,
-    MAX_CA_VALIDITY_DAYS, MAX_LEAF_VALIDITY_DAYS, RevocationReason, RevokedCertificate,
-    certs_from_pem, crls_from_pem, normalize_serial_hex, request_node_certificate,
+    IdentityKind, MAX_CA_VALIDITY_DAYS, MAX_LEAF_VALIDITY_DAYS, RevocationReason,
+    RevokedCertificate, certs_from_pem, crls_from_pem, normalize_serial_hex, request_certificate,
     summarize_cert_der, summarize_crl_der,
 };
 use serde::de::DeserializeOwned;
@@ -39,6 +44,9 @@ const CA_FILES: [&str; 5] = [CA_CERT, CA_KEY, ISSUED, REVOKED, CRL_NUMBER];
 const NODE_CERT: &str = "node.crt";
 const NODE_KEY: &str = "node.key";
 const NODE_CSR: &str = "node.csr";
+const CLIENT_CERT: &str = "client.crt";
+const CLIENT_KEY: &str = "client.key";
+const CLIENT_CSR: &str = "client.csr";
 const RENEW_KEY: &str = "renew.key";
 const RENEW_CSR: &str = "renew.csr";
 
@@ -51,7 +59,7 @@ const SECONDS_PER_DAY: i64 = 86_400;
 pub enum CaCommand {
     /// Create a region's certificate authority in a folder.
     Init(CaInitArgs),
-    /// Sign a node's certificate request by this CA's policy.
+    /// Sign a node's or a local client's certificate request by this CA's policy.
     Sign(CaSignArgs),
     /// Revoke a certificate this CA issued (then publish a new CRL).
     Revoke(CaRevokeArgs),
@@ -82,7 +90,7 @@ pub struct CaSignArgs {
     /// The CA folder (made by `patchwork ca init`).
     #[arg(long)]
     pub ca: PathBuf,
-    /// The node's certificate request (PEM).
+    /// The certificate request (PEM), a node's or a local client's.
     #[arg(long)]
     pub csr: PathBuf,
     /// Where to write the certificate (must not exist).
@@ -91,9 +99,30 @@ pub struct CaSignArgs {
     /// How long the certificate is valid (at most 397).
     #[arg(long, default_value_t = 30)]
     pub days: u32,
+    #[command(flatten)]
+    pub expected: ExpectedIdentity,
+}
+
+/// The identity a request must be for, when the operator names it (recommended).
+#[derive(Debug, Args)]
+#[group(required = false, multiple = false)]
+pub struct ExpectedIdentity {
     /// Refuse the request unless it is for this node name.
     #[arg(long)]
     pub node_id: Option<String>,
+    /// Refuse the request unless it is for this local client name.
+    #[arg(long)]
+    pub client_id: Option<String>,
+}
+
+impl ExpectedIdentity {
+    fn kind_and_name(&self) -> Option<(IdentityKind, String)> {
+        match (&self.node_id, &self.client_id) {
+            (Some(name), _) => Some((IdentityKind::Node, name.clone())),
+            (None, Some(name)) => Some((IdentityKind::Client, name.clone())),
+            (None, None) => None,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -146,38 +175,111 @@ pub struct CaListArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum CertCommand {
-    /// Make this node's key and a certificate request for the region's CA.
+    /// Make a key and a certificate request for the region's CA: this node's
+    /// (--node-id) or a local API client's (--client-id).
     Request(CertRequestArgs),
-    /// Make a new key and request for the same names as the current node.crt.
+    /// Make a new key and request for the same names as the current node.crt
+    /// (or client.crt, when the folder holds no node.crt).
     Renew(CertRenewArgs),
     /// Show what a certificate (or CRL) says.
     Inspect(CertInspectArgs),
+    /// Check a certificate the way a node would: chain to a trusted CA,
+    /// validity, client-auth usage, CRLs, and the identity its CA may vouch for.
+    Verify(CertVerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CertVerifyArgs {
+    /// The certificate (PEM; leaf first, then any intermediates).
+    pub file: PathBuf,
+    /// A PEM file of trusted CA certificates (repeatable).
+    #[arg(long, required = true)]
+    pub trust: Vec<PathBuf>,
+    /// A PEM file of CRLs to check against (repeatable). With any CRL, a CA
+    /// without one makes the status unknown, which is refused.
+    #[arg(long)]
+    pub crl: Vec<PathBuf>,
+    /// The identity the certificate must carry, e.g. spiffe://patchwork/node/surrey.
+    #[arg(long)]
+    pub identity: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct CertRequestArgs {
-    /// The node's folder; node.key and node.csr are written here.
+    /// The folder the key and request are written to: node.key and node.csr, or
+    /// client.key and client.csr with --client-id.
     #[arg(long)]
     pub dir: PathBuf,
-    /// The node's name within the trust domain, e.g. `surrey`.
-    #[arg(long)]
-    pub node_id: String,
-    /// Ask for the identity spiffe://<trust-domain>/node/<node-id> explicitly.
+    #[command(flatten)]
+    pub identity: RequestedIdentity,
+    /// Ask for the identity spiffe://<trust-domain>/node/<node-id> (or
+    /// .../client/<client-id>) explicitly; required with --client-id.
     #[arg(long)]
     pub trust_domain: Option<String>,
-    /// A DNS name peers dial this node by (repeatable).
-    #[arg(long = "dns")]
+    /// A DNS name peers dial this node by (repeatable; not for a client).
+    #[arg(long = "dns", conflicts_with = "client_id")]
     pub dns: Vec<String>,
-    /// An IP address peers dial this node by (repeatable).
-    #[arg(long = "ip")]
+    /// An IP address peers dial this node by (repeatable; not for a client).
+    #[arg(long = "ip", conflicts_with = "client_id")]
     pub ip: Vec<IpAddr>,
+}
+
+/// Whose key and request `cert request` makes: exactly one of the two.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct RequestedIdentity {
+    /// The node's name within the trust domain, e.g. `surrey`.
+    #[arg(long)]
+    pub node_id: Option<String>,
+    /// A local API client's name within the trust domain, e.g. `portal`; the node
+    /// allows it by spiffe://<trust-domain>/client/<client-id> in its [api] clients.
+    #[arg(long, requires = "trust_domain")]
+    pub client_id: Option<String>,
+}
+
+impl RequestedIdentity {
+    fn kind_and_name(&self) -> anyhow::Result<(IdentityKind, &str)> {
+        match (&self.node_id, &self.client_id) {
+            (Some(name), None) => Ok((IdentityKind::Node, name)),
+            (None, Some(name)) => Ok((IdentityKind::Client, name)),
+            _ => bail!("give exactly one of --node-id and --client-id"),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
 pub struct CertRenewArgs {
-    /// The node's folder holding node.crt; renew.key and renew.csr are written here.
+    /// The folder holding node.crt (or, without one, client.crt); renew.key and
+    /// renew.csr are written here.
     #[arg(long)]
     pub dir: PathBuf,
+}
+
+/// Where one kind of identity keeps its files, and the flag that names it.
+struct LeafFiles {
+    cert: &'static str,
+    key: &'static str,
+    csr: &'static str,
+    flag: &'static str,
+}
+
+impl LeafFiles {
+    fn of(kind: IdentityKind) -> LeafFiles {
+        match kind {
+            IdentityKind::Node => LeafFiles {
+                cert: NODE_CERT,
+                key: NODE_KEY,
+                csr: NODE_CSR,
+                flag: "--node-id",
+            },
+            IdentityKind::Client => LeafFiles {
+                cert: CLIENT_CERT,
+                key: CLIENT_KEY,
+                csr: CLIENT_CSR,
+                flag: "--client-id",
+            },
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -205,6 +307,7 @@ pub fn run_cert(command: CertCommand) -> anyhow::Result<ExitCode> {
         CertCommand::Request(args) => cert_request(&args),
         CertCommand::Renew(args) => cert_renew(&args),
         CertCommand::Inspect(args) => cert_inspect(&args),
+        CertCommand::Verify(args) => cert_verify(&args),
     }?;
     Ok(ExitCode::SUCCESS)
 }
@@ -310,7 +413,7 @@ fn ca_sign(args: &CaSignArgs) -> anyhow::Result<()> {
         .sign_csr(
             &csr_pem,
             &CsrPolicy {
-                expected_node_name: args.node_id.clone(),
+                expected: args.expected.kind_and_name(),
                 validity_days: args.days,
             },
         )
@@ -345,6 +448,12 @@ fn ca_sign(args: &CaSignArgs) -> anyhow::Result<()> {
         println!("  names:     {}", names_text(&leaf));
     }
     println!("  written:   {}", args.out.display());
+    if let Some((IdentityKind::Client, _)) = IdentityKind::of(&signed.identity) {
+        println!(
+            "  allow it:  list {} in the node's [api] clients, with its roles",
+            signed.identity
+        );
+    }
     if signed.not_after > ca_summary.not_after {
         eprintln!(
             "warning: the certificate outlives the CA certificate, which expires at {}",
@@ -552,19 +661,25 @@ fn ca_list(args: &CaListArgs) -> anyhow::Result<()> {
 
 fn cert_request(args: &CertRequestArgs) -> anyhow::Result<()> {
     let dir = &args.dir;
-    let (key_path, csr_path) = (dir.join(NODE_KEY), dir.join(NODE_CSR));
+    let (kind, name) = args.identity.kind_and_name()?;
+    let files = LeafFiles::of(kind);
+    let (key_path, csr_path) = (dir.join(files.key), dir.join(files.csr));
     refuse_existing("--dir", &[&key_path, &csr_path])?;
-    let request = request_node_certificate(
-        &args.node_id,
+    let request = request_certificate(
+        kind,
+        name,
         args.trust_domain.as_deref(),
         &args.dns,
         &args.ip,
     )
     .map_err(|err| {
-        let flag = match err {
-            CertError::InvalidNodeName { .. } => "--node-id",
-            CertError::InvalidTrustDomain { .. } => "--trust-domain",
-            CertError::InvalidDnsName(_) => "--dns",
+        let flag = match (&err, args.trust_domain.as_deref()) {
+            (CertError::InvalidNodeName { .. } | CertError::InvalidSpiffeId { .. }, _) => {
+                files.flag
+            }
+            (CertError::InvalidTrustDomain { .. }, Some(_)) => "--trust-domain",
+            (CertError::InvalidTrustDomain { .. }, None) => "--client-id needs --trust-domain",
+            (CertError::InvalidDnsName(_), _) => "--dns",
             _ => "cannot make the request",
         };
         anyhow!(err).context(flag)
@@ -582,35 +697,55 @@ fn cert_request(args: &CertRequestArgs) -> anyhow::Result<()> {
     );
     println!(
         "next: send {} to the region's CA operator, who runs \
-         `patchwork ca sign --ca <ca-dir> --csr {NODE_CSR} --out {NODE_CERT} --node-id {}`; \
+         `patchwork ca sign --ca <ca-dir> --csr {} --out {} {} {name}`; \
          put the certificate back here as {}",
         csr_path.display(),
-        args.node_id,
-        dir.join(NODE_CERT).display()
+        files.csr,
+        files.cert,
+        files.flag,
+        dir.join(files.cert).display()
     );
+    if let (IdentityKind::Client, Some(trust_domain)) = (kind, &args.trust_domain) {
+        println!(
+            "then allow spiffe://{trust_domain}/client/{name} in the node's [api] clients, \
+             with its roles"
+        );
+    }
     Ok(())
 }
 
 fn cert_renew(args: &CertRenewArgs) -> anyhow::Result<()> {
     let dir = &args.dir;
-    let cert_path = dir.join(NODE_CERT);
+    // node.crt first, as before client certificates could be requested here.
+    let kind = if dir.join(NODE_CERT).symlink_metadata().is_err()
+        && dir.join(CLIENT_CERT).symlink_metadata().is_ok()
+    {
+        IdentityKind::Client
+    } else {
+        IdentityKind::Node
+    };
+    let files = LeafFiles::of(kind);
+    let cert_path = dir.join(files.cert);
     let pem = std::fs::read(&cert_path)
         .with_context(|| format!("--dir: cannot read {}", cert_path.display()))?;
     let current = summarize_pem_cert(&pem).with_context(|| format!("{}", cert_path.display()))?;
-    let Some((identity, node_name)) = current
-        .identity
-        .as_ref()
-        .and_then(|id| id.node_name().map(|name| (id, name)))
-    else {
+    // The file says which kind of certificate it must be, so a misplaced one is not renewed
+    // under the wrong name.
+    let Some((identity, name)) = current.identity.as_ref().and_then(|id| {
+        IdentityKind::of(id)
+            .filter(|(found, _)| *found == kind)
+            .map(|(_, name)| (id, name))
+    }) else {
         bail!(
-            "{}: the certificate has no node identity spiffe://<trust-domain>/node/<name>",
+            "{}: the certificate has no {kind} identity spiffe://<trust-domain>/{kind}/<name>",
             cert_path.display()
         );
     };
     let (key_path, csr_path) = (dir.join(RENEW_KEY), dir.join(RENEW_CSR));
     refuse_existing("--dir", &[&key_path, &csr_path])?;
-    let request = request_node_certificate(
-        node_name,
+    let request = request_certificate(
+        kind,
+        name,
         Some(identity.trust_domain()),
         &current.dns_names,
         &current.ip_addresses,
@@ -633,13 +768,23 @@ fn cert_renew(args: &CertRenewArgs) -> anyhow::Result<()> {
     println!("next:");
     println!(
         "  1. the CA operator signs it: \
-         `patchwork ca sign --ca <ca-dir> --csr {RENEW_CSR} --out renew.crt --node-id {node_name}`"
+         `patchwork ca sign --ca <ca-dir> --csr {RENEW_CSR} --out renew.crt {} {name}`",
+        files.flag
     );
     println!(
-        "  2. replace {NODE_CERT} with renew.crt and {NODE_KEY} with {RENEW_KEY} in {}",
+        "  2. replace {} with renew.crt and {} with {RENEW_KEY} in {}",
+        files.cert,
+        files.key,
         dir.display()
     );
-    println!("  3. reload the node: `patchwork reload --config <node.toml>`");
+    match kind {
+        IdentityKind::Node => {
+            println!("  3. reload the node: `patchwork reload --config <node.toml>`");
+        }
+        IdentityKind::Client => println!(
+            "  3. restart the client with them; the node allows it by identity, which is unchanged"
+        ),
+    }
     Ok(())
 }
 
@@ -947,4 +1092,45 @@ fn names_text(summary: &CertificateSummary) -> String {
         .chain(summary.ip_addresses.iter().map(ToString::to_string))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+fn read_pem_file(flag: &str, path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("{flag}: cannot read {}", path.display()))
+}
+
+fn cert_verify(args: &CertVerifyArgs) -> anyhow::Result<()> {
+    let chain = patchwork_certs::certs_from_pem(&read_pem_file("FILE", &args.file)?)
+        .with_context(|| format!("{}", args.file.display()))?;
+    let mut cas = Vec::new();
+    for path in &args.trust {
+        cas.extend(
+            patchwork_certs::certs_from_pem(&read_pem_file("--trust", path)?)
+                .with_context(|| format!("--trust: {}", path.display()))?,
+        );
+    }
+    let mut crls = Vec::new();
+    for path in &args.crl {
+        crls.extend(
+            patchwork_certs::crls_from_pem(&read_pem_file("--crl", path)?)
+                .with_context(|| format!("--crl: {}", path.display()))?,
+        );
+    }
+    let expected: Option<patchwork_certs::SpiffeId> = match &args.identity {
+        Some(text) => Some(text.parse().context("--identity")?),
+        None => None,
+    };
+    let bundle = patchwork_certs::TrustBundle::new(cas, crls).context("--trust")?;
+    let identity = bundle
+        .verify_client_chain(&chain, rustls::pki_types::UnixTime::now())
+        .with_context(|| format!("{} is refused", args.file.display()))?;
+    if let Some(expected) = expected {
+        if identity != expected {
+            bail!(
+                "{} is refused: it is {identity}, not {expected}",
+                args.file.display()
+            );
+        }
+    }
+    println!("{}: ok, {identity}", args.file.display());
+    Ok(())
 }

@@ -317,6 +317,65 @@ fn sign_revoke_and_publish_a_crl_that_openssl_enforces() {
     ]);
     assert!(passes.status.success(), "{}", text(&passes.stderr));
 
+    // `cert verify` agrees with openssl, and checks the identity too.
+    let ca_crt = ca.join("ca.crt");
+    let err = fails(&[
+        "cert",
+        "verify",
+        s(&cert),
+        "--trust",
+        s(&ca_crt),
+        "--crl",
+        s(&crl),
+    ]);
+    assert!(
+        err.contains("is refused") && err.contains("Revoked"),
+        "{err}"
+    );
+    let brighton_crt = brighton.join("node.crt");
+    let out = ok(&[
+        "cert",
+        "verify",
+        s(&brighton_crt),
+        "--trust",
+        s(&ca_crt),
+        "--crl",
+        s(&crl),
+    ]);
+    assert!(
+        out.contains("ok, spiffe://patchwork.test/node/brighton"),
+        "{out}"
+    );
+    let err = fails(&[
+        "cert",
+        "verify",
+        s(&brighton_crt),
+        "--trust",
+        s(&ca_crt),
+        "--identity",
+        "spiffe://patchwork.test/node/surrey",
+    ]);
+    assert!(
+        err.contains(
+            "it is spiffe://patchwork.test/node/brighton, not spiffe://patchwork.test/node/surrey"
+        ),
+        "{err}"
+    );
+    let other = tmp.path().join("other-ca");
+    init_ca(&other);
+    let err = fails(&[
+        "cert",
+        "verify",
+        s(&brighton_crt),
+        "--trust",
+        s(&other.join("ca.crt")),
+    ]);
+    // Same CA name, different key: webpki reports a bad signature.
+    assert!(
+        err.contains("is refused") && err.contains("BadSignature"),
+        "{err}"
+    );
+
     // Republishing replaces the file in place with the next number.
     ok(&["ca", "crl", "--ca", s(&ca), "--out", s(&crl), "--days", "1"]);
     let crl_view = json(&["cert", "inspect", s(&crl), "--json"]);
@@ -564,4 +623,231 @@ fn renew_requests_the_same_identity_and_names() {
         text(&out.stdout)
     };
     assert_ne!(key_of(&renewed), key_of(&node.join("node.crt")));
+}
+
+/// `ca sign` of `csr` to `out`, with `expect` as the identity flags.
+fn sign_args<'a>(ca: &'a Path, csr: &'a Path, out: &'a Path, expect: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "ca",
+        "sign",
+        "--ca",
+        s(ca),
+        "--csr",
+        s(csr),
+        "--out",
+        s(out),
+    ];
+    args.extend_from_slice(expect);
+    args
+}
+
+/// Runs patchwork, expects clap's usage error (exit status 2), returns stderr.
+fn usage_error(args: &[&str]) -> String {
+    let out = run(args);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "patchwork {args:?}: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stderr)
+}
+
+#[test]
+fn client_certificate_is_issued_from_a_csr_and_renewed() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ca = tmp.path().join("ca");
+    init_ca(&ca);
+    let portal = tmp.path().join("portal");
+    let portal_id = "spiffe://patchwork.test/client/portal";
+
+    // Exactly one of --node-id and --client-id; a client names its trust domain and no hosts.
+    let err = usage_error(&["cert", "request", "--dir", s(&portal)]);
+    assert!(
+        err.contains("--node-id") && err.contains("--client-id"),
+        "{err}"
+    );
+    let err = usage_error(&[
+        "cert",
+        "request",
+        "--dir",
+        s(&portal),
+        "--node-id",
+        "portal",
+        "--client-id",
+        "portal",
+        "--trust-domain",
+        TD,
+    ]);
+    assert!(err.contains("cannot be used with"), "{err}");
+    let err = usage_error(&[
+        "cert",
+        "request",
+        "--dir",
+        s(&portal),
+        "--client-id",
+        "portal",
+    ]);
+    assert!(err.contains("--trust-domain"), "{err}");
+    let err = usage_error(&[
+        "cert",
+        "request",
+        "--dir",
+        s(&portal),
+        "--client-id",
+        "portal",
+        "--trust-domain",
+        TD,
+        "--dns",
+        "portal.patchwork.test",
+    ]);
+    assert!(err.contains("cannot be used with"), "{err}");
+    let err = fails(&[
+        "cert",
+        "request",
+        "--dir",
+        s(&portal),
+        "--client-id",
+        "a b",
+        "--trust-domain",
+        TD,
+    ]);
+    assert!(
+        err.contains("--client-id: invalid spiffe id \"spiffe://patchwork.test/client/a b\""),
+        "{err}"
+    );
+    assert!(!portal.exists());
+
+    let out = ok(&[
+        "cert",
+        "request",
+        "--dir",
+        s(&portal),
+        "--client-id",
+        "portal",
+        "--trust-domain",
+        TD,
+    ]);
+    assert!(out.contains("--client-id portal"), "{out}");
+    assert!(
+        out.contains(&format!("allow {portal_id} in the node's [api] clients")),
+        "{out}"
+    );
+    assert!(portal.join("client.csr").is_file());
+    assert!(!portal.join("node.key").exists() && !portal.join("node.csr").exists());
+    #[cfg(unix)]
+    assert_eq!(mode(&portal.join("client.key")), 0o600);
+    let shown = openssl(&[
+        "req",
+        "-in",
+        s(&portal.join("client.csr")),
+        "-noout",
+        "-text",
+    ]);
+    assert!(shown.status.success());
+    assert!(text(&shown.stdout).contains(&format!("URI:{portal_id}")));
+
+    // The operator's expectation names the kind as well as the name.
+    let cert = portal.join("client.crt");
+    let csr = portal.join("client.csr");
+    let err = fails(&sign_args(&ca, &csr, &cert, &["--node-id", "portal"]));
+    assert!(
+        err.contains(&format!(
+            "invalid spiffe id \"{portal_id}\": the operator expected \
+             spiffe://patchwork.test/node/portal"
+        )),
+        "{err}"
+    );
+    let err = fails(&sign_args(&ca, &csr, &cert, &["--client-id", "crm"]));
+    assert!(
+        err.contains("the operator expected spiffe://patchwork.test/client/crm"),
+        "{err}"
+    );
+    let err = usage_error(&sign_args(
+        &ca,
+        &csr,
+        &cert,
+        &["--client-id", "portal", "--node-id", "portal"],
+    ));
+    assert!(err.contains("cannot be used with"), "{err}");
+    assert!(!cert.exists());
+    assert_eq!(
+        std::fs::read_to_string(ca.join("issued.jsonl")).expect("issued"),
+        ""
+    );
+
+    let out = ok(&sign_args(&ca, &csr, &cert, &["--client-id", "portal"]));
+    assert!(out.contains(&format!("signed {portal_id}")), "{out}");
+    assert!(out.contains("[api] clients"), "{out}");
+    let view = json(&["cert", "inspect", s(&cert), "--json"]);
+    assert_eq!(view["identity"], portal_id);
+    assert_eq!(view["subject"], "CN=portal");
+    assert_eq!(view["dns_names"], serde_json::json!([]));
+    assert_eq!(view["ip_addresses"], serde_json::json!([]));
+    assert_eq!(view["is_ca"], false);
+    assert_eq!(view["client_auth"], true);
+    let client_serial = view["serial"].as_str().expect("serial").to_owned();
+    let verified = openssl(&["verify", "-CAfile", s(&ca.join("ca.crt")), s(&cert)]);
+    assert!(verified.status.success(), "{}", text(&verified.stderr));
+    let out = ok(&[
+        "cert",
+        "verify",
+        s(&cert),
+        "--trust",
+        s(&ca.join("ca.crt")),
+        "--identity",
+        portal_id,
+    ]);
+    assert!(out.contains(&format!("ok, {portal_id}")), "{out}");
+
+    // `ca list` shows nodes and clients alike.
+    let node_serial = request_and_sign(&ca, &tmp.path().join("surrey"), "surrey", &[]);
+    let list = json(&["ca", "list", "--ca", s(&ca), "--json"]);
+    assert_eq!(list_entry(&list, &client_serial)["identity"], portal_id);
+    assert_eq!(
+        list_entry(&list, &node_serial)["identity"],
+        "spiffe://patchwork.test/node/surrey"
+    );
+    let table = ok(&["ca", "list", "--ca", s(&ca)]);
+    assert!(table.contains(portal_id), "{table}");
+    assert!(
+        table.contains("spiffe://patchwork.test/node/surrey"),
+        "{table}"
+    );
+
+    // A folder with client.crt and no node.crt renews the client, for the same identity.
+    let out = ok(&["cert", "renew", "--dir", s(&portal)]);
+    assert!(out.contains(&format!("for {portal_id}")), "{out}");
+    assert!(out.contains("--client-id portal"), "{out}");
+    assert!(
+        out.contains("replace client.crt with renew.crt and client.key with renew.key"),
+        "{out}"
+    );
+    assert!(!out.contains("patchwork reload"), "{out}");
+    let renewed = portal.join("renew.crt");
+    let renew_csr = portal.join("renew.csr");
+    ok(&sign_args(
+        &ca,
+        &renew_csr,
+        &renewed,
+        &["--client-id", "portal"],
+    ));
+    let new = json(&["cert", "inspect", s(&renewed), "--json"]);
+    assert_eq!(new["identity"], portal_id);
+    assert_ne!(new["serial"], client_serial);
+
+    // A client.crt that holds a node identity is not renewed as a client.
+    let misplaced = tmp.path().join("misplaced");
+    std::fs::create_dir(&misplaced).expect("mkdir");
+    std::fs::copy(
+        tmp.path().join("surrey").join("node.crt"),
+        misplaced.join("client.crt"),
+    )
+    .expect("copy");
+    let err = fails(&["cert", "renew", "--dir", s(&misplaced)]);
+    assert!(
+        err.contains("has no client identity spiffe://<trust-domain>/client/<name>"),
+        "{err}"
+    );
 }
