@@ -13,6 +13,15 @@
 //! be in the trust domain of the CA that issued it. Without this, any region
 //! trusted for its own nodes could mint a certificate naming another
 //! region's node.
+//!
+//! Our CAs issue leaves directly, so a chain carrying intermediates is
+//! refused everywhere (handshakes both ways, re-verification). webpki would
+//! otherwise build a path through an intermediate the peer sends — and it
+//! does not enforce a trust anchor's path length — so a trusted CA could
+//! sign an intermediate *named* like another region's CA and issue that
+//! region's identities under it. For the same reason the CA a leaf's
+//! identity is checked against is the bundle CA whose key signed the leaf,
+//! not merely the one whose name it carries as issuer.
 
 use std::sync::Arc;
 
@@ -21,7 +30,7 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
-use rustls::server::danger::ClientCertVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
 use crate::identity::{is_ca, parse_certificate, uri_sans};
@@ -33,7 +42,8 @@ pub struct TrustBundle {
     roots: Arc<RootCertStore>,
     ca_certs: Vec<CertificateDer<'static>>,
     crls: Vec<CertificateRevocationListDer<'static>>,
-    /// Each CA's subject (DER) and the trust domain it speaks for.
+    /// Each CA's subject (DER) and the trust domain it speaks for, in the
+    /// order of `ca_certs`.
     domains: Arc<Vec<(Vec<u8>, String)>>,
 }
 
@@ -71,7 +81,7 @@ fn foreign_identity(identity: &SpiffeId, issuer_domain: Option<&str>) -> Option<
             "{identity} was issued by the CA of trust domain {domain}, which may only vouch for its own"
         )),
         None => Some(format!(
-            "the issuer of {identity} is not in the trust bundle"
+            "no CA in the trust bundle signed the certificate of {identity}"
         )),
     }
 }
@@ -87,6 +97,96 @@ impl std::fmt::Debug for TrustBundle {
 
 fn verifier_error(error: rustls::client::VerifierBuilderError) -> CertError {
     CertError::Verifier(error.to_string())
+}
+
+const INTERMEDIATES_REFUSED: &str =
+    "the certificate chain carries intermediate certificates; Patchwork CAs issue leaves directly";
+
+/// A refusal rustls carries as `CertificateError::Other`.
+struct Refusal(&'static str);
+
+// rustls shows the Debug form in its error message: make it the readable one.
+impl std::fmt::Debug for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+fn refuse_intermediates(intermediates: &[CertificateDer<'_>]) -> Result<(), rustls::Error> {
+    if intermediates.is_empty() {
+        return Ok(());
+    }
+    Err(rustls::Error::InvalidCertificate(
+        rustls::CertificateError::Other(rustls::OtherError(Arc::new(Refusal(
+            INTERMEDIATES_REFUSED,
+        )))),
+    ))
+}
+
+/// webpki's client verifier, refusing any chain with intermediates first
+/// (module docs).
+#[derive(Debug)]
+struct DirectlyIssuedClientVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+}
+
+impl ClientCertVerifier for DirectlyIssuedClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        refuse_intermediates(intermediates)?;
+        self.inner
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+
+    fn requires_raw_public_keys(&self) -> bool {
+        self.inner.requires_raw_public_keys()
+    }
 }
 
 impl TrustBundle {
@@ -137,7 +237,8 @@ impl TrustBundle {
     }
 
     /// Verifies client certificates during the handshake: a certificate is
-    /// required, and it must pass the bundle's policy (module docs).
+    /// required, issued directly by a bundle CA, and it must pass the
+    /// bundle's policy (module docs).
     pub fn client_verifier(&self) -> Result<Arc<dyn ClientCertVerifier>, CertError> {
         let mut builder = WebPkiClientVerifier::builder(self.roots.clone());
         if !self.crls.is_empty() {
@@ -146,7 +247,8 @@ impl TrustBundle {
                 .only_check_end_entity_revocation()
                 .enforce_revocation_expiration();
         }
-        builder.build().map_err(verifier_error)
+        let inner = builder.build().map_err(verifier_error)?;
+        Ok(Arc::new(DirectlyIssuedClientVerifier { inner }))
     }
 
     fn webpki_server_verifier(&self) -> Result<Arc<WebPkiServerVerifier>, CertError> {
@@ -173,15 +275,22 @@ impl TrustBundle {
         }))
     }
 
-    /// The trust domain of the bundle's CA that issued `leaf`, if any.
+    /// The trust domain of the bundle's CA that issued `leaf`, if any: a CA
+    /// whose subject is the leaf's issuer *and* whose key signed the leaf
+    /// (a name alone can be copied; module docs).
     fn issuer_domain(&self, leaf: &CertificateDer<'_>) -> Result<Option<&str>, CertError> {
         let cert = parse_certificate(leaf.as_ref())?;
         let issuer = cert.tbs_certificate.issuer.as_raw();
-        Ok(self
-            .domains
-            .iter()
-            .find(|(subject, _)| subject.as_slice() == issuer)
-            .map(|(_, domain)| domain.as_str()))
+        for (ca_der, (subject, domain)) in self.ca_certs.iter().zip(self.domains.iter()) {
+            if subject.as_slice() != issuer {
+                continue;
+            }
+            let ca = parse_certificate(ca_der.as_ref())?;
+            if cert.verify_signature(Some(ca.public_key())).is_ok() {
+                return Ok(Some(domain.as_str()));
+            }
+        }
+        Ok(None)
     }
 
     /// The identity a verified leaf may claim: its one spiffe URI SAN, in the
@@ -196,7 +305,8 @@ impl TrustBundle {
 
     /// Verifies a client chain against this bundle now (`cert verify`, or a
     /// live connection re-checked after a reload: new CRLs, a CA removed)
-    /// and returns the identity it may claim.
+    /// and returns the identity it may claim. A chain of more than the leaf
+    /// is refused (module docs).
     pub fn verify_client_chain(
         &self,
         chain: &[CertificateDer<'static>],
@@ -212,8 +322,8 @@ impl TrustBundle {
     }
 }
 
-/// Checks the server's chain with webpki (CA, validity, serverAuth, CRLs,
-/// the name dialled) and then that its identity is the node we meant to call.
+/// Refuses a chain with intermediates, checks the server's chain with webpki
+/// (CA, validity, serverAuth, CRLs, the name dialled) and then that its identity is the node we meant to call.
 #[derive(Debug)]
 struct IdentityServerVerifier {
     inner: Arc<WebPkiServerVerifier>,
@@ -254,6 +364,7 @@ impl ServerCertVerifier for IdentityServerVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        refuse_intermediates(intermediates)?;
         self.inner.verify_server_cert(
             end_entity,
             intermediates,
@@ -294,5 +405,172 @@ impl ServerCertVerifier for IdentityServerVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{CaParams, CertificateAuthority, LeafParams};
+    use rcgen::{
+        BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
+        IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    };
+
+    const SURREY: &str = "surrey.patchwork.uk";
+
+    fn ca(trust_domain: &str, display_name: &str) -> CertificateAuthority {
+        CertificateAuthority::generate(&CaParams {
+            trust_domain: trust_domain.into(),
+            display_name: display_name.into(),
+            validity_days: 2,
+        })
+        .expect("ca")
+    }
+
+    /// Victoria's CA (trusted, for Victoria) signs an intermediate named
+    /// exactly like Surrey's CA, and under it a leaf claiming Surrey's node:
+    /// returns (leaf, intermediate).
+    fn impersonation(
+        victoria: &CertificateAuthority,
+    ) -> (CertificateDer<'static>, CertificateDer<'static>) {
+        let victoria_issuer = Issuer::from_ca_cert_pem(
+            victoria.cert_pem(),
+            KeyPair::from_pem(&victoria.key_pem()).expect("victoria key"),
+        )
+        .expect("victoria issuer");
+        let now = time::OffsetDateTime::now_utc();
+        let mut named_like_surrey = DistinguishedName::new();
+        named_like_surrey.push(DnType::CommonName, "Surrey County Council");
+        named_like_surrey.push(DnType::OrganizationName, "Surrey County Council");
+        let mut intermediate = CertificateParams::default();
+        intermediate.distinguished_name = named_like_surrey;
+        intermediate.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        intermediate.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        intermediate.subject_alt_names = vec![SanType::URI(
+            format!("spiffe://{SURREY}").try_into().expect("uri"),
+        )];
+        intermediate.not_before = now - time::Duration::hours(1);
+        intermediate.not_after = now + time::Duration::days(1);
+        let intermediate_key = KeyPair::generate().expect("key");
+        let intermediate_cert = intermediate
+            .signed_by(&intermediate_key, &victoria_issuer)
+            .expect("sign intermediate");
+
+        let mut leaf = CertificateParams::default();
+        leaf.distinguished_name.push(DnType::CommonName, "surrey");
+        leaf.subject_alt_names = vec![
+            SanType::URI(
+                format!("spiffe://{SURREY}/node/surrey")
+                    .try_into()
+                    .expect("uri"),
+            ),
+            SanType::DnsName("localhost".try_into().expect("dns")),
+        ];
+        leaf.is_ca = IsCa::ExplicitNoCa;
+        leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        leaf.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        leaf.not_before = now - time::Duration::hours(1);
+        leaf.not_after = now + time::Duration::days(1);
+        let leaf_cert = leaf
+            .signed_by(
+                &KeyPair::generate().expect("key"),
+                &Issuer::new(intermediate, intermediate_key),
+            )
+            .expect("sign leaf");
+        (leaf_cert.der().clone(), intermediate_cert.der().clone())
+    }
+
+    #[test]
+    fn a_trusted_ca_cannot_vouch_for_another_domain_through_a_lookalike_intermediate() {
+        crate::install_crypto_provider();
+        let surrey = ca(SURREY, "Surrey County Council");
+        let victoria = ca("victoria.patchwork.au", "State of Victoria");
+        let bundle = TrustBundle::new(
+            vec![surrey.cert_der().clone(), victoria.cert_der().clone()],
+            vec![],
+        )
+        .expect("bundle");
+        let (leaf, intermediate) = impersonation(&victoria);
+        let now = UnixTime::now();
+
+        // The attack is real: webpki alone builds the path through the
+        // lookalike intermediate to Victoria's CA.
+        WebPkiClientVerifier::builder(bundle.roots.clone())
+            .build()
+            .expect("webpki verifier")
+            .verify_client_cert(&leaf, std::slice::from_ref(&intermediate), now)
+            .expect("webpki alone accepts the chain");
+
+        let chain = vec![leaf.clone(), intermediate.clone()];
+        let refused = bundle
+            .verify_client_chain(&chain, now)
+            .expect_err("re-verification refuses intermediates")
+            .to_string();
+        assert!(refused.contains("intermediate"), "{refused}");
+        let refused = bundle
+            .client_verifier()
+            .expect("verifier")
+            .verify_client_cert(&leaf, std::slice::from_ref(&intermediate), now)
+            .expect_err("the handshake refuses intermediates")
+            .to_string();
+        assert!(refused.contains("intermediate"), "{refused}");
+        let expected = SpiffeId::node(SURREY, "surrey").expect("id");
+        let refused = bundle
+            .server_verifier(expected)
+            .expect("verifier")
+            .verify_server_cert(
+                &leaf,
+                std::slice::from_ref(&intermediate),
+                &ServerName::try_from("localhost").expect("name"),
+                &[],
+                now,
+            )
+            .expect_err("a client refuses a server chain with intermediates")
+            .to_string();
+        assert!(refused.contains("intermediate"), "{refused}");
+
+        // Even given the leaf alone, its issuer name is not enough: Surrey's
+        // CA did not sign it.
+        let refused = bundle
+            .identity_of(&leaf)
+            .expect_err("a leaf Surrey's CA did not sign speaks for no one")
+            .to_string();
+        assert!(
+            refused.contains("no CA in the trust bundle signed"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn a_leaf_issued_directly_by_its_domains_ca_is_accepted() {
+        crate::install_crypto_provider();
+        let surrey = ca(SURREY, "Surrey County Council");
+        let victoria = ca("victoria.patchwork.au", "State of Victoria");
+        let bundle = TrustBundle::new(
+            vec![victoria.cert_der().clone(), surrey.cert_der().clone()],
+            vec![],
+        )
+        .expect("bundle");
+        let identity = SpiffeId::node(SURREY, "surrey").expect("id");
+        let issued = surrey
+            .issue(&LeafParams {
+                identity: identity.clone(),
+                dns_names: vec!["localhost".into()],
+                ip_addresses: vec![],
+                validity_days: 1,
+            })
+            .expect("issue");
+        let chain = crate::certs_from_pem(issued.cert_pem.as_bytes()).expect("pem");
+        assert_eq!(
+            bundle
+                .verify_client_chain(&chain, UnixTime::now())
+                .expect("accepted"),
+            identity
+        );
+        assert_eq!(bundle.identity_of(&chain[0]).expect("identity"), identity);
     }
 }

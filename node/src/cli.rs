@@ -66,6 +66,11 @@ pub enum Command {
         #[command(subcommand)]
         command: TrustCommand,
     },
+    /// The audit log: check nobody altered it; subject-access reports.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Work on the store of a stopped node.
     Store {
         #[command(subcommand)]
@@ -260,6 +265,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command: StoreCommand::Check(args),
         } => store_check(&args.config),
         Command::Reload(args) => reload_command(&args.config).await,
+        Command::Audit { command } => audit_command(command).await,
         Command::Trust {
             command: TrustCommand::Status(args),
         } => trust_status_command(args).await,
@@ -521,7 +527,9 @@ pub struct ImportRequest {
 
 /// Reads the file twice: once to find the rows that cannot be parsed (so an
 /// all-or-nothing import knows before it sends anything), then to stream the
-/// parsable rows to the node, which checks everything again and decides.
+/// parsable rows to the node, which checks everything again and decides. If
+/// the second pass does not see the rows the first saw, the file changed in
+/// between: the call is aborted so the node writes nothing.
 pub async fn import_csv(
     config: &NodeConfig,
     request: &ImportRequest,
@@ -536,16 +544,18 @@ pub async fn import_csv(
         .unwrap_or(0);
 
     // Pass 1: parse only.
-    let local_errors = {
+    let (local_errors, first_pass) = {
         let mut rows = open(&request.file)?;
         tokio::task::spawn_blocking(move || {
             let mut errors = Vec::new();
+            let mut tally = crate::csv_rows::ParseTally::default();
             while let Some((line, row)) = rows.next_row() {
+                tally.record(line, row.is_ok());
                 if let Err(error) = row {
                     errors.push(row_error(line, error));
                 }
             }
-            errors
+            (errors, tally)
         })
         .await
         .context("reading the file failed")?
@@ -585,7 +595,9 @@ pub async fn import_csv(
                 })
                 .is_ok()
         };
+        let mut tally = crate::csv_rows::ParseTally::default();
         while let Some((line, row)) = rows.next_row() {
+            tally.record(line, row.is_ok());
             if let Ok(record) = row {
                 batch.push(v1::ImportRow {
                     line,
@@ -597,19 +609,33 @@ pub async fn import_csv(
                     &mut batch,
                     Vec::with_capacity(SEND_BATCH),
                 )) {
-                    return;
+                    // The node has already refused the import; its status says why.
+                    return true;
                 }
                 reader_progress.set_position(rows.bytes_read());
             }
+        }
+        if !tally.same_as(&first_pass) {
+            // Ending the stream would let the node apply what it was sent;
+            // a message without an item makes it refuse the whole import.
+            let _ = sender.blocking_send(v1::ImportRequest { item: None });
+            return false;
         }
         if !batch.is_empty() {
             send(batch);
         }
         reader_progress.set_position(rows.bytes_read());
+        true
     });
     let reply = client.import(ReceiverStream::new(receiver)).await;
-    let _ = reader.await;
+    let unchanged = reader.await.context("reading the file failed")?;
     progress.finish_and_clear();
+    if !unchanged {
+        bail!(
+            "{}: the file changed while importing; nothing was imported",
+            request.file.display()
+        );
+    }
     let mut report = reply.map_err(status_error)?.into_inner();
 
     // Merge this side's parse errors into the node's report.
@@ -913,4 +939,210 @@ fn contact_line(phone: &str, email: &str) -> String {
         (true, false) => format!("email {email}"),
         (true, true) => "no contact details".to_owned(),
     }
+}
+
+// ---------------------------------------------------------------- audit
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Walk the audit log's hash chain and report the first entry that was
+    /// altered, removed or reordered, or a log cut short. Exit 1 if it does
+    /// not verify.
+    Verify(AuditVerifyArgs),
+    /// Everything the audit log says about one person: who looked them up,
+    /// which peers asked, why, and what was disclosed.
+    Subject(AuditSubjectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditVerifyArgs {
+    #[arg(long, short, default_value = "node.toml")]
+    pub config: PathBuf,
+    /// Open the store of a stopped node instead of asking the running one.
+    #[arg(long)]
+    pub offline: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditSubjectArgs {
+    #[arg(long, short, default_value = "node.toml")]
+    pub config: PathBuf,
+    /// The person's id on this node.
+    #[arg(long)]
+    pub person: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+async fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        AuditCommand::Verify(args) => audit_verify(&args).await,
+        AuditCommand::Subject(args) => audit_subject(&args).await,
+    }
+}
+
+async fn audit_verify(args: &AuditVerifyArgs) -> anyhow::Result<ExitCode> {
+    let config = load_config(&args.config)?;
+    let verification = if args.offline {
+        let dir = config.store_dir();
+        if !dir.exists() {
+            bail!("node.data_dir: there is no store in {}", dir.display());
+        }
+        let options = crate::store::StoreOptions {
+            cache_capacity_bytes: config.store.cache_mb << 20,
+        };
+        let store = crate::store::Store::open(&dir, &options).with_context(|| {
+            format!(
+                "cannot open the store in {} (is the node still running? stop it first, or drop --offline)",
+                dir.display()
+            )
+        })?;
+        let v = tokio::task::spawn_blocking(move || store.verify_audit())
+            .await
+            .context("the verifying worker stopped")??;
+        v1::VerifyAuditResponse {
+            entries: v.entries,
+            intact: v.intact,
+            first_bad_entry: v.first_bad_entry.unwrap_or(0),
+            detail: v.detail,
+        }
+    } else {
+        let mut client = AdminClient::new(connect(&config).await?);
+        client
+            .verify_audit(v1::VerifyAuditRequest {})
+            .await
+            .map_err(status_error)?
+            .into_inner()
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "entries": verification.entries,
+                "intact": verification.intact,
+                "first_bad_entry": (!verification.intact).then_some(verification.first_bad_entry),
+                "detail": verification.detail,
+            })
+        );
+    } else if verification.intact {
+        println!(
+            "audit log intact: {} entries ({})",
+            verification.entries, verification.detail
+        );
+    } else {
+        println!(
+            "AUDIT LOG DOES NOT VERIFY: first bad entry {} of {} — {}",
+            verification.first_bad_entry, verification.entries, verification.detail
+        );
+    }
+    Ok(if verification.intact {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn audit_subject(args: &AuditSubjectArgs) -> anyhow::Result<ExitCode> {
+    let config = load_config(&args.config)?;
+    let mut client = AdminClient::new(connect(&config).await?);
+    let report = client
+        .subject_access_report(v1::SubjectAccessRequest {
+            person_id: args.person.clone(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    if args.json {
+        println!("{}", subject_access_json(&report));
+    } else {
+        print!(
+            "{}",
+            subject_access_text(&report, &config.node.display_name)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn unix_time_text(seconds: i64) -> String {
+    chrono::DateTime::from_timestamp(seconds, 0)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| format!("{seconds} s after 1970"))
+}
+
+pub fn subject_access_json(report: &v1::SubjectAccessReport) -> serde_json::Value {
+    serde_json::json!({
+        "person_id": report.person_id,
+        "entries": report.entries.iter().map(|e| serde_json::json!({
+            "seq": e.seq,
+            "at_unix_seconds": e.at_unix_seconds,
+            "kind": e.kind,
+            "from": e.from,
+            "requester": e.requester,
+            "lawful_basis": e.lawful_basis,
+            "reason": e.reason,
+            "outcome": e.outcome,
+            "disclosed_involvement_ids": e.disclosed_involvement_ids,
+            "reference": e.reference,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// The report as a data-protection officer can hand it over.
+pub fn subject_access_text(report: &v1::SubjectAccessReport, node_name: &str) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Subject access report for person {} held by {node_name}",
+        report.person_id
+    );
+    let _ = writeln!(
+        out,
+        "Produced {} from the node's audit log.",
+        unix_time_text(chrono::Utc::now().timestamp())
+    );
+    let disclosures = report
+        .entries
+        .iter()
+        .filter(|e| !e.disclosed_involvement_ids.is_empty())
+        .count();
+    let _ = writeln!(
+        out,
+        "{} time(s) this person was looked up or asked about; contacts were disclosed {} time(s).",
+        report.entries.len(),
+        disclosures
+    );
+    for entry in &report.entries {
+        let _ = writeln!(
+            out,
+            "\n#{} {} — {}",
+            entry.seq,
+            unix_time_text(entry.at_unix_seconds),
+            entry.kind
+        );
+        let _ = writeln!(out, "  asked by:     {}", entry.requester);
+        let _ = writeln!(out, "  through:      {}", entry.from);
+        let _ = writeln!(
+            out,
+            "  lawful basis: {}",
+            entry.lawful_basis.replace('_', " ")
+        );
+        let _ = writeln!(out, "  reason given: {}", entry.reason);
+        let _ = writeln!(out, "  outcome:      {}", entry.outcome.replace('_', " "));
+        if entry.disclosed_involvement_ids.is_empty() {
+            let _ = writeln!(out, "  disclosed:    nothing");
+        } else {
+            let _ = writeln!(
+                out,
+                "  disclosed:    the contacts of involvement(s) {}",
+                entry.disclosed_involvement_ids.join(", ")
+            );
+        }
+        if !entry.reference.is_empty() {
+            let _ = writeln!(out, "  reference:    {}", entry.reference);
+        }
+    }
+    out
 }

@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use patchwork_certs::{OwnCertificate, SpiffeId, certs_from_pem, private_key_from_pem};
 use rustls::pki_types::ServerName;
-use tokio::net::TcpStream;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 use crate::config::NodeConfig;
 use crate::server::{NodeError, read_private_key};
@@ -45,34 +44,7 @@ pub enum ConnectError {
     },
 }
 
-/// Opens a channel over TLS to `address`, checking the server's chain with
-/// `config` (which names the identity expected) and the name `server_name`.
-/// The channel reconnects by itself; each connection is one handshake.
-pub async fn tls_channel(
-    address: SocketAddr,
-    server_name: ServerName<'static>,
-    config: Arc<rustls::ClientConfig>,
-    connect_timeout: Duration,
-) -> Result<Channel, tonic::transport::Error> {
-    let connector = tower::service_fn(move |_: Uri| {
-        let config = config.clone();
-        let server_name = server_name.clone();
-        async move {
-            let tcp = TcpStream::connect(address).await?;
-            tcp.set_nodelay(true)?;
-            let tls = tokio_rustls::TlsConnector::from(config)
-                .connect(server_name, tcp)
-                .await?;
-            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
-        }
-    });
-    // The scheme is http because TLS is ours, not tonic's.
-    Endpoint::from_shared(format!("http://{address}"))?
-        .connect_timeout(connect_timeout)
-        .tcp_nodelay(true)
-        .connect_with_connector(connector)
-        .await
-}
+pub use patchwork_federation::transport::tls_channel;
 
 /// Opens a channel to the node `config` describes, as the CLI.
 pub async fn connect(config: &NodeConfig) -> Result<Channel, ConnectError> {

@@ -42,6 +42,101 @@ pub struct NodeConfig {
     pub log: LogSection,
     #[serde(default)]
     pub cli: CliSection,
+    #[serde(default)]
+    pub federation: FederationSection,
+}
+
+/// Which other nodes this node asks and answers, and on what terms.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederationSection {
+    /// How long a lookup waits for peers when the request does not say (ms).
+    #[serde(default = "default_peer_deadline_ms")]
+    pub default_deadline_ms: u32,
+    /// Peer calls in flight at once across all lookups.
+    #[serde(default = "default_max_concurrent_calls")]
+    pub max_concurrent_calls: usize,
+    /// Secrets shared with groups of nodes, under which match keys are made.
+    #[serde(default)]
+    pub key_sets: Vec<KeySetEntry>,
+    #[serde(default)]
+    pub peers: Vec<PeerEntry>,
+}
+
+impl Default for FederationSection {
+    fn default() -> Self {
+        FederationSection {
+            default_deadline_ms: default_peer_deadline_ms(),
+            max_concurrent_calls: default_max_concurrent_calls(),
+            key_sets: Vec::new(),
+            peers: Vec::new(),
+        }
+    }
+}
+
+fn default_peer_deadline_ms() -> u32 {
+    2_000
+}
+
+fn default_max_concurrent_calls() -> usize {
+    256
+}
+
+/// A match-key secret shared by a group of nodes (a federation, or a
+/// cross-border agreement): every node in the group holds the same file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySetEntry {
+    /// 1-64 characters of a-z 0-9 -; the same on every node of the group.
+    pub name: String,
+    /// At least 32 random bytes, hex-encoded. Must not be readable by group or others.
+    pub secret_file: PathBuf,
+}
+
+/// Purposes as written in the config (the lawful bases of common.proto).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PurposeName {
+    ChildSafeguarding,
+    AdultSafeguarding,
+    VitalInterests,
+    DirectCare,
+    PublicTask,
+    CrimePrevention,
+    Consent,
+}
+
+/// Sensitivities as written in the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SensitivityName {
+    Standard,
+    Restricted,
+    AlwaysFindable,
+}
+
+/// Another node, and the agreement with it. The same terms apply both ways
+/// from this node's side: it asks the peer only for agreed purposes, and
+/// answers the peer only for agreed purposes, disclosing only agreed
+/// sensitivities (always-findable involvements are disclosed for
+/// safeguarding purposes whatever this list says).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerEntry {
+    /// The peer's identity, e.g. "spiffe://brighton.patchwork/node/brighton".
+    pub identity: String,
+    /// Shown to practitioners, e.g. "Brighton & Hove City Council".
+    pub name: String,
+    /// Where it listens, "host:port"; the host must be in its certificate.
+    pub address: String,
+    /// The key set shared with it (a name from `federation.key_sets`).
+    pub key_set: String,
+    /// Lawful bases it may be asked and may ask under.
+    pub purposes: Vec<PurposeName>,
+    /// What may be disclosed to it.
+    pub sensitivities: Vec<SensitivityName>,
+    /// Queries a minute it may make of this node.
+    pub rate_limit_per_minute: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -217,6 +312,11 @@ impl NodeConfig {
         let mut config: NodeConfig = toml::from_str(text)
             .map_err(|e| ConfigError::Parse(e.to_string().trim().to_owned()))?;
         config.validate()?;
+        // Stored identifiers carry the normal form ("NHS" → "nhs"), so the
+        // default must be in it too or the same person would never match.
+        config.node.default_id_scheme =
+            patchwork_federation::validate_scheme(&config.node.default_id_scheme)
+                .map_err(|e| invalid("node.default_id_scheme", e.to_string()))?;
         config.resolve_paths(base_dir);
         Ok(config)
     }
@@ -291,6 +391,7 @@ impl NodeConfig {
         if !(16..=65_536).contains(&self.store.cache_mb) {
             return Err(invalid("store.cache_mb", "must be 16-65536"));
         }
+        self.validate_federation()?;
         if let Some(name) = &self.cli.server_name {
             if name.trim().is_empty() {
                 return Err(invalid("cli.server_name", "must not be empty"));
@@ -305,7 +406,120 @@ impl NodeConfig {
         Ok(())
     }
 
+    fn validate_federation(&self) -> Result<(), ConfigError> {
+        let federation = &self.federation;
+        if !(100..=60_000).contains(&federation.default_deadline_ms) {
+            return Err(invalid(
+                "federation.default_deadline_ms",
+                "must be 100-60000",
+            ));
+        }
+        if !(1..=10_000).contains(&federation.max_concurrent_calls) {
+            return Err(invalid(
+                "federation.max_concurrent_calls",
+                "must be 1-10000",
+            ));
+        }
+        let mut sets = BTreeSet::new();
+        for (i, set) in federation.key_sets.iter().enumerate() {
+            let key = format!("federation.key_sets[{i}].name");
+            let name_ok = !set.name.is_empty()
+                && set.name.len() <= 64
+                && set
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !name_ok {
+                return Err(invalid(key, "must be 1-64 characters of a-z 0-9 -"));
+            }
+            if !sets.insert(set.name.as_str()) {
+                return Err(invalid(key, format!("{} is defined twice", set.name)));
+            }
+            if set.secret_file.as_os_str().is_empty() {
+                return Err(invalid(
+                    format!("federation.key_sets[{i}].secret_file"),
+                    "is required",
+                ));
+            }
+        }
+        let mut identities = BTreeSet::new();
+        let mut names = BTreeSet::new();
+        for (i, peer) in federation.peers.iter().enumerate() {
+            let key = |field: &str| format!("federation.peers[{i}].{field}");
+            let identity: SpiffeId = peer
+                .identity
+                .parse()
+                .map_err(|e| invalid(key("identity"), format!("{e}")))?;
+            if identity.node_name().is_none() {
+                return Err(invalid(
+                    key("identity"),
+                    "must be a node identity spiffe://<trust-domain>/node/<name>",
+                ));
+            }
+            if !identities.insert(identity.to_string()) {
+                return Err(invalid(
+                    key("identity"),
+                    format!("{identity} is listed twice"),
+                ));
+            }
+            if self
+                .api
+                .clients
+                .iter()
+                .any(|c| c.identity == identity.to_string())
+            {
+                return Err(invalid(key("identity"), "is also listed as a local client"));
+            }
+            let name = peer.name.trim();
+            if name.is_empty() || name.chars().count() > 100 {
+                return Err(invalid(key("name"), "must be 1-100 characters"));
+            }
+            if !names.insert(name.to_owned()) {
+                return Err(invalid(key("name"), format!("{name} is used by two peers")));
+            }
+            match peer.address.rsplit_once(':') {
+                Some((host, port))
+                    if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0) => {}
+                _ => return Err(invalid(key("address"), "must be host:port")),
+            }
+            if !sets.contains(peer.key_set.as_str()) {
+                return Err(invalid(
+                    key("key_set"),
+                    format!("{} is not one of federation.key_sets", peer.key_set),
+                ));
+            }
+            if peer.purposes.is_empty() {
+                return Err(invalid(
+                    key("purposes"),
+                    "an agreement must allow at least one purpose",
+                ));
+            }
+            if peer.sensitivities.is_empty() {
+                return Err(invalid(
+                    key("sensitivities"),
+                    "an agreement must allow at least one sensitivity",
+                ));
+            }
+            if peer.purposes.iter().collect::<BTreeSet<_>>().len() != peer.purposes.len() {
+                return Err(invalid(key("purposes"), "lists a purpose twice"));
+            }
+            if peer.sensitivities.iter().collect::<BTreeSet<_>>().len() != peer.sensitivities.len()
+            {
+                return Err(invalid(key("sensitivities"), "lists a sensitivity twice"));
+            }
+            if !(1..=1_000_000).contains(&peer.rate_limit_per_minute) {
+                return Err(invalid(key("rate_limit_per_minute"), "must be 1-1000000"));
+            }
+        }
+        Ok(())
+    }
+
     fn resolve_paths(&mut self, base: &Path) {
+        for set in &mut self.federation.key_sets {
+            if set.secret_file.is_relative() {
+                set.secret_file = base.join(&set.secret_file);
+            }
+        }
         let resolve = |path: &mut PathBuf| {
             if path.is_relative() {
                 *path = base.join(&*path);
@@ -354,6 +568,15 @@ clients = [{ identity = "spiffe://patchwork/client/portal", roles = ["lookup"] }
         let config = NodeConfig::from_toml(VALID, Path::new("/etc/patchwork")).expect("valid");
         assert_eq!(config.tls.key_file, Path::new("/etc/patchwork/node.key"));
         assert_eq!(config.node.default_id_scheme, "nhs");
+        let shouting = VALID.replace(
+            "data_dir = \"data\"",
+            "data_dir = \"data\"\ndefault_id_scheme = \" IHI \"",
+        );
+        let config = NodeConfig::from_toml(&shouting, Path::new("/")).expect("valid");
+        assert_eq!(
+            config.node.default_id_scheme, "ihi",
+            "kept in its normal form"
+        );
         assert_eq!(config.store.cache_mb, 256);
     }
 

@@ -324,6 +324,52 @@ pub fn parse_sensitivity(text: &str) -> Result<v1::Sensitivity, FieldError> {
     })
 }
 
+/// What one pass over an export saw: how many rows, and which lines could
+/// not be parsed. The CLI reads a file twice (once to find the bad rows
+/// before sending anything, once to send the good ones); if the two passes
+/// disagree the file changed in between, and rows the operator was never
+/// told about would be dropped or sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParseTally {
+    pub rows: u64,
+    pub bad_rows: u64,
+    /// FNV-1a over the bad rows' line numbers, in order: two passes with
+    /// the same bad rows have the same digest.
+    bad_lines_digest: u64,
+}
+
+impl Default for ParseTally {
+    fn default() -> Self {
+        ParseTally {
+            rows: 0,
+            bad_rows: 0,
+            bad_lines_digest: Self::FNV_OFFSET,
+        }
+    }
+}
+
+impl ParseTally {
+    const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+    /// Counts one row at `line`, parsed or not.
+    pub fn record(&mut self, line: u64, parsed: bool) {
+        self.rows += 1;
+        if !parsed {
+            self.bad_rows += 1;
+            for byte in line.to_le_bytes() {
+                self.bad_lines_digest =
+                    (self.bad_lines_digest ^ u64::from(byte)).wrapping_mul(Self::FNV_PRIME);
+            }
+        }
+    }
+
+    /// Whether a second pass saw the same file as the first.
+    pub fn same_as(&self, first: &ParseTally) -> bool {
+        self == first
+    }
+}
+
 /// The CSV column a node-side field path refers to
 /// (`national_id.value` → `national_id`, `gatekeeper.phone` → `gatekeeper_phone`).
 pub fn column_of(field: &str) -> String {
@@ -426,5 +472,28 @@ mod tests {
         assert_eq!(parse_sector("banking").expect_err("bad").field, "sector");
         assert_eq!(column_of("national_id.value"), "national_id");
         assert_eq!(column_of("gatekeeper.phone"), "gatekeeper_phone");
+    }
+
+    fn tally(rows: &[(u64, bool)]) -> ParseTally {
+        let mut tally = ParseTally::default();
+        for &(line, parsed) in rows {
+            tally.record(line, parsed);
+        }
+        tally
+    }
+
+    #[test]
+    fn two_passes_agree_only_on_the_same_rows_and_the_same_bad_lines() {
+        let first = tally(&[(2, true), (3, false), (4, true)]);
+        assert!(tally(&[(2, true), (3, false), (4, true)]).same_as(&first));
+        // A row became unparsable between the passes.
+        assert!(!tally(&[(2, false), (3, false), (4, true)]).same_as(&first));
+        // A different row is bad, same counts.
+        assert!(!tally(&[(2, false), (3, true), (4, true)]).same_as(&first));
+        // A bad row was fixed.
+        assert!(!tally(&[(2, true), (3, true), (4, true)]).same_as(&first));
+        // A row was appended.
+        assert!(!tally(&[(2, true), (3, false), (4, true), (5, true)]).same_as(&first));
+        assert_eq!((first.rows, first.bad_rows), (3, 1));
     }
 }

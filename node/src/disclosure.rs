@@ -9,23 +9,28 @@ use crate::model::{Involvement, Sensitivity};
 use crate::store::{Store, StoreError};
 use crate::validate::to_proto_date;
 
-/// The involvements of `person_id` as this node's own practitioners may see
-/// them (peers get the same, further filtered by their agreement).
+/// The current involvements of `person_id` as this node's own practitioners
+/// may see them (peers get the same, further filtered by their agreement),
+/// with the ids of what was disclosed, for the audit log.
 pub fn disclose_local(
     store: &Store,
     person_id: &str,
-) -> Result<Vec<v1::DisclosedInvolvement>, StoreError> {
+) -> Result<(Vec<v1::DisclosedInvolvement>, Vec<String>), StoreError> {
     let mut disclosed = Vec::new();
+    let mut ids = Vec::new();
     for involvement in store.involvements_of_person(person_id)? {
         if !involvement.is_active() {
             continue;
         }
         disclosed.push(disclose_one(store, &involvement)?);
+        ids.push(involvement.id);
     }
-    Ok(disclosed)
+    Ok((disclosed, ids))
 }
 
-fn disclose_one(
+/// One involvement as disclosed: the practitioner's contact details, or for
+/// a restricted service only its gatekeeper.
+pub fn disclose_one(
     store: &Store,
     involvement: &Involvement,
 ) -> Result<v1::DisclosedInvolvement, StoreError> {

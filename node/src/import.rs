@@ -10,14 +10,20 @@
 //! whole batches written and the import unacknowledged; imports are idempotent
 //! by id, so running it again finishes the job.
 //!
-//! Valid rows wait for the verdict in a spool file, not in memory, so an
-//! import of millions of rows needs little more memory than one of a hundred.
-//! The spool is an unnamed temporary file (mode 0600, personal data) in the
-//! data folder: the kernel removes it when the import ends, even by a crash.
+//! Valid rows wait for the verdict in a spool file, not in memory. The spool
+//! is an unnamed temporary file (mode 0600, personal data) in the data
+//! folder: the kernel removes it when the import ends, even by a crash.
+//!
+//! Memory is not constant: finding ids repeated within an import means
+//! remembering every id seen. Each is kept as a 64-bit hash and the spool
+//! offset of its row (about 20–40 bytes per row in the hash table, so a few
+//! hundred MB at [`MAX_ROWS_PER_IMPORT`] rows), and a hash hit re-reads the
+//! earlier row from the spool to tell a repeat from a collision.
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Seek, Write};
+use std::hash::{BuildHasher, RandomState};
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
 use patchwork_proto::v1::{self, import_request::Item, import_row};
@@ -152,10 +158,21 @@ fn check_row(
     })
 }
 
-/// Validated records waiting for the verdict, on disk.
+/// Validated records waiting for the verdict, on disk, each with its line.
 struct Spool {
     writer: BufWriter<File>,
     records: u64,
+    /// Bytes spooled so far: the offset the next record will have.
+    end: u64,
+}
+
+/// Reads one spooled entry (length, then postcard `(line, record)`).
+fn read_entry(reader: &mut impl Read) -> std::io::Result<(u64, Record)> {
+    let mut len = [0u8; 4];
+    reader.read_exact(&mut len)?;
+    let mut bytes = vec![0u8; u32::from_le_bytes(len) as usize];
+    reader.read_exact(&mut bytes)?;
+    postcard::from_bytes(&bytes).map_err(std::io::Error::other)
 }
 
 impl Spool {
@@ -164,48 +181,137 @@ impl Spool {
         Ok(Spool {
             writer: BufWriter::with_capacity(1 << 20, tempfile::tempfile_in(dir)?),
             records: 0,
+            end: 0,
         })
     }
 
-    fn push(&mut self, record: &Record) -> std::io::Result<()> {
-        let bytes = postcard::to_stdvec(record).map_err(std::io::Error::other)?;
+    fn push(&mut self, line: u64, record: &Record) -> std::io::Result<()> {
+        let bytes = postcard::to_stdvec(&(line, record)).map_err(std::io::Error::other)?;
         let len = u32::try_from(bytes.len()).map_err(std::io::Error::other)?;
         self.writer.write_all(&len.to_le_bytes())?;
         self.writer.write_all(&bytes)?;
         self.records += 1;
+        self.end += 4 + u64::from(len);
         Ok(())
     }
 
-    /// Writes every spooled record to the store in atomic batches.
-    fn write_to(self, store: &Store) -> Result<Vec<WriteOutcome>, Status> {
-        let io = |e: std::io::Error| {
-            tracing::error!(error = %e, "import spool unreadable");
-            Status::internal(
-                "the import's spool file could not be read back; nothing more was written",
-            )
+    /// The entry spooled at `offset`, leaving the spool ready to append.
+    fn read_at(&mut self, offset: u64) -> std::io::Result<(u64, Record)> {
+        self.writer.flush()?;
+        let file = self.writer.get_mut();
+        file.seek(SeekFrom::Start(offset))?;
+        let entry = read_entry(file);
+        file.seek(SeekFrom::End(0))?;
+        entry
+    }
+
+    /// Writes every spooled record in atomic batches of [`WRITE_BATCH`],
+    /// each with `write`.
+    fn write_with(
+        self,
+        mut write: impl FnMut(Vec<Record>) -> Result<Vec<WriteOutcome>, StoreError>,
+    ) -> Result<Vec<WriteOutcome>, Status> {
+        let mut outcomes: Vec<WriteOutcome> =
+            Vec::with_capacity(usize::try_from(self.records).unwrap_or(0));
+        let io = |e: std::io::Error, written: usize| {
+            tracing::error!(error = %e, written, "import spool unreadable");
+            if written == 0 {
+                Status::internal(
+                    "the import's spool file could not be read back; nothing was imported",
+                )
+            } else {
+                Status::internal(format!(
+                    "the import's spool file could not be read back; {PARTLY_WRITTEN}"
+                ))
+            }
         };
-        let mut file = self.writer.into_inner().map_err(|e| io(e.into_error()))?;
-        file.rewind().map_err(io)?;
+        let mut file = self
+            .writer
+            .into_inner()
+            .map_err(|e| io(e.into_error(), 0))?;
+        file.rewind().map_err(|e| io(e, 0))?;
         let mut reader = BufReader::with_capacity(1 << 20, file);
-        let mut outcomes = Vec::with_capacity(usize::try_from(self.records).unwrap_or(0));
         let mut batch = Vec::with_capacity(WRITE_BATCH);
         let mut remaining = self.records;
         while remaining > 0 {
-            let mut len = [0u8; 4];
-            reader.read_exact(&mut len).map_err(io)?;
-            let mut bytes = vec![0u8; u32::from_le_bytes(len) as usize];
-            reader.read_exact(&mut bytes).map_err(io)?;
-            batch.push(
-                postcard::from_bytes::<Record>(&bytes).map_err(|e| io(std::io::Error::other(e)))?,
-            );
+            let (_line, record) = read_entry(&mut reader).map_err(|e| io(e, outcomes.len()))?;
+            batch.push(record);
             remaining -= 1;
             if batch.len() == WRITE_BATCH || remaining == 0 {
-                let written = write_batch(store, std::mem::take(&mut batch))
-                    .map_err(|e| crate::convert::store_status(e, ""))?;
-                outcomes.extend(written);
+                match write(std::mem::take(&mut batch)) {
+                    Ok(written) => outcomes.extend(written),
+                    Err(error) if outcomes.is_empty() => {
+                        // One transaction: the first batch failing wrote nothing.
+                        return Err(crate::convert::store_status(error, ""));
+                    }
+                    Err(error) => return Err(partly_written(error, outcomes.len())),
+                }
             }
         }
         Ok(outcomes)
+    }
+}
+
+/// What an operator must know when an import stops after writing something.
+const PARTLY_WRITTEN: &str = "some rows may have been written before the failure; run the import again: imports are idempotent by id";
+
+/// The status for a store failure after some batches were committed: the
+/// code of the store error, and never "nothing was changed".
+fn partly_written(error: StoreError, written: usize) -> Status {
+    tracing::error!(error = %error, written, "import failed part-way");
+    let code = crate::convert::store_status(error, "").code();
+    Status::new(
+        code,
+        format!("the import failed part-way: {PARTLY_WRITTEN}"),
+    )
+}
+
+/// The ids an import has seen, compactly (module docs): each id's 64-bit
+/// hash and the spool offset of its row; ids whose hash another id already
+/// holds (a collision, astronomically rare with a random key) in full.
+struct SeenIds<S = RandomState> {
+    hasher: S,
+    by_hash: HashMap<u64, u64>,
+    collided: HashMap<String, u64>,
+}
+
+impl SeenIds {
+    fn new() -> Self {
+        Self::with_hasher(RandomState::new())
+    }
+}
+
+impl<S: BuildHasher> SeenIds<S> {
+    fn with_hasher(hasher: S) -> Self {
+        SeenIds {
+            hasher,
+            by_hash: HashMap::new(),
+            collided: HashMap::new(),
+        }
+    }
+
+    /// The line of an earlier row with `id`; or `None`, having remembered
+    /// `id` at `line` as the row the caller spools next.
+    fn repeat_of(
+        &mut self,
+        id: &str,
+        line: u64,
+        spool: &mut Spool,
+    ) -> std::io::Result<Option<u64>> {
+        let hash = self.hasher.hash_one(id);
+        let Some(&offset) = self.by_hash.get(&hash) else {
+            self.by_hash.insert(hash, spool.end);
+            return Ok(None);
+        };
+        let (first_line, first) = spool.read_at(offset)?;
+        if first.id() == id {
+            return Ok(Some(first_line));
+        }
+        if let Some(&first_line) = self.collided.get(id) {
+            return Ok(Some(first_line));
+        }
+        self.collided.insert(id.to_owned(), line);
+        Ok(None)
     }
 }
 
@@ -244,7 +350,7 @@ struct Session {
     kind: v1::RecordKind,
     rules: Rules,
     spool: Spool,
-    first_line_of: HashMap<String, u64>,
+    seen: SeenIds,
     rows: u64,
     bad_rows: u64,
     errors: Vec<v1::RowError>,
@@ -257,6 +363,10 @@ impl Session {
                 "batch.rows: at most {MAX_ROWS_PER_BATCH} rows per batch"
             )));
         }
+        let spool_error = |e: std::io::Error| {
+            tracing::error!(error = %e, "import spool unusable");
+            Status::unavailable("the node cannot use its import spool; nothing was imported")
+        };
         for row in batch.rows {
             self.rows += 1;
             if self.rows > MAX_ROWS_PER_IMPORT {
@@ -265,19 +375,17 @@ impl Session {
                 )));
             }
             let problem = match check_row(self.kind, row.record, store, &self.rules) {
-                Ok(record) => match self.first_line_of.get(record.id()) {
+                Ok(record) => match self
+                    .seen
+                    .repeat_of(record.id(), row.line, &mut self.spool)
+                    .map_err(spool_error)?
+                {
                     Some(first) => Some(FieldError::new(
                         "id",
                         format!("{} is also on line {first}", record.id()),
                     )),
                     None => {
-                        self.first_line_of.insert(record.id().to_owned(), row.line);
-                        self.spool.push(&record).map_err(|e| {
-                            tracing::error!(error = %e, "import spool unwritable");
-                            Status::unavailable(
-                                "the node cannot write its import spool; nothing was imported",
-                            )
-                        })?;
+                        self.spool.push(row.line, &record).map_err(spool_error)?;
                         None
                     }
                 },
@@ -343,7 +451,7 @@ pub async fn run_import(
         kind,
         rules,
         spool,
-        first_line_of: HashMap::new(),
+        seen: SeenIds::new(),
         rows: 0,
         bad_rows: 0,
         errors: Vec::new(),
@@ -383,11 +491,12 @@ pub async fn run_import(
     let checked_in = started.elapsed();
     if !header.dry_run && (bad_rows == 0 || header.skip_bad_rows) && spool.records > 0 {
         let writer = store.clone();
-        let outcomes = blocking(move || spool.write_to(&writer)).await?;
+        let outcomes =
+            blocking(move || spool.write_with(|batch| write_batch(&writer, batch))).await?;
         store
             .flush()
             .await
-            .map_err(|e| crate::convert::store_status(e, ""))?;
+            .map_err(|e| partly_written(e, outcomes.len()))?;
         for outcome in outcomes {
             match outcome {
                 WriteOutcome::Created => report.created += 1,
@@ -410,4 +519,129 @@ pub async fn run_import(
         "import finished"
     );
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Sector;
+
+    fn organisation(id: &str) -> Record {
+        Record::Organisation(Organisation {
+            id: id.into(),
+            name: format!("Organisation {id}"),
+            sector: Sector::Health,
+        })
+    }
+
+    /// Every id hashes alike: every lookup after the first is a hash hit.
+    #[derive(Clone, Default)]
+    struct AllCollide;
+
+    impl std::hash::Hasher for AllCollide {
+        fn finish(&self) -> u64 {
+            7
+        }
+        fn write(&mut self, _bytes: &[u8]) {}
+    }
+
+    impl BuildHasher for AllCollide {
+        type Hasher = AllCollide;
+        fn build_hasher(&self) -> AllCollide {
+            AllCollide
+        }
+    }
+
+    /// Checks `ids` (line = index + 2, as in a CSV file) the way a session
+    /// does; returns (line, first line) for each repeat.
+    fn repeats<S: BuildHasher>(seen: &mut SeenIds<S>, ids: &[&str]) -> Vec<(u64, u64)> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut spool = Spool::new(dir.path()).expect("spool");
+        let mut found = Vec::new();
+        for (line, id) in (2u64..).zip(ids) {
+            match seen.repeat_of(id, line, &mut spool).expect("spool") {
+                Some(first) => found.push((line, first)),
+                None => spool.push(line, &organisation(id)).expect("push"),
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn repeated_ids_are_found_by_hash_and_told_apart_from_collisions() {
+        let ids = ["O1", "O2", "O1", "O3", "O2", "O1"];
+        let expected = vec![(4, 2), (6, 3), (7, 2)];
+        assert_eq!(repeats(&mut SeenIds::new(), &ids), expected);
+        // With every hash the same, the spool tells the ids apart.
+        let mut colliding = SeenIds::with_hasher(AllCollide);
+        assert_eq!(repeats(&mut colliding, &ids), expected);
+        assert_eq!(colliding.by_hash.len(), 1);
+        assert_eq!(colliding.collided.len(), 2, "O2 and O3 kept in full");
+    }
+
+    fn spool_of(records: usize) -> (tempfile::TempDir, Spool) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut spool = Spool::new(dir.path()).expect("spool");
+        for i in 0..records {
+            let line = u64::try_from(i).expect("small") + 2;
+            spool
+                .push(line, &organisation(&format!("O{i}")))
+                .expect("push");
+        }
+        (dir, spool)
+    }
+
+    fn disk_full() -> StoreError {
+        StoreError::File(std::io::Error::other("no space left on device"))
+    }
+
+    #[test]
+    fn a_write_failing_after_earlier_batches_does_not_claim_nothing_changed() {
+        let (_dir, spool) = spool_of(WRITE_BATCH + 500);
+        let mut batches = 0;
+        let status = spool
+            .write_with(|batch| {
+                batches += 1;
+                if batches == 2 {
+                    return Err(disk_full());
+                }
+                Ok(vec![WriteOutcome::Created; batch.len()])
+            })
+            .expect_err("second batch fails");
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(
+            status
+                .message()
+                .contains("some rows may have been written before the failure; run the import again: imports are idempotent by id"),
+            "{}",
+            status.message()
+        );
+        assert!(
+            !status.message().contains("nothing"),
+            "{}",
+            status.message()
+        );
+    }
+
+    #[test]
+    fn a_write_failing_in_the_first_batch_wrote_nothing() {
+        let (_dir, spool) = spool_of(WRITE_BATCH + 500);
+        let mut written = 0;
+        let status = spool
+            .write_with(|_| Err(disk_full()))
+            .expect_err("first batch fails");
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(status.message().contains("nothing was changed"));
+        let (_dir, spool) = spool_of(WRITE_BATCH + 500);
+        let outcomes = spool
+            .write_with(|batch| {
+                written += batch.len();
+                Ok(vec![WriteOutcome::Unchanged; batch.len()])
+            })
+            .expect("written");
+        assert_eq!(
+            (outcomes.len(), written),
+            (WRITE_BATCH + 500, WRITE_BATCH + 500)
+        );
+    }
 }

@@ -36,6 +36,8 @@ pub enum NodeError {
     Store { path: String, source: StoreError },
     #[error("serving failed: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error("{key}: {message}")]
+    Federation { key: String, message: String },
 }
 
 fn key_error(key: &'static str, message: impl Into<String>) -> NodeError {
@@ -113,12 +115,14 @@ pub async fn run(
     let node_identity = material.own.identity().clone();
     let tls = Arc::new(TlsState::new(config.tls.clone(), material));
     let store_dir = config.store_dir();
+    let key_sets = crate::peers::load_key_sets(&config.federation)?;
     let options = StoreOptions {
         cache_capacity_bytes: config.store.cache_mb * 1024 * 1024,
     };
     let store = {
         let dir = store_dir.clone();
-        tokio::task::spawn_blocking(move || Store::open(&dir, &options))
+        let sets = key_sets.clone();
+        tokio::task::spawn_blocking(move || Store::open(&dir, &options)?.with_key_sets(sets))
             .await
             .map_err(|_| NodeError::Store {
                 path: store_dir.display().to_string(),
@@ -140,6 +144,11 @@ pub async fn run(
             tls.clone(),
         )),
         tls: tls.clone(),
+        federation: Arc::new(crate::peers::Federation::new(
+            &config.federation,
+            key_sets,
+            tls.clone(),
+        )),
         node_identity: node_identity.clone(),
         display_name: config.node.display_name.clone(),
         default_id_scheme: config.node.default_id_scheme.clone(),
@@ -167,7 +176,7 @@ pub async fn run(
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .add_service(FederationServer::new(FederationService))
+        .add_service(FederationServer::new(FederationService::new(state.clone())))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     acceptor.abort();

@@ -9,13 +9,14 @@
 //! after a reload the first request on it re-verifies its chain against the
 //! new bundle, so a revoked peer loses access on live connections too.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use patchwork_certs::{
     OwnCertificate, SpiffeId, TrustBundle, certs_from_pem, private_key_from_pem, summarize_cert_der,
@@ -24,16 +25,23 @@ use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
 use time::OffsetDateTime;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
 use crate::config::TlsSection;
 use crate::server::{NodeError, read_private_key};
 
-/// Handshakes in progress at once; more wait for a slot (a flood of slow
-/// handshakes cannot starve the node of memory).
+/// Handshakes in progress at once (a flood of slow handshakes cannot starve
+/// the node of memory). A connection arriving when all are taken is closed
+/// at once rather than queued: waiting for a slot would stall the accept
+/// loop, and everyone behind it, for up to the handshake timeout.
 const MAX_CONCURRENT_HANDSHAKES: usize = 512;
+/// Handshakes in progress from one IP address at once, so one host opening
+/// idle connections cannot take every slot.
+const MAX_HANDSHAKES_PER_IP: usize = 32;
+/// At most one warning about closed connections per this interval.
+const FULL_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
 fn key_error(key: &'static str, message: impl Into<String>) -> NodeError {
     NodeError::KeyMaterial {
@@ -392,9 +400,123 @@ fn peer_connection(
     }
 }
 
+/// Why a new connection got no handshake slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NoSlot {
+    Node,
+    Peer,
+}
+
+/// The handshakes in progress: at most [`MAX_CONCURRENT_HANDSHAKES`] in all
+/// and [`MAX_HANDSHAKES_PER_IP`] from one address.
+#[derive(Clone)]
+struct HandshakeSlots {
+    total: Arc<Semaphore>,
+    per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    per_ip_limit: usize,
+}
+
+/// The address that stands for one host: an IPv4 address as itself (also
+/// when mapped into IPv6), an IPv6 address as its /64, which one host
+/// usually holds whole.
+fn host_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        },
+    }
+}
+
+/// One handshake's slot, given back when dropped.
+struct HandshakeSlot {
+    _total: OwnedSemaphorePermit,
+    ip: IpAddr,
+    per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl HandshakeSlots {
+    fn new(total: usize, per_ip_limit: usize) -> Self {
+        HandshakeSlots {
+            total: Arc::new(Semaphore::new(total)),
+            per_ip: Arc::new(Mutex::new(HashMap::new())),
+            per_ip_limit,
+        }
+    }
+
+    fn try_acquire(&self, ip: IpAddr) -> Result<HandshakeSlot, NoSlot> {
+        let ip = host_of(ip);
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if per_ip
+            .get(&ip)
+            .is_some_and(|count| *count >= self.per_ip_limit)
+        {
+            return Err(NoSlot::Peer);
+        }
+        let total = self
+            .total
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| NoSlot::Node)?;
+        *per_ip.entry(ip).or_insert(0) += 1;
+        Ok(HandshakeSlot {
+            _total: total,
+            ip,
+            per_ip: self.per_ip.clone(),
+        })
+    }
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = per_ip.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Counts connections closed for want of a slot and warns about them at
+/// most once per [`FULL_WARNING_INTERVAL`] (a flood must not flood the log).
+#[derive(Default)]
+struct ClosedForWantOfSlot {
+    since_warning: u64,
+    last_warning: Option<Instant>,
+}
+
+impl ClosedForWantOfSlot {
+    fn note(&mut self, remote_addr: SocketAddr, why: NoSlot) {
+        self.since_warning += 1;
+        let why = match why {
+            NoSlot::Node => "every handshake slot is taken",
+            NoSlot::Peer => "too many handshakes from this address",
+        };
+        tracing::debug!(peer = %remote_addr, reason = why, "connection closed before its handshake");
+        let now = Instant::now();
+        if self
+            .last_warning
+            .is_none_or(|last| now.duration_since(last) >= FULL_WARNING_INTERVAL)
+        {
+            tracing::warn!(
+                peer = %remote_addr,
+                reason = why,
+                closed = self.since_warning,
+                "connections closed before their handshake: too many handshakes in progress"
+            );
+            self.since_warning = 0;
+            self.last_warning = Some(now);
+        }
+    }
+}
+
 /// Accepts TCP connections on `listener` and yields the ones whose TLS
 /// handshake succeeds within `handshake_timeout`. Refused handshakes are
-/// logged (with the peer's address and the reason) and dropped.
+/// logged (with the peer's address and the reason) and dropped; so are
+/// connections that find no handshake slot (see [`MAX_CONCURRENT_HANDSHAKES`]).
 pub fn accept_tls(
     listener: TcpListener,
     tls: Arc<TlsState>,
@@ -404,7 +526,8 @@ pub fn accept_tls(
     tokio::task::JoinHandle<()>,
 ) {
     let (sender, receiver) = mpsc::channel(64);
-    let slots = Arc::new(Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
+    let slots = HandshakeSlots::new(MAX_CONCURRENT_HANDSHAKES, MAX_HANDSHAKES_PER_IP);
+    let mut closed = ClosedForWantOfSlot::default();
     let task = tokio::spawn(async move {
         loop {
             let (tcp, remote_addr) = match listener.accept().await {
@@ -416,8 +539,13 @@ pub fn accept_tls(
                     continue;
                 }
             };
-            let Ok(slot) = slots.clone().acquire_owned().await else {
-                return;
+            let slot = match slots.try_acquire(remote_addr.ip()) {
+                Ok(slot) => slot,
+                Err(why) => {
+                    closed.note(remote_addr, why);
+                    drop(tcp);
+                    continue;
+                }
             };
             let _ = tcp.set_nodelay(true);
             let generation = tls.generation();
@@ -448,4 +576,49 @@ pub fn accept_tls(
         }
     });
     (ReceiverStream::new(receiver), task)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().expect("ip")
+    }
+
+    #[test]
+    fn handshake_slots_are_capped_per_host_and_in_all_and_given_back() {
+        let slots = HandshakeSlots::new(5, 2);
+        let a1 = slots.try_acquire(ip("10.0.0.1")).expect("first from a");
+        let _a2 = slots
+            .try_acquire(ip("::ffff:10.0.0.1"))
+            .expect("second from a");
+        assert_eq!(
+            slots.try_acquire(ip("10.0.0.1")).err(),
+            Some(NoSlot::Peer),
+            "a third from the same host"
+        );
+        let _b1 = slots.try_acquire(ip("2001:db8::1")).expect("first from b");
+        let _b2 = slots.try_acquire(ip("2001:db8::2")).expect("same /64");
+        assert_eq!(
+            slots.try_acquire(ip("2001:db8::3")).err(),
+            Some(NoSlot::Peer)
+        );
+        let _c1 = slots.try_acquire(ip("10.0.0.3")).expect("fifth in all");
+        assert_eq!(
+            slots.try_acquire(ip("10.0.0.4")).err(),
+            Some(NoSlot::Node),
+            "every slot taken"
+        );
+        drop(a1);
+        let d1 = slots
+            .try_acquire(ip("10.0.0.4"))
+            .expect("a slot given back is free again");
+        assert_eq!(slots.try_acquire(ip("10.0.0.1")).err(), Some(NoSlot::Node));
+        drop(d1);
+        assert!(
+            slots.try_acquire(ip("10.0.0.1")).is_ok(),
+            "a's count went down"
+        );
+    }
 }

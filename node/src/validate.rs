@@ -34,10 +34,11 @@ impl FieldError {
 
 pub type Validated<T> = Result<T, FieldError>;
 
-/// What validation needs to know about the world: today's date (for "not in
-/// the future") and the node's default identifier scheme.
+/// What validation needs to know about the world: today's date in UTC (for
+/// "not in the future") and the node's default identifier scheme.
 #[derive(Debug, Clone)]
 pub struct Rules {
+    /// Today in UTC; see [`Rules::latest_date`] for what "the future" means.
     pub today: NaiveDate,
     pub default_scheme: String,
 }
@@ -48,6 +49,15 @@ impl Rules {
             today: chrono::Utc::now().date_naive(),
             default_scheme: default_scheme.to_owned(),
         }
+    }
+
+    /// The latest date that is not in the future somewhere: UTC today plus
+    /// one day. The node knows only UTC, but its callers' "today" is local,
+    /// and the earliest clocks run 14 hours ahead of UTC (UTC+14, Kiribati;
+    /// Melbourne is UTC+10/+11): without the slack a Melbourne practitioner
+    /// could not record today's date until 10 or 11 in the morning.
+    pub fn latest_date(&self) -> NaiveDate {
+        self.today.succ_opt().unwrap_or(self.today)
     }
 }
 
@@ -149,7 +159,7 @@ pub fn date(value: &v1::Date, field: &str) -> Validated<NaiveDate> {
 
 pub fn past_date(value: &v1::Date, field: &str, rules: &Rules) -> Validated<NaiveDate> {
     let date = date(value, field)?;
-    if date > rules.today {
+    if date > rules.latest_date() {
         return Err(FieldError::new(field, "is in the future"));
     }
     Ok(date)
@@ -670,6 +680,26 @@ mod tests {
         assert_eq!(
             purpose(None, "purpose").expect_err("missing").field,
             "purpose"
+        );
+    }
+
+    #[test]
+    fn a_date_that_is_already_today_east_of_utc_is_not_in_the_future() {
+        // UTC 2026-11-26 23:00 is 2026-11-27 10:00 in Melbourne.
+        let d = |day| v1::Date {
+            year: 2026,
+            month: 11,
+            day,
+        };
+        let rules = rules();
+        assert_eq!(
+            past_date(&d(26), "d", &rules).ok(),
+            NaiveDate::from_ymd_opt(2026, 11, 26)
+        );
+        assert!(past_date(&d(27), "d", &rules).is_ok(), "today at UTC+14");
+        assert_eq!(
+            past_date(&d(28), "d", &rules).expect_err("future everywhere"),
+            FieldError::new("d", "is in the future")
         );
     }
 }

@@ -195,6 +195,13 @@ pub struct NodeOptions {
     pub crl: Option<String>,
     /// `tls.handshake_timeout_ms`, when not the default.
     pub handshake_timeout_ms: Option<u64>,
+    /// A listener bound beforehand, so peers can be configured with this
+    /// node's address before it starts.
+    pub listener: Option<TcpListener>,
+    /// Config text appended as is (e.g. a `[federation]` section).
+    pub extra_config: String,
+    /// Secret files to create next to the config (name, contents), mode 0600.
+    pub secret_files: Vec<(String, String)>,
 }
 
 /// A local client the node's config lists, with its roles.
@@ -283,7 +290,16 @@ impl TestNode {
             task: None,
         };
         node.write_config(name, &client_lines, &tls_lines);
-        node.launch().await;
+        if !options.extra_config.is_empty() {
+            let mut text = std::fs::read_to_string(&node.config_path).expect("config");
+            text.push('\n');
+            text.push_str(&options.extra_config);
+            std::fs::write(&node.config_path, text).expect("write config");
+        }
+        for (file, contents) in &options.secret_files {
+            write_secret(&node.dir.path().join(file), contents);
+        }
+        node.launch_on(options.listener).await;
         node
     }
 
@@ -308,7 +324,15 @@ clients = [
 
     /// Binds a fresh port, records it in the config and runs the node.
     async fn launch(&mut self) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        self.launch_on(None).await;
+    }
+
+    /// Runs the node on `listener` (or a fresh port), recording its address.
+    async fn launch_on(&mut self, listener: Option<TcpListener>) {
+        let listener = match listener {
+            Some(listener) => listener,
+            None => TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+        };
         self.addr = listener.local_addr().expect("addr");
         let text = std::fs::read_to_string(&self.config_path).expect("read config");
         let start = text.find("listen = \"127.0.0.1:").expect("listen line");

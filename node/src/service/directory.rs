@@ -1,8 +1,6 @@
 //! `patchwork.v1.Directory`: the council's own systems and practitioners
 //! writing and reading its records, and looking people up.
 
-use std::time::Instant;
-
 use patchwork_proto::v1::{self, directory_server::Directory};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -11,8 +9,6 @@ use tracing::{info, instrument};
 use super::{NodeState, blocking};
 use crate::config::Role;
 use crate::convert::{self, store_status};
-use crate::disclosure::disclose_local;
-use crate::matching::{MatchDecision, match_person};
 use crate::store::{WriteMode, person_index_keys};
 use crate::validate::{self, FieldError, InvolvementSource, present};
 
@@ -348,7 +344,6 @@ impl Directory for DirectoryService {
         &self,
         request: Request<v1::LookupRequest>,
     ) -> DirectoryResult<v1::LookupResponse> {
-        let started = Instant::now();
         let caller = self.state.access.authorise(&request, Role::Lookup)?;
         let req = request.into_inner();
         let rules = self.state.rules();
@@ -371,63 +366,16 @@ impl Directory for DirectoryService {
         if req.peer_deadline_ms != 0 && !(100..=30_000).contains(&req.peer_deadline_ms) {
             return Err(FieldError::new("peer_deadline_ms", "must be 0 or 100-30000").into());
         }
-        let lookup_id = uuid::Uuid::new_v4().to_string();
-        tracing::Span::current().record("lookup_id", lookup_id.as_str());
-
-        let requester_check = requester_id.clone();
-        let (decision, disclosed) = self
-            .read(move |s| {
-                if s.practitioner(&requester_check)?.is_none() {
-                    return Ok(None);
-                }
-                let decision = match_person(s, &subject)?;
-                let disclosed = match &decision {
-                    MatchDecision::Matched(person) => disclose_local(s, &person.id)?,
-                    _ => Vec::new(),
-                };
-                Ok(Some((decision, disclosed)))
-            })
-            .await?
-            .ok_or_else(|| {
-                Status::invalid_argument(format!(
-                    "requester.practitioner_id: practitioner {requester_id} does not exist on this node"
-                ))
-            })?;
-        let (outcome, more_identifiers_wanted) = match decision {
-            MatchDecision::Matched(_) => (v1::NodeOutcome::Matched, Vec::new()),
-            MatchDecision::NoMatch => (v1::NodeOutcome::NoMatch, Vec::new()),
-            MatchDecision::Ambiguous {
-                more_identifiers_wanted,
-            } => (
-                v1::NodeOutcome::Ambiguous,
-                more_identifiers_wanted
-                    .into_iter()
-                    .map(|k| k as i32)
-                    .collect(),
-            ),
+        let question = crate::lookup::LookupQuestion {
+            caller,
+            subject,
+            purpose,
+            requester_id,
+            local_only: req.local_only,
+            peer_deadline_ms: req.peer_deadline_ms,
         };
-        // Ids, counts and the purpose's basis only: never names or identifiers.
-        info!(
-            caller = %caller.identity,
-            requester = %requester_id,
-            lawful_basis = ?purpose.lawful_basis,
-            outcome = ?outcome,
-            disclosed = disclosed.len(),
-            "lookup answered"
-        );
-        let latency_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
-        Ok(Response::new(v1::LookupResponse {
-            lookup_id,
-            answers: vec![v1::NodeAnswer {
-                node_id: self.state.node_identity.to_string(),
-                node_name: self.state.display_name.clone(),
-                outcome: outcome as i32,
-                detail: String::new(),
-                involvements: disclosed,
-                more_identifiers_wanted,
-                latency_ms,
-            }],
-        }))
+        let response = crate::lookup::lookup(&self.state, question).await?;
+        Ok(Response::new(response))
     }
 
     async fn raise_attention(

@@ -1,25 +1,359 @@
-//! `patchwork.v1.Federation`: what peer nodes ask. No peers can be configured
-//! yet, so every call is refused as unimplemented; nothing is disclosed.
+//! `patchwork.v1.Federation`: what peer nodes ask. In order: the caller's
+//! identity from its certificate → its agreement (none: refused) → the
+//! request checked field by field → the purpose agreed? → the peer's rate →
+//! match on blinded keys, precise first → disclose what the agreement and
+//! each involvement's sensitivity allow → audit, durably → reply. Every
+//! refusal is audited too. A hit and a miss take the same path: the same
+//! lookups, the same audit write and flush.
 
+use std::collections::BTreeSet;
+
+use patchwork_federation::agreement::{Disclosure, Peer};
+use patchwork_federation::decide::{Decision, decide};
+use patchwork_federation::matchkeys::Digest;
 use patchwork_proto::v1::{self, federation_server::Federation};
 use tonic::{Request, Response, Status};
+use tracing::instrument;
 
-#[derive(Debug, Clone, Default)]
-pub struct FederationService;
+use super::{NodeState, blocking};
+use crate::convert;
+use crate::model::LawfulBasis;
+use crate::store::audit::AuditEvent;
+use crate::store::{Store, StoreError};
+use crate::validate::{self, FieldError};
+
+/// Most keys one query may carry.
+const MAX_MATCH_KEYS: usize = 32;
+/// Most candidates one digest may bring in before the answer is "ambiguous".
+const CANDIDATE_LIMIT: usize = 16;
+
+#[derive(Debug, Clone)]
+pub struct FederationService {
+    state: NodeState,
+}
+
+impl FederationService {
+    pub fn new(state: NodeState) -> Self {
+        FederationService { state }
+    }
+}
+
+/// A query that passed every check.
+struct Checked {
+    basis: LawfulBasis,
+    reason: String,
+    keys: Vec<(v1::MatchKeyKind, Digest)>,
+}
+
+fn check_request(request: &v1::FindInvolvementsRequest, peer: &Peer) -> Result<Checked, Status> {
+    let id_ok = !request.request_id.is_empty()
+        && request.request_id.len() <= 64
+        && request
+            .request_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if !id_ok {
+        return Err(
+            FieldError::new("request_id", "must be 1-64 characters of A-Z a-z 0-9 -").into(),
+        );
+    }
+    if request.key_set != peer.agreement.key_set {
+        return Err(Status::failed_precondition(format!(
+            "key_set: this node answers {} under key set {}",
+            peer.identity, peer.agreement.key_set
+        )));
+    }
+    if request.match_keys.is_empty() || request.match_keys.len() > MAX_MATCH_KEYS {
+        return Err(
+            FieldError::new("match_keys", format!("must hold 1-{MAX_MATCH_KEYS} keys")).into(),
+        );
+    }
+    let mut keys = Vec::with_capacity(request.match_keys.len());
+    let mut seen = BTreeSet::new();
+    for (i, key) in request.match_keys.iter().enumerate() {
+        let kind = match v1::MatchKeyKind::try_from(key.kind) {
+            Ok(v1::MatchKeyKind::Unspecified) => {
+                return Err(FieldError::new(format!("match_keys[{i}].kind"), "is required").into());
+            }
+            Ok(kind) => kind,
+            Err(_) => {
+                return Err(FieldError::new(
+                    format!("match_keys[{i}].kind"),
+                    format!("unknown value {}", key.kind),
+                )
+                .into());
+            }
+        };
+        let digest: Digest = key.digest.as_slice().try_into().map_err(|_| {
+            FieldError::new(
+                format!("match_keys[{i}].digest"),
+                "must be exactly 32 bytes",
+            )
+        })?;
+        if !seen.insert(digest) {
+            return Err(FieldError::new(
+                format!("match_keys[{i}].digest"),
+                "repeats an earlier key",
+            )
+            .into());
+        }
+        keys.push((kind, digest));
+    }
+    let purpose = validate::purpose(request.purpose.as_ref(), "purpose")?;
+    let requester = validate::present(request.requester.as_ref(), "requester")?;
+    validate::required_text(
+        &requester.practitioner_id,
+        "requester.practitioner_id",
+        validate::MAX_ID,
+    )?;
+    validate::required_text(&requester.name, "requester.name", validate::MAX_NAME)?;
+    validate::optional_text(&requester.role, "requester.role", validate::MAX_NAME)?;
+    validate::optional_text(
+        &requester.organisation,
+        "requester.organisation",
+        validate::MAX_ORGANISATION_NAME,
+    )?;
+    Ok(Checked {
+        basis: purpose.lawful_basis,
+        reason: purpose.reason,
+        keys,
+    })
+}
+
+fn proto_basis(basis: LawfulBasis) -> v1::LawfulBasis {
+    convert::lawful_basis(basis)
+}
+
+/// What of one matched person's current involvements goes to `peer`.
+fn disclose(
+    store: &Store,
+    person_id: &str,
+    peer: &Peer,
+    basis: LawfulBasis,
+) -> Result<(Vec<v1::DisclosedInvolvement>, Vec<String>), StoreError> {
+    let mut disclosed = Vec::new();
+    let mut ids = Vec::new();
+    for involvement in store.involvements_of_person(person_id)? {
+        if !involvement.is_active() {
+            continue;
+        }
+        let sensitivity = convert::sensitivity(involvement.sensitivity);
+        // The agreement says whether anything goes; `disclose_one` says what:
+        // a restricted involvement only ever as its gatekeeper.
+        if peer.agreement.disclosure(sensitivity, proto_basis(basis)) == Disclosure::Withheld {
+            continue;
+        }
+        ids.push(involvement.id.clone());
+        disclosed.push(crate::disclosure::disclose_one(store, &involvement)?);
+    }
+    Ok((disclosed, ids))
+}
+
+fn outcome_name(status: v1::MatchStatus) -> &'static str {
+    match status {
+        v1::MatchStatus::Matched => "matched",
+        v1::MatchStatus::NoMatch => "no_match",
+        v1::MatchStatus::Ambiguous => "ambiguous",
+        v1::MatchStatus::Unspecified => "unspecified",
+    }
+}
+
+impl FederationService {
+    /// Writes the audit entry and makes it durable; a refusal's status is
+    /// returned as it was, unless the audit itself failed.
+    async fn audit(&self, event: AuditEvent) -> Result<(), Status> {
+        let store = self.state.store.clone();
+        blocking(move || {
+            store.append_audit(event).map(|_| ()).map_err(|e| {
+                tracing::error!(error = %e, "audit write failed: nothing disclosed");
+                Status::unavailable("this node cannot write its audit log, so it discloses nothing")
+            })
+        })
+        .await?;
+        self.state.store.flush().await.map_err(|_| {
+            Status::unavailable("this node cannot write its audit log, so it discloses nothing")
+        })
+    }
+
+    async fn refuse(
+        &self,
+        peer: String,
+        request: &v1::FindInvolvementsRequest,
+        basis: Option<LawfulBasis>,
+        status: Status,
+    ) -> Status {
+        let requester = request.requester.clone().unwrap_or_default();
+        let event = AuditEvent::PeerAsked {
+            request_id: truncate(&request.request_id, 64),
+            peer,
+            requester_practitioner_id: truncate(&requester.practitioner_id, 64),
+            requester_name: truncate(&requester.name, 100),
+            requester_role: truncate(&requester.role, 100),
+            requester_organisation: truncate(&requester.organisation, 200),
+            lawful_basis: basis,
+            reason: request
+                .purpose
+                .as_ref()
+                .map(|p| truncate(&p.reason, 500))
+                .unwrap_or_default(),
+            outcome: "refused".into(),
+            refusal: Some(format!("{:?}: {}", status.code(), status.message())),
+            person_id: None,
+            disclosed_involvement_ids: Vec::new(),
+        };
+        tracing::info!(code = ?status.code(), reason = status.message(), "peer query refused");
+        match self.audit(event).await {
+            Ok(()) => status,
+            Err(audit_failed) => audit_failed,
+        }
+    }
+}
+
+/// At most `max` characters: refused requests are audited as sent, bounded.
+fn truncate(text: &str, max: usize) -> String {
+    text.chars().take(max).collect()
+}
 
 #[tonic::async_trait]
 impl Federation for FederationService {
+    #[instrument(skip_all, fields(peer))]
     async fn find_involvements(
         &self,
-        _request: Request<v1::FindInvolvementsRequest>,
+        request: Request<v1::FindInvolvementsRequest>,
     ) -> Result<Response<v1::FindInvolvementsResponse>, Status> {
-        Err(Status::unimplemented("federation is not implemented yet"))
+        let identity = self.state.access.identify(&request)?;
+        tracing::Span::current().record("peer", tracing::field::display(&identity));
+        let request = request.into_inner();
+        let Some(peer) = self.state.federation.registry.get(&identity).cloned() else {
+            let status =
+                Status::permission_denied(format!("{identity} has no agreement with this node"));
+            return Err(self
+                .refuse(identity.to_string(), &request, None, status)
+                .await);
+        };
+        let checked = match check_request(&request, &peer) {
+            Ok(checked) => checked,
+            Err(status) => {
+                return Err(self
+                    .refuse(identity.to_string(), &request, None, status)
+                    .await);
+            }
+        };
+        if !peer.agreement.allows(proto_basis(checked.basis)) {
+            let status = Status::permission_denied(format!(
+                "purpose {:?} is not in this node's agreement with {identity}",
+                checked.basis
+            ));
+            return Err(self
+                .refuse(identity.to_string(), &request, Some(checked.basis), status)
+                .await);
+        }
+        if !peer.limiter.try_acquire() {
+            let status = Status::resource_exhausted(format!(
+                "{identity} may ask {} queries a minute",
+                peer.agreement.rate_limit_per_minute
+            ));
+            return Err(self
+                .refuse(identity.to_string(), &request, Some(checked.basis), status)
+                .await);
+        }
+
+        let store = self.state.store.clone();
+        let set = peer.agreement.key_set.clone();
+        let answer_peer = peer.clone();
+        let basis = checked.basis;
+        let keys = checked.keys;
+        let (status, person_id, disclosed, ids, more) = blocking(move || {
+            let query_kinds: BTreeSet<v1::MatchKeyKind> =
+                keys.iter().map(|(kind, _)| *kind).collect();
+            let candidates = store
+                .match_candidates(&set, &keys, CANDIDATE_LIMIT)
+                .map_err(|e| convert::store_status(e, ""))?;
+            let decision = if candidates.len() > CANDIDATE_LIMIT {
+                Decision::Ambiguous {
+                    more_identifiers_wanted: Vec::new(),
+                }
+            } else {
+                decide(&query_kinds, &candidates)
+            };
+            Ok(match decision {
+                Decision::Matched(person_id) => {
+                    let (disclosed, ids) = disclose(&store, &person_id, &answer_peer, basis)
+                        .map_err(|e| convert::store_status(e, ""))?;
+                    (
+                        v1::MatchStatus::Matched,
+                        Some(person_id),
+                        disclosed,
+                        ids,
+                        Vec::new(),
+                    )
+                }
+                Decision::NoMatch => (
+                    v1::MatchStatus::NoMatch,
+                    None,
+                    Vec::new(),
+                    Vec::new(),
+                    Vec::new(),
+                ),
+                Decision::Ambiguous {
+                    more_identifiers_wanted,
+                } => (
+                    v1::MatchStatus::Ambiguous,
+                    None,
+                    Vec::new(),
+                    Vec::new(),
+                    more_identifiers_wanted
+                        .into_iter()
+                        .map(|k| k as i32)
+                        .collect(),
+                ),
+            })
+        })
+        .await?;
+        let requester = request.requester.clone().unwrap_or_default();
+        self.audit(AuditEvent::PeerAsked {
+            request_id: request.request_id.clone(),
+            peer: identity.to_string(),
+            requester_practitioner_id: requester.practitioner_id,
+            requester_name: requester.name,
+            requester_role: requester.role,
+            requester_organisation: requester.organisation,
+            lawful_basis: Some(checked.basis),
+            reason: checked.reason,
+            outcome: outcome_name(status).into(),
+            refusal: None,
+            person_id,
+            disclosed_involvement_ids: ids,
+        })
+        .await?;
+        tracing::info!(
+            outcome = outcome_name(status),
+            disclosed = disclosed.len(),
+            "peer query answered"
+        );
+        Ok(Response::new(v1::FindInvolvementsResponse {
+            status: status as i32,
+            involvements: disclosed,
+            more_identifiers_wanted: more,
+        }))
     }
 
     async fn node_info(
         &self,
-        _request: Request<v1::NodeInfoRequest>,
+        request: Request<v1::NodeInfoRequest>,
     ) -> Result<Response<v1::NodeInfoResponse>, Status> {
-        Err(Status::unimplemented("federation is not implemented yet"))
+        let identity = self.state.access.identify(&request)?;
+        let Some(peer) = self.state.federation.registry.get(&identity) else {
+            return Err(Status::permission_denied(format!(
+                "{identity} has no agreement with this node"
+            )));
+        };
+        Ok(Response::new(v1::NodeInfoResponse {
+            node_id: self.state.node_identity.to_string(),
+            display_name: self.state.display_name.clone(),
+            software_version: env!("CARGO_PKG_VERSION").to_owned(),
+            api_version: patchwork_proto::API_VERSION.to_owned(),
+            key_sets: vec![peer.agreement.key_set.clone()],
+        }))
     }
 }

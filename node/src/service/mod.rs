@@ -26,6 +26,7 @@ pub struct NodeState {
     pub store: Store,
     pub access: Arc<AccessPolicy>,
     pub tls: Arc<crate::tls::TlsState>,
+    pub federation: Arc<crate::peers::Federation>,
     pub node_identity: SpiffeId,
     pub display_name: String,
     pub default_id_scheme: String,

@@ -28,6 +28,12 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use sled::{Transactional, Tree};
 
 use crate::model::{Demographics, Involvement, Organisation, Person, Practitioner};
+use patchwork_federation::matchkeys::KeySet;
+
+pub mod audit;
+mod match_index;
+
+pub use audit::{AuditEntry, AuditEvent, AuditVerification, PeerOutcome};
 
 /// The kinds of record the store holds, for messages and counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +42,7 @@ pub enum Kind {
     Practitioner,
     Organisation,
     Involvement,
+    AuditEntry,
 }
 
 impl std::fmt::Display for Kind {
@@ -45,6 +52,7 @@ impl std::fmt::Display for Kind {
             Kind::Practitioner => "practitioner",
             Kind::Organisation => "organisation",
             Kind::Involvement => "involvement",
+            Kind::AuditEntry => "audit entry",
         })
     }
 }
@@ -156,7 +164,14 @@ pub struct Store {
     involvements_by_person: Tree,
     involvements_by_practitioner: Tree,
     person_index: Tree,
+    /// `key set \0 digest person id` → the index kind, for peers' queries.
+    match_index: Tree,
+    key_sets: Arc<Vec<KeySet>>,
     meta: Tree,
+    /// The audit log and its indexes (see `audit`).
+    audit: Tree,
+    audit_by_person: Tree,
+    audit_by_lookup: Tree,
 }
 
 impl std::fmt::Debug for Store {
@@ -324,7 +339,12 @@ impl Store {
             involvements_by_person: db.open_tree("involvements_by_person")?,
             involvements_by_practitioner: db.open_tree("involvements_by_practitioner")?,
             person_index: db.open_tree("person_index")?,
+            match_index: db.open_tree("match_index")?,
+            key_sets: Arc::new(Vec::new()),
             meta: db.open_tree("meta")?,
+            audit: db.open_tree("audit")?,
+            audit_by_person: db.open_tree("audit_by_person")?,
+            audit_by_lookup: db.open_tree("audit_by_lookup")?,
             db,
         })
     }
@@ -401,8 +421,13 @@ impl Store {
         persons: &[Person],
         mode: WriteMode,
     ) -> Result<Vec<WriteOutcome>, StoreError> {
-        (&self.persons, &self.person_index, &self.meta)
-            .transaction(|(records, index, meta)| {
+        (
+            &self.persons,
+            &self.person_index,
+            &self.match_index,
+            &self.meta,
+        )
+            .transaction(|(records, index, match_index, meta)| {
                 let mut outcomes = Vec::with_capacity(persons.len());
                 let mut created = 0;
                 for person in persons {
@@ -418,11 +443,17 @@ impl Store {
                         for key in person_index_keys(&old.into()) {
                             index.remove(pair_key_bytes(&key, &old.id))?;
                         }
+                        for (key, _) in self.match_entries(old) {
+                            match_index.remove(key)?;
+                        }
                     } else {
                         created += 1;
                     }
                     for key in person_index_keys(&person.into()) {
                         index.insert(pair_key_bytes(&key, &person.id), &[])?;
+                    }
+                    for (key, kind) in self.match_entries(person) {
+                        match_index.insert(key, &[kind])?;
                     }
                     records.insert(person.id.as_bytes(), tx_encode(Kind::Person, person)?)?;
                 }
@@ -640,7 +671,12 @@ impl Store {
             // The index and the records change in one transaction, so a
             // dangling entry means damage, not a race.
             match self.involvement(&involvement_id)? {
-                Some(involvement) => involvements.push(involvement),
+                // An involvement moved to another person between the scan
+                // and the read belongs to them now.
+                Some(involvement) if involvement.person_id == person_id => {
+                    involvements.push(involvement)
+                }
+                Some(_) => {}
                 None => {
                     return Err(StoreError::Corrupt {
                         kind: Kind::Involvement,

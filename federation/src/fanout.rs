@@ -1,0 +1,112 @@
+//! Asking every agreed peer at once: each call on the peer's long-lived
+//! channel, bounded by a shared limit on calls in flight, and cut off at the
+//! lookup's deadline — a dead or slow peer never delays the answer beyond it.
+//! Every peer's outcome is reported, whatever it was.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use patchwork_proto::v1::{self, federation_client::FederationClient};
+use tokio::sync::Semaphore;
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::agreement::Peer;
+
+/// How one peer answered.
+#[derive(Debug, Clone)]
+pub enum PeerOutcome {
+    Answered(v1::FindInvolvementsResponse),
+    /// It said no (purpose not agreed, rate limit, not a peer ...): why.
+    Refused(String),
+    TimedOut,
+    /// No connection could be made: why.
+    Unreachable(String),
+    /// Anything else that went wrong.
+    Failed(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct PeerReply {
+    pub peer: Arc<Peer>,
+    pub outcome: PeerOutcome,
+    pub latency: Duration,
+}
+
+/// One question to one peer.
+#[derive(Debug)]
+pub struct PeerCall {
+    pub peer: Arc<Peer>,
+    pub channel: Channel,
+    pub request: v1::FindInvolvementsRequest,
+}
+
+fn classify(status: &tonic::Status) -> PeerOutcome {
+    let message = status.message().to_owned();
+    match status.code() {
+        Code::DeadlineExceeded | Code::Cancelled => PeerOutcome::TimedOut,
+        Code::Unavailable => PeerOutcome::Unreachable(message),
+        Code::PermissionDenied
+        | Code::ResourceExhausted
+        | Code::Unauthenticated
+        | Code::FailedPrecondition
+        | Code::InvalidArgument => PeerOutcome::Refused(format!("{:?}: {message}", status.code())),
+        Code::Unimplemented => {
+            PeerOutcome::Failed("the peer does not answer patchwork.v1 federation queries".into())
+        }
+        code => PeerOutcome::Failed(format!("{code:?}: {message}")),
+    }
+}
+
+/// Asks every peer in `calls` in parallel; returns their replies in the same
+/// order, each within `deadline` of the start.
+pub async fn ask_peers(
+    calls: Vec<PeerCall>,
+    deadline: Duration,
+    slots: Arc<Semaphore>,
+) -> Vec<PeerReply> {
+    let started = Instant::now();
+    let tasks: Vec<_> = calls
+        .into_iter()
+        .map(|call| {
+            let slots = slots.clone();
+            let peer = call.peer.clone();
+            let task = tokio::spawn(async move {
+                let asked = async {
+                    let _slot = slots.acquire_owned().await;
+                    let mut request = tonic::Request::new(call.request);
+                    // Tell the peer too, so it stops working when we stop waiting.
+                    request.set_timeout(deadline);
+                    FederationClient::new(call.channel)
+                        .find_involvements(request)
+                        .await
+                };
+                let outcome = match tokio::time::timeout(deadline, asked).await {
+                    Ok(Ok(reply)) => PeerOutcome::Answered(reply.into_inner()),
+                    Ok(Err(status)) => classify(&status),
+                    Err(_) => PeerOutcome::TimedOut,
+                };
+                (outcome, started.elapsed())
+            });
+            (peer, task)
+        })
+        .collect();
+    let mut replies = Vec::with_capacity(tasks.len());
+    for (peer, task) in tasks {
+        let (outcome, latency) = task.await.unwrap_or_else(|_| {
+            (
+                PeerOutcome::Failed("the peer call stopped unexpectedly".into()),
+                started.elapsed(),
+            )
+        });
+        if let PeerOutcome::Unreachable(why) | PeerOutcome::Failed(why) = &outcome {
+            tracing::warn!(peer = %peer.identity, reason = %why, "peer call failed");
+        }
+        replies.push(PeerReply {
+            peer,
+            outcome,
+            latency,
+        });
+    }
+    replies
+}

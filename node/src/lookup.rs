@@ -1,0 +1,329 @@
+//! `Directory.Lookup` on the asking node: "who else is working with this
+//! person?" answered from this node's records and, in parallel, by every peer
+//! whose agreement covers the purpose. Peers get blinded match keys only,
+//! never the raw demographics. Each peer call has the lookup's deadline; the
+//! answer lists every node's outcome. The lookup is audited before any
+//! question leaves the node and again, durably, before the answer goes back.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use patchwork_federation::agreement::Peer;
+use patchwork_federation::fanout::{PeerCall, PeerOutcome, PeerReply, ask_peers};
+use patchwork_federation::matchkeys::{Subject, query_keys};
+use patchwork_proto::v1;
+use tonic::Status;
+
+use crate::access::Caller;
+use crate::disclosure::disclose_local;
+use crate::matching::{MatchDecision, match_person};
+use crate::model::{Demographics, Purpose};
+use crate::service::{NodeState, blocking};
+use crate::store::audit::{AuditEvent, PeerOutcome as AuditedPeer};
+
+/// The matchable parts of a lookup's subject.
+pub fn subject_of(demographics: &Demographics) -> Subject {
+    use chrono::Datelike;
+    Subject {
+        given_name: demographics.given_name.clone(),
+        family_name: demographics.family_name.clone(),
+        date_of_birth: demographics
+            .date_of_birth
+            .map(|d| (d.year(), d.month(), d.day())),
+        postcode: demographics.postcode.clone(),
+        national_id: demographics
+            .national_id
+            .as_ref()
+            .map(|n| (n.scheme.clone(), n.value.clone())),
+    }
+}
+
+/// A validated lookup.
+pub struct LookupQuestion {
+    pub caller: Caller,
+    pub subject: Demographics,
+    pub purpose: Purpose,
+    pub requester_id: String,
+    pub local_only: bool,
+    /// 0: the node's default.
+    pub peer_deadline_ms: u32,
+}
+
+fn outcome_word(outcome: v1::NodeOutcome) -> &'static str {
+    match outcome {
+        v1::NodeOutcome::Matched => "matched",
+        v1::NodeOutcome::NoMatch => "no_match",
+        v1::NodeOutcome::Ambiguous => "ambiguous",
+        v1::NodeOutcome::TimedOut => "timed_out",
+        v1::NodeOutcome::Unreachable => "unreachable",
+        v1::NodeOutcome::Refused => "refused",
+        v1::NodeOutcome::Error | v1::NodeOutcome::Unspecified => "error",
+    }
+}
+
+fn millis(duration: Duration) -> u32 {
+    u32::try_from(duration.as_millis()).unwrap_or(u32::MAX)
+}
+
+fn peer_answer(reply: PeerReply, deadline: Duration) -> v1::NodeAnswer {
+    let mut answer = v1::NodeAnswer {
+        node_id: reply.peer.identity.to_string(),
+        node_name: reply.peer.name.clone(),
+        latency_ms: millis(reply.latency),
+        ..Default::default()
+    };
+    let outcome = match reply.outcome {
+        PeerOutcome::Answered(found) => {
+            answer.involvements = found.involvements;
+            answer.more_identifiers_wanted = found.more_identifiers_wanted;
+            match v1::MatchStatus::try_from(found.status) {
+                Ok(v1::MatchStatus::Matched) => v1::NodeOutcome::Matched,
+                Ok(v1::MatchStatus::NoMatch) => v1::NodeOutcome::NoMatch,
+                Ok(v1::MatchStatus::Ambiguous) => v1::NodeOutcome::Ambiguous,
+                _ => {
+                    answer.detail =
+                        format!("the peer answered with an unknown status {}", found.status);
+                    answer.involvements.clear();
+                    v1::NodeOutcome::Error
+                }
+            }
+        }
+        PeerOutcome::Refused(why) => {
+            answer.detail = why;
+            v1::NodeOutcome::Refused
+        }
+        PeerOutcome::TimedOut => {
+            answer.detail = format!("no answer within {} ms", deadline.as_millis());
+            v1::NodeOutcome::TimedOut
+        }
+        PeerOutcome::Unreachable(why) => {
+            answer.detail = why;
+            v1::NodeOutcome::Unreachable
+        }
+        PeerOutcome::Failed(why) => {
+            answer.detail = why;
+            v1::NodeOutcome::Error
+        }
+    };
+    answer.outcome = outcome as i32;
+    answer
+}
+
+/// Audits `event` durably; nothing is disclosed if that fails.
+async fn audit(state: &NodeState, event: AuditEvent) -> Result<(), Status> {
+    let store = state.store.clone();
+    let unavailable =
+        || Status::unavailable("this node cannot write its audit log, so it discloses nothing");
+    blocking(move || {
+        store.append_audit(event).map(|_| ()).map_err(|e| {
+            tracing::error!(error = %e, "audit write failed: nothing disclosed");
+            unavailable()
+        })
+    })
+    .await?;
+    state.store.flush().await.map_err(|_| unavailable())
+}
+
+/// Answers one lookup.
+pub async fn lookup(
+    state: &NodeState,
+    question: LookupQuestion,
+) -> Result<v1::LookupResponse, Status> {
+    let started = Instant::now();
+    let lookup_id = uuid::Uuid::new_v4().to_string();
+    tracing::Span::current().record("lookup_id", lookup_id.as_str());
+
+    // Who is asking, as peers will be told (the asking node vouches for it).
+    let store = state.store.clone();
+    let requester_id = question.requester_id.clone();
+    let requester = blocking(move || {
+        let Some(practitioner) = store
+            .practitioner(&requester_id)
+            .map_err(|e| crate::convert::store_status(e, ""))?
+        else {
+            return Ok(None);
+        };
+        let organisation = store
+            .organisation(&practitioner.organisation_id)
+            .map_err(|e| crate::convert::store_status(e, ""))?;
+        Ok(Some(v1::Requester {
+            practitioner_id: practitioner.id,
+            name: practitioner.name,
+            role: practitioner.role,
+            organisation: organisation.map(|o| o.name).unwrap_or_default(),
+        }))
+    })
+    .await?
+    .ok_or_else(|| {
+        Status::invalid_argument(format!(
+            "requester.practitioner_id: practitioner {} does not exist on this node",
+            question.requester_id
+        ))
+    })?;
+
+    let basis = crate::convert::lawful_basis(question.purpose.lawful_basis);
+    let peers: Vec<Arc<Peer>> = if question.local_only {
+        Vec::new()
+    } else {
+        state
+            .federation
+            .registry
+            .all()
+            .iter()
+            .filter(|p| p.agreement.allows(basis))
+            .cloned()
+            .collect()
+    };
+    audit(
+        state,
+        AuditEvent::LookupStarted {
+            lookup_id: lookup_id.clone(),
+            caller: question.caller.identity.to_string(),
+            requester: question.requester_id.clone(),
+            lawful_basis: question.purpose.lawful_basis,
+            reason: question.purpose.reason.clone(),
+            peers_asked: peers.iter().map(|p| p.identity.to_string()).collect(),
+        },
+    )
+    .await?;
+
+    // Blinded keys, made once per key set.
+    let subject = subject_of(&question.subject);
+    let mut keys_by_set: HashMap<String, Vec<v1::MatchKey>> = HashMap::new();
+    let mut calls = Vec::with_capacity(peers.len());
+    let mut unready = Vec::new();
+    for peer in &peers {
+        let set_name = &peer.agreement.key_set;
+        let Some(set) = state.federation.key_set(set_name) else {
+            unready.push(PeerReply {
+                peer: peer.clone(),
+                outcome: PeerOutcome::Failed(format!("key set {set_name} is not loaded")),
+                latency: Duration::ZERO,
+            });
+            continue;
+        };
+        let keys = keys_by_set
+            .entry(set_name.clone())
+            .or_insert_with(|| {
+                query_keys(set, &subject)
+                    .into_iter()
+                    .map(|(kind, digest)| v1::MatchKey {
+                        kind: kind as i32,
+                        digest: digest.to_vec(),
+                    })
+                    .collect()
+            })
+            .clone();
+        match state.federation.channel(peer) {
+            Ok(channel) => calls.push(PeerCall {
+                peer: peer.clone(),
+                channel,
+                request: v1::FindInvolvementsRequest {
+                    request_id: lookup_id.clone(),
+                    key_set: set_name.clone(),
+                    match_keys: keys,
+                    purpose: Some(v1::Purpose {
+                        lawful_basis: basis as i32,
+                        reason: question.purpose.reason.clone(),
+                    }),
+                    requester: Some(requester.clone()),
+                },
+            }),
+            Err(why) => unready.push(PeerReply {
+                peer: peer.clone(),
+                outcome: PeerOutcome::Unreachable(why),
+                latency: Duration::ZERO,
+            }),
+        }
+    }
+    let deadline = match question.peer_deadline_ms {
+        0 => state.federation.default_deadline,
+        ms => Duration::from_millis(u64::from(ms)),
+    };
+
+    let store = state.store.clone();
+    let local_subject = question.subject.clone();
+    let local = blocking(move || {
+        let decision = match_person(&store, &local_subject)
+            .map_err(|e| crate::convert::store_status(e, ""))?;
+        let disclosed = match &decision {
+            MatchDecision::Matched(person) => disclose_local(&store, &person.id)
+                .map_err(|e| crate::convert::store_status(e, ""))?,
+            _ => (Vec::new(), Vec::new()),
+        };
+        Ok((decision, disclosed))
+    });
+    let (local, mut replies) = tokio::join!(
+        local,
+        ask_peers(calls, deadline, state.federation.slots.clone())
+    );
+    let (decision, (disclosed, disclosed_ids)) = local?;
+    replies.extend(unready);
+
+    let (local_outcome, more_identifiers_wanted, local_person_id) = match decision {
+        MatchDecision::Matched(person) => (v1::NodeOutcome::Matched, Vec::new(), Some(person.id)),
+        MatchDecision::NoMatch => (v1::NodeOutcome::NoMatch, Vec::new(), None),
+        MatchDecision::Ambiguous {
+            more_identifiers_wanted,
+        } => (
+            v1::NodeOutcome::Ambiguous,
+            more_identifiers_wanted
+                .into_iter()
+                .map(|k| k as i32)
+                .collect(),
+            None,
+        ),
+    };
+    let mut answers = vec![v1::NodeAnswer {
+        node_id: state.node_identity.to_string(),
+        node_name: state.display_name.clone(),
+        outcome: local_outcome as i32,
+        detail: String::new(),
+        involvements: disclosed,
+        more_identifiers_wanted,
+        latency_ms: millis(started.elapsed()),
+    }];
+    // Peers in the order the config lists them.
+    replies.sort_by_key(|reply| peers.iter().position(|p| Arc::ptr_eq(p, &reply.peer)));
+    answers.extend(
+        replies
+            .into_iter()
+            .map(|reply| peer_answer(reply, deadline)),
+    );
+
+    audit(
+        state,
+        AuditEvent::LookupAnswered {
+            lookup_id: lookup_id.clone(),
+            local_outcome: outcome_word(local_outcome).into(),
+            local_person_id,
+            disclosed_involvement_ids: disclosed_ids,
+            peers: answers[1..]
+                .iter()
+                .map(|a| AuditedPeer {
+                    node_id: a.node_id.clone(),
+                    outcome: outcome_word(
+                        v1::NodeOutcome::try_from(a.outcome).unwrap_or(v1::NodeOutcome::Error),
+                    )
+                    .into(),
+                    detail: a.detail.clone(),
+                    disclosed: u32::try_from(a.involvements.len()).unwrap_or(u32::MAX),
+                })
+                .collect(),
+        },
+    )
+    .await?;
+    // Ids, counts and the purpose's basis only: never names or identifiers.
+    tracing::info!(
+        caller = %question.caller.identity,
+        requester = %question.requester_id,
+        lawful_basis = ?question.purpose.lawful_basis,
+        local = outcome_word(local_outcome),
+        peers = answers.len() - 1,
+        disclosed = answers.iter().map(|a| a.involvements.len()).sum::<usize>(),
+        latency_ms = millis(started.elapsed()),
+        "lookup answered"
+    );
+    Ok(v1::LookupResponse { lookup_id, answers })
+}
