@@ -149,7 +149,7 @@ fn strength(matched: &BTreeSet<MatchKeyKind>, only_nid: bool) -> Strength {
     let has = |k: K| matched.contains(&k);
     if has(K::NationalId) && (only_nid || matched.len() > 1) {
         Strength::Certain
-    } else if has(K::NamesDob) || has(K::SwappedNamesDob) {
+    } else if (has(K::NamesDob) || has(K::SwappedNamesDob)) && (std::env::var("DC_STRICT").is_err() || has(K::PhoneticNamesPostcode)) {
         Strength::Strong
     } else if has(K::PhoneticNamesPostcode)
         && (has(K::PhoneticFamilyDob) || has(K::NamesDobTransposed))

@@ -328,7 +328,7 @@ fn preimages(subject: &Subject, side: Side) -> Vec<(MatchKeyKind, String)> {
             ));
         }
     }
-    let given_code = given.as_deref().map(phonetic).filter(|c| !c.is_empty());
+    let given_code = if std::env::var("MK_EXACT").is_ok() { given.clone() } else { given.as_deref().map(phonetic).filter(|c| !c.is_empty()) };
     if let (Some(given_code), Some(postcode)) = (&given_code, &postcode) {
         for code in &token_codes {
             out.push((
@@ -348,6 +348,17 @@ fn preimages(subject: &Subject, side: Side) -> Vec<(MatchKeyKind, String)> {
             let swapped = format!("{v}|nd|{g}|{f}|{dob}");
             if names_dob.as_ref() != Some(&swapped) {
                 out.push((MatchKeyKind::SwappedNamesDob, swapped));
+            }
+        }
+        if std::env::var("MK_SWAPPNP").is_ok() {
+            let g = subject.family_name.as_deref().and_then(given_form);
+            let g = if std::env::var("MK_EXACT").is_ok() { g } else { g.as_deref().map(phonetic) };
+            let toks = family_tokens(&subject.given_name.as_deref().map(name_tokens).unwrap_or_default());
+            if let (Some(g), Some(postcode)) = (g, &postcode) {
+                for t in &toks {
+                    let code = phonetic(t);
+                    out.push((MatchKeyKind::PhoneticNamesPostcode, format!("{v}|pnp|{g}|{code}|{postcode}")));
+                }
             }
         }
         if let (Some(given), Some(family), Some((y, m, d))) =

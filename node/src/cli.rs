@@ -490,6 +490,7 @@ async fn stats_command(args: StatsArgs) -> anyhow::Result<ExitCode> {
             stats.involvements, stats.active_involvements
         );
         println!("store size on disk:  {} bytes", stats.store_bytes);
+        println!("audit log entries:   {}", stats.audit_entries);
     }
     Ok(ExitCode::SUCCESS)
 }

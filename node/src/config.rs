@@ -585,6 +585,7 @@ clients = [{ identity = "spiffe://patchwork/client/portal", roles = ["lookup"] }
         let text = include_str!("../../deploy/node.example.toml");
         let config = NodeConfig::from_toml(text, Path::new("/")).expect("deploy/node.example.toml");
         assert_eq!(config.api.clients.len(), 2);
+        assert_eq!(config.federation.peers.len(), 2);
     }
 
     #[test]
@@ -633,6 +634,59 @@ clients = [{ identity = "spiffe://patchwork/client/portal", roles = ["lookup"] }
                     "data_dir = \"data\"\ndefault_id_scheme = \"N H S\"",
                 ),
                 "node.default_id_scheme",
+            ),
+        ];
+        for (text, key) in cases {
+            let error = NodeConfig::from_toml(&text, Path::new("/"))
+                .expect_err(key)
+                .to_string();
+            assert!(error.contains(key), "{key} not named in: {error}");
+        }
+    }
+
+    #[test]
+    fn impossible_agreements_are_refused_naming_the_key() {
+        let peer = |extra: &str| {
+            format!(
+                "{VALID}\n[[federation.key_sets]]\nname = \"england\"\nsecret_file = \"e.key\"\n\
+                 [[federation.peers]]\nidentity = \"spiffe://patchwork/node/brighton\"\nname = \"Brighton\"\n\
+                 address = \"brighton:7443\"\nkey_set = \"england\"\npurposes = [\"child-safeguarding\"]\n\
+                 sensitivities = [\"standard\"]\nrate_limit_per_minute = 60\n{extra}"
+            )
+        };
+        assert!(NodeConfig::from_toml(&peer(""), Path::new("/")).is_ok());
+        let twice = peer(
+            "[[federation.peers]]\nidentity = \"spiffe://patchwork/node/brighton\"\nname = \"B2\"\naddress = \"b:1\"\nkey_set = \"england\"\npurposes = [\"consent\"]\nsensitivities = [\"standard\"]\nrate_limit_per_minute = 1\n",
+        );
+        let cases = [
+            (twice, "federation.peers[1].identity"),
+            (
+                peer("").replace("purposes = [\"child-safeguarding\"]", "purposes = []"),
+                "federation.peers[0].purposes",
+            ),
+            (
+                peer("").replace("sensitivities = [\"standard\"]", "sensitivities = []"),
+                "federation.peers[0].sensitivities",
+            ),
+            (
+                peer("").replace("rate_limit_per_minute = 60", "rate_limit_per_minute = 0"),
+                "federation.peers[0].rate_limit_per_minute",
+            ),
+            (
+                peer("").replace("key_set = \"england\"", "key_set = \"scotland\""),
+                "federation.peers[0].key_set",
+            ),
+            (
+                peer("").replace("brighton:7443", "brighton"),
+                "federation.peers[0].address",
+            ),
+            (
+                peer("").replace("node/brighton", "client/brighton"),
+                "federation.peers[0].identity",
+            ),
+            (
+                peer("").replace("\"child-safeguarding\"]", "\"snooping\"]"),
+                "snooping",
             ),
         ];
         for (text, key) in cases {

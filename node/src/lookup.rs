@@ -111,18 +111,16 @@ fn peer_answer(reply: PeerReply, deadline: Duration) -> v1::NodeAnswer {
 }
 
 /// Audits `event` durably; nothing is disclosed if that fails.
-async fn audit(state: &NodeState, event: AuditEvent) -> Result<(), Status> {
-    let store = state.store.clone();
-    let unavailable =
-        || Status::unavailable("this node cannot write its audit log, so it discloses nothing");
-    blocking(move || {
-        store.append_audit(event).map(|_| ()).map_err(|e| {
+pub(crate) async fn audit(state: &NodeState, event: AuditEvent) -> Result<(), Status> {
+    state
+        .store
+        .append_audit_durably(event)
+        .await
+        .map(|_| ())
+        .map_err(|e| {
             tracing::error!(error = %e, "audit write failed: nothing disclosed");
-            unavailable()
+            Status::unavailable("this node cannot write its audit log, so it discloses nothing")
         })
-    })
-    .await?;
-    state.store.flush().await.map_err(|_| unavailable())
 }
 
 /// Answers one lookup.

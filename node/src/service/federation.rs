@@ -159,20 +159,10 @@ fn outcome_name(status: v1::MatchStatus) -> &'static str {
 }
 
 impl FederationService {
-    /// Writes the audit entry and makes it durable; a refusal's status is
-    /// returned as it was, unless the audit itself failed.
+    /// Writes the audit entry and makes it durable; nothing is disclosed
+    /// if that fails.
     async fn audit(&self, event: AuditEvent) -> Result<(), Status> {
-        let store = self.state.store.clone();
-        blocking(move || {
-            store.append_audit(event).map(|_| ()).map_err(|e| {
-                tracing::error!(error = %e, "audit write failed: nothing disclosed");
-                Status::unavailable("this node cannot write its audit log, so it discloses nothing")
-            })
-        })
-        .await?;
-        self.state.store.flush().await.map_err(|_| {
-            Status::unavailable("this node cannot write its audit log, so it discloses nothing")
-        })
+        crate::lookup::audit(&self.state, event).await
     }
 
     async fn refuse(
