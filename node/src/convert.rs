@@ -17,18 +17,35 @@ impl From<FieldError> for Status {
     }
 }
 
+/// The field that holds a record's id, for errors about the record as a
+/// whole: `person.id` under a record path, the field itself when `prefix`
+/// already names an id field (`person_id`), and `id` for requests that
+/// carry only the id.
+fn id_field(prefix: &str) -> String {
+    if prefix == "id" || prefix.ends_with("_id") || prefix.ends_with(".id") {
+        prefix.to_owned()
+    } else {
+        path(prefix, "id")
+    }
+}
+
 /// Maps a store error to the status a client sees; `prefix` is the request
-/// path of the record, so reference errors name the field
-/// (`involvement.person_id`).
+/// path of the record (or of the id field when the request names a record
+/// only by id), so every message starts with the field it is about
+/// (`involvement.person_id: ...`, `person.id: person P1 already exists`).
 pub fn store_status(error: StoreError, prefix: &str) -> Status {
     match error {
-        StoreError::AlreadyExists { .. } => Status::already_exists(error.to_string()),
-        StoreError::NotFound { .. } => Status::not_found(error.to_string()),
+        StoreError::AlreadyExists { .. } => {
+            Status::already_exists(format!("{}: {error}", id_field(prefix)))
+        }
+        StoreError::NotFound { .. } => Status::not_found(format!("{}: {error}", id_field(prefix))),
         StoreError::MissingReference { field, kind, id } => Status::invalid_argument(format!(
             "{}: {kind} {id} does not exist on this node",
             path(prefix, field)
         )),
-        StoreError::AlreadyEnded { .. } => Status::failed_precondition(error.to_string()),
+        StoreError::AlreadyEnded { .. } => {
+            Status::failed_precondition(format!("{}: {error}", id_field(prefix)))
+        }
         StoreError::Invalid { field, message } => {
             Status::invalid_argument(format!("{}: {message}", path(prefix, field)))
         }
@@ -140,5 +157,46 @@ pub fn involvement(value: &Involvement) -> v1::Involvement {
         gatekeeper: value.gatekeeper.as_ref().map(contact),
         last_confirmed: Some(to_proto_date(value.last_confirmed)),
         end_reason: text(&value.end_reason),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Kind;
+
+    fn exists(id: &str) -> StoreError {
+        StoreError::AlreadyExists {
+            kind: Kind::Person,
+            id: id.into(),
+        }
+    }
+
+    fn missing(kind: Kind, id: &str) -> StoreError {
+        StoreError::NotFound {
+            kind,
+            id: id.into(),
+        }
+    }
+
+    #[test]
+    fn record_errors_start_with_the_field_that_holds_the_id() {
+        let status = store_status(exists("P1"), "person");
+        assert_eq!(status.code(), tonic::Code::AlreadyExists);
+        assert_eq!(status.message(), "person.id: person P1 already exists");
+        let status = store_status(missing(Kind::Person, "P1"), "person");
+        assert_eq!(status.code(), tonic::Code::NotFound);
+        assert_eq!(status.message(), "person.id: person P1 not found");
+        assert_eq!(
+            store_status(missing(Kind::Involvement, "I1"), "").message(),
+            "id: involvement I1 not found"
+        );
+        assert_eq!(
+            store_status(missing(Kind::Person, "P1"), "person_id").message(),
+            "person_id: person P1 not found"
+        );
+        let status = store_status(StoreError::AlreadyEnded { id: "I1".into() }, "");
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(status.message(), "id: involvement I1 has already ended");
     }
 }

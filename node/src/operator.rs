@@ -103,9 +103,10 @@ pub struct CaSignArgs {
     pub expected: ExpectedIdentity,
 }
 
-/// The identity a request must be for, when the operator names it (recommended).
+/// The identity a request must be for. Required: a CA signs what the
+/// operator says the request is for, never just whatever it names.
 #[derive(Debug, Args)]
-#[group(required = false, multiple = false)]
+#[group(required = true, multiple = false)]
 pub struct ExpectedIdentity {
     /// Refuse the request unless it is for this node name.
     #[arg(long)]
@@ -383,7 +384,7 @@ fn ca_init(args: &CaInitArgs) -> anyhow::Result<()> {
     println!("  not after:   {}", text_time(summary.not_after)?);
     println!(
         "next: on a node, `patchwork cert request --dir <node-dir> --node-id <name>`; here, \
-         `patchwork ca sign --ca {} --csr node.csr --out node.crt`",
+         `patchwork ca sign --ca {} --csr node.csr --out node.crt --node-id <name>`",
         dir.display()
     );
     Ok(())

@@ -107,6 +107,8 @@ fn request_and_sign(ca: &Path, node_dir: &Path, node_id: &str, extra: &[&str]) -
         s(&node_dir.join("node.csr")),
         "--out",
         s(&cert),
+        "--node-id",
+        node_id,
     ]);
     let view = json(&["cert", "inspect", s(&cert), "--json"]);
     view["serial"].as_str().expect("serial").to_owned()
@@ -254,6 +256,8 @@ fn sign_revoke_and_publish_a_crl_that_openssl_enforces() {
         s(&surrey.join("node.csr")),
         "--out",
         s(&cert),
+        "--node-id",
+        "surrey",
     ]);
     assert!(err.contains("--out"), "{err}");
     assert!(
@@ -438,6 +442,8 @@ fn csr_asking_for_a_ca_is_signed_as_a_policy_leaf() {
         s(&csr),
         "--out",
         s(&cert),
+        "--node-id",
+        "evil",
     ]);
     let view = json(&["cert", "inspect", s(&cert), "--json"]);
     assert_eq!(view["is_ca"], false);
@@ -495,6 +501,8 @@ fn csr_for_a_foreign_trust_domain_is_refused() {
         s(&csr),
         "--out",
         s(&cert),
+        "--node-id",
+        "mallory",
     ]);
     assert!(
         err.contains(
@@ -534,7 +542,21 @@ fn sign_checks_days_and_node_id() {
         args.extend_from_slice(extra);
         fails(&args)
     };
-    let err = sign(&["--days", "398"]);
+    let err = usage_error(&[
+        "ca",
+        "sign",
+        "--ca",
+        s(&ca),
+        "--csr",
+        s(&csr),
+        "--out",
+        s(&out),
+    ]);
+    assert!(
+        err.contains("--node-id") && err.contains("--client-id"),
+        "the operator must say who the request is for: {err}"
+    );
+    let err = sign(&["--days", "398", "--node-id", "alpha"]);
     assert!(
         err.contains("--days 398 is out of range, expected 1..=397"),
         "{err}"
@@ -558,6 +580,8 @@ fn sign_checks_days_and_node_id() {
         s(&out),
         "--days",
         "397",
+        "--node-id",
+        "alpha",
     ]);
     let view = json(&["cert", "inspect", s(&out), "--json"]);
     assert_eq!(view["identity"], "spiffe://patchwork.test/node/alpha");

@@ -215,6 +215,7 @@ async fn updates_replace_records_and_searches_follow_them() {
         .await
         .expect_err("update of a missing person");
     assert_eq!(missing.code(), Code::NotFound);
+    assert_eq!(missing.message(), "person.id: person P-404 not found");
     let taken = directory
         .create_person(v1::CreatePersonRequest {
             person: Some(person("P-1", "A", "B", None, "")),
@@ -222,6 +223,13 @@ async fn updates_replace_records_and_searches_follow_them() {
         .await
         .expect_err("id taken");
     assert_eq!(taken.code(), Code::AlreadyExists);
+    assert_eq!(taken.message(), "person.id: person P-1 already exists");
+    let absent = directory
+        .get_person(v1::GetPersonRequest { id: "P-404".into() })
+        .await
+        .expect_err("get of a missing person");
+    assert_eq!(absent.code(), Code::NotFound);
+    assert_eq!(absent.message(), "id: person P-404 not found");
 }
 
 #[tokio::test]
@@ -688,6 +696,10 @@ async fn ending_an_involvement_twice_or_before_it_started_is_refused() {
         .await
         .expect_err("already ended");
     assert_eq!(again.code(), Code::FailedPrecondition);
+    assert_eq!(
+        again.message(),
+        format!("id: involvement {} has already ended", ended.id)
+    );
     let current = directory
         .list_involvements(v1::ListInvolvementsRequest {
             person_id: "P-1".into(),

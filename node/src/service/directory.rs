@@ -48,8 +48,9 @@ impl DirectoryService {
     }
 }
 
-fn not_found(kind: &str, id: &str) -> Status {
-    Status::not_found(format!("{kind} {id} not found"))
+/// `field` names the request field that held the id, like every other error.
+fn not_found(field: &str, kind: &str, id: &str) -> Status {
+    Status::not_found(format!("{field}: {kind} {id} not found"))
 }
 
 type DirectoryResult<T> = Result<Response<T>, Status>;
@@ -107,7 +108,7 @@ impl Directory for DirectoryService {
         let person = self
             .read(move |s| s.person(&lookup_id))
             .await?
-            .ok_or_else(|| not_found("person", &id))?;
+            .ok_or_else(|| not_found("id", "person", &id))?;
         Ok(Response::new(convert::person(&person)))
     }
 
@@ -212,7 +213,7 @@ impl Directory for DirectoryService {
         let id = validate::id(&request.get_ref().id, "id")?;
         let lookup_id = id.clone();
         let found = self.read(move |s| s.practitioner(&lookup_id)).await?;
-        let practitioner = found.ok_or_else(|| not_found("practitioner", &id))?;
+        let practitioner = found.ok_or_else(|| not_found("id", "practitioner", &id))?;
         Ok(Response::new(convert::practitioner(&practitioner)))
     }
 
@@ -263,7 +264,7 @@ impl Directory for DirectoryService {
         let id = validate::id(&request.get_ref().id, "id")?;
         let lookup_id = id.clone();
         let found = self.read(move |s| s.organisation(&lookup_id)).await?;
-        let organisation = found.ok_or_else(|| not_found("organisation", &id))?;
+        let organisation = found.ok_or_else(|| not_found("id", "organisation", &id))?;
         Ok(Response::new(convert::organisation(&organisation)))
     }
 
@@ -329,7 +330,7 @@ impl Directory for DirectoryService {
                 s.involvements_of_person(&lookup_id).map(Some)
             })
             .await?
-            .ok_or_else(|| not_found("person", &person_id))?;
+            .ok_or_else(|| not_found("person_id", "person", &person_id))?;
         Ok(Response::new(v1::ListInvolvementsResponse {
             involvements: involvements
                 .iter()
