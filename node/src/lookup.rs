@@ -226,6 +226,12 @@ pub async fn lookup(
                         reason: question.purpose.reason.clone(),
                     }),
                     requester: Some(requester.clone()),
+                    national_id_scheme: question
+                        .subject
+                        .national_id
+                        .as_ref()
+                        .map(|n| n.scheme.clone())
+                        .unwrap_or_default(),
                 },
             }),
             Err(why) => unready.push(PeerReply {

@@ -43,6 +43,7 @@ struct Checked {
     basis: LawfulBasis,
     reason: String,
     keys: Vec<(v1::MatchKeyKind, Digest)>,
+    scheme: Option<String>,
 }
 
 fn check_request(request: &v1::FindInvolvementsRequest, peer: &Peer) -> Result<Checked, Status> {
@@ -113,10 +114,18 @@ fn check_request(request: &v1::FindInvolvementsRequest, peer: &Peer) -> Result<C
         "requester.organisation",
         validate::MAX_ORGANISATION_NAME,
     )?;
+    let scheme = match request.national_id_scheme.trim() {
+        "" => None,
+        scheme => Some(
+            patchwork_federation::validate_scheme(scheme)
+                .map_err(|e| FieldError::new("national_id_scheme", e.to_string()))?,
+        ),
+    };
     Ok(Checked {
         basis: purpose.lawful_basis,
         reason: purpose.reason,
         keys,
+        scheme,
     })
 }
 
@@ -253,11 +262,12 @@ impl Federation for FederationService {
         let answer_peer = peer.clone();
         let basis = checked.basis;
         let keys = checked.keys;
+        let scheme = checked.scheme;
         let (status, person_id, disclosed, ids, more) = blocking(move || {
             let query_kinds: BTreeSet<v1::MatchKeyKind> =
                 keys.iter().map(|(kind, _)| *kind).collect();
             let candidates = store
-                .match_candidates(&set, &keys, CANDIDATE_LIMIT)
+                .match_candidates(&set, &keys, CANDIDATE_LIMIT, scheme.as_deref())
                 .map_err(|e| convert::store_status(e, ""))?;
             let decision = if candidates.len() > CANDIDATE_LIMIT {
                 Decision::Ambiguous {

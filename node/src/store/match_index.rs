@@ -155,12 +155,14 @@ impl Store {
     }
 
     /// The persons the query's keys hit under `set`, with which of the
-    /// query's kinds hit each.
+    /// query's kinds hit each, and whether each holds an identifier of
+    /// `scheme` (the scheme of the query's national id, if it has one).
     pub fn match_candidates(
         &self,
         set: &str,
         query: &[(MatchKeyKind, Digest)],
         limit: usize,
+        scheme: Option<&str>,
     ) -> Result<Vec<Candidate<String>>, StoreError> {
         let mut hits: BTreeMap<String, BTreeSet<MatchKeyKind>> = BTreeMap::new();
         for (kind, digest) in query {
@@ -176,7 +178,10 @@ impl Store {
         }
         let mut candidates = Vec::with_capacity(hits.len());
         for (id, matched) in hits {
-            let has_national_id = self.person(&id)?.is_some_and(|p| p.national_id.is_some());
+            let has_national_id = self.person(&id)?.is_some_and(|p| {
+                p.national_id
+                    .is_some_and(|n| scheme.is_some_and(|s| n.scheme == s))
+            });
             candidates.push(Candidate {
                 id,
                 matched,
