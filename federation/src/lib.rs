@@ -17,9 +17,9 @@ pub mod matchkeys;
 pub mod normalise;
 pub mod transport;
 
+pub use decide::{Candidate, Decision, decide};
 pub use identifiers::{
     IdentifierError, NHS_SCHEME, nhs_number_is_valid, normalise_national_id, validate_scheme,
 };
-pub use normalise::{is_plausible_postcode, name_tokens, normalise_name, normalise_postcode};
-pub use decide::{Candidate, Decision, decide};
 pub use matchkeys::{Digest, KeySet, MatchKeyError, Subject, index_keys, query_keys};
+pub use normalise::{is_plausible_postcode, name_tokens, normalise_name, normalise_postcode};

@@ -59,8 +59,8 @@ mod sha2_free {
             given_name: Some("fingerprint".into()),
             family_name: Some("probe".into()),
             date_of_birth: Some((2000, 1, 1)),
-            postcode: None,
-            national_id: None,
+            postcode: Some("ZZ1 1ZZ".into()),
+            national_id: Some(("probe".into(), "PROBE".into())),
         };
         index_keys(set, &probe)
             .into_iter()
@@ -157,6 +157,8 @@ impl Store {
     /// The persons the query's keys hit under `set`, with which of the
     /// query's kinds hit each, and whether each holds an identifier of
     /// `scheme` (the scheme of the query's national id, if it has one).
+    /// More than `limit` persons behind any key, or in all, returns more than
+    /// `limit` candidates: the caller must then not decide on the list.
     pub fn match_candidates(
         &self,
         set: &str,
@@ -167,7 +169,7 @@ impl Store {
         let mut hits: BTreeMap<String, BTreeSet<MatchKeyKind>> = BTreeMap::new();
         for (kind, digest) in query {
             let prefix = digest_prefix(set, digest);
-            for entry in self.match_index.scan_prefix(&prefix).take(limit) {
+            for entry in self.match_index.scan_prefix(&prefix).take(limit + 1) {
                 let (key, _) = entry?;
                 let person_id = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
                 hits.entry(person_id).or_default().insert(*kind);
