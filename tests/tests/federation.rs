@@ -631,6 +631,7 @@ async fn a_node_without_an_agreement_is_refused() {
                 name: "Someone".into(),
                 ..Default::default()
             }),
+            national_id_scheme: String::new(),
         })
         .await
         .expect_err("no agreement");
