@@ -124,7 +124,7 @@ pub(crate) fn serial_bytes(serial_hex: &str) -> Result<Vec<u8>, CertError> {
     if !serial_hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(invalid("not hexadecimal"));
     }
-    if serial_hex.len() % 2 != 0 {
+    if !serial_hex.len().is_multiple_of(2) {
         return Err(invalid("odd number of hex digits"));
     }
     if serial_hex.len() > MAX_SERIAL_BYTES * 2 {

@@ -36,7 +36,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a node until SIGTERM or Ctrl-C.
-    Serve(ConfigArg),
+    Serve(ServeArgs),
     /// Import a CSV export into the running node.
     Import(ImportArgs),
     /// Look a person up: "who else is working with this person?"
@@ -71,6 +71,11 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Write a consistent backup of the running node's store to a file.
+    Backup(BackupArgs),
+    /// Restore a backup into the empty store folder of a stopped node, then
+    /// check its indexes and audit log.
+    Restore(RestoreArgs),
     /// Work on the store of a stopped node.
     Store {
         #[command(subcommand)]
@@ -80,6 +85,8 @@ pub enum Command {
     Quickstart(crate::quickstart::QuickstartArgs),
     /// Write synthetic (fake, realistic-looking) records for demos and load tests.
     Synth(SynthArgs),
+    /// A throwaway federation of three councils on this machine: start here.
+    Demo(crate::demo::DemoArgs),
 }
 
 #[derive(Debug, Args)]
@@ -117,6 +124,15 @@ pub enum StoreCommand {
     /// Check that every record has its index entries and every index entry
     /// its record (e.g. after a crash). Needs the node stopped.
     Check(ConfigArg),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Log one JSON object per line, whatever `[log] format` says.
+    #[arg(long)]
+    pub log_json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -254,7 +270,7 @@ fn error_text(error: &anyhow::Error) -> String {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve(args) => serve(&args.config).await,
+        Command::Serve(args) => serve(&args).await,
         Command::Import(args) => import_command(args).await,
         Command::Lookup(args) => lookup_command(args).await,
         Command::Stats(args) => stats_command(args).await,
@@ -265,6 +281,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command: StoreCommand::Check(args),
         } => store_check(&args.config),
         Command::Reload(args) => reload_command(&args.config).await,
+        Command::Backup(args) => backup_command(&args).await,
+        Command::Restore(args) => restore_command(&args),
         Command::Audit { command } => audit_command(command).await,
         Command::Trust {
             command: TrustCommand::Status(args),
@@ -273,6 +291,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Cert { command } => crate::operator::run_cert(command),
         Command::Quickstart(args) => crate::quickstart::run(&args),
         Command::Synth(args) => synth_command(&args),
+        Command::Demo(args) => crate::demo::run(args).await,
     }
 }
 
@@ -280,21 +299,30 @@ fn load_config(path: &Path) -> anyhow::Result<NodeConfig> {
     Ok(NodeConfig::load(path)?)
 }
 
-fn init_logging(format: LogFormat) {
+/// Installs the tracing subscriber (only the binary does): text or JSON
+/// lines on stderr, `RUST_LOG` to filter.
+pub(crate) fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only for a person at a terminal; files and journald get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
 }
 
-async fn serve(path: &Path) -> anyhow::Result<ExitCode> {
-    let config = load_config(path)?;
-    init_logging(config.log.format);
+async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = load_config(&args.config.config)?;
+    init_logging(if args.log_json {
+        LogFormat::Json
+    } else {
+        config.log.format
+    });
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
         .with_context(|| format!("api.listen: cannot listen on {}", config.api.listen))?;
@@ -1146,4 +1174,258 @@ pub fn subject_access_text(report: &v1::SubjectAccessReport, node_name: &str) ->
         }
     }
     out
+}
+
+// ---------------------------------------------------------------- backup
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    #[arg(long, short, default_value = "node.toml")]
+    pub config: PathBuf,
+    /// The backup file to write (created 0600; replaced atomically if it exists).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    #[arg(long, short, default_value = "node.toml")]
+    pub config: PathBuf,
+    /// The backup file (made by `patchwork backup`).
+    #[arg(long)]
+    pub from: PathBuf,
+    /// Restore even though the store folder is not empty: the old store is
+    /// moved aside (`<store>.before-restore-<time>`), not deleted.
+    #[arg(long)]
+    pub force: bool,
+    /// Restore a backup taken on a node with another identity than this
+    /// config's certificate names.
+    #[arg(long)]
+    pub allow_other_node: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Asks the running node for a backup and writes it to `out`: to a temporary
+/// name beside it (0600), checking the trailing checksum as the bytes
+/// arrive, then synced and renamed into place, so `out` is either the old
+/// file or a whole, checked backup.
+pub async fn backup_to_file(config: &NodeConfig, out: &Path) -> anyhow::Result<v1::BackupSummary> {
+    let name = out
+        .file_name()
+        .with_context(|| format!("--out: {} names no file", out.display()))?;
+    let mut temp_name = std::ffi::OsString::from(".");
+    temp_name.push(name);
+    temp_name.push(format!(".partial-{}", std::process::id()));
+    let temp = out.with_file_name(temp_name);
+    let result = receive_backup(config, &temp).await;
+    let summary = match result {
+        Ok(summary) => summary,
+        Err(error) => {
+            let _ = std::fs::remove_file(&temp);
+            return Err(error);
+        }
+    };
+    std::fs::rename(&temp, out)
+        .with_context(|| format!("--out: cannot write {}", out.display()))?;
+    let parent = match out.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    File::open(parent)
+        .and_then(|dir| dir.sync_all())
+        .with_context(|| format!("--out: cannot sync {}", parent.display()))?;
+    Ok(summary)
+}
+
+async fn receive_backup(config: &NodeConfig, temp: &Path) -> anyhow::Result<v1::BackupSummary> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let file = options
+        .open(temp)
+        .with_context(|| format!("--out: cannot create {}", temp.display()))?;
+    let mut writer = std::io::BufWriter::with_capacity(1 << 20, file);
+    let mut client = AdminClient::new(connect(config).await?);
+    let mut stream = client
+        .backup(v1::BackupRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let mut check = crate::store::backup::StreamingCheck::default();
+    let mut summary = None;
+    while let Some(chunk) = stream.message().await.map_err(status_error)? {
+        check.update(&chunk.data);
+        writer
+            .write_all(&chunk.data)
+            .with_context(|| format!("--out: cannot write {}", temp.display()))?;
+        if chunk.summary.is_some() {
+            summary = chunk.summary;
+        }
+    }
+    let summary = summary.context("the node stopped sending before the backup was complete")?;
+    let (sha256_hex, bytes) = check
+        .finish()
+        .context("the backup arrived damaged; nothing was written")?;
+    if sha256_hex != summary.sha256_hex || bytes != summary.bytes {
+        bail!("the backup that arrived is not the one the node wrote; nothing was written");
+    }
+    let file = writer
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .with_context(|| format!("--out: cannot write {}", temp.display()))?;
+    file.sync_all()
+        .with_context(|| format!("--out: cannot sync {}", temp.display()))?;
+    Ok(summary)
+}
+
+async fn backup_command(args: &BackupArgs) -> anyhow::Result<ExitCode> {
+    let config = load_config(&args.config)?;
+    let summary = backup_to_file(&config, &args.out).await?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "file": args.out.display().to_string(),
+                "format_version": summary.format_version,
+                "created_unix_ms": summary.created_unix_ms,
+                "trees": summary.trees,
+                "entries": summary.entries,
+                "audit_entries": summary.audit_entries,
+                "bytes": summary.bytes,
+                "sha256": summary.sha256_hex,
+                "write_pause_ms": summary.write_pause_ms,
+            })
+        );
+    } else {
+        println!(
+            "backup written to {}: {} entries in {} trees, {} audit entries, {} bytes; writes paused {} ms",
+            args.out.display(),
+            summary.entries,
+            summary.trees,
+            summary.audit_entries,
+            summary.bytes,
+            summary.write_pause_ms
+        );
+        println!("sha256 {}", summary.sha256_hex);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Restores `from` into the store folder of `config`'s (stopped) node; see
+/// `Store::restore_backup`. Refuses a backup of another node unless
+/// `allow_other_node`: restoring another council's records would have this
+/// node answer with them.
+pub fn restore_from_file(
+    config: &NodeConfig,
+    from: &Path,
+    force: bool,
+    allow_other_node: bool,
+) -> anyhow::Result<crate::store::backup::RestoreReport> {
+    use crate::store::backup::{BackupError, verify_backup};
+    let info = verify_backup(from).map_err(|e| match e {
+        BackupError::Checksum | BackupError::Format(_) | BackupError::Version(_) => {
+            anyhow::anyhow!("--from: {}: {e}; nothing was restored", from.display())
+        }
+        other => anyhow::Error::new(other).context(format!("--from: {}", from.display())),
+    })?;
+    if !allow_other_node {
+        let (chain, _) = crate::tls::read_own_chain(&config.tls)?;
+        let identity = patchwork_certs::identity_from_cert_der(chain[0].as_ref())?;
+        if identity.to_string() != info.header.node_identity {
+            bail!(
+                "--from: the backup is of {}, but this node is {identity}; pass --allow-other-node if that is meant",
+                info.header.node_identity
+            );
+        }
+    }
+    let options = crate::store::StoreOptions {
+        cache_capacity_bytes: config.store.cache_mb << 20,
+    };
+    let dir = config.store_dir();
+    crate::store::Store::restore_backup(from, &dir, &options, force)
+        .with_context(|| format!("restoring {} into {}", from.display(), dir.display()))
+}
+
+fn restore_command(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
+    let config = load_config(&args.config)?;
+    let report = restore_from_file(&config, &args.from, args.force, args.allow_other_node)?;
+    let created = unix_time_text(report.info.header.created_unix_ms.div_euclid(1000));
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "store": config.store_dir().display().to_string(),
+                "node_identity": report.info.header.node_identity,
+                "created_unix_ms": report.info.header.created_unix_ms,
+                "entries": report.info.entries,
+                "sha256": report.info.sha256_hex(),
+                "moved_aside": report.moved_aside.as_ref().map(|p| p.display().to_string()),
+                "persons": report.counts.persons,
+                "practitioners": report.counts.practitioners,
+                "organisations": report.counts.organisations,
+                "involvements": report.counts.involvements,
+                "consistency_problems": report.problems,
+                "audit": {
+                    "entries": report.audit.entries,
+                    "intact": report.audit.intact,
+                    "first_bad_entry": report.audit.first_bad_entry,
+                    "detail": report.audit.detail,
+                },
+            })
+        );
+    } else {
+        if let Some(aside) = &report.moved_aside {
+            println!("the previous store was moved to {}", aside.display());
+        }
+        println!(
+            "restored {} (taken {created} on {}) into {}",
+            args.from.display(),
+            report.info.header.node_identity,
+            config.store_dir().display()
+        );
+        println!(
+            "  {} persons, {} practitioners, {} organisations, {} involvements",
+            report.counts.persons,
+            report.counts.practitioners,
+            report.counts.organisations,
+            report.counts.involvements
+        );
+        for problem in &report.problems {
+            println!("  problem: {problem}");
+        }
+        println!(
+            "  store consistency: {}",
+            if report.problems.is_empty() {
+                "consistent".to_owned()
+            } else {
+                format!("{} problem(s)", report.problems.len())
+            }
+        );
+        if report.audit.intact {
+            println!(
+                "  audit log: intact, {} entries ({})",
+                report.audit.entries, report.audit.detail
+            );
+        } else {
+            println!(
+                "  audit log: DOES NOT VERIFY: first bad entry {} of {} — {}",
+                report.audit.first_bad_entry.unwrap_or(0),
+                report.audit.entries,
+                report.audit.detail
+            );
+        }
+    }
+    Ok(if report.clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

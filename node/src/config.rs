@@ -44,6 +44,38 @@ pub struct NodeConfig {
     pub cli: CliSection,
     #[serde(default)]
     pub federation: FederationSection,
+    #[serde(default)]
+    pub metrics: MetricsSection,
+}
+
+/// The Prometheus metrics endpoint: plain HTTP, no TLS and no client
+/// certificates, so it belongs on loopback or a management network.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Serve `GET /metrics` at all.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Where it listens, e.g. "127.0.0.1:9464".
+    #[serde(default = "default_metrics_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        MetricsSection {
+            enabled: true,
+            listen: default_metrics_listen(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_metrics_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9464))
 }
 
 /// Which other nodes this node asks and answers, and on what terms.
@@ -242,6 +274,11 @@ pub struct ApiSection {
     /// Requests served at once on one connection.
     #[serde(default = "default_concurrency")]
     pub max_concurrent_requests_per_connection: usize,
+    /// Serve gRPC server reflection (grpc.reflection.v1 and v1alpha), so
+    /// tools like grpcurl can list and describe the API. Reachable by any
+    /// caller whose certificate the trust bundle accepts.
+    #[serde(default = "default_true")]
+    pub reflection: bool,
 }
 
 fn default_concurrency() -> usize {
@@ -388,14 +425,22 @@ impl NodeConfig {
                 ));
             }
         }
+        if self.metrics.enabled {
+            if self.metrics.listen.port() == 0 {
+                return Err(invalid("metrics.listen", "needs a port"));
+            }
+            if self.metrics.listen == self.api.listen {
+                return Err(invalid("metrics.listen", "must differ from api.listen"));
+            }
+        }
         if !(16..=65_536).contains(&self.store.cache_mb) {
             return Err(invalid("store.cache_mb", "must be 16-65536"));
         }
         self.validate_federation()?;
-        if let Some(name) = &self.cli.server_name {
-            if name.trim().is_empty() {
-                return Err(invalid("cli.server_name", "must not be empty"));
-            }
+        if let Some(name) = &self.cli.server_name
+            && name.trim().is_empty()
+        {
+            return Err(invalid("cli.server_name", "must not be empty"));
         }
         if self.cli.cert_file.is_some() != self.cli.key_file.is_some() {
             return Err(invalid(
@@ -578,6 +623,12 @@ clients = [{ identity = "spiffe://patchwork/client/portal", roles = ["lookup"] }
             "kept in its normal form"
         );
         assert_eq!(config.store.cache_mb, 256);
+        assert!(config.api.reflection, "reflection is on by default");
+        assert!(config.metrics.enabled, "metrics are on by default");
+        assert_eq!(
+            config.metrics.listen,
+            "127.0.0.1:9464".parse().expect("addr")
+        );
     }
 
     #[test]
@@ -586,6 +637,12 @@ clients = [{ identity = "spiffe://patchwork/client/portal", roles = ["lookup"] }
         let config = NodeConfig::from_toml(text, Path::new("/")).expect("deploy/node.example.toml");
         assert_eq!(config.api.clients.len(), 2);
         assert_eq!(config.federation.peers.len(), 2);
+        assert!(config.api.reflection);
+        assert!(config.metrics.enabled);
+        assert_eq!(
+            config.metrics.listen,
+            "127.0.0.1:9464".parse().expect("addr")
+        );
     }
 
     #[test]
@@ -610,6 +667,19 @@ clients = [{ identity = "spiffe://patchwork/client/portal", roles = ["lookup"] }
                 "store.cache_mb",
             ),
             (format!("{VALID}\n[log]\nformat = \"xml\"\n"), "xml"),
+            (
+                format!("{VALID}\n[metrics]\nlisten = \"127.0.0.1:7443\"\n"),
+                "metrics.listen",
+            ),
+            (
+                format!("{VALID}\n[metrics]\nlisten = \"127.0.0.1:0\"\n"),
+                "metrics.listen",
+            ),
+            (format!("{VALID}\n[metrics]\nport = 9464\n"), "port"),
+            (
+                VALID.replace("[api]", "[api]\nreflection = \"yes\""),
+                "reflection",
+            ),
             (
                 VALID.replace("trust_bundle = [\"ca.crt\"]", "trust_bundle = []"),
                 "tls.trust_bundle",

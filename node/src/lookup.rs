@@ -110,17 +110,22 @@ fn peer_answer(reply: PeerReply, deadline: Duration) -> v1::NodeAnswer {
     answer
 }
 
-/// Audits `event` durably; nothing is disclosed if that fails.
+/// Audits `event` durably; nothing is disclosed if that fails (and health
+/// reports NOT_SERVING until a write succeeds again).
 pub(crate) async fn audit(state: &NodeState, event: AuditEvent) -> Result<(), Status> {
-    state
-        .store
-        .append_audit_durably(event)
-        .await
-        .map(|_| ())
-        .map_err(|e| {
+    match state.store.append_audit_durably(event).await {
+        Ok(_) => {
+            state.health.store_ok().await;
+            Ok(())
+        }
+        Err(e) => {
             tracing::error!(error = %e, "audit write failed: nothing disclosed");
-            Status::unavailable("this node cannot write its audit log, so it discloses nothing")
-        })
+            state.health.store_failed("audit append", &e).await;
+            Err(Status::unavailable(
+                "this node cannot write its audit log, so it discloses nothing",
+            ))
+        }
+    }
 }
 
 /// Answers one lookup.
@@ -263,6 +268,11 @@ pub async fn lookup(
         ask_peers(calls, deadline, state.federation.slots.clone())
     );
     let (decision, (disclosed, disclosed_ids)) = local?;
+    for reply in &replies {
+        state
+            .metrics
+            .peer_latency(&reply.peer.identity, reply.latency);
+    }
     replies.extend(unready);
 
     let (local_outcome, more_identifiers_wanted, local_person_id) = match decision {
@@ -290,11 +300,13 @@ pub async fn lookup(
     }];
     // Peers in the order the config lists them.
     replies.sort_by_key(|reply| peers.iter().position(|p| Arc::ptr_eq(p, &reply.peer)));
-    answers.extend(
-        replies
-            .into_iter()
-            .map(|reply| peer_answer(reply, deadline)),
-    );
+    answers.extend(replies.into_iter().map(|reply| {
+        let peer = reply.peer.identity.clone();
+        let answer = peer_answer(reply, deadline);
+        let outcome = v1::NodeOutcome::try_from(answer.outcome).unwrap_or(v1::NodeOutcome::Error);
+        state.metrics.peer_outcome(&peer, outcome_word(outcome));
+        answer
+    }));
 
     audit(
         state,

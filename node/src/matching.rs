@@ -105,22 +105,23 @@ pub fn match_person(store: &Store, subject: &Demographics) -> Result<MatchDecisi
     }
     // The postcode narrows several strong candidates only when each has
     // one: a candidate without a postcode might be the person asked about.
-    if strong.len() > 1 && strong.iter().all(|p| p.postcode.is_some()) {
-        if let Some(postcode) = &subject.postcode {
-            let wanted = patchwork_federation::normalise_postcode(postcode);
-            let here: Vec<_> = strong
-                .iter()
-                .filter(|p| {
-                    p.postcode
-                        .as_deref()
-                        .map(patchwork_federation::normalise_postcode)
-                        == Some(wanted.clone())
-                })
-                .cloned()
-                .collect();
-            if !here.is_empty() {
-                strong = here;
-            }
+    if strong.len() > 1
+        && strong.iter().all(|p| p.postcode.is_some())
+        && let Some(postcode) = &subject.postcode
+    {
+        let wanted = patchwork_federation::normalise_postcode(postcode);
+        let here: Vec<_> = strong
+            .iter()
+            .filter(|p| {
+                p.postcode
+                    .as_deref()
+                    .map(patchwork_federation::normalise_postcode)
+                    == Some(wanted.clone())
+            })
+            .cloned()
+            .collect();
+        if !here.is_empty() {
+            strong = here;
         }
     }
     Ok(match (strong.len(), contradicted || truncated) {

@@ -1124,13 +1124,13 @@ fn cert_verify(args: &CertVerifyArgs) -> anyhow::Result<()> {
     let identity = bundle
         .verify_client_chain(&chain, rustls::pki_types::UnixTime::now())
         .with_context(|| format!("{} is refused", args.file.display()))?;
-    if let Some(expected) = expected {
-        if identity != expected {
-            bail!(
-                "{} is refused: it is {identity}, not {expected}",
-                args.file.display()
-            );
-        }
+    if let Some(expected) = expected
+        && identity != expected
+    {
+        bail!(
+            "{} is refused: it is {identity}, not {expected}",
+            args.file.display()
+        );
     }
     println!("{}: ok, {identity}", args.file.display());
     Ok(())

@@ -141,12 +141,11 @@ impl Federation {
     /// the node's TLS material changed.
     pub fn channel(&self, peer: &Peer) -> Result<Channel, String> {
         let generation = self.tls.generation();
-        if let Ok(channels) = self.channels.read() {
-            if channels.0 == generation {
-                if let Some(channel) = channels.1.get(&peer.identity) {
-                    return Ok(channel.clone());
-                }
-            }
+        if let Ok(channels) = self.channels.read()
+            && channels.0 == generation
+            && let Some(channel) = channels.1.get(&peer.identity)
+        {
+            return Ok(channel.clone());
         }
         let material = self.tls.current();
         let config = patchwork_certs::client_config(

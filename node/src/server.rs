@@ -1,11 +1,13 @@
-//! Starting and stopping a node: read and check its key material, open the
-//! store, serve the gRPC services over our own TLS acceptor until shutdown,
-//! reload TLS material on SIGHUP, drain in-flight requests, flush the store
-//! last.
+//! Starting and stopping a node: read and check its key material, listen
+//! (health NOT_SERVING) while the store opens, serve the gRPC services —
+//! ours, grpc.health.v1 and server reflection — over our own TLS acceptor
+//! until shutdown, with metrics on their own listener; reload TLS material on
+//! SIGHUP, report NOT_SERVING and drain in-flight requests on shutdown, flush
+//! the store last.
 
 use std::future::Future;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use patchwork_proto::v1::{
@@ -17,6 +19,8 @@ use tonic::transport::Server;
 
 use crate::access::AccessPolicy;
 use crate::config::{ConfigError, NodeConfig};
+use crate::health::{Health, Starting};
+use crate::metrics::{Metrics, MetricsLayer, ScrapeSources};
 use crate::service::{AdminService, DirectoryService, FederationService, NodeState};
 use crate::store::{Store, StoreError, StoreOptions};
 use crate::tls::{TlsMaterial, TlsState, accept_tls};
@@ -38,6 +42,8 @@ pub enum NodeError {
     Serve(#[from] tonic::transport::Error),
     #[error("{key}: {message}")]
     Federation { key: String, message: String },
+    #[error("api.reflection: cannot describe the API: {0}")]
+    Reflection(String),
 }
 
 fn key_error(key: &'static str, message: impl Into<String>) -> NodeError {
@@ -101,13 +107,40 @@ fn log_expiries_periodically(tls: Arc<TlsState>) -> tokio::task::JoinHandle<()> 
     })
 }
 
+/// The sockets a node serves on.
+#[derive(Debug)]
+pub struct Listeners {
+    /// The gRPC API (`api.listen`).
+    pub api: TcpListener,
+    /// The metrics endpoint; `None` binds `metrics.listen`. Unused (and
+    /// closed) when `metrics.enabled` is false.
+    pub metrics: Option<TcpListener>,
+}
+
 /// Runs a node on `listener` until `shutdown` completes, then drains and
 /// flushes. `main` passes a bound port and SIGTERM; tests pass `127.0.0.1:0`
 /// and their own signal. SIGHUP reloads the node's certificate, key, trust
-/// bundle and CRLs.
+/// bundle and CRLs. Metrics go to `metrics.listen` when enabled.
 pub async fn run(
     config: NodeConfig,
     listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), NodeError> {
+    let listeners = Listeners {
+        api: listener,
+        metrics: None,
+    };
+    run_with(config, listeners, shutdown).await
+}
+
+/// [`run`] with the metrics listener bound by the caller (tests bind
+/// `127.0.0.1:0`). Starting: key material is checked, then the node listens
+/// (health NOT_SERVING, the Patchwork services UNAVAILABLE) while its store
+/// opens, then serves. Shutdown: health NOT_SERVING, in-flight requests
+/// drain, the store is flushed last.
+pub async fn run_with(
+    config: NodeConfig,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), NodeError> {
     let material = TlsMaterial::load(&config.tls)?;
@@ -116,72 +149,146 @@ pub async fn run(
     let tls = Arc::new(TlsState::new(config.tls.clone(), material));
     let store_dir = config.store_dir();
     let key_sets = crate::peers::load_key_sets(&config.federation)?;
-    let options = StoreOptions {
-        cache_capacity_bytes: config.store.cache_mb * 1024 * 1024,
+    let federation = Arc::new(crate::peers::Federation::new(
+        &config.federation,
+        key_sets.clone(),
+        tls.clone(),
+    ));
+    let (reflection_v1, reflection_v1alpha) = reflection(config.api.reflection)?;
+    let metrics = Arc::new(Metrics::new(
+        federation
+            .registry
+            .all()
+            .iter()
+            .map(|peer| peer.identity.clone()),
+    ));
+    let (health, health_service) = Health::new().await;
+    let opened_store = Arc::new(OnceLock::new());
+    let metrics_listener = match (config.metrics.enabled, listeners.metrics) {
+        (false, _) => None,
+        (true, Some(listener)) => Some(listener),
+        (true, None) => crate::metrics::bind(config.metrics.listen).await,
     };
-    let store = {
-        let dir = store_dir.clone();
-        let sets = key_sets.clone();
-        tokio::task::spawn_blocking(move || Store::open(&dir, &options)?.with_key_sets(sets))
-            .await
-            .map_err(|_| NodeError::Store {
-                path: store_dir.display().to_string(),
-                source: StoreError::Invalid {
-                    field: "store",
-                    message: "opening the store failed".into(),
-                },
-            })?
-            .map_err(|source| NodeError::Store {
-                path: store_dir.display().to_string(),
-                source,
-            })?
-    };
-    let state = NodeState {
-        store: store.clone(),
-        access: Arc::new(AccessPolicy::new(
-            node_identity.clone(),
-            &config.api,
-            tls.clone(),
-        )),
-        tls: tls.clone(),
-        federation: Arc::new(crate::peers::Federation::new(
-            &config.federation,
-            key_sets,
-            tls.clone(),
-        )),
-        node_identity: node_identity.clone(),
-        display_name: config.node.display_name.clone(),
-        default_id_scheme: config.node.default_id_scheme.clone(),
-        spool_dir: config.node.data_dir.join("spool"),
-    };
+    let metrics_server = metrics_listener.map(|listener| {
+        crate::metrics::serve(
+            listener,
+            ScrapeSources {
+                metrics: metrics.clone(),
+                tls: tls.clone(),
+                health: health.clone(),
+                store: opened_store.clone(),
+            },
+        )
+    });
+
+    // The Patchwork services answer UNAVAILABLE until the store is open.
+    let directory = Starting::default();
+    let admin = Starting::default();
+    let federation_service = Starting::default();
     let (incoming, acceptor) = accept_tls(
-        listener,
+        listeners.api,
         tls.clone(),
         Duration::from_millis(config.tls.handshake_timeout_ms),
+        metrics.clone(),
     );
-    let reloader = reload_on_sighup(tls.clone());
-    let expiry_logger = log_expiries_periodically(tls.clone());
-    tracing::info!(identity = %node_identity, listen = %config.api.listen, "node serving");
-    let served = Server::builder()
+    let (abort, aborted) = tokio::sync::oneshot::channel::<()>();
+    let signal = {
+        let health = health.clone();
+        async move {
+            let aborted = async {
+                if aborted.await.is_err() {
+                    std::future::pending::<()>().await; // started: never aborts
+                }
+            };
+            tokio::select! {
+                () = shutdown => {}
+                () = aborted => {}
+            }
+            health.draining().await;
+        }
+    };
+    tracing::info!(identity = %node_identity, listen = %config.api.listen, "node starting");
+    let serving = Server::builder()
         .concurrency_limit_per_connection(config.api.max_concurrent_requests_per_connection)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .add_service(
+        .layer(MetricsLayer::new(metrics.clone()))
+        .add_service(health_service)
+        .add_optional_service(reflection_v1)
+        .add_optional_service(reflection_v1alpha)
+        .add_service(directory.clone())
+        .add_service(admin.clone())
+        .add_service(federation_service.clone())
+        .serve_with_incoming_shutdown(incoming, signal);
+
+    let starting = async {
+        let options = StoreOptions {
+            cache_capacity_bytes: config.store.cache_mb * 1024 * 1024,
+        };
+        let dir = store_dir.clone();
+        let opened = tokio::task::spawn_blocking(move || {
+            Store::open(&dir, &options)?.with_key_sets(key_sets)
+        })
+        .await
+        .map_err(|_| StoreError::Invalid {
+            field: "store",
+            message: "opening the store failed".into(),
+        })
+        .and_then(|opened| opened);
+        let store = match opened {
+            Ok(store) => store,
+            Err(source) => {
+                let _ = abort.send(());
+                return Err(NodeError::Store {
+                    path: store_dir.display().to_string(),
+                    source,
+                });
+            }
+        };
+        let state = NodeState {
+            store: store.clone(),
+            access: Arc::new(AccessPolicy::new(
+                node_identity.clone(),
+                &config.api,
+                tls.clone(),
+            )),
+            tls: tls.clone(),
+            federation,
+            node_identity: node_identity.clone(),
+            display_name: config.node.display_name.clone(),
+            default_id_scheme: config.node.default_id_scheme.clone(),
+            spool_dir: config.node.data_dir.join("spool"),
+            health: health.clone(),
+            metrics: metrics.clone(),
+        };
+        directory.open(
             DirectoryServer::new(DirectoryService::new(state.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
-        .add_service(
+        );
+        admin.open(
             AdminServer::new(AdminService::new(state.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
-        .add_service(FederationServer::new(FederationService::new(state.clone())))
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await;
+        );
+        federation_service.open(FederationServer::new(FederationService::new(state)));
+        let _ = opened_store.set(store.clone());
+        health.started().await;
+        tracing::info!(identity = %node_identity, listen = %config.api.listen, "node serving");
+        let store_probe = health.spawn_store_probe(store.clone());
+        Ok((store, store_probe))
+    };
+    let reloader = reload_on_sighup(tls.clone());
+    let expiry_logger = log_expiries_periodically(tls.clone());
+    let (served, started) = tokio::join!(serving, starting);
     acceptor.abort();
     reloader.abort();
     expiry_logger.abort();
+    if let Some(server) = metrics_server {
+        server.abort();
+    }
+    let (store, store_probe) = started?;
+    store_probe.abort();
     // Flush last, whatever happened: everything acknowledged is already on
     // disk, this only saves sled's next start some work.
     let flushed = store.flush().await;
@@ -191,4 +298,39 @@ pub async fn run(
         path: store_dir.display().to_string(),
         source,
     })
+}
+
+/// Server reflection (v1 and v1alpha) of the Patchwork API, health and
+/// reflection itself, when `enabled`.
+#[allow(clippy::type_complexity)]
+fn reflection(
+    enabled: bool,
+) -> Result<
+    (
+        Option<
+            tonic_reflection::server::v1::ServerReflectionServer<
+                impl tonic_reflection::server::v1::ServerReflection,
+            >,
+        >,
+        Option<
+            tonic_reflection::server::v1alpha::ServerReflectionServer<
+                impl tonic_reflection::server::v1alpha::ServerReflection,
+            >,
+        >,
+    ),
+    NodeError,
+> {
+    if !enabled {
+        return Ok((None, None));
+    }
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(patchwork_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let failed = |e: tonic_reflection::server::Error| NodeError::Reflection(e.to_string());
+    Ok((
+        Some(builder().build_v1().map_err(failed)?),
+        Some(builder().build_v1alpha().map_err(failed)?),
+    ))
 }

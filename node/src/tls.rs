@@ -30,6 +30,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
 use crate::config::TlsSection;
+use crate::metrics::HandshakeRefusal;
 use crate::server::{NodeError, read_private_key};
 
 /// Handshakes in progress at once (a flood of slow handshakes cannot starve
@@ -515,12 +516,14 @@ impl ClosedForWantOfSlot {
 
 /// Accepts TCP connections on `listener` and yields the ones whose TLS
 /// handshake succeeds within `handshake_timeout`. Refused handshakes are
-/// logged (with the peer's address and the reason) and dropped; so are
-/// connections that find no handshake slot (see [`MAX_CONCURRENT_HANDSHAKES`]).
+/// logged (with the peer's address and the reason), counted in `metrics` and
+/// dropped; so are connections that find no handshake slot (see
+/// [`MAX_CONCURRENT_HANDSHAKES`]).
 pub fn accept_tls(
     listener: TcpListener,
     tls: Arc<TlsState>,
     handshake_timeout: Duration,
+    metrics: Arc<crate::metrics::Metrics>,
 ) -> (
     ReceiverStream<Result<PeerStream, std::io::Error>>,
     tokio::task::JoinHandle<()>,
@@ -542,6 +545,7 @@ pub fn accept_tls(
             let slot = match slots.try_acquire(remote_addr.ip()) {
                 Ok(slot) => slot,
                 Err(why) => {
+                    metrics.handshake_refused(HandshakeRefusal::NoSlot);
                     closed.note(remote_addr, why);
                     drop(tcp);
                     continue;
@@ -552,6 +556,7 @@ pub fn accept_tls(
             let material = tls.current();
             let acceptor = tokio_rustls::TlsAcceptor::from(material.server_config.clone());
             let sender = sender.clone();
+            let metrics = metrics.clone();
             tokio::spawn(async move {
                 let _slot = slot;
                 match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
@@ -566,9 +571,11 @@ pub fn accept_tls(
                             .await;
                     }
                     Ok(Err(error)) => {
+                        metrics.handshake_refused(HandshakeRefusal::Refused);
                         tracing::warn!(peer = %remote_addr, error = %error, "tls handshake refused");
                     }
                     Err(_) => {
+                        metrics.handshake_refused(HandshakeRefusal::TimedOut);
                         tracing::warn!(peer = %remote_addr, timeout_ms = handshake_timeout.as_millis() as u64, "tls handshake timed out");
                     }
                 }

@@ -396,10 +396,10 @@ pub fn involvement(
             "must be unset: use EndInvolvement to end one",
         ));
     }
-    if let Some(end) = end_date {
-        if end < start_date {
-            return Err(FieldError::new(end_field, "is before start_date"));
-        }
+    if let Some(end) = end_date
+        && end < start_date
+    {
+        return Err(FieldError::new(end_field, "is before start_date"));
     }
     if value.last_confirmed.is_some() {
         return Err(FieldError::new(

@@ -47,14 +47,13 @@ async fn start(config_path: &str, config: &NodeConfig) -> Node {
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(channel) = patchwork_node::client::connect(config).await {
-            if AdminClient::new(channel)
+        if let Ok(channel) = patchwork_node::client::connect(config).await
+            && AdminClient::new(channel)
                 .get_stats(v1::GetStatsRequest {})
                 .await
                 .is_ok()
-            {
-                return node;
-            }
+        {
+            return node;
         }
         assert!(Instant::now() < deadline, "node did not come up");
         tokio::time::sleep(Duration::from_millis(20)).await;

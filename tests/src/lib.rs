@@ -202,6 +202,8 @@ pub struct NodeOptions {
     pub extra_config: String,
     /// Secret files to create next to the config (name, contents), mode 0600.
     pub secret_files: Vec<(String, String)>,
+    /// Lines added to the `[api]` section as is (e.g. `reflection = false`).
+    pub extra_api_config: String,
 }
 
 /// A local client the node's config lists, with its roles.
@@ -215,6 +217,8 @@ pub struct TestNode {
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
     pub addr: SocketAddr,
+    /// Where the node serves `GET /metrics` (a fresh port each launch).
+    pub metrics_addr: SocketAddr,
     pub node_cert: ClientCert,
     ca_pem: String,
     /// The identity clients expect the node to have.
@@ -282,6 +286,7 @@ impl TestNode {
         let mut node = TestNode {
             config_path,
             addr: "127.0.0.1:1".parse().expect("addr"),
+            metrics_addr: "127.0.0.1:1".parse().expect("addr"),
             identity: node_cert.identity.clone(),
             node_cert,
             ca_pem: ca.ca.cert_pem().to_owned(),
@@ -289,7 +294,7 @@ impl TestNode {
             shutdown: None,
             task: None,
         };
-        node.write_config(name, &client_lines, &tls_lines);
+        node.write_config(name, &client_lines, &tls_lines, &options.extra_api_config);
         if !options.extra_config.is_empty() {
             let mut text = std::fs::read_to_string(&node.config_path).expect("config");
             text.push('\n');
@@ -303,7 +308,7 @@ impl TestNode {
         node
     }
 
-    fn write_config(&self, name: &str, client_lines: &str, tls_lines: &str) {
+    fn write_config(&self, name: &str, client_lines: &str, tls_lines: &str, api_lines: &str) {
         let text = format!(
             r#"[node]
 display_name = "{name} council"
@@ -315,6 +320,7 @@ key_file = "node.key"
 {tls_lines}
 [api]
 listen = "127.0.0.1:1"
+{api_lines}
 clients = [
 {client_lines}]
 "#
@@ -345,11 +351,21 @@ clients = [
         );
         std::fs::write(&self.config_path, text).expect("write config");
         let config = NodeConfig::load(&self.config_path).expect("config");
+        let metrics = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        self.metrics_addr = metrics.local_addr().expect("addr");
+        let listeners = patchwork_node::Listeners {
+            api: listener,
+            metrics: Some(metrics),
+        };
         let (sender, receiver) = oneshot::channel::<()>();
         self.shutdown = Some(sender);
-        self.task = Some(tokio::spawn(patchwork_node::run(config, listener, async {
-            let _ = receiver.await;
-        })));
+        self.task = Some(tokio::spawn(patchwork_node::run_with(
+            config,
+            listeners,
+            async {
+                let _ = receiver.await;
+            },
+        )));
         self.wait_ready().await;
     }
 
@@ -371,6 +387,37 @@ clients = [
         }
     }
 
+    /// Signals shutdown without waiting for the node to finish draining
+    /// (`stop` waits).
+    pub fn signal_shutdown(&mut self) {
+        if let Some(sender) = self.shutdown.take() {
+            let _ = sender.send(());
+        }
+    }
+
+    /// `GET /metrics` over plain HTTP: the status line and the body.
+    pub async fn metrics(&self) -> (String, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(self.metrics_addr)
+            .await
+            .expect("connect to metrics");
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .expect("send");
+        let mut response = String::new();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            stream.read_to_string(&mut response),
+        )
+        .await
+        .expect("metrics answer within 10 s")
+        .expect("read");
+        let (head, body) = response.split_once("\r\n\r\n").expect("http response");
+        let status = head.lines().next().unwrap_or_default().to_owned();
+        (status, body.to_owned())
+    }
+
     /// Stops the node gracefully and waits for it to finish.
     pub async fn stop(&mut self) {
         if let Some(sender) = self.shutdown.take() {
@@ -387,6 +434,13 @@ clients = [
 
     pub async fn restart(&mut self) {
         self.stop().await;
+        self.launch().await;
+    }
+
+    /// Starts a stopped node again on a fresh port, with its folder and
+    /// config as they are now (e.g. after restoring a backup into it).
+    pub async fn start_again(&mut self) {
+        assert!(self.task.is_none(), "start_again needs a stopped node");
         self.launch().await;
     }
 

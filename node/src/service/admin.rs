@@ -1,6 +1,7 @@
 //! `patchwork.v1.Admin`: what operators do to a running node.
 
 use patchwork_proto::v1::{self, admin_server::Admin};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::instrument;
 
@@ -8,6 +9,7 @@ use super::{NodeState, blocking};
 use crate::config::Role;
 use crate::convert::store_status;
 use crate::model::LawfulBasis;
+use crate::store::backup::BackupError;
 use crate::store::{AuditEntry, AuditEvent, Store, StoreError};
 
 #[derive(Debug, Clone)]
@@ -152,6 +154,99 @@ impl Admin for AdminService {
     ) -> Result<Response<v1::TrustStatus>, Status> {
         self.state.access.authorise(&request, Role::Admin)?;
         Ok(Response::new(self.trust_status()))
+    }
+
+    type BackupStream = ReceiverStream<Result<v1::BackupChunk, Status>>;
+
+    /// Snapshots the store into an unnamed spool file (writes pause only for
+    /// that local walk, not for the network), then streams the file.
+    #[instrument(skip_all)]
+    async fn backup(
+        &self,
+        request: Request<v1::BackupRequest>,
+    ) -> Result<Response<Self::BackupStream>, Status> {
+        self.state.access.authorise(&request, Role::Admin)?;
+        let store = self.state.store.clone();
+        let spool_dir = self.state.spool_dir.clone();
+        let identity = self.state.node_identity.to_string();
+        let (mut file, summary) = blocking(move || {
+            let spool = std::fs::create_dir_all(&spool_dir)
+                .and_then(|()| tempfile::tempfile_in(&spool_dir))
+                .map_err(|e| backup_status(BackupError::Store(StoreError::File(e))))?;
+            let summary = store
+                .write_backup(&spool, &identity)
+                .map_err(backup_status)?;
+            Ok((spool, summary))
+        })
+        .await?;
+        tracing::info!(
+            trees = summary.info.trees.len(),
+            entries = summary.info.entries,
+            audit_entries = summary.audit_entries,
+            bytes = summary.info.bytes,
+            write_pause_ms = summary.write_pause.as_millis() as u64,
+            "backup snapshot taken"
+        );
+        let (sender, receiver) = tokio::sync::mpsc::channel(4);
+        tokio::task::spawn_blocking(move || {
+            use std::io::{Read, Seek};
+            if let Err(e) = file.rewind() {
+                let _ = sender
+                    .blocking_send(Err(backup_status(BackupError::Store(StoreError::File(e)))));
+                return;
+            }
+            loop {
+                let mut data = vec![0; BACKUP_CHUNK_BYTES];
+                match file.read(&mut data) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        data.truncate(n);
+                        let chunk = v1::BackupChunk {
+                            data,
+                            summary: None,
+                        };
+                        if sender.blocking_send(Ok(chunk)).is_err() {
+                            tracing::warn!("backup abandoned by the caller");
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = sender.blocking_send(Err(backup_status(BackupError::Store(
+                            StoreError::File(e),
+                        ))));
+                        return;
+                    }
+                }
+            }
+            let last = v1::BackupChunk {
+                data: Vec::new(),
+                summary: Some(v1::BackupSummary {
+                    format_version: u32::from(summary.info.format_version),
+                    created_unix_ms: summary.info.header.created_unix_ms,
+                    trees: summary.info.trees.len() as u64,
+                    entries: summary.info.entries,
+                    audit_entries: summary.audit_entries,
+                    bytes: summary.info.bytes,
+                    sha256_hex: summary.info.sha256_hex(),
+                    write_pause_ms: summary.write_pause.as_millis() as u64,
+                }),
+            };
+            let _ = sender.blocking_send(Ok(last));
+        });
+        Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+}
+
+/// Bytes of the backup file per message.
+const BACKUP_CHUNK_BYTES: usize = 1 << 20;
+
+fn backup_status(error: BackupError) -> Status {
+    match error {
+        BackupError::Store(e) => store_status(e, ""),
+        other => {
+            tracing::error!(error = %other, "backup failed");
+            Status::internal(format!("backup failed: {other}"))
+        }
     }
 }
 

@@ -248,6 +248,7 @@ impl Federation for FederationService {
                 .await);
         }
         if !peer.limiter.try_acquire() {
+            self.state.metrics.rate_limited(&identity);
             let status = Status::resource_exhausted(format!(
                 "{identity} may ask {} queries a minute",
                 peer.agreement.rate_limit_per_minute

@@ -32,6 +32,9 @@ pub struct NodeState {
     pub default_id_scheme: String,
     /// Where imports spool validated rows (unnamed temporary files).
     pub spool_dir: std::path::PathBuf,
+    /// What grpc.health.v1 reports; handlers flag store failures here.
+    pub health: crate::health::Health,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl NodeState {
@@ -39,12 +42,19 @@ impl NodeState {
         Rules::new(&self.default_id_scheme)
     }
 
-    /// Makes every write so far durable before a reply acknowledges it.
+    /// Makes every write so far durable before a reply acknowledges it. A
+    /// failure makes health report NOT_SERVING until a write succeeds again.
     async fn flush(&self) -> Result<(), Status> {
-        self.store
-            .flush()
-            .await
-            .map_err(|e| crate::convert::store_status(e, ""))
+        match self.store.flush().await {
+            Ok(()) => {
+                self.health.store_ok().await;
+                Ok(())
+            }
+            Err(e) => {
+                self.health.store_failed("flush", &e).await;
+                Err(crate::convert::store_status(e, ""))
+            }
+        }
     }
 }
 

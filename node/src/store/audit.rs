@@ -304,6 +304,7 @@ impl Store {
         at_unix_ms: i64,
     ) -> Result<AuditEntry, StoreError> {
         let event_bytes = postcard::to_stdvec(&event).map_err(|e| corrupt(e.to_string()))?;
+        let _writing = self.writing();
         let (seq, prev_hash, hash) = (
             &self.audit,
             &self.audit_by_person,
@@ -565,26 +566,25 @@ impl Walk {
                 return Ok(());
             }
         };
-        if let Some(person_id) = entry.event.person_id() {
-            if !store
+        if let Some(person_id) = entry.event.person_id()
+            && !store
                 .audit_by_person
                 .contains_key(person_key(person_id, seq))?
-            {
-                self.fail(
-                    seq,
-                    format!("entry {seq} was removed from the subject-access index"),
-                );
-                return Ok(());
-            }
+        {
+            self.fail(
+                seq,
+                format!("entry {seq} was removed from the subject-access index"),
+            );
+            return Ok(());
         }
-        if let AuditEvent::LookupStarted { lookup_id, .. } = &entry.event {
-            if !store.audit_by_lookup.contains_key(lookup_id.as_bytes())? {
-                self.fail(
-                    seq,
-                    format!("entry {seq} was removed from the lookup index"),
-                );
-                return Ok(());
-            }
+        if let AuditEvent::LookupStarted { lookup_id, .. } = &entry.event
+            && !store.audit_by_lookup.contains_key(lookup_id.as_bytes())?
+        {
+            self.fail(
+                seq,
+                format!("entry {seq} was removed from the lookup index"),
+            );
+            return Ok(());
         }
         self.prev_hash = raw.hash;
         self.next = seq + 1;

@@ -14,7 +14,9 @@
 //! Invariants: every multi-tree change happens in one sled transaction, so a
 //! crash never leaves a record without its index entries or the reverse; an
 //! involvement's person and practitioner exist (checked inside the same
-//! transaction); callers acknowledge a write only after [`Store::flush`].
+//! transaction); callers acknowledge a write only after [`Store::flush`];
+//! every write transaction holds the write gate shared (`Store::writing`), so
+//! a backup holding it exclusively sees every tree at one instant (`backup`).
 
 use std::fs::File;
 use std::path::Path;
@@ -31,6 +33,7 @@ use crate::model::{Demographics, Involvement, Organisation, Person, Practitioner
 use patchwork_federation::matchkeys::KeySet;
 
 pub mod audit;
+pub mod backup;
 mod match_index;
 
 pub use audit::{AuditEntry, AuditEvent, AuditVerification, PeerOutcome};
@@ -172,6 +175,9 @@ pub struct Store {
     audit: Tree,
     audit_by_person: Tree,
     audit_by_lookup: Tree,
+    /// Held shared by every write transaction, exclusively by a backup's
+    /// walk: writes pause while a backup reads, reads go on.
+    write_gate: Arc<std::sync::RwLock<()>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -345,8 +351,17 @@ impl Store {
             audit: db.open_tree("audit")?,
             audit_by_person: db.open_tree("audit_by_person")?,
             audit_by_lookup: db.open_tree("audit_by_lookup")?,
+            write_gate: Arc::new(std::sync::RwLock::new(())),
             db,
         })
+    }
+
+    /// What every write transaction holds while it runs (see `backup`). The
+    /// gate guards no data, so a panic elsewhere cannot leave it poisoned.
+    fn writing(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.write_gate
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Makes every write that happened before this call durable, even
@@ -421,6 +436,7 @@ impl Store {
         persons: &[Person],
         mode: WriteMode,
     ) -> Result<Vec<WriteOutcome>, StoreError> {
+        let _writing = self.writing();
         (
             &self.persons,
             &self.person_index,
@@ -469,6 +485,7 @@ impl Store {
         practitioners: &[Practitioner],
         mode: WriteMode,
     ) -> Result<Vec<WriteOutcome>, StoreError> {
+        let _writing = self.writing();
         (&self.practitioners, &self.organisations, &self.meta)
             .transaction(|(records, organisations, meta)| {
                 let mut outcomes = Vec::with_capacity(practitioners.len());
@@ -516,6 +533,7 @@ impl Store {
         organisations: &[Organisation],
         mode: WriteMode,
     ) -> Result<Vec<WriteOutcome>, StoreError> {
+        let _writing = self.writing();
         (&self.organisations, &self.meta)
             .transaction(|(records, meta)| {
                 let mut outcomes = Vec::with_capacity(organisations.len());
@@ -555,6 +573,7 @@ impl Store {
         involvements: &[Involvement],
         mode: WriteMode,
     ) -> Result<Vec<WriteOutcome>, StoreError> {
+        let _writing = self.writing();
         (
             &self.involvements,
             &self.involvements_by_person,
@@ -630,6 +649,7 @@ impl Store {
         end_date: NaiveDate,
         reason: Option<String>,
     ) -> Result<Involvement, StoreError> {
+        let _writing = self.writing();
         (&self.involvements, &self.meta)
             .transaction(|(records, meta)| {
                 let Some(mut involvement): Option<Involvement> =

@@ -1,0 +1,353 @@
+//! Whether the node is serving, as the standard `grpc.health.v1.Health`
+//! service reports it: overall (service "") and for each Patchwork service.
+//! Everything is NOT_SERVING while the node starts (before its store is
+//! open), once shutdown is signalled (draining), and while the store or the
+//! audit log is failing; SERVING otherwise. Handlers report store trouble
+//! through [`Health::store_failed`] and success through [`Health::store_ok`].
+//!
+//! Also [`Starting`]: the Patchwork services behind a gate that answers
+//! UNAVAILABLE until the store is open, so the listener can answer health
+//! checks while the node starts.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use patchwork_proto::v1::{
+    admin_server::AdminServer, directory_server::DirectoryServer,
+    federation_server::FederationServer,
+};
+use tonic::Status;
+use tonic::server::NamedService;
+use tonic_health::ServingStatus;
+use tonic_health::pb::health_server::HealthServer;
+use tonic_health::server::{HealthReporter, HealthService};
+use tower::{Service, ServiceExt};
+
+use crate::service::{AdminService, DirectoryService, FederationService};
+use crate::store::Store;
+
+/// The names health is reported under: the node overall, then each service.
+pub const SERVICES: [&str; 4] = [
+    "",
+    <DirectoryServer<DirectoryService> as NamedService>::NAME,
+    <AdminServer<AdminService> as NamedService>::NAME,
+    <FederationServer<FederationService> as NamedService>::NAME,
+];
+
+/// How often a failing store is probed with a flush, so a node nobody
+/// sends requests to (a readiness probe took it out of rotation) recovers.
+const STORE_PROBE_INTERVAL: Duration = Duration::from_secs(15);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Starting,
+    Serving,
+    Draining,
+}
+
+/// The node's health; cheap to clone, shared by the server and handlers.
+#[derive(Debug, Clone)]
+pub struct Health {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    reporter: HealthReporter,
+    /// Updates in order, so watchers never see an older status last.
+    phase: tokio::sync::Mutex<Phase>,
+    store_failing: AtomicBool,
+    serving: AtomicBool,
+}
+
+impl Health {
+    /// Every service NOT_SERVING, and the `grpc.health.v1.Health` service
+    /// that reports them.
+    pub async fn new() -> (Health, HealthServer<HealthService>) {
+        let reporter = HealthReporter::new();
+        for name in SERVICES {
+            reporter
+                .set_service_status(name, ServingStatus::NotServing)
+                .await;
+        }
+        let service = HealthServer::new(HealthService::from_health_reporter(reporter.clone()));
+        let health = Health {
+            inner: Arc::new(Inner {
+                reporter,
+                phase: tokio::sync::Mutex::new(Phase::Starting),
+                store_failing: AtomicBool::new(false),
+                serving: AtomicBool::new(false),
+            }),
+        };
+        (health, service)
+    }
+
+    /// Whether the node reports SERVING now.
+    pub fn is_serving(&self) -> bool {
+        self.inner.serving.load(Ordering::SeqCst)
+    }
+
+    /// The store is open and every service is ready.
+    pub async fn started(&self) {
+        let mut phase = self.inner.phase.lock().await;
+        if *phase == Phase::Starting {
+            *phase = Phase::Serving;
+        }
+        self.publish(&phase).await;
+    }
+
+    /// Shutdown was signalled: NOT_SERVING from now on. Then every health
+    /// status is withdrawn, which ends open `Watch` streams (after they have
+    /// seen NOT_SERVING) so they cannot hold the drain open for ever.
+    pub async fn draining(&self) {
+        let mut phase = self.inner.phase.lock().await;
+        if *phase == Phase::Draining {
+            return;
+        }
+        *phase = Phase::Draining;
+        self.publish(&phase).await;
+        tracing::info!("draining: health reports not serving");
+        let mut reporter = self.inner.reporter.clone();
+        for name in SERVICES {
+            reporter.clear_service_status(name).await;
+        }
+    }
+
+    /// A handler saw the store or the audit log fail (`what`: "flush",
+    /// "audit append"): NOT_SERVING until a write succeeds again.
+    pub async fn store_failed(&self, what: &'static str, error: &(dyn fmt::Display + Sync)) {
+        if !self.inner.store_failing.swap(true, Ordering::SeqCst) {
+            tracing::error!(what, error = %error, "store failing: health reports not serving");
+            let phase = self.inner.phase.lock().await;
+            self.publish(&phase).await;
+        }
+    }
+
+    /// A write reached the disk: the store works (again).
+    pub async fn store_ok(&self) {
+        if self.inner.store_failing.swap(false, Ordering::SeqCst) {
+            tracing::info!("store writes succeed again: health reports serving");
+            let phase = self.inner.phase.lock().await;
+            self.publish(&phase).await;
+        }
+    }
+
+    /// While the store is failing, flushes it every [`STORE_PROBE_INTERVAL`]
+    /// and reports a success: with no traffic (a readiness probe took the
+    /// node out of rotation) no handler would ever see one.
+    pub fn spawn_store_probe(&self, store: Store) -> tokio::task::JoinHandle<()> {
+        let health = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(STORE_PROBE_INTERVAL);
+            loop {
+                ticks.tick().await;
+                if health.inner.store_failing.load(Ordering::SeqCst) && store.flush().await.is_ok()
+                {
+                    health.store_ok().await;
+                }
+            }
+        })
+    }
+
+    /// Sends the status `phase` and the store call for; the caller holds the
+    /// phase lock. Withdrawn statuses stay withdrawn once draining.
+    async fn publish(&self, phase: &Phase) {
+        let serving = *phase == Phase::Serving && !self.inner.store_failing.load(Ordering::SeqCst);
+        let was = self.inner.serving.swap(serving, Ordering::SeqCst);
+        if *phase == Phase::Draining && !was {
+            return; // already NOT_SERVING, and perhaps withdrawn
+        }
+        let status = if serving {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        for name in SERVICES {
+            self.inner.reporter.set_service_status(name, status).await;
+        }
+    }
+}
+
+/// A service that answers UNAVAILABLE until [`Starting::open`] gives it the
+/// real one: the node listens (and answers health checks) while its store
+/// opens, which can take a while when a match index is rebuilt.
+#[derive(Debug)]
+pub struct Starting<S> {
+    ready: Arc<OnceLock<S>>,
+}
+
+impl<S> Clone for Starting<S> {
+    fn clone(&self) -> Self {
+        Starting {
+            ready: self.ready.clone(),
+        }
+    }
+}
+
+impl<S> Default for Starting<S> {
+    fn default() -> Self {
+        Starting {
+            ready: Arc::new(OnceLock::new()),
+        }
+    }
+}
+
+impl<S> Starting<S> {
+    /// Requests go to `service` from now on (once; later calls are ignored).
+    pub fn open(&self, service: S) {
+        let _ = self.ready.set(service);
+    }
+}
+
+impl<S: NamedService> NamedService for Starting<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, B> Service<http::Request<B>> for Starting<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        match self.ready.get() {
+            Some(service) => Box::pin(service.clone().oneshot(request)),
+            None => Box::pin(std::future::ready(Ok(Status::unavailable(
+                "this node is starting: its store is not open yet; try again shortly",
+            )
+            .into_http()))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_server::Health as _;
+
+    /// Every reported name's status (None: withdrawn).
+    async fn statuses(health: &Health) -> Vec<Option<ServingStatus>> {
+        let service = HealthService::from_health_reporter(health.inner.reporter.clone());
+        let mut found = Vec::new();
+        for name in SERVICES {
+            let answer = service
+                .check(tonic::Request::new(HealthCheckRequest {
+                    service: name.into(),
+                }))
+                .await;
+            found.push(answer.ok().map(|r| match r.into_inner().status {
+                1 => ServingStatus::Serving,
+                2 => ServingStatus::NotServing,
+                _ => ServingStatus::Unknown,
+            }));
+        }
+        found
+    }
+
+    #[tokio::test]
+    async fn health_follows_start_store_failures_and_drain() {
+        let (health, _service) = Health::new().await;
+        let all = |status| vec![Some(status); SERVICES.len()];
+        assert_eq!(statuses(&health).await, all(ServingStatus::NotServing));
+        assert!(!health.is_serving());
+
+        health.started().await;
+        assert_eq!(statuses(&health).await, all(ServingStatus::Serving));
+        assert!(health.is_serving());
+
+        health.store_failed("flush", &"disk full").await;
+        assert_eq!(statuses(&health).await, all(ServingStatus::NotServing));
+        health.store_failed("audit append", &"disk full").await;
+        assert!(!health.is_serving());
+        health.store_ok().await;
+        assert_eq!(statuses(&health).await, all(ServingStatus::Serving));
+
+        health.draining().await;
+        assert!(!health.is_serving());
+        assert_eq!(
+            statuses(&health).await,
+            vec![None; SERVICES.len()],
+            "withdrawn, so watch streams end"
+        );
+        health.store_failed("flush", &"disk full").await;
+        health.store_ok().await;
+        assert_eq!(
+            statuses(&health).await,
+            vec![None; SERVICES.len()],
+            "nothing comes back while draining"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_watch_sees_not_serving_before_its_stream_ends() {
+        use tokio_stream::StreamExt;
+        let (health, _service) = Health::new().await;
+        health.started().await;
+        let service = HealthService::from_health_reporter(health.inner.reporter.clone());
+        let mut watch = service
+            .watch(tonic::Request::new(HealthCheckRequest {
+                service: String::new(),
+            }))
+            .await
+            .expect("watch")
+            .into_inner();
+        let first = watch.next().await.expect("first").expect("status");
+        assert_eq!(first.status, ServingStatus::Serving as i32);
+        health.draining().await;
+        let next = watch.next().await.expect("next").expect("status");
+        assert_eq!(next.status, ServingStatus::NotServing as i32);
+        assert!(watch.next().await.is_none(), "the stream ends");
+    }
+
+    #[tokio::test]
+    async fn a_starting_service_answers_unavailable_until_opened() {
+        let gate: Starting<
+            tower::util::BoxCloneSyncService<
+                http::Request<()>,
+                http::Response<tonic::body::Body>,
+                Infallible,
+            >,
+        > = Starting::default();
+        let answer = gate
+            .clone()
+            .oneshot(http::Request::new(()))
+            .await
+            .expect("infallible");
+        assert_eq!(
+            answer.headers().get("grpc-status").map(|v| v.as_bytes()),
+            Some(&b"14"[..]),
+            "UNAVAILABLE"
+        );
+        gate.open(tower::util::BoxCloneSyncService::new(tower::service_fn(
+            |_: http::Request<()>| async {
+                Ok::<_, Infallible>(http::Response::new(tonic::body::Body::empty()))
+            },
+        )));
+        let answer = gate
+            .oneshot(http::Request::new(()))
+            .await
+            .expect("infallible");
+        assert!(answer.headers().get("grpc-status").is_none(), "served");
+    }
+}
