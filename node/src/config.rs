@@ -334,6 +334,31 @@ pub struct CliSection {
     pub key_file: Option<PathBuf>,
 }
 
+/// A TOML error as one line: where, and what (toml's own rendering spans
+/// several lines with a caret, which journald and log shippers mangle).
+fn one_line(error: &toml::de::Error, text: &str) -> String {
+    let message = error.message().trim().replace('\n', "; ");
+    match error.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            // The line itself names the key (the config holds no secrets,
+            // only paths to them).
+            let source: String = text
+                .lines()
+                .nth(line - 1)
+                .unwrap_or("")
+                .trim()
+                .chars()
+                .take(80)
+                .collect();
+            format!("line {line} `{source}`, column {column}: {message}")
+        }
+        None => message,
+    }
+}
+
 impl NodeConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -346,8 +371,8 @@ impl NodeConfig {
 
     /// Parses and validates a config; relative paths are taken from `base_dir`.
     pub fn from_toml(text: &str, base_dir: &Path) -> Result<Self, ConfigError> {
-        let mut config: NodeConfig = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse(e.to_string().trim().to_owned()))?;
+        let mut config: NodeConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(one_line(&e, text)))?;
         config.validate()?;
         // Stored identifiers carry the normal form ("NHS" → "nhs"), so the
         // default must be in it too or the same person would never match.

@@ -310,5 +310,50 @@ fn bad_config_and_loose_key_permissions_fail_with_one_line_naming_the_key() {
             "{stderr}"
         );
         assert_eq!(stderr.trim().lines().count(), 1, "one clear line: {stderr}");
+        std::fs::set_permissions(dir.join("node.key"), std::fs::Permissions::from_mode(0o600))
+            .expect("chmod");
     }
+
+    // Every other way a start can fail: one line naming what to fix.
+    let serve_fails = |expected: &[&str]| {
+        let out = patchwork(&["serve", "--config", config_arg]);
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = text(&out.stderr);
+        for part in expected {
+            assert!(stderr.contains(part), "expected {part:?} in: {stderr}");
+        }
+        assert_eq!(stderr.trim().lines().count(), 1, "one clear line: {stderr}");
+    };
+    // A missing key.
+    std::fs::rename(dir.join("node.key"), dir.join("node.key.away")).expect("move key");
+    serve_fails(&["tls.key_file", "cannot read"]);
+    std::fs::rename(dir.join("node.key.away"), dir.join("node.key")).expect("move key back");
+    // An expired own certificate (issued by the same CA, same key).
+    let ca_cert = std::fs::read_to_string(dir.join("ca.crt")).expect("ca.crt");
+    let ca_key = std::fs::read_to_string(dir.join("ca.key")).expect("ca.key");
+    let ca = patchwork_certs::CertificateAuthority::from_pem(&ca_cert, &ca_key).expect("ca");
+    let now = time::OffsetDateTime::now_utc();
+    let expired = ca
+        .issue_with_validity(
+            &patchwork_certs::LeafParams {
+                identity: patchwork_certs::SpiffeId::node("patchwork", "local").expect("id"),
+                dns_names: vec!["localhost".into()],
+                ip_addresses: vec![],
+                validity_days: 1,
+            },
+            now - time::Duration::days(40),
+            now - time::Duration::days(10),
+        )
+        .expect("issue");
+    let current = std::fs::read(dir.join("node.crt")).expect("node.crt");
+    std::fs::write(dir.join("node.crt"), &expired.cert_pem).expect("write");
+    serve_fails(&["tls.cert_file", "expired"]);
+    std::fs::write(dir.join("node.crt"), current).expect("restore");
+    // An unreadable trust bundle.
+    std::fs::write(dir.join("ca.crt"), "not a certificate").expect("write");
+    serve_fails(&["tls.trust_bundle"]);
+    std::fs::write(dir.join("ca.crt"), ca_cert).expect("restore");
+    // A config that is not TOML at all.
+    std::fs::write(&config, "this is = not [valid").expect("write");
+    serve_fails(&["config"]);
 }
