@@ -41,8 +41,26 @@ pub struct PeerCall {
     pub request: v1::FindInvolvementsRequest,
 }
 
+/// Whether a call failed because its connection did (reset, cut off
+/// mid-answer) rather than because the peer said something.
+fn connection_broke(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        if error.is::<tonic::transport::Error>() || error.is::<std::io::Error>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
 fn classify(status: &tonic::Status) -> PeerOutcome {
     let message = status.message().to_owned();
+    if status.code() == Code::Unknown && connection_broke(status) {
+        return PeerOutcome::Unreachable(format!(
+            "the connection broke during the call: {message}"
+        ));
+    }
     match status.code() {
         Code::DeadlineExceeded | Code::Cancelled => PeerOutcome::TimedOut,
         Code::Unavailable => PeerOutcome::Unreachable(message),
@@ -78,6 +96,7 @@ pub async fn ask_peers(
                     // Tell the peer too, so it stops working when we stop waiting.
                     request.set_timeout(deadline);
                     FederationClient::new(call.channel)
+                        .max_decoding_message_size(crate::hostile::MAX_ANSWER_BYTES)
                         .find_involvements(request)
                         .await
                 };

@@ -10,8 +10,10 @@
 #![forbid(unsafe_code)]
 
 pub mod agreement;
+pub mod breaker;
 pub mod decide;
 pub mod fanout;
+pub mod hostile;
 pub mod identifiers;
 pub mod matchkeys;
 pub mod normalise;

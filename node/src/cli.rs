@@ -222,6 +222,10 @@ pub struct LookupArgs {
     /// Ask only this node.
     #[arg(long)]
     pub local_only: bool,
+    /// Also the team around the family: linked members' involvements,
+    /// marked by relationship.
+    #[arg(long)]
+    pub include_family: bool,
     #[arg(long)]
     pub json: bool,
 }
@@ -803,6 +807,7 @@ fn lookup_request(args: &LookupArgs) -> anyhow::Result<v1::LookupRequest> {
         }),
         local_only: args.local_only,
         peer_deadline_ms: 0,
+        include_family: args.include_family,
     })
 }
 
@@ -853,6 +858,9 @@ pub fn lookup_json(response: &v1::LookupResponse) -> serde_json::Value {
             "sensitivity": enum_name(v1::Sensitivity::try_from(i.sensitivity)),
             "start_date": date_text(i.start_date.as_ref()),
         });
+        if !i.family_member.is_empty() {
+            value["family_member"] = serde_json::json!(i.family_member);
+        }
         match &i.contact {
             Some(Contact::Practitioner(p)) => {
                 value["practitioner"] = serde_json::json!({
@@ -919,6 +927,9 @@ pub fn lookup_text(response: &v1::LookupResponse) -> String {
         for involvement in &answer.involvements {
             let sensitivity =
                 enum_name(v1::Sensitivity::try_from(involvement.sensitivity)).replace('_', " ");
+            if !involvement.family_member.is_empty() {
+                let _ = writeln!(out, "  family member ({}):", involvement.family_member);
+            }
             match &involvement.contact {
                 Some(Contact::Practitioner(p)) => {
                     let since = date_text(involvement.start_date.as_ref()).unwrap_or_default();
@@ -1103,6 +1114,19 @@ fn unix_time_text(seconds: i64) -> String {
 pub fn subject_access_json(report: &v1::SubjectAccessReport) -> serde_json::Value {
     serde_json::json!({
         "person_id": report.person_id,
+        "node_name": report.node_name,
+        "produced_at_unix_seconds": report.produced_at_unix_seconds,
+        "involvements": report.involvements.iter().map(|i| serde_json::json!({
+            "involvement_id": i.involvement_id,
+            "service": i.service,
+            "sensitivity": enum_name(v1::Sensitivity::try_from(i.sensitivity)),
+            "practitioner": i.practitioner_name,
+            "role": i.practitioner_role,
+            "organisation": i.organisation_name,
+            "start_date": date_text(i.start_date.as_ref()),
+            "end_date": date_text(i.end_date.as_ref()),
+            "last_confirmed": date_text(i.last_confirmed.as_ref()),
+        })).collect::<Vec<_>>(),
         "entries": report.entries.iter().map(|e| serde_json::json!({
             "seq": e.seq,
             "at_unix_seconds": e.at_unix_seconds,
@@ -1118,28 +1142,76 @@ pub fn subject_access_json(report: &v1::SubjectAccessReport) -> serde_json::Valu
     })
 }
 
-/// The report as a data-protection officer can hand it over.
+/// The report as a data-protection officer can hand it over: who is
+/// involved with the person, then who looked them up, from where, why, and
+/// what was disclosed. `node_name` is used if the node did not name itself.
 pub fn subject_access_text(report: &v1::SubjectAccessReport, node_name: &str) -> String {
     use std::fmt::Write;
     let mut out = String::new();
+    let node_name = if report.node_name.is_empty() {
+        node_name
+    } else {
+        &report.node_name
+    };
+    let produced = if report.produced_at_unix_seconds == 0 {
+        chrono::Utc::now().timestamp()
+    } else {
+        report.produced_at_unix_seconds
+    };
+    let _ = writeln!(out, "SUBJECT ACCESS REPORT — My Patchwork");
+    let _ = writeln!(out, "=====================================");
     let _ = writeln!(
         out,
-        "Subject access report for person {} held by {node_name}",
+        "Person:        {} (this council's reference)",
         report.person_id
     );
+    let _ = writeln!(out, "Held by:       {node_name}");
+    let _ = writeln!(out, "Date produced: {}", unix_time_text(produced));
     let _ = writeln!(
         out,
-        "Produced {} from the node's audit log.",
-        unix_time_text(chrono::Utc::now().timestamp())
+        "\nPatchwork holds no case notes: only who is working with you, and a\n\
+         tamper-evident log of every time someone looked you up."
     );
+
+    let _ = writeln!(out, "\n1. Who is involved with you");
+    let _ = writeln!(out, "---------------------------");
+    if report.involvements.is_empty() {
+        let _ = writeln!(out, "Nobody: this council records no involvement with you.");
+    }
+    for involvement in &report.involvements {
+        let start = date_text(involvement.start_date.as_ref()).unwrap_or_default();
+        let period = match date_text(involvement.end_date.as_ref()) {
+            Some(end) => format!("from {start} to {end} (ended)"),
+            None => format!("since {start} (current)"),
+        };
+        let sensitivity =
+            enum_name(v1::Sensitivity::try_from(involvement.sensitivity)).replace('_', " ");
+        let _ = writeln!(out, "• {} ({sensitivity}), {period}", involvement.service);
+        let _ = writeln!(
+            out,
+            "  {}, {} — {}",
+            involvement.practitioner_name,
+            involvement.practitioner_role,
+            involvement.organisation_name
+        );
+        let _ = writeln!(
+            out,
+            "  last confirmed {}; reference {}",
+            date_text(involvement.last_confirmed.as_ref()).unwrap_or_default(),
+            involvement.involvement_id
+        );
+    }
+
     let disclosures = report
         .entries
         .iter()
         .filter(|e| !e.disclosed_involvement_ids.is_empty())
         .count();
+    let _ = writeln!(out, "\n2. Who looked you up");
+    let _ = writeln!(out, "--------------------");
     let _ = writeln!(
         out,
-        "{} time(s) this person was looked up or asked about; contacts were disclosed {} time(s).",
+        "{} time(s) you were looked up or asked about; contacts were disclosed {} time(s).",
         report.entries.len(),
         disclosures
     );
@@ -1151,11 +1223,11 @@ pub fn subject_access_text(report: &v1::SubjectAccessReport, node_name: &str) ->
             unix_time_text(entry.at_unix_seconds),
             entry.kind
         );
-        let _ = writeln!(out, "  asked by:     {}", entry.requester);
         let _ = writeln!(out, "  through:      {}", entry.from);
+        let _ = writeln!(out, "  asked by:     {}", entry.requester);
         let _ = writeln!(
             out,
-            "  lawful basis: {}",
+            "  purpose:      {}",
             entry.lawful_basis.replace('_', " ")
         );
         let _ = writeln!(out, "  reason given: {}", entry.reason);
@@ -1173,6 +1245,10 @@ pub fn subject_access_text(report: &v1::SubjectAccessReport, node_name: &str) ->
             let _ = writeln!(out, "  reference:    {}", entry.reference);
         }
     }
+    let _ = writeln!(
+        out,
+        "\nProduced from the node's audit log, whose hash chain `patchwork audit verify` checks."
+    );
     out
 }
 

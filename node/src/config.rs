@@ -46,6 +46,48 @@ pub struct NodeConfig {
     pub federation: FederationSection,
     #[serde(default)]
     pub metrics: MetricsSection,
+    /// Where team events are pushed (`[[webhooks]]`).
+    #[serde(default)]
+    pub webhooks: Vec<WebhookEntry>,
+}
+
+/// A council system team events are POSTed to, signed with a shared secret.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookEntry {
+    /// `http://host:port/path`. Plain HTTP: put a TLS reverse proxy (or the
+    /// receiver) on loopback or a private network for https.
+    pub url: String,
+    /// At least 32 random bytes, hex-encoded, mode 0600: the HMAC-SHA256 key
+    /// of the `X-Patchwork-Signature` header.
+    pub secret_file: PathBuf,
+    /// Whose events: `"all"`, or a list of practitioner ids.
+    #[serde(default)]
+    pub practitioners: WebhookPractitioners,
+}
+
+/// `practitioners = "all"` or `practitioners = ["PR1", ...]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum WebhookPractitioners {
+    All(String),
+    Only(Vec<String>),
+}
+
+impl Default for WebhookPractitioners {
+    fn default() -> Self {
+        WebhookPractitioners::All("all".into())
+    }
+}
+
+impl WebhookPractitioners {
+    /// Whether an event for `practitioner_id` goes to this webhook.
+    pub fn includes(&self, practitioner_id: &str) -> bool {
+        match self {
+            WebhookPractitioners::All(_) => true,
+            WebhookPractitioners::Only(ids) => ids.iter().any(|id| id == practitioner_id),
+        }
+    }
 }
 
 /// The Prometheus metrics endpoint: plain HTTP, no TLS and no client
@@ -88,6 +130,10 @@ pub struct FederationSection {
     /// Peer calls in flight at once across all lookups.
     #[serde(default = "default_max_concurrent_calls")]
     pub max_concurrent_calls: usize,
+    /// How long a peer that failed several lookups in a row is skipped
+    /// before one trial call (its circuit breaker's cool-down, ms).
+    #[serde(default = "default_breaker_cool_down_ms")]
+    pub breaker_cool_down_ms: u32,
     /// Secrets shared with groups of nodes, under which match keys are made.
     #[serde(default)]
     pub key_sets: Vec<KeySetEntry>,
@@ -100,6 +146,7 @@ impl Default for FederationSection {
         FederationSection {
             default_deadline_ms: default_peer_deadline_ms(),
             max_concurrent_calls: default_max_concurrent_calls(),
+            breaker_cool_down_ms: default_breaker_cool_down_ms(),
             key_sets: Vec::new(),
             peers: Vec::new(),
         }
@@ -112,6 +159,10 @@ fn default_peer_deadline_ms() -> u32 {
 
 fn default_max_concurrent_calls() -> usize {
     256
+}
+
+fn default_breaker_cool_down_ms() -> u32 {
+    30_000
 }
 
 /// A match-key secret shared by a group of nodes (a federation, or a
@@ -181,6 +232,14 @@ pub struct NodeSection {
     /// The identifier scheme of national ids given without one.
     #[serde(default = "default_scheme")]
     pub default_id_scheme: String,
+    /// Involvements not confirmed for this many days are listed by
+    /// `ListUnconfirmedInvolvements` (when the request names no period), 1-3650.
+    #[serde(default = "default_confirm_after_days")]
+    pub confirm_after_days: u32,
+}
+
+fn default_confirm_after_days() -> u32 {
+    90
 }
 
 fn default_scheme() -> String {
@@ -393,6 +452,9 @@ impl NodeConfig {
         }
         patchwork_federation::validate_scheme(&self.node.default_id_scheme)
             .map_err(|e| invalid("node.default_id_scheme", e.to_string()))?;
+        if !(1..=3650).contains(&self.node.confirm_after_days) {
+            return Err(invalid("node.confirm_after_days", "must be 1-3650"));
+        }
         for (key, path) in [
             ("tls.cert_file", &self.tls.cert_file),
             ("tls.key_file", &self.tls.key_file),
@@ -462,6 +524,7 @@ impl NodeConfig {
             return Err(invalid("store.cache_mb", "must be 16-65536"));
         }
         self.validate_federation()?;
+        self.validate_webhooks()?;
         if let Some(name) = &self.cli.server_name
             && name.trim().is_empty()
         {
@@ -472,6 +535,45 @@ impl NodeConfig {
                 "cli.cert_file",
                 "cli.cert_file and cli.key_file go together",
             ));
+        }
+        Ok(())
+    }
+
+    fn validate_webhooks(&self) -> Result<(), ConfigError> {
+        let mut urls = BTreeSet::new();
+        for (i, hook) in self.webhooks.iter().enumerate() {
+            let key = |field: &str| format!("webhooks[{i}].{field}");
+            let Some(rest) = hook.url.strip_prefix("http://") else {
+                return Err(invalid(
+                    key("url"),
+                    "must start with http:// (put https behind a reverse proxy)",
+                ));
+            };
+            let authority = rest.split('/').next().unwrap_or_default();
+            let port_ok = authority
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !port_ok {
+                return Err(invalid(key("url"), "needs a host and a port"));
+            }
+            if !urls.insert(&hook.url) {
+                return Err(invalid(key("url"), "is listed twice"));
+            }
+            if hook.secret_file.as_os_str().is_empty() {
+                return Err(invalid(key("secret_file"), "is required"));
+            }
+            match &hook.practitioners {
+                WebhookPractitioners::All(word) if word != "all" => {
+                    return Err(invalid(
+                        key("practitioners"),
+                        "must be \"all\" or a list of practitioner ids",
+                    ));
+                }
+                WebhookPractitioners::Only(ids) if ids.is_empty() => {
+                    return Err(invalid(key("practitioners"), "lists no practitioner"));
+                }
+                _ => {}
+            }
         }
         Ok(())
     }
@@ -596,6 +698,9 @@ impl NodeConfig {
             }
         };
         resolve(&mut self.node.data_dir);
+        for hook in &mut self.webhooks {
+            resolve(&mut hook.secret_file);
+        }
         resolve(&mut self.tls.cert_file);
         resolve(&mut self.tls.key_file);
         self.tls.trust_bundle.iter_mut().for_each(resolve);
@@ -663,6 +768,7 @@ clients = [{ identity = "spiffe://patchwork/client/portal", roles = ["lookup"] }
         assert_eq!(config.api.clients.len(), 2);
         assert_eq!(config.federation.peers.len(), 2);
         assert!(config.api.reflection);
+        assert_eq!(config.node.confirm_after_days, 90);
         assert!(config.metrics.enabled);
         assert_eq!(
             config.metrics.listen,
@@ -729,6 +835,13 @@ clients = [{ identity = "spiffe://patchwork/client/portal", roles = ["lookup"] }
                     "data_dir = \"data\"\ndefault_id_scheme = \"N H S\"",
                 ),
                 "node.default_id_scheme",
+            ),
+            (
+                VALID.replace(
+                    "data_dir = \"data\"",
+                    "data_dir = \"data\"\nconfirm_after_days = 0",
+                ),
+                "node.confirm_after_days",
             ),
         ];
         for (text, key) in cases {

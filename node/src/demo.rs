@@ -412,6 +412,7 @@ fn lookup_request(practitioner_id: &str) -> v1::LookupRequest {
         }),
         local_only: false,
         peer_deadline_ms: 0,
+        include_family: false,
     }
 }
 

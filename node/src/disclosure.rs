@@ -28,6 +28,32 @@ pub fn disclose_local(
     Ok((disclosed, ids))
 }
 
+/// The family view: the current involvements of every person linked to
+/// `person_id` that `allowed` lets through (locally everything, for a peer
+/// what its agreement covers), each disclosed like the person's own and
+/// marked with the member's relationship ("sibling"), never their name; with
+/// the ids disclosed, for the audit log.
+pub fn disclose_family(
+    store: &Store,
+    person_id: &str,
+    allowed: impl Fn(&Involvement) -> bool,
+) -> Result<(Vec<v1::DisclosedInvolvement>, Vec<String>), StoreError> {
+    let mut disclosed = Vec::new();
+    let mut ids = Vec::new();
+    for (member_id, relationship) in store.links_of(person_id)? {
+        for involvement in store.involvements_of_person(&member_id)? {
+            if !involvement.is_active() || !allowed(&involvement) {
+                continue;
+            }
+            let mut one = disclose_one(store, &involvement)?;
+            one.family_member = relationship.label().into();
+            disclosed.push(one);
+            ids.push(involvement.id);
+        }
+    }
+    Ok((disclosed, ids))
+}
+
 /// One involvement as disclosed: the practitioner's contact details, or for
 /// a restricted service only its gatekeeper.
 pub fn disclose_one(
@@ -80,5 +106,6 @@ pub fn disclose_one(
             Some(to_proto_date(involvement.start_date))
         },
         contact,
+        family_member: String::new(),
     })
 }

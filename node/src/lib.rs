@@ -30,6 +30,7 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub mod synth;
+pub mod team;
 pub mod tls;
 pub mod validate;
 

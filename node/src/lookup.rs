@@ -10,13 +10,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use patchwork_federation::agreement::Peer;
+use patchwork_federation::breaker::Admission;
 use patchwork_federation::fanout::{PeerCall, PeerOutcome, PeerReply, ask_peers};
 use patchwork_federation::matchkeys::{Subject, query_keys};
 use patchwork_proto::v1;
 use tonic::Status;
 
 use crate::access::Caller;
-use crate::disclosure::disclose_local;
+use crate::disclosure::{disclose_family, disclose_local};
 use crate::matching::{MatchDecision, match_person};
 use crate::model::{Demographics, Purpose};
 use crate::service::{NodeState, blocking};
@@ -48,6 +49,8 @@ pub struct LookupQuestion {
     pub local_only: bool,
     /// 0: the node's default.
     pub peer_deadline_ms: u32,
+    /// Also the team around the matched person's linked family members.
+    pub include_family: bool,
 }
 
 fn outcome_word(outcome: v1::NodeOutcome) -> &'static str {
@@ -197,6 +200,18 @@ pub async fn lookup(
     let mut calls = Vec::with_capacity(peers.len());
     let mut unready = Vec::new();
     for peer in &peers {
+        if let Admission::Skip { remaining } = state
+            .federation
+            .breakers
+            .admit(&peer.identity, Instant::now())
+        {
+            unready.push(PeerReply {
+                peer: peer.clone(),
+                outcome: PeerOutcome::Unreachable(Admission::skip_detail(remaining)),
+                latency: Duration::ZERO,
+            });
+            continue;
+        }
         let set_name = &peer.agreement.key_set;
         let Some(set) = state.federation.key_set(set_name) else {
             unready.push(PeerReply {
@@ -237,6 +252,7 @@ pub async fn lookup(
                         .as_ref()
                         .map(|n| n.scheme.clone())
                         .unwrap_or_default(),
+                    include_family: question.include_family,
                 },
             }),
             Err(why) => unready.push(PeerReply {
@@ -253,12 +269,23 @@ pub async fn lookup(
 
     let store = state.store.clone();
     let local_subject = question.subject.clone();
+    let include_family = question.include_family;
     let local = blocking(move || {
         let decision = match_person(&store, &local_subject)
             .map_err(|e| crate::convert::store_status(e, ""))?;
         let disclosed = match &decision {
-            MatchDecision::Matched(person) => disclose_local(&store, &person.id)
-                .map_err(|e| crate::convert::store_status(e, ""))?,
+            MatchDecision::Matched(person) => {
+                let (mut disclosed, mut ids) = disclose_local(&store, &person.id)
+                    .map_err(|e| crate::convert::store_status(e, ""))?;
+                if include_family {
+                    // Family members' ids go to the audit log with the rest.
+                    let (family, family_ids) = disclose_family(&store, &person.id, |_| true)
+                        .map_err(|e| crate::convert::store_status(e, ""))?;
+                    disclosed.extend(family);
+                    ids.extend(family_ids);
+                }
+                (disclosed, ids)
+            }
             _ => (Vec::new(), Vec::new()),
         };
         Ok((decision, disclosed))
@@ -272,6 +299,14 @@ pub async fn lookup(
         state
             .metrics
             .peer_latency(&reply.peer.identity, reply.latency);
+        let alive = matches!(
+            reply.outcome,
+            PeerOutcome::Answered(_) | PeerOutcome::Refused(_)
+        );
+        state
+            .federation
+            .breakers
+            .record(&reply.peer.identity, alive, Instant::now());
     }
     replies.extend(unready);
 

@@ -148,6 +148,7 @@ struct PeerSeries {
     outcomes: [AtomicU64; PEER_OUTCOMES.len()],
     latency: Histogram,
     rate_limited: AtomicU64,
+    enumeration_alerts: AtomicU64,
 }
 
 impl PeerSeries {
@@ -157,6 +158,7 @@ impl PeerSeries {
             outcomes: counters(),
             latency: Histogram::default(),
             rate_limited: AtomicU64::new(0),
+            enumeration_alerts: AtomicU64::new(0),
         }
     }
 }
@@ -285,6 +287,14 @@ impl Metrics {
         self.peer(peer).rate_limited.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A peer whose queries began to look like enumeration (alerted once
+    /// each time it crosses the threshold).
+    pub fn enumeration_alert(&self, peer: &SpiffeId) {
+        self.peer(peer)
+            .enumeration_alerts
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
     /// A connection that got no TLS session.
     pub fn handshake_refused(&self, why: HandshakeRefusal) {
         let i = match why {
@@ -342,6 +352,7 @@ impl Metrics {
                     || p.outcomes.iter().any(|c| c.load(Ordering::Relaxed) > 0)
                     || p.latency.count() > 0
                     || p.rate_limited.load(Ordering::Relaxed) > 0
+                    || p.enumeration_alerts.load(Ordering::Relaxed) > 0
             })
             .collect();
         header(
@@ -385,6 +396,20 @@ impl Metrics {
                 "patchwork_peer_rate_limited_total{{peer=\"{}\"}} {}",
                 escape(&peer.identity),
                 peer.rate_limited.load(Ordering::Relaxed)
+            );
+        }
+        header(
+            out,
+            "patchwork_peer_enumeration_alerts_total",
+            "counter",
+            "times a peer's queries began to look like enumeration (mostly misses), by peer",
+        );
+        for peer in &peers {
+            let _ = writeln!(
+                out,
+                "patchwork_peer_enumeration_alerts_total{{peer=\"{}\"}} {}",
+                escape(&peer.identity),
+                peer.enumeration_alerts.load(Ordering::Relaxed)
             );
         }
         header(

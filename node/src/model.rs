@@ -131,3 +131,38 @@ impl From<&Person> for Demographics {
         }
     }
 }
+
+/// What one person is to another in the family view (see `LinkPersons`):
+/// stored for both directions, `Parent` one way being `Child` the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Relationship {
+    Household,
+    /// The other person is this person's parent.
+    Parent,
+    /// The other person is this person's child.
+    Child,
+    Sibling,
+    Other,
+}
+
+impl Relationship {
+    /// The same link seen from the other person.
+    pub fn inverse(self) -> Relationship {
+        match self {
+            Relationship::Parent => Relationship::Child,
+            Relationship::Child => Relationship::Parent,
+            other => other,
+        }
+    }
+
+    /// The label a family lookup shows instead of the member's name.
+    pub fn label(self) -> &'static str {
+        match self {
+            Relationship::Household => "household",
+            Relationship::Parent => "parent",
+            Relationship::Child => "child",
+            Relationship::Sibling => "sibling",
+            Relationship::Other => "other",
+        }
+    }
+}

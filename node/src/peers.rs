@@ -90,6 +90,8 @@ pub struct Federation {
     pub default_deadline: Duration,
     /// Peer calls in flight across all lookups.
     pub slots: Arc<Semaphore>,
+    /// Each peer's circuit breaker (lookups skip a peer that keeps failing).
+    pub breakers: patchwork_federation::breaker::Breakers,
     tls: Arc<TlsState>,
     channels: RwLock<(u64, HashMap<SpiffeId, Channel>)>,
 }
@@ -128,6 +130,10 @@ impl Federation {
                 .collect(),
             default_deadline: Duration::from_millis(u64::from(section.default_deadline_ms)),
             slots: Arc::new(Semaphore::new(section.max_concurrent_calls)),
+            breakers: patchwork_federation::breaker::Breakers::new(
+                patchwork_federation::breaker::DEFAULT_THRESHOLD,
+                Duration::from_millis(u64::from(section.breaker_cool_down_ms)),
+            ),
             tls,
             channels: RwLock::new((0, HashMap::new())),
         }

@@ -15,6 +15,7 @@ use patchwork_proto::v1::{
     federation_server::FederationServer,
 };
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tonic::transport::Server;
 
 use crate::access::AccessPolicy;
@@ -149,6 +150,7 @@ pub async fn run_with(
     let tls = Arc::new(TlsState::new(config.tls.clone(), material));
     let store_dir = config.store_dir();
     let key_sets = crate::peers::load_key_sets(&config.federation)?;
+    let webhooks = crate::team::load_webhooks(&config.webhooks)?;
     let federation = Arc::new(crate::peers::Federation::new(
         &config.federation,
         key_sets.clone(),
@@ -194,6 +196,7 @@ pub async fn run_with(
     let (abort, aborted) = tokio::sync::oneshot::channel::<()>();
     let signal = {
         let health = health.clone();
+        let opened = opened_store.clone();
         async move {
             let aborted = async {
                 if aborted.await.is_err() {
@@ -205,6 +208,10 @@ pub async fn run_with(
                 () = aborted => {}
             }
             health.draining().await;
+            // Open Directory.Watch streams end, so they cannot hold the drain.
+            if let Some(store) = opened.get() {
+                store.close_watchers();
+            }
         }
     };
     tracing::info!(identity = %node_identity, listen = %config.api.listen, "node starting");
@@ -245,6 +252,18 @@ pub async fn run_with(
                 });
             }
         };
+        // Before any service opens, so a new webhook's cursor precedes every
+        // event written after start-up.
+        let webhook_tasks = match crate::team::spawn_webhooks(&store, webhooks) {
+            Ok(tasks) => tasks,
+            Err(source) => {
+                let _ = abort.send(());
+                return Err(NodeError::Store {
+                    path: store_dir.display().to_string(),
+                    source,
+                });
+            }
+        };
         let state = NodeState {
             store: store.clone(),
             access: Arc::new(AccessPolicy::new(
@@ -257,6 +276,7 @@ pub async fn run_with(
             node_identity: node_identity.clone(),
             display_name: config.node.display_name.clone(),
             default_id_scheme: config.node.default_id_scheme.clone(),
+            confirm_after_days: config.node.confirm_after_days,
             spool_dir: config.node.data_dir.join("spool"),
             health: health.clone(),
             metrics: metrics.clone(),
@@ -271,12 +291,15 @@ pub async fn run_with(
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         );
-        federation_service.open(FederationServer::new(FederationService::new(state)));
+        federation_service.open(
+            FederationServer::new(FederationService::new(state))
+                .max_decoding_message_size(patchwork_federation::hostile::MAX_REQUEST_BYTES),
+        );
         let _ = opened_store.set(store.clone());
         health.started().await;
         tracing::info!(identity = %node_identity, listen = %config.api.listen, "node serving");
         let store_probe = health.spawn_store_probe(store.clone());
-        Ok((store, store_probe))
+        Ok((store, store_probe, webhook_tasks))
     };
     let reloader = reload_on_sighup(tls.clone());
     let expiry_logger = log_expiries_periodically(tls.clone());
@@ -287,8 +310,10 @@ pub async fn run_with(
     if let Some(server) = metrics_server {
         server.abort();
     }
-    let (store, store_probe) = started?;
+    let (store, store_probe, webhook_tasks) = started?;
     store_probe.abort();
+    // A delivery cut short is repeated after the next start (at least once).
+    webhook_tasks.iter().for_each(JoinHandle::abort);
     // Flush last, whatever happened: everything acknowledged is already on
     // disk, this only saves sled's next start some work.
     let flushed = store.flush().await;

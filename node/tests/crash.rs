@@ -1,6 +1,8 @@
-//! Crash consistency: a node killed with SIGKILL while it acknowledges
-//! involvement writes and runs an import loses nothing it acknowledged, and
-//! its store is never left half-written across its indexes.
+//! Crash consistency: a node killed with SIGKILL at randomised points (50
+//! times) while it acknowledges involvement writes, answers lookups and runs
+//! an import loses nothing it acknowledged, its store is never left
+//! half-written across its indexes (`patchwork store check`), and its audit
+//! chain verifies (`patchwork audit verify --offline`) after every kill.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -12,8 +14,9 @@ use patchwork_proto::v1::{self, admin_client::AdminClient, directory_client::Dir
 use rand::{Rng, SeedableRng};
 
 const BIN: &str = env!("CARGO_BIN_EXE_patchwork");
-const ROUNDS: usize = 6;
-const WRITERS: usize = 4;
+const ROUNDS: usize = 50;
+const WRITERS: usize = 3;
+const LOOKERS: usize = 2;
 const PERSONS: [&str; 5] = ["P-1001", "P-1002", "P-1003", "P-1004", "P-1005"];
 
 fn patchwork(args: &[&str]) -> std::process::Output {
@@ -100,6 +103,57 @@ async fn write_until_killed(
     }
 }
 
+/// Looks Amelia up until the node dies; returns the lookup ids answered.
+async fn look_up_until_killed(config: NodeConfig, acknowledged: Arc<Mutex<Vec<String>>>) {
+    let Ok(channel) = patchwork_node::client::connect(&config).await else {
+        return;
+    };
+    let mut directory = DirectoryClient::new(channel);
+    loop {
+        let request = v1::LookupRequest {
+            subject: Some(v1::Demographics {
+                given_name: "Amelia".into(),
+                family_name: "Smith-Jones".into(),
+                date_of_birth: Some(v1::Date {
+                    year: 2015,
+                    month: 3,
+                    day: 14,
+                }),
+                ..Default::default()
+            }),
+            purpose: Some(v1::Purpose {
+                lawful_basis: v1::LawfulBasis::ChildSafeguarding as i32,
+                reason: "crash test".into(),
+            }),
+            requester: Some(v1::Requester {
+                practitioner_id: "PR-005".into(),
+                ..Default::default()
+            }),
+            local_only: true,
+            ..Default::default()
+        };
+        match directory.lookup(request).await {
+            Ok(reply) => acknowledged
+                .lock()
+                .expect("lock")
+                .push(reply.into_inner().lookup_id),
+            Err(_) => return,
+        }
+    }
+}
+
+/// Runs a command that must succeed, naming the round if it does not.
+fn must_pass(round: usize, args: &[&str]) -> String {
+    let out = patchwork(args);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "round {round}: {args:?}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_writes_survive_sigkill_and_indexes_stay_whole() {
     patchwork_certs::install_crypto_provider();
@@ -132,7 +186,7 @@ async fn acknowledged_writes_survive_sigkill_and_indexes_stay_whole() {
     let bulk = tmp.path().join("bulk.csv");
     let bulk_arg = bulk.to_str().expect("path").to_owned();
     assert!(
-        patchwork(&["synth", "persons", "--count", "30000", "--out", &bulk_arg])
+        patchwork(&["synth", "persons", "--count", "3000", "--out", &bulk_arg])
             .status
             .success()
     );
@@ -156,12 +210,24 @@ async fn acknowledged_writes_survive_sigkill_and_indexes_stay_whole() {
     }
 
     let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let looked_up = Arc::new(Mutex::new(Vec::new()));
+    let (mut imports, mut with_lookups) = (0, 0);
     for round in 0..ROUNDS {
         let writers: Vec<_> = (0..WRITERS)
             .map(|w| tokio::spawn(write_until_killed(config.clone(), acknowledged.clone(), w)))
             .collect();
-        // Every other round an import is running too when the node dies.
-        let import = (round % 2 == 1).then(|| {
+        // Lookups in most rounds (each writes two audit entries), an import
+        // in about half: the kill lands wherever the dice say.
+        let lookers: Vec<_> = if rng.random_bool(0.75) {
+            with_lookups += 1;
+            (0..LOOKERS)
+                .map(|_| tokio::spawn(look_up_until_killed(config.clone(), looked_up.clone())))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let import = rng.random_bool(0.5).then(|| {
+            imports += 1;
             Command::new(BIN)
                 .args([
                     "import",
@@ -177,23 +243,33 @@ async fn acknowledged_writes_survive_sigkill_and_indexes_stay_whole() {
                 .spawn()
                 .expect("import")
         });
-        tokio::time::sleep(Duration::from_millis(rng.random_range(50..400))).await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(20..300))).await;
         kill_9(&mut node);
-        for writer in writers {
-            writer.await.expect("writer");
+        for task in writers.into_iter().chain(lookers) {
+            task.await.expect("writer or looker");
         }
         if let Some(mut import) = import {
             import.wait().expect("import ends when the node dies");
         }
-        let check = patchwork(&["store", "check", "--config", &config_arg]);
+        must_pass(round, &["store", "check", "--config", &config_arg]);
+        let verified = must_pass(
+            round,
+            &[
+                "audit",
+                "verify",
+                "--offline",
+                "--json",
+                "--config",
+                &config_arg,
+            ],
+        );
         assert!(
-            check.status.success(),
-            "round {round}: {}{}",
-            String::from_utf8_lossy(&check.stdout),
-            String::from_utf8_lossy(&check.stderr)
+            verified.contains("\"intact\":true"),
+            "round {round}: {verified}"
         );
         node = start(&config_arg, &config).await;
     }
+    eprintln!("{ROUNDS} kills: {imports} during an import, {with_lookups} during lookups");
 
     let acknowledged = acknowledged.lock().expect("lock").clone();
     assert!(
@@ -232,4 +308,30 @@ async fn acknowledged_writes_survive_sigkill_and_indexes_stay_whole() {
         acknowledged.len()
     );
     kill_9(&mut node);
+
+    // Every lookup that was answered was audited durably first.
+    let looked_up = looked_up.lock().expect("lock").clone();
+    assert!(!looked_up.is_empty(), "the lookers got some answers");
+    let store = patchwork_node::store::Store::open(&config.store_dir(), &Default::default())
+        .expect("open the killed node's store");
+    let mut audited = std::collections::HashSet::new();
+    for seq in 1..=store.audit_len().expect("audit length") {
+        if let Some(entry) = store.audit_entry(seq).expect("audit entry")
+            && let patchwork_node::store::audit::AuditEvent::LookupAnswered { lookup_id, .. } =
+                entry.event
+        {
+            audited.insert(lookup_id);
+        }
+    }
+    let unaudited: Vec<_> = looked_up
+        .iter()
+        .filter(|id| !audited.contains(*id))
+        .collect();
+    assert!(
+        unaudited.is_empty(),
+        "{} of {} answered lookups not in the audit log: {unaudited:?}",
+        unaudited.len(),
+        looked_up.len()
+    );
+    eprintln!("{} answered lookups all audited", looked_up.len());
 }

@@ -4,6 +4,8 @@
 //! client would: over gRPC with a client certificate.
 #![forbid(unsafe_code)]
 
+pub mod proxy;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -614,6 +616,7 @@ pub fn lookup_request(subject: v1::Demographics, practitioner_id: &str) -> v1::L
         }),
         local_only: true,
         peer_deadline_ms: 0,
+        include_family: false,
     }
 }
 

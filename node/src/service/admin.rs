@@ -119,8 +119,10 @@ impl Admin for AdminService {
         self.state.access.authorise(&request, Role::Admin)?;
         let person_id = crate::validate::id(&request.get_ref().person_id, "person_id")?;
         let store = self.state.store.clone();
+        let node_name = self.state.display_name.clone();
         let report = blocking(move || {
-            subject_access_report(&store, &person_id).map_err(|e| store_status(e, "person_id"))
+            subject_access_report(&store, &person_id, node_name)
+                .map_err(|e| store_status(e, "person_id"))
         })
         .await?;
         tracing::info!(
@@ -256,6 +258,7 @@ fn backup_status(error: BackupError) -> Status {
 fn subject_access_report(
     store: &Store,
     person_id: &str,
+    node_name: String,
 ) -> Result<v1::SubjectAccessReport, StoreError> {
     if store.person(person_id)?.is_none() {
         return Err(StoreError::NotFound {
@@ -267,9 +270,46 @@ fn subject_access_report(
     for entry in store.audit_for_person(person_id)? {
         entries.push(subject_access_entry(store, &entry)?);
     }
+    let mut involvements = store.involvements_of_person(person_id)?;
+    involvements.sort_by(|a, b| (a.start_date, &a.id).cmp(&(b.start_date, &b.id)));
+    let involvements = involvements
+        .iter()
+        .map(|i| subject_involvement(store, i))
+        .collect::<Result<_, _>>()?;
     Ok(v1::SubjectAccessReport {
         person_id: person_id.into(),
         entries,
+        involvements,
+        produced_at_unix_seconds: chrono::Utc::now().timestamp(),
+        node_name,
+    })
+}
+
+/// "Who is involved": the subject's own data, so every involvement in full,
+/// restricted and ended ones too.
+fn subject_involvement(
+    store: &Store,
+    involvement: &crate::model::Involvement,
+) -> Result<v1::SubjectInvolvement, StoreError> {
+    use crate::validate::to_proto_date;
+    let practitioner = store.practitioner(&involvement.practitioner_id)?;
+    let organisation = match &practitioner {
+        Some(p) => store.organisation(&p.organisation_id)?,
+        None => None,
+    };
+    Ok(v1::SubjectInvolvement {
+        involvement_id: involvement.id.clone(),
+        service: involvement.service.clone(),
+        sensitivity: crate::convert::sensitivity(involvement.sensitivity) as i32,
+        practitioner_name: practitioner
+            .as_ref()
+            .map(|p| p.name.clone())
+            .unwrap_or_default(),
+        practitioner_role: practitioner.map(|p| p.role).unwrap_or_default(),
+        organisation_name: organisation.map(|o| o.name).unwrap_or_default(),
+        start_date: Some(to_proto_date(involvement.start_date)),
+        end_date: involvement.end_date.map(to_proto_date),
+        last_confirmed: Some(to_proto_date(involvement.last_confirmed)),
     })
 }
 

@@ -374,47 +374,100 @@ impl Directory for DirectoryService {
             requester_id,
             local_only: req.local_only,
             peer_deadline_ms: req.peer_deadline_ms,
+            include_family: req.include_family,
         };
         let response = crate::lookup::lookup(&self.state, question).await?;
         Ok(Response::new(response))
     }
 
+    #[instrument(skip_all)]
     async fn raise_attention(
         &self,
-        _request: Request<v1::RaiseAttentionRequest>,
+        request: Request<v1::RaiseAttentionRequest>,
     ) -> DirectoryResult<v1::RaiseAttentionResponse> {
-        Err(Status::unimplemented(
-            "attention flags are not implemented yet",
-        ))
+        self.state.access.authorise(&request, Role::Records)?;
+        let req = request.into_inner();
+        let (person, by, reason) = (&req.person_id, &req.practitioner_id, &req.reason);
+        super::team::set_attention(&self.state, person, by, reason, true).await?;
+        Ok(Response::new(v1::RaiseAttentionResponse {}))
     }
 
+    #[instrument(skip_all)]
     async fn clear_attention(
         &self,
-        _request: Request<v1::ClearAttentionRequest>,
+        request: Request<v1::ClearAttentionRequest>,
     ) -> DirectoryResult<v1::ClearAttentionResponse> {
-        Err(Status::unimplemented(
-            "attention flags are not implemented yet",
-        ))
+        self.state.access.authorise(&request, Role::Records)?;
+        let req = request.into_inner();
+        let (person, by, reason) = (&req.person_id, &req.practitioner_id, &req.reason);
+        super::team::set_attention(&self.state, person, by, reason, false).await?;
+        Ok(Response::new(v1::ClearAttentionResponse {}))
     }
 
+    #[instrument(skip_all)]
     async fn confirm_involvement(
         &self,
-        _request: Request<v1::ConfirmInvolvementRequest>,
+        request: Request<v1::ConfirmInvolvementRequest>,
     ) -> DirectoryResult<v1::Involvement> {
-        Err(Status::unimplemented(
-            "confirming involvements is not implemented yet",
-        ))
+        self.state.access.authorise(&request, Role::Records)?;
+        let reply = super::family::confirm_involvement(&self.state, request.into_inner()).await?;
+        Ok(Response::new(reply))
+    }
+
+    #[instrument(skip_all)]
+    async fn list_unconfirmed_involvements(
+        &self,
+        request: Request<v1::ListUnconfirmedInvolvementsRequest>,
+    ) -> DirectoryResult<v1::ListUnconfirmedInvolvementsResponse> {
+        self.state.access.authorise(&request, Role::Records)?;
+        let reply = super::family::list_unconfirmed(&self.state, request.into_inner()).await?;
+        Ok(Response::new(reply))
+    }
+
+    #[instrument(skip_all)]
+    async fn link_persons(
+        &self,
+        request: Request<v1::LinkPersonsRequest>,
+    ) -> DirectoryResult<v1::PersonLink> {
+        self.state.access.authorise(&request, Role::Records)?;
+        let reply = super::family::link_persons(&self.state, request.into_inner()).await?;
+        Ok(Response::new(reply))
+    }
+
+    #[instrument(skip_all)]
+    async fn unlink_persons(
+        &self,
+        request: Request<v1::UnlinkPersonsRequest>,
+    ) -> DirectoryResult<v1::UnlinkPersonsResponse> {
+        self.state.access.authorise(&request, Role::Records)?;
+        let reply = super::family::unlink_persons(&self.state, request.into_inner()).await?;
+        Ok(Response::new(reply))
+    }
+
+    #[instrument(skip_all)]
+    async fn list_links(
+        &self,
+        request: Request<v1::ListLinksRequest>,
+    ) -> DirectoryResult<v1::ListLinksResponse> {
+        self.state.access.authorise(&request, Role::Records)?;
+        let reply = super::family::list_links(&self.state, request.into_inner()).await?;
+        Ok(Response::new(reply))
     }
 
     type WatchStream = ReceiverStream<Result<v1::TeamEvent, Status>>;
 
+    /// Role: lookup or records (a practitioner's portal, or a council system).
+    #[instrument(skip_all)]
     async fn watch(
         &self,
-        _request: Request<v1::WatchRequest>,
+        request: Request<v1::WatchRequest>,
     ) -> DirectoryResult<Self::WatchStream> {
-        Err(Status::unimplemented(
-            "watching team events is not implemented yet",
-        ))
+        let access = &self.state.access;
+        access
+            .authorise(&request, Role::Lookup)
+            .or_else(|_| access.authorise(&request, Role::Records))?;
+        let stream = super::team::watch(&self.state, request.into_inner()).await?;
+        Ok(Response::new(stream))
     }
 }
 

@@ -7,9 +7,12 @@
 //! lookups, the same audit write and flush.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Instant;
 
 use patchwork_federation::agreement::{Disclosure, Peer};
 use patchwork_federation::decide::{Decision, decide};
+use patchwork_federation::hostile::{EnumerationWatch, Pattern, ReplayGuard};
 use patchwork_federation::matchkeys::Digest;
 use patchwork_proto::v1::{self, federation_server::Federation};
 use tonic::{Request, Response, Status};
@@ -30,11 +33,19 @@ const CANDIDATE_LIMIT: usize = 16;
 #[derive(Debug, Clone)]
 pub struct FederationService {
     state: NodeState,
+    /// Request ids answered recently, per peer: a replay is refused.
+    replays: Arc<ReplayGuard>,
+    /// Each peer's recent hits and misses: enumeration is paused.
+    enumeration: Arc<EnumerationWatch>,
 }
 
 impl FederationService {
     pub fn new(state: NodeState) -> Self {
-        FederationService { state }
+        FederationService {
+            state,
+            replays: Arc::new(ReplayGuard::default()),
+            enumeration: Arc::new(EnumerationWatch::default()),
+        }
     }
 }
 
@@ -139,21 +150,28 @@ fn disclose(
     person_id: &str,
     peer: &Peer,
     basis: LawfulBasis,
+    include_family: bool,
 ) -> Result<(Vec<v1::DisclosedInvolvement>, Vec<String>), StoreError> {
+    // The agreement says whether anything goes; `disclose_one` says what:
+    // a restricted involvement only ever as its gatekeeper.
+    let allowed = |involvement: &crate::model::Involvement| {
+        let sensitivity = convert::sensitivity(involvement.sensitivity);
+        peer.agreement.disclosure(sensitivity, proto_basis(basis)) != Disclosure::Withheld
+    };
     let mut disclosed = Vec::new();
     let mut ids = Vec::new();
     for involvement in store.involvements_of_person(person_id)? {
-        if !involvement.is_active() {
-            continue;
-        }
-        let sensitivity = convert::sensitivity(involvement.sensitivity);
-        // The agreement says whether anything goes; `disclose_one` says what:
-        // a restricted involvement only ever as its gatekeeper.
-        if peer.agreement.disclosure(sensitivity, proto_basis(basis)) == Disclosure::Withheld {
+        if !involvement.is_active() || !allowed(&involvement) {
             continue;
         }
         ids.push(involvement.id.clone());
         disclosed.push(crate::disclosure::disclose_one(store, &involvement)?);
+    }
+    if include_family {
+        // The family view, under the same agreement; audited with the rest.
+        let (family, family_ids) = crate::disclosure::disclose_family(store, person_id, allowed)?;
+        disclosed.extend(family);
+        ids.extend(family_ids);
     }
     Ok((disclosed, ids))
 }
@@ -238,6 +256,16 @@ impl Federation for FederationService {
                     .await);
             }
         };
+        if !self
+            .replays
+            .first_time(&identity, &request.request_id, Instant::now())
+        {
+            // A second answer would be a second disclosure nobody asked for.
+            let status = Status::already_exists("request id already answered");
+            return Err(self
+                .refuse(identity.to_string(), &request, Some(checked.basis), status)
+                .await);
+        }
         if !peer.agreement.allows(proto_basis(checked.basis)) {
             let status = Status::permission_denied(format!(
                 "purpose {:?} is not in this node's agreement with {identity}",
@@ -257,6 +285,13 @@ impl Federation for FederationService {
                 .refuse(identity.to_string(), &request, Some(checked.basis), status)
                 .await);
         }
+        if self.enumeration.paused(&identity, Instant::now()) {
+            let status =
+                Status::resource_exhausted("query pattern looks like enumeration; queries paused");
+            return Err(self
+                .refuse(identity.to_string(), &request, Some(checked.basis), status)
+                .await);
+        }
 
         let store = self.state.store.clone();
         let set = peer.agreement.key_set.clone();
@@ -264,6 +299,7 @@ impl Federation for FederationService {
         let basis = checked.basis;
         let keys = checked.keys;
         let scheme = checked.scheme;
+        let include_family = request.include_family;
         let (status, person_id, disclosed, ids, more) = blocking(move || {
             let query_kinds: BTreeSet<v1::MatchKeyKind> =
                 keys.iter().map(|(kind, _)| *kind).collect();
@@ -279,8 +315,9 @@ impl Federation for FederationService {
             };
             Ok(match decision {
                 Decision::Matched(person_id) => {
-                    let (disclosed, ids) = disclose(&store, &person_id, &answer_peer, basis)
-                        .map_err(|e| convert::store_status(e, ""))?;
+                    let (disclosed, ids) =
+                        disclose(&store, &person_id, &answer_peer, basis, include_family)
+                            .map_err(|e| convert::store_status(e, ""))?;
                     (
                         v1::MatchStatus::Matched,
                         Some(person_id),
@@ -332,6 +369,14 @@ impl Federation for FederationService {
             disclosed = disclosed.len(),
             "peer query answered"
         );
+        let miss = status != v1::MatchStatus::Matched;
+        if self.enumeration.record(&identity, miss, Instant::now()) == Pattern::AlertRaised {
+            self.state.metrics.enumeration_alert(&identity);
+            tracing::warn!(
+                peer = %identity,
+                "peer queries look like enumeration (mostly misses): its queries are paused"
+            );
+        }
         Ok(Response::new(v1::FindInvolvementsResponse {
             status: status as i32,
             involvements: disclosed,

@@ -5,7 +5,9 @@
 
 mod admin;
 mod directory;
+mod family;
 mod federation;
+mod team;
 
 use std::sync::Arc;
 
@@ -30,6 +32,8 @@ pub struct NodeState {
     pub node_identity: SpiffeId,
     pub display_name: String,
     pub default_id_scheme: String,
+    /// `[node] confirm_after_days`: when an involvement counts as unconfirmed.
+    pub confirm_after_days: u32,
     /// Where imports spool validated rows (unnamed temporary files).
     pub spool_dir: std::path::PathBuf,
     /// What grpc.health.v1 reports; handlers flag store failures here.

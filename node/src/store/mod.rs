@@ -10,6 +10,9 @@
 //! - `person_index`: `demographic key \0 person id` → (), the keys lookups and
 //!   searches start from (see [`person_index_keys`]).
 //! - `meta`: record counts, kept in the same transactions as the records.
+//! - `events`, `events_by_practitioner`, `attention`: the team-event outbox
+//!   and attention flags, written with the changes they report (see `events`).
+//! - `links`: family links between persons, both ways (see `links`).
 //!
 //! Invariants: every multi-tree change happens in one sled transaction, so a
 //! crash never leaves a record without its index entries or the reverse; an
@@ -34,9 +37,13 @@ use patchwork_federation::matchkeys::KeySet;
 
 pub mod audit;
 pub mod backup;
+pub mod events;
+pub mod freshness;
+mod links;
 mod match_index;
 
 pub use audit::{AuditEntry, AuditEvent, AuditVerification, PeerOutcome};
+pub use events::{AttentionFlag, TeamEvent, TeamEventKind};
 
 /// The kinds of record the store holds, for messages and counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +53,7 @@ pub enum Kind {
     Organisation,
     Involvement,
     AuditEntry,
+    TeamEvent,
 }
 
 impl std::fmt::Display for Kind {
@@ -56,6 +64,7 @@ impl std::fmt::Display for Kind {
             Kind::Organisation => "organisation",
             Kind::Involvement => "involvement",
             Kind::AuditEntry => "audit entry",
+            Kind::TeamEvent => "team event",
         })
     }
 }
@@ -175,6 +184,14 @@ pub struct Store {
     audit: Tree,
     audit_by_person: Tree,
     audit_by_lookup: Tree,
+    /// The team-event outbox and attention flags (see `events`).
+    events: Tree,
+    events_by_practitioner: Tree,
+    attention: Tree,
+    team_lock: Arc<std::sync::Mutex<()>>,
+    durable_events: Arc<tokio::sync::watch::Sender<events::Progress>>,
+    /// `person \0 other person` → relationship, both ways (see `links`).
+    links: Tree,
     /// Held shared by every write transaction, exclusively by a backup's
     /// walk: writes pause while a backup reads, reads go on.
     write_gate: Arc<std::sync::RwLock<()>>,
@@ -336,7 +353,7 @@ impl Store {
             turn: tokio::sync::Mutex::new(()),
             log_file,
         });
-        Ok(Store {
+        let store = Store {
             durability,
             persons: db.open_tree("persons")?,
             practitioners: db.open_tree("practitioners")?,
@@ -351,9 +368,18 @@ impl Store {
             audit: db.open_tree("audit")?,
             audit_by_person: db.open_tree("audit_by_person")?,
             audit_by_lookup: db.open_tree("audit_by_lookup")?,
+            events: db.open_tree("events")?,
+            events_by_practitioner: db.open_tree("events_by_practitioner")?,
+            attention: db.open_tree("attention")?,
+            team_lock: Arc::new(std::sync::Mutex::new(())),
+            durable_events: Arc::new(tokio::sync::watch::channel(events::Progress::default()).0),
+            links: db.open_tree("links")?,
             write_gate: Arc::new(std::sync::RwLock::new(())),
             db,
-        })
+        };
+        // What sled recovered at open is what is on disk.
+        store.publish_durable_events(store.last_event_seq()?);
+        Ok(store)
     }
 
     /// What every write transaction holds while it runs (see `backup`). The
@@ -377,12 +403,14 @@ impl Store {
         // Every ticket up to here was taken after its writes, and before this
         // flush starts: this flush covers all of them.
         let covered = durability.requested.load(Ordering::SeqCst);
+        let events_covered = self.last_event_seq()?;
         self.db.flush_async().await?;
         let log_file = durability.log_file.try_clone()?;
         tokio::task::spawn_blocking(move || log_file.sync_data())
             .await
             .map_err(|_| std::io::Error::other("fdatasync worker stopped"))??;
         durability.completed.store(covered, Ordering::SeqCst);
+        self.publish_durable_events(events_covered);
         Ok(())
     }
 
@@ -573,6 +601,9 @@ impl Store {
         involvements: &[Involvement],
         mode: WriteMode,
     ) -> Result<Vec<WriteOutcome>, StoreError> {
+        let _team = self.team_lock();
+        let teams_before = self.teams_for_batch(involvements)?;
+        let now = events::now_unix_seconds();
         let _writing = self.writing();
         (
             &self.involvements,
@@ -581,9 +612,26 @@ impl Store {
             &self.persons,
             &self.practitioners,
             &self.meta,
+            &self.events,
+            &self.events_by_practitioner,
         )
             .transaction(
-                |(records, by_person, by_practitioner, persons, practitioners, meta)| {
+                |(
+                    records,
+                    by_person,
+                    by_practitioner,
+                    persons,
+                    practitioners,
+                    meta,
+                    events,
+                    event_index,
+                )| {
+                    let trees = events::EventTrees {
+                        events,
+                        by_practitioner: event_index,
+                        meta,
+                    };
+                    let mut teams = teams_before.clone();
                     let mut outcomes = Vec::with_capacity(involvements.len());
                     let (mut created, mut active_delta) = (0i64, 0i64);
                     for involvement in involvements {
@@ -633,6 +681,13 @@ impl Store {
                             involvement.id.as_bytes(),
                             tx_encode(Kind::Involvement, involvement)?,
                         )?;
+                        events::involvement_changed(
+                            &trees,
+                            &mut teams,
+                            old.as_ref(),
+                            involvement,
+                            now,
+                        )?;
                     }
                     add_count(meta, COUNT_INVOLVEMENTS, created)?;
                     add_count(meta, COUNT_ACTIVE_INVOLVEMENTS, active_delta)?;
@@ -649,9 +704,18 @@ impl Store {
         end_date: NaiveDate,
         reason: Option<String>,
     ) -> Result<Involvement, StoreError> {
+        let _team = self.team_lock();
+        let person = self.involvement(id)?.map(|i| i.person_id);
+        let teams_before = self.teams_of(person.as_deref())?;
+        let now = events::now_unix_seconds();
         let _writing = self.writing();
-        (&self.involvements, &self.meta)
-            .transaction(|(records, meta)| {
+        (
+            &self.involvements,
+            &self.meta,
+            &self.events,
+            &self.events_by_practitioner,
+        )
+            .transaction(|(records, meta, events, by_practitioner)| {
                 let Some(mut involvement): Option<Involvement> =
                     tx_decode(Kind::Involvement, records.get(id.as_bytes())?)?
                 else {
@@ -672,10 +736,23 @@ impl Store {
                         ),
                     });
                 }
+                let old = involvement.clone();
                 involvement.end_date = Some(end_date);
                 involvement.end_reason = reason.clone();
                 records.insert(id.as_bytes(), tx_encode(Kind::Involvement, &involvement)?)?;
                 add_count(meta, COUNT_ACTIVE_INVOLVEMENTS, -1)?;
+                let trees = events::EventTrees {
+                    events,
+                    by_practitioner,
+                    meta,
+                };
+                events::involvement_changed(
+                    &trees,
+                    &mut teams_before.clone(),
+                    Some(&old),
+                    &involvement,
+                    now,
+                )?;
                 Ok(involvement)
             })
             .map_err(tx_error)

@@ -1,0 +1,82 @@
+//! `Directory.RaiseAttention`, `ClearAttention` and `Watch`: the team around
+//! the person (events are made in the store, delivered by `crate::team`).
+
+use patchwork_proto::v1;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+use tracing::info;
+
+use super::{NodeState, blocking};
+use crate::convert::store_status;
+use crate::validate::{self, FieldError};
+
+/// Attention reasons: long enough to mean something, short enough to hold
+/// no case notes.
+const MIN_REASON: usize = 10;
+const MAX_REASON: usize = 500;
+/// Events buffered per watcher before the stream waits for the client.
+const WATCH_BUFFER: usize = 64;
+
+/// Raises (`raise`) or clears a person's attention flag.
+pub(super) async fn set_attention(
+    state: &NodeState,
+    person_id: &str,
+    practitioner_id: &str,
+    reason: &str,
+    raise: bool,
+) -> Result<(), Status> {
+    let person_id = validate::id(person_id, "person_id")?;
+    let practitioner_id = validate::id(practitioner_id, "practitioner_id")?;
+    let reason = if raise {
+        let reason = validate::required_text(reason, "reason", MAX_REASON)?;
+        if reason.chars().count() < MIN_REASON {
+            return Err(FieldError::new(
+                "reason",
+                format!("must be at least {MIN_REASON} characters"),
+            )
+            .into());
+        }
+        reason
+    } else {
+        validate::optional_text(reason, "reason", MAX_REASON)?.unwrap_or_default()
+    };
+    let store = state.store.clone();
+    let person = person_id.clone();
+    blocking(move || {
+        store
+            .set_attention(&person, &practitioner_id, raise, &reason)
+            .map_err(|e| store_status(e, ""))
+    })
+    .await?;
+    state.flush().await?;
+    info!(person = %person_id, raised = raise, "attention flag changed");
+    Ok(())
+}
+
+/// Starts streaming a practitioner's team events after `after_cursor`.
+pub(super) async fn watch(
+    state: &NodeState,
+    request: v1::WatchRequest,
+) -> Result<ReceiverStream<Result<v1::TeamEvent, Status>>, Status> {
+    let practitioner_id = validate::id(&request.practitioner_id, "practitioner_id")?;
+    let after = crate::team::parse_cursor(&request.after_cursor, "after_cursor")?;
+    let store = state.store.clone();
+    let who = practitioner_id.clone();
+    let known = blocking(move || {
+        store
+            .practitioner(&who)
+            .map(|p| p.is_some())
+            .map_err(|e| store_status(e, ""))
+    })
+    .await?;
+    if !known {
+        return Err(Status::not_found(format!(
+            "practitioner_id: practitioner {practitioner_id} not found"
+        )));
+    }
+    // "From now on" is fixed before the reply, so nothing written after it is missed.
+    let after = after.unwrap_or_else(|| state.store.durable_events().borrow().durable);
+    let (sender, receiver) = tokio::sync::mpsc::channel(WATCH_BUFFER);
+    crate::team::spawn_watch(state.store.clone(), practitioner_id, after, sender);
+    Ok(ReceiverStream::new(receiver))
+}

@@ -1,0 +1,428 @@
+//! Delivering team events from the store's outbox (`store/events`): the
+//! `Directory.Watch` stream and webhooks.
+//!
+//! Both read only events up to the last flushed sequence number
+//! ([`Store::durable_events`]), so a cursor a client saw is never reused
+//! after a crash. A watcher reads its practitioner's events after its
+//! cursor, then waits for the next flush. A webhook has its own cursor in
+//! the store's `meta`: it POSTs each event (in sequence order) until the
+//! receiver answers 2xx, backing off exponentially, then moves its cursor
+//! on. Delivery is at least once: a receiver deduplicates by
+//! `X-Patchwork-Event-Id`.
+
+use std::time::Duration;
+
+use patchwork_proto::v1;
+use ring::hmac;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tonic::Status;
+
+use crate::config::{WebhookEntry, WebhookPractitioners};
+use crate::server::{NodeError, read_private_key};
+use crate::store::{Store, StoreError, TeamEvent, TeamEventKind};
+
+/// Events read from the store at once.
+const BATCH: usize = 256;
+/// The first retry waits this long; each further one twice as long.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// One delivery attempt, connect to status line.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn kind(kind: TeamEventKind) -> v1::team_event::Kind {
+    match kind {
+        TeamEventKind::InvolvementStarted => v1::team_event::Kind::InvolvementStarted,
+        TeamEventKind::InvolvementEnded => v1::team_event::Kind::InvolvementEnded,
+        TeamEventKind::AttentionRaised => v1::team_event::Kind::AttentionRaised,
+        TeamEventKind::AttentionCleared => v1::team_event::Kind::AttentionCleared,
+    }
+}
+
+fn kind_name(kind: TeamEventKind) -> &'static str {
+    match kind {
+        TeamEventKind::InvolvementStarted => "involvement_started",
+        TeamEventKind::InvolvementEnded => "involvement_ended",
+        TeamEventKind::AttentionRaised => "attention_raised",
+        TeamEventKind::AttentionCleared => "attention_cleared",
+    }
+}
+
+/// The wire form of an event: the actor's contact as it stands now (a
+/// restricted involvement's gatekeeper instead). The person reference is
+/// this node's person id, which only this node's practitioners can open.
+pub fn to_proto(store: &Store, event: &TeamEvent) -> Result<v1::TeamEvent, StoreError> {
+    let by = match &event.gatekeeper {
+        Some(gatekeeper) => v1::PractitionerContact {
+            name: gatekeeper.name.clone(),
+            phone: gatekeeper.phone.clone().unwrap_or_default(),
+            email: gatekeeper.email.clone().unwrap_or_default(),
+            ..Default::default()
+        },
+        None => match store.practitioner(&event.actor_id)? {
+            Some(practitioner) => {
+                let organisation = store.organisation(&practitioner.organisation_id)?;
+                v1::PractitionerContact {
+                    name: practitioner.name,
+                    role: practitioner.role,
+                    team: practitioner.team.unwrap_or_default(),
+                    organisation_name: organisation
+                        .as_ref()
+                        .map(|o| o.name.clone())
+                        .unwrap_or_default(),
+                    sector: organisation
+                        .map(|o| crate::convert::sector(o.sector) as i32)
+                        .unwrap_or_default(),
+                    phone: practitioner.phone.unwrap_or_default(),
+                    email: practitioner.email.unwrap_or_default(),
+                }
+            }
+            None => v1::PractitionerContact::default(),
+        },
+    };
+    Ok(v1::TeamEvent {
+        cursor: event.seq.to_string(),
+        person_reference: event.person_id.clone(),
+        kind: kind(event.kind) as i32,
+        by: Some(by),
+        reason: event.reason.clone(),
+        at_unix_seconds: event.at_unix_seconds,
+    })
+}
+
+/// Parses a Watch cursor: empty means "from now on".
+pub fn parse_cursor(text: &str, field: &str) -> Result<Option<u64>, Status> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse::<u64>().map(Some).map_err(|_| {
+        Status::invalid_argument(format!(
+            "{field}: must be a cursor from a previous event (decimal digits)"
+        ))
+    })
+}
+
+/// Streams `practitioner_id`'s events after `after` into `sender` until
+/// the receiver goes away or the node shuts down.
+pub fn spawn_watch(
+    store: Store,
+    practitioner_id: String,
+    after: u64,
+    sender: mpsc::Sender<Result<v1::TeamEvent, Status>>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut durable = store.durable_events();
+        let mut cursor = after;
+        loop {
+            let progress = *durable.borrow_and_update();
+            if progress.closing {
+                return;
+            }
+            let up_to = progress.durable;
+            let reader = store.clone();
+            let who = practitioner_id.clone();
+            let batch = tokio::task::spawn_blocking(move || {
+                reader
+                    .events_for(&who, cursor, up_to, BATCH)?
+                    .iter()
+                    .map(|event| Ok((event.seq, to_proto(&reader, event)?)))
+                    .collect::<Result<Vec<_>, StoreError>>()
+            })
+            .await;
+            let batch = match batch {
+                Ok(Ok(batch)) => batch,
+                Ok(Err(error)) => {
+                    let _ = sender
+                        .send(Err(crate::convert::store_status(error, "")))
+                        .await;
+                    return;
+                }
+                Err(_) => return,
+            };
+            let full = batch.len() == BATCH;
+            for (seq, event) in batch {
+                if sender.send(Ok(event)).await.is_err() {
+                    return;
+                }
+                cursor = seq;
+            }
+            if full {
+                continue;
+            }
+            if up_to > cursor {
+                cursor = up_to; // nothing more for this practitioner up to here
+            }
+            tokio::select! {
+                changed = durable.changed() => if changed.is_err() { return },
+                () = sender.closed() => return,
+            }
+        }
+    })
+}
+
+/// A webhook ready to run: its target and key.
+pub struct Webhook {
+    url: String,
+    authority: String,
+    path: String,
+    key: hmac::Key,
+    practitioners: WebhookPractitioners,
+}
+
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhook").field("url", &self.url).finish()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
+        .collect()
+}
+
+/// `sha256=<hex HMAC-SHA256 of body>`, the `X-Patchwork-Signature` value.
+pub fn signature(key: &hmac::Key, body: &[u8]) -> String {
+    format!("sha256={}", hex(hmac::sign(key, body).as_ref()))
+}
+
+/// Reads every webhook's secret (hex, at least 32 bytes, mode 0600).
+pub fn load_webhooks(entries: &[WebhookEntry]) -> Result<Vec<Webhook>, NodeError> {
+    entries
+        .iter()
+        .map(|entry| {
+            let bytes = read_private_key("webhooks.secret_file", &entry.secret_file)?;
+            let secret = std::str::from_utf8(&bytes)
+                .ok()
+                .and_then(|text| unhex(text.trim()))
+                .filter(|secret| secret.len() >= 32)
+                .ok_or_else(|| NodeError::KeyMaterial {
+                    key: "webhooks.secret_file",
+                    message: format!(
+                        "{} must hold at least 64 hex digits (32 random bytes)",
+                        entry.secret_file.display()
+                    ),
+                })?;
+            // The config checked the url: http://authority/path.
+            let rest = entry.url.trim_start_matches("http://");
+            let (authority, path) = match rest.find('/') {
+                Some(i) => (&rest[..i], &rest[i..]),
+                None => (rest, "/"),
+            };
+            Ok(Webhook {
+                url: entry.url.clone(),
+                authority: authority.to_owned(),
+                path: path.to_owned(),
+                key: hmac::Key::new(hmac::HMAC_SHA256, &secret),
+                practitioners: entry.practitioners.clone(),
+            })
+        })
+        .collect()
+}
+
+/// The JSON body POSTed for one event.
+fn body(store: &Store, event: &TeamEvent, recipients: &[&String]) -> Result<Vec<u8>, StoreError> {
+    let wire = to_proto(store, event)?;
+    let by = wire.by.unwrap_or_default();
+    let json = serde_json::json!({
+        "id": wire.cursor,
+        "cursor": wire.cursor,
+        "kind": kind_name(event.kind),
+        "person_reference": wire.person_reference,
+        "recipients": recipients,
+        "by": {
+            "name": by.name,
+            "role": by.role,
+            "team": by.team,
+            "organisation_name": by.organisation_name,
+            "phone": by.phone,
+            "email": by.email,
+        },
+        "reason": wire.reason,
+        "at_unix_seconds": wire.at_unix_seconds,
+    });
+    Ok(json.to_string().into_bytes())
+}
+
+/// Starts one delivery task per webhook, each from its stored cursor. A
+/// webhook seen for the first time (by url) starts after the last event
+/// stored now; its cursor is saved before this returns, so nothing written
+/// after start-up is missed.
+pub fn spawn_webhooks(
+    store: &Store,
+    webhooks: Vec<Webhook>,
+) -> Result<Vec<JoinHandle<()>>, StoreError> {
+    let mut tasks = Vec::with_capacity(webhooks.len());
+    for hook in webhooks {
+        let cursor = match store.webhook_cursor(&hook.url)? {
+            Some(cursor) => cursor,
+            None => {
+                let now = store.last_event_seq()?;
+                store.set_webhook_cursor(&hook.url, now)?;
+                now
+            }
+        };
+        tasks.push(tokio::spawn(deliver(store.clone(), hook, cursor)));
+    }
+    Ok(tasks)
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, String> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err("store worker stopped".into()),
+    }
+}
+
+/// One webhook's delivery loop; runs until the node stops.
+async fn deliver(store: Store, hook: Webhook, mut cursor: u64) {
+    let mut durable = store.durable_events();
+    loop {
+        let up_to = durable.borrow_and_update().durable;
+        let reader = store.clone();
+        let batch = blocking(move || reader.events_after(cursor, up_to, BATCH)).await;
+        let batch = match batch {
+            Ok(batch) => batch,
+            Err(error) => {
+                tracing::error!(url = %hook.url, error = %error, "webhook cannot read the outbox");
+                tokio::time::sleep(MAX_BACKOFF).await;
+                continue;
+            }
+        };
+        let full = batch.len() == BATCH;
+        for event in batch {
+            let recipients: Vec<&String> = event
+                .recipients
+                .iter()
+                .filter(|r| hook.practitioners.includes(r))
+                .collect();
+            if !recipients.is_empty() {
+                let reader = store.clone();
+                let owned: Vec<String> = recipients.into_iter().cloned().collect();
+                let event_copy = event.clone();
+                let payload = blocking(move || {
+                    let refs: Vec<&String> = owned.iter().collect();
+                    body(&reader, &event_copy, &refs)
+                })
+                .await;
+                match payload {
+                    Ok(payload) => post_until_accepted(&hook, event.seq, &payload).await,
+                    Err(error) => {
+                        tracing::error!(url = %hook.url, event = event.seq, error = %error, "webhook event unreadable; skipped");
+                    }
+                }
+            }
+            cursor = event.seq;
+            let (writer, name) = (store.clone(), hook.url.clone());
+            if let Err(error) = blocking(move || writer.set_webhook_cursor(&name, cursor)).await {
+                tracing::warn!(url = %hook.url, error = %error, "webhook cursor not saved");
+            }
+        }
+        if full {
+            continue;
+        }
+        if durable.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// POSTs until the receiver answers 2xx, backing off 0.1 s, 0.2 s, ... up
+/// to a minute, with up to a quarter of jitter.
+async fn post_until_accepted(hook: &Webhook, seq: u64, payload: &[u8]) {
+    let signature = signature(&hook.key, payload);
+    let mut backoff = FIRST_BACKOFF;
+    let mut attempt = 1u32;
+    loop {
+        match tokio::time::timeout(ATTEMPT_TIMEOUT, post(hook, seq, &signature, payload)).await {
+            Ok(Ok(status)) if (200..300).contains(&status) => {
+                tracing::debug!(url = %hook.url, event = seq, attempt, "webhook delivered");
+                return;
+            }
+            Ok(Ok(status)) => {
+                tracing::warn!(url = %hook.url, event = seq, attempt, status, "webhook refused; retrying")
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(url = %hook.url, event = seq, attempt, error = %error, "webhook unreachable; retrying")
+            }
+            Err(_) => {
+                tracing::warn!(url = %hook.url, event = seq, attempt, "webhook timed out; retrying")
+            }
+        }
+        let jitter_ms = {
+            use rand::Rng;
+            let quarter = u64::try_from(backoff.as_millis() / 4).unwrap_or(0);
+            rand::rng().random_range(0..=quarter)
+        };
+        tokio::time::sleep(backoff + Duration::from_millis(jitter_ms)).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+        attempt = attempt.saturating_add(1);
+    }
+}
+
+/// One HTTP/1.1 POST; the response's status code.
+async fn post(hook: &Webhook, seq: u64, signature: &str, payload: &[u8]) -> std::io::Result<u16> {
+    let mut stream = tokio::net::TcpStream::connect(hook.authority.as_str()).await?;
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: patchwork\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nX-Patchwork-Event-Id: {seq}\r\nX-Patchwork-Signature: {signature}\r\n\
+         Connection: close\r\n\r\n",
+        hook.path,
+        hook.authority,
+        payload.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(payload).await?;
+    stream.flush().await?;
+    let mut response = Vec::with_capacity(256);
+    let mut chunk = [0u8; 256];
+    while !response.windows(2).any(|w| w == b"\r\n") && response.len() < 8192 {
+        let read = stream.read(&mut chunk).await?;
+        if read == 0 {
+            break;
+        }
+        response.extend_from_slice(&chunk[..read]);
+    }
+    let line = String::from_utf8_lossy(&response);
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| std::io::Error::other("no http status line in the answer"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_are_hex_hmac_sha256() {
+        // RFC 4231 test case 2.
+        let key = hmac::Key::new(hmac::HMAC_SHA256, b"Jefe");
+        assert_eq!(
+            signature(&key, b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        assert_eq!(unhex("0aFf"), Some(vec![0x0a, 0xff]));
+        assert_eq!(unhex("0g"), None);
+    }
+
+    #[test]
+    fn cursors_are_decimal_or_empty() {
+        assert_eq!(parse_cursor("", "after_cursor").expect("empty"), None);
+        assert_eq!(parse_cursor("42", "after_cursor").expect("n"), Some(42));
+        let error = parse_cursor("x1", "after_cursor").expect_err("bad");
+        assert!(error.message().starts_with("after_cursor:"));
+    }
+}

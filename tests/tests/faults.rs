@@ -1,0 +1,476 @@
+//! Misbehaving peers: Surrey asks Brighton & Hove through a fault-injecting
+//! proxy that delays, blackholes, resets and cuts responses in the middle.
+//! Every lookup keeps its deadline and names the peer that failed; the
+//! connection recovers when the peer heals; a flapping peer is skipped by its
+//! circuit breaker and stops costing lookups the deadline. Hostile peers:
+//! a replayed request id gets no second answer, an oversized request is not
+//! decoded, and a peer whose queries nearly all miss (enumeration) is
+//! paused, audited and counted in an alert metric.
+
+use std::time::{Duration, Instant};
+
+use patchwork_certs::SpiffeId;
+use patchwork_tests::proxy::{Fault, FaultProxy};
+use patchwork_tests::{
+    ClientCert, ClientGrant, NodeOptions, TestCa, TestNode, date, involvement, organisation,
+    practitioner, v1,
+};
+use tokio::net::TcpListener;
+use tonic::Code;
+
+const SECRET: &str = "5f1d3c0a9b8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a392817060504";
+/// The circuit breaker's cool-down on the asking node.
+const COOL_DOWN_MS: u64 = 1_000;
+
+struct Council {
+    node: TestNode,
+    portal: ClientCert,
+}
+
+struct Pair {
+    surrey: Council,
+    brighton: Council,
+    brighton_id: String,
+    /// Between Surrey and Brighton (Surrey's peer address for Brighton).
+    proxy: FaultProxy,
+}
+
+fn federation_toml(peer_id: &str, peer_name: &str, address: std::net::SocketAddr) -> String {
+    format!(
+        "[federation]\ndefault_deadline_ms = 1500\nbreaker_cool_down_ms = {COOL_DOWN_MS}\n\
+         \n[[federation.key_sets]]\nname = \"england\"\nsecret_file = \"england.key\"\n\
+         \n[[federation.peers]]\nidentity = \"{peer_id}\"\nname = \"{peer_name}\"\naddress = \"{address}\"\n\
+         key_set = \"england\"\npurposes = [\"child-safeguarding\"]\nsensitivities = [\"standard\"]\n\
+         rate_limit_per_minute = 6000\n"
+    )
+}
+
+async fn start(ca: &TestCa, name: &str, listener: TcpListener, federation: String) -> Council {
+    let portal = ca.client("portal");
+    let node = TestNode::start_with(
+        ca,
+        name,
+        &[ClientGrant {
+            client: &portal,
+            roles: &["records", "lookup"],
+        }],
+        NodeOptions {
+            listener: Some(listener),
+            extra_config: federation,
+            secret_files: vec![("england.key".into(), SECRET.into())],
+            ..Default::default()
+        },
+    )
+    .await;
+    Council { node, portal }
+}
+
+async fn seed(council: &Council, org: &str, practitioner_id: &str, person: Option<&str>) {
+    let mut directory = council.node.directory(&council.portal).await;
+    directory
+        .create_organisation(v1::CreateOrganisationRequest {
+            organisation: Some(organisation(
+                org,
+                "Children's Services",
+                v1::Sector::SocialCare,
+            )),
+        })
+        .await
+        .expect("organisation");
+    directory
+        .create_practitioner(v1::CreatePractitionerRequest {
+            practitioner: Some(practitioner(
+                practitioner_id,
+                "Sam Okafor",
+                "Social worker",
+                org,
+            )),
+        })
+        .await
+        .expect("practitioner");
+    if let Some(person_id) = person {
+        directory
+            .create_person(v1::CreatePersonRequest {
+                person: Some(patchwork_tests::person(
+                    person_id,
+                    "Amelia",
+                    "Smith-Jones",
+                    date(2015, 3, 14),
+                    "9434765919",
+                )),
+            })
+            .await
+            .expect("person");
+        directory
+            .record_involvement(v1::RecordInvolvementRequest {
+                involvement: Some(involvement(
+                    person_id,
+                    practitioner_id,
+                    "Youth work",
+                    v1::Sensitivity::Standard,
+                )),
+            })
+            .await
+            .expect("involvement");
+    }
+}
+
+async fn pair() -> Pair {
+    let ca = TestCa::new("england.patchwork");
+    let surrey_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let brighton_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let surrey_addr = surrey_listener.local_addr().expect("addr");
+    let brighton_addr = brighton_listener.local_addr().expect("addr");
+    let proxy = FaultProxy::start(brighton_addr).await;
+    let id = |name: &str| {
+        SpiffeId::node(ca.ca.trust_domain(), name)
+            .expect("identity")
+            .to_string()
+    };
+    let brighton_id = id("brighton");
+    let surrey = start(
+        &ca,
+        "surrey",
+        surrey_listener,
+        federation_toml(&brighton_id, "Brighton & Hove", proxy.addr()),
+    )
+    .await;
+    let brighton = start(
+        &ca,
+        "brighton",
+        brighton_listener,
+        federation_toml(&id("surrey"), "Surrey", surrey_addr),
+    )
+    .await;
+    seed(&surrey, "ORG-S", "PR-S1", None).await;
+    seed(&brighton, "ORG-B", "PR-B1", Some("B-1")).await;
+    Pair {
+        surrey,
+        brighton,
+        brighton_id,
+        proxy,
+    }
+}
+
+fn ask(deadline_ms: u32) -> v1::LookupRequest {
+    let mut request = patchwork_tests::lookup_request(
+        v1::Demographics {
+            given_name: "Amelia".into(),
+            family_name: "Smith-Jones".into(),
+            date_of_birth: date(2015, 3, 14),
+            postcode: String::new(),
+            national_id: Some(v1::NationalId {
+                scheme: "nhs".into(),
+                value: "9434765919".into(),
+            }),
+        },
+        "PR-S1",
+    );
+    request.local_only = false;
+    request.peer_deadline_ms = deadline_ms;
+    request
+}
+
+impl Pair {
+    /// One lookup from Surrey: Brighton's answer and how long it all took.
+    async fn lookup(&self, deadline_ms: u32) -> (v1::NodeAnswer, Duration) {
+        let mut directory = self.surrey.node.directory(&self.surrey.portal).await;
+        let started = Instant::now();
+        let response = directory
+            .lookup(ask(deadline_ms))
+            .await
+            .expect("a lookup answers whatever its peers do")
+            .into_inner();
+        let elapsed = started.elapsed();
+        assert_eq!(
+            response.answers.len(),
+            2,
+            "local and Brighton: {response:?}"
+        );
+        let brighton = response.answers[1].clone();
+        assert_eq!(brighton.node_id, self.brighton_id, "the peer is named");
+        (brighton, elapsed)
+    }
+
+    /// Polls until Brighton answers a lookup with its match again.
+    async fn wait_answered(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (answer, _) = self.lookup(1_000).await;
+            if answer.outcome == v1::NodeOutcome::Matched as i32 {
+                assert_eq!(answer.involvements.len(), 1, "{answer:?}");
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Brighton did not answer again after healing: {answer:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn outcome(answer: &v1::NodeAnswer) -> v1::NodeOutcome {
+    v1::NodeOutcome::try_from(answer.outcome).expect("known outcome")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fault_keeps_the_deadline_names_the_peer_and_heals() {
+    let pair = pair().await;
+    pair.wait_answered().await;
+    const DEADLINE_MS: u32 = 800;
+    // Generous slack for two shared cores: the point is "about the deadline",
+    // not "as long as the fault lasts" (the delay and blackhole last forever).
+    let bound = Duration::from_millis(u64::from(DEADLINE_MS) + 1_200);
+    let faults = [
+        (Fault::Delay(Duration::from_secs(5)), "delay"),
+        (Fault::Blackhole, "blackhole"),
+        (Fault::Reset, "reset"),
+        (Fault::CutResponse, "cut mid-response"),
+    ];
+    for (fault, name) in faults {
+        let connections = pair.proxy.connections();
+        pair.proxy.set(fault);
+        let (answer, elapsed) = pair.lookup(DEADLINE_MS).await;
+        assert!(
+            elapsed < bound,
+            "{name}: the lookup took {elapsed:?}, deadline {DEADLINE_MS} ms"
+        );
+        let got = outcome(&answer);
+        eprintln!("{name}: {got:?} in {elapsed:?}: {}", answer.detail);
+        match fault {
+            Fault::Delay(_) | Fault::Blackhole => {
+                assert_eq!(got, v1::NodeOutcome::TimedOut, "{name}: {answer:?}");
+                assert_eq!(answer.detail, format!("no answer within {DEADLINE_MS} ms"));
+            }
+            _ => {
+                // A broken connection is the peer being unreachable, not
+                // an unexplained error.
+                assert_eq!(got, v1::NodeOutcome::Unreachable, "{name}: {answer:?}");
+                assert!(
+                    answer
+                        .detail
+                        .starts_with("the connection broke during the call"),
+                    "{name}: {answer:?}"
+                );
+            }
+        }
+        assert!(
+            answer.involvements.is_empty(),
+            "{name}: nothing from a failed peer"
+        );
+        pair.proxy.heal();
+        pair.wait_answered().await;
+        if matches!(fault, Fault::Reset | Fault::CutResponse) {
+            assert!(
+                pair.proxy.connections() > connections,
+                "{name}: the broken connection was replaced"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flapping_peer_is_skipped_by_its_circuit_breaker() {
+    let pair = pair().await;
+    pair.wait_answered().await;
+    const DEADLINE_MS: u32 = 600;
+    for round in 0..2 {
+        // Down: three lookups pay the deadline, then the circuit opens.
+        pair.proxy.set(Fault::Blackhole);
+        for _ in 0..3 {
+            let (answer, _) = pair.lookup(DEADLINE_MS).await;
+            assert_eq!(outcome(&answer), v1::NodeOutcome::TimedOut, "round {round}");
+        }
+        for _ in 0..5 {
+            let (answer, elapsed) = pair.lookup(DEADLINE_MS).await;
+            assert_eq!(
+                outcome(&answer),
+                v1::NodeOutcome::Unreachable,
+                "round {round}: {answer:?}"
+            );
+            assert_eq!(
+                answer.detail, "circuit open: skipped for 1 s after repeated failures",
+                "round {round}"
+            );
+            assert!(
+                elapsed < Duration::from_millis(u64::from(DEADLINE_MS)),
+                "round {round}: a skipped peer costs nothing, took {elapsed:?}"
+            );
+        }
+        // Up again: after the cool-down one trial call closes the circuit.
+        pair.proxy.heal();
+        pair.wait_answered().await;
+        let (answer, _) = pair.lookup(DEADLINE_MS).await;
+        assert_eq!(outcome(&answer), v1::NodeOutcome::Matched, "round {round}");
+    }
+}
+
+// ------------------------------------------------------------ hostile peers
+
+/// A query as Brighton would send it, with keys that match nobody.
+fn peer_query(request_id: &str, seed: u8) -> v1::FindInvolvementsRequest {
+    v1::FindInvolvementsRequest {
+        request_id: request_id.into(),
+        key_set: "england".into(),
+        match_keys: vec![v1::MatchKey {
+            kind: v1::MatchKeyKind::NamesDob as i32,
+            digest: vec![seed; 32],
+        }],
+        purpose: Some(v1::Purpose {
+            lawful_basis: v1::LawfulBasis::ChildSafeguarding as i32,
+            reason: "s.47 enquiry after a referral".into(),
+        }),
+        requester: Some(v1::Requester {
+            practitioner_id: "PR-B1".into(),
+            name: "Kai Mensah".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+impl Pair {
+    /// Surrey's Federation service, called as Brighton (its configured peer).
+    async fn as_brighton(
+        &self,
+    ) -> v1::federation_client::FederationClient<tonic::transport::Channel> {
+        let channel = self
+            .surrey
+            .node
+            .try_channel(&self.brighton.node.node_cert)
+            .await
+            .expect("connect as brighton");
+        v1::federation_client::FederationClient::new(channel)
+    }
+}
+
+/// Surrey's audit entries, read from its stopped store.
+fn audit_events(node: &TestNode) -> Vec<patchwork_node::store::audit::AuditEvent> {
+    let path = node.dir.path().join("data/store");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let store = loop {
+        match patchwork_node::store::Store::open(&path, &Default::default()) {
+            Ok(store) => break store,
+            Err(error) => {
+                assert!(Instant::now() < deadline, "store stays locked: {error}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    };
+    let len = store.audit_len().expect("len");
+    (1..=len)
+        .map(|i| store.audit_entry(i).expect("read").expect("entry").event)
+        .collect()
+}
+
+fn refusals(events: &[patchwork_node::store::audit::AuditEvent]) -> Vec<(String, String)> {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            patchwork_node::store::audit::AuditEvent::PeerAsked {
+                request_id,
+                refusal: Some(refusal),
+                ..
+            } => Some((request_id.clone(), refusal.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_request_id_is_refused_and_audited() {
+    let mut pair = pair().await;
+    let mut federation = pair.as_brighton().await;
+    let first = federation
+        .find_involvements(peer_query("replay-0001", 7))
+        .await
+        .expect("first time answered")
+        .into_inner();
+    assert_eq!(first.status, v1::MatchStatus::NoMatch as i32);
+    let again = federation
+        .find_involvements(peer_query("replay-0001", 7))
+        .await
+        .expect_err("a replay is refused");
+    assert_eq!(again.code(), Code::AlreadyExists);
+    assert_eq!(again.message(), "request id already answered");
+    // A fresh id is answered as usual; real lookups use fresh ids too.
+    federation
+        .find_involvements(peer_query("replay-0002", 7))
+        .await
+        .expect("a fresh id is answered");
+    pair.wait_answered().await;
+
+    pair.surrey.node.stop().await;
+    let refused = refusals(&audit_events(&pair.surrey.node));
+    assert_eq!(
+        refused,
+        vec![(
+            "replay-0001".to_owned(),
+            "AlreadyExists: request id already answered".to_owned()
+        )]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_request_is_not_decoded() {
+    let pair = pair().await;
+    let mut federation = pair.as_brighton().await;
+    let mut query = peer_query("oversized-0001", 9);
+    query.requester.as_mut().expect("requester").name = "x".repeat(100 * 1024);
+    let refused = federation
+        .find_involvements(query)
+        .await
+        .expect_err("a 100 KiB query is refused");
+    assert_eq!(refused.code(), Code::OutOfRange, "{refused:?}");
+    assert!(
+        refused.message().contains("65536"),
+        "the limit is named: {}",
+        refused.message()
+    );
+    // The connection and the peer are fine afterwards.
+    federation
+        .find_involvements(peer_query("oversized-0002", 9))
+        .await
+        .expect("a normal query is answered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enumerating_peer_is_paused_alerted_and_audited() {
+    let mut pair = pair().await;
+    let mut federation = pair.as_brighton().await;
+    // 51 queries that all miss: over 50 in the window, over 90 % misses.
+    for i in 0..51u8 {
+        let answer = federation
+            .find_involvements(peer_query(&format!("enum-{i:04}"), i))
+            .await
+            .unwrap_or_else(|e| panic!("query {i} answered: {e:?}"))
+            .into_inner();
+        assert_eq!(answer.status, v1::MatchStatus::NoMatch as i32);
+    }
+    let paused = federation
+        .find_involvements(peer_query("enum-0051", 200))
+        .await
+        .expect_err("the 52nd query is paused");
+    assert_eq!(paused.code(), Code::ResourceExhausted);
+    assert_eq!(
+        paused.message(),
+        "query pattern looks like enumeration; queries paused"
+    );
+    let (_, metrics) = pair.surrey.node.metrics().await;
+    let line = format!(
+        "patchwork_peer_enumeration_alerts_total{{peer=\"{}\"}} 1",
+        pair.brighton_id
+    );
+    assert!(metrics.contains(&line), "{line} in:\n{metrics}");
+
+    pair.surrey.node.stop().await;
+    let refused = refusals(&audit_events(&pair.surrey.node));
+    assert_eq!(
+        refused,
+        vec![(
+            "enum-0051".to_owned(),
+            "ResourceExhausted: query pattern looks like enumeration; queries paused".to_owned()
+        )]
+    );
+}
