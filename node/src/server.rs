@@ -307,13 +307,24 @@ pub async fn run_with(
     acceptor.abort();
     reloader.abort();
     expiry_logger.abort();
-    if let Some(server) = metrics_server {
+    if let Some(server) = &metrics_server {
         server.abort();
     }
     let (store, store_probe, webhook_tasks) = started?;
     store_probe.abort();
     // A delivery cut short is repeated after the next start (at least once).
     webhook_tasks.iter().for_each(JoinHandle::abort);
+    // Wait until the aborted tasks are gone: they hold handles on the store,
+    // and it is only closed (its lock released, so the same process can open
+    // it again) once the last handle drops.
+    let _ = store_probe.await;
+    for task in webhook_tasks {
+        let _ = task.await;
+    }
+    let _ = tokio::join!(acceptor, reloader, expiry_logger);
+    if let Some(server) = metrics_server {
+        let _ = server.await;
+    }
     // Flush last, whatever happened: everything acknowledged is already on
     // disk, this only saves sled's next start some work.
     let flushed = store.flush().await;
