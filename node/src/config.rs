@@ -134,6 +134,10 @@ pub struct FederationSection {
     /// before one trial call (its circuit breaker's cool-down, ms).
     #[serde(default = "default_breaker_cool_down_ms")]
     pub breaker_cool_down_ms: u32,
+    /// How often this node polls peers for its cross-border subscriptions'
+    /// notifications (ms, 50-600000).
+    #[serde(default = "default_poll_interval_ms")]
+    pub poll_interval_ms: u32,
     /// Secrets shared with groups of nodes, under which match keys are made.
     #[serde(default)]
     pub key_sets: Vec<KeySetEntry>,
@@ -147,6 +151,7 @@ impl Default for FederationSection {
             default_deadline_ms: default_peer_deadline_ms(),
             max_concurrent_calls: default_max_concurrent_calls(),
             breaker_cool_down_ms: default_breaker_cool_down_ms(),
+            poll_interval_ms: default_poll_interval_ms(),
             key_sets: Vec::new(),
             peers: Vec::new(),
         }
@@ -163,6 +168,10 @@ fn default_max_concurrent_calls() -> usize {
 
 fn default_breaker_cool_down_ms() -> u32 {
     30_000
+}
+
+fn default_poll_interval_ms() -> u32 {
+    5_000
 }
 
 /// A match-key secret shared by a group of nodes (a federation, or a
@@ -585,6 +594,9 @@ impl NodeConfig {
                 "federation.default_deadline_ms",
                 "must be 100-60000",
             ));
+        }
+        if !(50..=600_000).contains(&federation.poll_interval_ms) {
+            return Err(invalid("federation.poll_interval_ms", "must be 50-600000"));
         }
         if !(1..=10_000).contains(&federation.max_concurrent_calls) {
             return Err(invalid(

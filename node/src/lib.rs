@@ -29,6 +29,7 @@ pub mod quickstart;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod subscriptions;
 pub mod synth;
 pub mod team;
 pub mod tls;

@@ -254,7 +254,7 @@ pub async fn run_with(
         };
         // Before any service opens, so a new webhook's cursor precedes every
         // event written after start-up.
-        let webhook_tasks = match crate::team::spawn_webhooks(&store, webhooks) {
+        let mut webhook_tasks = match crate::team::spawn_webhooks(&store, webhooks) {
             Ok(tasks) => tasks,
             Err(source) => {
                 let _ = abort.send(());
@@ -281,6 +281,11 @@ pub async fn run_with(
             health: health.clone(),
             metrics: metrics.clone(),
         };
+        // Cross-border subscriptions: polls peers, stops with the webhooks.
+        webhook_tasks.push(crate::subscriptions::spawn_poller(
+            state.clone(),
+            std::time::Duration::from_millis(u64::from(config.federation.poll_interval_ms)),
+        ));
         directory.open(
             DirectoryServer::new(DirectoryService::new(state.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)

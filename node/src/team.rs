@@ -53,6 +53,16 @@ fn kind_name(kind: TeamEventKind) -> &'static str {
 /// restricted involvement's gatekeeper instead). The person reference is
 /// this node's person id, which only this node's practitioners can open.
 pub fn to_proto(store: &Store, event: &TeamEvent) -> Result<v1::TeamEvent, StoreError> {
+    if event.actor_id.is_empty()
+        && let Some(detail) = store.remote_event_detail(event.seq)?
+    {
+        // A peer's notification for a cross-border subscription.
+        return Ok(crate::subscriptions::remote_to_proto(
+            event,
+            kind(event.kind),
+            detail,
+        ));
+    }
     let by = match &event.gatekeeper {
         Some(gatekeeper) => v1::PractitionerContact {
             name: gatekeeper.name.clone(),
@@ -88,6 +98,7 @@ pub fn to_proto(store: &Store, event: &TeamEvent) -> Result<v1::TeamEvent, Store
         by: Some(by),
         reason: event.reason.clone(),
         at_unix_seconds: event.at_unix_seconds,
+        from_node: String::new(),
     })
 }
 

@@ -561,6 +561,7 @@ pub fn accept_tls(
                 let _slot = slot;
                 match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
+                        metrics.handshake_accepted();
                         let peer =
                             peer_connection(remote_addr, &stream, &material.trust, generation);
                         let _ = sender

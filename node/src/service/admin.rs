@@ -381,7 +381,21 @@ fn subject_access_entry(
             };
             out.disclosed_involvement_ids = disclosed_involvement_ids.clone();
         }
-        AuditEvent::LookupStarted { .. } => {
+        AuditEvent::NotificationSent {
+            peer,
+            subscription_id,
+            disclosed_involvement_ids,
+            ..
+        } => {
+            out.kind = "subscription notification sent to a peer".into();
+            out.reference = subscription_id.clone();
+            out.from = peer.clone();
+            out.outcome = "sent".into();
+            out.disclosed_involvement_ids = disclosed_involvement_ids.clone();
+        }
+        AuditEvent::LookupStarted { .. }
+        | AuditEvent::SubscriptionMade { .. }
+        | AuditEvent::NotificationReceived { .. } => {
             // Never indexed under a person.
             out.kind = "lookup started".into();
         }

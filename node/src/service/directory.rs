@@ -469,6 +469,55 @@ impl Directory for DirectoryService {
         let stream = super::team::watch(&self.state, request.into_inner()).await?;
         Ok(Response::new(stream))
     }
+
+    #[instrument(skip_all)]
+    async fn subscribe(
+        &self,
+        request: Request<v1::DirectorySubscribeRequest>,
+    ) -> DirectoryResult<v1::DirectorySubscribeResponse> {
+        self.state.access.authorise(&request, Role::Lookup)?;
+        let req = request.into_inner();
+        let rules = self.state.rules();
+        let subject =
+            validate::demographics(present(req.subject.as_ref(), "subject")?, "subject", &rules)?;
+        let strong_enough = subject.national_id.is_some()
+            || (subject.given_name.is_some()
+                && subject.family_name.is_some()
+                && subject.date_of_birth.is_some());
+        if !strong_enough {
+            return Err(FieldError::new(
+                "subject",
+                "needs national_id, or given_name, family_name and date_of_birth",
+            )
+            .into());
+        }
+        let purpose = validate::purpose(req.purpose.as_ref(), "purpose")?;
+        let requester = present(req.requester.as_ref(), "requester")?;
+        let requester_id = validate::id(&requester.practitioner_id, "requester.practitioner_id")?;
+        if req.ttl_days > 90 {
+            return Err(FieldError::new("ttl_days", "must be 0-90").into());
+        }
+        let question = crate::subscriptions::SubscribeQuestion {
+            subject,
+            purpose,
+            requester_id,
+            peers: req.peer_node_ids,
+            ttl_days: req.ttl_days,
+        };
+        let response = crate::subscriptions::subscribe(&self.state, question).await?;
+        Ok(Response::new(response))
+    }
+
+    #[instrument(skip_all)]
+    async fn unsubscribe(
+        &self,
+        request: Request<v1::DirectoryUnsubscribeRequest>,
+    ) -> DirectoryResult<v1::DirectoryUnsubscribeResponse> {
+        self.state.access.authorise(&request, Role::Lookup)?;
+        let id = validate::id(&request.into_inner().subscription_id, "subscription_id")?;
+        crate::subscriptions::unsubscribe(&self.state, &id).await?;
+        Ok(Response::new(v1::DirectoryUnsubscribeResponse {}))
+    }
 }
 
 /// Every field the search gave agrees with the person (after normalisation).

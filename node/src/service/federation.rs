@@ -25,6 +25,9 @@ use crate::store::audit::AuditEvent;
 use crate::store::{Store, StoreError};
 use crate::validate::{self, FieldError};
 
+/// Cross-border subscriptions: Subscribe, PollNotifications, Unsubscribe.
+mod subscribe;
+
 /// Most keys one query may carry.
 const MAX_MATCH_KEYS: usize = 32;
 /// Most candidates one digest may bring in before the answer is "ambiguous".
@@ -382,6 +385,30 @@ impl Federation for FederationService {
             involvements: disclosed,
             more_identifiers_wanted: more,
         }))
+    }
+
+    #[instrument(skip_all)]
+    async fn subscribe(
+        &self,
+        request: Request<v1::SubscribeRequest>,
+    ) -> Result<Response<v1::SubscribeResponse>, Status> {
+        subscribe::subscribe(self, request).await
+    }
+
+    #[instrument(skip_all)]
+    async fn poll_notifications(
+        &self,
+        request: Request<v1::PollRequest>,
+    ) -> Result<Response<v1::PollResponse>, Status> {
+        subscribe::poll(self, request).await
+    }
+
+    #[instrument(skip_all)]
+    async fn unsubscribe(
+        &self,
+        request: Request<v1::UnsubscribeRequest>,
+    ) -> Result<Response<v1::UnsubscribeResponse>, Status> {
+        subscribe::unsubscribe(self, request).await
     }
 
     async fn node_info(

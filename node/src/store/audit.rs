@@ -99,6 +99,38 @@ pub enum AuditEvent {
         person_id: Option<String>,
         disclosed_involvement_ids: Vec<String>,
     },
+    /// A cross-border subscription notification this node handed to a peer
+    /// (`Federation.PollNotifications`), written before the reply.
+    NotificationSent {
+        /// The SPIFFE id from the peer's verified certificate.
+        peer: String,
+        subscription_id: String,
+        person_id: String,
+        /// The event's sequence number in this node's outbox.
+        event_cursor: u64,
+        disclosed_involvement_ids: Vec<String>,
+    },
+    /// A cross-border subscription made here for a local practitioner
+    /// (`Directory.Subscribe`), one entry per peer asked.
+    SubscriptionMade {
+        subscription_id: String,
+        peer: String,
+        requester: String,
+        lawful_basis: LawfulBasis,
+        reason: String,
+        /// `matched`, `no_match`, `ambiguous`, `refused`, `unreachable` ...
+        outcome: String,
+    },
+    /// A peer's notification this node put in a local practitioner's outbox.
+    NotificationReceived {
+        peer: String,
+        subscription_id: String,
+        practitioner_id: String,
+        /// The peer's cursor for it.
+        remote_cursor: u64,
+        /// The local outbox sequence number it was written as.
+        event_cursor: u64,
+    },
 }
 
 /// One peer's part in a lookup.
@@ -123,7 +155,10 @@ impl AuditEvent {
                 local_person_id, ..
             } => local_person_id.as_deref(),
             AuditEvent::PeerAsked { person_id, .. } => person_id.as_deref(),
-            AuditEvent::LookupStarted { .. } => None,
+            AuditEvent::NotificationSent { person_id, .. } => Some(person_id),
+            AuditEvent::LookupStarted { .. }
+            | AuditEvent::SubscriptionMade { .. }
+            | AuditEvent::NotificationReceived { .. } => None,
         }
     }
 }

@@ -28,7 +28,7 @@ use super::{Kind, Store, StoreError, TxResult, abort, decode, prefix_key, read_c
 use crate::model::{Contact, Involvement, Sensitivity};
 
 /// `meta` key of the last sequence number handed out.
-const LAST_EVENT_SEQ: &[u8] = b"events/last_seq";
+pub(super) const LAST_EVENT_SEQ: &[u8] = b"events/last_seq";
 /// `meta` key prefix of each webhook's delivery cursor.
 const WEBHOOK_CURSOR: &str = "webhook_cursor/";
 
@@ -113,11 +113,24 @@ fn recipients(team: Option<&BTreeMap<String, String>>, actor: &str) -> Vec<Strin
     ids
 }
 
+/// `meta` key prefix: `watched/<person id>` → until when (Unix seconds) a
+/// peer's subscription follows the person (see `subscriptions`).
+pub(super) const WATCHED: &str = "watched/";
+
 /// Appends `event` with the next sequence number, indexed per recipient.
-/// An event nobody receives is not stored.
+/// An event nobody receives is not stored, unless a peer's subscription
+/// follows the person (it reads the outbox by sequence).
 pub(super) fn append_event(trees: &EventTrees<'_>, mut event: TeamEvent) -> TxResult<()> {
     if event.recipients.is_empty() {
-        return Ok(());
+        let key = format!("{WATCHED}{}", event.person_id);
+        let until = trees.meta.get(key.as_bytes())?;
+        let watched = until.is_some_and(|until| {
+            i64::try_from(read_count(Some(until.as_ref()))).unwrap_or(i64::MAX)
+                > event.at_unix_seconds
+        });
+        if !watched {
+            return Ok(());
+        }
     }
     let seq = read_count(trees.meta.get(LAST_EVENT_SEQ)?.as_deref()) + 1;
     trees.meta.insert(LAST_EVENT_SEQ, &seq.to_be_bytes())?;

@@ -13,6 +13,8 @@
 //! - `events`, `events_by_practitioner`, `attention`: the team-event outbox
 //!   and attention flags, written with the changes they report (see `events`).
 //! - `links`: family links between persons, both ways (see `links`).
+//! - `subscriptions`, `remote_subscriptions`, `remote_event_details`:
+//!   cross-border subscriptions, both sides (see `subscriptions`).
 //!
 //! Invariants: every multi-tree change happens in one sled transaction, so a
 //! crash never leaves a record without its index entries or the reverse; an
@@ -41,6 +43,7 @@ pub mod events;
 pub mod freshness;
 mod links;
 mod match_index;
+pub mod subscriptions;
 
 pub use audit::{AuditEntry, AuditEvent, AuditVerification, PeerOutcome};
 pub use events::{AttentionFlag, TeamEvent, TeamEventKind};

@@ -1,0 +1,840 @@
+//! `patchwork-bench`: real nodes over real mTLS on 127.0.0.1, measured in the
+//! same run against a bare tonic echo over the same TLS acceptor and
+//! connector (the floor this machine and stack allow). Scenarios: local
+//! lookup, federated fan-out, CSV import, resources, match-key cost.
+//!
+//! `cargo run --release -p patchwork-bench -- [--quick]`. The last lines are
+//! `name=value`, one per key figure, for scripts and CI.
+
+#![forbid(unsafe_code)]
+
+mod echo;
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use patchwork_federation::matchkeys::{KeySet, Subject, index_keys, query_keys};
+use patchwork_node::cli::{ImportRequest, import_csv};
+use patchwork_node::csv_rows::CsvKind;
+use patchwork_node::store::{Store, StoreOptions, WriteMode};
+use patchwork_node::validate::{self, InvolvementSource, Rules};
+use patchwork_tests::{
+    ClientCert, ClientGrant, NodeOptions, TRUST_DOMAIN, TestCa, TestNode, date, v1,
+};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::net::TcpListener;
+
+/// The match-key secret every benchmark node shares (hex, 32 bytes).
+const SECRET_HEX: &str = "5f1d3c0a9b8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a392817060504";
+const PRACTITIONERS: u64 = 100;
+const INVOLVEMENTS_PER_PERSON: u64 = 3;
+const PERSONS_PER_PEER: u64 = 20;
+
+struct Sizes {
+    persons: u64,
+    import_persons: u64,
+    fanouts: &'static [usize],
+    warmup: Duration,
+    run: Duration,
+    fanout_run: Duration,
+    matchkey_subjects: u64,
+}
+
+impl Sizes {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Sizes {
+                persons: 20_000,
+                import_persons: 20_000,
+                fanouts: &[1, 10],
+                warmup: Duration::from_millis(500),
+                run: Duration::from_secs(3),
+                fanout_run: Duration::from_secs(2),
+                matchkey_subjects: 5_000,
+            }
+        } else {
+            Sizes {
+                persons: 1_000_000,
+                import_persons: 1_000_000,
+                fanouts: &[1, 10, 50],
+                warmup: Duration::from_secs(2),
+                run: Duration::from_secs(20),
+                fanout_run: Duration::from_secs(10),
+                matchkey_subjects: 100_000,
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------ measuring
+
+/// Throughput and latency of one closed-loop run.
+#[derive(Clone, Copy, Debug, Default)]
+struct Summary {
+    calls: u64,
+    errors: u64,
+    per_s: f64,
+    p50_us: u32,
+    p99_us: u32,
+    p999_us: u32,
+}
+
+impl Summary {
+    fn line(&self, label: &str) -> String {
+        format!(
+            "  {label:<28} {:>9.0}/s  p50 {:>7} µs  p99 {:>7} µs  p99.9 {:>7} µs  ({} calls, {} errors)",
+            self.per_s, self.p50_us, self.p99_us, self.p999_us, self.calls, self.errors
+        )
+    }
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 { a / b } else { 0.0 }
+}
+
+fn compare(label: &str, node: &Summary, base: &Summary) {
+    println!("{}", node.line(&format!("{label} node")));
+    println!("{}", base.line(&format!("{label} echo")));
+    println!(
+        "  {label:<28} node/echo throughput {:.3}, p99 node/echo {:.2}",
+        ratio(node.per_s, base.per_s),
+        ratio(f64::from(node.p99_us), f64::from(base.p99_us))
+    );
+}
+
+/// `in_flight` callers, each calling again as soon as its call returns,
+/// for `duration`. `call(worker, n)` says whether the call succeeded.
+async fn closed_loop<F, Fut>(in_flight: usize, duration: Duration, call: F) -> Summary
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = bool> + Send + 'static,
+{
+    let call = Arc::new(call);
+    let start = Instant::now();
+    let end = start + duration;
+    let workers: Vec<_> = (0..in_flight)
+        .map(|worker| {
+            let call = call.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut errors = 0u64;
+                let mut n = 0u64;
+                while Instant::now() < end {
+                    let began = Instant::now();
+                    if !call(worker, n).await {
+                        errors += 1;
+                    }
+                    latencies.push(u32::try_from(began.elapsed().as_micros()).unwrap_or(u32::MAX));
+                    n += 1;
+                }
+                (latencies, errors)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for worker in workers {
+        if let Ok((latencies, e)) = worker.await {
+            all.extend(latencies);
+            errors += e;
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    all.sort_unstable();
+    let at = |q: f64| -> u32 {
+        if all.is_empty() {
+            return 0;
+        }
+        let i = ((all.len() as f64) * q).ceil() as usize;
+        all[i.clamp(1, all.len()) - 1]
+    };
+    Summary {
+        calls: all.len() as u64,
+        errors,
+        per_s: all.len() as f64 / elapsed,
+        p50_us: at(0.50),
+        p99_us: at(0.99),
+        p999_us: at(0.999),
+    }
+}
+
+// ------------------------------------------------------------ data
+
+const GIVEN: &[&str] = &[
+    "Amelia", "Olivia", "Isla", "Ava", "Mia", "Ivy", "Lily", "Grace", "Freya", "Zoë", "Aoife",
+    "Priya", "Aisha", "Fatima", "Oliver", "George", "Noah", "Arthur", "Muhammad", "Leo", "Harry",
+    "Oscar", "Archie", "Henry", "Theo", "Jack", "Charlie", "Seán", "Rhys", "Callum", "Aarav",
+    "Ibrahim", "Tomasz", "Zofia", "Mateo", "Lucía", "Björn", "Anaïs", "Kwame", "Thandiwe",
+];
+const FAMILY: &[&str] = &[
+    "Smith", "Jones", "Taylor", "Brown", "Williams", "Wilson", "Johnson", "Davies", "Patel",
+    "Robinson", "Wright", "Thompson", "Evans", "Walker", "White", "Roberts", "Green", "Hall",
+    "Wood", "Jackson", "Clarke", "O'Brien", "Nowak", "Kowalski", "Okafor", "Mensah", "Khan",
+    "Hussain", "Ahmed", "Singh", "Nguyen", "García", "Müller", "Smith-Jones", "MacDonald",
+    "Ó Briain", "Fernández", "Rossi", "Dubois", "Lindqvist",
+];
+
+/// Person `i` of the benchmark population: the same every run.
+fn person(i: u64) -> v1::Person {
+    let mut rng = StdRng::seed_from_u64(i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xbe_c4);
+    let given = GIVEN[rng.random_range(0..GIVEN.len())];
+    let family = FAMILY[rng.random_range(0..FAMILY.len())];
+    let dob = date(
+        rng.random_range(1940..2024),
+        rng.random_range(1..13),
+        rng.random_range(1..29),
+    );
+    let postcode = format!(
+        "GU{} {}{}{}",
+        rng.random_range(1..30),
+        rng.random_range(1..10),
+        char::from(b'A' + rng.random_range(0..26u8)),
+        char::from(b'A' + rng.random_range(0..26u8)),
+    );
+    let nhs = patchwork_node::synth::nhs_number(&mut rng);
+    v1::Person {
+        id: format!("P{i:08}"),
+        given_name: given.into(),
+        family_name: family.into(),
+        date_of_birth: dob,
+        postcode,
+        address: format!("{} High Street, Guildford", i % 200 + 1),
+        national_id: Some(v1::NationalId {
+            scheme: "nhs".into(),
+            value: nhs,
+        }),
+    }
+}
+
+fn demographics(person: &v1::Person) -> v1::Demographics {
+    v1::Demographics {
+        given_name: person.given_name.clone(),
+        family_name: person.family_name.clone(),
+        date_of_birth: person.date_of_birth,
+        postcode: person.postcode.clone(),
+        national_id: person.national_id.clone(),
+    }
+}
+
+fn subject(person: &v1::Person) -> Subject {
+    Subject {
+        given_name: Some(person.given_name.clone()),
+        family_name: Some(person.family_name.clone()),
+        date_of_birth: person
+            .date_of_birth
+            .map(|d| (d.year, d.month as u32, d.day as u32)),
+        postcode: Some(person.postcode.clone()),
+        national_id: person
+            .national_id
+            .as_ref()
+            .map(|id| (id.scheme.clone(), id.value.clone())),
+    }
+}
+
+fn practitioner_id(n: u64) -> String {
+    format!("PR-{:04}", n % PRACTITIONERS + 1)
+}
+
+fn involvement(person: u64, k: u64) -> v1::Involvement {
+    let mut involvement = patchwork_tests::involvement(
+        &format!("P{person:08}"),
+        &practitioner_id(person * INVOLVEMENTS_PER_PERSON + k),
+        ["Early help", "Health visiting", "School nursing"][k as usize % 3],
+        v1::Sensitivity::Standard,
+    );
+    involvement.id = format!("I{person:08}-{k}");
+    involvement
+}
+
+fn secret() -> Vec<u8> {
+    (0..SECRET_HEX.len() / 2)
+        .map(|i| u8::from_str_radix(&SECRET_HEX[2 * i..2 * i + 2], 16).unwrap_or(0))
+        .collect()
+}
+
+fn key_set() -> anyhow::Result<KeySet> {
+    Ok(KeySet::new("bench", &secret())?)
+}
+
+fn key_set_toml() -> String {
+    "\n[[federation.key_sets]]\nname = \"bench\"\nsecret_file = \"bench.key\"\n".to_owned()
+}
+
+fn node_options(extra_config: String, listener: Option<TcpListener>) -> NodeOptions {
+    NodeOptions {
+        listener,
+        extra_config,
+        secret_files: vec![("bench.key".into(), SECRET_HEX.into())],
+        ..Default::default()
+    }
+}
+
+/// Writes `persons` persons with their involvements, and the practitioners
+/// they need, straight into a stopped node's store (two writer threads,
+/// batches of 1,000), as the node with `key_set` would index them.
+fn load_store(dir: &Path, persons: u64) -> anyhow::Result<()> {
+    let store = Arc::new(
+        Store::open(
+            dir,
+            &StoreOptions {
+                cache_capacity_bytes: 64 * 1024 * 1024,
+            },
+        )?
+        .with_key_sets(vec![key_set()?])?,
+    );
+    let rules = Rules::new("nhs");
+    let organisation = patchwork_tests::organisation("ORG-1", "Surrey CC", v1::Sector::SocialCare);
+    store.put_organisations(
+        &[validate::organisation(&organisation, "organisation")?],
+        WriteMode::Upsert,
+    )?;
+    let practitioners = (0..PRACTITIONERS)
+        .map(|n| {
+            let p = patchwork_tests::practitioner(
+                &practitioner_id(n),
+                "Sam Carter",
+                "Social worker",
+                "ORG-1",
+            );
+            validate::practitioner(&p, "practitioner")
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    store.put_practitioners(&practitioners, WriteMode::Upsert)?;
+
+    const BATCH: u64 = 1_000;
+    let threads = 2u64;
+    for phase in ["persons", "involvements"] {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let store = store.clone();
+                let rules = rules.clone();
+                std::thread::spawn(move || -> anyhow::Result<()> {
+                    let mut start = t * BATCH;
+                    while start < persons {
+                        let end = (start + BATCH).min(persons);
+                        if phase == "persons" {
+                            let batch = (start..end)
+                                .map(|i| validate::person(&person(i), "person", &rules))
+                                .collect::<Result<Vec<_>, _>>()?;
+                            store.put_persons(&batch, WriteMode::Upsert)?;
+                        } else {
+                            let batch = (start..end)
+                                .flat_map(|i| (0..INVOLVEMENTS_PER_PERSON).map(move |k| (i, k)))
+                                .map(|(i, k)| {
+                                    validate::involvement(
+                                        &involvement(i, k),
+                                        "involvement",
+                                        InvolvementSource::Import,
+                                        &rules,
+                                    )
+                                })
+                                .collect::<Result<Vec<_>, _>>()?;
+                            store.put_involvements(&batch, WriteMode::Upsert)?;
+                        }
+                        start += threads * BATCH;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for handle in handles {
+            match handle.join() {
+                Ok(result) => result?,
+                Err(_) => bail!("a loader thread panicked"),
+            }
+        }
+    }
+    let store = Arc::try_unwrap(store).map_err(|_| anyhow::anyhow!("store still shared"))?;
+    futures::executor::block_on(store.flush())?;
+    Ok(())
+}
+
+fn dir_bytes(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&entry.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+fn proc_status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// `patchwork_tls_handshakes_accepted_total` from a node's `/metrics`.
+async fn handshakes(node: &TestNode) -> u64 {
+    let (_, body) = node.metrics().await;
+    body.lines()
+        .find_map(|l| l.strip_prefix("patchwork_tls_handshakes_accepted_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn lookup_request(subject: &v1::Person, local_only: bool) -> v1::LookupRequest {
+    let mut request = patchwork_tests::lookup_request(demographics(subject), &practitioner_id(0));
+    request.local_only = local_only;
+    request
+}
+
+fn matched(response: &v1::LookupResponse) -> usize {
+    response
+        .answers
+        .iter()
+        .filter(|a| !a.involvements.is_empty())
+        .count()
+}
+
+// ------------------------------------------------------------ scenarios
+
+struct Figures(Vec<(String, String)>);
+
+impl Figures {
+    fn put(&mut self, name: &str, value: impl std::fmt::Display) {
+        self.0.push((name.to_owned(), value.to_string()));
+    }
+}
+
+const CONNECTIONS: usize = 4;
+const IN_FLIGHT_PER_CONNECTION: usize = 64;
+
+async fn local_lookup(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()> {
+    let n = sizes.persons;
+    println!(
+        "== 1. local lookup: {n} persons, {} involvements, {CONNECTIONS} connections × {IN_FLIGHT_PER_CONNECTION} in flight, every lookup audited durably",
+        n * INVOLVEMENTS_PER_PERSON
+    );
+    let ca = TestCa::new(TRUST_DOMAIN);
+    let portal = ca.client("portal");
+    let grants = [ClientGrant {
+        client: &portal,
+        roles: &["records", "lookup"],
+    }];
+    let config = format!("[federation]\n{}", key_set_toml());
+    let mut node = TestNode::start_with(&ca, "lookup", &grants, node_options(config, None)).await;
+    node.stop().await;
+    let data = node.config().store_dir();
+    let began = Instant::now();
+    let loader = data.clone();
+    tokio::task::spawn_blocking(move || load_store(&loader, n)).await??;
+    let load_s = began.elapsed().as_secs_f64();
+    println!(
+        "  loaded the store directly in {load_s:.1} s ({:.0} persons/s with their involvements)",
+        n as f64 / load_s
+    );
+    let disk = dir_bytes(&data);
+    // Peak RSS from here on: the node serving, plus this process's clients.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let rss_before = proc_status_kib("VmRSS:");
+    let began = Instant::now();
+    node.start_again().await;
+    let startup = began.elapsed();
+    println!(
+        "  node start-up with {n} persons: {} ms; on disk {} MiB ({} bytes per person with involvements and indexes)",
+        startup.as_millis(),
+        disk >> 20,
+        disk / n.max(1)
+    );
+    figures.put("startup_ms", startup.as_millis());
+    figures.put("disk_bytes_per_person", disk / n.max(1));
+
+    let mut clients = Vec::new();
+    for _ in 0..CONNECTIONS {
+        clients.push(node.directory(&portal).await);
+    }
+    let probe = clients[0]
+        .clone()
+        .lookup(lookup_request(&person(n / 2), true))
+        .await
+        .context("a probe lookup")?
+        .into_inner();
+    if matched(&probe) != 1 {
+        bail!("the probe lookup did not match its person: {probe:?}");
+    }
+    let clients = Arc::new(clients);
+    let run = |duration: Duration| {
+        let clients = clients.clone();
+        closed_loop(
+            CONNECTIONS * IN_FLIGHT_PER_CONNECTION,
+            duration,
+            move |worker, i| {
+                let mut client = clients[worker % CONNECTIONS].clone();
+                let who = (worker as u64 * 7_919 + i * 104_729) % n;
+                async move {
+                    client
+                        .lookup(lookup_request(&person(who), true))
+                        .await
+                        .is_ok_and(|r| matched(r.get_ref()) == 1)
+                }
+            },
+        )
+    };
+    run(sizes.warmup).await;
+    let handshakes_before = handshakes(&node).await;
+    let node_summary = run(sizes.run).await;
+    let handshakes_after = handshakes(&node).await;
+    let peak_rss = proc_status_kib("VmHWM:");
+
+    let echo = echo::start(&ca, "echo").await?;
+    let mut channels = Vec::new();
+    for _ in 0..CONNECTIONS {
+        channels.push(echo::channel(&echo, &portal, &ca).await?);
+    }
+    let channels = Arc::new(channels);
+    let run_echo = |duration: Duration| {
+        let channels = channels.clone();
+        closed_loop(
+            CONNECTIONS * IN_FLIGHT_PER_CONNECTION,
+            duration,
+            move |worker, _| {
+                let channel = channels[worker % CONNECTIONS].clone();
+                async move { echo::call(channel).await.is_ok() }
+            },
+        )
+    };
+    run_echo(sizes.warmup).await;
+    let echo_summary = run_echo(sizes.run).await;
+    compare("lookup", &node_summary, &echo_summary);
+    let per_lookup = (handshakes_after - handshakes_before) as f64 / node_summary.calls.max(1) as f64;
+    println!(
+        "  TLS handshakes during the measured run: {} ({per_lookup:.4} per lookup)",
+        handshakes_after - handshakes_before
+    );
+    println!(
+        "  peak RSS of this process (node + its clients) from start-up to the end of the run: {} MiB (RSS before start-up {} MiB)",
+        peak_rss >> 10,
+        rss_before >> 10
+    );
+    figures.put("lookup_node_per_s", format!("{:.0}", node_summary.per_s));
+    figures.put("lookup_echo_per_s", format!("{:.0}", echo_summary.per_s));
+    figures.put(
+        "lookup_vs_echo_ratio",
+        format!("{:.3}", ratio(node_summary.per_s, echo_summary.per_s)),
+    );
+    figures.put("lookup_node_p99_us", node_summary.p99_us);
+    figures.put("lookup_echo_p99_us", echo_summary.p99_us);
+    figures.put(
+        "lookup_p99_vs_echo_ratio",
+        format!(
+            "{:.2}",
+            ratio(f64::from(node_summary.p99_us), f64::from(echo_summary.p99_us))
+        ),
+    );
+    figures.put("lookup_errors", node_summary.errors);
+    figures.put("lookup_handshakes_per_lookup", format!("{per_lookup:.4}"));
+    figures.put("peak_rss_mib", peak_rss >> 10);
+    node.stop().await;
+    Ok(())
+}
+
+fn peer_toml(identity: &str, name: &str, address: std::net::SocketAddr) -> String {
+    format!(
+        "\n[[federation.peers]]\nidentity = \"{identity}\"\nname = \"{name}\"\naddress = \"{address}\"\nkey_set = \"bench\"\npurposes = [\"child-safeguarding\"]\nsensitivities = [\"standard\"]\nrate_limit_per_minute = 1000000\n"
+    )
+}
+
+async fn seed_peer(node: &TestNode, portal: &ClientCert) -> anyhow::Result<()> {
+    let mut directory = node.directory(portal).await;
+    directory
+        .create_organisation(v1::CreateOrganisationRequest {
+            organisation: Some(patchwork_tests::organisation(
+                "ORG-1",
+                "Brighton & Hove CC",
+                v1::Sector::SocialCare,
+            )),
+        })
+        .await?;
+    for n in 0..PRACTITIONERS.min(3) {
+        directory
+            .create_practitioner(v1::CreatePractitionerRequest {
+                practitioner: Some(patchwork_tests::practitioner(
+                    &practitioner_id(n),
+                    "Sam Carter",
+                    "Social worker",
+                    "ORG-1",
+                )),
+            })
+            .await?;
+    }
+    for i in 0..PERSONS_PER_PEER {
+        directory
+            .create_person(v1::CreatePersonRequest {
+                person: Some(person(i)),
+            })
+            .await?;
+        let mut involvement = involvement(i, 0);
+        involvement.practitioner_id = practitioner_id(0);
+        directory
+            .record_involvement(v1::RecordInvolvementRequest {
+                involvement: Some(involvement),
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+async fn fanout(sizes: &Sizes, peers: usize, figures: &mut Figures) -> anyhow::Result<()> {
+    let in_flight = 32;
+    println!("== 2. federated lookup fan-out to {peers} peers, {in_flight} lookups in flight");
+    let ca = TestCa::new(TRUST_DOMAIN);
+    let portal = ca.client("portal");
+    let grants = [ClientGrant {
+        client: &portal,
+        roles: &["records", "lookup"],
+    }];
+    let front_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let front_addr = front_listener.local_addr()?;
+    let front_id = patchwork_certs::SpiffeId::node(ca.ca.trust_domain(), "front")?.to_string();
+    let mut listeners = Vec::new();
+    for _ in 0..peers {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        listeners.push((listener, addr));
+    }
+    let mut front_peers = String::new();
+    let mut nodes = Vec::new();
+    for (i, (listener, addr)) in listeners.into_iter().enumerate() {
+        let name = format!("peer{i}");
+        let identity = patchwork_certs::SpiffeId::node(ca.ca.trust_domain(), &name)?.to_string();
+        front_peers.push_str(&peer_toml(&identity, &name, addr));
+        let config = format!(
+            "[federation]\ndefault_deadline_ms = 2000\n{}{}",
+            key_set_toml(),
+            peer_toml(&front_id, "front", front_addr)
+        );
+        nodes.push(TestNode::start_with(&ca, &name, &grants, node_options(config, Some(listener))).await);
+    }
+    futures::future::try_join_all(nodes.iter().map(|node| seed_peer(node, &portal))).await?;
+    let config = format!(
+        "[federation]\ndefault_deadline_ms = 2000\n{}{front_peers}",
+        key_set_toml()
+    );
+    let front = TestNode::start_with(&ca, "front", &grants, node_options(config, Some(front_listener))).await;
+    seed_peer(&front, &portal).await?;
+    // The front node must not match locally: only peers answer.
+    let client = front.directory(&portal).await;
+    let probe = client
+        .clone()
+        .lookup(lookup_request(&person(1), false))
+        .await
+        .context("a probe fan-out lookup")?
+        .into_inner();
+    println!(
+        "  probe: {} answers, {} with involvements",
+        probe.answers.len(),
+        matched(&probe)
+    );
+    let run = |duration: Duration| {
+        let client = client.clone();
+        closed_loop(in_flight, duration, move |worker, i| {
+            let mut client = client.clone();
+            let who = (worker as u64 + i) % PERSONS_PER_PEER;
+            async move {
+                client
+                    .lookup(lookup_request(&person(who), false))
+                    .await
+                    .is_ok_and(|r| matched(r.get_ref()) >= peers)
+            }
+        })
+    };
+    run(sizes.warmup).await;
+    let mut before = 0;
+    for node in &nodes {
+        before += handshakes(node).await;
+    }
+    let node_summary = run(sizes.fanout_run).await;
+    let mut after = 0;
+    for node in &nodes {
+        after += handshakes(node).await;
+    }
+
+    let mut echoes = Vec::new();
+    let mut channels = Vec::new();
+    for i in 0..peers {
+        let echo = echo::start(&ca, &format!("echo{i}")).await?;
+        channels.push(echo::channel(&echo, &portal, &ca).await?);
+        echoes.push(echo);
+    }
+    let channels = Arc::new(channels);
+    let run_echo = |duration: Duration| {
+        let channels = channels.clone();
+        closed_loop(in_flight, duration, move |_, _| {
+            let calls = channels.iter().cloned().map(echo::call).collect::<Vec<_>>();
+            async move {
+                futures::future::join_all(calls)
+                    .await
+                    .iter()
+                    .all(Result::is_ok)
+            }
+        })
+    };
+    run_echo(sizes.warmup).await;
+    let echo_before: u64 = echoes.iter().map(|e| e.metrics.handshakes_accepted()).sum();
+    let echo_summary = run_echo(sizes.fanout_run).await;
+    let echo_after: u64 = echoes.iter().map(|e| e.metrics.handshakes_accepted()).sum();
+    compare(&format!("fan-out {peers}"), &node_summary, &echo_summary);
+    let per_lookup = (after - before) as f64 / node_summary.calls.max(1) as f64;
+    println!(
+        "  TLS handshakes on the peers during the measured run: {} ({per_lookup:.4} per lookup; echo servers: {})",
+        after - before,
+        echo_after - echo_before
+    );
+    figures.put(
+        &format!("fanout{peers}_vs_echo_ratio"),
+        format!("{:.3}", ratio(node_summary.per_s, echo_summary.per_s)),
+    );
+    figures.put(&format!("fanout{peers}_node_per_s"), format!("{:.0}", node_summary.per_s));
+    figures.put(&format!("fanout{peers}_node_p99_us"), node_summary.p99_us);
+    figures.put(&format!("fanout{peers}_errors"), node_summary.errors);
+    figures.put(
+        &format!("fanout{peers}_handshakes_per_lookup"),
+        format!("{per_lookup:.4}"),
+    );
+    Ok(())
+}
+
+async fn import(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()> {
+    let n = sizes.import_persons;
+    println!("== 3. import of {n} persons from CSV (patchwork_node::cli::import_csv, match-key set configured)");
+    let scratch = tempfile::tempdir()?;
+    let csv = scratch.path().join("persons.csv");
+    {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&csv)?);
+        patchwork_node::synth::write_persons(&mut out, n, 42)?;
+        std::io::Write::flush(&mut out)?;
+    }
+    let ca = TestCa::new(TRUST_DOMAIN);
+    let config = format!("[federation]\n{}", key_set_toml());
+    let node = TestNode::start_with(&ca, "import", &[], node_options(config, None)).await;
+    let began = Instant::now();
+    let outcome = import_csv(
+        &node.config(),
+        &ImportRequest {
+            kind: CsvKind::Persons,
+            file: csv.clone(),
+            dry_run: false,
+            skip_bad_rows: false,
+            progress: false,
+        },
+    )
+    .await?;
+    let import_s = began.elapsed().as_secs_f64();
+    let report = outcome.report;
+    if !report.applied || report.created != n {
+        bail!("the import did not create every person: {report:?}");
+    }
+    let per_s = n as f64 / import_s;
+
+    // Baseline: the same number of records straight into sled, in batches.
+    let sled_dir = scratch.path().join("sled");
+    let text = std::fs::read_to_string(&csv)?;
+    let rows: Vec<(String, Vec<u8>)> = text
+        .lines()
+        .skip(1)
+        .map(|line| {
+            let id = line.split(',').next().unwrap_or_default().to_owned();
+            (id, line.as_bytes().to_vec())
+        })
+        .collect();
+    let began = Instant::now();
+    let sled_per_s = tokio::task::spawn_blocking(move || -> anyhow::Result<f64> {
+        let db = sled::Config::new()
+            .path(&sled_dir)
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
+        let tree = db.open_tree("persons")?;
+        for chunk in rows.chunks(1_000) {
+            let mut batch = sled::Batch::default();
+            for (id, row) in chunk {
+                batch.insert(id.as_bytes(), row.as_slice());
+            }
+            tree.apply_batch(batch)?;
+        }
+        db.flush()?;
+        Ok(rows.len() as f64 / began.elapsed().as_secs_f64())
+    })
+    .await??;
+    println!("  node: {per_s:>9.0} persons/s ({import_s:.1} s)");
+    println!("  sled: {sled_per_s:>9.0} records/s (raw batches of 1,000, one flush)");
+    println!("  node/sled {:.3}", ratio(per_s, sled_per_s));
+    figures.put("import_persons_per_s", format!("{per_s:.0}"));
+    figures.put("import_sled_records_per_s", format!("{sled_per_s:.0}"));
+    figures.put("import_vs_sled_ratio", format!("{:.3}", ratio(per_s, sled_per_s)));
+    Ok(())
+}
+
+fn matching_cost(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()> {
+    let n = sizes.matchkey_subjects;
+    println!("== 5. match-key derivation over {n} subjects");
+    let set = key_set()?;
+    let subjects: Vec<Subject> = (0..n).map(|i| subject(&person(i))).collect();
+    let began = Instant::now();
+    let mut keys = 0usize;
+    for s in &subjects {
+        keys += index_keys(&set, s).len();
+    }
+    let index_us = began.elapsed().as_secs_f64() * 1e6 / n as f64;
+    let began = Instant::now();
+    let mut query = 0usize;
+    for s in &subjects {
+        query += query_keys(&set, s).len();
+    }
+    let query_us = began.elapsed().as_secs_f64() * 1e6 / n as f64;
+    println!(
+        "  per person (index keys, {:.1} keys): {index_us:.2} µs; per query (query keys, {:.1} keys): {query_us:.2} µs",
+        keys as f64 / n as f64,
+        query as f64 / n as f64
+    );
+    figures.put("matchkeys_per_person_us", format!("{index_us:.2}"));
+    figures.put("matchkeys_per_query_us", format!("{query_us:.2}"));
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let sizes = Sizes::new(quick);
+    patchwork_certs::install_crypto_provider();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let began = Instant::now();
+    println!(
+        "patchwork-bench ({} mode), {} CPUs; node and baseline share this process and its tokio runtime",
+        if quick { "quick" } else { "full" },
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let mut figures = Figures(Vec::new());
+    runtime.block_on(async {
+        local_lookup(&sizes, &mut figures).await?;
+        for &peers in sizes.fanouts {
+            fanout(&sizes, peers, &mut figures).await?;
+        }
+        import(&sizes, &mut figures).await?;
+        anyhow::Ok(())
+    })?;
+    matching_cost(&sizes, &mut figures)?;
+    figures.put("persons", sizes.persons);
+    figures.put("elapsed_s", format!("{:.1}", began.elapsed().as_secs_f64()));
+    println!("== figures");
+    for (name, value) in &figures.0 {
+        println!("{name}={value}");
+    }
+    Ok(())
+}
