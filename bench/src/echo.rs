@@ -64,9 +64,10 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         Box::pin(async move {
-            let mut grpc = tonic::server::Grpc::new(
-                tonic_prost::ProstCodec::<EchoMessage, EchoMessage>::default(),
-            );
+            let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::<
+                EchoMessage,
+                EchoMessage,
+            >::default());
             Ok(grpc.unary(EchoCall, request).await)
         })
     }
@@ -108,12 +109,8 @@ pub(crate) async fn start(ca: &TestCa, name: &str) -> anyhow::Result<Echo> {
     let metrics = Arc::new(Metrics::new(Vec::new()));
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let (incoming, _accepting) = accept_tls(
-        listener,
-        tls,
-        Duration::from_secs(10),
-        metrics.clone(),
-    );
+    let (incoming, _accepting) =
+        accept_tls(listener, tls, Duration::from_secs(10), metrics.clone());
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(
         tonic::transport::Server::builder()
@@ -172,4 +169,3 @@ pub(crate) async fn call(channel: Channel) -> Result<(), tonic::Status> {
     .await
     .map(|_| ())
 }
-

@@ -13,6 +13,7 @@ mod echo;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -106,6 +107,12 @@ fn compare(label: &str, node: &Summary, base: &Summary) {
     );
 }
 
+/// Whether a failed lookup has been described already (once per run).
+static FIRST_FAILURE_SHOWN: AtomicBool = AtomicBool::new(false);
+
+/// Longest a single measured call may take before it counts as an error.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// `in_flight` callers, each calling again as soon as its call returns,
 /// for `duration`. `call(worker, n)` says whether the call succeeded.
 async fn closed_loop<F, Fut>(in_flight: usize, duration: Duration, call: F) -> Summary
@@ -125,7 +132,9 @@ where
                 let mut n = 0u64;
                 while Instant::now() < end {
                     let began = Instant::now();
-                    if !call(worker, n).await {
+                    // A call that never returns is an error, not a hung benchmark.
+                    let ok = tokio::time::timeout(CALL_TIMEOUT, call(worker, n)).await;
+                    if !matches!(ok, Ok(true)) {
                         errors += 1;
                     }
                     latencies.push(u32::try_from(began.elapsed().as_micros()).unwrap_or(u32::MAX));
@@ -171,11 +180,46 @@ const GIVEN: &[&str] = &[
     "Ibrahim", "Tomasz", "Zofia", "Mateo", "Lucía", "Björn", "Anaïs", "Kwame", "Thandiwe",
 ];
 const FAMILY: &[&str] = &[
-    "Smith", "Jones", "Taylor", "Brown", "Williams", "Wilson", "Johnson", "Davies", "Patel",
-    "Robinson", "Wright", "Thompson", "Evans", "Walker", "White", "Roberts", "Green", "Hall",
-    "Wood", "Jackson", "Clarke", "O'Brien", "Nowak", "Kowalski", "Okafor", "Mensah", "Khan",
-    "Hussain", "Ahmed", "Singh", "Nguyen", "García", "Müller", "Smith-Jones", "MacDonald",
-    "Ó Briain", "Fernández", "Rossi", "Dubois", "Lindqvist",
+    "Smith",
+    "Jones",
+    "Taylor",
+    "Brown",
+    "Williams",
+    "Wilson",
+    "Johnson",
+    "Davies",
+    "Patel",
+    "Robinson",
+    "Wright",
+    "Thompson",
+    "Evans",
+    "Walker",
+    "White",
+    "Roberts",
+    "Green",
+    "Hall",
+    "Wood",
+    "Jackson",
+    "Clarke",
+    "O'Brien",
+    "Nowak",
+    "Kowalski",
+    "Okafor",
+    "Mensah",
+    "Khan",
+    "Hussain",
+    "Ahmed",
+    "Singh",
+    "Nguyen",
+    "García",
+    "Müller",
+    "Smith-Jones",
+    "MacDonald",
+    "Ó Briain",
+    "Fernández",
+    "Rossi",
+    "Dubois",
+    "Lindqvist",
 ];
 
 /// Person `i` of the benchmark population: the same every run.
@@ -478,10 +522,20 @@ async fn local_lookup(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()
                 let mut client = clients[worker % CONNECTIONS].clone();
                 let who = (worker as u64 * 7_919 + i * 104_729) % n;
                 async move {
-                    client
-                        .lookup(lookup_request(&person(who), true))
-                        .await
-                        .is_ok_and(|r| matched(r.get_ref()) == 1)
+                    let outcome = client.lookup(lookup_request(&person(who), true)).await;
+                    let ok = outcome.as_ref().is_ok_and(|r| matched(r.get_ref()) == 1);
+                    if !ok && !FIRST_FAILURE_SHOWN.swap(true, Ordering::Relaxed) {
+                        let why = match &outcome {
+                            Ok(r) => format!("{} answers matched", matched(r.get_ref())),
+                            Err(status) => format!("{:?}: {}", status.code(), status.message()),
+                        };
+                        let p = person(who);
+                        println!(
+                            "  first failed lookup (person {who}: {} {}, {:?}, {}): {why}",
+                            p.given_name, p.family_name, p.date_of_birth, p.postcode
+                        );
+                    }
+                    ok
                 }
             },
         )
@@ -512,7 +566,8 @@ async fn local_lookup(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()
     run_echo(sizes.warmup).await;
     let echo_summary = run_echo(sizes.run).await;
     compare("lookup", &node_summary, &echo_summary);
-    let per_lookup = (handshakes_after - handshakes_before) as f64 / node_summary.calls.max(1) as f64;
+    let per_lookup =
+        (handshakes_after - handshakes_before) as f64 / node_summary.calls.max(1) as f64;
     println!(
         "  TLS handshakes during the measured run: {} ({per_lookup:.4} per lookup)",
         handshakes_after - handshakes_before
@@ -534,7 +589,10 @@ async fn local_lookup(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()
         "lookup_p99_vs_echo_ratio",
         format!(
             "{:.2}",
-            ratio(f64::from(node_summary.p99_us), f64::from(echo_summary.p99_us))
+            ratio(
+                f64::from(node_summary.p99_us),
+                f64::from(echo_summary.p99_us)
+            )
         ),
     );
     figures.put("lookup_errors", node_summary.errors);
@@ -619,16 +677,25 @@ async fn fanout(sizes: &Sizes, peers: usize, figures: &mut Figures) -> anyhow::R
             key_set_toml(),
             peer_toml(&front_id, "front", front_addr)
         );
-        nodes.push(TestNode::start_with(&ca, &name, &grants, node_options(config, Some(listener))).await);
+        nodes.push(
+            TestNode::start_with(&ca, &name, &grants, node_options(config, Some(listener))).await,
+        );
     }
     futures::future::try_join_all(nodes.iter().map(|node| seed_peer(node, &portal))).await?;
     let config = format!(
         "[federation]\ndefault_deadline_ms = 2000\n{}{front_peers}",
         key_set_toml()
     );
-    let front = TestNode::start_with(&ca, "front", &grants, node_options(config, Some(front_listener))).await;
+    let front = TestNode::start_with(
+        &ca,
+        "front",
+        &grants,
+        node_options(config, Some(front_listener)),
+    )
+    .await;
     seed_peer(&front, &portal).await?;
-    // The front node must not match locally: only peers answer.
+    // The front node holds the same persons: every lookup matches locally
+    // and at every peer.
     let client = front.directory(&portal).await;
     let probe = client
         .clone()
@@ -700,7 +767,10 @@ async fn fanout(sizes: &Sizes, peers: usize, figures: &mut Figures) -> anyhow::R
         &format!("fanout{peers}_vs_echo_ratio"),
         format!("{:.3}", ratio(node_summary.per_s, echo_summary.per_s)),
     );
-    figures.put(&format!("fanout{peers}_node_per_s"), format!("{:.0}", node_summary.per_s));
+    figures.put(
+        &format!("fanout{peers}_node_per_s"),
+        format!("{:.0}", node_summary.per_s),
+    );
     figures.put(&format!("fanout{peers}_node_p99_us"), node_summary.p99_us);
     figures.put(&format!("fanout{peers}_errors"), node_summary.errors);
     figures.put(
@@ -712,7 +782,9 @@ async fn fanout(sizes: &Sizes, peers: usize, figures: &mut Figures) -> anyhow::R
 
 async fn import(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()> {
     let n = sizes.import_persons;
-    println!("== 3. import of {n} persons from CSV (patchwork_node::cli::import_csv, match-key set configured)");
+    println!(
+        "== 3. import of {n} persons from CSV (patchwork_node::cli::import_csv, match-key set configured)"
+    );
     let scratch = tempfile::tempdir()?;
     let csv = scratch.path().join("persons.csv");
     {
@@ -776,7 +848,10 @@ async fn import(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()> {
     println!("  node/sled {:.3}", ratio(per_s, sled_per_s));
     figures.put("import_persons_per_s", format!("{per_s:.0}"));
     figures.put("import_sled_records_per_s", format!("{sled_per_s:.0}"));
-    figures.put("import_vs_sled_ratio", format!("{:.3}", ratio(per_s, sled_per_s)));
+    figures.put(
+        "import_vs_sled_ratio",
+        format!("{:.3}", ratio(per_s, sled_per_s)),
+    );
     Ok(())
 }
 

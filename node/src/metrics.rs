@@ -915,6 +915,7 @@ mod tests {
         metrics.peer_latency(&peer, Duration::from_millis(7));
         metrics.rate_limited(&stranger);
         metrics.handshake_refused(HandshakeRefusal::TimedOut);
+        metrics.handshake_accepted();
         let mut out = String::new();
         metrics.render_counters(&mut out);
         for line in [
@@ -931,6 +932,7 @@ mod tests {
             "patchwork_peer_rate_limited_total{peer=\"other\"} 1",
             "patchwork_tls_handshakes_refused_total{reason=\"timed_out\"} 1",
             "patchwork_tls_handshakes_refused_total{reason=\"refused\"} 0",
+            "patchwork_tls_handshakes_accepted_total 1",
         ] {
             assert!(out.lines().any(|l| l == line), "missing {line} in:\n{out}");
         }

@@ -92,10 +92,23 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// Opens a just-closed store raw. sled's IO threads can hold the store's
+/// lock for a moment after the last handle is dropped, so poll with a bound.
+fn open_raw(dir: &Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match sled::open(dir) {
+            Ok(db) => return db,
+            Err(error) if std::time::Instant::now() > deadline => panic!("open raw sled: {error}"),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    }
+}
+
 /// Changes the raw `audit` tree of the (closed) store in `dir`, as someone
 /// with access to the disk could.
 fn tamper(dir: &Path, change: impl FnOnce(&sled::Tree)) {
-    let db = sled::open(dir).expect("open raw sled");
+    let db = open_raw(dir);
     let audit = db.open_tree("audit").expect("audit tree");
     change(&audit);
     db.flush().expect("flush raw sled");
@@ -196,7 +209,7 @@ async fn appends_from_many_threads_chain_without_gaps() {
 async fn a_changed_byte_is_found_at_its_entry() {
     let log = log_of_300().await;
     let length = {
-        let db = sled::open(log.path()).expect("open raw");
+        let db = open_raw(log.path());
         let audit = db.open_tree("audit").expect("tree");
         audit.get(key(57)).expect("get").expect("entry 57").len()
     };

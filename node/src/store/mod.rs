@@ -407,11 +407,20 @@ impl Store {
         // flush starts: this flush covers all of them.
         let covered = durability.requested.load(Ordering::SeqCst);
         let events_covered = self.last_event_seq()?;
-        self.db.flush_async().await?;
+        // `flush`, not `flush_async`, on tokio's blocking pool: `flush_async`
+        // parks one of sled's few shared IO threads until the write lands, and
+        // with several stores in one process (tests, the benchmark) the parked
+        // threads can take every IO thread while the writes they wait for sit
+        // in the queue behind them: a deadlock (seen with 10 nodes in-process).
+        let db = self.db.clone();
         let log_file = durability.log_file.try_clone()?;
-        tokio::task::spawn_blocking(move || log_file.sync_data())
-            .await
-            .map_err(|_| std::io::Error::other("fdatasync worker stopped"))??;
+        tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
+            db.flush()?;
+            log_file.sync_data()?;
+            Ok(())
+        })
+        .await
+        .map_err(|_| std::io::Error::other("flush worker stopped"))??;
         durability.completed.store(covered, Ordering::SeqCst);
         self.publish_durable_events(events_covered);
         Ok(())
