@@ -340,6 +340,23 @@ fn write_outcome<T: PartialEq>(
     }
 }
 
+/// Writes one record that has no index entries of its own (practitioners,
+/// organisations) under `mode`, inside the caller's transaction.
+fn put_record<T: Serialize + DeserializeOwned + PartialEq>(
+    records: &TransactionalTree,
+    kind: Kind,
+    id: &str,
+    record: &T,
+    mode: WriteMode,
+) -> TxResult<WriteOutcome> {
+    let old: Option<T> = tx_decode(kind, records.get(id.as_bytes())?)?;
+    let outcome = write_outcome(kind, id, old.as_ref(), record, mode)?;
+    if outcome != WriteOutcome::Unchanged {
+        records.insert(id.as_bytes(), tx_encode(kind, record)?)?;
+    }
+    Ok(outcome)
+}
+
 impl Store {
     pub fn open(dir: &Path, options: &StoreOptions) -> Result<Self, StoreError> {
         let db = sled::Config::new()
@@ -541,26 +558,15 @@ impl Store {
                             id: practitioner.organisation_id.clone(),
                         });
                     }
-                    let old: Option<Practitioner> =
-                        tx_decode(Kind::Practitioner, records.get(practitioner.id.as_bytes())?)?;
-                    let outcome = write_outcome(
+                    let outcome = put_record(
+                        records,
                         Kind::Practitioner,
                         &practitioner.id,
-                        old.as_ref(),
                         practitioner,
                         mode,
                     )?;
+                    created += i64::from(outcome == WriteOutcome::Created);
                     outcomes.push(outcome);
-                    if outcome == WriteOutcome::Unchanged {
-                        continue;
-                    }
-                    if old.is_none() {
-                        created += 1;
-                    }
-                    records.insert(
-                        practitioner.id.as_bytes(),
-                        tx_encode(Kind::Practitioner, practitioner)?,
-                    )?;
                 }
                 add_count(meta, COUNT_PRACTITIONERS, created)?;
                 Ok(outcomes)
@@ -579,26 +585,15 @@ impl Store {
                 let mut outcomes = Vec::with_capacity(organisations.len());
                 let mut created = 0;
                 for organisation in organisations {
-                    let old: Option<Organisation> =
-                        tx_decode(Kind::Organisation, records.get(organisation.id.as_bytes())?)?;
-                    let outcome = write_outcome(
+                    let outcome = put_record(
+                        records,
                         Kind::Organisation,
                         &organisation.id,
-                        old.as_ref(),
                         organisation,
                         mode,
                     )?;
+                    created += i64::from(outcome == WriteOutcome::Created);
                     outcomes.push(outcome);
-                    if outcome == WriteOutcome::Unchanged {
-                        continue;
-                    }
-                    if old.is_none() {
-                        created += 1;
-                    }
-                    records.insert(
-                        organisation.id.as_bytes(),
-                        tx_encode(Kind::Organisation, organisation)?,
-                    )?;
                 }
                 add_count(meta, COUNT_ORGANISATIONS, created)?;
                 Ok(outcomes)
