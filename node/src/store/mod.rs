@@ -359,11 +359,27 @@ fn put_record<T: Serialize + DeserializeOwned + PartialEq>(
 
 impl Store {
     pub fn open(dir: &Path, options: &StoreOptions) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             .cache_capacity(options.cache_capacity_bytes)
-            .mode(sled::Mode::HighThroughput)
-            .open()?;
+            .mode(sled::Mode::HighThroughput);
+        // sled's IO threads let go of the folder's lock a moment after the
+        // last handle of a closed store drops: a reopen in the same process
+        // (a restart, a restore, `store check` right after a stop) waits for
+        // that, briefly. Another live process keeps the lock, and the error
+        // comes after the wait.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        let db = loop {
+            match config.open() {
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other?,
+            }
+        };
         let log_file = File::open(dir.join(SLED_LOG_FILE))?;
         // The log file's directory entry must survive a power cut too.
         File::open(dir)?.sync_all()?;
