@@ -10,6 +10,11 @@
 
 mod echo;
 
+/// The allocator the `patchwork` binary uses, so the node here allocates as
+/// it does in production.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
@@ -82,15 +87,43 @@ struct Summary {
     p50_us: u32,
     p99_us: u32,
     p999_us: u32,
+    /// CPU time of this whole process (every thread: node, baseline,
+    /// clients) per call during the run. Unlike throughput it hardly moves
+    /// when other programs share the machine's cores.
+    cpu_us_per_call: f64,
 }
 
 impl Summary {
     fn line(&self, label: &str) -> String {
         format!(
-            "  {label:<28} {:>9.0}/s  p50 {:>7} µs  p99 {:>7} µs  p99.9 {:>7} µs  ({} calls, {} errors)",
-            self.per_s, self.p50_us, self.p99_us, self.p999_us, self.calls, self.errors
+            "  {label:<28} {:>9.0}/s  p50 {:>7} µs  p99 {:>7} µs  p99.9 {:>7} µs  cpu {:>6.1} µs/call  ({} calls, {} errors)",
+            self.per_s,
+            self.p50_us,
+            self.p99_us,
+            self.p999_us,
+            self.cpu_us_per_call,
+            self.calls,
+            self.errors
         )
     }
+}
+
+/// CPU time this process has used, user and system, all threads (µs).
+fn process_cpu_us() -> f64 {
+    // Fields 14 and 15 of /proc/self/stat, in clock ticks; the command name
+    // (field 2) is in parentheses and may hold spaces, so count after it.
+    let ticks = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            let after_name = stat.rsplit_once(')')?.1.to_owned();
+            let fields: Vec<&str> = after_name.split_whitespace().collect();
+            let user: u64 = fields.get(11)?.parse().ok()?;
+            let system: u64 = fields.get(12)?.parse().ok()?;
+            Some(user + system)
+        })
+        .unwrap_or(0);
+    // CLK_TCK is 100 on Linux for every architecture Rust targets here.
+    ticks as f64 * 10_000.0
 }
 
 fn ratio(a: f64, b: f64) -> f64 {
@@ -101,9 +134,10 @@ fn compare(label: &str, node: &Summary, base: &Summary) {
     println!("{}", node.line(&format!("{label} node")));
     println!("{}", base.line(&format!("{label} echo")));
     println!(
-        "  {label:<28} node/echo throughput {:.3}, p99 node/echo {:.2}",
+        "  {label:<28} node/echo throughput {:.3}, p99 node/echo {:.2}, cpu per call echo/node {:.3}",
         ratio(node.per_s, base.per_s),
-        ratio(f64::from(node.p99_us), f64::from(base.p99_us))
+        ratio(f64::from(node.p99_us), f64::from(base.p99_us)),
+        ratio(base.cpu_us_per_call, node.cpu_us_per_call)
     );
 }
 
@@ -121,6 +155,7 @@ where
     Fut: Future<Output = bool> + Send + 'static,
 {
     let call = Arc::new(call);
+    let cpu_before = process_cpu_us();
     let start = Instant::now();
     let end = start + duration;
     let workers: Vec<_> = (0..in_flight)
@@ -153,6 +188,7 @@ where
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let cpu_us = process_cpu_us() - cpu_before;
     all.sort_unstable();
     let at = |q: f64| -> u32 {
         if all.is_empty() {
@@ -168,6 +204,7 @@ where
         p50_us: at(0.50),
         p99_us: at(0.99),
         p999_us: at(0.999),
+        cpu_us_per_call: cpu_us / (all.len().max(1) as f64),
     }
 }
 
@@ -583,6 +620,13 @@ async fn local_lookup(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()
         "lookup_vs_echo_ratio",
         format!("{:.3}", ratio(node_summary.per_s, echo_summary.per_s)),
     );
+    figures.put(
+        "lookup_cpu_vs_echo_ratio",
+        format!(
+            "{:.3}",
+            ratio(echo_summary.cpu_us_per_call, node_summary.cpu_us_per_call)
+        ),
+    );
     figures.put("lookup_node_p99_us", node_summary.p99_us);
     figures.put("lookup_echo_p99_us", echo_summary.p99_us);
     figures.put(
@@ -768,6 +812,13 @@ async fn fanout(sizes: &Sizes, peers: usize, figures: &mut Figures) -> anyhow::R
         format!("{:.3}", ratio(node_summary.per_s, echo_summary.per_s)),
     );
     figures.put(
+        &format!("fanout{peers}_cpu_vs_echo_ratio"),
+        format!(
+            "{:.3}",
+            ratio(echo_summary.cpu_us_per_call, node_summary.cpu_us_per_call)
+        ),
+    );
+    figures.put(
         &format!("fanout{peers}_node_per_s"),
         format!("{:.0}", node_summary.per_s),
     );
@@ -882,9 +933,32 @@ fn matching_cost(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--only <scenario>` runs one scenario (lookup, fanout, import,
+/// matching); `--persons <n>` overrides the population, `--seconds <n>` the
+/// length of each measured run. Both are for
+/// profiling one scenario at a time; the documented runs use neither.
+fn flag_value(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
 fn main() -> anyhow::Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
-    let sizes = Sizes::new(quick);
+    let mut sizes = Sizes::new(quick);
+    let only = flag_value("--only");
+    if let Some(persons) = flag_value("--persons") {
+        let persons: u64 = persons.parse().context("--persons: not a number")?;
+        sizes.persons = persons;
+        sizes.import_persons = persons;
+    }
+    if let Some(seconds) = flag_value("--seconds") {
+        let seconds: u64 = seconds.parse().context("--seconds: not a number")?;
+        sizes.run = Duration::from_secs(seconds);
+        sizes.fanout_run = Duration::from_secs(seconds);
+    }
+    let wanted = |scenario: &str| only.as_deref().is_none_or(|o| o == scenario);
     patchwork_certs::install_crypto_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -897,14 +971,22 @@ fn main() -> anyhow::Result<()> {
     );
     let mut figures = Figures(Vec::new());
     runtime.block_on(async {
-        local_lookup(&sizes, &mut figures).await?;
-        for &peers in sizes.fanouts {
-            fanout(&sizes, peers, &mut figures).await?;
+        if wanted("lookup") {
+            local_lookup(&sizes, &mut figures).await?;
         }
-        import(&sizes, &mut figures).await?;
+        if wanted("fanout") {
+            for &peers in sizes.fanouts {
+                fanout(&sizes, peers, &mut figures).await?;
+            }
+        }
+        if wanted("import") {
+            import(&sizes, &mut figures).await?;
+        }
         anyhow::Ok(())
     })?;
-    matching_cost(&sizes, &mut figures)?;
+    if wanted("matching") {
+        matching_cost(&sizes, &mut figures)?;
+    }
     figures.put("persons", sizes.persons);
     figures.put("elapsed_s", format!("{:.1}", began.elapsed().as_secs_f64()));
     println!("== figures");

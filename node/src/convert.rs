@@ -60,6 +60,18 @@ pub fn store_status(error: StoreError, prefix: &str) -> Status {
     }
 }
 
+/// The status for a write that ran but could not be flushed: it is in the
+/// store's memory and may or may not be on disk, so "nothing was changed"
+/// would be untrue (node/tests/disk_full.rs found writes refused this way
+/// present after a restart). The caller must check before repeating it.
+pub fn unflushed_status(error: StoreError) -> Status {
+    tracing::error!(error = %error, "store flush failed");
+    Status::unavailable(
+        "the node cannot write to its store right now (disk full or failing): this change \
+         was not confirmed on disk and may or may not be kept; check before repeating it",
+    )
+}
+
 fn text(value: &Option<String>) -> String {
     value.clone().unwrap_or_default()
 }

@@ -4,8 +4,10 @@
 
 use patchwork_proto::v1;
 
+use std::collections::HashMap;
+
 use crate::convert;
-use crate::model::{Involvement, Sensitivity};
+use crate::model::{Involvement, Organisation, Sensitivity};
 use crate::store::{Store, StoreError};
 use crate::validate::to_proto_date;
 
@@ -16,13 +18,14 @@ pub fn disclose_local(
     store: &Store,
     person_id: &str,
 ) -> Result<(Vec<v1::DisclosedInvolvement>, Vec<String>), StoreError> {
+    let mut contacts = Contacts::new(store);
     let mut disclosed = Vec::new();
     let mut ids = Vec::new();
     for involvement in store.involvements_of_person(person_id)? {
         if !involvement.is_active() {
             continue;
         }
-        disclosed.push(disclose_one(store, &involvement)?);
+        disclosed.push(contacts.disclose(&involvement)?);
         ids.push(involvement.id);
     }
     Ok((disclosed, ids))
@@ -38,6 +41,7 @@ pub fn disclose_family(
     person_id: &str,
     allowed: impl Fn(&Involvement) -> bool,
 ) -> Result<(Vec<v1::DisclosedInvolvement>, Vec<String>), StoreError> {
+    let mut contacts = Contacts::new(store);
     let mut disclosed = Vec::new();
     let mut ids = Vec::new();
     for (member_id, relationship) in store.links_of(person_id)? {
@@ -45,7 +49,7 @@ pub fn disclose_family(
             if !involvement.is_active() || !allowed(&involvement) {
                 continue;
             }
-            let mut one = disclose_one(store, &involvement)?;
+            let mut one = contacts.disclose(&involvement)?;
             one.family_member = relationship.label().into();
             disclosed.push(one);
             ids.push(involvement.id);
@@ -60,52 +64,84 @@ pub fn disclose_one(
     store: &Store,
     involvement: &Involvement,
 ) -> Result<v1::DisclosedInvolvement, StoreError> {
-    let contact = match involvement.sensitivity {
-        Sensitivity::Restricted => involvement
-            .gatekeeper
-            .as_ref()
-            .map(|g| v1::disclosed_involvement::Contact::Gatekeeper(convert::contact(g))),
-        Sensitivity::Standard | Sensitivity::AlwaysFindable => {
-            match store.practitioner(&involvement.practitioner_id)? {
-                Some(practitioner) => {
-                    let organisation = store.organisation(&practitioner.organisation_id)?;
-                    Some(v1::disclosed_involvement::Contact::Practitioner(
-                        v1::PractitionerContact {
-                            name: practitioner.name,
-                            role: practitioner.role,
-                            team: practitioner.team.unwrap_or_default(),
-                            organisation_name: organisation
-                                .as_ref()
-                                .map(|o| o.name.clone())
-                                .unwrap_or_default(),
-                            sector: organisation
-                                .map(|o| convert::sector(o.sector) as i32)
-                                .unwrap_or_default(),
-                            phone: practitioner.phone.unwrap_or_default(),
-                            email: practitioner.email.unwrap_or_default(),
-                        },
-                    ))
-                }
-                None => None,
-            }
+    Contacts::new(store).disclose(involvement)
+}
+
+/// Discloses several involvements for one answer, reading each organisation
+/// once: a person's practitioners mostly work for the same few.
+pub struct Contacts<'s> {
+    store: &'s Store,
+    organisations: HashMap<String, Option<Organisation>>,
+}
+
+impl<'s> Contacts<'s> {
+    pub fn new(store: &'s Store) -> Self {
+        Contacts {
+            store,
+            organisations: HashMap::new(),
         }
-    };
-    // For a restricted service even its name and start date say too much
-    // ("sexual health clinic since March"): only that one is involved.
-    let restricted = involvement.sensitivity == Sensitivity::Restricted;
-    Ok(v1::DisclosedInvolvement {
-        service: if restricted {
-            String::new()
-        } else {
-            involvement.service.clone()
-        },
-        sensitivity: convert::sensitivity(involvement.sensitivity) as i32,
-        start_date: if restricted {
-            None
-        } else {
-            Some(to_proto_date(involvement.start_date))
-        },
-        contact,
-        family_member: String::new(),
-    })
+    }
+
+    fn organisation(&mut self, id: &str) -> Result<Option<&Organisation>, StoreError> {
+        if !self.organisations.contains_key(id) {
+            let organisation = self.store.organisation(id)?;
+            self.organisations.insert(id.to_owned(), organisation);
+        }
+        Ok(self.organisations.get(id).and_then(Option::as_ref))
+    }
+
+    /// See [`disclose_one`].
+    pub fn disclose(
+        &mut self,
+        involvement: &Involvement,
+    ) -> Result<v1::DisclosedInvolvement, StoreError> {
+        let contact = match involvement.sensitivity {
+            Sensitivity::Restricted => involvement
+                .gatekeeper
+                .as_ref()
+                .map(|g| v1::disclosed_involvement::Contact::Gatekeeper(convert::contact(g))),
+            Sensitivity::Standard | Sensitivity::AlwaysFindable => {
+                match self.store.practitioner(&involvement.practitioner_id)? {
+                    Some(practitioner) => {
+                        let organisation = self.organisation(&practitioner.organisation_id)?;
+                        Some(v1::disclosed_involvement::Contact::Practitioner(
+                            v1::PractitionerContact {
+                                name: practitioner.name,
+                                role: practitioner.role,
+                                team: practitioner.team.unwrap_or_default(),
+                                organisation_name: organisation
+                                    .as_ref()
+                                    .map(|o| o.name.clone())
+                                    .unwrap_or_default(),
+                                sector: organisation
+                                    .map(|o| convert::sector(o.sector) as i32)
+                                    .unwrap_or_default(),
+                                phone: practitioner.phone.unwrap_or_default(),
+                                email: practitioner.email.unwrap_or_default(),
+                            },
+                        ))
+                    }
+                    None => None,
+                }
+            }
+        };
+        // For a restricted service even its name and start date say too much
+        // ("sexual health clinic since March"): only that one is involved.
+        let restricted = involvement.sensitivity == Sensitivity::Restricted;
+        Ok(v1::DisclosedInvolvement {
+            service: if restricted {
+                String::new()
+            } else {
+                involvement.service.clone()
+            },
+            sensitivity: convert::sensitivity(involvement.sensitivity) as i32,
+            start_date: if restricted {
+                None
+            } else {
+                Some(to_proto_date(involvement.start_date))
+            },
+            contact,
+            family_member: String::new(),
+        })
+    }
 }

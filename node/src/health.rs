@@ -120,7 +120,11 @@ impl Health {
     }
 
     /// A handler saw the store or the audit log fail (`what`: "flush",
-    /// "audit append"): NOT_SERVING until a write succeeds again.
+    /// "write", "audit append"): NOT_SERVING until a write succeeds again. sled 0.34
+    /// keeps the first error from writing its log (a full disk, EIO) until
+    /// the store is reopened, so after one of those nothing succeeds again
+    /// before a restart: the node refuses every write and lookup and says
+    /// NOT_SERVING rather than pretend (node/tests/disk_full.rs).
     pub async fn store_failed(&self, what: &'static str, error: &(dyn fmt::Display + Sync)) {
         if !self.inner.store_failing.swap(true, Ordering::SeqCst) {
             tracing::error!(what, error = %error, "store failing: health reports not serving");

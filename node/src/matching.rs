@@ -83,16 +83,22 @@ fn judge(subject: &Demographics, candidate: &Person) -> Verdict {
 
 /// Finds the one person `subject` describes, if there is exactly one.
 pub fn match_person(store: &Store, subject: &Demographics) -> Result<MatchDecision, StoreError> {
-    let mut candidates: Vec<Person> = Vec::new();
+    // Ids first, then each candidate read once: the same person usually
+    // turns up under every key.
+    let mut candidate_ids: Vec<String> = Vec::new();
     let mut truncated = false;
     for key in person_index_keys(subject) {
-        let found = store.persons_with_key(&key, CANDIDATE_LIMIT + 1)?;
+        let found = store.person_ids_with_key(&key, CANDIDATE_LIMIT + 1)?;
         truncated |= found.len() > CANDIDATE_LIMIT;
-        for person in found.into_iter().take(CANDIDATE_LIMIT) {
-            if !candidates.iter().any(|c| c.id == person.id) {
-                candidates.push(person);
+        for id in found.into_iter().take(CANDIDATE_LIMIT) {
+            if !candidate_ids.contains(&id) {
+                candidate_ids.push(id);
             }
         }
+    }
+    let mut candidates: Vec<Person> = Vec::with_capacity(candidate_ids.len());
+    for id in &candidate_ids {
+        candidates.push(store.indexed_person(id)?);
     }
     let mut strong = Vec::new();
     let mut contradicted = false;

@@ -260,7 +260,11 @@ pub async fn unsubscribe(state: &NodeState, id: &str) -> Result<(), Status> {
             .map_err(|e| store_status(e, ""))
     })
     .await?;
-    state.store.flush().await.map_err(|e| store_status(e, ""))?;
+    state
+        .store
+        .flush()
+        .await
+        .map_err(crate::convert::unflushed_status)?;
     if let Some(peer) = peer_of(state, &subscription.peer)
         && let Ok(channel) = state.federation.channel(&peer)
     {

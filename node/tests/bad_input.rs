@@ -1,8 +1,9 @@
 //! Bad input to every CLI command an operator or practitioner types: empty,
 //! too long, wrong encoding, broken UTF-8, dd/mm/yyyy dates, bad NHS
-//! numbers, unknown enum values. Each is refused with exit code 1 (2 for a
-//! usage error clap catches before anything runs), a message naming the
-//! field, column or flag, and no change to the store or the CA folder.
+//! numbers, unknown enum values. Each is refused with exit code 1, or 2
+//! ([`USAGE`]) for a command line clap refuses before anything runs, a
+//! message naming the field, column or flag (and, for an enum, its valid
+//! values), and no change to the store or the CA folder.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -41,6 +42,14 @@ fn stats(config: &str) -> serde_json::Value {
         .remove("store_bytes");
     stats
 }
+
+/// The exit status of a command line clap refuses before anything runs (an
+/// unknown enum value, a missing or unknown flag). 2 is clap's usage error,
+/// as it is for grep or diff, and kept apart from 1 (the command ran and the
+/// input or the node refused) so a script can tell "I called it wrongly"
+/// from "the data is wrong" (the node's docs say so: `cli.rs`, README). The
+/// message names the flag and lists the values it takes.
+const USAGE: i32 = 2;
 
 /// One bad input: the command, the exit code, and what the message must name.
 struct Case {
@@ -290,8 +299,9 @@ fn bad_input_is_refused_naming_the_field_and_changes_nothing() {
         case(
             "import: unknown kind",
             &["import", "people", "--config", &config, "--file", &empty],
-            2,
-            "invalid value 'people'",
+            USAGE,
+            "invalid value 'people' for '<KIND>'\n  \
+             [possible values: persons, practitioners, organisations, involvements]",
         ),
         Case {
             name: "lookup: dd/mm/yyyy date",
@@ -369,8 +379,18 @@ fn bad_input_is_refused_naming_the_field_and_changes_nothing() {
                 "--reason",
                 reason,
             ],
-            2,
-            "'--basis <BASIS>'",
+            USAGE,
+            "invalid value 'curiosity' for '--basis <BASIS>'\n  [possible values: \
+             child-safeguarding, adult-safeguarding, vital-interests, direct-care, public-task, \
+             crime-prevention, consent]",
+        ),
+        case(
+            "lookup: no basis",
+            &[
+                "lookup", "--config", &config, "--as", "PR-001", "--reason", reason,
+            ],
+            USAGE,
+            "the following required arguments were not provided:\n  --basis <BASIS>",
         ),
         case(
             "config: unknown key",

@@ -474,3 +474,200 @@ async fn an_enumerating_peer_is_paused_alerted_and_audited() {
         )]
     );
 }
+
+/// Involvements Brighton holds for Amelia in the oversized-answer test: at
+/// about 900 bytes each disclosed (every text field at its limit), their
+/// answer is well over [`patchwork_federation::hostile::MAX_ANSWER_BYTES`].
+const OVERSIZED_INVOLVEMENTS: usize = 1_500;
+
+/// `[federation]` for a node with one key set and the given peers.
+fn federation_with_peers(peers: &[(&str, &str, std::net::SocketAddr)]) -> String {
+    let mut toml = format!(
+        "[federation]\ndefault_deadline_ms = 1500\nbreaker_cool_down_ms = {COOL_DOWN_MS}\n\
+         \n[[federation.key_sets]]\nname = \"england\"\nsecret_file = \"england.key\"\n"
+    );
+    for (identity, name, address) in peers {
+        toml.push_str(&format!(
+            "\n[[federation.peers]]\nidentity = \"{identity}\"\nname = \"{name}\"\n\
+             address = \"{address}\"\nkey_set = \"england\"\npurposes = [\"child-safeguarding\"]\n\
+             sensitivities = [\"standard\"]\nrate_limit_per_minute = 6000\n"
+        ));
+    }
+    toml
+}
+
+/// Gives Brighton's Amelia [`OVERSIZED_INVOLVEMENTS`] involvements with one
+/// practitioner whose every contact field is as long as validation allows.
+async fn seed_oversized(council: &Council) {
+    let mut directory = council.node.directory(&council.portal).await;
+    directory
+        .create_organisation(v1::CreateOrganisationRequest {
+            organisation: Some(organisation(
+                "ORG-B",
+                &"O".repeat(200),
+                v1::Sector::SocialCare,
+            )),
+        })
+        .await
+        .expect("organisation");
+    let mut wordy = practitioner("PR-B1", &"N".repeat(100), &"R".repeat(100), "ORG-B");
+    wordy.team = "T".repeat(100);
+    wordy.phone = "0".repeat(20);
+    wordy.email = format!("{}@example.gov.uk", "e".repeat(230));
+    directory
+        .create_practitioner(v1::CreatePractitionerRequest {
+            practitioner: Some(wordy),
+        })
+        .await
+        .expect("practitioner");
+    directory
+        .create_person(v1::CreatePersonRequest {
+            person: Some(patchwork_tests::person(
+                "B-1",
+                "Amelia",
+                "Smith-Jones",
+                date(2015, 3, 14),
+                "9434765919",
+            )),
+        })
+        .await
+        .expect("person");
+    let rows = (0..OVERSIZED_INVOLVEMENTS)
+        .map(|n| {
+            let mut row = involvement(
+                "B-1",
+                "PR-B1",
+                &format!("{n:05}{}", "S".repeat(95)),
+                v1::Sensitivity::Standard,
+            );
+            row.id = format!("INV-{n:05}");
+            v1::ImportRow {
+                line: n as u64 + 2,
+                record: Some(v1::import_row::Record::Involvement(row)),
+            }
+        })
+        .collect();
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    for item in [
+        v1::import_request::Item::Header(v1::ImportHeader {
+            kind: v1::RecordKind::Involvement as i32,
+            source: "oversized.csv".into(),
+            ..Default::default()
+        }),
+        v1::import_request::Item::Batch(v1::ImportBatch { rows }),
+    ] {
+        sender
+            .send(v1::ImportRequest { item: Some(item) })
+            .await
+            .expect("queue");
+    }
+    drop(sender);
+    let report = council
+        .node
+        .admin()
+        .await
+        .max_encoding_message_size(8 * 1024 * 1024)
+        .import(tokio_stream::wrappers::ReceiverStream::new(receiver))
+        .await
+        .expect("import")
+        .into_inner();
+    assert!(report.applied, "{report:?}");
+    assert_eq!(report.created, OVERSIZED_INVOLVEMENTS as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_answering_more_than_the_cap_fails_alone_and_is_named() {
+    // Surrey asks Brighton (whose answer is too big) and Kent (a normal one).
+    let ca = TestCa::new("england.patchwork");
+    let listeners = [(); 3].map(|()| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"));
+    let [surrey_addr, brighton_addr, kent_addr] =
+        [0, 1, 2].map(|i| listeners[i].local_addr().expect("addr"));
+    let [surrey_listener, brighton_listener, kent_listener] = listeners.map(|listener| {
+        listener.set_nonblocking(true).expect("nonblocking");
+        TcpListener::from_std(listener).expect("tokio listener")
+    });
+    let id = |name: &str| {
+        SpiffeId::node(ca.ca.trust_domain(), name)
+            .expect("identity")
+            .to_string()
+    };
+    let (surrey_id, brighton_id, kent_id) = (id("surrey"), id("brighton"), id("kent"));
+    let surrey = start(
+        &ca,
+        "surrey",
+        surrey_listener,
+        federation_with_peers(&[
+            (&brighton_id, "Brighton & Hove", brighton_addr),
+            (&kent_id, "Kent", kent_addr),
+        ]),
+    )
+    .await;
+    let brighton = start(
+        &ca,
+        "brighton",
+        brighton_listener,
+        federation_with_peers(&[(&surrey_id, "Surrey", surrey_addr)]),
+    )
+    .await;
+    let kent = start(
+        &ca,
+        "kent",
+        kent_listener,
+        federation_with_peers(&[(&surrey_id, "Surrey", surrey_addr)]),
+    )
+    .await;
+    seed(&surrey, "ORG-S", "PR-S1", None).await;
+    seed(&kent, "ORG-K", "PR-K1", Some("K-1")).await;
+    seed_oversized(&brighton).await;
+
+    const DEADLINE_MS: u32 = 3_000;
+    let mut directory = surrey.node.directory(&surrey.portal).await;
+    for attempt in 0..2 {
+        let started = Instant::now();
+        let response = directory
+            .lookup(ask(DEADLINE_MS))
+            .await
+            .expect("the lookup answers whatever one peer sends")
+            .into_inner();
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed < Duration::from_millis(u64::from(DEADLINE_MS)),
+            "attempt {attempt}: in time, took {elapsed:?}"
+        );
+        let answer = |node_id: &str| {
+            response
+                .answers
+                .iter()
+                .find(|a| a.node_id == node_id)
+                .unwrap_or_else(|| panic!("{node_id} is named: {response:?}"))
+                .clone()
+        };
+        let too_big = answer(&brighton_id);
+        eprintln!(
+            "attempt {attempt}: Brighton {:?} in {elapsed:?}: {}",
+            outcome(&too_big),
+            too_big.detail
+        );
+        assert_eq!(
+            outcome(&too_big),
+            v1::NodeOutcome::Error,
+            "attempt {attempt}: {too_big:?}"
+        );
+        assert!(
+            too_big.detail.contains("decoded message length too large")
+                && too_big.detail.contains(&format!(
+                    "the limit is: {} bytes",
+                    patchwork_federation::hostile::MAX_ANSWER_BYTES
+                )),
+            "attempt {attempt}: the detail says the answer was over the cap: {too_big:?}"
+        );
+        assert!(too_big.involvements.is_empty(), "nothing from Brighton");
+        let kent_answer = answer(&kent_id);
+        assert_eq!(
+            outcome(&kent_answer),
+            v1::NodeOutcome::Matched,
+            "attempt {attempt}: Kent is unaffected: {kent_answer:?}"
+        );
+        assert_eq!(kent_answer.involvements.len(), 1);
+    }
+}

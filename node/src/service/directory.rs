@@ -33,7 +33,10 @@ impl DirectoryService {
         F: FnOnce(&crate::store::Store) -> Result<T, crate::store::StoreError> + Send + 'static,
     {
         let store = self.state.store.clone();
-        let value = blocking(move || work(&store).map_err(|e| store_status(e, prefix))).await?;
+        let value = match blocking(move || Ok(work(&store))).await? {
+            Ok(value) => value,
+            Err(error) => return Err(self.state.write_failed(error, prefix).await),
+        };
         self.state.flush().await?;
         Ok(value)
     }

@@ -161,6 +161,7 @@ fn disclose(
         let sensitivity = convert::sensitivity(involvement.sensitivity);
         peer.agreement.disclosure(sensitivity, proto_basis(basis)) != Disclosure::Withheld
     };
+    let mut contacts = crate::disclosure::Contacts::new(store);
     let mut disclosed = Vec::new();
     let mut ids = Vec::new();
     for involvement in store.involvements_of_person(person_id)? {
@@ -168,7 +169,7 @@ fn disclose(
             continue;
         }
         ids.push(involvement.id.clone());
-        disclosed.push(crate::disclosure::disclose_one(store, &involvement)?);
+        disclosed.push(contacts.disclose(&involvement)?);
     }
     if include_family {
         // The family view, under the same agreement; audited with the rest.

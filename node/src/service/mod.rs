@@ -46,8 +46,24 @@ impl NodeState {
         Rules::new(&self.default_id_scheme)
     }
 
+    /// The status for a store error from a write; an I/O error also makes
+    /// health report NOT_SERVING, as a failed flush does: once sled cannot
+    /// write its log, a write can fail before it ever reaches a flush, and
+    /// the node must not go on reporting SERVING while refusing everything.
+    async fn write_failed(&self, error: crate::store::StoreError, prefix: &str) -> Status {
+        if matches!(
+            error,
+            crate::store::StoreError::Io(_) | crate::store::StoreError::File(_)
+        ) {
+            self.health.store_failed("write", &error).await;
+        }
+        crate::convert::store_status(error, prefix)
+    }
+
     /// Makes every write so far durable before a reply acknowledges it. A
-    /// failure makes health report NOT_SERVING until a write succeeds again.
+    /// failure makes health report NOT_SERVING until a write succeeds again
+    /// (after sled failed to write its log, that means a restart: see
+    /// [`crate::health::Health::store_failed`]).
     async fn flush(&self) -> Result<(), Status> {
         match self.store.flush().await {
             Ok(()) => {
@@ -56,7 +72,7 @@ impl NodeState {
             }
             Err(e) => {
                 self.health.store_failed("flush", &e).await;
-                Err(crate::convert::store_status(e, ""))
+                Err(crate::convert::unflushed_status(e))
             }
         }
     }

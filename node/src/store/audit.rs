@@ -20,13 +20,21 @@
 //! so a later version of the event types cannot change old hashes. The first
 //! entry's `prev_hash` is all zeros.
 //!
-//! Invariants: an append is one transaction over the entry, its index
+//! Invariants: an append is one transaction over the entries, their index
 //! entries and the head, so concurrent appends chain one after another and a
 //! crash never leaves an entry without its head or the reverse. Appending
 //! does not flush: **if the audit cannot be written, nothing is disclosed**
-//! is the caller's duty — call [`Store::append_audit_durably`] (append on the
-//! blocking pool, then a group-commit flush) and disclose only once it
-//! returns `Ok`.
+//! is the caller's duty — call [`Store::append_audit_durably`] and disclose
+//! only once it returns `Ok`.
+//!
+//! Durable appends are group-written: callers queue their events, and one
+//! leader task at a time appends everything queued in a single transaction,
+//! then hands the flush (itself group-committed, [`Store::flush`]) to its
+//! own task and takes the next batch. sled 0.34 runs every transaction
+//! under one process-wide lock, so a transaction per lookup (hundreds in
+//! flight, each on its own blocking thread, all reading the same head)
+//! spent the node's time switching threads; a transaction per batch does
+//! not.
 //!
 //! What the chain cannot show: someone who can write the store can rewrite
 //! the whole chain consistently from the point they changed. Anchoring the
@@ -36,9 +44,12 @@
 //! here: person ids (the council's own), involvement ids, practitioner ids
 //! and the purpose the requester gave.
 
+use std::sync::Mutex;
+
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::TransactionalTree;
+use tokio::sync::oneshot;
 
 use super::{Kind, Store, StoreError, TxResult, abort, prefix_key, tx_error};
 use crate::model::LawfulBasis;
@@ -51,6 +62,48 @@ const ENTRY_FORMAT_V1: u8 = 1;
 const HEADER_LEN: usize = 1 + 8 + 8 + 32 + 32;
 
 const HEAD_KEY: &[u8] = b"audit/head";
+
+/// Most events one group write appends: bounds a transaction's size and
+/// the time the leader holds sled's transaction lock.
+const MAX_GROUP_EVENTS: usize = 1_024;
+
+/// Durable appends waiting for the leader (see the module's docs).
+#[derive(Debug, Default)]
+pub(super) struct AuditQueue {
+    state: Mutex<QueueState>,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    waiting: Vec<Waiting>,
+    /// Whether a leader task is running: it takes everything queued until
+    /// the queue is empty, and only then clears this (under the same lock
+    /// as the push, so no append is left without a leader).
+    leading: bool,
+}
+
+type Appended = Result<Vec<AuditEntry>, StoreError>;
+
+#[derive(Debug)]
+struct Waiting {
+    events: Vec<AuditEvent>,
+    reply: oneshot::Sender<Appended>,
+}
+
+impl AuditQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        // The state is a queue and a flag, both valid after any panic.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The same failure for every caller in a batch (sled's and std's errors
+/// are not `Clone`).
+fn shared_failure(error: &StoreError) -> StoreError {
+    StoreError::File(std::io::Error::other(error.to_string()))
+}
 
 /// What happened. Ids only: never a person's name, date of birth or
 /// identifier.
@@ -325,77 +378,179 @@ fn now_unix_ms() -> i64 {
 }
 
 impl Store {
-    /// Appends `event` to the log and returns its entry. One transaction
-    /// over the entry, its index entries and the head, so concurrent appends
-    /// chain correctly. Not durable until [`Store::flush`]: use
-    /// [`Store::append_audit_durably`] before disclosing anything.
+    /// Appends `event` to the log and returns its entry. Not durable until
+    /// [`Store::flush`]: use [`Store::append_audit_durably`] before
+    /// disclosing anything.
     pub fn append_audit(&self, event: AuditEvent) -> Result<AuditEntry, StoreError> {
-        self.append_audit_at(event, now_unix_ms())
+        let mut entries = self.append_audit_batch(std::slice::from_ref(&event), now_unix_ms())?;
+        entries
+            .pop()
+            .ok_or_else(|| corrupt("an append returned no entry"))
     }
 
-    fn append_audit_at(
+    /// Appends `events` in order, in one transaction, all stamped `at_unix_ms`.
+    fn append_audit_batch(
         &self,
-        event: AuditEvent,
+        events: &[AuditEvent],
         at_unix_ms: i64,
-    ) -> Result<AuditEntry, StoreError> {
-        let event_bytes = postcard::to_stdvec(&event).map_err(|e| corrupt(e.to_string()))?;
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let encoded = events
+            .iter()
+            .map(|event| postcard::to_stdvec(event).map_err(|e| corrupt(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
         let _writing = self.writing();
-        let (seq, prev_hash, hash) = (
+        let chained = (
             &self.audit,
             &self.audit_by_person,
             &self.audit_by_lookup,
             &self.meta,
         )
             .transaction(|(audit, by_person, by_lookup, meta)| {
-                let (seq, prev_hash) = match read_head(meta)? {
-                    Some((last, hash)) => (last + 1, hash),
-                    None => (1, [0; 32]),
+                let (mut seq, mut prev_hash) = match read_head(meta)? {
+                    Some((last, hash)) => (last, hash),
+                    None => (0, [0; 32]),
                 };
-                let hash = entry_hash(&prev_hash, seq, at_unix_ms, &event_bytes);
-                let raw = RawEntry {
-                    seq,
-                    at_unix_ms,
-                    prev_hash,
-                    hash,
-                    event: &event_bytes,
-                };
-                let key = seq.to_be_bytes();
-                if audit.get(key)?.is_some() {
-                    // The head lags an entry: appending would overwrite it.
-                    return abort(corrupt(format!(
-                        "entry {seq} exists beyond the log's head; run audit verify"
-                    )));
+                let mut chained = Vec::with_capacity(events.len());
+                for (event, event_bytes) in events.iter().zip(&encoded) {
+                    seq += 1;
+                    let hash = entry_hash(&prev_hash, seq, at_unix_ms, event_bytes);
+                    let raw = RawEntry {
+                        seq,
+                        at_unix_ms,
+                        prev_hash,
+                        hash,
+                        event: event_bytes,
+                    };
+                    let key = seq.to_be_bytes();
+                    if audit.get(key)?.is_some() {
+                        // The head lags an entry: appending would overwrite it.
+                        return abort(corrupt(format!(
+                            "entry {seq} exists beyond the log's head; run audit verify"
+                        )));
+                    }
+                    audit.insert(&key, raw.encode())?;
+                    if let Some(person_id) = event.person_id() {
+                        by_person.insert(person_key(person_id, seq), &[])?;
+                    }
+                    if let AuditEvent::LookupStarted { lookup_id, .. } = event {
+                        by_lookup.insert(lookup_id.as_bytes(), &key)?;
+                    }
+                    chained.push((seq, prev_hash, hash));
+                    prev_hash = hash;
                 }
-                audit.insert(&key, raw.encode())?;
-                if let Some(person_id) = event.person_id() {
-                    by_person.insert(person_key(person_id, seq), &[])?;
-                }
-                if let AuditEvent::LookupStarted { lookup_id, .. } = &event {
-                    by_lookup.insert(lookup_id.as_bytes(), &key)?;
-                }
-                meta.insert(HEAD_KEY, &encode_head(seq, &hash)[..])?;
-                Ok((seq, prev_hash, hash))
+                meta.insert(HEAD_KEY, &encode_head(seq, &prev_hash)[..])?;
+                Ok(chained)
             })
             .map_err(tx_error)?;
-        Ok(AuditEntry {
-            seq,
-            at_unix_ms,
-            event,
-            prev_hash,
-            hash,
-        })
+        Ok(events
+            .iter()
+            .zip(chained)
+            .map(|(event, (seq, prev_hash, hash))| AuditEntry {
+                seq,
+                at_unix_ms,
+                event: event.clone(),
+                prev_hash,
+                hash,
+            })
+            .collect())
     }
 
-    /// Appends `event` on the blocking pool, then makes it durable (group
-    /// commit). What a handler calls before disclosing anything: on `Err`,
-    /// disclose nothing.
+    /// Appends `event` and makes it durable. What a handler calls before
+    /// disclosing anything: on `Err`, disclose nothing.
     pub async fn append_audit_durably(&self, event: AuditEvent) -> Result<AuditEntry, StoreError> {
-        let store = self.clone();
-        let entry = tokio::task::spawn_blocking(move || store.append_audit(event))
+        let mut entries = self.append_audits_durably(vec![event]).await?;
+        entries
+            .pop()
+            .ok_or_else(|| corrupt("an append returned no entry"))
+    }
+
+    /// Appends `events`, consecutively and in order, and makes them durable:
+    /// queued for the next group write (see the module's docs), then
+    /// flushed. On `Err`, disclose nothing.
+    pub async fn append_audits_durably(
+        &self,
+        events: Vec<AuditEvent>,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, appended) = oneshot::channel();
+        let lead = {
+            let mut queue = self.audit_queue.lock();
+            queue.waiting.push(Waiting { events, reply });
+            !std::mem::replace(&mut queue.leading, true)
+        };
+        if lead {
+            // Its own task: a caller that gives up (a cancelled RPC) must not
+            // take the other callers' writes with it.
+            let store = self.clone();
+            tokio::spawn(async move { store.lead_audit_writes().await });
+        }
+        appended
             .await
-            .map_err(|_| std::io::Error::other("audit worker stopped"))??;
-        self.flush().await?;
-        Ok(entry)
+            .map_err(|_| std::io::Error::other("the audit writer stopped"))?
+    }
+
+    /// The leader: appends whatever is queued, one transaction a batch,
+    /// until the queue is empty. Each batch's flush and replies run in
+    /// their own task, so the next batch is appended while the last one is
+    /// flushed (and the flushes themselves group-commit).
+    async fn lead_audit_writes(self) {
+        loop {
+            let batch = {
+                let mut queue = self.audit_queue.lock();
+                if queue.waiting.is_empty() {
+                    queue.leading = false;
+                    return;
+                }
+                let mut taken = 0;
+                let count = queue
+                    .waiting
+                    .iter()
+                    .take_while(|w| {
+                        taken += w.events.len();
+                        taken <= MAX_GROUP_EVENTS || taken == w.events.len()
+                    })
+                    .count();
+                queue.waiting.drain(..count).collect::<Vec<_>>()
+            };
+            let store = self.clone();
+            let appended = tokio::task::spawn_blocking(move || {
+                let events: Vec<AuditEvent> = batch
+                    .iter()
+                    .flat_map(|w| w.events.iter().cloned())
+                    .collect();
+                let appended = store.append_audit_batch(&events, now_unix_ms());
+                (batch, appended)
+            })
+            .await;
+            // A panicked append drops its batch: those callers hear that the
+            // writer stopped, and nothing of theirs is disclosed.
+            let Ok((batch, appended)) = appended else {
+                continue;
+            };
+            let store = self.clone();
+            tokio::spawn(async move {
+                let durable = match appended {
+                    Ok(entries) => store.flush().await.map(|()| entries),
+                    Err(e) => Err(e),
+                };
+                match durable {
+                    Ok(entries) => {
+                        let mut entries = entries.into_iter();
+                        for waiting in batch {
+                            let mine = entries.by_ref().take(waiting.events.len()).collect();
+                            let _ = waiting.reply.send(Ok(mine));
+                        }
+                    }
+                    Err(e) => {
+                        for waiting in batch {
+                            let _ = waiting.reply.send(Err(shared_failure(&e)));
+                        }
+                    }
+                }
+            });
+        }
     }
 
     /// How many entries the log has (its head's seq; no walk).

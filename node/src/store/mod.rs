@@ -195,6 +195,8 @@ pub struct Store {
     durable_events: Arc<tokio::sync::watch::Sender<events::Progress>>,
     /// `person \0 other person` → relationship, both ways (see `links`).
     links: Tree,
+    /// Durable audit appends waiting for the next group write (see `audit`).
+    audit_queue: Arc<audit::AuditQueue>,
     /// Held shared by every write transaction, exclusively by a backup's
     /// walk: writes pause while a backup reads, reads go on.
     write_gate: Arc<std::sync::RwLock<()>>,
@@ -410,6 +412,7 @@ impl Store {
             team_lock: Arc::new(std::sync::Mutex::new(())),
             durable_events: Arc::new(tokio::sync::watch::channel(events::Progress::default()).0),
             links: db.open_tree("links")?,
+            audit_queue: Arc::default(),
             write_gate: Arc::new(std::sync::RwLock::new(())),
             db,
         };
@@ -810,22 +813,30 @@ impl Store {
 
     /// Persons indexed under `key` (one of [`person_index_keys`]).
     pub fn persons_with_key(&self, key: &[u8], limit: usize) -> Result<Vec<Person>, StoreError> {
+        self.person_ids_with_key(key, limit)?
+            .iter()
+            .map(|id| self.indexed_person(id))
+            .collect()
+    }
+
+    /// The ids of at most `limit` persons indexed under `key`.
+    pub fn person_ids_with_key(&self, key: &[u8], limit: usize) -> Result<Vec<String>, StoreError> {
         let prefix = prefix_key(key);
-        let mut persons = Vec::new();
+        let mut ids = Vec::new();
         for entry in self.person_index.scan_prefix(&prefix).take(limit) {
             let (entry_key, _) = entry?;
-            let person_id = child_of(&entry_key, prefix.len());
-            match self.person(&person_id)? {
-                Some(person) => persons.push(person),
-                None => {
-                    return Err(StoreError::Corrupt {
-                        kind: Kind::Person,
-                        detail: "index entry without a record".into(),
-                    });
-                }
-            }
+            ids.push(child_of(&entry_key, prefix.len()));
         }
-        Ok(persons)
+        Ok(ids)
+    }
+
+    /// A person an index entry names: missing means damage, not a race (the
+    /// index and the records change in one transaction).
+    pub fn indexed_person(&self, id: &str) -> Result<Person, StoreError> {
+        self.person(id)?.ok_or_else(|| StoreError::Corrupt {
+            kind: Kind::Person,
+            detail: "index entry without a record".into(),
+        })
     }
 
     /// Checks that every index entry has its record and every record its
