@@ -248,13 +248,20 @@ pub async fn lookup(
         reason: question.purpose.reason.clone(),
         peers_asked: peers.iter().map(|p| p.identity.to_string()).collect(),
     };
-    // Durable before any question leaves the node. With no peers to ask,
-    // it goes in the same durable append as the answer (one flush, not two).
+    // In the log before any question leaves the node; durable with the
+    // answer, before anything is disclosed to the practitioner (one flush a
+    // lookup, not two). A crash in between loses this node's record of a
+    // question nobody saw the answer to; each peer that answered it holds
+    // its own durable record of what it disclosed, and why.
     let mut to_audit = Vec::with_capacity(2);
     if peers.is_empty() {
         to_audit.push(start_event);
-    } else {
-        audit(state, start_event).await?;
+    } else if let Err(e) = state.store.append_audits(vec![start_event]).await {
+        tracing::error!(error = %e, "audit write failed: nothing asked, nothing disclosed");
+        state.health.store_failed("audit append", &e).await;
+        return Err(Status::unavailable(
+            "this node cannot write its audit log, so it discloses nothing",
+        ));
     }
 
     // Blinded keys, made once per key set.

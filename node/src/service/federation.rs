@@ -18,7 +18,7 @@ use patchwork_proto::v1::{self, federation_server::Federation};
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
-use super::{NodeState, blocking};
+use super::NodeState;
 use crate::convert;
 use crate::model::LawfulBasis;
 use crate::store::audit::AuditEvent;
@@ -304,7 +304,10 @@ impl Federation for FederationService {
         let keys = checked.keys;
         let scheme = checked.scheme;
         let include_family = request.include_family;
-        let (status, person_id, disclosed, ids, more) = blocking(move || {
+        // Matched and disclosed on the runtime's worker, as a local lookup
+        // is (see `lookup::lookup`): a few cached reads cost less than the
+        // hop to the blocking pool.
+        let answer = || -> Result<_, Status> {
             let query_kinds: BTreeSet<v1::MatchKeyKind> =
                 keys.iter().map(|(kind, _)| *kind).collect();
             let candidates = store
@@ -350,8 +353,8 @@ impl Federation for FederationService {
                         .collect(),
                 ),
             })
-        })
-        .await?;
+        };
+        let (status, person_id, disclosed, ids, more) = answer()?;
         let requester = request.requester.clone().unwrap_or_default();
         self.audit(AuditEvent::PeerAsked {
             request_id: request.request_id.clone(),

@@ -87,6 +87,8 @@ type Appended = Result<Vec<AuditEntry>, StoreError>;
 #[derive(Debug)]
 struct Waiting {
     events: Vec<AuditEvent>,
+    /// Answer only once the entries are flushed; otherwise once appended.
+    durable: bool,
     reply: oneshot::Sender<Appended>,
 }
 
@@ -471,13 +473,37 @@ impl Store {
         &self,
         events: Vec<AuditEvent>,
     ) -> Result<Vec<AuditEntry>, StoreError> {
+        self.queue_audit(events, true).await
+    }
+
+    /// Appends `events` through the same group write, answering once they
+    /// are in the log but before they are flushed: for an entry that must
+    /// precede something in the log (a lookup's start, before its questions
+    /// go out) but discloses nothing itself, so it can become durable with
+    /// the entry that does.
+    pub async fn append_audits(
+        &self,
+        events: Vec<AuditEvent>,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        self.queue_audit(events, false).await
+    }
+
+    async fn queue_audit(
+        &self,
+        events: Vec<AuditEvent>,
+        durable: bool,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
         let (reply, appended) = oneshot::channel();
         let lead = {
             let mut queue = self.audit_queue.lock();
-            queue.waiting.push(Waiting { events, reply });
+            queue.waiting.push(Waiting {
+                events,
+                durable,
+                reply,
+            });
             !std::mem::replace(&mut queue.leading, true)
         };
         if lead {
@@ -497,6 +523,9 @@ impl Store {
     /// flushed (and the flushes themselves group-commit).
     async fn lead_audit_writes(self) {
         loop {
+            // Let the tasks that are ready run first: those about to queue an
+            // append join this batch instead of starting the next.
+            tokio::task::yield_now().await;
             let batch = {
                 let mut queue = self.audit_queue.lock();
                 if queue.waiting.is_empty() {
@@ -514,38 +543,46 @@ impl Store {
                     .count();
                 queue.waiting.drain(..count).collect::<Vec<_>>()
             };
-            let store = self.clone();
-            let appended = tokio::task::spawn_blocking(move || {
-                let events: Vec<AuditEvent> = batch
-                    .iter()
-                    .flat_map(|w| w.events.iter().cloned())
-                    .collect();
-                let appended = store.append_audit_batch(&events, now_unix_ms());
-                (batch, appended)
-            })
-            .await;
-            // A panicked append drops its batch: those callers hear that the
-            // writer stopped, and nothing of theirs is disclosed.
-            let Ok((batch, appended)) = appended else {
-                continue;
+            // Appended right here, on the runtime's worker: one transaction
+            // a batch costs less than a hop to the blocking pool and back.
+            let events: Vec<AuditEvent> = batch
+                .iter()
+                .flat_map(|w| w.events.iter().cloned())
+                .collect();
+            let appended = self.append_audit_batch(&events, now_unix_ms());
+            let (entries, failure) = match appended {
+                Ok(entries) => (entries, None),
+                Err(e) => (Vec::new(), Some(e)),
             };
+            // Each caller's own entries, in the order they were queued.
+            let mut entries = entries.into_iter();
+            let mut flush_waiters = Vec::new();
+            for waiting in batch {
+                let mine: Vec<AuditEntry> = entries.by_ref().take(waiting.events.len()).collect();
+                match (&failure, waiting.durable) {
+                    (Some(e), _) => {
+                        let _ = waiting.reply.send(Err(shared_failure(e)));
+                    }
+                    (None, false) => {
+                        let _ = waiting.reply.send(Ok(mine));
+                    }
+                    (None, true) => flush_waiters.push((waiting.reply, mine)),
+                }
+            }
+            if flush_waiters.is_empty() {
+                continue;
+            }
             let store = self.clone();
             tokio::spawn(async move {
-                let durable = match appended {
-                    Ok(entries) => store.flush().await.map(|()| entries),
-                    Err(e) => Err(e),
-                };
-                match durable {
-                    Ok(entries) => {
-                        let mut entries = entries.into_iter();
-                        for waiting in batch {
-                            let mine = entries.by_ref().take(waiting.events.len()).collect();
-                            let _ = waiting.reply.send(Ok(mine));
+                match store.flush().await {
+                    Ok(()) => {
+                        for (reply, mine) in flush_waiters {
+                            let _ = reply.send(Ok(mine));
                         }
                     }
                     Err(e) => {
-                        for waiting in batch {
-                            let _ = waiting.reply.send(Err(shared_failure(&e)));
+                        for (reply, _) in flush_waiters {
+                            let _ = reply.send(Err(shared_failure(&e)));
                         }
                     }
                 }
