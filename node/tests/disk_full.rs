@@ -424,7 +424,9 @@ async fn a_full_disk_refuses_writes_and_disclosures_and_a_restart_recovers() {
     eprintln!(
         "after the restart: {} acknowledged writes all present, {} refused ones kept",
         acknowledged.len(),
-        stored.len() - acknowledged.len() - EXAMPLE_INVOLVEMENTS
+        stored
+            .len()
+            .saturating_sub(acknowledged.len() + EXAMPLE_INVOLVEMENTS)
     );
     let lost: Vec<_> = acknowledged
         .iter()

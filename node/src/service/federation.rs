@@ -18,7 +18,7 @@ use patchwork_proto::v1::{self, federation_server::Federation};
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
-use super::NodeState;
+use super::{NodeState, read};
 use crate::convert;
 use crate::model::LawfulBasis;
 use crate::store::audit::AuditEvent;
@@ -297,17 +297,13 @@ impl Federation for FederationService {
                 .await);
         }
 
-        let store = self.state.store.clone();
         let set = peer.agreement.key_set.clone();
         let answer_peer = peer.clone();
         let basis = checked.basis;
         let keys = checked.keys;
         let scheme = checked.scheme;
         let include_family = request.include_family;
-        // Matched and disclosed on the runtime's worker, as a local lookup
-        // is (see `lookup::lookup`): a few cached reads cost less than the
-        // hop to the blocking pool.
-        let answer = || -> Result<_, Status> {
+        let answer = move |store: &Store| -> Result<_, Status> {
             let query_kinds: BTreeSet<v1::MatchKeyKind> =
                 keys.iter().map(|(kind, _)| *kind).collect();
             let candidates = store
@@ -323,7 +319,7 @@ impl Federation for FederationService {
             Ok(match decision {
                 Decision::Matched(person_id) => {
                     let (disclosed, ids) =
-                        disclose(&store, &person_id, &answer_peer, basis, include_family)
+                        disclose(store, &person_id, &answer_peer, basis, include_family)
                             .map_err(|e| convert::store_status(e, ""))?;
                     (
                         v1::MatchStatus::Matched,
@@ -354,7 +350,7 @@ impl Federation for FederationService {
                 ),
             })
         };
-        let (status, person_id, disclosed, ids, more) = answer()?;
+        let (status, person_id, disclosed, ids, more) = read(&self.state.store, answer).await?;
         let requester = request.requester.clone().unwrap_or_default();
         self.audit(AuditEvent::PeerAsked {
             request_id: request.request_id.clone(),

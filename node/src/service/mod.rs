@@ -101,6 +101,25 @@ pub(crate) fn reload_tls(
 }
 
 /// Runs store work off the async threads: sled calls block on disk.
+/// Runs a request's store reads: on the runtime's worker while no record
+/// write is running, since a lookup's few dozen reads from sled's cache cost
+/// less than the hop to the blocking pool and back (measured: 113 against
+/// 240-307 µs of CPU a lookup, BENCHMARKS.md); on the blocking pool while
+/// one is, because sled 0.34's reads wait for its process-wide transaction
+/// lock and an import batch holds that long enough to stall a worker.
+pub(crate) async fn read<T, F>(store: &crate::store::Store, work: F) -> Result<T, Status>
+where
+    T: Send + 'static,
+    F: FnOnce(&crate::store::Store) -> Result<T, Status> + Send + 'static,
+{
+    if store.writes_in_progress() {
+        let store = store.clone();
+        blocking(move || work(&store)).await
+    } else {
+        work(store)
+    }
+}
+
 pub(crate) async fn blocking<T, F>(work: F) -> Result<T, Status>
 where
     T: Send + 'static,

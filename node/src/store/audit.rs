@@ -101,6 +101,28 @@ impl AuditQueue {
     }
 }
 
+/// Clears the leader's flag when the leader task ends in any way but the
+/// normal one (which clears it under the lock, with the queue empty).
+struct SteppingDown<'a> {
+    queue: &'a AuditQueue,
+    /// Cleared when the leader steps down normally.
+    armed: bool,
+}
+
+impl Drop for SteppingDown<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let mut queue = self.queue.lock();
+        if queue.leading {
+            queue.leading = false;
+            // Dropping their senders tells them the writer stopped.
+            queue.waiting.clear();
+        }
+    }
+}
+
 /// The same failure for every caller in a batch (sled's and std's errors
 /// are not `Clone`).
 fn shared_failure(error: &StoreError) -> StoreError {
@@ -396,11 +418,21 @@ impl Store {
         events: &[AuditEvent],
         at_unix_ms: i64,
     ) -> Result<Vec<AuditEntry>, StoreError> {
+        let _gate = self.audit_gate();
+        self.append_audit_batch_gated(events, at_unix_ms)
+    }
+
+    /// [`Store::append_audit_batch`], for a caller already through the write
+    /// gate.
+    fn append_audit_batch_gated(
+        &self,
+        events: &[AuditEvent],
+        at_unix_ms: i64,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
         let encoded = events
             .iter()
             .map(|event| postcard::to_stdvec(event).map_err(|e| corrupt(e.to_string())))
             .collect::<Result<Vec<_>, _>>()?;
-        let _writing = self.writing();
         let chained = (
             &self.audit,
             &self.audit_by_person,
@@ -424,13 +456,14 @@ impl Store {
                         event: event_bytes,
                     };
                     let key = seq.to_be_bytes();
-                    if audit.get(key)?.is_some() {
-                        // The head lags an entry: appending would overwrite it.
+                    // sled reads the old value on every transactional insert
+                    // anyway: an entry there means the head lags it, and the
+                    // abort undoes this overwrite with the rest.
+                    if audit.insert(&key, raw.encode())?.is_some() {
                         return abort(corrupt(format!(
                             "entry {seq} exists beyond the log's head; run audit verify"
                         )));
                     }
-                    audit.insert(&key, raw.encode())?;
                     if let Some(person_id) = event.person_id() {
                         by_person.insert(person_key(person_id, seq), &[])?;
                     }
@@ -522,6 +555,13 @@ impl Store {
     /// their own task, so the next batch is appended while the last one is
     /// flushed (and the flushes themselves group-commit).
     async fn lead_audit_writes(self) {
+        // Whichever way this task ends (a panic in an append, the runtime
+        // shutting down), the next append must find no leader and start one;
+        // whoever is still queued hears that the writer stopped.
+        let mut stepping_down = SteppingDown {
+            queue: &self.audit_queue,
+            armed: true,
+        };
         loop {
             // Let the tasks that are ready run first: those about to queue an
             // append join this batch instead of starting the next.
@@ -530,6 +570,7 @@ impl Store {
                 let mut queue = self.audit_queue.lock();
                 if queue.waiting.is_empty() {
                     queue.leading = false;
+                    stepping_down.armed = false;
                     return;
                 }
                 let mut taken = 0;
@@ -543,13 +584,33 @@ impl Store {
                     .count();
                 queue.waiting.drain(..count).collect::<Vec<_>>()
             };
-            // Appended right here, on the runtime's worker: one transaction
-            // a batch costs less than a hop to the blocking pool and back.
             let events: Vec<AuditEvent> = batch
                 .iter()
                 .flat_map(|w| w.events.iter().cloned())
                 .collect();
-            let appended = self.append_audit_batch(&events, now_unix_ms());
+            // Appended right here, on the runtime's worker: one transaction a
+            // batch costs less than a hop to the blocking pool and back. But
+            // not while a backup holds the write gate (for the whole walk of
+            // the store): then on the blocking pool, so no worker waits.
+            let inline = self
+                .try_audit_gate()
+                .map(|_gate| self.append_audit_batch_gated(&events, now_unix_ms()));
+            let appended = match inline {
+                Some(appended) => appended,
+                None => {
+                    let store = self.clone();
+                    match tokio::task::spawn_blocking(move || {
+                        store.append_audit_batch(&events, now_unix_ms())
+                    })
+                    .await
+                    {
+                        Ok(appended) => appended,
+                        Err(_) => Err(StoreError::File(std::io::Error::other(
+                            "the audit append stopped",
+                        ))),
+                    }
+                }
+            };
             let (entries, failure) = match appended {
                 Ok(entries) => (entries, None),
                 Err(e) => (Vec::new(), Some(e)),
@@ -928,6 +989,69 @@ mod tests {
         let verification = store.verify_audit().expect("verify");
         assert!(verification.intact, "{verification:?}");
         assert_eq!(verification.entries, 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn group_writes_chain_in_order_and_answer_each_caller_with_its_own() {
+        let (_dir, store) = open();
+        let mut callers = Vec::new();
+        for caller in 0..64u64 {
+            let store = store.clone();
+            callers.push(tokio::spawn(async move {
+                let events = vec![asked(2 * caller, Some("P-1")), asked(2 * caller + 1, None)];
+                // Half wait for the flush, half only for the append.
+                let entries = if caller % 2 == 0 {
+                    store.append_audits_durably(events.clone()).await
+                } else {
+                    store.append_audits(events.clone()).await
+                }
+                .expect("append");
+                let got: Vec<AuditEvent> = entries.iter().map(|e| e.event.clone()).collect();
+                assert_eq!(got, events, "caller {caller} got someone else's entries");
+                assert_eq!(entries[1].seq, entries[0].seq + 1, "not consecutive");
+                assert_eq!(entries[1].prev_hash, entries[0].hash);
+            }));
+        }
+        for caller in callers {
+            caller.await.expect("caller");
+        }
+        assert_eq!(store.audit_len().expect("len"), 128);
+        let verification = store.verify_audit().expect("verify");
+        assert!(verification.intact, "{verification:?}");
+        assert_eq!(store.audit_for_person("P-1").expect("by person").len(), 64);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_group_write_fails_its_callers_and_the_next_one_succeeds() {
+        let (_dir, store) = open();
+        store.append_audit(asked(1, None)).expect("first");
+        // An entry beyond the head: the next append must refuse, not
+        // overwrite it.
+        let stray = RawEntry {
+            seq: 2,
+            at_unix_ms: 0,
+            prev_hash: [0; 32],
+            hash: [0; 32],
+            event: b"x",
+        };
+        store
+            .audit
+            .insert(2u64.to_be_bytes(), stray.encode())
+            .expect("stray");
+        let refused = store.append_audits_durably(vec![asked(2, None)]).await;
+        assert!(
+            matches!(&refused, Err(e) if e.to_string().contains("beyond the log's head")),
+            "{refused:?}"
+        );
+        assert_eq!(store.audit_len().expect("len"), 1, "the head moved");
+        // The leader stepped down cleanly: once the stray is gone, the next
+        // caller gets a new one and its write lands.
+        store.audit.remove(2u64.to_be_bytes()).expect("remove");
+        let entry = store
+            .append_audit_durably(asked(3, None))
+            .await
+            .expect("append after a failure");
+        assert_eq!(entry.seq, 2);
     }
 
     #[test]

@@ -26,7 +26,7 @@
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use chrono::NaiveDate;
 use patchwork_federation::{normalise_name, normalise_postcode};
@@ -197,9 +197,23 @@ pub struct Store {
     links: Tree,
     /// Durable audit appends waiting for the next group write (see `audit`).
     audit_queue: Arc<audit::AuditQueue>,
+    /// Record writes running now (see [`Store::writes_in_progress`]).
+    writers: Arc<AtomicUsize>,
     /// Held shared by every write transaction, exclusively by a backup's
     /// walk: writes pause while a backup reads, reads go on.
     write_gate: Arc<std::sync::RwLock<()>>,
+}
+
+/// A record write's hold on the write gate, counted while it lasts.
+struct Writing<'a> {
+    _gate: std::sync::RwLockReadGuard<'a, ()>,
+    writers: &'a AtomicUsize,
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        self.writers.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -413,6 +427,7 @@ impl Store {
             durable_events: Arc::new(tokio::sync::watch::channel(events::Progress::default()).0),
             links: db.open_tree("links")?,
             audit_queue: Arc::default(),
+            writers: Arc::default(),
             write_gate: Arc::new(std::sync::RwLock::new(())),
             db,
         };
@@ -423,10 +438,40 @@ impl Store {
 
     /// What every write transaction holds while it runs (see `backup`). The
     /// gate guards no data, so a panic elsewhere cannot leave it poisoned.
-    fn writing(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+    /// Counted, so readers can tell a write is under way (see
+    /// [`Store::writes_in_progress`]).
+    fn writing(&self) -> Writing<'_> {
+        self.writers.fetch_add(1, Ordering::SeqCst);
+        Writing {
+            _gate: self.audit_gate(),
+            writers: &self.writers,
+        }
+    }
+
+    /// The gate alone, uncounted: for the audit log's group writes, which
+    /// are short and which readers need not step aside for.
+    fn audit_gate(&self) -> std::sync::RwLockReadGuard<'_, ()> {
         self.write_gate
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The gate if no backup holds it now; `None` rather than waiting.
+    fn try_audit_gate(&self) -> Option<std::sync::RwLockReadGuard<'_, ()>> {
+        match self.write_gate.try_read() {
+            Ok(guard) => Some(guard),
+            Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
+    /// Whether a record write (an import batch, an API write) is running.
+    /// sled 0.34 runs every transaction under one process-wide lock that its
+    /// reads wait for too, so a reader on an async worker would stall the
+    /// runtime behind a 1,000-record import batch: lookups read on the
+    /// blocking pool while this says yes, on the worker otherwise.
+    pub fn writes_in_progress(&self) -> bool {
+        self.writers.load(Ordering::SeqCst) > 0
     }
 
     /// Makes every write that happened before this call durable, even
