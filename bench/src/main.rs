@@ -111,11 +111,26 @@ impl Summary {
     }
 }
 
-/// CPU time this process has used, user and system, all threads (µs).
+/// The node process the lookup scenario runs (0: none): its CPU time
+/// counts with this process's.
+static NODE_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// CPU time this process, and the node process if one runs, have used,
+/// user and system, all threads (µs).
 fn process_cpu_us() -> f64 {
-    // Fields 14 and 15 of /proc/self/stat, in clock ticks; the command name
+    let node = NODE_PID.load(Ordering::SeqCst);
+    cpu_us_of("self")
+        + if node == 0 {
+            0.0
+        } else {
+            cpu_us_of(&node.to_string())
+        }
+}
+
+fn cpu_us_of(pid: &str) -> f64 {
+    // Fields 14 and 15 of /proc/<pid>/stat, in clock ticks; the command name
     // (field 2) is in parentheses and may hold spaces, so count after it.
-    let ticks = std::fs::read_to_string("/proc/self/stat")
+    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|stat| {
             let after_name = stat.rsplit_once(')')?.1.to_owned();
@@ -468,8 +483,21 @@ fn dir_bytes(path: &Path) -> u64 {
         .sum()
 }
 
-fn proc_status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+/// Sends SIGTERM to a node process when dropped, so an early return never
+/// leaves it running.
+struct ChildNode(u32);
+
+impl Drop for ChildNode {
+    fn drop(&mut self) {
+        NODE_PID.store(0, Ordering::SeqCst);
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.0.to_string()])
+            .status();
+    }
+}
+
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|text| {
             text.lines()
@@ -532,20 +560,70 @@ async fn local_lookup(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()
     let mut node = TestNode::start_with(&ca, "lookup", &grants, node_options(config, None)).await;
     node.stop().await;
     let data = node.config().store_dir();
-    let began = Instant::now();
-    let loader = data.clone();
-    tokio::task::spawn_blocking(move || load_store(&loader, n)).await??;
-    let load_s = began.elapsed().as_secs_f64();
-    println!(
-        "  loaded the store directly in {load_s:.1} s ({:.0} persons/s with their involvements)",
-        n as f64 / load_s
-    );
+    // `--reuse-store <dir>` (for profiling, e.g. several cache sizes): load
+    // into <dir> once and point the node at it; later runs reuse it (and add
+    // their lookups' audit entries to it).
+    let reused = flag_value("--reuse-store").map(std::path::PathBuf::from);
+    let loaded_marker = reused
+        .as_ref()
+        .map(|dir| dir.join(format!("loaded-{n}-persons")));
+    if let (Some(dir), Some(marker)) = (&reused, &loaded_marker)
+        && marker.exists()
+    {
+        println!("  reusing the store loaded earlier in {}", dir.display());
+    } else {
+        let target = reused
+            .as_ref()
+            .map_or_else(|| data.clone(), |dir| dir.join("store"));
+        let began = Instant::now();
+        let loader = target.clone();
+        tokio::task::spawn_blocking(move || load_store(&loader, n)).await??;
+        let load_s = began.elapsed().as_secs_f64();
+        println!(
+            "  loaded the store directly in {load_s:.1} s ({:.0} persons/s with their involvements)",
+            n as f64 / load_s
+        );
+        if let Some(marker) = &loaded_marker {
+            std::fs::write(marker, b"")?;
+        }
+    }
+    if let Some(dir) = &reused {
+        if data.exists() {
+            std::fs::remove_dir_all(&data)?;
+        }
+        std::os::unix::fs::symlink(dir.join("store"), &data)?;
+    }
     let disk = dir_bytes(&data);
-    // Peak RSS from here on: the node serving, plus this process's clients.
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-    let rss_before = proc_status_kib("VmRSS:");
+    // The node in a process of its own (this program, `--serve-node`), on
+    // the port and config its last run had, with metrics on a fresh port.
+    let metrics_port = TcpListener::bind("127.0.0.1:0").await?.local_addr()?.port();
     let began = Instant::now();
-    node.start_again().await;
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .arg("--serve-node")
+        .arg(&node.config_path)
+        .arg(metrics_port.to_string())
+        .spawn()
+        .context("starting the node process")?;
+    let child_node = ChildNode(child.id());
+    NODE_PID.store(child.id(), Ordering::SeqCst);
+    node.metrics_addr = ([127, 0, 0, 1], metrics_port).into();
+    let probe_request = lookup_request(&person(n / 2), true);
+    let probe = loop {
+        if let Some(status) = child.try_wait()? {
+            bail!("the node process exited while starting: {status}");
+        }
+        if began.elapsed() > Duration::from_secs(120) {
+            bail!("the node process did not answer within 120 s");
+        }
+        if let Ok(channel) = node.try_channel(&portal).await
+            && let Ok(answer) = patchwork_proto::v1::directory_client::DirectoryClient::new(channel)
+                .lookup(probe_request.clone())
+                .await
+        {
+            break answer.into_inner();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let startup = began.elapsed();
     println!(
         "  node start-up with {n} persons: {} ms; on disk {} MiB ({} bytes per person with involvements and indexes)",
@@ -560,12 +638,6 @@ async fn local_lookup(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()
     for _ in 0..CONNECTIONS {
         clients.push(node.directory(&portal).await);
     }
-    let probe = clients[0]
-        .clone()
-        .lookup(lookup_request(&person(n / 2), true))
-        .await
-        .context("a probe lookup")?
-        .into_inner();
     if matched(&probe) != 1 {
         bail!("the probe lookup did not match its person: {probe:?}");
     }
@@ -601,7 +673,13 @@ async fn local_lookup(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()
     let handshakes_before = handshakes(&node).await;
     let node_summary = run(sizes.run).await;
     let handshakes_after = handshakes(&node).await;
-    let peak_rss = proc_status_kib("VmHWM:");
+    let peak_rss = proc_status_kib(child_node.0, "VmHWM:");
+    let rss_now = proc_status_kib(child_node.0, "VmRSS:");
+    drop(child_node); // SIGTERM: the node drains and flushes
+    let stopped = tokio::task::spawn_blocking(move || child.wait()).await??;
+    if !stopped.success() {
+        bail!("the node process stopped with {stopped}");
+    }
 
     let echo = echo::start(&ca, "echo").await?;
     let mut channels = Vec::new();
@@ -630,9 +708,10 @@ async fn local_lookup(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()
         handshakes_after - handshakes_before
     );
     println!(
-        "  peak RSS of this process (node + its clients) from start-up to the end of the run: {} MiB (RSS before start-up {} MiB)",
+        "  node process: peak RSS {} MiB from start-up to the end of the run ({} MiB at the end; cache_mb = {})",
         peak_rss >> 10,
-        rss_before >> 10
+        rss_now >> 10,
+        sizes.cache_mb
     );
     figures.put("lookup_node_per_s", format!("{:.0}", node_summary.per_s));
     figures.put("lookup_echo_per_s", format!("{:.0}", echo_summary.per_s));
@@ -660,6 +739,10 @@ async fn local_lookup(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()
         ),
     );
     figures.put("lookup_errors", node_summary.errors);
+    figures.put(
+        "lookup_node_cpu_us",
+        format!("{:.1}", node_summary.cpu_us_per_call),
+    );
     figures.put("lookup_handshakes_per_lookup", format!("{per_lookup:.4}"));
     figures.put("peak_rss_mib", peak_rss >> 10);
     node.stop().await;
@@ -955,7 +1038,8 @@ fn matching_cost(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()> {
 
 /// `--only <scenario>` runs one scenario (lookup, fanout, import,
 /// matching); `--persons <n>` overrides the population, `--seconds <n>` the
-/// length of each measured run. Both are for
+/// length of each measured run, `--cache-mb <n>` the nodes' store cache,
+/// `--reuse-store <dir>` keeps the lookup scenario's loaded store. Both are for
 /// profiling one scenario at a time; the documented runs use neither.
 fn flag_value(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
@@ -964,7 +1048,39 @@ fn flag_value(name: &str) -> Option<String> {
         .and_then(|i| args.get(i + 1).cloned())
 }
 
+/// `--serve-node <config> <metrics port>`: runs one node until SIGTERM. The
+/// lookup scenario starts its node this way, in a child process, so that
+/// the node's memory (peak RSS) and start-up are its own, not mixed with
+/// the loader's and the clients'.
+fn serve_node(config_path: &str, metrics_port: &str) -> anyhow::Result<()> {
+    patchwork_certs::install_crypto_provider();
+    let config = patchwork_node::NodeConfig::load(Path::new(config_path))?;
+    let metrics_port: u16 = metrics_port.parse().context("metrics port")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let listeners = patchwork_node::Listeners {
+            api: TcpListener::bind(config.api.listen).await?,
+            metrics: Some(TcpListener::bind(("127.0.0.1", metrics_port)).await?),
+        };
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        patchwork_node::run_with(config, listeners, async move {
+            terminate.recv().await;
+        })
+        .await?;
+        anyhow::Ok(())
+    })
+}
+
 fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if let [_, flag, config, metrics_port] = args.as_slice()
+        && flag == "--serve-node"
+    {
+        return serve_node(config, metrics_port);
+    }
     let quick = std::env::args().any(|a| a == "--quick");
     let mut sizes = Sizes::new(quick);
     let only = flag_value("--only");

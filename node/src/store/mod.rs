@@ -557,6 +557,23 @@ impl Store {
         persons: &[Person],
         mode: WriteMode,
     ) -> Result<Vec<WriteOutcome>, StoreError> {
+        // Everything derived from the new records (encoding, index keys,
+        // blinded match keys: HMACs and phonetics) is computed before the
+        // transaction, which holds sled's process-wide lock while it runs.
+        let prepared = persons
+            .iter()
+            .map(|person| {
+                let index_keys: Vec<Vec<u8>> = person_index_keys(&person.into())
+                    .iter()
+                    .map(|key| pair_key_bytes(key, &person.id))
+                    .collect();
+                Ok((
+                    encode(Kind::Person, person)?,
+                    index_keys,
+                    self.match_entries(person),
+                ))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
         let _writing = self.writing();
         (
             &self.persons,
@@ -567,7 +584,8 @@ impl Store {
             .transaction(|(records, index, match_index, meta)| {
                 let mut outcomes = Vec::with_capacity(persons.len());
                 let mut created = 0;
-                for person in persons {
+                for (person, (encoded, index_keys, match_entries)) in persons.iter().zip(&prepared)
+                {
                     let old: Option<Person> =
                         tx_decode(Kind::Person, records.get(person.id.as_bytes())?)?;
                     let outcome =
@@ -586,13 +604,13 @@ impl Store {
                     } else {
                         created += 1;
                     }
-                    for key in person_index_keys(&person.into()) {
-                        index.insert(pair_key_bytes(&key, &person.id), &[])?;
+                    for key in index_keys {
+                        index.insert(key.as_slice(), &[])?;
                     }
-                    for (key, kind) in self.match_entries(person) {
-                        match_index.insert(key, &[kind])?;
+                    for (key, kind) in match_entries {
+                        match_index.insert(key.as_slice(), &[*kind])?;
                     }
-                    records.insert(person.id.as_bytes(), tx_encode(Kind::Person, person)?)?;
+                    records.insert(person.id.as_bytes(), encoded.as_slice())?;
                 }
                 add_count(meta, COUNT_PERSONS, created)?;
                 Ok(outcomes)
