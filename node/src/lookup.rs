@@ -200,22 +200,10 @@ pub async fn lookup(
     let requester_id = question.requester_id.clone();
     let subject = question.subject.clone();
     let include_family = question.include_family;
-    let local = read(&state.store, move |store| {
+    let local = read(state, move |store| {
         local_part(store, &requester_id, &subject, include_family)
     })
-    .await;
-    let local = match local {
-        Err(status) if status.code() == tonic::Code::Unavailable => {
-            // sled answers reads with a write error it keeps (a full disk):
-            // the store is failing, whichever operation saw it first.
-            state
-                .health
-                .store_failed("store read", &status.message())
-                .await;
-            return Err(status);
-        }
-        local => local?,
-    };
+    .await?;
     let local = local.ok_or_else(|| {
         Status::invalid_argument(format!(
             "requester.practitioner_id: practitioner {} does not exist on this node",

@@ -350,7 +350,7 @@ impl Federation for FederationService {
                 ),
             })
         };
-        let (status, person_id, disclosed, ids, more) = read(&self.state.store, answer).await?;
+        let (status, person_id, disclosed, ids, more) = read(&self.state, answer).await?;
         let requester = request.requester.clone().unwrap_or_default();
         self.audit(AuditEvent::PeerAsked {
             request_id: request.request_id.clone(),

@@ -106,18 +106,30 @@ pub(crate) fn reload_tls(
 /// less than the hop to the blocking pool and back (measured: 113 against
 /// 240-307 µs of CPU a lookup, BENCHMARKS.md); on the blocking pool while
 /// one is, because sled 0.34's reads wait for its process-wide transaction
-/// lock and an import batch holds that long enough to stall a worker.
-pub(crate) async fn read<T, F>(store: &crate::store::Store, work: F) -> Result<T, Status>
+/// lock and an import batch holds that long enough to stall a worker. A
+/// read the store cannot serve makes health report NOT_SERVING: sled
+/// answers reads with a log-write error it keeps (a full disk), so the store
+/// is failing whichever operation saw it first.
+pub(crate) async fn read<T, F>(state: &NodeState, work: F) -> Result<T, Status>
 where
     T: Send + 'static,
     F: FnOnce(&crate::store::Store) -> Result<T, Status> + Send + 'static,
 {
-    if store.writes_in_progress() {
-        let store = store.clone();
+    let result = if state.store.writes_in_progress() {
+        let store = state.store.clone();
         blocking(move || work(&store)).await
     } else {
-        work(store)
+        work(&state.store)
+    };
+    if let Err(status) = &result
+        && status.code() == tonic::Code::Unavailable
+    {
+        state
+            .health
+            .store_failed("store read", &status.message())
+            .await;
     }
+    result
 }
 
 pub(crate) async fn blocking<T, F>(work: F) -> Result<T, Status>
