@@ -157,6 +157,24 @@ pub fn contact(value: &Contact) -> v1::Contact {
     }
 }
 
+/// How a practitioner is reached, as lookups and team events show it.
+pub fn practitioner_contact(
+    practitioner: Practitioner,
+    organisation: Option<&Organisation>,
+) -> v1::PractitionerContact {
+    v1::PractitionerContact {
+        name: practitioner.name,
+        role: practitioner.role,
+        team: practitioner.team.unwrap_or_default(),
+        organisation_name: organisation.map(|o| o.name.clone()).unwrap_or_default(),
+        sector: organisation
+            .map(|o| sector(o.sector) as i32)
+            .unwrap_or_default(),
+        phone: practitioner.phone.unwrap_or_default(),
+        email: practitioner.email.unwrap_or_default(),
+    }
+}
+
 pub fn involvement(value: &Involvement) -> v1::Involvement {
     v1::Involvement {
         id: value.id.clone(),

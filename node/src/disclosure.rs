@@ -105,20 +105,7 @@ impl<'s> Contacts<'s> {
                     Some(practitioner) => {
                         let organisation = self.organisation(&practitioner.organisation_id)?;
                         Some(v1::disclosed_involvement::Contact::Practitioner(
-                            v1::PractitionerContact {
-                                name: practitioner.name,
-                                role: practitioner.role,
-                                team: practitioner.team.unwrap_or_default(),
-                                organisation_name: organisation
-                                    .as_ref()
-                                    .map(|o| o.name.clone())
-                                    .unwrap_or_default(),
-                                sector: organisation
-                                    .map(|o| convert::sector(o.sector) as i32)
-                                    .unwrap_or_default(),
-                                phone: practitioner.phone.unwrap_or_default(),
-                                email: practitioner.email.unwrap_or_default(),
-                            },
+                            convert::practitioner_contact(practitioner, organisation),
                         ))
                     }
                     None => None,

@@ -73,20 +73,7 @@ pub fn to_proto(store: &Store, event: &TeamEvent) -> Result<v1::TeamEvent, Store
         None => match store.practitioner(&event.actor_id)? {
             Some(practitioner) => {
                 let organisation = store.organisation(&practitioner.organisation_id)?;
-                v1::PractitionerContact {
-                    name: practitioner.name,
-                    role: practitioner.role,
-                    team: practitioner.team.unwrap_or_default(),
-                    organisation_name: organisation
-                        .as_ref()
-                        .map(|o| o.name.clone())
-                        .unwrap_or_default(),
-                    sector: organisation
-                        .map(|o| crate::convert::sector(o.sector) as i32)
-                        .unwrap_or_default(),
-                    phone: practitioner.phone.unwrap_or_default(),
-                    email: practitioner.email.unwrap_or_default(),
-                }
+                crate::convert::practitioner_contact(practitioner, organisation.as_ref())
             }
             None => v1::PractitionerContact::default(),
         },

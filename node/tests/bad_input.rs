@@ -5,18 +5,12 @@
 //! message naming the field, column or flag (and, for an enum, its valid
 //! values), and no change to the store or the CA folder.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_patchwork");
+mod common;
 
-fn patchwork(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .output()
-        .expect("run patchwork")
-}
+use common::{BIN, examples, patchwork, quickstart};
 
 struct Served(Child);
 
@@ -25,10 +19,6 @@ impl Drop for Served {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn examples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples")
 }
 
 /// The store's counts (its size on disk may move as sled tidies up).
@@ -75,19 +65,7 @@ const INVOLVEMENTS_HEADER: &str = "id,person_id,practitioner_id,service,start_da
 fn bad_input_is_refused_naming_the_field_and_changes_nothing() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("node");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    let dir_arg = dir.to_str().expect("path");
-    assert!(
-        patchwork(&["quickstart", "--dir", dir_arg, "--listen", &listen])
-            .status
-            .success()
-    );
-    let config = dir.join("node.toml").to_str().expect("path").to_owned();
+    let config = quickstart(&dir).to_str().expect("path").to_owned();
     let _node = Served(
         Command::new(BIN)
             .args(["serve", "--config", &config])

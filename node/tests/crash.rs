@@ -4,7 +4,6 @@
 //! half-written across its indexes (`patchwork store check`), and its audit
 //! chain verifies (`patchwork audit verify --offline`) after every kill.
 
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,22 +12,13 @@ use patchwork_node::NodeConfig;
 use patchwork_proto::v1::{self, admin_client::AdminClient, directory_client::DirectoryClient};
 use rand::{Rng, SeedableRng};
 
-const BIN: &str = env!("CARGO_BIN_EXE_patchwork");
+mod common;
+
+use common::{BIN, PERSONS, examples, must_pass, patchwork, quickstart, stored_involvements};
+
 const ROUNDS: usize = 50;
 const WRITERS: usize = 3;
 const LOOKERS: usize = 2;
-const PERSONS: [&str; 5] = ["P-1001", "P-1002", "P-1003", "P-1004", "P-1005"];
-
-fn patchwork(args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .args(args)
-        .output()
-        .expect("run patchwork")
-}
-
-fn examples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples")
-}
 
 struct Node(Child);
 
@@ -142,18 +132,6 @@ async fn look_up_until_killed(config: NodeConfig, acknowledged: Arc<Mutex<Vec<St
     }
 }
 
-/// Runs a command that must succeed, naming the round if it does not.
-fn must_pass(round: usize, args: &[&str]) -> String {
-    let out = patchwork(args);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "round {round}: {args:?}: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_writes_survive_sigkill_and_indexes_stay_whole() {
     patchwork_certs::install_crypto_provider();
@@ -163,24 +141,7 @@ async fn acknowledged_writes_survive_sigkill_and_indexes_stay_whole() {
 
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("node");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    assert!(
-        patchwork(&[
-            "quickstart",
-            "--dir",
-            dir.to_str().expect("path"),
-            "--listen",
-            &listen
-        ])
-        .status
-        .success()
-    );
-    let config_path = dir.join("node.toml");
+    let config_path = quickstart(&dir);
     let config_arg = config_path.to_str().expect("path").to_owned();
     let config = NodeConfig::load(&config_path).expect("config");
     let bulk = tmp.path().join("bulk.csv");
@@ -251,9 +212,10 @@ async fn acknowledged_writes_survive_sigkill_and_indexes_stay_whole() {
         if let Some(mut import) = import {
             import.wait().expect("import ends when the node dies");
         }
-        must_pass(round, &["store", "check", "--config", &config_arg]);
+        let round_name = format!("round {round}");
+        must_pass(&round_name, &["store", "check", "--config", &config_arg]);
         let verified = must_pass(
-            round,
+            &round_name,
             &[
                 "audit",
                 "verify",
@@ -276,23 +238,7 @@ async fn acknowledged_writes_survive_sigkill_and_indexes_stay_whole() {
         acknowledged.len() >= ROUNDS,
         "the writers got some writes acknowledged"
     );
-    let mut directory = DirectoryClient::new(
-        patchwork_node::client::connect(&config)
-            .await
-            .expect("connect"),
-    );
-    let mut stored = std::collections::HashSet::new();
-    for person in PERSONS {
-        let list = directory
-            .list_involvements(v1::ListInvolvementsRequest {
-                person_id: person.into(),
-                include_ended: true,
-            })
-            .await
-            .expect("list")
-            .into_inner();
-        stored.extend(list.involvements.into_iter().map(|i| i.id));
-    }
+    let stored = stored_involvements(&config).await;
     eprintln!(
         "{} acknowledged writes over {ROUNDS} kills",
         acknowledged.len()

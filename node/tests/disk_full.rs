@@ -14,7 +14,7 @@
 //! audit chain check clean, and writes and lookups work again.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,8 +26,9 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-const BIN: &str = env!("CARGO_BIN_EXE_patchwork");
-const PERSONS: [&str; 5] = ["P-1001", "P-1002", "P-1003", "P-1004", "P-1005"];
+mod common;
+
+use common::{BIN, PERSONS, examples, quickstart, stored_involvements};
 /// How far the store may grow once the limit is set: enough for sled to
 /// finish the segment it is writing, small enough to fill in seconds.
 const HEADROOM_BYTES: u64 = 2 * 1024 * 1024;
@@ -35,17 +36,6 @@ const HEADROOM_BYTES: u64 = 2 * 1024 * 1024;
 const WRITERS: usize = 4;
 /// Rows in deploy/examples/involvements.csv.
 const EXAMPLE_INVOLVEMENTS: usize = 8;
-
-fn patchwork(args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .args(args)
-        .output()
-        .expect("run patchwork")
-}
-
-fn examples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples")
-}
 
 /// A running `patchwork serve` and everything it wrote to stderr.
 struct Node {
@@ -192,37 +182,9 @@ async fn write_until_refused(
     panic!("writer {writer}: 200 000 writes and the store never filled");
 }
 
-/// Every involvement id the node lists for the example persons.
-async fn stored_involvements(config: &NodeConfig) -> std::collections::HashSet<String> {
-    let mut directory = DirectoryClient::new(
-        patchwork_node::client::connect(config)
-            .await
-            .expect("connect"),
-    );
-    let mut stored = std::collections::HashSet::new();
-    for person in PERSONS {
-        let list = directory
-            .list_involvements(v1::ListInvolvementsRequest {
-                person_id: person.into(),
-                include_ended: true,
-            })
-            .await
-            .expect("list")
-            .into_inner();
-        stored.extend(list.involvements.into_iter().map(|i| i.id));
-    }
-    stored
-}
-
+/// Runs a command that must succeed.
 fn must_pass(args: &[&str]) -> String {
-    let out = patchwork(args);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{args:?}: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    common::must_pass("disk full", args)
 }
 
 fn prlimit(node: &Node, limit: &str) {
@@ -275,20 +237,7 @@ async fn a_full_disk_refuses_writes_and_disclosures_and_a_restart_recovers() {
     patchwork_certs::install_crypto_provider();
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("node");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    must_pass(&[
-        "quickstart",
-        "--dir",
-        dir.to_str().expect("path"),
-        "--listen",
-        &listen,
-    ]);
-    let config_path = dir.join("node.toml");
+    let config_path = quickstart(&dir);
     let mut toml = std::fs::read_to_string(&config_path).expect("node.toml");
     toml.push_str("\n[metrics]\nenabled = false\n");
     std::fs::write(&config_path, toml).expect("node.toml");
