@@ -7,8 +7,21 @@
 //!
 //! # Rules
 //!
-//! Each candidate's hits (the *query's* kinds whose digest hit that candidate's index
-//! keys) give it a strength:
+//! # Whose kinds
+//!
+//! A hit counts under the kind the answering node *stored* for the entry it hit, never
+//! under the kind the query claims: a peer holding the secret could otherwise send the
+//! digest of a weak key (phonetic family name and date of birth) labelled as a national
+//! id and be answered as if it knew the identifier. The four stored kinds' pre-images
+//! carry distinct tags (`nid`, `nd`, `pfd`, `pnp`; see [`matchkeys`](crate::matchkeys)),
+//! so a digest of one kind never equals a digest of another. The query's label may only
+//! *weaken* a hit: the query-only kinds `SWAPPED_NAMES_DOB` and `NAMES_DOB_TRANSPOSED`
+//! are how an asker derived an `nd` digest, and a transposed date is weaker evidence than
+//! the date as recorded ([`effective_kind`]). The kinds a query "carried" are likewise
+//! its keys' effective kinds, so a label cannot hide a key either.
+//!
+//! Each candidate's hits (the effective kinds of the query keys that hit that
+//! candidate's index keys) give it a strength:
 //!
 //! - **certain**: a `NATIONAL_ID` hit corroborated by any other hit, or a
 //!   `NATIONAL_ID` hit when the query carried nothing but a national id;
@@ -65,7 +78,8 @@ use patchwork_proto::v1::{IdentifierKind, MatchKeyKind};
 pub struct Candidate<Id> {
     /// The answering node's own id for the person.
     pub id: Id,
-    /// The query's kinds whose digest hit this person's index keys.
+    /// The effective kinds ([`effective_kind`]) of the query keys that hit this
+    /// person's index keys.
     pub matched: BTreeSet<MatchKeyKind>,
     /// Whether this person has a national id *in a scheme the asking side uses too*
     /// (for a key set shared within one jurisdiction, the node's default scheme). A
@@ -88,6 +102,23 @@ pub enum Decision<Id> {
     },
 }
 
+/// The kind a query key's hit counts as: the kind the answering node stored for the
+/// entry it hit (`stored`), unless the query's label (`claimed`) is one that an `nd`
+/// digest may honestly carry and weighs no more than the stored kind. A label never
+/// strengthens a hit; an impossible label (a `pfd` digest called a national id) is
+/// ignored. A stored kind this node does not know counts as nothing.
+pub fn effective_kind(claimed: MatchKeyKind, stored: MatchKeyKind) -> MatchKeyKind {
+    use MatchKeyKind as K;
+    match (stored, claimed) {
+        (K::NamesDob, K::SwappedNamesDob | K::NamesDobTransposed) => claimed,
+        (K::NationalId | K::NamesDob | K::PhoneticFamilyDob | K::PhoneticNamesPostcode, _) => {
+            stored
+        }
+        // Only the four kinds above are ever stored.
+        _ => K::Unspecified,
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Strength {
     None,
@@ -98,7 +129,9 @@ enum Strength {
 }
 
 /// Decides which person, if any, a query with kinds `query_kinds` matched (see the module
-/// docs for the rules). `candidates` are the persons any query key hit, in any order.
+/// docs for the rules). `candidates` are the persons any query key hit, in any order;
+/// `query_kinds` are the effective kinds of the query's keys (the claimed kind of a key
+/// that hit nothing).
 pub fn decide<Id: Clone>(
     query_kinds: &BTreeSet<MatchKeyKind>,
     candidates: &[Candidate<Id>],
@@ -372,6 +405,63 @@ mod tests {
             cand(2, &[K::NamesDob, K::PhoneticNamesPostcode], false),
         ];
         assert_eq!(decide(&q, &c), wanted(&[IdentifierKind::NationalId]));
+    }
+
+    #[test]
+    fn a_label_never_strengthens_a_hit() {
+        // The review's attack: a phonetic-family + date-of-birth digest labelled as a
+        // national id counts as what was stored.
+        assert_eq!(
+            effective_kind(K::NationalId, K::PhoneticFamilyDob),
+            K::PhoneticFamilyDob
+        );
+        assert_eq!(
+            effective_kind(K::NamesDob, K::PhoneticFamilyDob),
+            K::PhoneticFamilyDob
+        );
+        assert_eq!(effective_kind(K::NationalId, K::NamesDob), K::NamesDob);
+        assert_eq!(
+            effective_kind(K::NamesDob, K::PhoneticNamesPostcode),
+            K::PhoneticNamesPostcode
+        );
+        // Honest labels of an `nd` digest keep their (equal or weaker) meaning.
+        assert_eq!(
+            effective_kind(K::SwappedNamesDob, K::NamesDob),
+            K::SwappedNamesDob
+        );
+        assert_eq!(
+            effective_kind(K::NamesDobTransposed, K::NamesDob),
+            K::NamesDobTransposed
+        );
+        // ... but only on an `nd` digest.
+        assert_eq!(
+            effective_kind(K::NamesDobTransposed, K::NationalId),
+            K::NationalId
+        );
+        assert_eq!(
+            effective_kind(K::SwappedNamesDob, K::PhoneticFamilyDob),
+            K::PhoneticFamilyDob
+        );
+        // A kind no node stores is worth nothing.
+        assert_eq!(
+            effective_kind(K::NationalId, K::SwappedNamesDob),
+            K::Unspecified
+        );
+        assert_eq!(
+            effective_kind(K::NationalId, K::Unspecified),
+            K::Unspecified
+        );
+        // So a relabelled weak key alone decides nothing.
+        let q = kinds(&[K::PhoneticFamilyDob]);
+        let c = [cand(
+            1,
+            &[effective_kind(K::NationalId, K::PhoneticFamilyDob)],
+            true,
+        )];
+        assert_eq!(
+            decide(&q, &c),
+            wanted(&[IdentifierKind::Postcode, IdentifierKind::NationalId])
+        );
     }
 
     #[test]

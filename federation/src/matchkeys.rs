@@ -74,10 +74,14 @@
 //! one child with a typo, and `tests/match_quality.rs` measured exactly that: 17 of 669
 //! same-birthday look-alike siblings disclosed as the indexed twin.
 //!
-//! The query-only keys deliberately reuse the `nd` and `pnp` tags: their digest collides
-//! with the key an answering node indexed for a person whose record holds the names the
-//! other way round, or the day and month swapped. The answering node reports a hit under
-//! the kind the *query* gave, which is how [`decide`](crate::decide::decide) weighs it.
+//! The four stored kinds are domain-separated by their tags (`nid`, `nd`, `pfd`, `pnp`,
+//! each followed by `|`, and no normalised field contains `|`), so a digest of one kind
+//! never equals a digest of another. The query-only keys deliberately reuse the `nd` and
+//! `pnp` tags: their digest collides with the key an answering node indexed for a person
+//! whose record holds the names the other way round, or the day and month swapped. The
+//! answering node counts a hit under the kind *it stored*; a query's label may only
+//! weaken it (a transposed date), never strengthen it
+//! ([`effective_kind`](crate::decide::effective_kind)).
 //!
 //! Keys come in the order of the table, tokens in token order; each digest appears once
 //! (the first kind that produced it wins). A kind may appear several times (one key per
@@ -492,6 +496,40 @@ mod tests {
             .into_iter()
             .map(|(kind, p)| format!("{}:{p}", kind.as_str_name()))
             .collect()
+    }
+
+    #[test]
+    fn stored_kinds_are_domain_separated_by_tag() {
+        // Every index pre-image of a kind starts with that kind's tag and only that one,
+        // so no digest of one stored kind can equal a digest of another (the answering
+        // node trusts the stored kind, not the query's label).
+        let tag = |kind: MatchKeyKind| match kind {
+            MatchKeyKind::NationalId => "v1|nid|",
+            MatchKeyKind::NamesDob => "v1|nd|",
+            MatchKeyKind::PhoneticFamilyDob => "v1|pfd|",
+            MatchKeyKind::PhoneticNamesPostcode => "v1|pnp|",
+            other => panic!("{other:?} is never stored"),
+        };
+        let mut full = subject("Amelia", "Smith-Jones", (2015, 3, 14), "GU1 1AA");
+        full.national_id = Some(("nhs".into(), "943 476 5919".into()));
+        // Field values made of the other kinds' tags cannot forge a tag either:
+        // normalisation drops `|`.
+        let forged = subject("pfd|x", "nid|nhs|9434765919", (2015, 3, 14), "nd|1");
+        for s in [&full, &forged] {
+            for (kind, preimage) in preimages(s, Side::Index) {
+                assert!(preimage.starts_with(tag(kind)), "{kind:?}: {preimage}");
+                let rest = &preimage[tag(kind).len()..];
+                assert_eq!(
+                    rest.matches('|').count(),
+                    match kind {
+                        MatchKeyKind::NationalId => 1,
+                        MatchKeyKind::NamesDob | MatchKeyKind::PhoneticNamesPostcode => 2,
+                        _ => 1,
+                    },
+                    "{kind:?}: fields never contain the separator: {preimage}"
+                );
+            }
+        }
     }
 
     #[test]

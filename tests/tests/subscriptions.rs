@@ -479,10 +479,13 @@ async fn a_cancelled_subscription_hears_nothing_more_and_no_peer_reads_another_s
     );
 }
 
+/// Nobody works with Amelia's brother at Brighton yet: a subscription must
+/// not tell Surrey that Brighton holds him (issue 12, finding 4), so it is
+/// answered exactly as for someone unknown, and works once there is a team
+/// to disclose.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_person_nobody_works_with_yet_is_followed_from_the_first_involvement() {
+async fn a_person_nobody_works_with_yet_is_not_revealed_by_a_subscription() {
     let f = federation().await;
-    // Brighton holds Amelia's brother, nobody works with him there yet.
     f.brighton
         .node
         .directory(&f.brighton.portal)
@@ -499,23 +502,32 @@ async fn a_person_nobody_works_with_yet_is_followed_from_the_first_involvement()
         .await
         .expect("person");
     let mut stream = watch(&f.surrey, "PR-S1").await;
-    let mut request = subscribe_request("PR-S1", &node_id(&f.england, "brighton"));
-    if let Some(subject) = request.subject.as_mut() {
-        subject.given_name = "Noah".into();
-        subject.date_of_birth = date(2017, 9, 2);
-        subject.national_id = None;
-    }
-    let response = f
-        .surrey
-        .node
-        .directory(&f.surrey.portal)
-        .await
-        .subscribe(request)
+    let ask = |given: &str, dob| {
+        let mut request = subscribe_request("PR-S1", &node_id(&f.england, "brighton"));
+        if let Some(subject) = request.subject.as_mut() {
+            subject.given_name = given.into();
+            subject.date_of_birth = dob;
+            subject.national_id = None;
+        }
+        request
+    };
+    let mut directory = f.surrey.node.directory(&f.surrey.portal).await;
+    let noah = directory
+        .subscribe(ask("Noah", date(2017, 9, 2)))
         .await
         .expect("subscribe")
         .into_inner();
-    assert_eq!(response.peers[0].outcome(), v1::NodeOutcome::Matched);
+    let stranger = directory
+        .subscribe(ask("Oscar", date(2016, 4, 4)))
+        .await
+        .expect("subscribe")
+        .into_inner();
+    assert_eq!(noah.peers[0].outcome(), v1::NodeOutcome::NoMatch);
+    assert_eq!(noah.peers[0].outcome, stranger.peers[0].outcome);
+    assert_eq!(noah.peers[0].detail, stranger.peers[0].detail);
+    assert!(noah.peers[0].subscription_id.is_empty());
 
+    // Once someone works with him, he can be followed.
     record(
         &f.brighton,
         "B-2",
@@ -524,10 +536,23 @@ async fn a_person_nobody_works_with_yet_is_followed_from_the_first_involvement()
         v1::Sensitivity::Standard,
     )
     .await;
+    let followed = directory
+        .subscribe(ask("Noah", date(2017, 9, 2)))
+        .await
+        .expect("subscribe")
+        .into_inner();
+    assert_eq!(followed.peers[0].outcome(), v1::NodeOutcome::Matched);
+    record(
+        &f.brighton,
+        "B-2",
+        "PR-B1",
+        "Youth work",
+        v1::Sensitivity::Standard,
+    )
+    .await;
     let event = next(&mut stream).await;
     assert_eq!(event.kind(), v1::team_event::Kind::InvolvementStarted);
-    assert_eq!(event.person_reference, response.peers[0].subscription_id);
-    assert_eq!(event.by.expect("by").name, "Lee Brown");
+    assert_eq!(event.person_reference, followed.peers[0].subscription_id);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -143,6 +143,27 @@ fn check_request(request: &v1::FindInvolvementsRequest, peer: &Peer) -> Result<C
     })
 }
 
+/// The answering node's decision on a checked query: which of its persons,
+/// if any, the query's keys identify (kinds as the index stored them, see
+/// `decide::effective_kind`).
+fn match_query(
+    store: &Store,
+    set: &str,
+    keys: &[(v1::MatchKeyKind, Digest)],
+    scheme: Option<&str>,
+) -> Result<Decision<String>, Status> {
+    let hits = store
+        .match_candidates(set, keys, CANDIDATE_LIMIT, scheme)
+        .map_err(|e| convert::store_status(e, ""))?;
+    Ok(if hits.candidates.len() > CANDIDATE_LIMIT {
+        Decision::Ambiguous {
+            more_identifiers_wanted: Vec::new(),
+        }
+    } else {
+        decide(&hits.query_kinds, &hits.candidates)
+    })
+}
+
 fn proto_basis(basis: LawfulBasis) -> v1::LawfulBasis {
     convert::lawful_basis(basis)
 }
@@ -304,19 +325,7 @@ impl Federation for FederationService {
         let scheme = checked.scheme;
         let include_family = request.include_family;
         let answer = move |store: &Store| -> Result<_, Status> {
-            let query_kinds: BTreeSet<v1::MatchKeyKind> =
-                keys.iter().map(|(kind, _)| *kind).collect();
-            let candidates = store
-                .match_candidates(&set, &keys, CANDIDATE_LIMIT, scheme.as_deref())
-                .map_err(|e| convert::store_status(e, ""))?;
-            let decision = if candidates.len() > CANDIDATE_LIMIT {
-                Decision::Ambiguous {
-                    more_identifiers_wanted: Vec::new(),
-                }
-            } else {
-                decide(&query_kinds, &candidates)
-            };
-            Ok(match decision {
+            Ok(match match_query(store, &set, &keys, scheme.as_deref())? {
                 Decision::Matched(person_id) => {
                     let (disclosed, ids) =
                         disclose(store, &person_id, &answer_peer, basis, include_family)
@@ -350,7 +359,23 @@ impl Federation for FederationService {
                 ),
             })
         };
-        let (status, person_id, disclosed, ids, more) = read(&self.state, answer).await?;
+        let (found, person_id, disclosed, ids, more) = read(&self.state, answer).await?;
+        // "Matched, nothing disclosed" would tell the peer this node holds the
+        // person (only ended involvements, or only ones its agreement does not
+        // cover): it hears exactly what it would for someone unknown. The
+        // audit keeps the truth, so the person's subject-access report still
+        // shows who asked.
+        let withheld = found == v1::MatchStatus::Matched && disclosed.is_empty();
+        let status = if withheld {
+            v1::MatchStatus::NoMatch
+        } else {
+            found
+        };
+        let audit_outcome = if withheld {
+            "matched_withheld"
+        } else {
+            outcome_name(status)
+        };
         let requester = request.requester.clone().unwrap_or_default();
         self.audit(AuditEvent::PeerAsked {
             request_id: request.request_id.clone(),
@@ -361,14 +386,14 @@ impl Federation for FederationService {
             requester_organisation: requester.organisation,
             lawful_basis: Some(checked.basis),
             reason: checked.reason,
-            outcome: outcome_name(status).into(),
+            outcome: audit_outcome.into(),
             refusal: None,
             person_id,
             disclosed_involvement_ids: ids,
         })
         .await?;
         tracing::info!(
-            outcome = outcome_name(status),
+            outcome = audit_outcome,
             disclosed = disclosed.len(),
             "peer query answered"
         );

@@ -169,7 +169,9 @@ pub enum AuditEvent {
         /// `None` if the request did not even carry a valid one.
         lawful_basis: Option<LawfulBasis>,
         reason: String,
-        /// `matched`, `no_match`, `ambiguous` or `refused`.
+        /// `matched`, `matched_withheld` (matched, but nothing its agreement
+        /// allows was current, so the peer was told `no_match`), `no_match`,
+        /// `ambiguous` or `refused`.
         outcome: String,
         refusal: Option<String>,
         /// The local person matched, if any (indexed for subject access).

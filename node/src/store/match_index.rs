@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use patchwork_federation::decide::Candidate;
+use patchwork_federation::decide::{Candidate, effective_kind};
 use patchwork_federation::matchkeys::{Digest, KeySet, Subject, index_keys};
 use patchwork_proto::v1::MatchKeyKind;
 use sha2_free::fingerprint;
@@ -154,26 +154,36 @@ impl Store {
         Ok(self)
     }
 
-    /// The persons the query's keys hit under `set`, with which of the
-    /// query's kinds hit each, and whether each holds an identifier of
-    /// `scheme` (the scheme of the query's national id, if it has one).
-    /// More than `limit` persons behind any key, or in all, returns more than
-    /// `limit` candidates: the caller must then not decide on the list.
+    /// The persons the query's keys hit under `set`, with the effective kind
+    /// of each hit (the kind stored for the entry, which the query's label
+    /// may only weaken: `decide::effective_kind`), and whether each holds an
+    /// identifier of `scheme` (the scheme of the query's national id, if it
+    /// has one). More than `limit` persons behind any key, or in all, returns
+    /// more than `limit` candidates: the caller must then not decide on the
+    /// list.
     pub fn match_candidates(
         &self,
         set: &str,
         query: &[(MatchKeyKind, Digest)],
         limit: usize,
         scheme: Option<&str>,
-    ) -> Result<Vec<Candidate<String>>, StoreError> {
+    ) -> Result<MatchHits, StoreError> {
         let mut hits: BTreeMap<String, BTreeSet<MatchKeyKind>> = BTreeMap::new();
-        for (kind, digest) in query {
+        let mut query_kinds = BTreeSet::new();
+        for (claimed, digest) in query {
             let prefix = digest_prefix(set, digest);
+            let mut kind = *claimed;
             for entry in self.match_index.scan_prefix(&prefix).take(limit + 1) {
-                let (key, _) = entry?;
+                let (key, stored) = entry?;
+                let stored = stored
+                    .first()
+                    .and_then(|byte| MatchKeyKind::try_from(i32::from(*byte)).ok())
+                    .unwrap_or(MatchKeyKind::Unspecified);
+                kind = effective_kind(*claimed, stored);
                 let person_id = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
-                hits.entry(person_id).or_default().insert(*kind);
+                hits.entry(person_id).or_default().insert(kind);
             }
+            query_kinds.insert(kind);
             if hits.len() > limit {
                 break;
             }
@@ -190,6 +200,20 @@ impl Store {
                 has_national_id,
             });
         }
-        Ok(candidates)
+        Ok(MatchHits {
+            query_kinds,
+            candidates,
+        })
     }
+}
+
+/// What a peer's query found in the match index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatchHits {
+    /// The effective kind of each of the query's keys: the stored kind (as
+    /// the query may only weaken it) of a key that hit, the claimed kind of
+    /// one that hit nothing.
+    pub query_kinds: BTreeSet<MatchKeyKind>,
+    /// The persons hit; more than the limit means "too many to decide".
+    pub candidates: Vec<Candidate<String>>,
 }

@@ -47,6 +47,7 @@ pub mod subscriptions;
 
 pub use audit::{AuditEntry, AuditEvent, AuditVerification, PeerOutcome};
 pub use events::{AttentionFlag, TeamEvent, TeamEventKind};
+pub use match_index::MatchHits;
 
 /// The kinds of record the store holds, for messages and counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,14 +9,12 @@
 //! (a restricted service only as its gatekeeper; a withheld one not at all)
 //! and audited as `NotificationSent` before the reply.
 
-use std::collections::BTreeSet;
-
 use patchwork_federation::agreement::{Disclosure, Peer};
-use patchwork_federation::decide::{Decision, decide};
+use patchwork_federation::decide::Decision;
 use patchwork_proto::v1::{self, federation_server::Federation};
 use tonic::{Request, Response, Status};
 
-use super::{CANDIDATE_LIMIT, FederationService, check_request, proto_basis};
+use super::{FederationService, check_request, match_query, proto_basis};
 use crate::convert;
 use crate::model::{Involvement, LawfulBasis};
 use crate::service::blocking;
@@ -146,17 +144,13 @@ pub(super) async fn subscribe(
     let requester = subscribe.requester.clone().unwrap_or_default();
     let peer_name = identity.to_string();
     let subscription = blocking(move || {
-        let query_kinds: BTreeSet<v1::MatchKeyKind> =
-            checked.keys.iter().map(|(kind, _)| *kind).collect();
-        let candidates = store
-            .match_candidates(
-                &peer.agreement.key_set,
-                &checked.keys,
-                CANDIDATE_LIMIT,
-                checked.scheme.as_deref(),
-            )
-            .map_err(|e| convert::store_status(e, ""))?;
-        let Decision::Matched(person_id) = decide(&query_kinds, &candidates) else {
+        let decision = match_query(
+            &store,
+            &peer.agreement.key_set,
+            &checked.keys,
+            checked.scheme.as_deref(),
+        )?;
+        let Decision::Matched(person_id) = decision else {
             return Err(Status::aborted(
                 "the match changed while subscribing; ask again",
             ));

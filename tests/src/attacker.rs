@@ -1,0 +1,301 @@
+//! Attacker clients for hostile-peer tests, kept in the harness so later
+//! work keeps them: a target council node with records, and callers holding
+//! valid certificates — an agreed peer that also holds the shared match-key
+//! secret, a stranger from a trusted CA with no agreement — that craft
+//! `Federation` requests by hand the way the adversarial review did.
+
+use std::time::{Duration, Instant};
+
+use patchwork_certs::SpiffeId;
+use patchwork_federation::matchkeys::{Digest, KeySet, Subject, query_keys};
+use patchwork_node::store::audit::AuditEvent;
+use tonic::transport::Channel;
+
+use crate::{
+    ClientCert, ClientGrant, NodeOptions, TestCa, TestNode, date, involvement, organisation,
+    practitioner, v1,
+};
+
+/// The key-set secret the target shares with its agreed peer (hex text, as
+/// an operator's secret file holds it).
+pub const SECRET: &str = "0c1d2e3f405162738495a6b7c8d9eafb0c1d2e3f405162738495a6b7c8d9eafb";
+/// The key set's name.
+pub const KEY_SET: &str = "england";
+
+/// The agreed peer's agreement as the target's `[[federation.peers]]` entry.
+#[derive(Debug, Clone)]
+pub struct AgreementSpec {
+    pub purposes: Vec<&'static str>,
+    pub sensitivities: Vec<&'static str>,
+    pub rate_limit_per_minute: u32,
+}
+
+impl Default for AgreementSpec {
+    fn default() -> Self {
+        AgreementSpec {
+            purposes: vec!["child-safeguarding"],
+            sensitivities: vec!["standard"],
+            rate_limit_per_minute: 6000,
+        }
+    }
+}
+
+/// How the target starts.
+#[derive(Debug, Clone, Default)]
+pub struct TargetOptions {
+    pub agreement: AgreementSpec,
+    /// Further `[federation]` keys (e.g. enumeration thresholds), as TOML
+    /// lines placed before the key sets.
+    pub federation_lines: String,
+}
+
+/// A council node ("surrey") holding records, with one agreed peer
+/// ("melbourne", whose certificate and key-set secret the attacker holds).
+pub struct Target {
+    pub ca: TestCa,
+    pub node: TestNode,
+    /// A local client with the records role, to seed records.
+    pub records: ClientCert,
+    /// The agreed peer's node certificate.
+    pub peer: ClientCert,
+    /// The trusted CA's other node, with no agreement.
+    pub stranger: ClientCert,
+}
+
+impl Target {
+    pub async fn start(options: TargetOptions) -> Target {
+        let ca = TestCa::new("england.patchwork");
+        let records = ca.client("records");
+        let peer = ca.node_cert("melbourne");
+        let stranger = ca.node_cert("stranger");
+        let quoted = |items: &[&str]| {
+            items
+                .iter()
+                .map(|i| format!("\"{i}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let agreement = &options.agreement;
+        // The peer's address is never dialled: the target only answers.
+        let federation = format!(
+            "[federation]\n{}\n[[federation.key_sets]]\nname = \"{KEY_SET}\"\nsecret_file = \"{KEY_SET}.key\"\n\
+             \n[[federation.peers]]\nidentity = \"{}\"\nname = \"Melbourne\"\naddress = \"127.0.0.1:9\"\n\
+             key_set = \"{KEY_SET}\"\npurposes = [{}]\nsensitivities = [{}]\nrate_limit_per_minute = {}\n",
+            options.federation_lines,
+            peer.identity,
+            quoted(&agreement.purposes),
+            quoted(&agreement.sensitivities),
+            agreement.rate_limit_per_minute,
+        );
+        let node = TestNode::start_with(
+            &ca,
+            "surrey",
+            &[ClientGrant {
+                client: &records,
+                roles: &["records", "lookup"],
+            }],
+            NodeOptions {
+                extra_config: federation,
+                secret_files: vec![(format!("{KEY_SET}.key"), SECRET.into())],
+                ..Default::default()
+            },
+        )
+        .await;
+        let target = Target {
+            ca,
+            node,
+            records,
+            peer,
+            stranger,
+        };
+        let mut directory = target.node.directory(&target.records).await;
+        directory
+            .create_organisation(v1::CreateOrganisationRequest {
+                organisation: Some(organisation(
+                    "ORG-1",
+                    "Surrey Children's Services",
+                    v1::Sector::SocialCare,
+                )),
+            })
+            .await
+            .expect("organisation");
+        for (id, name, role) in [
+            ("PR-1", "Sam Okafor", "Child protection social worker"),
+            ("PR-2", "Jo Clinic", "Sexual health nurse"),
+        ] {
+            directory
+                .create_practitioner(v1::CreatePractitionerRequest {
+                    practitioner: Some(practitioner(id, name, role, "ORG-1")),
+                })
+                .await
+                .expect("practitioner");
+        }
+        target
+    }
+
+    /// The target's `Federation` service, called with `cert`.
+    pub async fn federation_as(
+        &self,
+        cert: &ClientCert,
+    ) -> v1::federation_client::FederationClient<Channel> {
+        let channel = self.node.try_channel(cert).await.expect("connect");
+        v1::federation_client::FederationClient::new(channel)
+            .max_decoding_message_size(patchwork_federation::hostile::MAX_ANSWER_BYTES)
+    }
+
+    /// Adds a person (postcode `GU1 1AA`).
+    pub async fn person(
+        &self,
+        id: &str,
+        given: &str,
+        family: &str,
+        dob: (i32, i32, i32),
+        nhs: &str,
+    ) {
+        self.node
+            .directory(&self.records)
+            .await
+            .create_person(v1::CreatePersonRequest {
+                person: Some(crate::person(
+                    id,
+                    given,
+                    family,
+                    date(dob.0, dob.1, dob.2),
+                    nhs,
+                )),
+            })
+            .await
+            .expect("person");
+    }
+
+    /// Records `practitioner_id`'s involvement with `person_id`; `ended`
+    /// gives it an end date in the past.
+    pub async fn involve(
+        &self,
+        person_id: &str,
+        practitioner_id: &str,
+        sensitivity: v1::Sensitivity,
+        ended: bool,
+    ) {
+        let mut directory = self.node.directory(&self.records).await;
+        let recorded = directory
+            .record_involvement(v1::RecordInvolvementRequest {
+                involvement: Some(involvement(
+                    person_id,
+                    practitioner_id,
+                    "Support",
+                    sensitivity,
+                )),
+            })
+            .await
+            .expect("involvement")
+            .into_inner();
+        if ended {
+            let id = recorded.id;
+            directory
+                .end_involvement(v1::EndInvolvementRequest {
+                    id,
+                    end_date: date(2024, 6, 1),
+                    reason: String::new(),
+                })
+                .await
+                .expect("end involvement");
+        }
+    }
+
+    /// The target's audit entries, read from its store once it has stopped.
+    pub async fn stopped_audit(&mut self) -> Vec<AuditEvent> {
+        self.node.stop().await;
+        audit_events(&self.node)
+    }
+}
+
+/// Every audit entry of a stopped node's store, in order.
+pub fn audit_events(node: &TestNode) -> Vec<AuditEvent> {
+    let path = node.dir.path().join("data/store");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let store = loop {
+        match patchwork_node::store::Store::open(&path, &Default::default()) {
+            Ok(store) => break store,
+            Err(error) => {
+                assert!(Instant::now() < deadline, "store stays locked: {error}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    };
+    let len = store.audit_len().expect("audit length");
+    (1..=len)
+        .map(|i| store.audit_entry(i).expect("read").expect("entry").event)
+        .collect()
+}
+
+/// The key set the target and its agreed peer share.
+pub fn key_set() -> KeySet {
+    let secret: Vec<u8> = (0..SECRET.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&SECRET[i..i + 2], 16).expect("hex secret"))
+        .collect();
+    KeySet::new(KEY_SET, &secret).expect("key set")
+}
+
+/// A subject as the attacker knows it (postcode omitted when empty).
+pub fn subject(given: &str, family: &str, dob: Option<(i32, u32, u32)>, postcode: &str) -> Subject {
+    Subject {
+        given_name: (!given.is_empty()).then(|| given.to_owned()),
+        family_name: (!family.is_empty()).then(|| family.to_owned()),
+        date_of_birth: dob,
+        postcode: (!postcode.is_empty()).then(|| postcode.to_owned()),
+        national_id: None,
+    }
+}
+
+/// The keys an honest asking node would send for `subject`.
+pub fn honest_keys(subject: &Subject) -> Vec<(v1::MatchKeyKind, Digest)> {
+    query_keys(&key_set(), subject)
+}
+
+/// The keys of `subject` of one kind only.
+pub fn keys_of_kind(subject: &Subject, kind: v1::MatchKeyKind) -> Vec<Digest> {
+    honest_keys(subject)
+        .into_iter()
+        .filter(|(k, _)| *k == kind)
+        .map(|(_, digest)| digest)
+        .collect()
+}
+
+/// A `FindInvolvementsRequest` carrying exactly `keys`, labelled as given,
+/// for a safeguarding purpose.
+pub fn query(request_id: &str, keys: &[(v1::MatchKeyKind, Digest)]) -> v1::FindInvolvementsRequest {
+    v1::FindInvolvementsRequest {
+        request_id: request_id.into(),
+        key_set: KEY_SET.into(),
+        match_keys: keys
+            .iter()
+            .map(|(kind, digest)| v1::MatchKey {
+                kind: *kind as i32,
+                digest: digest.to_vec(),
+            })
+            .collect(),
+        purpose: Some(v1::Purpose {
+            lawful_basis: v1::LawfulBasis::ChildSafeguarding as i32,
+            reason: "s.47 enquiry".into(),
+        }),
+        requester: Some(v1::Requester {
+            practitioner_id: "PR-M1".into(),
+            name: "Alex Example".into(),
+            ..Default::default()
+        }),
+        national_id_scheme: "nhs".into(),
+        include_family: false,
+    }
+}
+
+/// A fresh request id per call.
+pub fn request_id(n: usize) -> String {
+    format!("attack-{n:06}")
+}
+
+/// The identity a node named `name` of `ca` has.
+pub fn node_identity(ca: &TestCa, name: &str) -> SpiffeId {
+    SpiffeId::node(ca.ca.trust_domain(), name).expect("identity")
+}

@@ -1,0 +1,238 @@
+//! An agreed peer is an adversary too: it holds a valid certificate and the
+//! shared match-key secret and crafts `Federation` requests by hand
+//! (`patchwork_tests::attacker`). Each test is one finding of the adversarial
+//! review (issue 12), driven over real mTLS against a real node, asserting
+//! what the peer learns.
+
+use patchwork_node::store::audit::AuditEvent;
+use patchwork_tests::attacker::{
+    Target, TargetOptions, honest_keys, keys_of_kind, query, request_id, subject,
+};
+use patchwork_tests::v1;
+use v1::MatchKeyKind as K;
+
+/// Amelia as the target holds her, and what the attacker knows of her.
+const DOB: (i32, u32, u32) = (2015, 3, 14);
+
+async fn target_with_amelia(options: TargetOptions) -> Target {
+    let target = Target::start(options).await;
+    target
+        .person(
+            "P-AMELIA",
+            "Amelia",
+            "Smith-Jones",
+            (2015, 3, 14),
+            "9434765919",
+        )
+        .await;
+    target
+        .involve("P-AMELIA", "PR-1", v1::Sensitivity::Standard, false)
+        .await;
+    target
+}
+
+fn status(answer: &v1::FindInvolvementsResponse) -> v1::MatchStatus {
+    v1::MatchStatus::try_from(answer.status).expect("known status")
+}
+
+/// Finding 1: the answering node counts a hit under the kind it stored, so
+/// relabelling a weak key as a national id gains nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relabelled_weak_key_is_weighed_as_what_it_is() {
+    let target = target_with_amelia(TargetOptions::default()).await;
+    let federation = target.federation_as(&target.peer).await;
+    let known = subject("", "Smith-Jones", Some(DOB), "");
+    let phonetic = keys_of_kind(&known, K::PhoneticFamilyDob);
+    assert!(phonetic.len() >= 2, "one key per family-name token");
+
+    let mut n = 0;
+    let mut ask = |keys: Vec<(K, [u8; 32])>| {
+        n += 1;
+        let mut federation = federation.clone();
+        let request = query(&request_id(n), &keys);
+        async move {
+            federation
+                .find_involvements(request)
+                .await
+                .expect("answered")
+                .into_inner()
+        }
+    };
+
+    // Sent honestly: the family name and date of birth do not identify her.
+    let honest = ask(phonetic
+        .iter()
+        .map(|d| (K::PhoneticFamilyDob, *d))
+        .collect())
+    .await;
+    assert_eq!(status(&honest), v1::MatchStatus::Ambiguous);
+    assert!(honest.involvements.is_empty());
+
+    // The same digests labelled as national ids: the review's attack.
+    let relabelled = ask(phonetic.iter().map(|d| (K::NationalId, *d)).collect()).await;
+    assert_ne!(
+        status(&relabelled),
+        v1::MatchStatus::Matched,
+        "{relabelled:?}"
+    );
+    assert!(relabelled.involvements.is_empty(), "{relabelled:?}");
+
+    // One token's code alone, relabelled (the review's second variant).
+    for digest in &phonetic {
+        let one = ask(vec![(K::NationalId, *digest)]).await;
+        assert_ne!(status(&one), v1::MatchStatus::Matched, "{one:?}");
+        assert!(one.involvements.is_empty());
+    }
+
+    // Labelled as names + date of birth, or as the swapped names: the label
+    // cannot lift it either.
+    for label in [K::NamesDob, K::SwappedNamesDob, K::PhoneticNamesPostcode] {
+        let answer = ask(phonetic.iter().map(|d| (label, *d)).collect()).await;
+        assert_ne!(status(&answer), v1::MatchStatus::Matched, "{label:?}");
+    }
+
+    // A Subscribe on the relabelled keys follows nobody.
+    let subscribed = federation
+        .clone()
+        .subscribe(v1::SubscribeRequest {
+            request_id: request_id(1000),
+            key_set: patchwork_tests::attacker::KEY_SET.into(),
+            match_keys: query(
+                "unused",
+                &phonetic
+                    .iter()
+                    .map(|d| (K::NationalId, *d))
+                    .collect::<Vec<_>>(),
+            )
+            .match_keys,
+            purpose: query("unused", &[]).purpose,
+            requester: query("unused", &[]).requester,
+            national_id_scheme: "nhs".into(),
+            ttl_days: 90,
+        })
+        .await
+        .expect("answered")
+        .into_inner();
+    assert_ne!(subscribed.status, v1::MatchStatus::Matched as i32);
+    assert!(subscribed.subscription_id.is_empty());
+
+    // An honest peer that knows her still finds her.
+    let full = subject("Amelia", "Smith-Jones", Some(DOB), "GU1 1AA");
+    let genuine = ask(honest_keys(&full)).await;
+    assert_eq!(status(&genuine), v1::MatchStatus::Matched);
+    assert_eq!(genuine.involvements.len(), 1);
+}
+
+/// Finding 1, the other way round: an honest key sent under a label that
+/// weighs less is weighed as the label says, never as more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_label_may_only_weaken_a_hit() {
+    let target = target_with_amelia(TargetOptions::default()).await;
+    let mut federation = target.federation_as(&target.peer).await;
+    let full = subject("Amelia", "Smith-Jones", Some(DOB), "");
+    let names_dob = keys_of_kind(&full, K::NamesDob);
+    assert_eq!(names_dob.len(), 1);
+    // Names and date of birth with no postcode in the query decide (the
+    // practitioner knew no address)...
+    let strong = federation
+        .find_involvements(query(&request_id(1), &[(K::NamesDob, names_dob[0])]))
+        .await
+        .expect("answered")
+        .into_inner();
+    assert_eq!(status(&strong), v1::MatchStatus::Matched);
+    // ... but the same digest said to be a transposed date is weaker.
+    let transposed = federation
+        .find_involvements(query(
+            &request_id(2),
+            &[(K::NamesDobTransposed, names_dob[0])],
+        ))
+        .await
+        .expect("answered")
+        .into_inner();
+    assert_eq!(status(&transposed), v1::MatchStatus::Ambiguous);
+}
+
+/// Finding 4: "matched, nothing disclosed" is answered exactly as for an
+/// unknown person, and the audit keeps the truth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_match_with_nothing_to_disclose_looks_like_no_match() {
+    let mut target = target_with_amelia(TargetOptions::default()).await;
+    // Only an ended involvement; no involvement at all; only a restricted
+    // one, which the agreement (standard only) does not cover.
+    target
+        .person("P-ENDED", "Ben", "Carter", (2012, 5, 2), "")
+        .await;
+    target
+        .involve("P-ENDED", "PR-1", v1::Sensitivity::Standard, true)
+        .await;
+    target
+        .person("P-NONE", "Cara", "Dunn", (2011, 7, 9), "")
+        .await;
+    target
+        .person("P-RESTRICTED", "Dev", "Evans", (2009, 1, 30), "")
+        .await;
+    target
+        .involve("P-RESTRICTED", "PR-2", v1::Sensitivity::Restricted, false)
+        .await;
+    let mut federation = target.federation_as(&target.peer).await;
+    let mut answers = Vec::new();
+    for (i, (given, family, dob)) in [
+        ("Ben", "Carter", (2012, 5, 2)),
+        ("Cara", "Dunn", (2011, 7, 9)),
+        ("Dev", "Evans", (2009, 1, 30)),
+        // Nobody the target holds.
+        ("Finn", "Grant", (2010, 11, 11)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let keys = honest_keys(&subject(given, family, Some(dob), "GU1 1AA"));
+        let answer = federation
+            .find_involvements(query(&request_id(i), &keys))
+            .await
+            .expect("answered")
+            .into_inner();
+        answers.push(answer);
+    }
+    let unknown = answers.last().expect("four answers").clone();
+    assert_eq!(status(&unknown), v1::MatchStatus::NoMatch);
+    for (i, answer) in answers.iter().enumerate() {
+        assert_eq!(
+            answer, &unknown,
+            "answer {i} differs from an unknown person's"
+        );
+    }
+    // Amelia, with a current standard involvement, is still matched.
+    let amelia = federation
+        .find_involvements(query(
+            &request_id(10),
+            &honest_keys(&subject("Amelia", "Smith-Jones", Some(DOB), "GU1 1AA")),
+        ))
+        .await
+        .expect("answered")
+        .into_inner();
+    assert_eq!(status(&amelia), v1::MatchStatus::Matched);
+
+    let outcomes: Vec<(String, Option<String>)> = target
+        .stopped_audit()
+        .await
+        .into_iter()
+        .filter_map(|event| match event {
+            AuditEvent::PeerAsked {
+                outcome, person_id, ..
+            } => Some((outcome, person_id)),
+            _ => None,
+        })
+        .collect();
+    let withheld = |id: &str| ("matched_withheld".to_owned(), Some(id.to_owned()));
+    assert_eq!(
+        outcomes,
+        vec![
+            withheld("P-ENDED"),
+            withheld("P-NONE"),
+            withheld("P-RESTRICTED"),
+            ("no_match".to_owned(), None),
+            ("matched".to_owned(), Some("P-AMELIA".to_owned())),
+        ]
+    );
+}
