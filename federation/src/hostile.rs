@@ -1,7 +1,8 @@
 //! Defences of the answering node against a peer that misuses its
-//! agreement: replayed request ids ([`ReplayGuard`]) and queries that look
-//! like enumeration — many queries, nearly all missing ([`EnumerationWatch`]).
-//! Both keep bounded memory whatever a peer sends.
+//! agreement, or a caller that has none: replayed request ids
+//! ([`ReplayGuard`]), queries that look like enumeration
+//! ([`EnumerationWatch`]) and refusals counted rather than written one by
+//! one ([`RefusalTally`]). All keep bounded memory whatever a caller sends.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Mutex, MutexGuard};
@@ -182,6 +183,86 @@ impl EnumerationWatch {
     }
 }
 
+/// Why a query was refused without a per-request audit entry: the refusals
+/// a caller can repeat as fast as it likes, so they are counted and audited
+/// as one summary per caller, reason and period ([`RefusalTally`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TalliedRefusal {
+    /// The caller's identity has no agreement with this node.
+    NoAgreement,
+    /// The peer asked faster than its agreement's rate.
+    RateLimited,
+}
+
+impl TalliedRefusal {
+    /// The name audit entries and logs use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TalliedRefusal::NoAgreement => "no_agreement",
+            TalliedRefusal::RateLimited => "rate_limited",
+        }
+    }
+}
+
+/// The most distinct callers a [`RefusalTally`] counts one by one per
+/// period; beyond it, refusals are counted under [`TALLY_OVERFLOW`].
+pub const MAX_TALLIED_CALLERS: usize = 1_024;
+/// The caller name refusals beyond [`MAX_TALLIED_CALLERS`] are counted under.
+pub const TALLY_OVERFLOW: &str = "other callers";
+
+/// Refusals of one caller for one reason since the last drain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusalCount {
+    /// The caller's verified identity (or [`TALLY_OVERFLOW`]).
+    pub caller: String,
+    pub reason: TalliedRefusal,
+    pub count: u64,
+    /// Unix seconds of the first and the last refusal counted.
+    pub first_unix_seconds: i64,
+    pub last_unix_seconds: i64,
+}
+
+/// Counts refusals in memory so that a caller refused again and again makes
+/// the node write one audit entry per period, not one per request: the
+/// answer to "any certificate from any trusted CA can flood the audit log".
+/// Memory is bounded whatever callers send.
+#[derive(Debug, Default)]
+pub struct RefusalTally {
+    counts: Mutex<HashMap<(String, TalliedRefusal), RefusalCount>>,
+}
+
+impl RefusalTally {
+    /// Counts one refusal of `caller` at `unix_seconds`.
+    pub fn record(&self, caller: &SpiffeId, reason: TalliedRefusal, unix_seconds: i64) {
+        let mut counts = lock(&self.counts);
+        let mut key = (caller.to_string(), reason);
+        if !counts.contains_key(&key) && counts.len() >= MAX_TALLIED_CALLERS {
+            key.0 = TALLY_OVERFLOW.to_owned();
+        }
+        let entry = counts
+            .entry(key)
+            .or_insert_with_key(|(caller, reason)| RefusalCount {
+                caller: caller.clone(),
+                reason: *reason,
+                count: 0,
+                first_unix_seconds: unix_seconds,
+                last_unix_seconds: unix_seconds,
+            });
+        entry.count += 1;
+        entry.last_unix_seconds = unix_seconds;
+    }
+
+    /// Everything counted since the last drain, in caller then reason order,
+    /// and starts counting afresh.
+    pub fn drain(&self) -> Vec<RefusalCount> {
+        let mut drained: Vec<RefusalCount> = std::mem::take(&mut *lock(&self.counts))
+            .into_values()
+            .collect();
+        drained.sort_by(|a, b| (&a.caller, a.reason).cmp(&(&b.caller, b.reason)));
+        drained
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,6 +295,56 @@ mod tests {
         assert!(guard.len() <= 1_000);
         // The newest are still remembered.
         assert!(!guard.first_time(&peer("a"), "r-9999", t0));
+    }
+
+    #[test]
+    fn refusals_are_counted_per_caller_and_reason_in_bounded_memory() {
+        let tally = RefusalTally::default();
+        for t in 0..1_000 {
+            tally.record(&peer("a"), TalliedRefusal::NoAgreement, 100 + t);
+        }
+        tally.record(&peer("b"), TalliedRefusal::RateLimited, 150);
+        tally.record(&peer("a"), TalliedRefusal::RateLimited, 160);
+        let drained = tally.drain();
+        assert_eq!(
+            drained
+                .iter()
+                .map(|c| (c.caller.as_str(), c.reason, c.count))
+                .collect::<Vec<_>>(),
+            vec![
+                (
+                    "spiffe://test.patchwork/node/a",
+                    TalliedRefusal::NoAgreement,
+                    1_000
+                ),
+                (
+                    "spiffe://test.patchwork/node/a",
+                    TalliedRefusal::RateLimited,
+                    1
+                ),
+                (
+                    "spiffe://test.patchwork/node/b",
+                    TalliedRefusal::RateLimited,
+                    1
+                ),
+            ]
+        );
+        assert_eq!(
+            (drained[0].first_unix_seconds, drained[0].last_unix_seconds),
+            (100, 1_099)
+        );
+        assert!(tally.drain().is_empty(), "a drain starts afresh");
+        // Many identities (a compromised CA minting them): bounded.
+        for i in 0..(MAX_TALLIED_CALLERS + 500) {
+            tally.record(&peer(&format!("n{i}")), TalliedRefusal::NoAgreement, 1);
+        }
+        let drained = tally.drain();
+        assert_eq!(drained.len(), MAX_TALLIED_CALLERS + 1);
+        let other = drained
+            .iter()
+            .find(|c| c.caller == TALLY_OVERFLOW)
+            .expect("overflow counted");
+        assert_eq!(other.count, 500);
     }
 
     #[test]

@@ -176,6 +176,8 @@ pub struct Metrics {
     /// Completed TLS handshakes: with connection reuse this stays flat
     /// under load (the benchmark counts handshakes per lookup with it).
     handshakes_accepted: AtomicU64,
+    /// Federation queries from identities with no agreement.
+    unagreed_refused: AtomicU64,
 }
 
 /// Every `/package.Service/Method` path in the encoded descriptor sets.
@@ -245,6 +247,7 @@ impl Metrics {
             peer_index,
             handshakes_refused: counters(),
             handshakes_accepted: AtomicU64::new(0),
+            unagreed_refused: AtomicU64::new(0),
         }
     }
 
@@ -289,6 +292,12 @@ impl Metrics {
     /// A peer's query refused by its agreement's rate limit.
     pub fn rate_limited(&self, peer: &SpiffeId) {
         self.peer(peer).rate_limited.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A federation query from an identity with no agreement (not labelled
+    /// by identity: callers, not the config, would choose the label).
+    pub fn unagreed_refused(&self) {
+        self.unagreed_refused.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A peer whose queries began to look like enumeration (alerted once
@@ -426,6 +435,17 @@ impl Metrics {
                 peer.enumeration_alerts.load(Ordering::Relaxed)
             );
         }
+        header(
+            out,
+            "patchwork_unagreed_queries_refused_total",
+            "counter",
+            "federation queries refused because the caller's identity has no agreement",
+        );
+        let _ = writeln!(
+            out,
+            "patchwork_unagreed_queries_refused_total {}",
+            self.unagreed_refused.load(Ordering::Relaxed)
+        );
         header(
             out,
             "patchwork_tls_handshakes_refused_total",

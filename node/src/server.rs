@@ -165,6 +165,7 @@ pub async fn run_with(
             .map(|peer| peer.identity.clone()),
     ));
     let (health, health_service) = Health::new().await;
+    let refusals = Arc::new(patchwork_federation::hostile::RefusalTally::default());
     let opened_store = Arc::new(OnceLock::new());
     let metrics_listener = match (config.metrics.enabled, listeners.metrics) {
         (false, _) => None,
@@ -280,7 +281,9 @@ pub async fn run_with(
             spool_dir: config.node.data_dir.join("spool"),
             health: health.clone(),
             metrics: metrics.clone(),
+            refusals: refusals.clone(),
         };
+        webhook_tasks.push(crate::service::spawn_refusal_summaries(state.clone()));
         // Cross-border subscriptions: polls peers, stops with the webhooks.
         webhook_tasks.push(crate::subscriptions::spawn_poller(
             state.clone(),
@@ -329,6 +332,10 @@ pub async fn run_with(
     let _ = tokio::join!(acceptor, reloader, expiry_logger);
     if let Some(server) = metrics_server {
         let _ = server.await;
+    }
+    // Refusals counted since the last summary go in the log before it closes.
+    if let Err(e) = crate::service::write_refusal_summaries(&store, &refusals) {
+        tracing::error!(error = %e, "audit write of refusal summaries failed");
     }
     // Flush last, whatever happened: everything acknowledged is already on
     // disk, this only saves sled's next start some work.

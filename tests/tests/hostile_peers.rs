@@ -236,3 +236,221 @@ async fn a_match_with_nothing_to_disclose_looks_like_no_match() {
         ]
     );
 }
+
+/// About 4 KiB of attacker-chosen text per request, as in the review.
+fn stuffed(n: usize, keys: &[(K, [u8; 32])]) -> v1::FindInvolvementsRequest {
+    let mut request = query(&request_id(n), keys);
+    let requester = request.requester.as_mut().expect("requester");
+    requester.name = "N".repeat(1_000);
+    requester.role = "R".repeat(1_000);
+    requester.organisation = "O".repeat(1_000);
+    request.purpose.as_mut().expect("purpose").reason = "W".repeat(1_000);
+    request
+}
+
+fn dir_bytes(path: &std::path::Path) -> u64 {
+    std::fs::read_dir(path)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[std::time::Duration], p: f64) -> std::time::Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// A genuine peer's query latencies (sorted), `count` of them in sequence.
+async fn genuine_latencies(target: &Target, from: usize, count: usize) -> Vec<std::time::Duration> {
+    let mut federation = target.federation_as(&target.peer).await;
+    let keys = honest_keys(&subject("Amelia", "Smith-Jones", Some(DOB), "GU1 1AA"));
+    let mut latencies = Vec::with_capacity(count);
+    for i in 0..count {
+        let started = std::time::Instant::now();
+        let answer = federation
+            .find_involvements(query(&request_id(from + i), &keys))
+            .await
+            .expect("the genuine peer is answered")
+            .into_inner();
+        latencies.push(started.elapsed());
+        assert_eq!(status(&answer), v1::MatchStatus::Matched);
+    }
+    latencies.sort();
+    latencies
+}
+
+/// Finding 3: a certificate with no agreement cannot make the node write per
+/// request; its refusals are one audit summary with a count, and a genuine
+/// peer is answered throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unagreed_caller_cannot_flood_the_audit_log() {
+    const FLOOD: usize = 3_000;
+    let mut target = target_with_amelia(TargetOptions::default()).await;
+    let baseline = genuine_latencies(&target, 0, 200).await;
+    let entries_before = target.node.stats().await.audit_entries;
+    let store_before = dir_bytes(&target.node.dir.path().join("data/store"));
+
+    let keys = honest_keys(&subject("Amelia", "Smith-Jones", Some(DOB), "GU1 1AA"));
+    let flood = |from: usize| {
+        let mut flooders = Vec::new();
+        for worker in 0..4 {
+            let keys = keys.clone();
+            let target = &target;
+            flooders.push(async move {
+                let mut federation = target.federation_as(&target.stranger).await;
+                for i in (worker..FLOOD / 2).step_by(4) {
+                    let refused = federation
+                        .find_involvements(stuffed(from + i, &keys))
+                        .await
+                        .expect_err("no agreement");
+                    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+                }
+            });
+        }
+        futures::future::join_all(flooders)
+    };
+    // The flood alone: nothing written.
+    flood(100_000).await;
+    let entries_flooded = target.node.stats().await.audit_entries;
+    let store_flooded = dir_bytes(&target.node.dir.path().join("data/store"));
+    assert_eq!(
+        entries_flooded, entries_before,
+        "the flood wrote no audit entry"
+    );
+    // The flood beside a genuine peer, which is answered throughout.
+    let (_, during) = tokio::join!(flood(200_000), genuine_latencies(&target, 1_000, 200));
+    let entries_after = target.node.stats().await.audit_entries;
+    assert_eq!(
+        entries_after - entries_before,
+        200,
+        "only the genuine answers"
+    );
+    eprintln!(
+        "flood of {FLOOD} unagreed queries with ~4 KiB of text each: {} audit entries written \
+         (the summary comes at the minute or at shutdown); store {store_before} -> \
+         {store_flooded} bytes during the first {} ({:.1} B per refused request); \
+         genuine peer p50/p99 {:?}/{:?} before, {:?}/{:?} during",
+        entries_flooded - entries_before,
+        FLOOD / 2,
+        store_flooded.saturating_sub(store_before) as f64 / (FLOOD / 2) as f64,
+        percentile(&baseline, 0.5),
+        percentile(&baseline, 0.99),
+        percentile(&during, 0.5),
+        percentile(&during, 0.99),
+    );
+    let (_, metrics) = target.node.metrics().await;
+    assert!(
+        metrics.contains(&format!("patchwork_unagreed_queries_refused_total {FLOOD}")),
+        "{metrics}"
+    );
+
+    let stranger = target.stranger.identity.to_string();
+    let summaries: Vec<(String, String, u64)> = target
+        .stopped_audit()
+        .await
+        .into_iter()
+        .filter_map(|event| match event {
+            AuditEvent::PeerRefusals {
+                caller,
+                reason,
+                count,
+                ..
+            } => Some((caller, reason, count)),
+            AuditEvent::PeerAsked { outcome, .. } => {
+                assert_ne!(outcome, "refused", "no per-request refusal entries");
+                None
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        summaries,
+        vec![(stranger, "no_agreement".to_owned(), FLOOD as u64)]
+    );
+}
+
+/// Finding 3: a peer over its agreement's rate is refused before anything is
+/// checked or written; its refusals are counted, and the refused requests'
+/// text is never stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_over_its_rate_is_counted_not_written() {
+    let mut target = target_with_amelia(TargetOptions {
+        agreement: patchwork_tests::attacker::AgreementSpec {
+            rate_limit_per_minute: 30,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let mut federation = target.federation_as(&target.peer).await;
+    let keys = honest_keys(&subject("Finn", "Grant", Some((2010, 11, 11)), "GU1 1AA"));
+    // 4 KiB of text: invalid (over the fields' limits), so within the rate
+    // each is refused and audited on its own; over it, only counted.
+    let (mut invalid, mut limited) = (0, 0);
+    for i in 0..500 {
+        let status = federation
+            .find_involvements(stuffed(i, &keys))
+            .await
+            .expect_err("refused");
+        match status.code() {
+            tonic::Code::InvalidArgument => invalid += 1,
+            tonic::Code::ResourceExhausted => limited += 1,
+            other => panic!("unexpected {other:?}: {status:?}"),
+        }
+    }
+    assert!(
+        (30..=32).contains(&invalid),
+        "the bucket holds 30: {invalid}"
+    );
+    let events = target.stopped_audit().await;
+    let refused: Vec<&AuditEvent> = events
+        .iter()
+        .filter(|e| matches!(e, AuditEvent::PeerAsked { .. }))
+        .collect();
+    assert_eq!(refused.len(), invalid);
+    for event in refused {
+        let AuditEvent::PeerAsked {
+            requester_name,
+            requester_role,
+            requester_organisation,
+            reason,
+            refusal,
+            outcome,
+            ..
+        } = event
+        else {
+            continue;
+        };
+        assert_eq!(outcome, "refused");
+        // What the peer wrote is kept only in part.
+        for text in [
+            requester_name,
+            requester_role,
+            requester_organisation,
+            reason,
+        ] {
+            assert!(
+                text.chars().count() <= 100,
+                "{} characters kept",
+                text.len()
+            );
+        }
+        assert!(refusal.as_ref().is_some_and(|r| r.chars().count() <= 100));
+    }
+    let summaries: Vec<(String, u64)> = events
+        .iter()
+        .filter_map(|e| match e {
+            AuditEvent::PeerRefusals { reason, count, .. } => Some((reason.clone(), *count)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(summaries, vec![("rate_limited".to_owned(), limited as u64)]);
+}

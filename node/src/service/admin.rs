@@ -395,7 +395,8 @@ fn subject_access_entry(
         }
         AuditEvent::LookupStarted { .. }
         | AuditEvent::SubscriptionMade { .. }
-        | AuditEvent::NotificationReceived { .. } => {
+        | AuditEvent::NotificationReceived { .. }
+        | AuditEvent::PeerRefusals { .. } => {
             // Never indexed under a person.
             out.kind = "lookup started".into();
         }

@@ -1,18 +1,27 @@
 //! `patchwork.v1.Federation`: what peer nodes ask. In order: the caller's
 //! identity from its certificate → its agreement (none: refused) → the
-//! request checked field by field → the purpose agreed? → the peer's rate →
-//! match on blinded keys, precise first → disclose what the agreement and
-//! each involvement's sensitivity allow → audit, durably → reply. Every
-//! refusal is audited too. A hit and a miss take the same path: the same
-//! lookups, the same audit write and flush.
+//! peer's rate → the request checked field by field → not a replay → the
+//! purpose agreed? → not paused for enumeration → match on blinded keys,
+//! precise first → disclose what the agreement and each involvement's
+//! sensitivity allow → audit, durably → reply. A hit and a miss take the same
+//! path: the same lookups, the same audit write and flush.
+//!
+//! Every refusal is audited, but never at a caller's pace: a caller without
+//! an agreement or over its rate is counted and audited as one summary per
+//! caller, reason and minute (it can repeat those as fast as it likes); an
+//! agreed peer's other refusals come within its rate and are audited one by
+//! one, with what it wrote cut short.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
+use patchwork_certs::SpiffeId;
 use patchwork_federation::agreement::{Disclosure, Peer};
 use patchwork_federation::decide::{Decision, decide};
-use patchwork_federation::hostile::{EnumerationWatch, Pattern, ReplayGuard};
+use patchwork_federation::hostile::{
+    EnumerationWatch, Pattern, RefusalCount, RefusalTally, ReplayGuard, TalliedRefusal,
+};
 use patchwork_federation::matchkeys::Digest;
 use patchwork_proto::v1::{self, federation_server::Federation};
 use tonic::{Request, Response, Status};
@@ -217,6 +226,10 @@ impl FederationService {
         crate::lookup::audit(&self.state, event).await
     }
 
+    /// Refuses an agreed peer's query that came within its rate: audited
+    /// one by one (the rate bounds how many), with what the peer wrote cut
+    /// to [`REFUSED_TEXT_CHARS`] a field, and not flushed on its own: it
+    /// discloses nothing, so it becomes durable with the next group write.
     async fn refuse(
         &self,
         peer: String,
@@ -226,34 +239,118 @@ impl FederationService {
     ) -> Status {
         let requester = request.requester.clone().unwrap_or_default();
         let event = AuditEvent::PeerAsked {
-            request_id: truncate(&request.request_id, 64),
+            request_id: truncate(&request.request_id),
             peer,
-            requester_practitioner_id: truncate(&requester.practitioner_id, 64),
-            requester_name: truncate(&requester.name, 100),
-            requester_role: truncate(&requester.role, 100),
-            requester_organisation: truncate(&requester.organisation, 200),
+            requester_practitioner_id: truncate(&requester.practitioner_id),
+            requester_name: truncate(&requester.name),
+            requester_role: truncate(&requester.role),
+            requester_organisation: truncate(&requester.organisation),
             lawful_basis: basis,
             reason: request
                 .purpose
                 .as_ref()
-                .map(|p| truncate(&p.reason, 500))
+                .map(|p| truncate(&p.reason))
                 .unwrap_or_default(),
             outcome: "refused".into(),
-            refusal: Some(format!("{:?}: {}", status.code(), status.message())),
+            refusal: Some(truncate(&format!(
+                "{:?}: {}",
+                status.code(),
+                status.message()
+            ))),
             person_id: None,
             disclosed_involvement_ids: Vec::new(),
         };
-        tracing::info!(code = ?status.code(), reason = status.message(), "peer query refused");
-        match self.audit(event).await {
-            Ok(()) => status,
-            Err(audit_failed) => audit_failed,
+        tracing::info!(code = ?status.code(), "peer query refused");
+        match self.state.store.append_audits(vec![event]).await {
+            Ok(_) => status,
+            Err(e) => {
+                tracing::error!(error = %e, "audit write failed");
+                self.state.health.store_failed("audit append", &e).await;
+                status
+            }
         }
+    }
+
+    /// Refuses a query the caller could repeat as fast as it likes (no
+    /// agreement, over its rate): counted, never written per request
+    /// (`RefusalTally`, audited as one summary per caller, reason and minute).
+    fn refuse_counted(&self, caller: &SpiffeId, reason: TalliedRefusal, status: Status) -> Status {
+        self.state
+            .refusals
+            .record(caller, reason, crate::store::subscriptions::now());
+        match reason {
+            TalliedRefusal::NoAgreement => self.state.metrics.unagreed_refused(),
+            TalliedRefusal::RateLimited => self.state.metrics.rate_limited(caller),
+        }
+        status
     }
 }
 
-/// At most `max` characters: refused requests are audited as sent, bounded.
-fn truncate(text: &str, max: usize) -> String {
-    text.chars().take(max).collect()
+/// How much of each field a peer wrote a refused query's audit entry keeps.
+const REFUSED_TEXT_CHARS: usize = 100;
+
+/// At most [`REFUSED_TEXT_CHARS`] characters: refused requests are audited
+/// as sent, bounded.
+fn truncate(text: &str) -> String {
+    text.chars().take(REFUSED_TEXT_CHARS).collect()
+}
+
+/// How often counted refusals are written to the audit log.
+const REFUSAL_SUMMARY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Writes the counted refusals as audit entries (one per caller and reason)
+/// and logs each summary once; at shutdown, and from the periodic task.
+pub fn write_refusal_summaries(store: &Store, tally: &RefusalTally) -> Result<usize, StoreError> {
+    let counts = tally.drain();
+    for count in &counts {
+        tracing::warn!(
+            caller = %count.caller,
+            reason = count.reason.as_str(),
+            count = count.count,
+            "peer queries refused"
+        );
+        store.append_audit(summary(count))?;
+    }
+    Ok(counts.len())
+}
+
+fn summary(count: &RefusalCount) -> AuditEvent {
+    AuditEvent::PeerRefusals {
+        caller: count.caller.clone(),
+        reason: count.reason.as_str().into(),
+        count: count.count,
+        first_unix_seconds: count.first_unix_seconds,
+        last_unix_seconds: count.last_unix_seconds,
+    }
+}
+
+/// Writes the counted refusals every [`REFUSAL_SUMMARY_INTERVAL`] (the
+/// caller aborts it at shutdown and writes the rest itself).
+pub fn spawn_refusal_summaries(state: NodeState) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(REFUSAL_SUMMARY_INTERVAL);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            let counts = state.refusals.drain();
+            if counts.is_empty() {
+                continue;
+            }
+            for count in &counts {
+                tracing::warn!(
+                    caller = %count.caller,
+                    reason = count.reason.as_str(),
+                    count = count.count,
+                    "peer queries refused"
+                );
+            }
+            let events = counts.iter().map(summary).collect();
+            if let Err(e) = state.store.append_audits(events).await {
+                tracing::error!(error = %e, "audit write of refusal summaries failed");
+                state.health.store_failed("audit append", &e).await;
+            }
+        }
+    })
 }
 
 #[tonic::async_trait]
@@ -269,10 +366,17 @@ impl Federation for FederationService {
         let Some(peer) = self.state.federation.registry.get(&identity).cloned() else {
             let status =
                 Status::permission_denied(format!("{identity} has no agreement with this node"));
-            return Err(self
-                .refuse(identity.to_string(), &request, None, status)
-                .await);
+            return Err(self.refuse_counted(&identity, TalliedRefusal::NoAgreement, status));
         };
+        // The rate first: every query costs a token before anything is
+        // written, so a peer over its rate never makes the node write.
+        if !peer.limiter.try_acquire() {
+            let status = Status::resource_exhausted(format!(
+                "{identity} may ask {} queries a minute",
+                peer.agreement.rate_limit_per_minute
+            ));
+            return Err(self.refuse_counted(&identity, TalliedRefusal::RateLimited, status));
+        }
         let checked = match check_request(&request, &peer) {
             Ok(checked) => checked,
             Err(status) => {
@@ -295,16 +399,6 @@ impl Federation for FederationService {
             let status = Status::permission_denied(format!(
                 "purpose {:?} is not in this node's agreement with {identity}",
                 checked.basis
-            ));
-            return Err(self
-                .refuse(identity.to_string(), &request, Some(checked.basis), status)
-                .await);
-        }
-        if !peer.limiter.try_acquire() {
-            self.state.metrics.rate_limited(&identity);
-            let status = Status::resource_exhausted(format!(
-                "{identity} may ask {} queries a minute",
-                peer.agreement.rate_limit_per_minute
             ));
             return Err(self
                 .refuse(identity.to_string(), &request, Some(checked.basis), status)

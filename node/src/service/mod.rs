@@ -20,7 +20,7 @@ use crate::validate::Rules;
 
 pub use admin::AdminService;
 pub use directory::DirectoryService;
-pub use federation::FederationService;
+pub use federation::{FederationService, spawn_refusal_summaries, write_refusal_summaries};
 
 /// What every handler needs; cheap to clone.
 #[derive(Debug, Clone)]
@@ -39,6 +39,9 @@ pub struct NodeState {
     /// What grpc.health.v1 reports; handlers flag store failures here.
     pub health: crate::health::Health,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Peers' refusals counted, not written one by one; audited as summaries
+    /// (`federation::spawn_refusal_summaries`, and once more at shutdown).
+    pub refusals: Arc<patchwork_federation::hostile::RefusalTally>,
 }
 
 impl NodeState {

@@ -210,6 +210,21 @@ pub enum AuditEvent {
         /// The local outbox sequence number it was written as.
         event_cursor: u64,
     },
+    /// Refusals of one caller for one reason over a period, counted rather
+    /// than written one by one (a caller without an agreement, or a peer
+    /// over its rate, could otherwise make the node write per request):
+    /// `patchwork_federation::hostile::RefusalTally`. Carries nothing the
+    /// caller wrote, only its verified identity.
+    PeerRefusals {
+        /// The SPIFFE id from the caller's verified certificate (or "other
+        /// callers" once too many distinct ones were refused in a period).
+        caller: String,
+        /// `no_agreement` or `rate_limited`.
+        reason: String,
+        count: u64,
+        first_unix_seconds: i64,
+        last_unix_seconds: i64,
+    },
 }
 
 /// One peer's part in a lookup.
@@ -237,7 +252,8 @@ impl AuditEvent {
             AuditEvent::NotificationSent { person_id, .. } => Some(person_id),
             AuditEvent::LookupStarted { .. }
             | AuditEvent::SubscriptionMade { .. }
-            | AuditEvent::NotificationReceived { .. } => None,
+            | AuditEvent::NotificationReceived { .. }
+            | AuditEvent::PeerRefusals { .. } => None,
         }
     }
 }
