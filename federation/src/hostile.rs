@@ -90,22 +90,83 @@ impl ReplayGuard {
     }
 }
 
-/// When a peer's queries look like enumeration.
-#[derive(Debug, Clone, Copy)]
-pub struct EnumerationPolicy {
+/// One miss-ratio rule: more than `min_queries` answers in `window`, of
+/// which more than `miss_ratio` missed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MissWindow {
     pub window: Duration,
-    /// More queries than this in the window before the pattern counts.
-    pub min_queries: usize,
-    /// Misses (no match or ambiguous) above this share of them.
+    pub min_queries: u32,
     pub miss_ratio: f64,
+}
+
+/// When a peer's queries look like enumeration. Every rule is checked on
+/// every query; any one pauses the peer until it no longer holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnumerationPolicy {
+    /// Miss-ratio rules over several windows: a fast sweep trips the short
+    /// one, a slow sweep the long ones. A hit counts only for a person not
+    /// already hit in the longest window, so one known child asked about
+    /// between probes (in ever different words) does not dilute the misses;
+    /// a query identical to one in the last day counts neither way.
+    pub windows: Vec<MissWindow>,
+    /// Distinct queries (different key sets; the same person asked about
+    /// again with the same keys counts once) per peer in 24 hours.
+    pub daily_distinct_queries: u32,
+    /// A sweep around a constant key: one digest seen in more than this many
+    /// distinct queries in 24 hours (the other keys changing each time, e.g.
+    /// the same name and postcode with every date of birth).
+    pub sweep_variants: u32,
 }
 
 impl Default for EnumerationPolicy {
     fn default() -> Self {
         EnumerationPolicy {
-            window: Duration::from_secs(10 * 60),
-            min_queries: 50,
-            miss_ratio: 0.9,
+            windows: vec![
+                MissWindow {
+                    window: Duration::from_secs(10 * 60),
+                    min_queries: 50,
+                    miss_ratio: 0.9,
+                },
+                MissWindow {
+                    window: Duration::from_secs(60 * 60),
+                    min_queries: 150,
+                    miss_ratio: 0.9,
+                },
+                MissWindow {
+                    window: DAY,
+                    min_queries: 500,
+                    miss_ratio: 0.9,
+                },
+            ],
+            daily_distinct_queries: 5_000,
+            sweep_variants: 20,
+        }
+    }
+}
+
+const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// Which rule paused a peer (for logs and alerts; the peer is told only
+/// that its queries are paused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// Mostly misses over the window of this many minutes.
+    Misses { window_minutes: u64 },
+    /// More distinct queries in 24 hours than the budget.
+    DailyBudget,
+    /// One key held constant while the others swept.
+    Sweep,
+}
+
+impl std::fmt::Display for Signal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Signal::Misses { window_minutes } => {
+                write!(f, "mostly misses over {window_minutes} minutes")
+            }
+            Signal::DailyBudget => write!(f, "more distinct queries in 24 hours than agreed"),
+            Signal::Sweep => write!(f, "one key held while the others swept"),
         }
     }
 }
@@ -114,71 +175,256 @@ impl Default for EnumerationPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pattern {
     Normal,
-    /// This answer took the peer over the threshold (alert once).
-    AlertRaised,
+    /// This answer made the peer's queries look like enumeration (alert
+    /// once, each time it starts).
+    AlertRaised(Signal),
 }
 
-/// Most answers remembered per peer: well above `min_queries`, so the
-/// ratio is still meaningful, and bounded whatever the peer sends.
-const MAX_REMEMBERED: usize = 10_000;
+/// The shape of one answered query, as the watch needs it: its keys'
+/// digests and, if its answer disclosed someone, who.
+#[derive(Debug, Clone, Copy)]
+pub struct Answered<'a> {
+    pub digests: &'a [[u8; 32]],
+    /// The person disclosed about (`None`: no match, ambiguous, or matched
+    /// with nothing to disclose — a miss).
+    pub disclosed_person: Option<&'a str>,
+}
 
-/// Each peer's recent answers: when, and whether they missed.
+/// Most persons, fingerprints or digests remembered per peer: bounded
+/// whatever it sends (the oldest are forgotten first).
+const MAX_REMEMBERED: usize = 20_000;
+
+/// Keys seen recently, each with a value, forgotten oldest first once older
+/// than the span or beyond the capacity. Every operation is amortised O(1).
+#[derive(Debug)]
+struct Recent<K, V> {
+    entries: HashMap<K, (Instant, V)>,
+    /// Insertion and refresh order; an item whose time no longer matches its
+    /// entry's is a stale copy, skipped.
+    order: VecDeque<(Instant, K)>,
+}
+
+impl<K, V> Default for Recent<K, V> {
+    fn default() -> Self {
+        Recent {
+            entries: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Clone, V: Default> Recent<K, V> {
+    fn forget(&mut self, now: Instant, span: Duration, capacity: usize) {
+        while let Some((at, key)) = self.order.front() {
+            let current = self.entries.get(key).is_some_and(|(seen, _)| seen == at);
+            let old = now.saturating_duration_since(*at) >= span;
+            if current && !old && self.entries.len() <= capacity {
+                break;
+            }
+            if let Some((_, key)) = self.order.pop_front()
+                && current
+            {
+                self.entries.remove(&key);
+            }
+        }
+        // Refreshes leave stale copies behind: rebuild once they dominate
+        // (amortised over the pushes that made them).
+        if self.order.len() > 2 * self.entries.len().max(16) {
+            let mut order: Vec<(Instant, K)> = self
+                .entries
+                .iter()
+                .map(|(key, (at, _))| (*at, key.clone()))
+                .collect();
+            order.sort_by_key(|(at, _)| *at);
+            self.order = order.into();
+        }
+    }
+
+    /// The value kept for `key`, marked as seen `now` (created if new).
+    fn touch(&mut self, key: K, now: Instant) -> (&mut V, bool) {
+        let fresh = !self.entries.contains_key(&key);
+        self.order.push_back((now, key.clone()));
+        let entry = self.entries.entry(key).or_insert((now, V::default()));
+        entry.0 = now;
+        (&mut entry.1, fresh)
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
 #[derive(Debug, Default)]
+struct PeerHistory {
+    /// Minute buckets (minute index, answers, misses), oldest first, at
+    /// most a day of them.
+    minutes: VecDeque<(u64, u32, u32)>,
+    /// Persons disclosed about in the longest window: a hit counts once.
+    hit_persons: Recent<String, ()>,
+    /// Distinct queries (fingerprints) in the last day.
+    queries: Recent<u64, ()>,
+    /// Digest (first 8 bytes) → the fingerprints of the queries it was in,
+    /// in the last day.
+    digests: Recent<u64, Vec<u64>>,
+    /// When a digest last went past `sweep_variants`.
+    swept_at: Option<Instant>,
+    /// The rule that paused the peer, while it holds.
+    paused: Option<Signal>,
+}
+
+/// Each peer's recent answers: detects enumeration by several signals
+/// ([`EnumerationPolicy`]) in bounded memory.
+#[derive(Debug)]
 pub struct EnumerationWatch {
     policy: EnumerationPolicy,
-    peers: Mutex<HashMap<SpiffeId, VecDeque<(Instant, bool)>>>,
+    epoch: Instant,
+    peers: Mutex<HashMap<SpiffeId, PeerHistory>>,
+}
+
+impl Default for EnumerationWatch {
+    fn default() -> Self {
+        EnumerationWatch::new(EnumerationPolicy::default())
+    }
+}
+
+fn fingerprint(digests: &[[u8; 32]]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut sorted: Vec<&[u8; 32]> = digests.iter().collect();
+    sorted.sort();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    sorted.hash(&mut hasher);
+    hasher.finish()
+}
+
+fn short(digest: &[u8; 32]) -> u64 {
+    let mut bytes = [0_u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    u64::from_le_bytes(bytes)
 }
 
 impl EnumerationWatch {
     pub fn new(policy: EnumerationPolicy) -> Self {
         EnumerationWatch {
             policy,
+            epoch: Instant::now(),
             peers: Mutex::new(HashMap::new()),
         }
     }
 
-    fn over(&self, answers: &VecDeque<(Instant, bool)>) -> bool {
-        let total = answers.len();
-        if total <= self.policy.min_queries {
-            return false;
-        }
-        let misses = answers.iter().filter(|(_, miss)| *miss).count();
-        misses as f64 > self.policy.miss_ratio * total as f64
+    fn minute(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_secs() / 60
     }
 
-    fn prune(&self, answers: &mut VecDeque<(Instant, bool)>, now: Instant) {
-        while let Some((at, _)) = answers.front() {
-            if now.saturating_duration_since(*at) < self.policy.window
-                && answers.len() <= MAX_REMEMBERED
+    fn longest(&self) -> Duration {
+        self.policy
+            .windows
+            .iter()
+            .map(|w| w.window)
+            .max()
+            .unwrap_or(MINUTE)
+    }
+
+    fn prune(&self, history: &mut PeerHistory, now: Instant) {
+        let minute = self.minute(now);
+        let keep_minutes = (self.longest().max(DAY).as_secs() / 60).max(1);
+        while history
+            .minutes
+            .front()
+            .is_some_and(|(m, _, _)| minute.saturating_sub(*m) >= keep_minutes)
+        {
+            history.minutes.pop_front();
+        }
+        history
+            .hit_persons
+            .forget(now, self.longest(), MAX_REMEMBERED);
+        let budget = (self.policy.daily_distinct_queries as usize).saturating_add(1);
+        history.queries.forget(now, DAY, budget.min(MAX_REMEMBERED));
+        history.digests.forget(now, DAY, MAX_REMEMBERED);
+    }
+
+    /// The first rule that holds for `history` now, if any.
+    fn signal(&self, history: &PeerHistory, now: Instant) -> Option<Signal> {
+        let minute = self.minute(now);
+        for rule in &self.policy.windows {
+            let span = (rule.window.as_secs() / 60).max(1);
+            let (answers, misses) = history
+                .minutes
+                .iter()
+                .rev()
+                .take_while(|(m, _, _)| minute.saturating_sub(*m) < span)
+                .fold((0_u64, 0_u64), |(a, m), (_, answers, misses)| {
+                    (a + u64::from(*answers), m + u64::from(*misses))
+                });
+            if answers > u64::from(rule.min_queries)
+                && misses as f64 > rule.miss_ratio * answers as f64
             {
-                break;
+                return Some(Signal::Misses {
+                    window_minutes: span,
+                });
             }
-            answers.pop_front();
         }
+        if history.queries.len() > self.policy.daily_distinct_queries as usize {
+            return Some(Signal::DailyBudget);
+        }
+        if history
+            .swept_at
+            .is_some_and(|at| now.saturating_duration_since(at) < DAY)
+        {
+            return Some(Signal::Sweep);
+        }
+        None
     }
 
-    /// Whether `peer`'s queries are paused now: its recent answers look
-    /// like enumeration (they age out of the window, and the pause with them).
-    pub fn paused(&self, peer: &SpiffeId, now: Instant) -> bool {
+    /// Why `peer`'s queries are paused now, if they are: some rule holds
+    /// (rules look back over their windows, so the pause ages out with them).
+    pub fn paused(&self, peer: &SpiffeId, now: Instant) -> Option<Signal> {
         let mut peers = lock(&self.peers);
-        let Some(answers) = peers.get_mut(peer) else {
-            return false;
+        let history = peers.get_mut(peer)?;
+        self.prune(history, now);
+        let signal = self.signal(history, now);
+        history.paused = signal;
+        signal
+    }
+
+    /// Records one answer to `peer`.
+    pub fn record(&self, peer: &SpiffeId, answered: Answered<'_>, now: Instant) -> Pattern {
+        let mut peers = lock(&self.peers);
+        let history = peers.entry(peer.clone()).or_default();
+        // A hit counts once per person in the longest window.
+        let hit = match answered.disclosed_person {
+            Some(person) => history.hit_persons.touch(person.to_owned(), now).1,
+            None => false,
         };
-        self.prune(answers, now);
-        self.over(answers)
-    }
-
-    /// Records one answer to `peer` (`miss`: no match or ambiguous).
-    pub fn record(&self, peer: &SpiffeId, miss: bool, now: Instant) -> Pattern {
-        let mut peers = lock(&self.peers);
-        let answers = peers.entry(peer.clone()).or_default();
-        self.prune(answers, now);
-        let before = self.over(answers);
-        answers.push_back((now, miss));
-        if !before && self.over(answers) {
-            Pattern::AlertRaised
-        } else {
-            Pattern::Normal
+        let fingerprint = fingerprint(answered.digests);
+        // The same query again (another practitioner asking about the same
+        // child) teaches the peer nothing new: it counts neither way.
+        let repeat = !history.queries.touch(fingerprint, now).1;
+        let minute = self.minute(now);
+        match history.minutes.back_mut() {
+            _ if repeat => {}
+            Some((m, answers, misses)) if *m == minute => {
+                *answers += 1;
+                *misses += u32::from(!hit);
+            }
+            _ => history.minutes.push_back((minute, 1, u32::from(!hit))),
+        }
+        let variants = self.policy.sweep_variants as usize;
+        for digest in answered.digests {
+            let (seen, _) = history.digests.touch(short(digest), now);
+            if !seen.contains(&fingerprint) && seen.len() <= variants {
+                seen.push(fingerprint);
+                if seen.len() > variants {
+                    history.swept_at = Some(now);
+                }
+            }
+        }
+        self.prune(history, now);
+        let was = history.paused;
+        let signal = self.signal(history, now);
+        history.paused = signal;
+        match (was, signal) {
+            (None, Some(signal)) => Pattern::AlertRaised(signal),
+            _ => Pattern::Normal,
         }
     }
 }
@@ -347,33 +593,222 @@ mod tests {
         assert_eq!(other.count, 500);
     }
 
+    fn miss(digest: u8) -> ([u8; 32], Option<&'static str>) {
+        ([digest; 32], None)
+    }
+
+    fn record(
+        watch: &EnumerationWatch,
+        peer: &SpiffeId,
+        (digest, person): ([u8; 32], Option<&str>),
+        now: Instant,
+    ) -> Pattern {
+        watch.record(
+            peer,
+            Answered {
+                digests: &[digest],
+                disclosed_person: person,
+            },
+            now,
+        )
+    }
+
     #[test]
     fn mostly_missing_queries_raise_one_alert_and_pause() {
-        let watch = EnumerationWatch::new(EnumerationPolicy::default());
+        let watch = EnumerationWatch::default();
         let (p, t0) = (peer("a"), Instant::now());
         let mut alerts = 0;
-        for i in 0..60 {
-            assert!(!watch.paused(&p, t0) || i > 50);
-            if watch.record(&p, true, t0) == Pattern::AlertRaised {
+        for i in 0..60u8 {
+            assert!(watch.paused(&p, t0).is_none() || i > 50);
+            if let Pattern::AlertRaised(signal) = record(&watch, &p, miss(i), t0) {
                 alerts += 1;
                 assert_eq!(i, 50, "the 51st miss crosses the threshold");
+                assert_eq!(signal, Signal::Misses { window_minutes: 10 });
             }
         }
         assert_eq!(alerts, 1);
-        assert!(watch.paused(&p, t0));
-        assert!(!watch.paused(&peer("b"), t0), "other peers unaffected");
+        assert!(watch.paused(&p, t0).is_some());
+        assert!(
+            watch.paused(&peer("b"), t0).is_none(),
+            "other peers unaffected"
+        );
         // The pattern ages out of the window.
-        assert!(!watch.paused(&p, t0 + Duration::from_secs(601)));
+        assert!(watch.paused(&p, t0 + Duration::from_secs(601)).is_none());
     }
 
     #[test]
     fn ordinary_traffic_with_hits_is_not_enumeration() {
-        let watch = EnumerationWatch::new(EnumerationPolicy::default());
+        let watch = EnumerationWatch::default();
         let (p, t0) = (peer("a"), Instant::now());
-        for i in 0..500 {
-            // 80 % misses: a busy peer asking about people we mostly lack.
-            assert_eq!(watch.record(&p, i % 5 != 0, t0), Pattern::Normal);
+        let persons: Vec<String> = (0..100).map(|i| format!("P-{i}")).collect();
+        for i in 0..500u32 {
+            // 80 % misses: a busy peer asking about people we mostly lack,
+            // finding a different person each time it hits.
+            let person = (i % 5 == 0).then(|| persons[(i / 5) as usize].as_str());
+            let digest = [
+                (i % 251) as u8,
+                (i / 251) as u8,
+                1,
+                2,
+                3,
+                4,
+                5,
+                6,
+                7,
+                8,
+                9,
+                10,
+                11,
+                12,
+                13,
+                14,
+                15,
+                16,
+                17,
+                18,
+                19,
+                20,
+                21,
+                22,
+                23,
+                24,
+                25,
+                26,
+                27,
+                28,
+                29,
+                30,
+            ];
+            let at = t0 + Duration::from_secs(u64::from(i) * 10);
+            assert_eq!(
+                record(&watch, &p, (digest, person), at),
+                Pattern::Normal,
+                "{i}"
+            );
         }
-        assert!(!watch.paused(&p, t0));
+    }
+
+    #[test]
+    fn one_known_hit_between_probes_does_not_dilute_the_misses() {
+        let watch = EnumerationWatch::default();
+        let (p, t0) = (peer("a"), Instant::now());
+        let mut raised = None;
+        for i in 0..200u8 {
+            // Nine probes, then the same known child again in other words:
+            // 90 % misses stayed under the old threshold; no hit now.
+            let answer = if i % 10 == 9 {
+                ([200 + i / 10; 32], Some("P-KNOWN"))
+            } else {
+                miss(i)
+            };
+            if let Pattern::AlertRaised(signal) = record(&watch, &p, answer, t0) {
+                raised.get_or_insert((i, signal));
+            }
+        }
+        assert_eq!(raised, Some((50, Signal::Misses { window_minutes: 10 })));
+    }
+
+    #[test]
+    fn a_slow_sweep_is_caught_by_the_longer_windows() {
+        let watch = EnumerationWatch::default();
+        let (p, t0) = (peer("a"), Instant::now());
+        let mut raised = None;
+        // One query every 2 minutes, all missing: 5 per 10 minutes (never
+        // enough for the short window), 30 an hour.
+        for i in 0..1_215u32 {
+            let at = t0 + Duration::from_secs(u64::from(i) * 120);
+            let digest = {
+                let mut d = [0_u8; 32];
+                d[..4].copy_from_slice(&i.to_le_bytes());
+                d
+            };
+            if let Pattern::AlertRaised(signal) = record(&watch, &p, (digest, None), at) {
+                raised.get_or_insert((i, signal));
+            }
+        }
+        assert_eq!(
+            raised,
+            Some((
+                500,
+                Signal::Misses {
+                    window_minutes: 1440
+                }
+            ))
+        );
+    }
+
+    #[test]
+    fn a_constant_key_with_the_others_sweeping_is_a_sweep() {
+        let watch = EnumerationWatch::default();
+        let (p, t0) = (peer("a"), Instant::now());
+        let constant = [42_u8; 32];
+        let mut raised = None;
+        for i in 0..40u8 {
+            let at = t0 + Duration::from_secs(u64::from(i) * 600);
+            let answered = Answered {
+                digests: &[constant, [i; 32]],
+                disclosed_person: None,
+            };
+            if let Pattern::AlertRaised(signal) = watch.record(&p, answered, at) {
+                raised.get_or_insert((i, signal));
+            }
+        }
+        assert_eq!(raised, Some((20, Signal::Sweep)));
+        // The same person asked about again and again is not a sweep.
+        let watch = EnumerationWatch::default();
+        for i in 0..100u64 {
+            let answered = Answered {
+                digests: &[constant, [7; 32]],
+                disclosed_person: Some("P-1"),
+            };
+            let at = t0 + Duration::from_secs(i * 600);
+            assert_eq!(watch.record(&p, answered, at), Pattern::Normal);
+        }
+    }
+
+    #[test]
+    fn the_daily_budget_counts_distinct_queries() {
+        let watch = EnumerationWatch::new(EnumerationPolicy {
+            windows: Vec::new(),
+            daily_distinct_queries: 100,
+            sweep_variants: 1_000,
+        });
+        let (p, t0) = (peer("a"), Instant::now());
+        for i in 0..100u8 {
+            assert_eq!(
+                record(&watch, &p, ([i; 32], Some("P-1")), t0),
+                Pattern::Normal
+            );
+            // Asking again about the same subject counts once.
+            assert_eq!(
+                record(&watch, &p, ([i; 32], Some("P-1")), t0),
+                Pattern::Normal
+            );
+        }
+        assert_eq!(
+            record(&watch, &p, ([200; 32], None), t0),
+            Pattern::AlertRaised(Signal::DailyBudget)
+        );
+        assert!(watch.paused(&p, t0 + DAY + MINUTE).is_none(), "a day later");
+    }
+
+    #[test]
+    fn memory_stays_bounded_under_a_flood_of_distinct_queries() {
+        let watch = EnumerationWatch::default();
+        let (p, t0) = (peer("a"), Instant::now());
+        for i in 0..60_000u32 {
+            let mut digest = [0_u8; 32];
+            digest[..4].copy_from_slice(&i.to_le_bytes());
+            let person = format!("P-{i}");
+            record(&watch, &p, (digest, Some(&person)), t0);
+        }
+        let peers = lock(&watch.peers);
+        let history = peers.get(&p).expect("history");
+        assert!(history.hit_persons.len() <= MAX_REMEMBERED);
+        assert!(history.hit_persons.order.len() <= 2 * MAX_REMEMBERED + 1);
+        assert!(history.queries.len() <= 5_001);
+        assert!(history.digests.len() <= MAX_REMEMBERED);
+        assert!(history.digests.order.len() <= 2 * MAX_REMEMBERED + 1);
+        assert!(history.minutes.len() <= 1_440);
     }
 }

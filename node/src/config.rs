@@ -138,11 +138,95 @@ pub struct FederationSection {
     /// notifications (ms, 50-600000).
     #[serde(default = "default_poll_interval_ms")]
     pub poll_interval_ms: u32,
+    /// When peers' queries look like enumeration, and are paused.
+    #[serde(default)]
+    pub enumeration: EnumerationSection,
     /// Secrets shared with groups of nodes, under which match keys are made.
     #[serde(default)]
     pub key_sets: Vec<KeySetEntry>,
     #[serde(default)]
     pub peers: Vec<PeerEntry>,
+}
+
+/// `[federation.enumeration]`: the rules that pause a peer whose queries
+/// look like a sweep for persons (each rule alone pauses; see
+/// `patchwork_federation::hostile::EnumerationPolicy`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnumerationSection {
+    /// Miss-ratio rules, short and long windows (replacing the defaults
+    /// when given): 10 min / 50 / 0.9, 60 min / 150 / 0.9, 1440 min / 500 / 0.9.
+    #[serde(default = "default_miss_windows")]
+    pub windows: Vec<MissWindowEntry>,
+    /// Distinct queries a peer may ask in 24 hours (1-10000000).
+    #[serde(default = "default_daily_distinct_queries")]
+    pub daily_distinct_queries: u32,
+    /// Distinct queries one key may appear in within 24 hours before it
+    /// counts as a sweep around it (2-100000).
+    #[serde(default = "default_sweep_variants")]
+    pub sweep_variants: u32,
+}
+
+/// One miss-ratio rule of `[federation.enumeration]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MissWindowEntry {
+    /// The window, in whole minutes (1-1440).
+    pub minutes: u32,
+    /// More answers than this in the window before the rule applies.
+    pub min_queries: u32,
+    /// Share of misses (no match, ambiguous, nothing disclosed, or a person
+    /// already found in the window) above which the peer is paused (0-1).
+    pub miss_ratio: f64,
+}
+
+impl Default for EnumerationSection {
+    fn default() -> Self {
+        EnumerationSection {
+            windows: default_miss_windows(),
+            daily_distinct_queries: default_daily_distinct_queries(),
+            sweep_variants: default_sweep_variants(),
+        }
+    }
+}
+
+impl EnumerationSection {
+    /// The policy these settings describe (validated).
+    pub fn policy(&self) -> patchwork_federation::hostile::EnumerationPolicy {
+        patchwork_federation::hostile::EnumerationPolicy {
+            windows: self
+                .windows
+                .iter()
+                .map(|w| patchwork_federation::hostile::MissWindow {
+                    window: std::time::Duration::from_secs(u64::from(w.minutes) * 60),
+                    min_queries: w.min_queries,
+                    miss_ratio: w.miss_ratio,
+                })
+                .collect(),
+            daily_distinct_queries: self.daily_distinct_queries,
+            sweep_variants: self.sweep_variants,
+        }
+    }
+}
+
+fn default_miss_windows() -> Vec<MissWindowEntry> {
+    patchwork_federation::hostile::EnumerationPolicy::default()
+        .windows
+        .iter()
+        .map(|w| MissWindowEntry {
+            minutes: u32::try_from(w.window.as_secs() / 60).unwrap_or(u32::MAX),
+            min_queries: w.min_queries,
+            miss_ratio: w.miss_ratio,
+        })
+        .collect()
+}
+
+fn default_daily_distinct_queries() -> u32 {
+    patchwork_federation::hostile::EnumerationPolicy::default().daily_distinct_queries
+}
+
+fn default_sweep_variants() -> u32 {
+    patchwork_federation::hostile::EnumerationPolicy::default().sweep_variants
 }
 
 impl Default for FederationSection {
@@ -152,6 +236,7 @@ impl Default for FederationSection {
             max_concurrent_calls: default_max_concurrent_calls(),
             breaker_cool_down_ms: default_breaker_cool_down_ms(),
             poll_interval_ms: default_poll_interval_ms(),
+            enumeration: EnumerationSection::default(),
             key_sets: Vec::new(),
             peers: Vec::new(),
         }
@@ -598,6 +683,40 @@ impl NodeConfig {
         if !(50..=600_000).contains(&federation.poll_interval_ms) {
             return Err(invalid("federation.poll_interval_ms", "must be 50-600000"));
         }
+        let enumeration = &federation.enumeration;
+        if enumeration.windows.len() > 8 {
+            return Err(invalid(
+                "federation.enumeration.windows",
+                "at most 8 windows",
+            ));
+        }
+        for (i, window) in enumeration.windows.iter().enumerate() {
+            let key = |field: &str| format!("federation.enumeration.windows[{i}].{field}");
+            if !(1..=1_440).contains(&window.minutes) {
+                return Err(invalid(key("minutes"), "must be 1-1440"));
+            }
+            if !(1..=10_000_000).contains(&window.min_queries) {
+                return Err(invalid(key("min_queries"), "must be 1-10000000"));
+            }
+            if !(window.miss_ratio > 0.0 && window.miss_ratio <= 1.0) {
+                return Err(invalid(
+                    key("miss_ratio"),
+                    "must be more than 0 and at most 1",
+                ));
+            }
+        }
+        if !(1..=10_000_000).contains(&enumeration.daily_distinct_queries) {
+            return Err(invalid(
+                "federation.enumeration.daily_distinct_queries",
+                "must be 1-10000000",
+            ));
+        }
+        if !(2..=100_000).contains(&enumeration.sweep_variants) {
+            return Err(invalid(
+                "federation.enumeration.sweep_variants",
+                "must be 2-100000",
+            ));
+        }
         if !(1..=10_000).contains(&federation.max_concurrent_calls) {
             return Err(invalid(
                 "federation.max_concurrent_calls",
@@ -908,6 +1027,63 @@ clients = [{ identity = "spiffe://patchwork/client/portal", roles = ["lookup"] }
                 peer("").replace("\"child-safeguarding\"]", "\"snooping\"]"),
                 "snooping",
             ),
+        ];
+        for (text, key) in cases {
+            let error = NodeConfig::from_toml(&text, Path::new("/"))
+                .expect_err(key)
+                .to_string();
+            assert!(error.contains(key), "{key} not named in: {error}");
+        }
+    }
+
+    #[test]
+    fn enumeration_rules_are_checked_naming_the_key() {
+        let with = |section: &str| format!("{VALID}\n[federation.enumeration]\n{section}");
+        let config = NodeConfig::from_toml(
+            &with("daily_distinct_queries = 300\n[[federation.enumeration.windows]]\nminutes = 5\nmin_queries = 10\nmiss_ratio = 0.5\n"),
+            Path::new("/"),
+        )
+        .expect("valid");
+        let policy = config.federation.enumeration.policy();
+        assert_eq!(policy.daily_distinct_queries, 300);
+        assert_eq!(policy.sweep_variants, 20, "the default");
+        assert_eq!(
+            policy.windows.len(),
+            1,
+            "given windows replace the defaults"
+        );
+        let window = "[[federation.enumeration.windows]]\nminutes = 10\nmin_queries = 50\nmiss_ratio = 0.9\n";
+        let cases = [
+            (
+                with("daily_distinct_queries = 0"),
+                "federation.enumeration.daily_distinct_queries",
+            ),
+            (
+                with("sweep_variants = 1"),
+                "federation.enumeration.sweep_variants",
+            ),
+            (
+                with(&window.replace("minutes = 10", "minutes = 0")),
+                "federation.enumeration.windows[0].minutes",
+            ),
+            (
+                with(&window.replace("minutes = 10", "minutes = 1441")),
+                "federation.enumeration.windows[0].minutes",
+            ),
+            (
+                with(&window.replace("min_queries = 50", "min_queries = 0")),
+                "federation.enumeration.windows[0].min_queries",
+            ),
+            (
+                with(&window.replace("0.9", "1.5")),
+                "federation.enumeration.windows[0].miss_ratio",
+            ),
+            (
+                with(&window.replace("0.9", "nan")),
+                "federation.enumeration.windows[0].miss_ratio",
+            ),
+            (with(&window.repeat(9)), "federation.enumeration.windows"),
+            (with("treshold = 3"), "treshold"),
         ];
         for (text, key) in cases {
             let error = NodeConfig::from_toml(&text, Path::new("/"))

@@ -92,6 +92,8 @@ pub struct Federation {
     pub slots: Arc<Semaphore>,
     /// Each peer's circuit breaker (lookups skip a peer that keeps failing).
     pub breakers: patchwork_federation::breaker::Breakers,
+    /// When peers' queries to this node look like enumeration.
+    pub enumeration: patchwork_federation::hostile::EnumerationPolicy,
     tls: Arc<TlsState>,
     channels: RwLock<(u64, HashMap<SpiffeId, Channel>)>,
 }
@@ -134,6 +136,7 @@ impl Federation {
                 patchwork_federation::breaker::DEFAULT_THRESHOLD,
                 Duration::from_millis(u64::from(section.breaker_cool_down_ms)),
             ),
+            enumeration: section.enumeration.policy(),
             tls,
             channels: RwLock::new((0, HashMap::new())),
         }

@@ -454,3 +454,177 @@ async fn a_peer_over_its_rate_is_counted_not_written() {
         .collect();
     assert_eq!(summaries, vec![("rate_limited".to_owned(), limited as u64)]);
 }
+
+/// The date `days` after 1 January 2021.
+fn day(days: u32) -> (i32, u32, u32) {
+    let mut date = (2021, 1, 1);
+    for _ in 0..days {
+        let (y, m, d) = date;
+        let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+        let last = match m {
+            2 if leap => 29,
+            2 => 28,
+            4 | 6 | 9 | 11 => 30,
+            _ => 31,
+        };
+        date = if d < last {
+            (y, m, d + 1)
+        } else if m < 12 {
+            (y, m + 1, 1)
+        } else {
+            (y + 1, 1, 1)
+        };
+    }
+    date
+}
+
+/// What a sweep got: answers, refusals, and answers that were not "no match"
+/// (each tells the prober someone with that key exists).
+#[derive(Debug, Default)]
+struct Sweep {
+    answered: usize,
+    paused: usize,
+    found: usize,
+    first_paused_at: Option<usize>,
+}
+
+/// Finding 2: the review's sweep — one phonetic family code with every date
+/// of birth over three years, a known child asked about after every nine
+/// probes to keep the miss ratio at 90 % — is paused and alerted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_date_of_birth_sweep_with_interleaved_hits_is_paused_and_alerted() {
+    let target = target_with_amelia(TargetOptions::default()).await;
+    for (i, dob) in [(2021, 6, 3), (2022, 9, 17), (2023, 2, 8)]
+        .iter()
+        .enumerate()
+    {
+        let id = format!("P-SMITH-{i}");
+        target.person(&id, "Child", "Smith", *dob, "").await;
+        target
+            .involve(&id, "PR-1", v1::Sensitivity::Standard, false)
+            .await;
+    }
+    let mut federation = target.federation_as(&target.peer).await;
+    let amelia = honest_keys(&subject("Amelia", "Smith-Jones", Some(DOB), "GU1 1AA"));
+    let mut sweep = Sweep::default();
+    let mut n = 0;
+    for days in 0..1_215u32 {
+        if days % 9 == 8 {
+            n += 1;
+            let _ = federation
+                .find_involvements(query(&request_id(n), &amelia))
+                .await;
+        }
+        n += 1;
+        let probe = subject("", "Smith", Some(day(days)), "");
+        let keys: Vec<(K, [u8; 32])> = keys_of_kind(&probe, K::PhoneticFamilyDob)
+            .into_iter()
+            .map(|d| (K::PhoneticFamilyDob, d))
+            .collect();
+        match federation
+            .find_involvements(query(&request_id(n), &keys))
+            .await
+        {
+            Ok(answer) => {
+                sweep.answered += 1;
+                if status(answer.get_ref()) != v1::MatchStatus::NoMatch {
+                    sweep.found += 1;
+                }
+            }
+            Err(refused) => {
+                assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+                assert_eq!(
+                    refused.message(),
+                    "query pattern looks like enumeration; queries paused"
+                );
+                sweep.paused += 1;
+                sweep.first_paused_at.get_or_insert(days as usize);
+            }
+        }
+    }
+    eprintln!("date-of-birth sweep of 1215 dates with a known hit every 9 probes: {sweep:?}");
+    assert!(
+        sweep.first_paused_at.is_some_and(|at| at <= 60),
+        "paused within the first 60 probes: {sweep:?}"
+    );
+    assert!(sweep.answered <= 60, "{sweep:?}");
+    assert_eq!(sweep.found, 0, "{sweep:?}");
+    let (_, metrics) = target.node.metrics().await;
+    let line = format!(
+        "patchwork_peer_enumeration_alerts_total{{peer=\"{}\"}} 1",
+        target.peer.identity
+    );
+    assert!(metrics.contains(&line), "{line} in:\n{metrics}");
+}
+
+/// Finding 2: a sweep slow enough for the miss-ratio windows still meets the
+/// daily budget of distinct queries, and a sweep around one constant key is
+/// caught whatever else changes. (Configured small here so the test is
+/// quick; the rules are the same at their defaults.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daily_budget_and_a_constant_key_sweep_pause_a_peer() {
+    let options = |lines: &str| TargetOptions {
+        federation_lines: lines.to_owned(),
+        ..Default::default()
+    };
+    // No miss-ratio window can trip (a minimum no sweep here reaches).
+    let lenient = "[[federation.enumeration.windows]]\nminutes = 10\nmin_queries = 100000\nmiss_ratio = 0.9\n";
+    let budget = format!(
+        "[federation.enumeration]\ndaily_distinct_queries = 100\nsweep_variants = 10000\n{lenient}"
+    );
+    let target = target_with_amelia(options(&budget)).await;
+    let mut federation = target.federation_as(&target.peer).await;
+    let amelia = honest_keys(&subject("Amelia", "Smith-Jones", Some(DOB), "GU1 1AA"));
+    let mut first_refused = None;
+    for i in 0..150u32 {
+        // Asking about Amelia again and again counts once.
+        let again = federation
+            .find_involvements(query(&request_id(10_000 + i as usize), &amelia))
+            .await;
+        if again.is_err() {
+            first_refused.get_or_insert(i);
+            break;
+        }
+        let probe = subject("", "Smith", Some(day(i)), "");
+        let keys: Vec<(K, [u8; 32])> = keys_of_kind(&probe, K::PhoneticFamilyDob)
+            .into_iter()
+            .map(|d| (K::PhoneticFamilyDob, d))
+            .collect();
+        if let Err(refused) = federation
+            .find_involvements(query(&request_id(i as usize), &keys))
+            .await
+        {
+            assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+            first_refused.get_or_insert(i);
+            break;
+        }
+    }
+    // Amelia's query is one distinct query, the probes 100 more: the 101st
+    // distinct query crossed the budget, and everything after is paused.
+    assert_eq!(first_refused, Some(100), "paused past the budget");
+
+    let sweep = format!(
+        "[federation.enumeration]\ndaily_distinct_queries = 100000\nsweep_variants = 20\n{lenient}"
+    );
+    let target = target_with_amelia(options(&sweep)).await;
+    let mut federation = target.federation_as(&target.peer).await;
+    let mut first_refused = None;
+    for i in 0..40u32 {
+        // The given name, family name and postcode held, every date of birth
+        // tried: the names-and-postcode key stays the same.
+        let keys = honest_keys(&subject("Amelia", "Smith-Jones", Some(day(i)), "GU1 1AA"));
+        if let Err(refused) = federation
+            .find_involvements(query(&request_id(i as usize), &keys))
+            .await
+        {
+            assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+            first_refused.get_or_insert(i);
+            break;
+        }
+    }
+    assert_eq!(
+        first_refused,
+        Some(21),
+        "paused once a key was in 21 distinct queries"
+    );
+}

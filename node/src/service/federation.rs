@@ -20,7 +20,7 @@ use patchwork_certs::SpiffeId;
 use patchwork_federation::agreement::{Disclosure, Peer};
 use patchwork_federation::decide::{Decision, decide};
 use patchwork_federation::hostile::{
-    EnumerationWatch, Pattern, RefusalCount, RefusalTally, ReplayGuard, TalliedRefusal,
+    Answered, EnumerationWatch, Pattern, RefusalCount, RefusalTally, ReplayGuard, TalliedRefusal,
 };
 use patchwork_federation::matchkeys::Digest;
 use patchwork_proto::v1::{self, federation_server::Federation};
@@ -54,9 +54,9 @@ pub struct FederationService {
 impl FederationService {
     pub fn new(state: NodeState) -> Self {
         FederationService {
-            state,
             replays: Arc::new(ReplayGuard::default()),
-            enumeration: Arc::new(EnumerationWatch::default()),
+            enumeration: Arc::new(EnumerationWatch::new(state.federation.enumeration.clone())),
+            state,
         }
     }
 }
@@ -404,7 +404,8 @@ impl Federation for FederationService {
                 .refuse(identity.to_string(), &request, Some(checked.basis), status)
                 .await);
         }
-        if self.enumeration.paused(&identity, Instant::now()) {
+        if let Some(signal) = self.enumeration.paused(&identity, Instant::now()) {
+            tracing::info!(peer = %identity, %signal, "paused peer's query refused");
             let status =
                 Status::resource_exhausted("query pattern looks like enumeration; queries paused");
             return Err(self
@@ -416,6 +417,7 @@ impl Federation for FederationService {
         let answer_peer = peer.clone();
         let basis = checked.basis;
         let keys = checked.keys;
+        let keys_sent = keys.clone();
         let scheme = checked.scheme;
         let include_family = request.include_family;
         let answer = move |store: &Store| -> Result<_, Status> {
@@ -482,7 +484,7 @@ impl Federation for FederationService {
             reason: checked.reason,
             outcome: audit_outcome.into(),
             refusal: None,
-            person_id,
+            person_id: person_id.clone(),
             disclosed_involvement_ids: ids,
         })
         .await?;
@@ -491,12 +493,21 @@ impl Federation for FederationService {
             disclosed = disclosed.len(),
             "peer query answered"
         );
-        let miss = status != v1::MatchStatus::Matched;
-        if self.enumeration.record(&identity, miss, Instant::now()) == Pattern::AlertRaised {
+        let digests: Vec<Digest> = keys_sent.iter().map(|(_, digest)| *digest).collect();
+        let answered = Answered {
+            digests: &digests,
+            disclosed_person: (status == v1::MatchStatus::Matched)
+                .then_some(person_id.as_deref())
+                .flatten(),
+        };
+        if let Pattern::AlertRaised(signal) =
+            self.enumeration.record(&identity, answered, Instant::now())
+        {
             self.state.metrics.enumeration_alert(&identity);
             tracing::warn!(
                 peer = %identity,
-                "peer queries look like enumeration (mostly misses): its queries are paused"
+                %signal,
+                "peer queries look like enumeration: its queries are paused"
             );
         }
         Ok(Response::new(v1::FindInvolvementsResponse {
