@@ -365,8 +365,16 @@ async fn poll_peer(
         .into_iter()
         .map(|s| (s.remote_id.clone(), s))
         .collect();
+    // Each subscription's cursor as this poll moves it on: a notification at
+    // or before it was received already.
+    let mut cursors: HashMap<String, u64> = by_remote
+        .values()
+        .map(|s| (s.remote_id.clone(), s.cursor))
+        .collect();
     let mut after = by_remote.values().map(|s| s.cursor).min().unwrap_or(0);
-    loop {
+    // A peer that keeps saying "there is more" is asked again at the next
+    // tick, not in a loop it controls.
+    for _ in 0..MAX_POLL_ROUNDS {
         let request = v1::PollRequest {
             subscription_ids: by_remote.keys().cloned().collect(),
             after_cursor: after.to_string(),
@@ -382,6 +390,7 @@ async fn poll_peer(
             .next_cursor
             .parse()
             .map_err(|_| Status::internal("the peer sent a bad next_cursor"))?;
+        let mut received_any = false;
         for notification in reply.notifications {
             let Some(local) = by_remote.get(&notification.subscription_id) else {
                 continue;
@@ -406,28 +415,41 @@ async fn poll_peer(
                     .map(|i| i.encode_to_vec())
                     .unwrap_or_default(),
             };
+            let cursor = cursors
+                .entry(notification.subscription_id.clone())
+                .or_default();
+            if remote_cursor <= *cursor {
+                continue;
+            }
+            // Audited, durably, before it enters the outbox: once there, any
+            // other write's flush can make it visible to Watch and webhooks.
+            // A crash in between audits it twice when it is polled again,
+            // never not at all.
+            audit(
+                state,
+                AuditEvent::NotificationReceived {
+                    peer: node_id.to_owned(),
+                    subscription_id: local.id.clone(),
+                    practitioner_id: local.practitioner_id.clone(),
+                    remote_cursor,
+                    event_cursor: 0,
+                },
+            )
+            .await?;
             let store = state.store.clone();
             let local_id = local.id.clone();
-            let written = blocking(move || {
+            blocking(move || {
                 store
                     .receive_notification(&local_id, &received)
                     .map_err(|e| store_status(e, ""))
             })
             .await?;
-            if let Some(seq) = written {
-                // Durable with the audit entry: Watch and webhooks see it now.
-                audit(
-                    state,
-                    AuditEvent::NotificationReceived {
-                        peer: node_id.to_owned(),
-                        subscription_id: local.id.clone(),
-                        practitioner_id: local.practitioner_id.clone(),
-                        remote_cursor,
-                        event_cursor: seq,
-                    },
-                )
-                .await?;
-            }
+            *cursor = remote_cursor;
+            received_any = true;
+        }
+        if received_any {
+            // Watch and webhooks see only flushed events.
+            state.flush().await?;
         }
         let store = state.store.clone();
         let ids: Vec<String> = by_remote.values().map(|s| s.id.clone()).collect();
@@ -445,4 +467,9 @@ async fn poll_peer(
         }
         after = next;
     }
+    tracing::info!(peer = %node_id, rounds = MAX_POLL_ROUNDS, "poll of peer goes on at the next tick");
+    Ok(())
 }
+
+/// Most polls of one peer in one tick (each reads up to 512 of its events).
+const MAX_POLL_ROUNDS: usize = 32;

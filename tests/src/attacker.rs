@@ -299,3 +299,123 @@ pub fn request_id(n: usize) -> String {
 pub fn node_identity(ca: &TestCa, name: &str) -> SpiffeId {
     SpiffeId::node(ca.ca.trust_domain(), name).expect("identity")
 }
+
+/// A peer node run by an attacker: a real certificate from the trusted CA,
+/// served over the node's own TLS acceptor, answering `Federation` however
+/// the test wants. This one matches every subscription and then answers
+/// every poll with "nothing for you, but there is more after the next
+/// cursor", forever.
+pub struct EvilPeer {
+    pub addr: std::net::SocketAddr,
+    pub cert: ClientCert,
+    /// PollNotifications calls answered.
+    pub polls: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+    _dir: tempfile::TempDir,
+}
+
+#[derive(Clone)]
+struct AlwaysMore {
+    polls: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+#[tonic::async_trait]
+impl v1::federation_server::Federation for AlwaysMore {
+    async fn find_involvements(
+        &self,
+        _: tonic::Request<v1::FindInvolvementsRequest>,
+    ) -> Result<tonic::Response<v1::FindInvolvementsResponse>, tonic::Status> {
+        Ok(tonic::Response::new(v1::FindInvolvementsResponse {
+            status: v1::MatchStatus::NoMatch as i32,
+            ..Default::default()
+        }))
+    }
+
+    async fn subscribe(
+        &self,
+        _: tonic::Request<v1::SubscribeRequest>,
+    ) -> Result<tonic::Response<v1::SubscribeResponse>, tonic::Status> {
+        Ok(tonic::Response::new(v1::SubscribeResponse {
+            subscription_id: "evil-subscription".into(),
+            status: v1::MatchStatus::Matched as i32,
+            expires_at_unix_seconds: 4_000_000_000,
+            involvements: Vec::new(),
+        }))
+    }
+
+    async fn poll_notifications(
+        &self,
+        request: tonic::Request<v1::PollRequest>,
+    ) -> Result<tonic::Response<v1::PollResponse>, tonic::Status> {
+        self.polls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let after: u64 = request.get_ref().after_cursor.parse().unwrap_or(0);
+        Ok(tonic::Response::new(v1::PollResponse {
+            notifications: Vec::new(),
+            next_cursor: (after + 1).to_string(),
+        }))
+    }
+
+    async fn unsubscribe(
+        &self,
+        _: tonic::Request<v1::UnsubscribeRequest>,
+    ) -> Result<tonic::Response<v1::UnsubscribeResponse>, tonic::Status> {
+        Ok(tonic::Response::new(v1::UnsubscribeResponse {}))
+    }
+
+    async fn node_info(
+        &self,
+        _: tonic::Request<v1::NodeInfoRequest>,
+    ) -> Result<tonic::Response<v1::NodeInfoResponse>, tonic::Status> {
+        Ok(tonic::Response::new(v1::NodeInfoResponse::default()))
+    }
+}
+
+impl EvilPeer {
+    /// Starts the evil peer as node `name` of `ca`.
+    pub async fn start(ca: &TestCa, name: &str) -> EvilPeer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cert = ca.node_cert(name);
+        let write = |file: &str, text: &str, secret: bool| {
+            let path = dir.path().join(file);
+            patchwork_node::quickstart::write_new_file(&path, text.as_bytes(), secret)
+                .expect("write");
+            path
+        };
+        let toml = format!(
+            "cert_file = {:?}\nkey_file = {:?}\ntrust_bundle = [{:?}]\n",
+            write("evil.crt", &cert.cert_pem, false),
+            write("evil.key", &cert.key_pem, true),
+            write("ca.crt", ca.ca.cert_pem(), false),
+        );
+        let section: patchwork_node::config::TlsSection =
+            toml::from_str(&toml).expect("tls section");
+        let material = patchwork_node::tls::TlsMaterial::load(&section).expect("tls material");
+        let tls = std::sync::Arc::new(patchwork_node::tls::TlsState::new(section, material));
+        let metrics = std::sync::Arc::new(patchwork_node::metrics::Metrics::new(Vec::new()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (incoming, _accepting) =
+            patchwork_node::tls::accept_tls(listener, tls, Duration::from_secs(10), metrics);
+        let polls = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(v1::federation_server::FederationServer::new(AlwaysMore {
+                    polls: polls.clone(),
+                }))
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stopped.await;
+                }),
+        );
+        EvilPeer {
+            addr,
+            cert,
+            polls,
+            _stop: stop,
+            _dir: dir,
+        }
+    }
+}

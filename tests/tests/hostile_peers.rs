@@ -628,3 +628,94 @@ async fn the_daily_budget_and_a_constant_key_sweep_pause_a_peer() {
         "paused once a key was in 21 distinct queries"
     );
 }
+
+/// Finding 11: a peer answering every poll with "more after the next cursor"
+/// cannot keep the subscriber's poller asking in a loop it controls: the
+/// poller asks at most 32 times a tick and goes on at the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_always_has_more_cannot_keep_the_poller_looping() {
+    use patchwork_tests::attacker::{EvilPeer, KEY_SET, SECRET};
+    use patchwork_tests::{ClientGrant, NodeOptions, TestCa, TestNode};
+    let ca = TestCa::new("england.patchwork");
+    let evil = EvilPeer::start(&ca, "evil").await;
+    let portal = ca.client("portal");
+    let federation = format!(
+        "[federation]\npoll_interval_ms = 200\n\n[[federation.key_sets]]\nname = \"{KEY_SET}\"\nsecret_file = \"{KEY_SET}.key\"\n\
+         \n[[federation.peers]]\nidentity = \"{}\"\nname = \"Evil\"\naddress = \"{}\"\nkey_set = \"{KEY_SET}\"\n\
+         purposes = [\"child-safeguarding\"]\nsensitivities = [\"standard\"]\nrate_limit_per_minute = 600\n",
+        evil.cert.identity, evil.addr
+    );
+    let node = TestNode::start_with(
+        &ca,
+        "surrey",
+        &[ClientGrant {
+            client: &portal,
+            roles: &["records", "lookup"],
+        }],
+        NodeOptions {
+            extra_config: federation,
+            secret_files: vec![(format!("{KEY_SET}.key"), SECRET.into())],
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut directory = node.directory(&portal).await;
+    directory
+        .create_organisation(v1::CreateOrganisationRequest {
+            organisation: Some(patchwork_tests::organisation(
+                "ORG-1",
+                "Children's Services",
+                v1::Sector::SocialCare,
+            )),
+        })
+        .await
+        .expect("organisation");
+    directory
+        .create_practitioner(v1::CreatePractitionerRequest {
+            practitioner: Some(patchwork_tests::practitioner(
+                "PR-1",
+                "Sam Okafor",
+                "Social worker",
+                "ORG-1",
+            )),
+        })
+        .await
+        .expect("practitioner");
+    let subscribed = directory
+        .subscribe(v1::DirectorySubscribeRequest {
+            subject: Some(v1::Demographics {
+                given_name: "Amelia".into(),
+                family_name: "Smith-Jones".into(),
+                date_of_birth: patchwork_tests::date(2015, 3, 14),
+                ..Default::default()
+            }),
+            purpose: query("unused", &[]).purpose,
+            requester: Some(v1::Requester {
+                practitioner_id: "PR-1".into(),
+                ..Default::default()
+            }),
+            peer_node_ids: vec![evil.cert.identity.to_string()],
+            ttl_days: 30,
+        })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    assert_eq!(subscribed.peers[0].outcome(), v1::NodeOutcome::Matched);
+    let polls = || evil.polls.load(std::sync::atomic::Ordering::Relaxed);
+    // Let the poller tick for two seconds (about ten ticks).
+    let started = std::time::Instant::now();
+    let first = polls();
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let asked = polls() - first;
+    let ticks = started.elapsed().as_millis() as u64 / 200 + 2;
+    eprintln!("an always-more peer was polled {asked} times in 2 s ({ticks} ticks at most)");
+    assert!(asked <= 32 * ticks, "{asked} polls in {ticks} ticks");
+    // The node still answers its own clients.
+    directory
+        .list_involvements(v1::ListInvolvementsRequest {
+            person_id: "P-NONE".into(),
+            include_ended: false,
+        })
+        .await
+        .expect_err("no such person, but an answer");
+}

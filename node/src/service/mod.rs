@@ -67,7 +67,7 @@ impl NodeState {
     /// failure makes health report NOT_SERVING until a write succeeds again
     /// (after sled failed to write its log, that means a restart: see
     /// [`crate::health::Health::store_failed`]).
-    async fn flush(&self) -> Result<(), Status> {
+    pub(crate) async fn flush(&self) -> Result<(), Status> {
         match self.store.flush().await {
             Ok(()) => {
                 self.health.store_ok().await;

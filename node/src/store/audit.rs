@@ -207,7 +207,10 @@ pub enum AuditEvent {
         practitioner_id: String,
         /// The peer's cursor for it.
         remote_cursor: u64,
-        /// The local outbox sequence number it was written as.
+        /// The local outbox sequence number it was written as; 0 in entries
+        /// written before the notification entered the outbox (every entry
+        /// since the audit was made to come first: peer, subscription and
+        /// remote cursor identify the notification).
         event_cursor: u64,
     },
     /// Refusals of one caller for one reason over a period, counted rather
