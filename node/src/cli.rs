@@ -471,6 +471,8 @@ fn config_check(path: &Path) -> anyhow::Result<ExitCode> {
     let material = crate::tls::TlsMaterial::load(&config.tls)?;
     crate::store::data_dir::check(&config.node.data_dir)
         .map_err(|e| anyhow::anyhow!("node.data_dir: {e}"))?;
+    // Secrets and CA files, read as `serve` reads them.
+    crate::team::load_webhooks(&config.webhooks)?;
     println!(
         "config ok: {} ({}) listens on {}, {} local client(s), data in {}",
         config.node.display_name,

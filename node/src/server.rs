@@ -45,6 +45,8 @@ pub enum NodeError {
     Federation { key: String, message: String },
     #[error("api.reflection: cannot describe the API: {0}")]
     Reflection(String),
+    #[error("{key}: {message}")]
+    Webhook { key: String, message: String },
     #[error("node.data_dir: {0}")]
     DataDir(#[from] crate::store::data_dir::DataDirError),
 }
