@@ -4,7 +4,9 @@
 //! after the bundle changes (so a revocation reaches live connections).
 //!
 //! Policy, the same everywhere: the chain must end at a CA in the bundle, be
-//! within its validity, carry the right extended key usage, and — once any
+//! within its validity, carry the right extended key usage (the leaf must
+//! name clientAuth or serverAuth for its end: webpki alone lets a leaf
+//! with no EKU extension through for both), and — once any
 //! CRL is configured — have a CRL from its issuer that is not expired and
 //! does not list it (unknown status and expired CRLs fail closed).
 //!
@@ -131,8 +133,58 @@ fn refuse_intermediates(intermediates: &[CertificateDer<'_>]) -> Result<(), rust
     ))
 }
 
+/// The purpose a leaf must be issued for at one end of a connection.
+#[derive(Debug, Clone, Copy)]
+enum Purpose {
+    ClientAuth,
+    ServerAuth,
+}
+
+impl Purpose {
+    fn refusal(self, leaf_has_eku: bool) -> &'static str {
+        match (self, leaf_has_eku) {
+            (Purpose::ClientAuth, false) => {
+                "the certificate has no extended key usage; clientAuth is required"
+            }
+            (Purpose::ClientAuth, true) => {
+                "the certificate's extended key usage does not include clientAuth"
+            }
+            (Purpose::ServerAuth, false) => {
+                "the certificate has no extended key usage; serverAuth is required"
+            }
+            (Purpose::ServerAuth, true) => {
+                "the certificate's extended key usage does not include serverAuth"
+            }
+        }
+    }
+}
+
+/// Requires `purpose` in the leaf's extended key usage. webpki checks the
+/// purpose only when the extension is present and passes a leaf without
+/// one for any use; our CAs always issue both purposes, so a leaf without
+/// them was not made for this.
+fn require_purpose(leaf: &CertificateDer<'_>, purpose: Purpose) -> Result<(), rustls::Error> {
+    let cert = parse_certificate(leaf.as_ref())
+        .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
+    let eku = cert
+        .extended_key_usage()
+        .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
+    let allowed = eku.as_ref().is_some_and(|eku| match purpose {
+        Purpose::ClientAuth => eku.value.client_auth,
+        Purpose::ServerAuth => eku.value.server_auth,
+    });
+    if allowed {
+        return Ok(());
+    }
+    Err(rustls::Error::InvalidCertificate(
+        rustls::CertificateError::Other(rustls::OtherError(Arc::new(Refusal(
+            purpose.refusal(eku.is_some()),
+        )))),
+    ))
+}
+
 /// webpki's client verifier, refusing any chain with intermediates first
-/// (module docs).
+/// (module docs) and a leaf not issued for clientAuth after.
 #[derive(Debug)]
 struct DirectlyIssuedClientVerifier {
     inner: Arc<dyn ClientCertVerifier>,
@@ -158,8 +210,11 @@ impl ClientCertVerifier for DirectlyIssuedClientVerifier {
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
         refuse_intermediates(intermediates)?;
-        self.inner
-            .verify_client_cert(end_entity, intermediates, now)
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        require_purpose(end_entity, Purpose::ClientAuth)?;
+        Ok(verified)
     }
 
     fn verify_tls12_signature(
@@ -323,7 +378,9 @@ impl TrustBundle {
 }
 
 /// Refuses a chain with intermediates, checks the server's chain with webpki
-/// (CA, validity, serverAuth, CRLs, the name dialled) and then that its identity is the node we meant to call.
+/// (CA, validity, serverAuth if an EKU is present, CRLs, the name dialled),
+/// requires serverAuth even when no EKU is, and then that its identity is
+/// the node we meant to call.
 #[derive(Debug)]
 struct IdentityServerVerifier {
     inner: Arc<WebPkiServerVerifier>,
@@ -372,6 +429,7 @@ impl ServerCertVerifier for IdentityServerVerifier {
             ocsp_response,
             now,
         )?;
+        require_purpose(end_entity, Purpose::ServerAuth)?;
         let found = match self.bundle.identity_of(end_entity) {
             Ok(identity) if identity == self.expected => return Ok(ServerCertVerified::assertion()),
             Ok(identity) => identity.to_string(),

@@ -469,6 +469,10 @@ fn store_check(path: &Path) -> anyhow::Result<ExitCode> {
 fn config_check(path: &Path) -> anyhow::Result<ExitCode> {
     let config = load_config(path)?;
     let material = crate::tls::TlsMaterial::load(&config.tls)?;
+    crate::store::data_dir::check(&config.node.data_dir)
+        .map_err(|e| anyhow::anyhow!("node.data_dir: {e}"))?;
+    // Secrets and CA files, read as `serve` reads them.
+    crate::team::load_webhooks(&config.webhooks)?;
     println!(
         "config ok: {} ({}) listens on {}, {} local client(s), data in {}",
         config.node.display_name,
@@ -1426,6 +1430,8 @@ pub fn restore_from_file(
         cache_capacity_bytes: config.store.cache_mb << 20,
     };
     let dir = config.store_dir();
+    crate::store::data_dir::prepare(&config.node.data_dir, &dir)
+        .map_err(|e| anyhow::anyhow!("node.data_dir: {e}"))?;
     crate::store::Store::restore_backup(from, &dir, &options, force)
         .with_context(|| format!("restoring {} into {}", from.display(), dir.display()))
 }

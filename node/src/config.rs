@@ -55,8 +55,8 @@ pub struct NodeConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookEntry {
-    /// `http://host:port/path`. Plain HTTP: put a TLS reverse proxy (or the
-    /// receiver) on loopback or a private network for https.
+    /// `https://host[:port]/path` (`http://` only with `allow_http`, to a
+    /// receiver on this machine). The events carry personal data.
     pub url: String,
     /// At least 32 random bytes, hex-encoded, mode 0600: the HMAC-SHA256 key
     /// of the `X-Patchwork-Signature` header.
@@ -64,6 +64,61 @@ pub struct WebhookEntry {
     /// Whose events: `"all"`, or a list of practitioner ids.
     #[serde(default)]
     pub practitioners: WebhookPractitioners,
+    /// CA certificates (PEM) to trust for this receiver *instead of* the
+    /// public web PKI: for a receiver with a private CA's certificate.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Plain http, allowed only to a loopback receiver (127.0.0.0/8, ::1,
+    /// `localhost`): e.g. a local relay. Never across a network.
+    #[serde(default)]
+    pub allow_http: bool,
+}
+
+/// A webhook URL, checked: https (or http to loopback with `allow_http`), a
+/// host, no user name or password, no fragment, no control characters or
+/// whitespace (the URL parser would silently drop CR, LF and tab, and a
+/// hand-built request would send them: header injection). Returns the
+/// parsed URL or the message for `webhooks[i].url`.
+pub fn parse_webhook_url(text: &str, allow_http: bool) -> Result<url::Url, String> {
+    if let Some(bad) = text.chars().find(|c| c.is_control() || c.is_whitespace()) {
+        return Err(format!(
+            "must not contain whitespace or control characters (found U+{:04X})",
+            u32::from(bad)
+        ));
+    }
+    let url = url::Url::parse(text).map_err(|e| format!("is not a URL: {e}"))?;
+    let host = match url.host() {
+        Some(host) => host,
+        None => return Err("needs a host".into()),
+    };
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(
+            "must not carry a user name or password (the signature authenticates the node)".into(),
+        );
+    }
+    if url.fragment().is_some() {
+        return Err("must not have a #fragment".into());
+    }
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if !allow_http => Err(
+            "is plain http: use https, or set allow_http = true for a receiver on this machine (loopback only)"
+                .into(),
+        ),
+        "http" if !is_loopback(&host) => Err(format!(
+            "is plain http to {host}: allow_http is only for a loopback receiver (127.0.0.1, ::1, localhost); use https"
+        )),
+        "http" => Ok(url),
+        other => Err(format!("must be https:// (not {other}://)")),
+    }
+}
+
+fn is_loopback(host: &url::Host<&str>) -> bool {
+    match host {
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback(),
+        url::Host::Domain(name) => name.eq_ignore_ascii_case("localhost"),
+    }
 }
 
 /// `practitioners = "all"` or `practitioners = ["PR1", ...]`.
@@ -637,18 +692,23 @@ impl NodeConfig {
         let mut urls = BTreeSet::new();
         for (i, hook) in self.webhooks.iter().enumerate() {
             let key = |field: &str| format!("webhooks[{i}].{field}");
-            let Some(rest) = hook.url.strip_prefix("http://") else {
+            let url = parse_webhook_url(&hook.url, hook.allow_http)
+                .map_err(|message| invalid(key("url"), message))?;
+            if hook.allow_http && url.scheme() != "http" {
                 return Err(invalid(
-                    key("url"),
-                    "must start with http:// (put https behind a reverse proxy)",
+                    key("allow_http"),
+                    "applies only to an http:// url; remove it",
                 ));
-            };
-            let authority = rest.split('/').next().unwrap_or_default();
-            let port_ok = authority
-                .rsplit_once(':')
-                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-            if !port_ok {
-                return Err(invalid(key("url"), "needs a host and a port"));
+            }
+            if hook.ca_file.is_some() && url.scheme() != "https" {
+                return Err(invalid(key("ca_file"), "applies only to an https:// url"));
+            }
+            if hook
+                .ca_file
+                .as_ref()
+                .is_some_and(|path| path.as_os_str().is_empty())
+            {
+                return Err(invalid(key("ca_file"), "is empty"));
             }
             if !urls.insert(&hook.url) {
                 return Err(invalid(key("url"), "is listed twice"));
@@ -831,6 +891,9 @@ impl NodeConfig {
         resolve(&mut self.node.data_dir);
         for hook in &mut self.webhooks {
             resolve(&mut hook.secret_file);
+            if let Some(ca_file) = &mut hook.ca_file {
+                resolve(ca_file);
+            }
         }
         resolve(&mut self.tls.cert_file);
         resolve(&mut self.tls.key_file);
@@ -1090,6 +1153,101 @@ clients = [{ identity = "spiffe://patchwork/client/portal", roles = ["lookup"] }
                 .expect_err(key)
                 .to_string();
             assert!(error.contains(key), "{key} not named in: {error}");
+        }
+    }
+
+    #[test]
+    fn webhook_urls_are_https_or_loopback_http_and_carry_nothing_else() {
+        let hook = |url: &str, extra: &str| {
+            format!("{VALID}\n[[webhooks]]\nurl = \"{url}\"\nsecret_file = \"w.key\"\n{extra}")
+        };
+        for (url, extra) in [
+            ("https://hooks.example.org/patchwork", ""),
+            (
+                "https://hooks.example.org:8443/p?council=surrey",
+                "ca_file = \"ca.pem\"",
+            ),
+            ("http://127.0.0.1:8080/patchwork", "allow_http = true"),
+            ("http://[::1]:8080/", "allow_http = true"),
+            ("http://localhost:8080/", "allow_http = true"),
+        ] {
+            let config = NodeConfig::from_toml(&hook(url, extra), Path::new("/etc/patchwork"))
+                .unwrap_or_else(|e| panic!("{url}: {e}"));
+            if !extra.is_empty() && extra.starts_with("ca_file") {
+                assert_eq!(
+                    config.webhooks[0].ca_file.as_deref(),
+                    Some(Path::new("/etc/patchwork/ca.pem"))
+                );
+            }
+        }
+        let cases = [
+            (
+                hook(
+                    "http://127.0.0.1:9/a\\r\\nX-Injected: 1",
+                    "allow_http = true",
+                ),
+                "webhooks[0].url: must not contain whitespace or control characters (found U+000D)",
+            ),
+            (
+                hook("https://h.example/a\\tb", ""),
+                "webhooks[0].url: must not contain whitespace or control characters (found U+0009)",
+            ),
+            (
+                hook("https://h.example/a b", ""),
+                "webhooks[0].url: must not contain whitespace",
+            ),
+            (
+                hook("http://127.0.0.1:8080/", ""),
+                "webhooks[0].url: is plain http: use https, or set allow_http = true",
+            ),
+            (
+                hook("http://10.0.0.5:8080/", "allow_http = true"),
+                "webhooks[0].url: is plain http to 10.0.0.5: allow_http is only for a loopback receiver",
+            ),
+            (
+                hook("http://hooks.example.org/", "allow_http = true"),
+                "webhooks[0].url: is plain http to hooks.example.org",
+            ),
+            (
+                hook("https://127.0.0.1/", "allow_http = true"),
+                "webhooks[0].allow_http: applies only to an http:// url",
+            ),
+            (
+                hook(
+                    "http://127.0.0.1/",
+                    "allow_http = true\nca_file = \"ca.pem\"",
+                ),
+                "webhooks[0].ca_file: applies only to an https:// url",
+            ),
+            (
+                hook("https://user:pw@h.example/", ""),
+                "webhooks[0].url: must not carry a user name or password",
+            ),
+            (
+                hook("https://h.example/#x", ""),
+                "webhooks[0].url: must not have a #fragment",
+            ),
+            (
+                hook("ftp://h.example/", ""),
+                "webhooks[0].url: must be https://",
+            ),
+            (
+                hook("https://:443/", ""),
+                "webhooks[0].url: is not a URL: empty host",
+            ),
+            (
+                hook("hooks.example.org/x", ""),
+                "webhooks[0].url: is not a URL",
+            ),
+        ];
+        for (text, expected) in cases {
+            let error = NodeConfig::from_toml(&text, Path::new("/"))
+                .expect_err(expected)
+                .to_string();
+            assert!(
+                error.contains(expected),
+                "expected {expected:?} in: {error}"
+            );
         }
     }
 

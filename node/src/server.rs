@@ -45,6 +45,10 @@ pub enum NodeError {
     Federation { key: String, message: String },
     #[error("api.reflection: cannot describe the API: {0}")]
     Reflection(String),
+    #[error("{key}: {message}")]
+    Webhook { key: String, message: String },
+    #[error("node.data_dir: {0}")]
+    DataDir(#[from] crate::store::data_dir::DataDirError),
 }
 
 fn key_error(key: &'static str, message: impl Into<String>) -> NodeError {
@@ -151,6 +155,8 @@ pub async fn run_with(
     let store_dir = config.store_dir();
     let key_sets = crate::peers::load_key_sets(&config.federation)?;
     let webhooks = crate::team::load_webhooks(&config.webhooks)?;
+    // Before anything is written: the store holds personal data.
+    crate::store::data_dir::prepare(&config.node.data_dir, &store_dir)?;
     let federation = Arc::new(crate::peers::Federation::new(
         &config.federation,
         key_sets.clone(),

@@ -6,15 +6,19 @@
 //! after a crash. A watcher reads its practitioner's events after its
 //! cursor, then waits for the next flush. A webhook has its own cursor in
 //! the store's `meta`: it POSTs each event (in sequence order) until the
-//! receiver answers 2xx, backing off exponentially, then moves its cursor
-//! on. Delivery is at least once: a receiver deduplicates by
-//! `X-Patchwork-Event-Id`.
+//! receiver answers 2xx, backing off exponentially (`backon`), then moves
+//! its cursor on. Delivery is at least once: a receiver deduplicates by
+//! `X-Patchwork-Event-Id`. The client is `reqwest` (HTTP/1.1, rustls with
+//! ring): https by default against the public web PKI or the webhook's own
+//! `ca_file`, plain http only to loopback (`allow_http`).
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
 use patchwork_proto::v1;
 use ring::hmac;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tonic::Status;
@@ -28,7 +32,9 @@ const BATCH: usize = 256;
 /// The first retry waits this long; each further one twice as long.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
-/// One delivery attempt, connect to status line.
+/// Connecting, TLS handshake included.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// One delivery attempt, connect to the end of the answer's head.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn kind(kind: TeamEventKind) -> v1::team_event::Kind {
@@ -159,11 +165,12 @@ pub fn spawn_watch(
     })
 }
 
-/// A webhook ready to run: its target and key.
+/// A webhook ready to run: its target, HTTP client and key.
 pub struct Webhook {
+    /// As configured: the key of its cursor in the store, and what logs show.
     url: String,
-    authority: String,
-    path: String,
+    target: url::Url,
+    client: reqwest::Client,
     key: hmac::Key,
     practitioners: WebhookPractitioners,
 }
@@ -193,11 +200,76 @@ pub fn signature(key: &hmac::Key, body: &[u8]) -> String {
     format!("sha256={}", hex(hmac::sign(key, body).as_ref()))
 }
 
-/// Reads every webhook's secret (hex, at least 32 bytes, mode 0600).
+fn webhook_error(key: String, message: impl Into<String>) -> NodeError {
+    NodeError::Webhook {
+        key,
+        message: message.into(),
+    }
+}
+
+/// The roots a webhook trusts: its `ca_file`'s certificates alone, or the
+/// public web PKI (Mozilla's roots, compiled in: a container has no CA store).
+fn webhook_roots(key: String, ca_file: Option<&Path>) -> Result<rustls::RootCertStore, NodeError> {
+    let Some(path) = ca_file else {
+        return Ok(rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        });
+    };
+    let pem = std::fs::read(path)
+        .map_err(|e| webhook_error(key.clone(), format!("cannot read {}: {e}", path.display())))?;
+    let certs = patchwork_certs::certs_from_pem(&pem)
+        .map_err(|e| webhook_error(key.clone(), format!("{}: {e}", path.display())))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certs {
+        roots
+            .add(cert)
+            .map_err(|e| webhook_error(key.clone(), format!("{}: {e}", path.display())))?;
+    }
+    if roots.is_empty() {
+        return Err(webhook_error(
+            key,
+            format!("{} holds no CA certificate", path.display()),
+        ));
+    }
+    Ok(roots)
+}
+
+/// One webhook's HTTP client: HTTP/1.1, rustls with the ring provider and
+/// the webhook's roots, no proxy from the environment, no redirects (a
+/// redirect would carry the signed events elsewhere: it counts as a
+/// refusal and is retried), a bound on connecting and on each attempt.
+fn webhook_client(index: usize, entry: &WebhookEntry) -> Result<reqwest::Client, NodeError> {
+    let roots = webhook_roots(
+        format!("webhooks[{index}].ca_file"),
+        entry.ca_file.as_deref(),
+    )?;
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| webhook_error(format!("webhooks[{index}].url"), e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .http1_only()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(ATTEMPT_TIMEOUT)
+        .user_agent(concat!("patchwork/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| webhook_error(format!("webhooks[{index}].url"), error_chain(&e)))
+}
+
+/// Reads every webhook's secret (hex, at least 32 bytes, mode 0600) and CA
+/// file, and builds its client. The config checked each URL already; it is
+/// checked again here so a `Webhook` never exists with an unchecked one.
 pub fn load_webhooks(entries: &[WebhookEntry]) -> Result<Vec<Webhook>, NodeError> {
     entries
         .iter()
-        .map(|entry| {
+        .enumerate()
+        .map(|(index, entry)| {
             let bytes = read_private_key("webhooks.secret_file", &entry.secret_file)?;
             let secret = std::str::from_utf8(&bytes)
                 .ok()
@@ -210,16 +282,12 @@ pub fn load_webhooks(entries: &[WebhookEntry]) -> Result<Vec<Webhook>, NodeError
                         entry.secret_file.display()
                     ),
                 })?;
-            // The config checked the url: http://authority/path.
-            let rest = entry.url.trim_start_matches("http://");
-            let (authority, path) = match rest.find('/') {
-                Some(i) => (&rest[..i], &rest[i..]),
-                None => (rest, "/"),
-            };
+            let target = crate::config::parse_webhook_url(&entry.url, entry.allow_http)
+                .map_err(|message| webhook_error(format!("webhooks[{index}].url"), message))?;
             Ok(Webhook {
                 url: entry.url.clone(),
-                authority: authority.to_owned(),
-                path: path.to_owned(),
+                target,
+                client: webhook_client(index, entry)?,
                 key: hmac::Key::new(hmac::HMAC_SHA256, &secret),
                 practitioners: entry.practitioners.clone(),
             })
@@ -337,67 +405,88 @@ async fn deliver(store: Store, hook: Webhook, mut cursor: u64) {
     }
 }
 
-/// POSTs until the receiver answers 2xx, backing off 0.1 s, 0.2 s, ... up
-/// to a minute, with up to a quarter of jitter.
+/// Why one delivery attempt failed.
+#[derive(Debug, thiserror::Error)]
+enum AttemptError {
+    #[error("answered {0}")]
+    Refused(reqwest::StatusCode),
+    #[error("{0}")]
+    Unreachable(String),
+}
+
+/// The error and its causes on one line (reqwest's own message alone says
+/// only "error sending request").
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// POSTs until the receiver answers 2xx, backing off exponentially from
+/// 0.1 s up to a minute between attempts, with jitter; never gives up, so
+/// events stay in order behind the one being delivered.
 async fn post_until_accepted(hook: &Webhook, seq: u64, payload: &[u8]) {
     let signature = signature(&hook.key, payload);
-    let mut backoff = FIRST_BACKOFF;
-    let mut attempt = 1u32;
-    loop {
-        match tokio::time::timeout(ATTEMPT_TIMEOUT, post(hook, seq, &signature, payload)).await {
-            Ok(Ok(status)) if (200..300).contains(&status) => {
-                tracing::debug!(url = %hook.url, event = seq, attempt, "webhook delivered");
-                return;
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(FIRST_BACKOFF)
+        .with_max_delay(MAX_BACKOFF)
+        .with_jitter()
+        .without_max_times();
+    let mut failed = 0u32;
+    let delivered = (|| post(hook, seq, &signature, payload))
+        .retry(backoff)
+        .notify(|error: &AttemptError, wait: Duration| {
+            failed = failed.saturating_add(1);
+            let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+            match error {
+                AttemptError::Refused(status) => {
+                    tracing::warn!(url = %hook.url, event = seq, attempt = failed, status = status.as_u16(), wait_ms, "webhook refused; retrying")
+                }
+                AttemptError::Unreachable(error) => {
+                    tracing::warn!(url = %hook.url, event = seq, attempt = failed, error = %error, wait_ms, "webhook unreachable; retrying")
+                }
             }
-            Ok(Ok(status)) => {
-                tracing::warn!(url = %hook.url, event = seq, attempt, status, "webhook refused; retrying")
-            }
-            Ok(Err(error)) => {
-                tracing::warn!(url = %hook.url, event = seq, attempt, error = %error, "webhook unreachable; retrying")
-            }
-            Err(_) => {
-                tracing::warn!(url = %hook.url, event = seq, attempt, "webhook timed out; retrying")
-            }
+        })
+        .await;
+    match delivered {
+        Ok(()) => {
+            tracing::debug!(url = %hook.url, event = seq, attempts = failed + 1, "webhook delivered")
         }
-        let jitter_ms = {
-            use rand::Rng;
-            let quarter = u64::try_from(backoff.as_millis() / 4).unwrap_or(0);
-            rand::rng().random_range(0..=quarter)
-        };
-        tokio::time::sleep(backoff + Duration::from_millis(jitter_ms)).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
-        attempt = attempt.saturating_add(1);
+        // Unreachable with unbounded retries; logged should that change.
+        Err(error) => {
+            tracing::error!(url = %hook.url, event = seq, error = %error, "webhook delivery given up")
+        }
     }
 }
 
-/// One HTTP/1.1 POST; the response's status code.
-async fn post(hook: &Webhook, seq: u64, signature: &str, payload: &[u8]) -> std::io::Result<u16> {
-    let mut stream = tokio::net::TcpStream::connect(hook.authority.as_str()).await?;
-    let head = format!(
-        "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: patchwork\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nX-Patchwork-Event-Id: {seq}\r\nX-Patchwork-Signature: {signature}\r\n\
-         Connection: close\r\n\r\n",
-        hook.path,
-        hook.authority,
-        payload.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(payload).await?;
-    stream.flush().await?;
-    let mut response = Vec::with_capacity(256);
-    let mut chunk = [0u8; 256];
-    while !response.windows(2).any(|w| w == b"\r\n") && response.len() < 8192 {
-        let read = stream.read(&mut chunk).await?;
-        if read == 0 {
-            break;
-        }
-        response.extend_from_slice(&chunk[..read]);
+/// One signed POST; accepted on any 2xx.
+async fn post(
+    hook: &Webhook,
+    seq: u64,
+    signature: &str,
+    payload: &[u8],
+) -> Result<(), AttemptError> {
+    let response = hook
+        .client
+        .post(hook.target.clone())
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header("X-Patchwork-Event-Id", seq.to_string())
+        .header("X-Patchwork-Signature", signature)
+        .body(payload.to_vec())
+        .send()
+        .await
+        .map_err(|e| AttemptError::Unreachable(error_chain(&e)))?;
+    let status = response.status();
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(AttemptError::Refused(status))
     }
-    let line = String::from_utf8_lossy(&response);
-    line.split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| std::io::Error::other("no http status line in the answer"))
 }
 
 #[cfg(test)]

@@ -350,7 +350,7 @@ async fn a_webhook_receiver_gets_signed_retried_deliveries_in_order() {
         NodeOptions {
             extra_config: format!(
                 "[[webhooks]]\nurl = \"http://127.0.0.1:{port}/hooks/patchwork\"\n\
-                 secret_file = \"hook.key\"\npractitioners = [\"A\"]\n"
+                 allow_http = true\nsecret_file = \"hook.key\"\npractitioners = [\"A\"]\n"
             ),
             secret_files: vec![("hook.key".into(), hex(&secret))],
             ..NodeOptions::default()

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use patchwork_certs::{LeafParams, SpiffeId, TrustBundle, certs_from_pem};
 use patchwork_node::client::error_chain;
+use patchwork_tests::hardening::custom_node_leaf;
 use patchwork_tests::{ClientCert, ClientGrant, NodeOptions, TRUST_DOMAIN, TestCa, TestNode, v1};
 use tonic::Code;
 
@@ -186,6 +187,91 @@ async fn certificates_that_are_wrong_are_refused_each_with_its_reason() {
         "{}",
         why(&no_client_auth)
     );
+}
+
+/// webpki checks an extended key usage only when the extension is present:
+/// a leaf with none at all passed as a client and as a server. Both ends now
+/// require the purpose explicitly.
+#[tokio::test]
+async fn a_certificate_without_the_purpose_it_is_used_for_is_refused_both_ways() {
+    let ca = TestCa::new(TRUST_DOMAIN);
+    let admin = ca.client("admin");
+    let no_eku = ca.custom_leaf("no-eku", |p| p.extended_key_usages.clear());
+    let node = node_with(
+        &ca,
+        &[
+            ClientGrant {
+                client: &admin,
+                roles: &["admin"],
+            },
+            ClientGrant {
+                client: &no_eku,
+                roles: &["admin"],
+            },
+        ],
+        NodeOptions::default(),
+    )
+    .await;
+
+    // As a client: refused in the handshake, though the identity is configured.
+    let refused = refusal(&node, &no_eku).await.expect("no EKU: was let in");
+    assert!(refused.contains("CertificateUnknown"), "{refused}");
+    let bundle = TrustBundle::new(
+        certs_from_pem(ca.ca.cert_pem().as_bytes()).expect("ca"),
+        vec![],
+    )
+    .expect("bundle");
+    let chain = certs_from_pem(no_eku.cert_pem.as_bytes()).expect("pem");
+    let why = bundle
+        .verify_client_chain(&chain, rustls::pki_types::UnixTime::now())
+        .expect_err("no EKU refused")
+        .to_string();
+    assert!(
+        why.contains("has no extended key usage; clientAuth is required"),
+        "{why}"
+    );
+    assert_eq!(
+        refusal(&node, &admin).await,
+        None,
+        "the admin still gets in"
+    );
+
+    // As a server: the node presents a certificate with no EKU, then one for
+    // clientAuth only; a client connecting to it refuses both. The reloads
+    // go over one connection opened while the node's certificate was good.
+    let mut operator = node.admin().await;
+    let good = node.node_cert.clone();
+    let servers = [
+        (
+            custom_node_leaf(&ca, "surrey", |p| p.extended_key_usages.clear()),
+            Some("has no extended key usage; serverAuth is required"),
+        ),
+        (
+            custom_node_leaf(&ca, "surrey", |p| {
+                p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+            }),
+            Some("does not allow extended key usage for server authentication"),
+        ),
+        (good, None),
+    ];
+    for (server_cert, expected) in servers {
+        node.replace_file("node.crt", &server_cert.cert_pem, false);
+        node.replace_file("node.key", &server_cert.key_pem, true);
+        operator
+            .reload(v1::ReloadRequest {})
+            .await
+            .expect("the node takes the new certificate");
+        let connected = node.try_channel(&admin).await;
+        match expected {
+            Some(expected) => {
+                let text = error_chain(&connected.expect_err("the server is refused"));
+                assert!(text.contains(expected), "{text}");
+            }
+            None => {
+                connected.expect("the node's proper certificate is accepted again");
+            }
+        }
+    }
 }
 
 #[tokio::test]

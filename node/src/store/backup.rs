@@ -78,6 +78,8 @@ pub enum BackupError {
     File { path: PathBuf, source: io::Error },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    DataDir(#[from] super::data_dir::DataDirError),
 }
 
 impl From<sled::Error> for BackupError {
@@ -565,7 +567,7 @@ impl Store {
             );
         }
         if let Some(parent) = dir.parent() {
-            std::fs::create_dir_all(parent).map_err(file_error(parent))?;
+            super::data_dir::create_private(parent)?;
         }
         let staging = sibling(dir, ".restoring");
         if staging.exists() {

@@ -39,6 +39,7 @@ use patchwork_federation::matchkeys::KeySet;
 
 pub mod audit;
 pub mod backup;
+pub mod data_dir;
 pub mod events;
 pub mod freshness;
 mod links;
