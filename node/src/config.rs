@@ -4,7 +4,7 @@
 //! never touch the process environment.
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use patchwork_certs::SpiffeId;
@@ -277,10 +277,49 @@ pub struct TlsSection {
     /// How long a TLS handshake may take before the connection is dropped.
     #[serde(default = "default_handshake_timeout_ms")]
     pub handshake_timeout_ms: u64,
+    /// How long a new connection may take to send its whole TLS ClientHello
+    /// (a real client sends it at once) before it is closed as idle, so idle
+    /// sockets hold a handshake slot for this long, not the full timeout
+    /// (never longer than `handshake_timeout_ms`).
+    #[serde(default = "default_client_hello_timeout_ms")]
+    pub client_hello_timeout_ms: u64,
+    /// Handshakes in progress at once, in all (connections beyond it are
+    /// closed at once).
+    #[serde(default = "default_max_handshakes")]
+    pub max_handshakes: usize,
+    /// Of `max_handshakes`, the slots only priority sources may take:
+    /// configured peers' addresses (`federation.peers[].address`, resolved),
+    /// this machine (127.0.0.1, ::1) and `priority_sources`.
+    #[serde(default = "default_reserved_handshakes")]
+    pub reserved_handshakes: usize,
+    /// Handshakes in progress at once from one source (an IPv4 address, or
+    /// an IPv6 /64) in the slots everyone shares.
+    #[serde(default = "default_max_handshakes_per_source")]
+    pub max_handshakes_per_source: usize,
+    /// Further source addresses given the reserved slots, e.g. a peer whose
+    /// connections come from another address than the one it listens on.
+    #[serde(default)]
+    pub priority_sources: Vec<IpAddr>,
 }
 
 fn default_handshake_timeout_ms() -> u64 {
     10_000
+}
+
+fn default_client_hello_timeout_ms() -> u64 {
+    2_000
+}
+
+fn default_max_handshakes() -> usize {
+    512
+}
+
+fn default_reserved_handshakes() -> usize {
+    128
+}
+
+fn default_max_handshakes_per_source() -> usize {
+    8
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -494,6 +533,26 @@ impl NodeConfig {
         }
         if !(100..=120_000).contains(&self.tls.handshake_timeout_ms) {
             return Err(invalid("tls.handshake_timeout_ms", "must be 100-120000"));
+        }
+        if !(100..=120_000).contains(&self.tls.client_hello_timeout_ms) {
+            return Err(invalid("tls.client_hello_timeout_ms", "must be 100-120000"));
+        }
+        if !(2..=65_536).contains(&self.tls.max_handshakes) {
+            return Err(invalid("tls.max_handshakes", "must be 2-65536"));
+        }
+        if self.tls.reserved_handshakes >= self.tls.max_handshakes {
+            return Err(invalid(
+                "tls.reserved_handshakes",
+                "must be less than tls.max_handshakes (strangers need some slots)",
+            ));
+        }
+        if !(1..=self.tls.max_handshakes - self.tls.reserved_handshakes)
+            .contains(&self.tls.max_handshakes_per_source)
+        {
+            return Err(invalid(
+                "tls.max_handshakes_per_source",
+                "must be 1 up to tls.max_handshakes - tls.reserved_handshakes",
+            ));
         }
         if self.api.listen.port() == 0 {
             return Err(invalid("api.listen", "needs a port"));
@@ -826,6 +885,33 @@ clients = [{ identity = "spiffe://patchwork/client/portal", roles = ["lookup"] }
             (
                 VALID.replace("trust_bundle = [\"ca.crt\"]", "trust_bundle = []"),
                 "tls.trust_bundle",
+            ),
+            (
+                VALID.replace("[tls]", "[tls]\nclient_hello_timeout_ms = 10"),
+                "tls.client_hello_timeout_ms",
+            ),
+            (
+                VALID.replace("[tls]", "[tls]\nmax_handshakes = 1"),
+                "tls.max_handshakes",
+            ),
+            (
+                VALID.replace(
+                    "[tls]",
+                    "[tls]\nmax_handshakes = 64\nreserved_handshakes = 64",
+                ),
+                "tls.reserved_handshakes",
+            ),
+            (
+                VALID.replace("[tls]", "[tls]\nmax_handshakes_per_source = 0"),
+                "tls.max_handshakes_per_source",
+            ),
+            (
+                VALID.replace("[tls]", "[tls]\nmax_handshakes_per_source = 400"),
+                "tls.max_handshakes_per_source",
+            ),
+            (
+                VALID.replace("[tls]", "[tls]\npriority_sources = [\"peer.example\"]"),
+                "priority_sources",
             ),
             (
                 VALID.replace(

@@ -24,7 +24,7 @@ use crate::health::{Health, Starting};
 use crate::metrics::{Metrics, MetricsLayer, ScrapeSources};
 use crate::service::{AdminService, DirectoryService, FederationService, NodeState};
 use crate::store::{Store, StoreError, StoreOptions};
-use crate::tls::{TlsMaterial, TlsState, accept_tls};
+use crate::tls::{HandshakeLimits, PrioritySources, TlsMaterial, TlsState, accept_tls};
 
 /// Largest request or reply message: a full import batch fits with room.
 const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
@@ -187,10 +187,21 @@ pub async fn run_with(
     let directory = Starting::default();
     let admin = Starting::default();
     let federation_service = Starting::default();
+    let priority = PrioritySources::default();
+    let priority_refresh = priority.spawn_refresh(
+        config.tls.priority_sources.clone(),
+        config
+            .federation
+            .peers
+            .iter()
+            .map(|peer| peer.address.clone())
+            .collect(),
+    );
     let (incoming, acceptor) = accept_tls(
         listeners.api,
         tls.clone(),
-        Duration::from_millis(config.tls.handshake_timeout_ms),
+        HandshakeLimits::new(&config.tls),
+        priority,
         metrics.clone(),
     );
     let (abort, aborted) = tokio::sync::oneshot::channel::<()>();
@@ -310,6 +321,7 @@ pub async fn run_with(
     let expiry_logger = log_expiries_periodically(tls.clone());
     let (served, started) = tokio::join!(serving, starting);
     acceptor.abort();
+    priority_refresh.abort();
     reloader.abort();
     expiry_logger.abort();
     if let Some(server) = &metrics_server {
@@ -326,7 +338,7 @@ pub async fn run_with(
     for task in webhook_tasks {
         let _ = task.await;
     }
-    let _ = tokio::join!(acceptor, reloader, expiry_logger);
+    let _ = tokio::join!(acceptor, priority_refresh, reloader, expiry_logger);
     if let Some(server) = metrics_server {
         let _ = server.await;
     }
