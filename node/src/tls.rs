@@ -9,14 +9,15 @@
 //! sockets), a share per source, and slots reserved for configured peers
 //! and this machine, so no flood of sockets without a certificate can lock
 //! a peer out. A connection remembers the trust generation it was verified under;
-//! after a reload the first request on it re-verifies its chain against the
-//! new bundle, so a revoked peer loses access on live connections too.
+//! after a reload, or once a CRL reaches its nextUpdate, the next request on
+//! it re-verifies its chain against the bundle in force, so a revoked peer,
+//! or one whose CA's CRL went stale, loses access on live connections too.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -38,6 +39,9 @@ use crate::server::{NodeError, read_private_key};
 
 /// At most one warning about closed connections per this interval.
 const FULL_WARNING_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How a CRL's [`Expiry`] begins.
+const CRL_EXPIRY: &str = "CRL ";
 
 fn key_error(key: &'static str, message: impl Into<String>) -> NodeError {
     NodeError::KeyMaterial {
@@ -72,6 +76,10 @@ pub struct TlsMaterial {
     pub server_config: Arc<rustls::ServerConfig>,
     pub min_version: patchwork_certs::MinTlsVersion,
     pub expiries: Vec<Expiry>,
+    /// Each CRL's nextUpdate: a chain verified before one passes is
+    /// verified again after, so a CRL that expires without a reload fails
+    /// closed on live connections too, as it does for new handshakes.
+    crl_next_updates: Vec<OffsetDateTime>,
 }
 
 impl TlsMaterial {
@@ -85,6 +93,11 @@ impl TlsMaterial {
         let own = OwnCertificate::new(chain, key)
             .map_err(|e| key_error("tls.cert_file", e.to_string()))?;
         let (trust, trust_expiries) = load_trust(tls)?;
+        let crl_next_updates = trust_expiries
+            .iter()
+            .filter(|expiry| expiry.what.starts_with(CRL_EXPIRY))
+            .map(|expiry| expiry.not_after)
+            .collect();
         let mut expiries = vec![Expiry {
             what: format!("own certificate {}", own.identity()),
             not_after: own_summary.not_after,
@@ -99,7 +112,20 @@ impl TlsMaterial {
             server_config: Arc::new(server_config),
             min_version,
             expiries,
+            crl_next_updates,
         })
+    }
+
+    /// When a chain verified at `now` under this material must be verified
+    /// again: the first CRL nextUpdate after `now` (unix seconds; webpki
+    /// holds a CRL expired from that second on), or never.
+    fn recheck_at(&self, now: OffsetDateTime) -> i64 {
+        self.crl_next_updates
+            .iter()
+            .filter(|next| **next > now)
+            .map(|next| next.unix_timestamp())
+            .min()
+            .unwrap_or(i64::MAX)
     }
 
     /// Logs how long each certificate, CA and CRL has left; warns when one
@@ -109,7 +135,7 @@ impl TlsMaterial {
         for expiry in &self.expiries {
             let days_left = expiry.days_left(now);
             // CRLs are republished often; certificates are renewed with notice.
-            let warn_below = if expiry.what.starts_with("CRL") {
+            let warn_below = if expiry.what.starts_with(CRL_EXPIRY) {
                 2
             } else {
                 14
@@ -200,7 +226,7 @@ pub fn load_trust(tls: &TlsSection) -> Result<(TrustBundle, Vec<Expiry>), NodeEr
                     ));
                 }
                 expiries.push(Expiry {
-                    what: format!("CRL {}", path.display()),
+                    what: format!("{CRL_EXPIRY}{}", path.display()),
                     not_after: next_update,
                 });
             }
@@ -280,21 +306,25 @@ pub struct PeerConnection {
     pub not_after: Option<OffsetDateTime>,
     chain: Arc<Vec<CertificateDer<'static>>>,
     verified_generation: Arc<AtomicU64>,
+    /// When the chain must be verified again even without a reload (unix
+    /// seconds): the next CRL nextUpdate after it was last verified.
+    recheck_at: Arc<AtomicI64>,
 }
 
 impl PeerConnection {
     /// Checks that the connection's certificate is still trusted under the
     /// material in force: still valid now, and — if the trust bundle changed
-    /// since it was last checked — passing the new bundle.
+    /// or a CRL reached its nextUpdate since it was last checked — passing
+    /// the bundle now (an expired CRL fails closed).
     pub fn still_trusted(&self, tls: &TlsState) -> Result<(), String> {
-        if self
-            .not_after
-            .is_some_and(|t| t < OffsetDateTime::now_utc())
-        {
+        let now = OffsetDateTime::now_utc();
+        if self.not_after.is_some_and(|t| t < now) {
             return Err("the client certificate has expired".into());
         }
         let generation = tls.generation();
-        if self.verified_generation.load(Ordering::SeqCst) == generation {
+        if self.verified_generation.load(Ordering::SeqCst) == generation
+            && now.unix_timestamp() < self.recheck_at.load(Ordering::SeqCst)
+        {
             return Ok(());
         }
         let material = tls.current();
@@ -309,6 +339,8 @@ impl PeerConnection {
             );
         }
         self.verified_generation.store(generation, Ordering::SeqCst);
+        self.recheck_at
+            .store(material.recheck_at(now), Ordering::SeqCst);
         Ok(())
     }
 }
@@ -371,9 +403,10 @@ impl AsyncWrite for PeerStream {
 fn peer_connection(
     remote_addr: SocketAddr,
     stream: &tokio_rustls::server::TlsStream<TcpStream>,
-    trust: &TrustBundle,
+    material: &TlsMaterial,
     generation: u64,
 ) -> PeerConnection {
+    let trust = &material.trust;
     let chain: Vec<CertificateDer<'static>> = stream
         .get_ref()
         .1
@@ -393,6 +426,9 @@ fn peer_connection(
         not_after,
         chain: Arc::new(chain),
         verified_generation: Arc::new(AtomicU64::new(generation)),
+        recheck_at: Arc::new(AtomicI64::new(
+            material.recheck_at(OffsetDateTime::now_utc()),
+        )),
     }
 }
 
@@ -710,8 +746,7 @@ pub fn accept_tls(
                 match tokio::time::timeout_at(deadline, accept).await {
                     Ok(Ok(stream)) => {
                         metrics.handshake_accepted();
-                        let peer =
-                            peer_connection(remote_addr, &stream, &material.trust, generation);
+                        let peer = peer_connection(remote_addr, &stream, &material, generation);
                         let _ = sender
                             .send(Ok(PeerStream {
                                 inner: stream,

@@ -149,6 +149,39 @@ impl TestCa {
             .expect("crl")
     }
 
+    /// A CRL of this CA listing `revoked` whose nextUpdate is `valid_for`
+    /// from now (whole seconds), and that nextUpdate: for tests of a CRL
+    /// expiring while the node runs.
+    pub fn crl_until(
+        &self,
+        revoked: &[&ClientCert],
+        valid_for: Duration,
+    ) -> (String, time::OffsetDateTime) {
+        let now = time::OffsetDateTime::now_utc();
+        let entries: Vec<_> = revoked
+            .iter()
+            .map(|c| patchwork_certs::RevokedCertificate {
+                serial_hex: c.serial_hex(),
+                revoked_at: now - time::Duration::minutes(1),
+                reason: patchwork_certs::RevocationReason::KeyCompromise,
+            })
+            .collect();
+        let next_update = (now + valid_for)
+            .replace_nanosecond(0)
+            .expect("whole second");
+        let number = u64::try_from(now.unix_timestamp()).expect("after 1970");
+        let pem = self
+            .ca
+            .crl(
+                &entries,
+                number,
+                now - time::Duration::minutes(5),
+                next_update,
+            )
+            .expect("crl");
+        (pem, next_update)
+    }
+
     pub fn node_cert(&self, name: &str) -> ClientCert {
         let identity = SpiffeId::node(self.ca.trust_domain(), name).expect("node identity");
         let issued = self

@@ -1,6 +1,6 @@
 //! Connections an attacker holds open. Idle sockets without any certificate,
 //! from many source addresses, must not lock a configured peer out of new
-//! connections.
+//! connections; a live connection must not outlive its CA's CRL.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use patchwork_tests::flood::{CallFigures, IdleSocketFlood, channel_from, loopback};
 use patchwork_tests::{
-    ClientCert, NodeOptions, TestCa, TestNode, client_tls_config, eventually, v1,
+    ClientCert, ClientGrant, NodeOptions, TestCa, TestNode, client_tls_config, eventually, v1,
 };
+use tonic::Code;
 
 const SECRET: &str = "5f1d3c0a9b8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a392817060504";
 
@@ -232,5 +233,62 @@ async fn a_peer_gets_a_reserved_slot_when_strangers_take_every_shared_one() {
         attacked.calls(),
         attacked.failures.first()
     );
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_connection_is_refused_once_the_crl_expires_without_a_reload() {
+    let ca = TestCa::new("england.patchwork");
+    let admin = ca.client("admin");
+    let revoked = ca.client("someone-else");
+    // Long enough for the node to start and the first call to pass.
+    let (crl, next_update) = ca.crl_until(&[&revoked], Duration::from_secs(6));
+    let mut node = TestNode::start_with(
+        &ca,
+        "surrey",
+        &[ClientGrant {
+            client: &admin,
+            roles: &["admin"],
+        }],
+        NodeOptions {
+            crl: Some(crl),
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut live = v1::admin_client::AdminClient::new(
+        node.try_channel(&admin)
+            .await
+            .expect("connect while the CRL is current"),
+    );
+    live.get_stats(v1::GetStatsRequest {})
+        .await
+        .expect("answered while the CRL is current");
+
+    // No reload: only the clock moves past the CRL's nextUpdate.
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            time::OffsetDateTime::now_utc() >= next_update
+        })
+        .await
+    );
+    let refused = live
+        .get_stats(v1::GetStatsRequest {})
+        .await
+        .expect_err("the live connection's next request is refused");
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    assert!(
+        refused.message().contains("no longer trusted"),
+        "{}",
+        refused.message()
+    );
+    // New connections are refused in the handshake (which, in TLS 1.3,
+    // the client may see only at its first call).
+    if let Ok(channel) = node.try_channel(&admin).await {
+        let fresh = v1::admin_client::AdminClient::new(channel)
+            .get_stats(v1::GetStatsRequest {})
+            .await;
+        assert!(fresh.is_err(), "a new connection is refused too");
+    }
     node.stop().await;
 }
