@@ -378,9 +378,19 @@ pub struct ApiSection {
     /// node's own identity (used by the CLI on this machine) may do anything.
     #[serde(default)]
     pub clients: Vec<ClientEntry>,
-    /// Requests served at once on one connection.
+    /// Requests served at once on one connection; also the HTTP/2 streams a
+    /// client may open on it at once (more are refused by HTTP/2 itself).
     #[serde(default = "default_concurrency")]
     pub max_concurrent_requests_per_connection: usize,
+    /// `grpc.health.v1.Health/Watch` streams open at once, in all (health
+    /// answers any caller the trust bundle accepts); more are refused
+    /// RESOURCE_EXHAUSTED.
+    #[serde(default = "default_max_health_watches")]
+    pub max_health_watches: usize,
+    /// Of those, the most one caller identity may hold open, over any
+    /// number of connections.
+    #[serde(default = "default_max_health_watches_per_identity")]
+    pub max_health_watches_per_identity: usize,
     /// Serve gRPC server reflection (grpc.reflection.v1 and v1alpha), so
     /// tools like grpcurl can list and describe the API. Reachable by any
     /// caller whose certificate the trust bundle accepts.
@@ -390,6 +400,14 @@ pub struct ApiSection {
 
 fn default_concurrency() -> usize {
     256
+}
+
+fn default_max_health_watches() -> usize {
+    512
+}
+
+fn default_max_health_watches_per_identity() -> usize {
+    16
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -561,6 +579,15 @@ impl NodeConfig {
             return Err(invalid(
                 "api.max_concurrent_requests_per_connection",
                 "must be 1-10000",
+            ));
+        }
+        if !(1..=100_000).contains(&self.api.max_health_watches) {
+            return Err(invalid("api.max_health_watches", "must be 1-100000"));
+        }
+        if !(1..=self.api.max_health_watches).contains(&self.api.max_health_watches_per_identity) {
+            return Err(invalid(
+                "api.max_health_watches_per_identity",
+                "must be 1 up to api.max_health_watches",
             ));
         }
         let mut seen = BTreeSet::new();
@@ -889,6 +916,17 @@ clients = [{ identity = "spiffe://patchwork/client/portal", roles = ["lookup"] }
             (
                 VALID.replace("[tls]", "[tls]\nclient_hello_timeout_ms = 10"),
                 "tls.client_hello_timeout_ms",
+            ),
+            (
+                VALID.replace("[api]", "[api]\nmax_health_watches = 0"),
+                "api.max_health_watches",
+            ),
+            (
+                VALID.replace(
+                    "[api]",
+                    "[api]\nmax_health_watches = 8\nmax_health_watches_per_identity = 9",
+                ),
+                "api.max_health_watches_per_identity",
             ),
             (
                 VALID.replace("[tls]", "[tls]\nmax_handshakes = 1"),

@@ -20,7 +20,7 @@ use tonic::transport::Server;
 
 use crate::access::AccessPolicy;
 use crate::config::{ConfigError, NodeConfig};
-use crate::health::{Health, Starting};
+use crate::health::{Health, Starting, WatchLimits};
 use crate::metrics::{Metrics, MetricsLayer, ScrapeSources};
 use crate::service::{AdminService, DirectoryService, FederationService, NodeState};
 use crate::store::{Store, StoreError, StoreOptions};
@@ -164,7 +164,11 @@ pub async fn run_with(
             .iter()
             .map(|peer| peer.identity.clone()),
     ));
-    let (health, health_service) = Health::new().await;
+    let (health, health_service) = Health::new(WatchLimits {
+        total: config.api.max_health_watches,
+        per_identity: config.api.max_health_watches_per_identity,
+    })
+    .await;
     let opened_store = Arc::new(OnceLock::new());
     let metrics_listener = match (config.metrics.enabled, listeners.metrics) {
         (false, _) => None,
@@ -228,6 +232,11 @@ pub async fn run_with(
     tracing::info!(identity = %node_identity, listen = %config.api.listen, "node starting");
     let serving = Server::builder()
         .concurrency_limit_per_connection(config.api.max_concurrent_requests_per_connection)
+        // Streams beyond the limit are refused by HTTP/2 rather than queued
+        // in memory behind it.
+        .max_concurrent_streams(
+            u32::try_from(config.api.max_concurrent_requests_per_connection).ok(),
+        )
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .layer(MetricsLayer::new(metrics.clone()))

@@ -186,3 +186,38 @@ pub fn resident_kib() -> u64 {
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmRSS line")
 }
+
+/// What a flood of `Health.Watch` streams got: the streams the node kept
+/// open (held here, so they stay open) and how many it refused with each
+/// status code.
+#[derive(Default)]
+pub struct WatchFlood {
+    pub open: Vec<tonic::Streaming<tonic_health::pb::HealthCheckResponse>>,
+    pub refused: std::collections::BTreeMap<String, usize>,
+}
+
+impl WatchFlood {
+    /// Opens `per_connection` watches of the node's overall health on each
+    /// of `channels` (one connection each), one after another.
+    pub async fn open(channels: Vec<Channel>, per_connection: usize) -> WatchFlood {
+        let mut flood = WatchFlood::default();
+        for channel in channels {
+            let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+            for _ in 0..per_connection {
+                let request = tonic_health::pb::HealthCheckRequest {
+                    service: String::new(),
+                };
+                match health.watch(request).await {
+                    Ok(response) => flood.open.push(response.into_inner()),
+                    Err(status) => {
+                        *flood
+                            .refused
+                            .entry(format!("{:?}", status.code()))
+                            .or_default() += 1;
+                    }
+                }
+            }
+        }
+        flood
+    }
+}

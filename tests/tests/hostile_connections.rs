@@ -1,12 +1,15 @@
 //! Connections an attacker holds open. Idle sockets without any certificate,
 //! from many source addresses, must not lock a configured peer out of new
-//! connections; a live connection must not outlive its CA's CRL.
+//! connections; a live connection must not outlive its CA's CRL; a
+//! stranger's flood of `Health.Watch` streams is bounded.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use patchwork_tests::flood::{CallFigures, IdleSocketFlood, channel_from, loopback};
+use patchwork_tests::flood::{
+    CallFigures, IdleSocketFlood, WatchFlood, channel_from, loopback, resident_kib,
+};
 use patchwork_tests::{
     ClientCert, ClientGrant, NodeOptions, TestCa, TestNode, client_tls_config, eventually, v1,
 };
@@ -290,5 +293,74 @@ async fn a_live_connection_is_refused_once_the_crl_expires_without_a_reload() {
             .await;
         assert!(fresh.is_err(), "a new connection is refused too");
     }
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strangers_flood_of_health_watches_is_refused_beyond_its_share() {
+    const CONNECTIONS: usize = 10;
+    const PER_CONNECTION: usize = 200;
+    let ca = TestCa::new("england.patchwork");
+    let portal = ca.client("portal");
+    // Trusted CA, configured nowhere: health answers it, nothing else does.
+    let stranger = ca.client("stranger");
+    let mut node = TestNode::start(
+        &ca,
+        "surrey",
+        &[ClientGrant {
+            client: &portal,
+            roles: &["records"],
+        }],
+    )
+    .await;
+    let mut channels = Vec::new();
+    for _ in 0..CONNECTIONS {
+        channels.push(node.try_channel(&stranger).await.expect("connect"));
+    }
+    let before = resident_kib();
+    let flood = WatchFlood::open(channels, PER_CONNECTION).await;
+    let after = resident_kib();
+    eprintln!(
+        "{} health watches asked for over {CONNECTIONS} connections: {} open, refused {:?}; \
+         test process RSS {before} KiB -> {after} KiB (+{} KiB)",
+        CONNECTIONS * PER_CONNECTION,
+        flood.open.len(),
+        flood.refused,
+        after.saturating_sub(before)
+    );
+    assert_eq!(flood.open.len(), 16, "api.max_health_watches_per_identity");
+    assert_eq!(
+        flood.refused.get("ResourceExhausted").copied(),
+        Some(CONNECTIONS * PER_CONNECTION - 16),
+        "{:?}",
+        flood.refused
+    );
+
+    // The genuine client still works, its own watch included.
+    let mut directory = node.directory(&portal).await;
+    directory
+        .create_organisation(v1::CreateOrganisationRequest {
+            organisation: Some(patchwork_tests::organisation(
+                "ORG-1",
+                "Surrey Children's Services",
+                v1::Sector::SocialCare,
+            )),
+        })
+        .await
+        .expect("a configured client is served during the flood");
+    let own = WatchFlood::open(vec![node.try_channel(&portal).await.expect("connect")], 1).await;
+    assert_eq!(own.open.len(), 1, "{:?}", own.refused);
+
+    // Closing the stranger's streams gives its share back.
+    drop(flood);
+    let channel = node.try_channel(&stranger).await.expect("connect");
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let channel = channel.clone();
+            async move { WatchFlood::open(vec![channel], 1).await.open.len() == 1 }
+        })
+        .await,
+        "the stranger's closed watches are given back"
+    );
     node.stop().await;
 }
