@@ -14,7 +14,7 @@ use std::time::Duration;
 use patchwork_certs::{MinTlsVersion, SpiffeId, TrustBundle, certs_from_pem};
 use patchwork_node::config::TlsSection;
 use patchwork_node::metrics::Metrics;
-use patchwork_node::tls::{TlsMaterial, TlsState, accept_tls};
+use patchwork_node::tls::{HandshakeLimits, PrioritySources, TlsMaterial, TlsState, accept_tls};
 use patchwork_tests::{ClientCert, TestCa};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpListener;
@@ -103,14 +103,25 @@ pub(crate) async fn start(ca: &TestCa, name: &str) -> anyhow::Result<Echo> {
         crl_files: Vec::new(),
         min_version: Default::default(),
         handshake_timeout_ms: 10_000,
+        client_hello_timeout_ms: 2_000,
+        max_handshakes: 512,
+        reserved_handshakes: 128,
+        max_handshakes_per_source: 8,
+        priority_sources: Vec::new(),
     };
     let material = TlsMaterial::load(&section)?;
+    let limits = HandshakeLimits::new(&section);
     let tls = Arc::new(TlsState::new(section, material));
     let metrics = Arc::new(Metrics::new(Vec::new()));
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let (incoming, _accepting) =
-        accept_tls(listener, tls, Duration::from_secs(10), metrics.clone());
+    let (incoming, _accepting) = accept_tls(
+        listener,
+        tls,
+        limits,
+        PrioritySources::default(),
+        metrics.clone(),
+    );
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(
         tonic::transport::Server::builder()

@@ -4,7 +4,7 @@
 //! never touch the process environment.
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use patchwork_certs::SpiffeId;
@@ -417,10 +417,49 @@ pub struct TlsSection {
     /// How long a TLS handshake may take before the connection is dropped.
     #[serde(default = "default_handshake_timeout_ms")]
     pub handshake_timeout_ms: u64,
+    /// How long a new connection may take to send its whole TLS ClientHello
+    /// (a real client sends it at once) before it is closed as idle, so idle
+    /// sockets hold a handshake slot for this long, not the full timeout
+    /// (never longer than `handshake_timeout_ms`).
+    #[serde(default = "default_client_hello_timeout_ms")]
+    pub client_hello_timeout_ms: u64,
+    /// Handshakes in progress at once, in all (connections beyond it are
+    /// closed at once).
+    #[serde(default = "default_max_handshakes")]
+    pub max_handshakes: usize,
+    /// Of `max_handshakes`, the slots only priority sources may take:
+    /// configured peers' addresses (`federation.peers[].address`, resolved),
+    /// this machine (127.0.0.1, ::1) and `priority_sources`.
+    #[serde(default = "default_reserved_handshakes")]
+    pub reserved_handshakes: usize,
+    /// Handshakes in progress at once from one source (an IPv4 address, or
+    /// an IPv6 /64) in the slots everyone shares.
+    #[serde(default = "default_max_handshakes_per_source")]
+    pub max_handshakes_per_source: usize,
+    /// Further source addresses given the reserved slots, e.g. a peer whose
+    /// connections come from another address than the one it listens on.
+    #[serde(default)]
+    pub priority_sources: Vec<IpAddr>,
 }
 
 fn default_handshake_timeout_ms() -> u64 {
     10_000
+}
+
+fn default_client_hello_timeout_ms() -> u64 {
+    2_000
+}
+
+fn default_max_handshakes() -> usize {
+    512
+}
+
+fn default_reserved_handshakes() -> usize {
+    128
+}
+
+fn default_max_handshakes_per_source() -> usize {
+    8
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -479,9 +518,19 @@ pub struct ApiSection {
     /// node's own identity (used by the CLI on this machine) may do anything.
     #[serde(default)]
     pub clients: Vec<ClientEntry>,
-    /// Requests served at once on one connection.
+    /// Requests served at once on one connection; also the HTTP/2 streams a
+    /// client may open on it at once (more are refused by HTTP/2 itself).
     #[serde(default = "default_concurrency")]
     pub max_concurrent_requests_per_connection: usize,
+    /// `grpc.health.v1.Health/Watch` streams open at once, in all (health
+    /// answers any caller the trust bundle accepts); more are refused
+    /// RESOURCE_EXHAUSTED.
+    #[serde(default = "default_max_health_watches")]
+    pub max_health_watches: usize,
+    /// Of those, the most one caller identity may hold open, over any
+    /// number of connections.
+    #[serde(default = "default_max_health_watches_per_identity")]
+    pub max_health_watches_per_identity: usize,
     /// Serve gRPC server reflection (grpc.reflection.v1 and v1alpha), so
     /// tools like grpcurl can list and describe the API. Reachable by any
     /// caller whose certificate the trust bundle accepts.
@@ -491,6 +540,14 @@ pub struct ApiSection {
 
 fn default_concurrency() -> usize {
     256
+}
+
+fn default_max_health_watches() -> usize {
+    512
+}
+
+fn default_max_health_watches_per_identity() -> usize {
+    16
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -635,6 +692,26 @@ impl NodeConfig {
         if !(100..=120_000).contains(&self.tls.handshake_timeout_ms) {
             return Err(invalid("tls.handshake_timeout_ms", "must be 100-120000"));
         }
+        if !(100..=120_000).contains(&self.tls.client_hello_timeout_ms) {
+            return Err(invalid("tls.client_hello_timeout_ms", "must be 100-120000"));
+        }
+        if !(2..=65_536).contains(&self.tls.max_handshakes) {
+            return Err(invalid("tls.max_handshakes", "must be 2-65536"));
+        }
+        if self.tls.reserved_handshakes >= self.tls.max_handshakes {
+            return Err(invalid(
+                "tls.reserved_handshakes",
+                "must be less than tls.max_handshakes (strangers need some slots)",
+            ));
+        }
+        if !(1..=self.tls.max_handshakes - self.tls.reserved_handshakes)
+            .contains(&self.tls.max_handshakes_per_source)
+        {
+            return Err(invalid(
+                "tls.max_handshakes_per_source",
+                "must be 1 up to tls.max_handshakes - tls.reserved_handshakes",
+            ));
+        }
         if self.api.listen.port() == 0 {
             return Err(invalid("api.listen", "needs a port"));
         }
@@ -642,6 +719,15 @@ impl NodeConfig {
             return Err(invalid(
                 "api.max_concurrent_requests_per_connection",
                 "must be 1-10000",
+            ));
+        }
+        if !(1..=100_000).contains(&self.api.max_health_watches) {
+            return Err(invalid("api.max_health_watches", "must be 1-100000"));
+        }
+        if !(1..=self.api.max_health_watches).contains(&self.api.max_health_watches_per_identity) {
+            return Err(invalid(
+                "api.max_health_watches_per_identity",
+                "must be 1 up to api.max_health_watches",
             ));
         }
         let mut seen = BTreeSet::new();
@@ -1008,6 +1094,44 @@ clients = [{ identity = "spiffe://patchwork/client/portal", roles = ["lookup"] }
             (
                 VALID.replace("trust_bundle = [\"ca.crt\"]", "trust_bundle = []"),
                 "tls.trust_bundle",
+            ),
+            (
+                VALID.replace("[tls]", "[tls]\nclient_hello_timeout_ms = 10"),
+                "tls.client_hello_timeout_ms",
+            ),
+            (
+                VALID.replace("[api]", "[api]\nmax_health_watches = 0"),
+                "api.max_health_watches",
+            ),
+            (
+                VALID.replace(
+                    "[api]",
+                    "[api]\nmax_health_watches = 8\nmax_health_watches_per_identity = 9",
+                ),
+                "api.max_health_watches_per_identity",
+            ),
+            (
+                VALID.replace("[tls]", "[tls]\nmax_handshakes = 1"),
+                "tls.max_handshakes",
+            ),
+            (
+                VALID.replace(
+                    "[tls]",
+                    "[tls]\nmax_handshakes = 64\nreserved_handshakes = 64",
+                ),
+                "tls.reserved_handshakes",
+            ),
+            (
+                VALID.replace("[tls]", "[tls]\nmax_handshakes_per_source = 0"),
+                "tls.max_handshakes_per_source",
+            ),
+            (
+                VALID.replace("[tls]", "[tls]\nmax_handshakes_per_source = 400"),
+                "tls.max_handshakes_per_source",
+            ),
+            (
+                VALID.replace("[tls]", "[tls]\npriority_sources = [\"peer.example\"]"),
+                "priority_sources",
             ),
             (
                 VALID.replace(

@@ -5,16 +5,21 @@
 //! audit log is failing; SERVING otherwise. Handlers report store trouble
 //! through [`Health::store_failed`] and success through [`Health::store_ok`].
 //!
+//! Any caller the trust bundle accepts may ask, so `Watch` streams are
+//! bounded ([`BoundedHealth`]): per caller identity and in all, the excess
+//! refused RESOURCE_EXHAUSTED, so a flood of streams cannot grow memory.
+//!
 //! Also [`Starting`]: the Patchwork services behind a gate that answers
 //! UNAVAILABLE until the store is open, so the listener can answer health
 //! checks while the node starts.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -22,15 +27,19 @@ use patchwork_proto::v1::{
     admin_server::AdminServer, directory_server::DirectoryServer,
     federation_server::FederationServer,
 };
-use tonic::Status;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_stream::StreamExt as _;
 use tonic::server::NamedService;
+use tonic::{Request, Response, Status};
 use tonic_health::ServingStatus;
-use tonic_health::pb::health_server::HealthServer;
+use tonic_health::pb::health_server::{Health as HealthApi, HealthServer};
+use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 use tonic_health::server::{HealthReporter, HealthService};
 use tower::{Service, ServiceExt};
 
 use crate::service::{AdminService, DirectoryService, FederationService};
 use crate::store::Store;
+use crate::tls::PeerConnection;
 
 /// The names health is reported under: the node overall, then each service.
 pub const SERVICES: [&str; 4] = [
@@ -68,15 +77,18 @@ struct Inner {
 
 impl Health {
     /// Every service NOT_SERVING, and the `grpc.health.v1.Health` service
-    /// that reports them.
-    pub async fn new() -> (Health, HealthServer<HealthService>) {
+    /// that reports them, its `Watch` streams bounded by `limits`.
+    pub async fn new(limits: WatchLimits) -> (Health, HealthServer<BoundedHealth>) {
         let reporter = HealthReporter::new();
         for name in SERVICES {
             reporter
                 .set_service_status(name, ServingStatus::NotServing)
                 .await;
         }
-        let service = HealthServer::new(HealthService::from_health_reporter(reporter.clone()));
+        let service = HealthServer::new(BoundedHealth::new(
+            HealthService::from_health_reporter(reporter.clone()),
+            limits,
+        ));
         let health = Health {
             inner: Arc::new(Inner {
                 reporter,
@@ -178,6 +190,120 @@ impl Health {
     }
 }
 
+/// How many `Health.Watch` streams may be open at once (`[api]`).
+#[derive(Debug, Clone, Copy)]
+pub struct WatchLimits {
+    /// In all.
+    pub total: usize,
+    /// From one caller identity (over any number of connections).
+    pub per_identity: usize,
+}
+
+/// `grpc.health.v1.Health` with its `Watch` streams bounded: each open
+/// stream holds a slot, given back when the stream ends or its caller goes;
+/// a `Watch` finding none is refused RESOURCE_EXHAUSTED at once. `Check`
+/// holds nothing after it answers, so it is not bounded here.
+pub struct BoundedHealth {
+    inner: HealthService,
+    total: Arc<Semaphore>,
+    /// Open streams per caller (an identity, or the address of a connection
+    /// whose certificate names none we accept).
+    per_caller: Arc<Mutex<HashMap<String, usize>>>,
+    per_identity: usize,
+}
+
+impl BoundedHealth {
+    fn new(inner: HealthService, limits: WatchLimits) -> Self {
+        BoundedHealth {
+            inner,
+            total: Arc::new(Semaphore::new(limits.total)),
+            per_caller: Arc::new(Mutex::new(HashMap::new())),
+            per_identity: limits.per_identity,
+        }
+    }
+
+    fn acquire(&self, caller: String) -> Result<WatchSlot, Status> {
+        let mut per_caller = self.per_caller.lock().unwrap_or_else(|p| p.into_inner());
+        if per_caller
+            .get(&caller)
+            .is_some_and(|open| *open >= self.per_identity)
+        {
+            return Err(Status::resource_exhausted(format!(
+                "{caller} has {} health watches open, the most one caller may (api.max_health_watches_per_identity)",
+                self.per_identity
+            )));
+        }
+        let permit = self.total.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(
+                "this node has as many health watches open as it allows (api.max_health_watches)",
+            )
+        })?;
+        *per_caller.entry(caller.clone()).or_insert(0) += 1;
+        Ok(WatchSlot {
+            _permit: permit,
+            caller,
+            per_caller: self.per_caller.clone(),
+        })
+    }
+}
+
+/// One open `Watch` stream's slot, given back when dropped.
+struct WatchSlot {
+    _permit: OwnedSemaphorePermit,
+    caller: String,
+    per_caller: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Drop for WatchSlot {
+    fn drop(&mut self) {
+        let mut per_caller = self.per_caller.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(open) = per_caller.get_mut(&self.caller) {
+            *open -= 1;
+            if *open == 0 {
+                per_caller.remove(&self.caller);
+            }
+        }
+    }
+}
+
+type WatchStream =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<HealthCheckResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl HealthApi for BoundedHealth {
+    async fn check(
+        &self,
+        request: Request<HealthCheckRequest>,
+    ) -> Result<Response<HealthCheckResponse>, Status> {
+        self.inner.check(request).await
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        request: Request<HealthCheckRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
+        let caller = match request.extensions().get::<PeerConnection>() {
+            Some(peer) => match &peer.identity {
+                Ok(identity) => identity.to_string(),
+                Err(_) => peer.remote_addr.ip().to_string(),
+            },
+            None => "an unverified caller".to_owned(),
+        };
+        let slot = self.acquire(caller)?;
+        let response = self.inner.watch(request).await?;
+        let (metadata, stream, extensions) = response.into_parts();
+        // The slot lives as long as the stream: tonic drops the stream when
+        // the call ends or the connection goes.
+        let stream: WatchStream = Box::pin(stream.map(move |item| {
+            let _held = &slot;
+            item
+        }));
+        Ok(Response::from_parts(metadata, stream, extensions))
+    }
+}
+
 /// A service that answers UNAVAILABLE until [`Starting::open`] gives it the
 /// real one: the node listens (and answers health checks) while its store
 /// opens, which can take a while when a match index is rebuilt.
@@ -247,8 +373,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tonic_health::pb::HealthCheckRequest;
-    use tonic_health::pb::health_server::Health as _;
 
     /// Every reported name's status (None: withdrawn).
     async fn statuses(health: &Health) -> Vec<Option<ServingStatus>> {
@@ -270,8 +394,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn watch_slots_are_capped_per_caller_and_in_all_and_given_back() {
+        let bounded = BoundedHealth::new(
+            HealthService::from_health_reporter(HealthReporter::new()),
+            WatchLimits {
+                total: 3,
+                per_identity: 2,
+            },
+        );
+        let a1 = bounded.acquire("a".into()).expect("a's first");
+        let _a2 = bounded.acquire("a".into()).expect("a's second");
+        let refused = bounded.acquire("a".into()).err().expect("a's third");
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            refused
+                .message()
+                .contains("api.max_health_watches_per_identity")
+        );
+        let _b1 = bounded.acquire("b".into()).expect("b's first");
+        let refused = bounded.acquire("c".into()).err().expect("none left");
+        assert!(refused.message().contains("api.max_health_watches)"));
+        drop(a1);
+        assert!(bounded.acquire("c".into()).is_ok(), "a slot given back");
+        assert!(bounded.acquire("a".into()).is_ok(), "a's count went down");
+    }
+
+    #[tokio::test]
     async fn health_follows_start_store_failures_and_drain() {
-        let (health, _service) = Health::new().await;
+        let (health, _service) = Health::new(WatchLimits {
+            total: 4,
+            per_identity: 2,
+        })
+        .await;
         let all = |status| vec![Some(status); SERVICES.len()];
         assert_eq!(statuses(&health).await, all(ServingStatus::NotServing));
         assert!(!health.is_serving());
@@ -306,7 +460,11 @@ mod tests {
     #[tokio::test]
     async fn a_watch_sees_not_serving_before_its_stream_ends() {
         use tokio_stream::StreamExt;
-        let (health, _service) = Health::new().await;
+        let (health, _service) = Health::new(WatchLimits {
+            total: 4,
+            per_identity: 2,
+        })
+        .await;
         health.started().await;
         let service = HealthService::from_health_reporter(health.inner.reporter.clone());
         let mut watch = service

@@ -79,11 +79,22 @@ pub enum HandshakeRefusal {
     Refused,
     /// It did not finish within `tls.handshake_timeout_ms`.
     TimedOut,
-    /// Too many handshakes in progress (in all, or from that address).
+    /// Every handshake slot the connection could take was taken.
     NoSlot,
+    /// Its source address already had `tls.max_handshakes_per_source`
+    /// handshakes in progress.
+    PerSourceLimit,
+    /// No whole ClientHello within `tls.client_hello_timeout_ms`.
+    Idle,
 }
 
-const HANDSHAKE_REFUSALS: [&str; 3] = ["refused", "timed_out", "no_slot"];
+const HANDSHAKE_REFUSALS: [&str; 5] = [
+    "refused",
+    "timed_out",
+    "no_slot",
+    "per_source_limit",
+    "idle",
+];
 
 /// The label value of anything outside the known set.
 const OTHER: &str = "other";
@@ -314,6 +325,8 @@ impl Metrics {
             HandshakeRefusal::Refused => 0,
             HandshakeRefusal::TimedOut => 1,
             HandshakeRefusal::NoSlot => 2,
+            HandshakeRefusal::PerSourceLimit => 3,
+            HandshakeRefusal::Idle => 4,
         };
         self.handshakes_refused[i].fetch_add(1, Ordering::Relaxed);
     }

@@ -20,11 +20,11 @@ use tonic::transport::Server;
 
 use crate::access::AccessPolicy;
 use crate::config::{ConfigError, NodeConfig};
-use crate::health::{Health, Starting};
+use crate::health::{Health, Starting, WatchLimits};
 use crate::metrics::{Metrics, MetricsLayer, ScrapeSources};
 use crate::service::{AdminService, DirectoryService, FederationService, NodeState};
 use crate::store::{Store, StoreError, StoreOptions};
-use crate::tls::{TlsMaterial, TlsState, accept_tls};
+use crate::tls::{HandshakeLimits, PrioritySources, TlsMaterial, TlsState, accept_tls};
 
 /// Largest request or reply message: a full import batch fits with room.
 const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
@@ -170,7 +170,11 @@ pub async fn run_with(
             .iter()
             .map(|peer| peer.identity.clone()),
     ));
-    let (health, health_service) = Health::new().await;
+    let (health, health_service) = Health::new(WatchLimits {
+        total: config.api.max_health_watches,
+        per_identity: config.api.max_health_watches_per_identity,
+    })
+    .await;
     let refusals = Arc::new(patchwork_federation::hostile::RefusalTally::default());
     let opened_store = Arc::new(OnceLock::new());
     let metrics_listener = match (config.metrics.enabled, listeners.metrics) {
@@ -194,10 +198,21 @@ pub async fn run_with(
     let directory = Starting::default();
     let admin = Starting::default();
     let federation_service = Starting::default();
+    let priority = PrioritySources::default();
+    let priority_refresh = priority.spawn_refresh(
+        config.tls.priority_sources.clone(),
+        config
+            .federation
+            .peers
+            .iter()
+            .map(|peer| peer.address.clone())
+            .collect(),
+    );
     let (incoming, acceptor) = accept_tls(
         listeners.api,
         tls.clone(),
-        Duration::from_millis(config.tls.handshake_timeout_ms),
+        HandshakeLimits::new(&config.tls),
+        priority,
         metrics.clone(),
     );
     let (abort, aborted) = tokio::sync::oneshot::channel::<()>();
@@ -224,6 +239,11 @@ pub async fn run_with(
     tracing::info!(identity = %node_identity, listen = %config.api.listen, "node starting");
     let serving = Server::builder()
         .concurrency_limit_per_connection(config.api.max_concurrent_requests_per_connection)
+        // Streams beyond the limit are refused by HTTP/2 rather than queued
+        // in memory behind it.
+        .max_concurrent_streams(
+            u32::try_from(config.api.max_concurrent_requests_per_connection).ok(),
+        )
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .layer(MetricsLayer::new(metrics.clone()))
@@ -319,6 +339,7 @@ pub async fn run_with(
     let expiry_logger = log_expiries_periodically(tls.clone());
     let (served, started) = tokio::join!(serving, starting);
     acceptor.abort();
+    priority_refresh.abort();
     reloader.abort();
     expiry_logger.abort();
     if let Some(server) = &metrics_server {
@@ -335,7 +356,7 @@ pub async fn run_with(
     for task in webhook_tasks {
         let _ = task.await;
     }
-    let _ = tokio::join!(acceptor, reloader, expiry_logger);
+    let _ = tokio::join!(acceptor, priority_refresh, reloader, expiry_logger);
     if let Some(server) = metrics_server {
         let _ = server.await;
     }

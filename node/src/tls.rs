@@ -5,15 +5,19 @@
 //!
 //! tonic's own TLS cannot check CRLs, so handshakes happen here (rustls via
 //! tokio-rustls), each in its own task with a deadline, never on the accept
-//! loop. A connection remembers the trust generation it was verified under;
-//! after a reload the first request on it re-verifies its chain against the
-//! new bundle, so a revoked peer loses access on live connections too.
+//! loop, within bounded slots: a short deadline for the ClientHello (idle
+//! sockets), a share per source, and slots reserved for configured peers
+//! and this machine, so no flood of sockets without a certificate can lock
+//! a peer out. A connection remembers the trust generation it was verified under;
+//! after a reload, or once a CRL reaches its nextUpdate, the next request on
+//! it re-verifies its chain against the bundle in force, so a revoked peer,
+//! or one whose CA's CRL went stale, loses access on live connections too.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -33,16 +37,11 @@ use crate::config::TlsSection;
 use crate::metrics::HandshakeRefusal;
 use crate::server::{NodeError, read_private_key};
 
-/// Handshakes in progress at once (a flood of slow handshakes cannot starve
-/// the node of memory). A connection arriving when all are taken is closed
-/// at once rather than queued: waiting for a slot would stall the accept
-/// loop, and everyone behind it, for up to the handshake timeout.
-const MAX_CONCURRENT_HANDSHAKES: usize = 512;
-/// Handshakes in progress from one IP address at once, so one host opening
-/// idle connections cannot take every slot.
-const MAX_HANDSHAKES_PER_IP: usize = 32;
 /// At most one warning about closed connections per this interval.
 const FULL_WARNING_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How a CRL's [`Expiry`] begins.
+const CRL_EXPIRY: &str = "CRL ";
 
 fn key_error(key: &'static str, message: impl Into<String>) -> NodeError {
     NodeError::KeyMaterial {
@@ -77,6 +76,10 @@ pub struct TlsMaterial {
     pub server_config: Arc<rustls::ServerConfig>,
     pub min_version: patchwork_certs::MinTlsVersion,
     pub expiries: Vec<Expiry>,
+    /// Each CRL's nextUpdate: a chain verified before one passes is
+    /// verified again after, so a CRL that expires without a reload fails
+    /// closed on live connections too, as it does for new handshakes.
+    crl_next_updates: Vec<OffsetDateTime>,
 }
 
 impl TlsMaterial {
@@ -90,6 +93,11 @@ impl TlsMaterial {
         let own = OwnCertificate::new(chain, key)
             .map_err(|e| key_error("tls.cert_file", e.to_string()))?;
         let (trust, trust_expiries) = load_trust(tls)?;
+        let crl_next_updates = trust_expiries
+            .iter()
+            .filter(|expiry| expiry.what.starts_with(CRL_EXPIRY))
+            .map(|expiry| expiry.not_after)
+            .collect();
         let mut expiries = vec![Expiry {
             what: format!("own certificate {}", own.identity()),
             not_after: own_summary.not_after,
@@ -104,7 +112,20 @@ impl TlsMaterial {
             server_config: Arc::new(server_config),
             min_version,
             expiries,
+            crl_next_updates,
         })
+    }
+
+    /// When a chain verified at `now` under this material must be verified
+    /// again: the first CRL nextUpdate after `now` (unix seconds; webpki
+    /// holds a CRL expired from that second on), or never.
+    fn recheck_at(&self, now: OffsetDateTime) -> i64 {
+        self.crl_next_updates
+            .iter()
+            .filter(|next| **next > now)
+            .map(|next| next.unix_timestamp())
+            .min()
+            .unwrap_or(i64::MAX)
     }
 
     /// Logs how long each certificate, CA and CRL has left; warns when one
@@ -114,7 +135,7 @@ impl TlsMaterial {
         for expiry in &self.expiries {
             let days_left = expiry.days_left(now);
             // CRLs are republished often; certificates are renewed with notice.
-            let warn_below = if expiry.what.starts_with("CRL") {
+            let warn_below = if expiry.what.starts_with(CRL_EXPIRY) {
                 2
             } else {
                 14
@@ -205,7 +226,7 @@ pub fn load_trust(tls: &TlsSection) -> Result<(TrustBundle, Vec<Expiry>), NodeEr
                     ));
                 }
                 expiries.push(Expiry {
-                    what: format!("CRL {}", path.display()),
+                    what: format!("{CRL_EXPIRY}{}", path.display()),
                     not_after: next_update,
                 });
             }
@@ -285,21 +306,25 @@ pub struct PeerConnection {
     pub not_after: Option<OffsetDateTime>,
     chain: Arc<Vec<CertificateDer<'static>>>,
     verified_generation: Arc<AtomicU64>,
+    /// When the chain must be verified again even without a reload (unix
+    /// seconds): the next CRL nextUpdate after it was last verified.
+    recheck_at: Arc<AtomicI64>,
 }
 
 impl PeerConnection {
     /// Checks that the connection's certificate is still trusted under the
     /// material in force: still valid now, and — if the trust bundle changed
-    /// since it was last checked — passing the new bundle.
+    /// or a CRL reached its nextUpdate since it was last checked — passing
+    /// the bundle now (an expired CRL fails closed).
     pub fn still_trusted(&self, tls: &TlsState) -> Result<(), String> {
-        if self
-            .not_after
-            .is_some_and(|t| t < OffsetDateTime::now_utc())
-        {
+        let now = OffsetDateTime::now_utc();
+        if self.not_after.is_some_and(|t| t < now) {
             return Err("the client certificate has expired".into());
         }
         let generation = tls.generation();
-        if self.verified_generation.load(Ordering::SeqCst) == generation {
+        if self.verified_generation.load(Ordering::SeqCst) == generation
+            && now.unix_timestamp() < self.recheck_at.load(Ordering::SeqCst)
+        {
             return Ok(());
         }
         let material = tls.current();
@@ -314,6 +339,8 @@ impl PeerConnection {
             );
         }
         self.verified_generation.store(generation, Ordering::SeqCst);
+        self.recheck_at
+            .store(material.recheck_at(now), Ordering::SeqCst);
         Ok(())
     }
 }
@@ -376,9 +403,10 @@ impl AsyncWrite for PeerStream {
 fn peer_connection(
     remote_addr: SocketAddr,
     stream: &tokio_rustls::server::TlsStream<TcpStream>,
-    trust: &TrustBundle,
+    material: &TlsMaterial,
     generation: u64,
 ) -> PeerConnection {
+    let trust = &material.trust;
     let chain: Vec<CertificateDer<'static>> = stream
         .get_ref()
         .1
@@ -398,23 +426,127 @@ fn peer_connection(
         not_after,
         chain: Arc::new(chain),
         verified_generation: Arc::new(AtomicU64::new(generation)),
+        recheck_at: Arc::new(AtomicI64::new(
+            material.recheck_at(OffsetDateTime::now_utc()),
+        )),
+    }
+}
+
+/// The handshake limits `[tls]` sets.
+#[derive(Debug, Clone)]
+pub struct HandshakeLimits {
+    /// For the whole handshake, ClientHello included.
+    pub handshake_timeout: Duration,
+    /// For the ClientHello: a socket that has not sent it by then is idle.
+    pub client_hello_timeout: Duration,
+    /// Handshakes in progress at once, in all.
+    pub total: usize,
+    /// Of `total`, the slots only priority sources may take.
+    pub reserved: usize,
+    /// Handshakes in progress at once from one source in the shared slots.
+    pub per_source: usize,
+}
+
+impl HandshakeLimits {
+    /// The limits of a validated `[tls]` section.
+    pub fn new(tls: &TlsSection) -> Self {
+        HandshakeLimits {
+            handshake_timeout: Duration::from_millis(tls.handshake_timeout_ms),
+            client_hello_timeout: Duration::from_millis(tls.client_hello_timeout_ms),
+            total: tls.max_handshakes,
+            reserved: tls.reserved_handshakes,
+            per_source: tls.max_handshakes_per_source,
+        }
+    }
+}
+
+/// How often configured peers' addresses are resolved again (their DNS may
+/// change while the node runs).
+const PRIORITY_REFRESH_INTERVAL: Duration = Duration::from_secs(300);
+
+/// The sources that may take the reserved handshake slots: the node's
+/// configured peers and its own machine. Strangers, however many addresses
+/// they hold, cannot take those slots, so a flood of idle or slow sockets
+/// never locks a peer out.
+#[derive(Debug, Clone, Default)]
+pub struct PrioritySources {
+    hosts: Arc<RwLock<HashSet<IpAddr>>>,
+}
+
+impl PrioritySources {
+    fn contains(&self, host: IpAddr) -> bool {
+        match self.hosts.read() {
+            Ok(hosts) => hosts.contains(&host),
+            Err(poisoned) => poisoned.into_inner().contains(&host),
+        }
+    }
+
+    fn replace(&self, addresses: impl IntoIterator<Item = IpAddr>) {
+        let hosts: HashSet<IpAddr> = addresses.into_iter().map(host_of).collect();
+        match self.hosts.write() {
+            Ok(mut guard) => *guard = hosts,
+            Err(poisoned) => *poisoned.into_inner() = hosts,
+        }
+    }
+
+    /// Gives priority to `fixed` and this machine's loopback addresses at
+    /// once, and to what each "host:port" of `peer_addresses` resolves to,
+    /// now and every [`PRIORITY_REFRESH_INTERVAL`]. A name that fails to
+    /// resolve keeps what it resolved to last.
+    pub fn spawn_refresh(
+        &self,
+        fixed: Vec<IpAddr>,
+        peer_addresses: Vec<String>,
+    ) -> tokio::task::JoinHandle<()> {
+        let mut always = fixed;
+        always.push(IpAddr::from([127, 0, 0, 1]));
+        always.push(IpAddr::from(std::net::Ipv6Addr::LOCALHOST));
+        self.replace(always.iter().copied());
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut resolved: HashMap<String, Vec<IpAddr>> = HashMap::new();
+            loop {
+                for address in &peer_addresses {
+                    match tokio::net::lookup_host(address.as_str()).await {
+                        Ok(found) => {
+                            resolved.insert(address.clone(), found.map(|a| a.ip()).collect());
+                        }
+                        Err(error) => {
+                            tracing::warn!(address = %address, error = %error, "cannot resolve a peer's address: its handshakes get no reserved slot until it resolves");
+                        }
+                    }
+                }
+                this.replace(
+                    always
+                        .iter()
+                        .copied()
+                        .chain(resolved.values().flatten().copied()),
+                );
+                tokio::time::sleep(PRIORITY_REFRESH_INTERVAL).await;
+            }
+        })
     }
 }
 
 /// Why a new connection got no handshake slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum NoSlot {
+    /// Every slot it may take is taken.
     Node,
-    Peer,
+    /// Its source holds its share of the shared slots.
+    Source,
 }
 
-/// The handshakes in progress: at most [`MAX_CONCURRENT_HANDSHAKES`] in all
-/// and [`MAX_HANDSHAKES_PER_IP`] from one address.
+/// The handshakes in progress: the shared slots, at most
+/// `per_source_limit` of them from one source, and the reserved ones only
+/// priority sources take (first, before any shared slot).
 #[derive(Clone)]
 struct HandshakeSlots {
-    total: Arc<Semaphore>,
-    per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
-    per_ip_limit: usize,
+    shared: Arc<Semaphore>,
+    reserved: Arc<Semaphore>,
+    per_source: SourceCounts,
+    per_source_limit: usize,
+    priority: PrioritySources,
 }
 
 /// The address that stands for one host: an IPv4 address as itself (also
@@ -430,72 +562,84 @@ fn host_of(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// Shared slots held per source.
+type SourceCounts = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
 /// One handshake's slot, given back when dropped.
 struct HandshakeSlot {
-    _total: OwnedSemaphorePermit,
-    ip: IpAddr,
-    per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    _permit: OwnedSemaphorePermit,
+    /// The source's count of shared slots, for a shared slot.
+    counted: Option<(IpAddr, SourceCounts)>,
 }
 
 impl HandshakeSlots {
-    fn new(total: usize, per_ip_limit: usize) -> Self {
+    fn new(limits: &HandshakeLimits, priority: PrioritySources) -> Self {
         HandshakeSlots {
-            total: Arc::new(Semaphore::new(total)),
-            per_ip: Arc::new(Mutex::new(HashMap::new())),
-            per_ip_limit,
+            shared: Arc::new(Semaphore::new(limits.total.saturating_sub(limits.reserved))),
+            reserved: Arc::new(Semaphore::new(limits.reserved)),
+            per_source: Arc::new(Mutex::new(HashMap::new())),
+            per_source_limit: limits.per_source,
+            priority,
         }
     }
 
     fn try_acquire(&self, ip: IpAddr) -> Result<HandshakeSlot, NoSlot> {
-        let ip = host_of(ip);
-        let mut per_ip = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-        if per_ip
-            .get(&ip)
-            .is_some_and(|count| *count >= self.per_ip_limit)
+        let host = host_of(ip);
+        if self.priority.contains(host)
+            && let Ok(permit) = self.reserved.clone().try_acquire_owned()
         {
-            return Err(NoSlot::Peer);
+            return Ok(HandshakeSlot {
+                _permit: permit,
+                counted: None,
+            });
         }
-        let total = self
-            .total
+        let mut per_source = self.per_source.lock().unwrap_or_else(|p| p.into_inner());
+        if per_source
+            .get(&host)
+            .is_some_and(|count| *count >= self.per_source_limit)
+        {
+            return Err(NoSlot::Source);
+        }
+        let permit = self
+            .shared
             .clone()
             .try_acquire_owned()
             .map_err(|_| NoSlot::Node)?;
-        *per_ip.entry(ip).or_insert(0) += 1;
+        *per_source.entry(host).or_insert(0) += 1;
         Ok(HandshakeSlot {
-            _total: total,
-            ip,
-            per_ip: self.per_ip.clone(),
+            _permit: permit,
+            counted: Some((host, self.per_source.clone())),
         })
     }
 }
 
 impl Drop for HandshakeSlot {
     fn drop(&mut self) {
-        let mut per_ip = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = per_ip.get_mut(&self.ip) {
+        let Some((host, per_source)) = &self.counted else {
+            return;
+        };
+        let mut per_source = per_source.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = per_source.get_mut(host) {
             *count -= 1;
             if *count == 0 {
-                per_ip.remove(&self.ip);
+                per_source.remove(host);
             }
         }
     }
 }
 
-/// Counts connections closed for want of a slot and warns about them at
-/// most once per [`FULL_WARNING_INTERVAL`] (a flood must not flood the log).
+/// Counts connections closed before their handshake (no slot, or idle) and
+/// warns about them at most once per [`FULL_WARNING_INTERVAL`] (a flood
+/// must not flood the log).
 #[derive(Default)]
-struct ClosedForWantOfSlot {
+struct ClosedEarly {
     since_warning: u64,
     last_warning: Option<Instant>,
 }
 
-impl ClosedForWantOfSlot {
-    fn note(&mut self, remote_addr: SocketAddr, why: NoSlot) {
+impl ClosedEarly {
+    fn note(&mut self, remote_addr: SocketAddr, why: &'static str) {
         self.since_warning += 1;
-        let why = match why {
-            NoSlot::Node => "every handshake slot is taken",
-            NoSlot::Peer => "too many handshakes from this address",
-        };
         tracing::debug!(peer = %remote_addr, reason = why, "connection closed before its handshake");
         let now = Instant::now();
         if self
@@ -506,7 +650,7 @@ impl ClosedForWantOfSlot {
                 peer = %remote_addr,
                 reason = why,
                 closed = self.since_warning,
-                "connections closed before their handshake: too many handshakes in progress"
+                "connections closed before their handshake: a connection flood or idle sockets"
             );
             self.since_warning = 0;
             self.last_warning = Some(now);
@@ -515,22 +659,26 @@ impl ClosedForWantOfSlot {
 }
 
 /// Accepts TCP connections on `listener` and yields the ones whose TLS
-/// handshake succeeds within `handshake_timeout`. Refused handshakes are
-/// logged (with the peer's address and the reason), counted in `metrics` and
-/// dropped; so are connections that find no handshake slot (see
-/// [`MAX_CONCURRENT_HANDSHAKES`]).
+/// handshake succeeds in time. A connection that finds no slot (see
+/// [`HandshakeSlots`]) is closed at once: waiting for one would stall the
+/// accept loop, and everyone behind it. One that has not sent its whole
+/// ClientHello within `client_hello_timeout` is closed as idle, so idle
+/// sockets hold a slot briefly; the rest of the handshake has until
+/// `handshake_timeout`. Every refusal is counted in `metrics`; refused
+/// handshakes are logged with the peer's address and the reason.
 pub fn accept_tls(
     listener: TcpListener,
     tls: Arc<TlsState>,
-    handshake_timeout: Duration,
+    limits: HandshakeLimits,
+    priority: PrioritySources,
     metrics: Arc<crate::metrics::Metrics>,
 ) -> (
     ReceiverStream<Result<PeerStream, std::io::Error>>,
     tokio::task::JoinHandle<()>,
 ) {
     let (sender, receiver) = mpsc::channel(64);
-    let slots = HandshakeSlots::new(MAX_CONCURRENT_HANDSHAKES, MAX_HANDSHAKES_PER_IP);
-    let mut closed = ClosedForWantOfSlot::default();
+    let slots = HandshakeSlots::new(&limits, priority);
+    let closed = Arc::new(Mutex::new(ClosedEarly::default()));
     let task = tokio::spawn(async move {
         loop {
             let (tcp, remote_addr) = match listener.accept().await {
@@ -545,8 +693,18 @@ pub fn accept_tls(
             let slot = match slots.try_acquire(remote_addr.ip()) {
                 Ok(slot) => slot,
                 Err(why) => {
-                    metrics.handshake_refused(HandshakeRefusal::NoSlot);
-                    closed.note(remote_addr, why);
+                    let (reason, text) = match why {
+                        NoSlot::Node => (HandshakeRefusal::NoSlot, "every handshake slot is taken"),
+                        NoSlot::Source => (
+                            HandshakeRefusal::PerSourceLimit,
+                            "too many handshakes from this address",
+                        ),
+                    };
+                    metrics.handshake_refused(reason);
+                    closed
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .note(remote_addr, text);
                     drop(tcp);
                     continue;
                 }
@@ -554,16 +712,41 @@ pub fn accept_tls(
             let _ = tcp.set_nodelay(true);
             let generation = tls.generation();
             let material = tls.current();
-            let acceptor = tokio_rustls::TlsAcceptor::from(material.server_config.clone());
             let sender = sender.clone();
             let metrics = metrics.clone();
+            let closed = closed.clone();
+            let limits = limits.clone();
             tokio::spawn(async move {
                 let _slot = slot;
-                match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                let started = tokio::time::Instant::now();
+                let deadline = started + limits.handshake_timeout;
+                let hello_by = started + limits.client_hello_timeout.min(limits.handshake_timeout);
+                let hello = tokio::time::timeout_at(
+                    hello_by,
+                    tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp),
+                )
+                .await;
+                let start = match hello {
+                    Ok(Ok(start)) => start,
+                    Ok(Err(error)) => {
+                        metrics.handshake_refused(HandshakeRefusal::Refused);
+                        tracing::warn!(peer = %remote_addr, error = %error, "tls handshake refused");
+                        return;
+                    }
+                    Err(_) => {
+                        metrics.handshake_refused(HandshakeRefusal::Idle);
+                        closed
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .note(remote_addr, "no tls client hello in time");
+                        return;
+                    }
+                };
+                let accept = start.into_stream(material.server_config.clone());
+                match tokio::time::timeout_at(deadline, accept).await {
                     Ok(Ok(stream)) => {
                         metrics.handshake_accepted();
-                        let peer =
-                            peer_connection(remote_addr, &stream, &material.trust, generation);
+                        let peer = peer_connection(remote_addr, &stream, &material, generation);
                         let _ = sender
                             .send(Ok(PeerStream {
                                 inner: stream,
@@ -577,7 +760,7 @@ pub fn accept_tls(
                     }
                     Err(_) => {
                         metrics.handshake_refused(HandshakeRefusal::TimedOut);
-                        tracing::warn!(peer = %remote_addr, timeout_ms = handshake_timeout.as_millis() as u64, "tls handshake timed out");
+                        tracing::warn!(peer = %remote_addr, timeout_ms = limits.handshake_timeout.as_millis() as u64, "tls handshake timed out");
                     }
                 }
             });
@@ -594,23 +777,33 @@ mod tests {
         text.parse().expect("ip")
     }
 
+    fn limits(total: usize, reserved: usize, per_source: usize) -> HandshakeLimits {
+        HandshakeLimits {
+            handshake_timeout: Duration::from_secs(10),
+            client_hello_timeout: Duration::from_secs(2),
+            total,
+            reserved,
+            per_source,
+        }
+    }
+
     #[test]
     fn handshake_slots_are_capped_per_host_and_in_all_and_given_back() {
-        let slots = HandshakeSlots::new(5, 2);
+        let slots = HandshakeSlots::new(&limits(5, 0, 2), PrioritySources::default());
         let a1 = slots.try_acquire(ip("10.0.0.1")).expect("first from a");
         let _a2 = slots
             .try_acquire(ip("::ffff:10.0.0.1"))
             .expect("second from a");
         assert_eq!(
             slots.try_acquire(ip("10.0.0.1")).err(),
-            Some(NoSlot::Peer),
+            Some(NoSlot::Source),
             "a third from the same host"
         );
         let _b1 = slots.try_acquire(ip("2001:db8::1")).expect("first from b");
         let _b2 = slots.try_acquire(ip("2001:db8::2")).expect("same /64");
         assert_eq!(
             slots.try_acquire(ip("2001:db8::3")).err(),
-            Some(NoSlot::Peer)
+            Some(NoSlot::Source)
         );
         let _c1 = slots.try_acquire(ip("10.0.0.3")).expect("fifth in all");
         assert_eq!(
@@ -628,5 +821,29 @@ mod tests {
             slots.try_acquire(ip("10.0.0.1")).is_ok(),
             "a's count went down"
         );
+    }
+
+    #[test]
+    fn reserved_slots_go_only_to_priority_sources_and_strangers_cannot_take_them() {
+        let priority = PrioritySources::default();
+        priority.replace([ip("10.0.0.9")]);
+        let slots = HandshakeSlots::new(&limits(6, 2, 2), priority);
+        // Two strangers take every shared slot.
+        let strangers: Vec<_> = ["10.0.0.1", "10.0.0.1", "10.0.0.2", "10.0.0.2"]
+            .iter()
+            .map(|a| slots.try_acquire(ip(a)).expect("a shared slot"))
+            .collect();
+        assert_eq!(slots.try_acquire(ip("10.0.0.3")).err(), Some(NoSlot::Node));
+        // The peer still gets the reserved ones, beyond the per-source share.
+        let p1 = slots.try_acquire(ip("10.0.0.9")).expect("reserved");
+        let _p2 = slots.try_acquire(ip("10.0.0.9")).expect("reserved");
+        assert_eq!(slots.try_acquire(ip("10.0.0.9")).err(), Some(NoSlot::Node));
+        // A reserved slot given back is not counted against the peer's share.
+        drop(p1);
+        let _p3 = slots.try_acquire(ip("10.0.0.9")).expect("reserved again");
+        drop(strangers);
+        // With shared slots free, a stranger takes one and the peer its own
+        // reserved ones first.
+        assert!(slots.try_acquire(ip("10.0.0.3")).is_ok());
     }
 }

@@ -391,14 +391,21 @@ impl EvilPeer {
         let section: patchwork_node::config::TlsSection =
             toml::from_str(&toml).expect("tls section");
         let material = patchwork_node::tls::TlsMaterial::load(&section).expect("tls material");
+        let section_for_limits = section.clone();
         let tls = std::sync::Arc::new(patchwork_node::tls::TlsState::new(section, material));
         let metrics = std::sync::Arc::new(patchwork_node::metrics::Metrics::new(Vec::new()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let (incoming, _accepting) =
-            patchwork_node::tls::accept_tls(listener, tls, Duration::from_secs(10), metrics);
+        let limits = patchwork_node::tls::HandshakeLimits::new(&section_for_limits);
+        let (incoming, _accepting) = patchwork_node::tls::accept_tls(
+            listener,
+            tls,
+            limits,
+            patchwork_node::tls::PrioritySources::default(),
+            metrics,
+        );
         let polls = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod attacker;
+pub mod flood;
 pub mod hardening;
 pub mod proxy;
 
@@ -150,6 +151,39 @@ impl TestCa {
             .expect("crl")
     }
 
+    /// A CRL of this CA listing `revoked` whose nextUpdate is `valid_for`
+    /// from now (whole seconds), and that nextUpdate: for tests of a CRL
+    /// expiring while the node runs.
+    pub fn crl_until(
+        &self,
+        revoked: &[&ClientCert],
+        valid_for: Duration,
+    ) -> (String, time::OffsetDateTime) {
+        let now = time::OffsetDateTime::now_utc();
+        let entries: Vec<_> = revoked
+            .iter()
+            .map(|c| patchwork_certs::RevokedCertificate {
+                serial_hex: c.serial_hex(),
+                revoked_at: now - time::Duration::minutes(1),
+                reason: patchwork_certs::RevocationReason::KeyCompromise,
+            })
+            .collect();
+        let next_update = (now + valid_for)
+            .replace_nanosecond(0)
+            .expect("whole second");
+        let number = u64::try_from(now.unix_timestamp()).expect("after 1970");
+        let pem = self
+            .ca
+            .crl(
+                &entries,
+                number,
+                now - time::Duration::minutes(5),
+                next_update,
+            )
+            .expect("crl");
+        (pem, next_update)
+    }
+
     pub fn node_cert(&self, name: &str) -> ClientCert {
         let identity = SpiffeId::node(self.ca.trust_domain(), name).expect("node identity");
         let issued = self
@@ -190,6 +224,35 @@ impl ClientCert {
     }
 }
 
+/// A client's TLS config presenting `client`, trusting `trust` (CA PEMs)
+/// and expecting the server to be `expected`. Built by hand rather than
+/// with `client_config`, which checks our own certificate: refusal tests
+/// present certificates no node would use.
+pub fn client_tls_config(
+    client: &ClientCert,
+    expected: &SpiffeId,
+    trust: &[String],
+) -> Arc<rustls::ClientConfig> {
+    let cas = trust
+        .iter()
+        .flat_map(|pem| certs_from_pem(pem.as_bytes()).expect("ca pem"))
+        .collect();
+    let bundle = TrustBundle::new(cas, Vec::new()).expect("bundle");
+    let mut config =
+        rustls::ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
+            .dangerous()
+            .with_custom_certificate_verifier(
+                bundle.server_verifier(expected.clone()).expect("verifier"),
+            )
+            .with_client_auth_cert(
+                certs_from_pem(client.cert_pem.as_bytes()).expect("certificate pem"),
+                private_key_from_pem(client.key_pem.as_bytes()).expect("key pem"),
+            )
+            .expect("client config");
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Arc::new(config)
+}
+
 /// What else a test node trusts or refuses.
 #[derive(Default)]
 pub struct NodeOptions {
@@ -199,6 +262,8 @@ pub struct NodeOptions {
     pub crl: Option<String>,
     /// `tls.handshake_timeout_ms`, when not the default.
     pub handshake_timeout_ms: Option<u64>,
+    /// Lines added to the `[tls]` section as is (e.g. `max_handshakes = 64`).
+    pub extra_tls_config: String,
     /// A listener bound beforehand, so peers can be configured with this
     /// node's address before it starts.
     pub listener: Option<TcpListener>,
@@ -272,8 +337,9 @@ impl TestNode {
             .map(|ms| format!("handshake_timeout_ms = {ms}\n"))
             .unwrap_or_default();
         let tls_lines = format!(
-            "trust_bundle = [{}]\n{crl_line}{timeout_line}",
-            trust.join(", ")
+            "trust_bundle = [{}]\n{crl_line}{timeout_line}{}\n",
+            trust.join(", "),
+            options.extra_tls_config
         );
         let client_lines: String = clients
             .iter()
@@ -470,32 +536,18 @@ clients = [
         expected: &SpiffeId,
         trust: &[String],
     ) -> Result<Channel, tonic::transport::Error> {
-        let cas = trust
-            .iter()
-            .flat_map(|pem| certs_from_pem(pem.as_bytes()).expect("ca pem"))
-            .collect();
-        let bundle = TrustBundle::new(cas, Vec::new()).expect("bundle");
-        // Built by hand rather than with `client_config`, which checks our own
-        // certificate: refusal tests present certificates no node would use.
-        let mut config =
-            rustls::ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
-                .dangerous()
-                .with_custom_certificate_verifier(
-                    bundle.server_verifier(expected.clone()).expect("verifier"),
-                )
-                .with_client_auth_cert(
-                    certs_from_pem(client.cert_pem.as_bytes()).expect("certificate pem"),
-                    private_key_from_pem(client.key_pem.as_bytes()).expect("key pem"),
-                )
-                .expect("client config");
-        config.alpn_protocols = vec![b"h2".to_vec()];
         patchwork_node::client::tls_channel(
             self.addr,
             ServerName::try_from("localhost").expect("name"),
-            Arc::new(config),
+            client_tls_config(client, expected, trust),
             Duration::from_secs(5),
         )
         .await
+    }
+
+    /// The node's CA certificate (PEM), which its clients trust.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
     }
 
     /// Replaces a file the node reads, atomically (as an operator should).
