@@ -4,6 +4,7 @@
 //! client would: over gRPC with a client certificate.
 #![forbid(unsafe_code)]
 
+pub mod eavesdrop;
 pub mod proxy;
 
 use std::net::SocketAddr;

@@ -398,7 +398,8 @@ fn subject_access_entry(
         }
         AuditEvent::LookupStarted { .. }
         | AuditEvent::SubscriptionMade { .. }
-        | AuditEvent::NotificationReceived { .. } => {
+        | AuditEvent::NotificationReceived { .. }
+        | AuditEvent::WatchOpened { .. } => {
             // Never indexed under a person.
             out.kind = "lookup started".into();
         }

@@ -231,6 +231,18 @@ pub enum AuditEvent {
         /// Each member something was disclosed about.
         members: Vec<FamilyMemberDisclosed>,
     },
+    /// A `Directory.Watch` stream opened on a practitioner's team events
+    /// (which say who is on their caseload), written before the first event
+    /// goes.
+    WatchOpened {
+        /// The SPIFFE id of the calling system.
+        caller: String,
+        /// The practitioner watched, on this node.
+        practitioner_id: String,
+        /// Events after this sequence number go (the outbox's durable end
+        /// when the watch asked for "from now on").
+        after_cursor: u64,
+    },
 }
 
 /// One family member's part in a family lookup.
@@ -271,7 +283,8 @@ impl AuditEvent {
             }
             AuditEvent::LookupStarted { .. }
             | AuditEvent::SubscriptionMade { .. }
-            | AuditEvent::NotificationReceived { .. } => Vec::new(),
+            | AuditEvent::NotificationReceived { .. }
+            | AuditEvent::WatchOpened { .. } => Vec::new(),
         }
     }
 
@@ -1264,7 +1277,17 @@ mod tests {
             remote_cursor: 0,
             event_cursor: 0,
         };
-        for (event, tag) in [(asked(1, None), 2u8), (received, 5), (family, 6)] {
+        let watch = AuditEvent::WatchOpened {
+            caller: String::new(),
+            practitioner_id: String::new(),
+            after_cursor: 0,
+        };
+        for (event, tag) in [
+            (asked(1, None), 2u8),
+            (received, 5),
+            (family, 6),
+            (watch, 7),
+        ] {
             let bytes = postcard::to_stdvec(&event).expect("encode");
             assert_eq!(bytes[0], tag, "{event:?}");
         }
