@@ -51,8 +51,9 @@ fn kind_name(kind: TeamEventKind) -> &'static str {
 
 /// The wire form of an event, for the Watch stream and webhooks alike: the
 /// actor's contact as it stands now, or for a restricted involvement (and
-/// an attention flag raised by its practitioner) only its gatekeeper. The person reference is
-/// this node's person id, which only this node's practitioners can open.
+/// an attention flag raised by its practitioner) only its gatekeeper. The
+/// person reference is this node's person id, which only this node's
+/// practitioners can open.
 pub fn to_proto(store: &Store, event: &TeamEvent) -> Result<v1::TeamEvent, StoreError> {
     if event.actor_id.is_empty()
         && let Some(detail) = store.remote_event_detail(event.seq)?
