@@ -63,6 +63,28 @@ impl AccessPolicy {
         Ok(identity)
     }
 
+    /// Whether the caller may watch `practitioner_id`'s team events
+    /// (`Directory.Watch`): the one place that rule lives. Today a client
+    /// with the `watch` role (an integration relaying every practitioner's
+    /// events) may watch anyone, and nobody else anyone. The web console's
+    /// signed-in practitioner, watching only themself, is a rule to add
+    /// here when the console can vouch for who signed in. `practitioner_id`
+    /// is validated first (the refusal names it).
+    pub fn authorise_watch<T>(
+        &self,
+        request: &Request<T>,
+        practitioner_id: &str,
+    ) -> Result<Caller, Status> {
+        self.authorise(request, Role::Watch)
+            .map_err(|refused| match refused.code() {
+                tonic::Code::PermissionDenied => Status::permission_denied(format!(
+                    "{}, so it may not watch practitioner {practitioner_id}",
+                    refused.message()
+                )),
+                _ => refused,
+            })
+    }
+
     /// Identifies the caller and checks it holds `role`.
     pub fn authorise<T>(&self, request: &Request<T>, role: Role) -> Result<Caller, Status> {
         let identity = self.identify(request)?;

@@ -489,6 +489,11 @@ pub enum Role {
     Lookup,
     /// Import, statistics, audit verification, reload.
     Admin,
+    /// Watch any practitioner's team events (`Directory.Watch`, audited):
+    /// for an integration that relays every practitioner's alerts, e.g. the
+    /// council's portal. Neither `lookup` nor `records` grants it: a
+    /// practitioner's events say who is on their caseload.
+    Watch,
 }
 
 impl Role {
@@ -497,6 +502,7 @@ impl Role {
             Role::Records => "records",
             Role::Lookup => "lookup",
             Role::Admin => "admin",
+            Role::Watch => "watch",
         }
     }
 }

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use crate::convert;
 use crate::model::{Involvement, Organisation, Sensitivity};
+use crate::store::audit::FamilyMemberDisclosed;
 use crate::store::{Store, StoreError};
 use crate::validate::to_proto_date;
 
@@ -31,31 +32,67 @@ pub fn disclose_local(
     Ok((disclosed, ids))
 }
 
+/// What one answer disclosed, as the audit log records it: every
+/// involvement id (the matched person's and the family's) and, per family
+/// member, theirs.
+#[derive(Debug, Default)]
+pub struct DisclosedIds {
+    pub involvement_ids: Vec<String>,
+    pub family: Vec<FamilyMemberDisclosed>,
+}
+
+/// What a family lookup disclosed about the matched person's linked
+/// members.
+#[derive(Debug, Default)]
+pub struct FamilyDisclosure {
+    pub involvements: Vec<v1::DisclosedInvolvement>,
+    /// Per member, the ids disclosed: for the audit log, whose
+    /// `FamilyDisclosed` entry puts the lookup in each member's own
+    /// subject-access report.
+    pub members: Vec<FamilyMemberDisclosed>,
+}
+
+impl FamilyDisclosure {
+    /// Every involvement id disclosed, member by member.
+    pub fn ids(&self) -> impl Iterator<Item = String> + '_ {
+        self.members
+            .iter()
+            .flat_map(|m| m.disclosed_involvement_ids.iter().cloned())
+    }
+}
+
 /// The family view: the current involvements of every person linked to
 /// `person_id` that `allowed` lets through (locally everything, for a peer
 /// what its agreement covers), each disclosed like the person's own and
 /// marked with the member's relationship ("sibling"), never their name; with
-/// the ids disclosed, for the audit log.
+/// what was disclosed about whom, for the audit log (a member nothing was
+/// disclosed about is not named).
 pub fn disclose_family(
     store: &Store,
     person_id: &str,
     allowed: impl Fn(&Involvement) -> bool,
-) -> Result<(Vec<v1::DisclosedInvolvement>, Vec<String>), StoreError> {
+) -> Result<FamilyDisclosure, StoreError> {
     let mut contacts = Contacts::new(store);
-    let mut disclosed = Vec::new();
-    let mut ids = Vec::new();
+    let mut family = FamilyDisclosure::default();
     for (member_id, relationship) in store.links_of(person_id)? {
+        let mut ids = Vec::new();
         for involvement in store.involvements_of_person(&member_id)? {
             if !involvement.is_active() || !allowed(&involvement) {
                 continue;
             }
             let mut one = contacts.disclose(&involvement)?;
             one.family_member = relationship.label().into();
-            disclosed.push(one);
+            family.involvements.push(one);
             ids.push(involvement.id);
         }
+        if !ids.is_empty() {
+            family.members.push(FamilyMemberDisclosed {
+                person_id: member_id,
+                disclosed_involvement_ids: ids,
+            });
+        }
     }
-    Ok((disclosed, ids))
+    Ok(family)
 }
 
 /// One involvement as disclosed: the practitioner's contact details, or for

@@ -21,7 +21,7 @@ use crate::disclosure::{disclose_family, disclose_local};
 use crate::matching::{MatchDecision, match_person};
 use crate::model::{Demographics, Purpose};
 use crate::service::{NodeState, read};
-use crate::store::audit::{AuditEvent, PeerOutcome as AuditedPeer};
+use crate::store::audit::{AuditEvent, FamilyMemberDisclosed, PeerOutcome as AuditedPeer};
 
 /// The matchable parts of a lookup's subject.
 pub fn subject_of(demographics: &Demographics) -> Subject {
@@ -143,6 +143,8 @@ struct LocalPart {
     decision: MatchDecision,
     disclosed: Vec<v1::DisclosedInvolvement>,
     disclosed_ids: Vec<String>,
+    /// Who in the family something was disclosed about (a family lookup).
+    family: Vec<FamilyMemberDisclosed>,
 }
 
 /// Reads the requester and matches locally. `None`: the requester is not a
@@ -167,15 +169,16 @@ fn local_part(
         organisation: organisation.map(|o| o.name).unwrap_or_default(),
     };
     let decision = match_person(store, subject).map_err(status)?;
-    let (mut disclosed, mut disclosed_ids) = (Vec::new(), Vec::new());
+    let (mut disclosed, mut disclosed_ids, mut family) = (Vec::new(), Vec::new(), Vec::new());
     if let MatchDecision::Matched(person) = &decision {
         (disclosed, disclosed_ids) = disclose_local(store, &person.id).map_err(status)?;
         if include_family {
-            // Family members' ids go to the audit log with the rest.
-            let (family, family_ids) =
-                disclose_family(store, &person.id, |_| true).map_err(status)?;
-            disclosed.extend(family);
-            disclosed_ids.extend(family_ids);
+            // Family members' ids go to the audit log with the rest, and
+            // each member is named for their own subject-access report.
+            let members = disclose_family(store, &person.id, |_| true).map_err(status)?;
+            disclosed_ids.extend(members.ids());
+            disclosed.extend(members.involvements);
+            family = members.members;
         }
     }
     Ok(Some(LocalPart {
@@ -183,6 +186,7 @@ fn local_part(
         decision,
         disclosed,
         disclosed_ids,
+        family,
     }))
 }
 
@@ -327,6 +331,7 @@ pub async fn lookup(
         decision,
         disclosed,
         disclosed_ids,
+        family,
         ..
     } = local;
     for reply in &replies {
@@ -377,6 +382,9 @@ pub async fn lookup(
         answer
     }));
 
+    let family_disclosed = local_person_id
+        .as_deref()
+        .and_then(|person| AuditEvent::family_disclosed(&lookup_id, None, person, family));
     to_audit.push(AuditEvent::LookupAnswered {
         lookup_id: lookup_id.clone(),
         local_outcome: outcome_word(local_outcome).into(),
@@ -395,6 +403,8 @@ pub async fn lookup(
             })
             .collect(),
     });
+    // Straight after the answer it belongs to (the report reads it there).
+    to_audit.extend(family_disclosed);
     audit_all(state, to_audit).await?;
     // Ids, counts and the purpose's basis only: never names or identifiers.
     tracing::info!(

@@ -107,7 +107,7 @@ trust_bundle = ["ca.crt"]
 [api]
 listen = "{listen}"
 clients = [
-  {{ identity = "{portal_identity}", roles = ["records", "lookup"] }},
+  {{ identity = "{portal_identity}", roles = ["records", "lookup", "watch"] }},
 ]
 "#,
         display_name = args.display_name.replace('"', "'"),

@@ -55,9 +55,11 @@ fn kind_name(kind: TeamEventKind) -> &'static str {
     }
 }
 
-/// The wire form of an event: the actor's contact as it stands now (a
-/// restricted involvement's gatekeeper instead). The person reference is
-/// this node's person id, which only this node's practitioners can open.
+/// The wire form of an event, for the Watch stream and webhooks alike: the
+/// actor's contact as it stands now, or for a restricted involvement (and
+/// an attention flag raised by its practitioner) only its gatekeeper. The
+/// person reference is this node's person id, which only this node's
+/// practitioners can open.
 pub fn to_proto(store: &Store, event: &TeamEvent) -> Result<v1::TeamEvent, StoreError> {
     if event.actor_id.is_empty()
         && let Some(detail) = store.remote_event_detail(event.seq)?
@@ -69,7 +71,15 @@ pub fn to_proto(store: &Store, event: &TeamEvent) -> Result<v1::TeamEvent, Store
             detail,
         ));
     }
-    let by = match &event.gatekeeper {
+    // Attention events written before they carried a stand-in are checked
+    // as they go: a restricted practitioner shows only as the gatekeeper.
+    let stand_in = match (&event.gatekeeper, event.kind) {
+        (None, TeamEventKind::AttentionRaised | TeamEventKind::AttentionCleared) => {
+            store.stand_in(&event.person_id, &event.actor_id)?
+        }
+        (gatekeeper, _) => gatekeeper.clone(),
+    };
+    let by = match &stand_in {
         Some(gatekeeper) => v1::PractitionerContact {
             name: gatekeeper.name.clone(),
             phone: gatekeeper.phone.clone().unwrap_or_default(),

@@ -724,3 +724,117 @@ async fn the_subject_access_report_lists_every_lookup_and_the_involvements() {
     assert_eq!(json["entries"].as_array().map(Vec::len), Some(3));
     assert_eq!(json["involvements"][0]["start_date"], "2024-01-15");
 }
+
+/// Brighton's subject-access report for `person_id`.
+async fn report_of(council: &Council, person_id: &str) -> v1::SubjectAccessReport {
+    council
+        .node
+        .admin()
+        .await
+        .subject_access_report(v1::SubjectAccessRequest {
+            person_id: person_id.into(),
+        })
+        .await
+        .expect("report")
+        .into_inner()
+}
+
+#[tokio::test]
+async fn a_family_lookup_is_in_each_disclosed_members_own_subject_access_report() {
+    let (_ca, surrey, brighton) = two_councils().await;
+    let ids = seed_family(&brighton).await;
+    let mut directory = brighton.directory().await;
+    for (other, relationship) in [
+        ("B-2", v1::Relationship::Sibling),
+        ("B-3", v1::Relationship::Parent),
+    ] {
+        directory
+            .link_persons(v1::LinkPersonsRequest {
+                person_id: "B-1".into(),
+                other_person_id: other.into(),
+                relationship: relationship as i32,
+            })
+            .await
+            .expect("link");
+    }
+
+    // Amelia looked up without the family view: nothing about Leo.
+    directory
+        .lookup(brighton_lookup(false))
+        .await
+        .expect("own team");
+    // With it, here and from Surrey (whose agreement leaves out the mother's
+    // restricted service: nothing of hers goes there).
+    let local = directory
+        .lookup(brighton_lookup(true))
+        .await
+        .expect("local family lookup")
+        .into_inner();
+    let across = surrey
+        .directory()
+        .await
+        .lookup(lookup(false, true))
+        .await
+        .expect("federated family lookup")
+        .into_inner();
+    assert_eq!(across.answers[1].outcome, v1::NodeOutcome::Matched as i32);
+
+    // Leo's report: both family lookups, each with who asked and why, and
+    // only his own involvement, never his sister's.
+    let leo = report_of(&brighton, "B-2").await;
+    let references: Vec<&str> = leo.entries.iter().map(|e| e.reference.as_str()).collect();
+    assert_eq!(
+        references,
+        vec![local.lookup_id.as_str(), across.lookup_id.as_str()],
+        "{leo:#?}"
+    );
+    let (here, peer) = (&leo.entries[0], &leo.entries[1]);
+    assert_eq!(
+        here.kind,
+        "a family member looked up here by a local practitioner"
+    );
+    assert_eq!(here.requester, "PR-B1");
+    assert!(here.from.ends_with("/client/portal"), "{}", here.from);
+    assert_eq!(here.lawful_basis, "child_safeguarding");
+    assert_eq!(here.reason, "s.47 enquiry after a school referral");
+    assert_eq!(here.outcome, "matched a family member");
+    assert_eq!(
+        here.disclosed_involvement_ids,
+        vec![id_of(&ids, "leo-youth")]
+    );
+    assert_eq!(peer.kind, "a family member asked about by peer node");
+    assert!(peer.from.ends_with("/node/surrey"), "{}", peer.from);
+    assert!(peer.requester.contains("Sam Okafor"), "{}", peer.requester);
+    assert_eq!(peer.lawful_basis, "child_safeguarding");
+    assert_eq!(peer.outcome, "matched a family member");
+    assert_eq!(
+        peer.disclosed_involvement_ids,
+        vec![id_of(&ids, "leo-youth")]
+    );
+
+    // Grace's: the local lookup that disclosed her gatekeeper; not Surrey's,
+    // which disclosed nothing of hers.
+    let grace = report_of(&brighton, "B-3").await;
+    let references: Vec<&str> = grace.entries.iter().map(|e| e.reference.as_str()).collect();
+    assert_eq!(references, vec![local.lookup_id.as_str()], "{grace:#?}");
+    assert_eq!(
+        grace.entries[0].disclosed_involvement_ids,
+        vec![id_of(&ids, "grace-dna")]
+    );
+
+    // Amelia's report is as before: her three lookups, no family entries.
+    let amelia = report_of(&brighton, "B-1").await;
+    assert_eq!(amelia.entries.len(), 3, "{amelia:#?}");
+
+    // The index is rebuilt-checkable from the log: the chain verifies,
+    // every family entry indexed under each member it names.
+    let verified = brighton
+        .node
+        .admin()
+        .await
+        .verify_audit(v1::VerifyAuditRequest {})
+        .await
+        .expect("verify")
+        .into_inner();
+    assert!(verified.intact, "{verified:?}");
+}

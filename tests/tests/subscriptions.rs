@@ -62,7 +62,7 @@ async fn start(ca: &TestCa, name: &str, listener: TcpListener, peers: &[String])
         name,
         &[ClientGrant {
             client: &portal,
-            roles: &["records", "lookup"],
+            roles: &["records", "lookup", "watch"],
         }],
         NodeOptions {
             listener: Some(listener),

@@ -152,7 +152,7 @@ async fn a_watcher_hears_joins_leaves_and_attention_in_order_across_a_restart() 
             },
             ClientGrant {
                 client: &watcher,
-                roles: &["lookup"],
+                roles: &["watch"],
             },
             ClientGrant {
                 client: &stranger,
@@ -217,7 +217,7 @@ async fn a_watcher_hears_joins_leaves_and_attention_in_order_across_a_restart() 
     let b_events = next(&mut b_stream, 1).await;
     assert_eq!(b_events[0].0, Kind::AttentionRaised);
 
-    // Refusals name the field; a client without lookup or records is refused.
+    // Refusals name the field; a client without the watch role is refused.
     let mut directory = node.directory(&watcher).await;
     let bad_cursor = directory
         .watch(v1::WatchRequest {

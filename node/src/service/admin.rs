@@ -254,7 +254,8 @@ fn backup_status(error: BackupError) -> Status {
 
 /// What the audit log says about `person_id`, one entry per disclosure
 /// decision: a local lookup that matched them (with who asked and why, from
-/// the lookup's start) or a peer's question that did.
+/// the lookup's start), a peer's question that did, or a family lookup of a
+/// relative that disclosed their team too.
 fn subject_access_report(
     store: &Store,
     person_id: &str,
@@ -268,7 +269,7 @@ fn subject_access_report(
     }
     let mut entries = Vec::new();
     for entry in store.audit_for_person(person_id)? {
-        entries.push(subject_access_entry(store, &entry)?);
+        entries.push(subject_access_entry(store, &entry, person_id)?);
     }
     let mut involvements = store.involvements_of_person(person_id)?;
     involvements.sort_by(|a, b| (a.start_date, &a.id).cmp(&(b.start_date, &b.id)));
@@ -316,6 +317,7 @@ fn subject_involvement(
 fn subject_access_entry(
     store: &Store,
     entry: &AuditEntry,
+    person_id: &str,
 ) -> Result<v1::SubjectAccessEntry, StoreError> {
     let mut out = v1::SubjectAccessEntry {
         seq: entry.seq,
@@ -333,53 +335,54 @@ fn subject_access_entry(
             out.reference = lookup_id.clone();
             out.outcome = local_outcome.clone();
             out.disclosed_involvement_ids = disclosed_involvement_ids.clone();
-            match store.audit_lookup_started(lookup_id)?.map(|e| e.event) {
-                Some(AuditEvent::LookupStarted {
-                    caller,
-                    requester,
-                    lawful_basis,
-                    reason,
-                    ..
-                }) => {
-                    out.from = caller;
-                    out.requester = requester;
-                    out.lawful_basis = basis_name(lawful_basis).into();
-                    out.reason = reason;
-                }
-                _ => {
-                    // verify_audit reports a lookup whose start is missing.
-                    out.requester = "unknown: the lookup's start is not in the log".into();
-                }
-            }
+            who_looked_up(store, lookup_id, &mut out)?;
         }
-        AuditEvent::PeerAsked {
-            request_id,
+        AuditEvent::PeerAsked { .. } => {
+            out.kind = "asked by peer node".into();
+            who_asked(&entry.event, &mut out);
+        }
+        AuditEvent::FamilyDisclosed {
+            reference,
             peer,
-            requester_practitioner_id,
-            requester_name,
-            requester_role,
-            requester_organisation,
-            lawful_basis,
-            reason,
-            outcome,
-            refusal,
-            disclosed_involvement_ids,
+            members,
             ..
         } => {
-            out.kind = "asked by peer node".into();
-            out.reference = request_id.clone();
-            out.from = peer.clone();
-            out.requester = format!(
-                "{requester_name} ({requester_role}, {requester_organisation}; \
-                 practitioner id {requester_practitioner_id} at that node)"
-            );
-            out.lawful_basis = lawful_basis.map_or("none given", basis_name).into();
-            out.reason = reason.clone();
-            out.outcome = match refusal {
-                Some(why) => format!("{outcome}: {why}"),
-                None => outcome.clone(),
-            };
-            out.disclosed_involvement_ids = disclosed_involvement_ids.clone();
+            match peer {
+                None => {
+                    out.kind = "a family member looked up here by a local practitioner".into();
+                    who_looked_up(store, reference, &mut out)?;
+                }
+                Some(peer) => {
+                    out.kind = "a family member asked about by peer node".into();
+                    // The question is the entry just before (one append).
+                    let asked = match entry.seq.checked_sub(1) {
+                        Some(seq) => store.audit_entry(seq)?.map(|e| e.event),
+                        None => None,
+                    }
+                    .filter(|event| {
+                        matches!(event, AuditEvent::PeerAsked { request_id, peer: asker, .. }
+                            if request_id == reference && asker == peer)
+                    });
+                    match asked {
+                        Some(asked) => who_asked(&asked, &mut out),
+                        None => {
+                            out.from = peer.clone();
+                            out.requester = "unknown: the question is not in the log".into();
+                        }
+                    }
+                }
+            }
+            // Which family member was looked up, and what was disclosed of
+            // their own team, is theirs: this person's report says only that
+            // it was one of the family, and what was disclosed of this
+            // person's team.
+            out.reference = reference.clone();
+            out.outcome = "matched a family member".into();
+            out.disclosed_involvement_ids = members
+                .iter()
+                .filter(|m| m.person_id == person_id)
+                .flat_map(|m| m.disclosed_involvement_ids.iter().cloned())
+                .collect();
         }
         AuditEvent::NotificationSent {
             peer,
@@ -396,12 +399,75 @@ fn subject_access_entry(
         AuditEvent::LookupStarted { .. }
         | AuditEvent::SubscriptionMade { .. }
         | AuditEvent::NotificationReceived { .. }
-        | AuditEvent::PeerRefusals { .. } => {
+        | AuditEvent::PeerRefusals { .. }
+        | AuditEvent::WatchOpened { .. } => {
             // Never indexed under a person.
             out.kind = "lookup started".into();
         }
     }
     Ok(out)
+}
+
+/// Who made local lookup `lookup_id`, and why, from its `LookupStarted`.
+fn who_looked_up(
+    store: &Store,
+    lookup_id: &str,
+    out: &mut v1::SubjectAccessEntry,
+) -> Result<(), StoreError> {
+    match store.audit_lookup_started(lookup_id)?.map(|e| e.event) {
+        Some(AuditEvent::LookupStarted {
+            caller,
+            requester,
+            lawful_basis,
+            reason,
+            ..
+        }) => {
+            out.from = caller;
+            out.requester = requester;
+            out.lawful_basis = basis_name(lawful_basis).into();
+            out.reason = reason;
+        }
+        _ => {
+            // verify_audit reports a lookup whose start is missing.
+            out.requester = "unknown: the lookup's start is not in the log".into();
+        }
+    }
+    Ok(())
+}
+
+/// Who asked a peer's question, why, and what it was answered, from its
+/// `PeerAsked` (anything else leaves `out` as it is).
+fn who_asked(event: &AuditEvent, out: &mut v1::SubjectAccessEntry) {
+    let AuditEvent::PeerAsked {
+        request_id,
+        peer,
+        requester_practitioner_id,
+        requester_name,
+        requester_role,
+        requester_organisation,
+        lawful_basis,
+        reason,
+        outcome,
+        refusal,
+        disclosed_involvement_ids,
+        ..
+    } = event
+    else {
+        return;
+    };
+    out.reference = request_id.clone();
+    out.from = peer.clone();
+    out.requester = format!(
+        "{requester_name} ({requester_role}, {requester_organisation}; \
+         practitioner id {requester_practitioner_id} at that node)"
+    );
+    out.lawful_basis = lawful_basis.map_or("none given", basis_name).into();
+    out.reason = reason.clone();
+    out.outcome = match refusal {
+        Some(why) => format!("{outcome}: {why}"),
+        None => outcome.clone(),
+    };
+    out.disclosed_involvement_ids = disclosed_involvement_ids.clone();
 }
 
 fn basis_name(basis: LawfulBasis) -> &'static str {

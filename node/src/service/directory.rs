@@ -459,17 +459,26 @@ impl Directory for DirectoryService {
 
     type WatchStream = ReceiverStream<Result<v1::TeamEvent, Status>>;
 
-    /// Role: lookup or records (a practitioner's portal, or a council system).
+    /// Who may watch whom: `AccessPolicy::authorise_watch` (the `watch`
+    /// role). Opening a watch is audited.
     #[instrument(skip_all)]
     async fn watch(
         &self,
         request: Request<v1::WatchRequest>,
     ) -> DirectoryResult<Self::WatchStream> {
-        let access = &self.state.access;
-        access
-            .authorise(&request, Role::Lookup)
-            .or_else(|_| access.authorise(&request, Role::Records))?;
-        let stream = super::team::watch(&self.state, request.into_inner()).await?;
+        let practitioner_id =
+            crate::validate::id(&request.get_ref().practitioner_id, "practitioner_id")?;
+        let caller = self
+            .state
+            .access
+            .authorise_watch(&request, &practitioner_id)?;
+        let stream = super::team::watch(
+            &self.state,
+            &caller,
+            practitioner_id,
+            &request.get_ref().after_cursor,
+        )
+        .await?;
         Ok(Response::new(stream))
     }
 

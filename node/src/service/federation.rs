@@ -29,6 +29,7 @@ use tracing::instrument;
 
 use super::{NodeState, read};
 use crate::convert;
+use crate::disclosure::DisclosedIds;
 use crate::model::LawfulBasis;
 use crate::store::audit::AuditEvent;
 use crate::store::{Store, StoreError};
@@ -184,7 +185,7 @@ fn disclose(
     peer: &Peer,
     basis: LawfulBasis,
     include_family: bool,
-) -> Result<(Vec<v1::DisclosedInvolvement>, Vec<String>), StoreError> {
+) -> Result<(Vec<v1::DisclosedInvolvement>, DisclosedIds), StoreError> {
     // The agreement says whether anything goes; `disclose_one` says what:
     // a restricted involvement only ever as its gatekeeper.
     let allowed = |involvement: &crate::model::Involvement| {
@@ -201,13 +202,22 @@ fn disclose(
         ids.push(involvement.id.clone());
         disclosed.push(contacts.disclose(&involvement)?);
     }
+    let mut members = Vec::new();
     if include_family {
-        // The family view, under the same agreement; audited with the rest.
-        let (family, family_ids) = crate::disclosure::disclose_family(store, person_id, allowed)?;
-        disclosed.extend(family);
-        ids.extend(family_ids);
+        // The family view, under the same agreement; audited with the rest,
+        // and each member named for their own subject-access report.
+        let family = crate::disclosure::disclose_family(store, person_id, allowed)?;
+        ids.extend(family.ids());
+        disclosed.extend(family.involvements);
+        members = family.members;
     }
-    Ok((disclosed, ids))
+    Ok((
+        disclosed,
+        DisclosedIds {
+            involvement_ids: ids,
+            family: members,
+        },
+    ))
 }
 
 fn outcome_name(status: v1::MatchStatus) -> &'static str {
@@ -438,7 +448,7 @@ impl Federation for FederationService {
                     v1::MatchStatus::NoMatch,
                     None,
                     Vec::new(),
-                    Vec::new(),
+                    Default::default(),
                     Vec::new(),
                 ),
                 Decision::Ambiguous {
@@ -447,7 +457,7 @@ impl Federation for FederationService {
                     v1::MatchStatus::Ambiguous,
                     None,
                     Vec::new(),
-                    Vec::new(),
+                    Default::default(),
                     more_identifiers_wanted
                         .into_iter()
                         .map(|k| k as i32)
@@ -473,7 +483,15 @@ impl Federation for FederationService {
             outcome_name(status)
         };
         let requester = request.requester.clone().unwrap_or_default();
-        self.audit(AuditEvent::PeerAsked {
+        let family_disclosed = person_id.as_deref().and_then(|person| {
+            AuditEvent::family_disclosed(
+                &request.request_id,
+                Some(identity.to_string()),
+                person,
+                ids.family,
+            )
+        });
+        let asked = AuditEvent::PeerAsked {
             request_id: request.request_id.clone(),
             peer: identity.to_string(),
             requester_practitioner_id: requester.practitioner_id,
@@ -485,8 +503,13 @@ impl Federation for FederationService {
             outcome: audit_outcome.into(),
             refusal: None,
             person_id: person_id.clone(),
-            disclosed_involvement_ids: ids,
-        })
+            disclosed_involvement_ids: ids.involvement_ids,
+        };
+        // The family entry straight after the question it belongs to.
+        crate::lookup::audit_all(
+            &self.state,
+            std::iter::once(asked).chain(family_disclosed).collect(),
+        )
         .await?;
         tracing::info!(
             outcome = audit_outcome,

@@ -7,7 +7,9 @@ use tonic::Status;
 use tracing::info;
 
 use super::{NodeState, blocking};
+use crate::access::Caller;
 use crate::convert::store_status;
+use crate::store::AuditEvent;
 use crate::validate::{self, FieldError};
 
 /// Attention reasons: long enough to mean something, short enough to hold
@@ -53,13 +55,16 @@ pub(super) async fn set_attention(
     Ok(())
 }
 
-/// Starts streaming a practitioner's team events after `after_cursor`.
+/// Starts streaming a practitioner's team events after `after_cursor`, for
+/// a caller already allowed to watch them; audited (durably) before the
+/// first event goes.
 pub(super) async fn watch(
     state: &NodeState,
-    request: v1::WatchRequest,
+    caller: &Caller,
+    practitioner_id: String,
+    after_cursor: &str,
 ) -> Result<ReceiverStream<Result<v1::TeamEvent, Status>>, Status> {
-    let practitioner_id = validate::id(&request.practitioner_id, "practitioner_id")?;
-    let after = crate::team::parse_cursor(&request.after_cursor, "after_cursor")?;
+    let after = crate::team::parse_cursor(after_cursor, "after_cursor")?;
     let store = state.store.clone();
     let who = practitioner_id.clone();
     let known = blocking(move || {
@@ -76,6 +81,16 @@ pub(super) async fn watch(
     }
     // "From now on" is fixed before the reply, so nothing written after it is missed.
     let after = after.unwrap_or_else(|| state.store.durable_events().borrow().durable);
+    crate::lookup::audit(
+        state,
+        AuditEvent::WatchOpened {
+            caller: caller.identity.to_string(),
+            practitioner_id: practitioner_id.clone(),
+            after_cursor: after,
+        },
+    )
+    .await?;
+    info!(caller = %caller.identity, practitioner = %practitioner_id, after, "watch opened");
     let (sender, receiver) = tokio::sync::mpsc::channel(WATCH_BUFFER);
     crate::team::spawn_watch(state.store.clone(), practitioner_id, after, sender);
     Ok(ReceiverStream::new(receiver))

@@ -10,7 +10,7 @@
 //!   header so an entry's bytes are unambiguous.
 //! - `audit_by_person`: `person id \0 seq` → (), for subject-access reports
 //!   (the person a local lookup matched, the person a peer's question
-//!   matched).
+//!   matched, each family member a family lookup disclosed about).
 //! - `audit_by_lookup`: lookup id → seq of its `LookupStarted`, so a
 //!   report can say who asked and why next to what was disclosed.
 //! - `meta` key `audit/head`: the last seq and its hash (40 bytes).
@@ -213,6 +213,41 @@ pub enum AuditEvent {
         /// remote cursor identify the notification).
         event_cursor: u64,
     },
+    /// The family members whose involvements a lookup (`include_family`)
+    /// disclosed along with the matched person's: written in the same
+    /// durable append as, and straight after, that lookup's
+    /// `LookupAnswered` or the peer's `PeerAsked`, and indexed under each
+    /// member, so their own subject-access reports show it.
+    ///
+    /// Its own variant, appended last, rather than a field on those two:
+    /// events are postcard, which is not self-describing. A struct's fields
+    /// are read by position and an old entry has no bytes for a new one, so
+    /// it would no longer decode (`#[serde(default)]` cannot help: postcard
+    /// never reports a field as missing). A new variant only adds a new tag;
+    /// old entries decode as before, and their hashes, over the stored
+    /// bytes, are untouched. Never insert a variant above this one.
+    FamilyDisclosed {
+        /// The lookup id (a local lookup) or the peer's request id.
+        reference: String,
+        /// The peer that asked (its SPIFFE id); `None` for a local lookup.
+        peer: Option<String>,
+        /// The matched person whose family this is.
+        person_id: String,
+        /// Each member something was disclosed about.
+        members: Vec<FamilyMemberDisclosed>,
+    },
+    /// A `Directory.Watch` stream opened on a practitioner's team events
+    /// (which say who is on their caseload), written before the first event
+    /// goes.
+    WatchOpened {
+        /// The SPIFFE id of the calling system.
+        caller: String,
+        /// The practitioner watched, on this node.
+        practitioner_id: String,
+        /// Events after this sequence number go (the outbox's durable end
+        /// when the watch asked for "from now on").
+        after_cursor: u64,
+    },
     /// Refusals of one caller for one reason over a period, counted rather
     /// than written one by one (a caller without an agreement, or a peer
     /// over its rate, could otherwise make the node write per request):
@@ -230,6 +265,15 @@ pub enum AuditEvent {
     },
 }
 
+/// One family member's part in a family lookup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FamilyMemberDisclosed {
+    /// The member's person id on this node (indexed for subject access).
+    pub person_id: String,
+    /// Their involvements whose contacts were disclosed.
+    pub disclosed_involvement_ids: Vec<String>,
+}
+
 /// One peer's part in a lookup.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerOutcome {
@@ -244,20 +288,41 @@ pub struct PeerOutcome {
 }
 
 impl AuditEvent {
-    /// The local person this event is about, if any: what subject-access
-    /// reports find it by.
-    pub fn person_id(&self) -> Option<&str> {
+    /// The local persons this event is about: what subject-access reports
+    /// find it by (the person a lookup or a peer's question matched, the
+    /// family members one disclosed about).
+    pub fn person_ids(&self) -> Vec<&str> {
         match self {
             AuditEvent::LookupAnswered {
                 local_person_id, ..
-            } => local_person_id.as_deref(),
-            AuditEvent::PeerAsked { person_id, .. } => person_id.as_deref(),
-            AuditEvent::NotificationSent { person_id, .. } => Some(person_id),
+            } => local_person_id.as_deref().into_iter().collect(),
+            AuditEvent::PeerAsked { person_id, .. } => person_id.as_deref().into_iter().collect(),
+            AuditEvent::NotificationSent { person_id, .. } => vec![person_id],
+            AuditEvent::FamilyDisclosed { members, .. } => {
+                members.iter().map(|m| m.person_id.as_str()).collect()
+            }
             AuditEvent::LookupStarted { .. }
             | AuditEvent::SubscriptionMade { .. }
             | AuditEvent::NotificationReceived { .. }
-            | AuditEvent::PeerRefusals { .. } => None,
+            | AuditEvent::PeerRefusals { .. }
+            | AuditEvent::WatchOpened { .. } => Vec::new(),
         }
+    }
+
+    /// The `FamilyDisclosed` entry for a family lookup of `person_id`, or
+    /// `None` if nothing was disclosed about any member.
+    pub fn family_disclosed(
+        reference: &str,
+        peer: Option<String>,
+        person_id: &str,
+        members: Vec<FamilyMemberDisclosed>,
+    ) -> Option<AuditEvent> {
+        (!members.is_empty()).then(|| AuditEvent::FamilyDisclosed {
+            reference: reference.to_owned(),
+            peer,
+            person_id: person_id.to_owned(),
+            members,
+        })
     }
 }
 
@@ -485,7 +550,7 @@ impl Store {
                             "entry {seq} exists beyond the log's head; run audit verify"
                         )));
                     }
-                    if let Some(person_id) = event.person_id() {
+                    for person_id in event.person_ids() {
                         by_person.insert(person_key(person_id, seq), &[])?;
                     }
                     if let AuditEvent::LookupStarted { lookup_id, .. } = event {
@@ -699,7 +764,7 @@ impl Store {
                 corrupt(format!("subject-access index names missing entry {seq}"))
             })?;
             // The index is not chained; trust only what the entry says.
-            if entry.event.person_id() == Some(person_id) {
+            if entry.event.person_ids().contains(&person_id) {
                 entries.push(entry);
             }
         }
@@ -875,16 +940,17 @@ impl Walk {
                 return Ok(());
             }
         };
-        if let Some(person_id) = entry.event.person_id()
-            && !store
+        for person_id in entry.event.person_ids() {
+            if !store
                 .audit_by_person
                 .contains_key(person_key(person_id, seq))?
-        {
-            self.fail(
-                seq,
-                format!("entry {seq} was removed from the subject-access index"),
-            );
-            return Ok(());
+            {
+                self.fail(
+                    seq,
+                    format!("entry {seq} was removed from the subject-access index"),
+                );
+                return Ok(());
+            }
         }
         if let AuditEvent::LookupStarted { lookup_id, .. } = &entry.event
             && !store.audit_by_lookup.contains_key(lookup_id.as_bytes())?
@@ -1213,6 +1279,94 @@ mod tests {
             .remove(person_key("P-1", 4))
             .expect("hide");
         assert_eq!(bad_entry(&store), Some(4));
+    }
+
+    #[test]
+    fn each_variants_stored_tag_stays_where_it_was() {
+        // postcard writes a variant as its position: moving one would make
+        // every stored entry of it decode as another.
+        let family = AuditEvent::FamilyDisclosed {
+            reference: "L-1".into(),
+            peer: None,
+            person_id: "P-1".into(),
+            members: vec![],
+        };
+        let received = AuditEvent::NotificationReceived {
+            peer: String::new(),
+            subscription_id: String::new(),
+            practitioner_id: String::new(),
+            remote_cursor: 0,
+            event_cursor: 0,
+        };
+        let watch = AuditEvent::WatchOpened {
+            caller: String::new(),
+            practitioner_id: String::new(),
+            after_cursor: 0,
+        };
+        let refusals = AuditEvent::PeerRefusals {
+            caller: String::new(),
+            reason: String::new(),
+            count: 0,
+            first_unix_seconds: 0,
+            last_unix_seconds: 0,
+        };
+        for (event, tag) in [
+            (asked(1, None), 2u8),
+            (received, 5),
+            (family, 6),
+            (watch, 7),
+            (refusals, 8),
+        ] {
+            let bytes = postcard::to_stdvec(&event).expect("encode");
+            assert_eq!(bytes[0], tag, "{event:?}");
+        }
+    }
+
+    #[test]
+    fn a_family_entry_is_indexed_under_each_member_and_verified() {
+        let (_dir, store) = open();
+        store.append_audit(asked(1, Some("P-1"))).expect("append");
+        let family = AuditEvent::family_disclosed(
+            "R-1",
+            Some("spiffe://vic.patchwork.au/node/melbourne".into()),
+            "P-1",
+            vec![
+                FamilyMemberDisclosed {
+                    person_id: "P-2".into(),
+                    disclosed_involvement_ids: vec!["I-2".into()],
+                },
+                FamilyMemberDisclosed {
+                    person_id: "P-3".into(),
+                    disclosed_involvement_ids: vec!["I-3".into()],
+                },
+            ],
+        )
+        .expect("members");
+        let entry = store.append_audit(family).expect("append");
+        assert_eq!(entry.seq, 2);
+        // The matched person's report has the question, not the family entry.
+        let seqs = |person: &str| -> Vec<u64> {
+            store
+                .audit_for_person(person)
+                .expect("report")
+                .iter()
+                .map(|e| e.seq)
+                .collect()
+        };
+        assert_eq!(seqs("P-1"), vec![1]);
+        assert_eq!(seqs("P-2"), vec![2]);
+        assert_eq!(seqs("P-3"), vec![2]);
+        assert_eq!(bad_entry(&store), None);
+        store
+            .audit_by_person
+            .remove(person_key("P-3", 2))
+            .expect("hide");
+        assert_eq!(bad_entry(&store), Some(2));
+        assert_eq!(
+            AuditEvent::family_disclosed("R-2", None, "P-1", vec![]),
+            None,
+            "nothing disclosed about the family: no entry"
+        );
     }
 
     #[test]

@@ -146,6 +146,17 @@ pub(super) fn append_event(trees: &EventTrees<'_>, mut event: TeamEvent) -> TxRe
     Ok(())
 }
 
+/// A restricted involvement's gatekeeper; one without (never accepted by
+/// `validate`, but the store does not rely on it) stands in as a bare
+/// "restricted service", never as its practitioner.
+fn restricted_stand_in(involvement: &Involvement) -> Contact {
+    involvement.gatekeeper.clone().unwrap_or_else(|| Contact {
+        name: "a restricted service".into(),
+        phone: None,
+        email: None,
+    })
+}
+
 fn involvement_event(
     involvement: &Involvement,
     kind: TeamEventKind,
@@ -166,11 +177,7 @@ fn involvement_event(
         person_id: involvement.person_id.clone(),
         kind,
         actor_id: involvement.practitioner_id.clone(),
-        gatekeeper: if restricted {
-            involvement.gatekeeper.clone()
-        } else {
-            None
-        },
+        gatekeeper: restricted.then(|| restricted_stand_in(involvement)),
         reason,
         at_unix_seconds: now,
         recipients,
@@ -282,6 +289,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let _team = self.team_lock();
         let teams = self.teams_of([person_id])?;
+        let stand_in = self.stand_in(person_id, practitioner_id)?;
         let _writing = self.writing();
         let now = now_unix_seconds();
         (
@@ -338,7 +346,7 @@ impl Store {
                             person_id: person_id.into(),
                             kind,
                             actor_id: practitioner_id.into(),
-                            gatekeeper: None,
+                            gatekeeper: stand_in.clone(),
                             reason: reason.into(),
                             at_unix_seconds: now,
                             recipients: recipients(teams.get(person_id), practitioner_id),
@@ -347,6 +355,32 @@ impl Store {
                 },
             )
             .map_err(super::tx_error)
+    }
+
+    /// Who stands in for `actor_id` in an event about `person_id` they did
+    /// not make by joining or leaving (an attention flag): the gatekeeper of
+    /// their restricted involvement with the person, if they have one and no
+    /// current non-restricted one. A lookup would show the rest of the team
+    /// only that gatekeeper; the event must not name the practitioner behind
+    /// it either. `None`: the actor's own contact may show.
+    pub fn stand_in(&self, person_id: &str, actor_id: &str) -> Result<Option<Contact>, StoreError> {
+        let mine: Vec<Involvement> = self
+            .involvements_of_person(person_id)?
+            .into_iter()
+            .filter(|i| i.practitioner_id == actor_id)
+            .collect();
+        if mine
+            .iter()
+            .any(|i| i.is_active() && i.sensitivity != Sensitivity::Restricted)
+        {
+            return Ok(None);
+        }
+        // Current ones first: their gatekeeper is the one to call now.
+        let restricted = mine
+            .iter()
+            .filter(|i| i.sensitivity == Sensitivity::Restricted)
+            .max_by_key(|i| i.is_active());
+        Ok(restricted.map(restricted_stand_in))
     }
 
     /// The person's raised attention flag, if any.
@@ -651,5 +685,51 @@ mod tests {
         let reopened = Store::open(dir.path(), &StoreOptions::default()).expect("reopen");
         assert_eq!(reopened.durable_events().borrow().durable, 2);
         assert_eq!(reopened.last_event_seq().expect("seq"), 2);
+    }
+
+    #[test]
+    fn a_restricted_practitioners_attention_names_only_the_gatekeeper() {
+        let (_dir, store) = open();
+        let clinic = Contact {
+            name: "Clinic duty line".into(),
+            phone: Some("0800 555 0199".into()),
+            email: None,
+        };
+        let mut nurse = involvement("I2", "B");
+        nurse.sensitivity = Sensitivity::Restricted;
+        nurse.gatekeeper = Some(clinic.clone());
+        store
+            .put_involvements(&[involvement("I1", "A"), nurse], WriteMode::Create)
+            .expect("team");
+        // B (restricted only) stands behind the gatekeeper; A (standard) and
+        // C (no involvement) are themselves.
+        assert_eq!(store.stand_in("P1", "B").expect("B"), Some(clinic.clone()));
+        assert_eq!(store.stand_in("P1", "A").expect("A"), None);
+        assert_eq!(store.stand_in("P1", "C").expect("C"), None);
+        store
+            .set_attention("P1", "B", true, "missed three appointments")
+            .expect("raise");
+        let events = store.events_for("A", 0, u64::MAX, 10).expect("events");
+        let raised = events.last().expect("the flag");
+        assert_eq!(raised.kind, TeamEventKind::AttentionRaised);
+        assert_eq!(raised.gatekeeper, Some(clinic.clone()));
+
+        // An event stored before events carried the stand-in goes out as the
+        // gatekeeper too.
+        let mut old = raised.clone();
+        old.gatekeeper = None;
+        let wire = crate::team::to_proto(&store, &old).expect("wire");
+        let by = wire.by.expect("by");
+        assert_eq!(by.name, "Clinic duty line");
+        assert_eq!((by.role.as_str(), by.organisation_name.as_str()), ("", ""));
+
+        // Once B also has a current standard involvement, B is on the team
+        // openly and may show as themself.
+        let mut open_work = involvement("I3", "B");
+        open_work.service = "Family support".into();
+        store
+            .put_involvements(&[open_work], WriteMode::Create)
+            .expect("standard");
+        assert_eq!(store.stand_in("P1", "B").expect("B"), None);
     }
 }
