@@ -39,7 +39,7 @@ async fn start(sink: Option<&WebhookSink>) -> Setup {
     let extra_config = sink
         .map(|sink| {
             format!(
-                "[[webhooks]]\nurl = \"http://127.0.0.1:{}/hooks/patchwork\"\n\
+                "[[webhooks]]\nurl = \"http://127.0.0.1:{}/hooks/patchwork\"\nallow_http = true\n\
                  secret_file = \"hook.key\"\npractitioners = [\"SW\"]\n",
                 sink.port
             )
