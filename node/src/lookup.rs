@@ -2,7 +2,8 @@
 //! person?" answered from this node's records and, in parallel, by every peer
 //! whose agreement covers the purpose. Peers get blinded match keys only,
 //! never the raw demographics. Each peer call has the lookup's deadline; the
-//! answer lists every node's outcome. The lookup is audited before any
+//! answer lists every node's outcome, a peer whose agreement does not cover
+//! the purpose as `NOT_ASKED` (nothing sent to it). The lookup is audited before any
 //! question leaves the node and again, durably, before the answer goes back.
 
 use std::collections::HashMap;
@@ -61,6 +62,7 @@ fn outcome_word(outcome: v1::NodeOutcome) -> &'static str {
         v1::NodeOutcome::TimedOut => "timed_out",
         v1::NodeOutcome::Unreachable => "unreachable",
         v1::NodeOutcome::Refused => "refused",
+        v1::NodeOutcome::NotAsked => "not_asked",
         v1::NodeOutcome::Error | v1::NodeOutcome::Unspecified => "error",
     }
 }
@@ -217,17 +219,18 @@ pub async fn lookup(
     let requester = local.requester.clone();
 
     let basis = crate::convert::lawful_basis(question.purpose.lawful_basis);
-    let peers: Vec<Arc<Peer>> = if question.local_only {
-        Vec::new()
+    // Peers whose agreement does not cover the purpose are not asked, and
+    // the answer says so rather than leaving their council out silently.
+    let (peers, not_asked): (Vec<Arc<Peer>>, Vec<Arc<Peer>>) = if question.local_only {
+        (Vec::new(), Vec::new())
     } else {
         state
             .federation
             .registry
             .all()
             .iter()
-            .filter(|p| p.agreement.allows(basis))
             .cloned()
-            .collect()
+            .partition(|p| p.agreement.allows(basis))
     };
     let start_event = AuditEvent::LookupStarted {
         lookup_id: lookup_id.clone(),
@@ -380,6 +383,21 @@ pub async fn lookup(
         let outcome = v1::NodeOutcome::try_from(answer.outcome).unwrap_or(v1::NodeOutcome::Error);
         state.metrics.peer_outcome(&peer, outcome_word(outcome));
         answer
+    }));
+    answers.extend(not_asked.iter().map(|peer| v1::NodeAnswer {
+        node_id: peer.identity.to_string(),
+        node_name: peer.name.clone(),
+        outcome: v1::NodeOutcome::NotAsked as i32,
+        detail: format!(
+            "the purpose {} is outside this node's agreement with it",
+            // As the config writes it: LAWFUL_BASIS_CHILD_SAFEGUARDING → child-safeguarding.
+            basis
+                .as_str_name()
+                .trim_start_matches("LAWFUL_BASIS_")
+                .to_ascii_lowercase()
+                .replace('_', "-")
+        ),
+        ..Default::default()
     }));
 
     let family_disclosed = local_person_id

@@ -236,6 +236,7 @@ fn outcome_word(outcome: i32) -> &'static str {
         Ok(v1::NodeOutcome::TimedOut) => "timed_out",
         Ok(v1::NodeOutcome::Unreachable) => "unreachable",
         Ok(v1::NodeOutcome::Refused) => "refused",
+        Ok(v1::NodeOutcome::NotAsked) => "not_asked",
         _ => "error",
     }
 }

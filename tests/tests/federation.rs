@@ -565,13 +565,15 @@ async fn a_purpose_outside_the_agreement_is_refused_and_audited_at_both_ends() {
         brighton.detail
     );
     assert!(brighton.involvements.is_empty());
-    assert!(
-        !response
-            .answers
-            .iter()
-            .any(|a| a.node_id.ends_with("/node/melbourne")),
-        "Surrey does not ask Melbourne for a purpose their agreement lacks"
+    // Surrey does not ask Melbourne for a purpose their agreement lacks, and
+    // says so rather than leaving Melbourne out of the answer.
+    let melbourne = answer(&response, "melbourne");
+    assert_eq!(outcome(melbourne), v1::NodeOutcome::NotAsked, "{melbourne:?}");
+    assert_eq!(
+        melbourne.detail,
+        "the purpose crime-prevention is outside this node's agreement with it"
     );
+    assert!(melbourne.involvements.is_empty());
     assert_eq!(
         f.brighton.node.stats().await.audit_entries,
         brighton_before + 1
