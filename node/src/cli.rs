@@ -1219,11 +1219,13 @@ pub fn subject_access_text(report: &v1::SubjectAccessReport, node_name: &str) ->
         report.entries.len(),
         disclosures
     );
-    for entry in &report.entries {
+    // Numbered 1, 2, 3 for the reader; the log's own entry number (with
+    // gaps: the log holds everyone's entries) is given for checking.
+    for (number, entry) in report.entries.iter().enumerate() {
         let _ = writeln!(
             out,
             "\n#{} {} — {}",
-            entry.seq,
+            number + 1,
             unix_time_text(entry.at_unix_seconds),
             entry.kind
         );
@@ -1248,6 +1250,7 @@ pub fn subject_access_text(report: &v1::SubjectAccessReport, node_name: &str) ->
         if !entry.reference.is_empty() {
             let _ = writeln!(out, "  reference:    {}", entry.reference);
         }
+        let _ = writeln!(out, "  log entry:    {}", entry.seq);
     }
     let _ = writeln!(
         out,

@@ -422,7 +422,11 @@ async fn admin_verifies_the_log_and_reports_on_a_subject() {
     let local = &report.entries[0];
     assert_eq!(local.kind, "looked up here by a local practitioner");
     assert_eq!(local.from, PORTAL);
-    assert_eq!(local.requester, "PR-1");
+    // Named like a peer's asker, with the id the log keeps.
+    assert_eq!(
+        local.requester,
+        "Sam Okafor (Social worker, Test Children's Services; practitioner id PR-1 on this node)"
+    );
     assert_eq!(local.lawful_basis, "child_safeguarding");
     assert_eq!(local.reason, "s.47 enquiry after a school referral");
     assert_eq!(local.outcome, "matched");

@@ -568,7 +568,11 @@ async fn a_purpose_outside_the_agreement_is_refused_and_audited_at_both_ends() {
     // Surrey does not ask Melbourne for a purpose their agreement lacks, and
     // says so rather than leaving Melbourne out of the answer.
     let melbourne = answer(&response, "melbourne");
-    assert_eq!(outcome(melbourne), v1::NodeOutcome::NotAsked, "{melbourne:?}");
+    assert_eq!(
+        outcome(melbourne),
+        v1::NodeOutcome::NotAsked,
+        "{melbourne:?}"
+    );
     assert_eq!(
         melbourne.detail,
         "the purpose crime-prevention is outside this node's agreement with it"

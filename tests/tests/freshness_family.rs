@@ -720,6 +720,20 @@ async fn the_subject_access_report_lists_every_lookup_and_the_involvements() {
     for id in &lookups {
         assert!(text.contains(id.as_str()), "lookup {id} missing");
     }
+    // Entries numbered for the reader without gaps, each with its log entry.
+    let numbered: Vec<&str> = text.lines().filter(|line| line.starts_with('#')).collect();
+    assert_eq!(numbered.len(), 3, "{text}");
+    for (i, line) in numbered.iter().enumerate() {
+        assert!(line.starts_with(&format!("#{} ", i + 1)), "{line}");
+    }
+    for entry in &report.entries {
+        assert!(text.contains(&format!("  log entry:    {}\n", entry.seq)));
+    }
+    // A local asker is named as a peer's asker is.
+    assert!(
+        text.contains("practitioner id PR-B1 on this node"),
+        "{text}"
+    );
     let json = patchwork_node::cli::subject_access_json(&report);
     assert_eq!(json["entries"].as_array().map(Vec::len), Some(3));
     assert_eq!(json["involvements"][0]["start_date"], "2024-01-15");
@@ -793,7 +807,10 @@ async fn a_family_lookup_is_in_each_disclosed_members_own_subject_access_report(
         here.kind,
         "a family member looked up here by a local practitioner"
     );
-    assert_eq!(here.requester, "PR-B1");
+    assert_eq!(
+        here.requester,
+        "Bea Adeyemi (Social worker, Brighton CS; practitioner id PR-B1 on this node)"
+    );
     assert!(here.from.ends_with("/client/portal"), "{}", here.from);
     assert_eq!(here.lawful_basis, "child_safeguarding");
     assert_eq!(here.reason, "s.47 enquiry after a school referral");

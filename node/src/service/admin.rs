@@ -423,7 +423,21 @@ fn who_looked_up(
             ..
         }) => {
             out.from = caller;
-            out.requester = requester;
+            // As a peer's asker reads: name, role and organisation (as this
+            // node holds them now), then the id the log keeps.
+            let practitioner = store.practitioner(&requester)?;
+            out.requester = match practitioner {
+                Some(p) => {
+                    let organisation = store
+                        .organisation(&p.organisation_id)?
+                        .map_or(p.organisation_id.clone(), |o| o.name);
+                    format!(
+                        "{} ({}, {organisation}; practitioner id {requester} on this node)",
+                        p.name, p.role
+                    )
+                }
+                None => format!("practitioner id {requester} on this node (no longer on record)"),
+            };
             out.lawful_basis = basis_name(lawful_basis).into();
             out.reason = reason;
         }
