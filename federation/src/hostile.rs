@@ -110,8 +110,13 @@ pub struct EnumerationPolicy {
     /// a query identical to one in the last day counts neither way.
     pub windows: Vec<MissWindow>,
     /// Distinct queries (different key sets; the same person asked about
-    /// again with the same keys counts once) per peer in 24 hours.
+    /// again with the same keys counts once) per peer in 24 hours (at most
+    /// [`MAX_DAILY_DISTINCT`]).
     pub daily_distinct_queries: u32,
+    /// Distinct queries answered "ambiguous" per peer in 24 hours: each
+    /// tells the peer that someone like that is held here, so a sweep, however
+    /// slow, spends this budget first.
+    pub daily_ambiguous: u32,
     /// A sweep around a constant key: one digest seen in more than this many
     /// distinct queries in 24 hours (the other keys changing each time, e.g.
     /// the same name and postcode with every date of birth).
@@ -139,6 +144,7 @@ impl Default for EnumerationPolicy {
                 },
             ],
             daily_distinct_queries: 5_000,
+            daily_ambiguous: 100,
             sweep_variants: 20,
         }
     }
@@ -155,6 +161,8 @@ pub enum Signal {
     Misses { window_minutes: u64 },
     /// More distinct queries in 24 hours than the budget.
     DailyBudget,
+    /// More "ambiguous" answers in 24 hours than the budget.
+    AmbiguousBudget,
     /// One key held constant while the others swept.
     Sweep,
 }
@@ -166,6 +174,9 @@ impl std::fmt::Display for Signal {
                 write!(f, "mostly misses over {window_minutes} minutes")
             }
             Signal::DailyBudget => write!(f, "more distinct queries in 24 hours than agreed"),
+            Signal::AmbiguousBudget => {
+                write!(f, "more ambiguous answers in 24 hours than agreed")
+            }
             Signal::Sweep => write!(f, "one key held while the others swept"),
         }
     }
@@ -188,11 +199,16 @@ pub struct Answered<'a> {
     /// The person disclosed about (`None`: no match, ambiguous, or matched
     /// with nothing to disclose — a miss).
     pub disclosed_person: Option<&'a str>,
+    /// Whether the peer was answered "ambiguous".
+    pub ambiguous: bool,
 }
 
 /// Most persons, fingerprints or digests remembered per peer: bounded
 /// whatever it sends (the oldest are forgotten first).
 const MAX_REMEMBERED: usize = 20_000;
+
+/// The largest `daily_distinct_queries` a watch keeps count of exactly.
+pub const MAX_DAILY_DISTINCT: u32 = 100_000;
 
 /// Keys seen recently, each with a value, forgotten oldest first once older
 /// than the span or beyond the capacity. Every operation is amortised O(1).
@@ -263,6 +279,8 @@ struct PeerHistory {
     hit_persons: Recent<String, ()>,
     /// Distinct queries (fingerprints) in the last day.
     queries: Recent<u64, ()>,
+    /// Distinct queries answered "ambiguous" in the last day.
+    ambiguous: Recent<u64, ()>,
     /// Digest (first 8 bytes) → the fingerprints of the queries it was in,
     /// in the last day.
     digests: Recent<u64, Vec<u64>>,
@@ -278,6 +296,9 @@ struct PeerHistory {
 pub struct EnumerationWatch {
     policy: EnumerationPolicy,
     epoch: Instant,
+    /// Keyed per watch, so a peer cannot craft two different queries with
+    /// the same fingerprint (one would count as a repeat of the other).
+    hasher: std::collections::hash_map::RandomState,
     peers: Mutex<HashMap<SpiffeId, PeerHistory>>,
 }
 
@@ -287,13 +308,10 @@ impl Default for EnumerationWatch {
     }
 }
 
-fn fingerprint(digests: &[[u8; 32]]) -> u64 {
-    use std::hash::{Hash, Hasher};
+fn fingerprint(hasher: &impl std::hash::BuildHasher, digests: &[[u8; 32]]) -> u64 {
     let mut sorted: Vec<&[u8; 32]> = digests.iter().collect();
     sorted.sort();
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    sorted.hash(&mut hasher);
-    hasher.finish()
+    hasher.hash_one(sorted)
 }
 
 fn short(digest: &[u8; 32]) -> u64 {
@@ -307,6 +325,7 @@ impl EnumerationWatch {
         EnumerationWatch {
             policy,
             epoch: Instant::now(),
+            hasher: std::collections::hash_map::RandomState::new(),
             peers: Mutex::new(HashMap::new()),
         }
     }
@@ -338,7 +357,13 @@ impl EnumerationWatch {
             .hit_persons
             .forget(now, self.longest(), MAX_REMEMBERED);
         let budget = (self.policy.daily_distinct_queries as usize).saturating_add(1);
-        history.queries.forget(now, DAY, budget.min(MAX_REMEMBERED));
+        history
+            .queries
+            .forget(now, DAY, budget.min(MAX_DAILY_DISTINCT as usize + 1));
+        let ambiguous = (self.policy.daily_ambiguous as usize).saturating_add(1);
+        history
+            .ambiguous
+            .forget(now, DAY, ambiguous.min(MAX_DAILY_DISTINCT as usize + 1));
         history.digests.forget(now, DAY, MAX_REMEMBERED);
     }
 
@@ -365,6 +390,9 @@ impl EnumerationWatch {
         }
         if history.queries.len() > self.policy.daily_distinct_queries as usize {
             return Some(Signal::DailyBudget);
+        }
+        if history.ambiguous.len() > self.policy.daily_ambiguous as usize {
+            return Some(Signal::AmbiguousBudget);
         }
         if history
             .swept_at
@@ -395,13 +423,17 @@ impl EnumerationWatch {
             Some(person) => history.hit_persons.touch(person.to_owned(), now).1,
             None => false,
         };
-        let fingerprint = fingerprint(answered.digests);
-        // The same query again (another practitioner asking about the same
-        // child) teaches the peer nothing new: it counts neither way.
+        let fingerprint = fingerprint(&self.hasher, answered.digests);
+        // The same query again with a hit (another practitioner asking about
+        // the same child) teaches the peer nothing new: it counts neither
+        // way. The same miss again still counts as a miss.
         let repeat = !history.queries.touch(fingerprint, now).1;
+        if answered.ambiguous {
+            history.ambiguous.touch(fingerprint, now);
+        }
         let minute = self.minute(now);
         match history.minutes.back_mut() {
-            _ if repeat => {}
+            _ if repeat && answered.disclosed_person.is_some() => {}
             Some((m, answers, misses)) if *m == minute => {
                 *answers += 1;
                 *misses += u32::from(!hit);
@@ -409,7 +441,15 @@ impl EnumerationWatch {
             _ => history.minutes.push_back((minute, 1, u32::from(!hit))),
         }
         let variants = self.policy.sweep_variants as usize;
-        for digest in answered.digests {
+        // Only queries that found nobody count towards a sweep: many
+        // practitioners asking about one child in crisis, each in slightly
+        // other words, share its keys too.
+        let digests = if answered.disclosed_person.is_some() {
+            &[][..]
+        } else {
+            answered.digests
+        };
+        for digest in digests {
             let (seen, _) = history.digests.touch(short(digest), now);
             if !seen.contains(&fingerprint) && seen.len() <= variants {
                 seen.push(fingerprint);
@@ -438,6 +478,8 @@ pub enum TalliedRefusal {
     NoAgreement,
     /// The peer asked faster than its agreement's rate.
     RateLimited,
+    /// The peer's queries are paused: they looked like enumeration.
+    Paused,
 }
 
 impl TalliedRefusal {
@@ -446,6 +488,7 @@ impl TalliedRefusal {
         match self {
             TalliedRefusal::NoAgreement => "no_agreement",
             TalliedRefusal::RateLimited => "rate_limited",
+            TalliedRefusal::Paused => "paused_enumeration",
         }
     }
 }
@@ -496,6 +539,26 @@ impl RefusalTally {
             });
         entry.count += 1;
         entry.last_unix_seconds = unix_seconds;
+    }
+
+    /// Counts back that were drained but not written (merged with anything
+    /// counted since).
+    pub fn restore(&self, drained: Vec<RefusalCount>) {
+        let mut counts = lock(&self.counts);
+        for count in drained {
+            let key = (count.caller.clone(), count.reason);
+            match counts.get_mut(&key) {
+                Some(entry) => {
+                    entry.count += count.count;
+                    entry.first_unix_seconds =
+                        entry.first_unix_seconds.min(count.first_unix_seconds);
+                    entry.last_unix_seconds = entry.last_unix_seconds.max(count.last_unix_seconds);
+                }
+                None => {
+                    counts.insert(key, count);
+                }
+            }
+        }
     }
 
     /// Everything counted since the last drain, in caller then reason order,
@@ -580,6 +643,16 @@ mod tests {
             (100, 1_099)
         );
         assert!(tally.drain().is_empty(), "a drain starts afresh");
+        // Drained but not written: back they go, merged with newer counts.
+        tally.record(&peer("a"), TalliedRefusal::NoAgreement, 2_000);
+        tally.restore(drained.clone());
+        let again = tally.drain();
+        assert_eq!(again[0].count, 1_001);
+        assert_eq!(
+            (again[0].first_unix_seconds, again[0].last_unix_seconds),
+            (100, 2_000)
+        );
+        assert_eq!(again.len(), 3);
         // Many identities (a compromised CA minting them): bounded.
         for i in 0..(MAX_TALLIED_CALLERS + 500) {
             tally.record(&peer(&format!("n{i}")), TalliedRefusal::NoAgreement, 1);
@@ -608,6 +681,7 @@ mod tests {
             Answered {
                 digests: &[digest],
                 disclosed_person: person,
+                ambiguous: false,
             },
             now,
         )
@@ -748,6 +822,7 @@ mod tests {
             let answered = Answered {
                 digests: &[constant, [i; 32]],
                 disclosed_person: None,
+                ambiguous: false,
             };
             if let Pattern::AlertRaised(signal) = watch.record(&p, answered, at) {
                 raised.get_or_insert((i, signal));
@@ -760,6 +835,7 @@ mod tests {
             let answered = Answered {
                 digests: &[constant, [7; 32]],
                 disclosed_person: Some("P-1"),
+                ambiguous: false,
             };
             let at = t0 + Duration::from_secs(i * 600);
             assert_eq!(watch.record(&p, answered, at), Pattern::Normal);
@@ -767,10 +843,64 @@ mod tests {
     }
 
     #[test]
+    fn ambiguous_answers_have_their_own_daily_budget_at_any_pace() {
+        let watch = EnumerationWatch::default();
+        let (p, t0) = (peer("a"), Instant::now());
+        let mut raised = None;
+        // One "ambiguous" in three among misses at one query per 3
+        // minutes (480 a day: under every miss-ratio window's minimum).
+        for i in 0..1_500u32 {
+            let mut digest = [0_u8; 32];
+            digest[..4].copy_from_slice(&i.to_le_bytes());
+            let answered = Answered {
+                digests: &[digest],
+                disclosed_person: None,
+                ambiguous: i % 3 == 0,
+            };
+            let at = t0 + Duration::from_secs(u64::from(i) * 180);
+            if let Pattern::AlertRaised(signal) = watch.record(&p, answered, at) {
+                raised.get_or_insert((i, signal));
+            }
+        }
+        assert_eq!(raised, Some((300, Signal::AmbiguousBudget)));
+    }
+
+    #[test]
+    fn one_child_asked_about_in_many_words_is_not_a_sweep() {
+        let watch = EnumerationWatch::default();
+        let (p, t0) = (peer("a"), Instant::now());
+        let nhs = [9_u8; 32];
+        for i in 0..60u8 {
+            // The same identifier with other details each time, all found.
+            let answered = Answered {
+                digests: &[nhs, [i; 32]],
+                disclosed_person: Some("P-CRISIS"),
+                ambiguous: false,
+            };
+            let at = t0 + Duration::from_secs(u64::from(i) * 60);
+            assert_eq!(watch.record(&p, answered, at), Pattern::Normal, "{i}");
+        }
+    }
+
+    #[test]
+    fn the_same_miss_again_still_counts() {
+        let watch = EnumerationWatch::default();
+        let (p, t0) = (peer("a"), Instant::now());
+        let mut raised = None;
+        for i in 0..60u32 {
+            if let Pattern::AlertRaised(signal) = record(&watch, &p, miss(1), t0) {
+                raised.get_or_insert((i, signal));
+            }
+        }
+        assert_eq!(raised, Some((50, Signal::Misses { window_minutes: 10 })));
+    }
+
+    #[test]
     fn the_daily_budget_counts_distinct_queries() {
         let watch = EnumerationWatch::new(EnumerationPolicy {
             windows: Vec::new(),
             daily_distinct_queries: 100,
+            daily_ambiguous: 1_000,
             sweep_variants: 1_000,
         });
         let (p, t0) = (peer("a"), Instant::now());

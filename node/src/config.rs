@@ -213,9 +213,13 @@ pub struct EnumerationSection {
     /// when given): 10 min / 50 / 0.9, 60 min / 150 / 0.9, 1440 min / 500 / 0.9.
     #[serde(default = "default_miss_windows")]
     pub windows: Vec<MissWindowEntry>,
-    /// Distinct queries a peer may ask in 24 hours (1-10000000).
+    /// Distinct queries a peer may ask in 24 hours (1-100000).
     #[serde(default = "default_daily_distinct_queries")]
     pub daily_distinct_queries: u32,
+    /// Distinct queries a peer may have answered "ambiguous" in 24 hours
+    /// (1-100000): each tells it someone like that is held here.
+    #[serde(default = "default_daily_ambiguous")]
+    pub daily_ambiguous: u32,
     /// Distinct queries one key may appear in within 24 hours before it
     /// counts as a sweep around it (2-100000).
     #[serde(default = "default_sweep_variants")]
@@ -240,6 +244,7 @@ impl Default for EnumerationSection {
         EnumerationSection {
             windows: default_miss_windows(),
             daily_distinct_queries: default_daily_distinct_queries(),
+            daily_ambiguous: default_daily_ambiguous(),
             sweep_variants: default_sweep_variants(),
         }
     }
@@ -259,6 +264,7 @@ impl EnumerationSection {
                 })
                 .collect(),
             daily_distinct_queries: self.daily_distinct_queries,
+            daily_ambiguous: self.daily_ambiguous,
             sweep_variants: self.sweep_variants,
         }
     }
@@ -278,6 +284,10 @@ fn default_miss_windows() -> Vec<MissWindowEntry> {
 
 fn default_daily_distinct_queries() -> u32 {
     patchwork_federation::hostile::EnumerationPolicy::default().daily_distinct_queries
+}
+
+fn default_daily_ambiguous() -> u32 {
+    patchwork_federation::hostile::EnumerationPolicy::default().daily_ambiguous
 }
 
 fn default_sweep_variants() -> u32 {
@@ -857,11 +867,17 @@ impl NodeConfig {
                 ));
             }
         }
-        if !(1..=10_000_000).contains(&enumeration.daily_distinct_queries) {
-            return Err(invalid(
-                "federation.enumeration.daily_distinct_queries",
-                "must be 1-10000000",
-            ));
+        let most = patchwork_federation::hostile::MAX_DAILY_DISTINCT;
+        for (key, value) in [
+            ("daily_distinct_queries", enumeration.daily_distinct_queries),
+            ("daily_ambiguous", enumeration.daily_ambiguous),
+        ] {
+            if !(1..=most).contains(&value) {
+                return Err(invalid(
+                    format!("federation.enumeration.{key}"),
+                    format!("must be 1-{most}"),
+                ));
+            }
         }
         if !(2..=100_000).contains(&enumeration.sweep_variants) {
             return Err(invalid(
@@ -1254,6 +1270,14 @@ clients = [{ identity = "spiffe://patchwork/client/portal", roles = ["lookup"] }
             (
                 with("sweep_variants = 1"),
                 "federation.enumeration.sweep_variants",
+            ),
+            (
+                with("daily_distinct_queries = 100001"),
+                "federation.enumeration.daily_distinct_queries",
+            ),
+            (
+                with("daily_ambiguous = 0"),
+                "federation.enumeration.daily_ambiguous",
             ),
             (
                 with(&window.replace("minutes = 10", "minutes = 0")),

@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use tonic::Status;
 
 use crate::convert::store_status;
-use crate::lookup::{audit, subject_of};
+use crate::lookup::{audit, audit_all, subject_of};
 use crate::model::{Demographics, Purpose};
 use crate::service::{NodeState, blocking};
 use crate::store::audit::AuditEvent;
@@ -391,7 +391,14 @@ async fn poll_peer(
             .next_cursor
             .parse()
             .map_err(|_| Status::internal("the peer sent a bad next_cursor"))?;
-        let mut received_any = false;
+        // This reply's new notifications: audited first, all in one durable
+        // append, then written to the outbox together, then flushed. Once in
+        // the outbox, any other write's flush can make an entry visible to
+        // Watch and webhooks, so the audit must come first; a crash in
+        // between audits them twice when they are polled again, never not at
+        // all.
+        let mut fresh: Vec<(String, Received)> = Vec::new();
+        let mut audits = Vec::new();
         for notification in reply.notifications {
             let Some(local) = by_remote.get(&notification.subscription_id) else {
                 continue;
@@ -402,53 +409,50 @@ async fn poll_peer(
             ) else {
                 continue;
             };
-            let received = Received {
-                remote_cursor,
-                kind,
-                at_unix_seconds: notification.at_unix_seconds,
-                reason: notification
-                    .involvement
-                    .as_ref()
-                    .map(|i| i.service.clone())
-                    .unwrap_or_default(),
-                involvement: notification
-                    .involvement
-                    .map(|i| i.encode_to_vec())
-                    .unwrap_or_default(),
-            };
             let cursor = cursors
                 .entry(notification.subscription_id.clone())
                 .or_default();
             if remote_cursor <= *cursor {
                 continue;
             }
-            // Audited, durably, before it enters the outbox: once there, any
-            // other write's flush can make it visible to Watch and webhooks.
-            // A crash in between audits it twice when it is polled again,
-            // never not at all.
-            audit(
-                state,
-                AuditEvent::NotificationReceived {
-                    peer: node_id.to_owned(),
-                    subscription_id: local.id.clone(),
-                    practitioner_id: local.practitioner_id.clone(),
+            *cursor = remote_cursor;
+            audits.push(AuditEvent::NotificationReceived {
+                peer: node_id.to_owned(),
+                subscription_id: local.id.clone(),
+                practitioner_id: local.practitioner_id.clone(),
+                remote_cursor,
+                event_cursor: 0,
+            });
+            fresh.push((
+                local.id.clone(),
+                Received {
                     remote_cursor,
-                    event_cursor: 0,
+                    kind,
+                    at_unix_seconds: notification.at_unix_seconds,
+                    reason: notification
+                        .involvement
+                        .as_ref()
+                        .map(|i| i.service.clone())
+                        .unwrap_or_default(),
+                    involvement: notification
+                        .involvement
+                        .map(|i| i.encode_to_vec())
+                        .unwrap_or_default(),
                 },
-            )
-            .await?;
+            ));
+        }
+        if !fresh.is_empty() {
+            audit_all(state, audits).await?;
             let store = state.store.clone();
-            let local_id = local.id.clone();
             blocking(move || {
-                store
-                    .receive_notification(&local_id, &received)
-                    .map_err(|e| store_status(e, ""))
+                for (local_id, received) in &fresh {
+                    store
+                        .receive_notification(local_id, received)
+                        .map_err(|e| store_status(e, ""))?;
+                }
+                Ok(())
             })
             .await?;
-            *cursor = remote_cursor;
-            received_any = true;
-        }
-        if received_any {
             // Watch and webhooks see only flushed events.
             state.flush().await?;
         }

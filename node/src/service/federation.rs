@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use patchwork_certs::SpiffeId;
-use patchwork_federation::agreement::{Disclosure, Peer};
+use patchwork_federation::agreement::{Disclosure, Peer, RateLimiter};
 use patchwork_federation::decide::{Decision, decide};
 use patchwork_federation::hostile::{
     Answered, EnumerationWatch, Pattern, RefusalCount, RefusalTally, ReplayGuard, TalliedRefusal,
@@ -50,6 +50,9 @@ pub struct FederationService {
     replays: Arc<ReplayGuard>,
     /// Each peer's recent hits and misses: enumeration is paused.
     enumeration: Arc<EnumerationWatch>,
+    /// Each agreed peer's polls for notifications (each poll audits what it
+    /// sends, so a peer may not poll at any pace it likes).
+    poll_limits: Arc<std::collections::HashMap<SpiffeId, RateLimiter>>,
 }
 
 impl FederationService {
@@ -57,6 +60,20 @@ impl FederationService {
         FederationService {
             replays: Arc::new(ReplayGuard::default()),
             enumeration: Arc::new(EnumerationWatch::new(state.federation.enumeration.clone())),
+            poll_limits: Arc::new(
+                state
+                    .federation
+                    .registry
+                    .all()
+                    .iter()
+                    .map(|peer| {
+                        (
+                            peer.identity.clone(),
+                            RateLimiter::new(subscribe::POLLS_PER_MINUTE),
+                        )
+                    })
+                    .collect(),
+            ),
             state,
         }
     }
@@ -162,16 +179,49 @@ fn match_query(
     keys: &[(v1::MatchKeyKind, Digest)],
     scheme: Option<&str>,
 ) -> Result<Decision<String>, Status> {
+    Ok(match_query_with_candidates(store, set, keys, scheme)?.0)
+}
+
+/// As [`match_query`], with the persons any key hit (at most
+/// `CANDIDATE_LIMIT + 1`).
+fn match_query_with_candidates(
+    store: &Store,
+    set: &str,
+    keys: &[(v1::MatchKeyKind, Digest)],
+    scheme: Option<&str>,
+) -> Result<(Decision<String>, Vec<String>), Status> {
     let hits = store
         .match_candidates(set, keys, CANDIDATE_LIMIT, scheme)
         .map_err(|e| convert::store_status(e, ""))?;
-    Ok(if hits.candidates.len() > CANDIDATE_LIMIT {
+    let decision = if hits.candidates.len() > CANDIDATE_LIMIT {
         Decision::Ambiguous {
             more_identifiers_wanted: Vec::new(),
         }
     } else {
         decide(&hits.query_kinds, &hits.candidates)
-    })
+    };
+    Ok((
+        decision,
+        hits.candidates.into_iter().map(|c| c.id).collect(),
+    ))
+}
+
+/// Whether anything of `person_id`'s current team may go to `peer` for
+/// `basis`: if not, even "ambiguous" about them would tell the peer more
+/// than its agreement grants (that this node holds them).
+fn anything_disclosable(
+    store: &Store,
+    person_id: &str,
+    peer: &Peer,
+    basis: LawfulBasis,
+) -> Result<bool, StoreError> {
+    Ok(store.involvements_of_person(person_id)?.iter().any(|i| {
+        i.is_active()
+            && peer
+                .agreement
+                .disclosure(convert::sensitivity(i.sensitivity), proto_basis(basis))
+                != Disclosure::Withheld
+    }))
 }
 
 fn proto_basis(basis: LawfulBasis) -> v1::LawfulBasis {
@@ -230,12 +280,6 @@ fn outcome_name(status: v1::MatchStatus) -> &'static str {
 }
 
 impl FederationService {
-    /// Writes the audit entry and makes it durable; nothing is disclosed
-    /// if that fails.
-    async fn audit(&self, event: AuditEvent) -> Result<(), Status> {
-        crate::lookup::audit(&self.state, event).await
-    }
-
     /// Refuses an agreed peer's query that came within its rate: audited
     /// one by one (the rate bounds how many), with what the peer wrote cut
     /// to [`REFUSED_TEXT_CHARS`] a field, and not flushed on its own: it
@@ -284,13 +328,19 @@ impl FederationService {
     /// Refuses a query the caller could repeat as fast as it likes (no
     /// agreement, over its rate): counted, never written per request
     /// (`RefusalTally`, audited as one summary per caller, reason and minute).
-    fn refuse_counted(&self, caller: &SpiffeId, reason: TalliedRefusal, status: Status) -> Status {
+    pub(super) fn refuse_counted(
+        &self,
+        caller: &SpiffeId,
+        reason: TalliedRefusal,
+        status: Status,
+    ) -> Status {
         self.state
             .refusals
             .record(caller, reason, crate::store::subscriptions::now());
         match reason {
             TalliedRefusal::NoAgreement => self.state.metrics.unagreed_refused(),
             TalliedRefusal::RateLimited => self.state.metrics.rate_limited(caller),
+            TalliedRefusal::Paused => {}
         }
         status
     }
@@ -312,14 +362,17 @@ const REFUSAL_SUMMARY_INTERVAL: std::time::Duration = std::time::Duration::from_
 /// and logs each summary once; at shutdown, and from the periodic task.
 pub fn write_refusal_summaries(store: &Store, tally: &RefusalTally) -> Result<usize, StoreError> {
     let counts = tally.drain();
-    for count in &counts {
+    for (i, count) in counts.iter().enumerate() {
+        if let Err(e) = store.append_audit(summary(count)) {
+            tally.restore(counts[i..].to_vec());
+            return Err(e);
+        }
         tracing::warn!(
             caller = %count.caller,
             reason = count.reason.as_str(),
             count = count.count,
             "peer queries refused"
         );
-        store.append_audit(summary(count))?;
     }
     Ok(counts.len())
 }
@@ -334,6 +387,27 @@ fn summary(count: &RefusalCount) -> AuditEvent {
     }
 }
 
+/// Counts drained from the tally and not yet in the log: dropped unwritten
+/// (a failed append, or the task aborted at shutdown mid-write), they go
+/// back to the tally, so the final summary still has them.
+struct Pending<'a> {
+    tally: &'a RefusalTally,
+    counts: Vec<RefusalCount>,
+}
+
+impl Pending<'_> {
+    /// The counts, now in the log.
+    fn written(mut self) -> Vec<RefusalCount> {
+        std::mem::take(&mut self.counts)
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.tally.restore(std::mem::take(&mut self.counts));
+    }
+}
+
 /// Writes the counted refusals every [`REFUSAL_SUMMARY_INTERVAL`] (the
 /// caller aborts it at shutdown and writes the rest itself).
 pub fn spawn_refusal_summaries(state: NodeState) -> tokio::task::JoinHandle<()> {
@@ -342,22 +416,30 @@ pub fn spawn_refusal_summaries(state: NodeState) -> tokio::task::JoinHandle<()> 
         every.tick().await;
         loop {
             every.tick().await;
-            let counts = state.refusals.drain();
-            if counts.is_empty() {
+            let pending = Pending {
+                tally: &state.refusals,
+                counts: state.refusals.drain(),
+            };
+            if pending.counts.is_empty() {
                 continue;
             }
-            for count in &counts {
-                tracing::warn!(
-                    caller = %count.caller,
-                    reason = count.reason.as_str(),
-                    count = count.count,
-                    "peer queries refused"
-                );
-            }
-            let events = counts.iter().map(summary).collect();
-            if let Err(e) = state.store.append_audits(events).await {
-                tracing::error!(error = %e, "audit write of refusal summaries failed");
-                state.health.store_failed("audit append", &e).await;
+            let events = pending.counts.iter().map(summary).collect();
+            match state.store.append_audits(events).await {
+                Ok(_) => {
+                    for count in pending.written() {
+                        tracing::warn!(
+                            caller = %count.caller,
+                            reason = count.reason.as_str(),
+                            count = count.count,
+                            "peer queries refused"
+                        );
+                    }
+                }
+                Err(e) => {
+                    // `pending` puts the counts back for the next try.
+                    tracing::error!(error = %e, "audit write of refusal summaries failed");
+                    state.health.store_failed("audit append", &e).await;
+                }
             }
         }
     })
@@ -415,12 +497,11 @@ impl Federation for FederationService {
                 .await);
         }
         if let Some(signal) = self.enumeration.paused(&identity, Instant::now()) {
-            tracing::info!(peer = %identity, %signal, "paused peer's query refused");
+            tracing::debug!(peer = %identity, %signal, "paused peer's query refused");
             let status =
                 Status::resource_exhausted("query pattern looks like enumeration; queries paused");
-            return Err(self
-                .refuse(identity.to_string(), &request, Some(checked.basis), status)
-                .await);
+            // Counted like the rate: a paused peer may go on asking at it.
+            return Err(self.refuse_counted(&identity, TalliedRefusal::Paused, status));
         }
 
         let set = peer.agreement.key_set.clone();
@@ -431,7 +512,33 @@ impl Federation for FederationService {
         let scheme = checked.scheme;
         let include_family = request.include_family;
         let answer = move |store: &Store| -> Result<_, Status> {
-            Ok(match match_query(store, &set, &keys, scheme.as_deref())? {
+            let (decision, candidates) =
+                match_query_with_candidates(store, &set, &keys, scheme.as_deref())?;
+            // Doubt about persons none of whom has anything this peer may
+            // see is no business of the peer's: it hears "no match", as for
+            // someone unknown (audited `ambiguous_withheld`).
+            if matches!(decision, Decision::Ambiguous { .. }) {
+                let mut any = false;
+                for id in &candidates {
+                    if anything_disclosable(store, id, &answer_peer, basis)
+                        .map_err(|e| convert::store_status(e, ""))?
+                    {
+                        any = true;
+                        break;
+                    }
+                }
+                if !any {
+                    return Ok((
+                        v1::MatchStatus::Ambiguous,
+                        None,
+                        Vec::new(),
+                        Default::default(),
+                        Vec::new(),
+                        true,
+                    ));
+                }
+            }
+            Ok(match decision {
                 Decision::Matched(person_id) => {
                     let (disclosed, ids) =
                         disclose(store, &person_id, &answer_peer, basis, include_family)
@@ -442,6 +549,7 @@ impl Federation for FederationService {
                         disclosed,
                         ids,
                         Vec::new(),
+                        false,
                     )
                 }
                 Decision::NoMatch => (
@@ -450,6 +558,7 @@ impl Federation for FederationService {
                     Vec::new(),
                     Default::default(),
                     Vec::new(),
+                    false,
                 ),
                 Decision::Ambiguous {
                     more_identifiers_wanted,
@@ -462,23 +571,27 @@ impl Federation for FederationService {
                         .into_iter()
                         .map(|k| k as i32)
                         .collect(),
+                    false,
                 ),
             })
         };
-        let (found, person_id, disclosed, ids, more) = read(&self.state, answer).await?;
+        let (found, person_id, disclosed, ids, more, doubt_withheld) =
+            read(&self.state, answer).await?;
         // "Matched, nothing disclosed" would tell the peer this node holds the
         // person (only ended involvements, or only ones its agreement does not
         // cover): it hears exactly what it would for someone unknown. The
         // audit keeps the truth, so the person's subject-access report still
         // shows who asked.
         let withheld = found == v1::MatchStatus::Matched && disclosed.is_empty();
-        let status = if withheld {
+        let status = if withheld || doubt_withheld {
             v1::MatchStatus::NoMatch
         } else {
             found
         };
         let audit_outcome = if withheld {
             "matched_withheld"
+        } else if doubt_withheld {
+            "ambiguous_withheld"
         } else {
             outcome_name(status)
         };
@@ -522,6 +635,7 @@ impl Federation for FederationService {
             disclosed_person: (status == v1::MatchStatus::Matched)
                 .then_some(person_id.as_deref())
                 .flatten(),
+            ambiguous: status == v1::MatchStatus::Ambiguous,
         };
         if let Pattern::AlertRaised(signal) =
             self.enumeration.record(&identity, answered, Instant::now())

@@ -171,7 +171,8 @@ pub enum AuditEvent {
         reason: String,
         /// `matched`, `matched_withheld` (matched, but nothing its agreement
         /// allows was current, so the peer was told `no_match`), `no_match`,
-        /// `ambiguous` or `refused`.
+        /// `ambiguous`, `ambiguous_withheld` (doubt only about persons of
+        /// whom it may see nothing: told `no_match`) or `refused`.
         outcome: String,
         refusal: Option<String>,
         /// The local person matched, if any (indexed for subject access).
@@ -257,7 +258,7 @@ pub enum AuditEvent {
         /// The SPIFFE id from the caller's verified certificate (or "other
         /// callers" once too many distinct ones were refused in a period).
         caller: String,
-        /// `no_agreement` or `rate_limited`.
+        /// `no_agreement`, `rate_limited` or `paused_enumeration`.
         reason: String,
         count: u64,
         first_unix_seconds: i64,

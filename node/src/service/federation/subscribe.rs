@@ -3,14 +3,17 @@
 //! polls with a cursor into this node's one event sequence (the team-event
 //! outbox), so no connection is ever opened towards it and a subscriber that
 //! was down catches up. Subscribe goes through FindInvolvements' own checks
-//! (identity → agreement → request → replay → purpose → rate → match) and
-//! its PeerAsked audit entry; only a MATCHED answer makes a subscription.
+//! (identity → agreement → rate → request → replay → purpose → enumeration
+//! pause → match) and its PeerAsked audit entry; only a MATCHED answer makes
+//! a subscription. A peer may poll 60 times a minute; one poll answers at
+//! most 1,024 notifications, audited in one durable append before the reply.
 //! Each notification is disclosed under the agreement exactly like a lookup
 //! (a restricted service only as its gatekeeper; a withheld one not at all)
 //! and audited as `NotificationSent` before the reply.
 
-use patchwork_federation::agreement::{Disclosure, Peer};
+use patchwork_federation::agreement::{Disclosure, Peer, RateLimiter};
 use patchwork_federation::decide::Decision;
+use patchwork_federation::hostile::TalliedRefusal;
 use patchwork_proto::v1::{self, federation_server::Federation};
 use tonic::{Request, Response, Status};
 
@@ -29,6 +32,10 @@ pub(crate) const MAX_TTL_DAYS: u32 = 90;
 const MAX_POLL_IDS: usize = 256;
 /// Most events one poll reads through.
 const POLL_BATCH: usize = 512;
+/// Most notifications one poll answers (each is audited before the reply).
+const MAX_POLL_NOTIFICATIONS: usize = 1_024;
+/// Polls a peer may make a minute (its node polls every few seconds).
+pub(super) const POLLS_PER_MINUTE: u32 = 60;
 
 fn ttl_seconds(ttl_days: u32) -> Result<i64, Status> {
     match ttl_days {
@@ -192,10 +199,20 @@ pub(super) async fn poll(
 ) -> Result<Response<v1::PollResponse>, Status> {
     let identity = service.state.access.identify(&request)?;
     let Some(peer) = service.state.federation.registry.get(&identity).cloned() else {
-        return Err(Status::permission_denied(format!(
-            "{identity} has no agreement with this node"
-        )));
+        let status =
+            Status::permission_denied(format!("{identity} has no agreement with this node"));
+        return Err(service.refuse_counted(&identity, TalliedRefusal::NoAgreement, status));
     };
+    if !service
+        .poll_limits
+        .get(&identity)
+        .is_some_and(RateLimiter::try_acquire)
+    {
+        let status = Status::resource_exhausted(format!(
+            "{identity} may poll {POLLS_PER_MINUTE} times a minute"
+        ));
+        return Err(service.refuse_counted(&identity, TalliedRefusal::RateLimited, status));
+    }
     let request = request.into_inner();
     if request.subscription_ids.is_empty() || request.subscription_ids.len() > MAX_POLL_IDS {
         return Err(FieldError::new(
@@ -219,7 +236,7 @@ pub(super) async fn poll(
         let events = store
             .events_after(after, up_to, POLL_BATCH)
             .map_err(|e| convert::store_status(e, ""))?;
-        let next = if events.len() < POLL_BATCH {
+        let mut next = if events.len() < POLL_BATCH {
             up_to.max(after)
         } else {
             events.last().map_or(up_to, |e| e.seq)
@@ -227,6 +244,11 @@ pub(super) async fn poll(
         let mut notifications = Vec::new();
         let mut audits = Vec::new();
         for event in &events {
+            if notifications.len() >= MAX_POLL_NOTIFICATIONS {
+                // The rest next time: one poll writes a bounded audit batch.
+                next = event.seq.saturating_sub(1).max(after);
+                break;
+            }
             for subscription in &subscriptions {
                 if subscription.person_id != event.person_id || event.seq <= subscription.from_seq {
                     continue;
@@ -256,9 +278,8 @@ pub(super) async fn poll(
         Ok((notifications, audits, next))
     })
     .await?;
-    for event in audits {
-        service.audit(event).await?;
-    }
+    // One durable append for the whole reply, before it leaves.
+    crate::lookup::audit_all(&service.state, audits).await?;
     if !notifications.is_empty() {
         tracing::info!(peer = %identity, sent = notifications.len(), "subscription notifications sent");
     }
