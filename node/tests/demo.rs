@@ -337,7 +337,10 @@ fn demo_once_prints_the_story_and_keeps_the_log_in_its_folder() {
         "stderr holds only warnings and errors, and there are none:\n{stderr}"
     );
     assert!(!stdout.contains(" INFO "), "{stdout}");
-    assert!(stdout.contains("as designed: all three councils"), "{stdout}");
+    assert!(
+        stdout.contains("as designed: all three councils"),
+        "{stdout}"
+    );
     let log_path = dir.join("demo.log");
     assert!(
         stdout.contains(&log_path.display().to_string()),

@@ -61,18 +61,25 @@ fn shell_completions_and_man_pages_come_from_the_clap_definitions() {
     assert_eq!(refused.status.code(), Some(2));
 
     let page = must_pass("manpage", &["manpage"]);
-    assert!(page.starts_with(".ie") || page.contains(".TH patchwork"), "{page}");
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH patchwork"),
+        "{page}"
+    );
     assert!(page.contains("lookup"), "{page}");
 
     let dir = tempfile::tempdir().expect("tempdir");
     let out_dir = dir.path().join("man");
     must_pass(
         "manpage --out-dir",
-        &["manpage", "--out-dir", out_dir.to_str().expect("utf-8 path")],
+        &[
+            "manpage",
+            "--out-dir",
+            out_dir.to_str().expect("utf-8 path"),
+        ],
     );
     for page in ["patchwork.1", "patchwork-lookup.1", "patchwork-ca-sign.1"] {
-        let text = std::fs::read_to_string(out_dir.join(page))
-            .unwrap_or_else(|e| panic!("{page}: {e}"));
+        let text =
+            std::fs::read_to_string(out_dir.join(page)).unwrap_or_else(|e| panic!("{page}: {e}"));
         assert!(text.contains(".TH"), "{page}: {text}");
     }
     let lookup = std::fs::read_to_string(out_dir.join("patchwork-lookup.1")).expect("page");
