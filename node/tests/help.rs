@@ -107,3 +107,19 @@ fn version_names_the_commit() {
         assert_eq!(out.trim(), expected, "{args:?}");
     }
 }
+
+/// `manpage --out-dir` is the one new verb that writes files: a folder it
+/// cannot make is refused with the flag named, and nothing else is written.
+#[test]
+fn manpage_into_a_folder_it_cannot_make_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("not-a-folder");
+    std::fs::write(&file, "mine").expect("write");
+    let target = file.join("man");
+    let out = patchwork(&["manpage", "--out-dir", target.to_str().expect("utf-8 path")]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--out-dir: cannot create"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&file).expect("file"), "mine");
+    assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 1);
+}
