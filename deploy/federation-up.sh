@@ -14,11 +14,12 @@
 #     deploy/examples/melbourne for the others; Amelia Smith-Jones (born
 #     2015-03-14) is known to all three.
 #
-# Usage:
-#   PATCHWORK=target/release/patchwork deploy/federation-up.sh DIR
+# Usage (the binary: PATCHWORK=path/to/patchwork, else this checkout's
+# target/release/patchwork or target/debug/patchwork, else `patchwork` on PATH):
+#   deploy/federation-up.sh DIR
 #       sets everything up in DIR (which must be empty or missing), starts
 #       the three nodes and waits until each answers `patchwork stats`.
-#   PATCHWORK=... deploy/federation-up.sh DIR NAME
+#   deploy/federation-up.sh DIR NAME
 #       starts one node (surrey, brighton or melbourne) of DIR again, with the
 #       same config, e.g. after it was stopped or killed.
 #   deploy/federation-down.sh DIR
@@ -33,7 +34,7 @@
 set -euo pipefail
 
 usage() {
-  echo "usage: PATCHWORK=path/to/patchwork $0 DIR [surrey|brighton|melbourne]" >&2
+  echo "usage: [PATCHWORK=path/to/patchwork] $0 DIR [surrey|brighton|melbourne]" >&2
   exit 2
 }
 if [ $# -lt 1 ] || [ $# -gt 2 ]; then usage; fi
@@ -42,15 +43,35 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 EXAMPLES=$HERE/examples
 NODES=(surrey brighton melbourne)
 
-PW=${PATCHWORK:-patchwork}
-case $PW in
-  */*) PW=$(cd "$(dirname "$PW")" && pwd)/$(basename "$PW") ;;
-  *) PW=$(command -v "$PW" || true) ;;
-esac
-if [ -z "$PW" ] || [ ! -x "$PW" ]; then
-  echo "error: PATCHWORK=${PATCHWORK:-patchwork} is not an executable patchwork binary" >&2
-  exit 1
+# The binary: $PATCHWORK if set; else the one built in this checkout
+# (target/release, then target/debug, under $CARGO_TARGET_DIR if set), which
+# matches these scripts; else `patchwork` on PATH (an installed one).
+if [ -n "${PATCHWORK:-}" ]; then
+  PW=$PATCHWORK
+  case $PW in
+    */*) PW=$(cd "$(dirname "$PW")" 2>/dev/null && pwd)/$(basename "$PW") || PW= ;;
+    *) PW=$(command -v "$PW" || true) ;;
+  esac
+  if [ -z "$PW" ] || [ ! -x "$PW" ] || [ -d "$PW" ]; then
+    echo "error: PATCHWORK=$PATCHWORK is not an executable patchwork binary" >&2
+    exit 1
+  fi
+else
+  TARGET=${CARGO_TARGET_DIR:-$HERE/../target}
+  PW=
+  for candidate in "$TARGET/release/patchwork" "$TARGET/debug/patchwork" "$(command -v patchwork || true)"; do
+    if [ -n "$candidate" ] && [ -x "$candidate" ] && [ ! -d "$candidate" ]; then
+      PW=$(cd "$(dirname "$candidate")" && pwd)/$(basename "$candidate")
+      break
+    fi
+  done
+  if [ -z "$PW" ]; then
+    echo "error: no patchwork binary: none in $TARGET/release or $TARGET/debug, none on PATH;" \
+      "build it (cargo build --release) or set PATCHWORK=path/to/patchwork" >&2
+    exit 1
+  fi
 fi
+echo "federation-up: using $PW ($("$PW" --version 2>/dev/null || echo "version unknown"))"
 
 mkdir -p "$1"
 DIR=$(cd "$1" && pwd)

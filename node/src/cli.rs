@@ -22,10 +22,19 @@ use crate::config::{LogFormat, NodeConfig};
 use crate::csv_rows::{CsvKind, CsvRows, column_of};
 use crate::validate::{FieldError, parse_iso_date};
 
+/// The version and the commit it was built from (`node/build.rs`; "unknown"
+/// when built without git), for `--version` and `patchwork version`.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("PATCHWORK_COMMIT"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "patchwork",
-    version,
+    version = VERSION,
     about = "Patchwork node: who else is working with this person?"
 )]
 pub struct Cli {
@@ -87,6 +96,29 @@ pub enum Command {
     Synth(SynthArgs),
     /// A throwaway federation of three councils on this machine: start here.
     Demo(crate::demo::DemoArgs),
+    /// Print the version and the commit this binary was built from.
+    Version,
+    /// Print a shell completion script, e.g. `patchwork completions bash >
+    /// /etc/bash_completion.d/patchwork`.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff), or write one page per subcommand to a folder.
+    Manpage(ManpageArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManpageArgs {
+    /// Write patchwork.1 and a page per subcommand (patchwork-lookup.1,
+    /// patchwork-ca-sign.1, ...) into this folder instead of printing
+    /// patchwork.1 to stdout.
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -94,8 +126,10 @@ pub struct SynthArgs {
     /// Only persons for now.
     #[arg(value_enum)]
     pub kind: SynthKind,
+    /// How many records to write.
     #[arg(long, default_value_t = 1000)]
     pub count: u64,
+    /// The random seed: the same seed writes the same records.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// The CSV file to create.
@@ -110,6 +144,8 @@ pub enum SynthKind {
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
+    /// Check the config file and every file it names (certificate, key,
+    /// trust bundle, CRLs, match-key secrets) without starting the node.
     Check(ConfigArg),
 }
 
@@ -147,8 +183,11 @@ pub struct ImportArgs {
     /// What the file holds.
     #[arg(value_enum)]
     pub kind: CsvKind,
+    /// The CSV file to import (a header row, then one record per row; see
+    /// deploy/examples for each kind's columns).
     #[arg(long, short)]
     pub file: PathBuf,
+    /// The node's config file.
     #[arg(long, short, default_value = "node.toml")]
     pub config: PathBuf,
     /// Check every row, write nothing.
@@ -193,6 +232,7 @@ impl Basis {
 
 #[derive(Debug, Args)]
 pub struct LookupArgs {
+    /// The node's config file.
     #[arg(long, short, default_value = "node.toml")]
     pub config: PathBuf,
     /// The practitioner asking (their id on this node).
@@ -204,13 +244,16 @@ pub struct LookupArgs {
     /// Why you are looking (10-500 characters, no case notes).
     #[arg(long)]
     pub reason: String,
+    /// Given (first) name(s), as the person's records spell them.
     #[arg(long)]
     pub given: Option<String>,
+    /// Family name (surname).
     #[arg(long)]
     pub family: Option<String>,
     /// Date of birth, YYYY-MM-DD.
     #[arg(long)]
     pub dob: Option<String>,
+    /// Postcode, e.g. "BN1 1AA".
     #[arg(long)]
     pub postcode: Option<String>,
     /// National identifier, e.g. an NHS number.
@@ -226,14 +269,18 @@ pub struct LookupArgs {
     /// marked by relationship.
     #[arg(long)]
     pub include_family: bool,
+    /// Print the answer as JSON (every council's outcome and involvements)
+    /// instead of text.
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct StatsArgs {
+    /// The node's config file.
     #[arg(long, short, default_value = "node.toml")]
     pub config: PathBuf,
+    /// Print the result as JSON (for scripts) instead of text.
     #[arg(long)]
     pub json: bool,
 }
@@ -296,7 +343,46 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Quickstart(args) => crate::quickstart::run(&args),
         Command::Synth(args) => synth_command(&args),
         Command::Demo(args) => crate::demo::run(args).await,
+        Command::Version => {
+            println!("patchwork {VERSION}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completions(args) => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                args.shell,
+                &mut Cli::command(),
+                "patchwork",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Manpage(args) => manpage_command(&args),
     }
+}
+
+/// `patchwork manpage`: the pages come from the same clap definitions as
+/// `--help`, so they cannot disagree with it.
+fn manpage_command(args: &ManpageArgs) -> anyhow::Result<ExitCode> {
+    use clap::CommandFactory;
+    let command = Cli::command();
+    match &args.out_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("--out-dir: cannot create {}", dir.display()))?;
+            clap_mangen::generate_to(command, dir)
+                .with_context(|| format!("--out-dir: cannot write pages to {}", dir.display()))?;
+        }
+        None => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(command)
+                .render(&mut out)
+                .context("cannot render the man page")?;
+            std::io::Write::write_all(&mut std::io::stdout(), &out)
+                .context("cannot write the man page to stdout")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn load_config(path: &Path) -> anyhow::Result<NodeConfig> {
@@ -1000,22 +1086,26 @@ pub enum AuditCommand {
 
 #[derive(Debug, Args)]
 pub struct AuditVerifyArgs {
+    /// The node's config file.
     #[arg(long, short, default_value = "node.toml")]
     pub config: PathBuf,
     /// Open the store of a stopped node instead of asking the running one.
     #[arg(long)]
     pub offline: bool,
+    /// Print the result as JSON (for scripts) instead of text.
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct AuditSubjectArgs {
+    /// The node's config file.
     #[arg(long, short, default_value = "node.toml")]
     pub config: PathBuf,
     /// The person's id on this node.
     #[arg(long)]
     pub person: String,
+    /// Print the result as JSON (for scripts) instead of text.
     #[arg(long)]
     pub json: bool,
 }
@@ -1263,17 +1353,20 @@ pub fn subject_access_text(report: &v1::SubjectAccessReport, node_name: &str) ->
 
 #[derive(Debug, Args)]
 pub struct BackupArgs {
+    /// The node's config file.
     #[arg(long, short, default_value = "node.toml")]
     pub config: PathBuf,
     /// The backup file to write (created 0600; replaced atomically if it exists).
     #[arg(long)]
     pub out: PathBuf,
+    /// Print the result as JSON (for scripts) instead of text.
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
+    /// The node's config file.
     #[arg(long, short, default_value = "node.toml")]
     pub config: PathBuf,
     /// The backup file (made by `patchwork backup`).
@@ -1287,6 +1380,7 @@ pub struct RestoreArgs {
     /// config's certificate names.
     #[arg(long)]
     pub allow_other_node: bool,
+    /// Print the result as JSON (for scripts) instead of text.
     #[arg(long)]
     pub json: bool,
 }

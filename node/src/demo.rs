@@ -49,10 +49,15 @@ pub struct DemoArgs {
     /// three councils answered as designed.
     #[arg(long)]
     pub once: bool,
-    /// Print the lookup as JSON (as `patchwork lookup --json` does); with
-    /// `--once` only, so stdout is JSON and nothing else.
-    #[arg(long, requires = "once")]
+    /// Print the lookup as JSON (as `patchwork lookup --json` does) and stop:
+    /// implies `--once`, so stdout is one JSON document and nothing else.
+    #[arg(long)]
     pub json: bool,
+    /// Also write the nodes' log (info and up, or `RUST_LOG`) to stderr;
+    /// without it stderr shows warnings and errors only, and the whole log
+    /// goes to `demo.log` in the demo's folder.
+    #[arg(long, short)]
+    pub verbose: bool,
     /// Log as JSON lines instead of text.
     #[arg(long)]
     pub log_json: bool,
@@ -269,14 +274,13 @@ pub fn seed_records(persons: u32) -> Vec<(CouncilRecords, String)> {
 }
 
 /// Runs `patchwork demo`.
-pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    crate::cli::init_logging(if args.log_json {
-        crate::config::LogFormat::Json
-    } else {
-        crate::config::LogFormat::Text
-    });
+pub async fn run(mut args: DemoArgs) -> anyhow::Result<ExitCode> {
+    // `--json` is for scripts, which want one document and an exit status,
+    // never a process that runs until Ctrl-C.
+    args.once |= args.json;
     let started = Instant::now();
     let (root, temporary) = demo_folder(args.dir.as_deref())?;
+    init_demo_logging(&root, &args)?;
     let say = Say { json: args.json };
     let (federation, listeners) = Federation::create(&root).await?;
     let running = federation.start(listeners);
@@ -298,6 +302,44 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     stopped?;
     Ok(code)
 }
+
+/// The log of three nodes starting, seeding and answering is some seventy
+/// lines before the answer; a newcomer's terminal should show the story, so
+/// the log goes to `demo.log` in the demo's folder (info and up, or
+/// `RUST_LOG`) and stderr shows only warnings and errors, unless `--verbose`.
+fn init_demo_logging(root: &Path, args: &DemoArgs) -> anyhow::Result<()> {
+    use tracing_subscriber::filter::{EnvFilter, LevelFilter};
+    use tracing_subscriber::{Layer, fmt, layer::SubscriberExt, util::SubscriberInitExt};
+
+    let path = root.join(DEMO_LOG);
+    let file = std::fs::File::create(&path)
+        .with_context(|| format!("cannot create the demo's log {}", path.display()))?;
+    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let to_file = fmt::layer()
+        .with_writer(std::sync::Mutex::new(file))
+        .with_ansi(false);
+    let to_file = if args.log_json {
+        to_file.json().with_filter(filter()).boxed()
+    } else {
+        to_file.with_filter(filter()).boxed()
+    };
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let to_stderr = fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
+    let to_stderr = match (args.log_json, args.verbose) {
+        (true, true) => to_stderr.json().with_filter(filter()).boxed(),
+        (true, false) => to_stderr.json().with_filter(LevelFilter::WARN).boxed(),
+        (false, true) => to_stderr.with_filter(filter()).boxed(),
+        (false, false) => to_stderr.with_filter(LevelFilter::WARN).boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(to_file)
+        .with(to_stderr)
+        .try_init()
+        .context("cannot install the demo's log")
+}
+
+/// The demo's log, in its folder.
+pub const DEMO_LOG: &str = "demo.log";
 
 /// Where progress goes: stdout, or stderr when stdout is for JSON.
 struct Say {
@@ -724,8 +766,11 @@ impl Federation {
             out,
             "\ntrust: two certificate authorities ({} and {}), each trusting the other, \
              with CRLs;\nagreements: every council with the other two, match keys \
-             \"{ENGLAND_KEYS}\" (Surrey, Brighton & Hove) and \"{BORDER_KEYS}\" (all three)",
-            ENGLAND.trust_domain, VICTORIA.trust_domain
+             \"{ENGLAND_KEYS}\" (Surrey, Brighton & Hove) and \"{BORDER_KEYS}\" (all three);\n\
+             the nodes' log: {} (`--verbose` also shows it here)",
+            ENGLAND.trust_domain,
+            VICTORIA.trust_domain,
+            self.root.join(DEMO_LOG).display()
         );
         out
     }

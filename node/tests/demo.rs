@@ -148,7 +148,8 @@ fn assert_no_personal_data(what: &str, text: &str, personal: &[String]) {
 #[test]
 fn demo_once_finds_the_child_in_all_three_councils_and_logs_no_personal_data() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let demo = spawn(&["demo", "--once", "--json"], tmp.path());
+    // `--json` implies `--once`; `--verbose` puts the nodes' log on stderr.
+    let demo = spawn(&["demo", "--json", "--verbose"], tmp.path());
     let stdout = demo.read_until(None).join("\n");
     let (status, log) = demo.wait();
     assert!(status.success(), "{status}\nstdout:\n{stdout}\nlog:\n{log}");
@@ -312,7 +313,44 @@ fn the_printed_commands_work_against_the_running_demo_until_sigterm() {
         dir.join("surrey/node.toml").exists(),
         "--dir keeps the folder"
     );
+    assert!(log.trim().is_empty(), "stderr is warnings only: {log}");
+    let log = std::fs::read_to_string(dir.join("demo.log")).expect("the demo's log");
+    assert!(log.contains("lookup answered"), "{log}");
     assert_no_personal_data("log", &log, &personal_data());
+}
+
+/// What a newcomer sees: the story on stdout, no log lines on stderr; the
+/// nodes' log in `demo.log` in the kept folder.
+#[test]
+fn demo_once_prints_the_story_and_keeps_the_log_in_its_folder() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("demo");
+    let demo = spawn(
+        &["demo", "--once", "--dir", dir.to_str().expect("utf-8 path")],
+        tmp.path(),
+    );
+    let stdout = demo.read_until(None).join("\n");
+    let (status, stderr) = demo.wait();
+    assert!(status.success(), "{status}\n{stdout}\n{stderr}");
+    assert!(
+        stderr.trim().is_empty(),
+        "stderr holds only warnings and errors, and there are none:\n{stderr}"
+    );
+    assert!(!stdout.contains(" INFO "), "{stdout}");
+    assert!(
+        stdout.contains("as designed: all three councils"),
+        "{stdout}"
+    );
+    let log_path = dir.join("demo.log");
+    assert!(
+        stdout.contains(&log_path.display().to_string()),
+        "the story names where the log is:\n{stdout}"
+    );
+    let log = std::fs::read_to_string(&log_path).expect("the demo's log");
+    assert!(
+        log.contains("INFO") && log.contains("lookup answered"),
+        "{log}"
+    );
 }
 
 #[test]

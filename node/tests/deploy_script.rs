@@ -4,6 +4,8 @@
 //! lookup from Surrey is answered by all three; Brighton killed with SIGKILL
 //! is reported unreachable by the next lookup; started again from the same
 //! config, it answers again; `deploy/federation-down.sh` stops them all.
+//! The script runs as the operations guide writes it, `deploy/federation-up.sh
+//! DIR`, finding the checkout's built binary without `PATCHWORK` or `PATH`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -30,15 +32,73 @@ fn run(command: &mut Command) -> Output {
     output
 }
 
-fn up(dir: &Path, ports: &[u16; 3], only: Option<&str>) -> Output {
+/// A checkout as the operations guide assumes one: `deploy/` (the scripts
+/// copied, the examples linked) and the built binary at
+/// `target/release/patchwork` — so the guide's command runs as written,
+/// with no `PATCHWORK` and no `patchwork` on `PATH`.
+fn checkout(root: &Path, with_binary: bool) -> PathBuf {
+    let deploy_dir = root.join("deploy");
+    std::fs::create_dir_all(&deploy_dir).expect("deploy/");
+    for script in ["federation-up.sh", "federation-down.sh"] {
+        std::fs::copy(deploy(script), deploy_dir.join(script)).expect("copy script");
+    }
+    std::os::unix::fs::symlink(
+        deploy("examples").canonicalize().expect("examples"),
+        deploy_dir.join("examples"),
+    )
+    .expect("link examples");
+    if with_binary {
+        let release = root.join("target/release");
+        std::fs::create_dir_all(&release).expect("target/release");
+        std::os::unix::fs::symlink(
+            Path::new(BIN).canonicalize().expect("binary"),
+            release.join("patchwork"),
+        )
+        .expect("link binary");
+    }
+    root.to_owned()
+}
+
+/// `deploy/federation-up.sh DIR [NAME]` in `checkout`, as the guide writes it.
+fn guide_command(checkout: &Path, dir: &Path, only: Option<&str>) -> Command {
     let mut command = Command::new("bash");
     command
-        .arg(deploy("federation-up.sh"))
+        .arg(checkout.join("deploy/federation-up.sh"))
         .arg(dir)
         .args(only)
-        .env("PATCHWORK", BIN)
-        .env("PATCHWORK_PORTS", ports.map(|p| p.to_string()).join(" "));
-    run(&mut command)
+        .env_remove("PATCHWORK")
+        .env_remove("CARGO_TARGET_DIR")
+        .env("PATH", "/usr/bin:/bin");
+    command
+}
+
+fn up(checkout: &Path, dir: &Path, ports: &[u16; 3], only: Option<&str>) -> Output {
+    let output = run(guide_command(checkout, dir, only)
+        .env("PATCHWORK_PORTS", ports.map(|p| p.to_string()).join(" ")));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let used = checkout.join("target/release/patchwork");
+    assert!(
+        stdout.contains(&format!("using {}", used.display())),
+        "the script names the checkout's binary:\n{stdout}"
+    );
+    output
+}
+
+#[test]
+fn without_a_binary_the_script_says_how_to_get_one_and_creates_nothing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bare = checkout(&tmp.path().join("checkout"), false);
+    let dir = tmp.path().join("federation");
+    let output = guide_command(&bare, &dir, None).output().expect("run");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("no patchwork binary")
+            && stderr.contains("cargo build --release")
+            && stderr.contains("PATCHWORK="),
+        "{stderr}"
+    );
+    assert!(!dir.exists(), "nothing created");
 }
 
 /// Stops the federation however the test ends.
@@ -137,10 +197,11 @@ fn the_federation_script_runs_three_councils_that_survive_losing_one() {
     let started = Instant::now();
     let tmp = tempfile::tempdir().expect("tempdir");
     let ports = free_ports();
+    let checkout = checkout(&tmp.path().join("checkout"), true);
     let federation = Federation {
         dir: tmp.path().join("federation"),
     };
-    up(&federation.dir, &ports, None);
+    up(&checkout, &federation.dir, &ports, None);
     let pids = NODES.map(|node| federation.pid(node));
     assert!(pids.iter().all(|pid| alive(*pid)), "three live processes");
     assert!(pids[0] != pids[1] && pids[1] != pids[2] && pids[0] != pids[2]);
@@ -172,7 +233,7 @@ fn the_federation_script_runs_three_councils_that_survive_losing_one() {
     assert_eq!(outcome_of(&answers, "melbourne"), "matched");
 
     // Started again from the same config, it answers again.
-    up(&federation.dir, &ports, Some("brighton"));
+    up(&checkout, &federation.dir, &ports, Some("brighton"));
     assert_ne!(federation.pid("brighton"), brighton);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
