@@ -468,11 +468,8 @@ fn store_check(path: &Path) -> anyhow::Result<ExitCode> {
 
 fn config_check(path: &Path) -> anyhow::Result<ExitCode> {
     let config = load_config(path)?;
-    let material = crate::tls::TlsMaterial::load(&config.tls)?;
-    crate::store::data_dir::check(&config.node.data_dir)
-        .map_err(|e| anyhow::anyhow!("node.data_dir: {e}"))?;
-    // Secrets and CA files, read as `serve` reads them.
-    crate::team::load_webhooks(&config.webhooks)?;
+    // The same checks `serve` makes before it listens.
+    let crate::server::Preflight { material, .. } = crate::server::preflight(&config)?;
     println!(
         "config ok: {} ({}) listens on {}, {} local client(s), data in {}",
         config.node.display_name,

@@ -357,3 +357,78 @@ fn bad_config_and_loose_key_permissions_fail_with_one_line_naming_the_key() {
     std::fs::write(&config, "this is = not [valid").expect("write");
     serve_fails(&["config"]);
 }
+
+/// `config check` makes every check `serve` makes before it listens: a
+/// config it passes cannot then be refused at start-up (issue 13, point 10).
+#[cfg(unix)]
+#[test]
+fn config_check_refuses_everything_serve_refuses_with_the_same_line() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("node");
+    let dir_arg = dir.to_str().expect("utf-8 path");
+    let listen = format!("127.0.0.1:{}", free_port());
+    assert!(
+        patchwork(&["quickstart", "--dir", dir_arg, "--listen", &listen])
+            .status
+            .success()
+    );
+    let config = dir.join("node.toml");
+    let config_arg = config.to_str().expect("utf-8 path");
+    let mut text_config = std::fs::read_to_string(&config).expect("config");
+    text_config.push_str(
+        "\n[federation]\n[[federation.key_sets]]\nname = \"england\"\nsecret_file = \"england.key\"\n",
+    );
+    std::fs::write(&config, text_config).expect("write");
+    let secret = dir.join("england.key");
+    let chmod = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod")
+    };
+    std::fs::write(&secret, "ab".repeat(32)).expect("write secret");
+    chmod(&secret, 0o600);
+    let ok = patchwork(&["config", "check", "--config", config_arg]);
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+
+    let both_refuse = |case: &str, expected: &[&str]| {
+        let check = patchwork(&["config", "check", "--config", config_arg]);
+        let serve = patchwork(&["serve", "--config", config_arg]);
+        for (verb, out) in [("config check", &check), ("serve", &serve)] {
+            assert_eq!(out.status.code(), Some(1), "{case}: {verb} must refuse");
+            let stderr = text(&out.stderr);
+            for part in expected {
+                assert!(stderr.contains(part), "{case}: {verb}: expected {part:?} in: {stderr}");
+            }
+        }
+        assert_eq!(
+            text(&check.stderr).trim().lines().last(),
+            text(&serve.stderr).trim().lines().last(),
+            "{case}: the same reason from both"
+        );
+    };
+    // A match-key secret others can read.
+    chmod(&secret, 0o644);
+    both_refuse(
+        "secret 0644",
+        &["federation.key_sets[0].secret_file", "chmod 600"],
+    );
+    // A match-key secret too short to be one.
+    chmod(&secret, 0o600);
+    std::fs::write(&secret, "abcd").expect("write secret");
+    both_refuse(
+        "secret too short",
+        &["federation.key_sets[0].secret_file", "64 hex digits"],
+    );
+    std::fs::write(&secret, "ab".repeat(32)).expect("write secret");
+    // A data folder others can enter.
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).expect("data");
+    chmod(&data, 0o755);
+    both_refuse("data folder 0755", &["node.data_dir", "chmod 700"]);
+    chmod(&data, 0o700);
+    // The node's key readable by others.
+    chmod(&dir.join("node.key"), 0o644);
+    both_refuse("node.key 0644", &["tls.key_file", "chmod 600"]);
+    chmod(&dir.join("node.key"), 0o600);
+    let ok = patchwork(&["config", "check", "--config", config_arg]);
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+}
