@@ -43,7 +43,7 @@ pub enum Command {
     Lookup(LookupArgs),
     /// What the running node holds.
     Stats(StatsArgs),
-    /// Check a config file and the key material it names, without starting.
+    /// Write a node's config file, or check one and the files it names.
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
@@ -110,7 +110,11 @@ pub enum SynthKind {
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
+    /// Check a config and every file it names, as `serve` checks them before
+    /// it listens, without starting.
     Check(ConfigArg),
+    /// Write a complete, commented node.toml for a named node and its peers.
+    Init(crate::config_init::InitArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -281,6 +285,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config {
             command: ConfigCommand::Check(args),
         } => config_check(&args.config),
+        Command::Config {
+            command: ConfigCommand::Init(args),
+        } => crate::config_init::run(&args),
         Command::Store {
             command: StoreCommand::Check(args),
         } => store_check(&args.config),
