@@ -114,7 +114,7 @@ pub enum ConfigCommand {
     /// it listens, without starting.
     Check(ConfigArg),
     /// Write a complete, commented node.toml for a named node and its peers.
-    Init(crate::config_init::InitArgs),
+    Init(Box<crate::config_init::InitArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -378,11 +378,25 @@ fn synth_command(args: &SynthArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Each key set's fingerprint, to compare with the same line on its peers.
+fn print_fingerprints(fingerprints: &[v1::KeySetFingerprint]) {
+    for f in fingerprints {
+        println!(
+            "  key set {}: fingerprint {} (the same on every node sharing it)",
+            f.key_set, f.fingerprint
+        );
+    }
+}
+
 fn print_trust_status(status: &v1::TrustStatus, json: bool) {
     if json {
         let value = serde_json::json!({
             "identity": status.identity,
             "generation": status.generation,
+            "key_set_fingerprints": status.key_set_fingerprints.iter().map(|f| serde_json::json!({
+                "key_set": f.key_set,
+                "fingerprint": f.fingerprint,
+            })).collect::<Vec<_>>(),
             "expiries": status.expiries.iter().map(|e| serde_json::json!({
                 "what": e.what,
                 "not_after_unix_seconds": e.not_after_unix_seconds,
@@ -404,6 +418,7 @@ fn print_trust_status(status: &v1::TrustStatus, json: bool) {
         };
         println!("  {}: {} days left{warning}", expiry.what, expiry.days_left);
     }
+    print_fingerprints(&status.key_set_fingerprints);
 }
 
 async fn reload_command(path: &Path) -> anyhow::Result<ExitCode> {
@@ -476,7 +491,9 @@ fn store_check(path: &Path) -> anyhow::Result<ExitCode> {
 fn config_check(path: &Path) -> anyhow::Result<ExitCode> {
     let config = load_config(path)?;
     // The same checks `serve` makes before it listens.
-    let crate::server::Preflight { material, .. } = crate::server::preflight(&config)?;
+    let crate::server::Preflight {
+        material, key_sets, ..
+    } = crate::server::preflight(&config)?;
     println!(
         "config ok: {} ({}) listens on {}, {} local client(s), data in {}",
         config.node.display_name,
@@ -494,6 +511,7 @@ fn config_check(path: &Path) -> anyhow::Result<ExitCode> {
             expiry.not_after.date()
         );
     }
+    print_fingerprints(&crate::peers::fingerprints(&key_sets));
     if config.tls.crl_files.is_empty() {
         println!(
             "  warning: no CRLs configured (tls.crl_files): revoked certificates are not refused"

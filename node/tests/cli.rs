@@ -388,6 +388,17 @@ fn config_check_refuses_everything_serve_refuses_with_the_same_line() {
     chmod(&secret, 0o600);
     let ok = patchwork(&["config", "check", "--config", config_arg]);
     assert!(ok.status.success(), "{}", text(&ok.stderr));
+    // The key set's fingerprint, to compare with its peers' (point 9); never
+    // the secret.
+    let fingerprint = patchwork_federation::matchkeys::KeySet::new("england", &[0xab; 32])
+        .expect("set")
+        .fingerprint();
+    let stdout = text(&ok.stdout);
+    assert!(
+        stdout.contains(&format!("key set england: fingerprint {fingerprint}")),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(&"ab".repeat(8)), "{stdout}");
 
     let both_refuse = |case: &str, expected: &[&str]| {
         let check = patchwork(&["config", "check", "--config", config_arg]);
@@ -396,7 +407,10 @@ fn config_check_refuses_everything_serve_refuses_with_the_same_line() {
             assert_eq!(out.status.code(), Some(1), "{case}: {verb} must refuse");
             let stderr = text(&out.stderr);
             for part in expected {
-                assert!(stderr.contains(part), "{case}: {verb}: expected {part:?} in: {stderr}");
+                assert!(
+                    stderr.contains(part),
+                    "{case}: {verb}: expected {part:?} in: {stderr}"
+                );
             }
         }
         assert_eq!(
@@ -540,7 +554,10 @@ fn config_init_writes_a_config_that_passes_config_check_once_its_files_exist() {
     assert!(!other.exists());
     std::fs::write(
         &config,
-        written.replace(&format!("listen = \"{listen}\""), "listen = \"localhost:7443\""),
+        written.replace(
+            &format!("listen = \"{listen}\""),
+            "listen = \"localhost:7443\"",
+        ),
     )
     .expect("write");
     let check = patchwork(&["config", "check", "--config", config_arg]);
