@@ -119,6 +119,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_peers_claimed_fingerprint_is_shown_as_at_most_16_hex_digits() {
+        let hostile = format!("0123456789abcdef\n{}", "f".repeat(10_000));
+        assert_eq!(truncate(&hostile), "0123456789abcdef");
+        assert_eq!(truncate("<script>ab"), "cab");
+    }
+
+    #[test]
     fn a_fingerprint_is_forgotten_after_its_ttl() {
         let known = PeerFingerprints::default();
         let peer: SpiffeId = "spiffe://patchwork/node/kent".parse().expect("id");
