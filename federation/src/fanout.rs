@@ -24,6 +24,9 @@ pub enum PeerOutcome {
     Unreachable(String),
     /// Anything else that went wrong.
     Failed(String),
+    /// It holds another secret for the agreed key set (by fingerprint), so
+    /// it was not asked: why, in words.
+    KeyMismatch(String),
 }
 
 #[derive(Debug, Clone)]
@@ -39,6 +42,8 @@ pub struct PeerCall {
     pub peer: Arc<Peer>,
     pub channel: Channel,
     pub request: v1::FindInvolvementsRequest,
+    /// Compare key-set fingerprints first (`None`: ask without comparing).
+    pub key_check: Option<crate::keycheck::KeyCheck>,
 }
 
 /// Whether a call failed because its connection did (reset, cut off
@@ -92,19 +97,28 @@ pub async fn ask_peers(
             let task = tokio::spawn(async move {
                 let asked = async {
                     let _slot = slots.acquire_owned().await;
+                    if let Some(check) = &call.key_check
+                        && let Some(why) = check
+                            .mismatch(&call.peer.identity, call.channel.clone(), deadline)
+                            .await
+                    {
+                        return PeerOutcome::KeyMismatch(why);
+                    }
                     let mut request = tonic::Request::new(call.request);
                     // Tell the peer too, so it stops working when we stop waiting.
                     request.set_timeout(deadline);
-                    FederationClient::new(call.channel)
+                    match FederationClient::new(call.channel)
                         .max_decoding_message_size(crate::hostile::MAX_ANSWER_BYTES)
                         .find_involvements(request)
                         .await
+                    {
+                        Ok(reply) => PeerOutcome::Answered(reply.into_inner()),
+                        Err(status) => classify(&status),
+                    }
                 };
-                let outcome = match tokio::time::timeout(deadline, asked).await {
-                    Ok(Ok(reply)) => PeerOutcome::Answered(reply.into_inner()),
-                    Ok(Err(status)) => classify(&status),
-                    Err(_) => PeerOutcome::TimedOut,
-                };
+                let outcome = tokio::time::timeout(deadline, asked)
+                    .await
+                    .unwrap_or(PeerOutcome::TimedOut);
                 (outcome, started.elapsed())
             });
             (peer, task)
@@ -118,7 +132,10 @@ pub async fn ask_peers(
                 started.elapsed(),
             )
         });
-        if let PeerOutcome::Unreachable(why) | PeerOutcome::Failed(why) = &outcome {
+        if let PeerOutcome::Unreachable(why)
+        | PeerOutcome::Failed(why)
+        | PeerOutcome::KeyMismatch(why) = &outcome
+        {
             tracing::warn!(peer = %peer.identity, reason = %why, "peer call failed");
         }
         replies.push(PeerReply {

@@ -15,6 +15,7 @@ pub mod decide;
 pub mod fanout;
 pub mod hostile;
 pub mod identifiers;
+pub mod keycheck;
 pub mod matchkeys;
 pub mod normalise;
 pub mod transport;

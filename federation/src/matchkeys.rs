@@ -110,6 +110,10 @@ pub const MAX_QUERY_KEYS: usize = 32;
 /// The shortest secret a [`KeySet`] accepts, in bytes (the HMAC-SHA256 output size).
 pub const MIN_SECRET_LEN: usize = 32;
 
+/// What a key set's [`KeySet::fingerprint`] is the MAC of (part of the
+/// federation contract: peers compare fingerprints).
+pub const FINGERPRINT_LABEL: &str = "patchwork key-set fingerprint v1";
+
 /// The length a Double Metaphone code is capped at (part of the contract).
 pub const PHONETIC_CODE_LEN: usize = 4;
 
@@ -249,6 +253,19 @@ impl KeySet {
     /// The key set's name, as carried in a request's `key_set` field.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Identifies the secret without revealing it, for two nodes to compare:
+    /// the first 8 bytes, hex, of HMAC-SHA256 of [`FINGERPRINT_LABEL`] under
+    /// the secret. The label starts with no version prefix, so it is never a
+    /// match-key pre-image, and 64 bits of one MAC help no one guess a
+    /// secret of 256 random bits.
+    pub fn fingerprint(&self) -> String {
+        let tag = hmac::sign(&self.key, FINGERPRINT_LABEL.as_bytes());
+        tag.as_ref()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     fn digest(&self, preimage: &str) -> Digest {
@@ -479,6 +496,23 @@ mod tests {
 
     fn set() -> KeySet {
         KeySet::new("test-set", &[7_u8; 32]).expect("a valid key set")
+    }
+
+    #[test]
+    fn a_fingerprint_is_16_hex_digits_equal_for_equal_secrets_only() {
+        let same = KeySet::new("other-name", &[7_u8; 32]).expect("set");
+        let other = KeySet::new("test-set", &[8_u8; 32]).expect("set");
+        let fingerprint = set().fingerprint();
+        assert_eq!(fingerprint.len(), 16);
+        assert!(fingerprint.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(fingerprint, same.fingerprint());
+        assert_ne!(fingerprint, other.fingerprint());
+        // Not the prefix of any match key the set makes.
+        let keys = index_keys(&set(), &subject("Ann", "Smith", (2010, 1, 2), "SW1A 1AA"));
+        for (_, digest) in keys {
+            let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+            assert_ne!(hex, fingerprint);
+        }
     }
 
     fn subject(given: &str, family: &str, dob: (i32, u32, u32), postcode: &str) -> Subject {

@@ -52,7 +52,7 @@ pub enum Command {
     Lookup(LookupArgs),
     /// What the running node holds.
     Stats(StatsArgs),
-    /// Check a config file and the key material it names, without starting.
+    /// Write a node's config file, or check one and the files it names.
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
@@ -144,9 +144,11 @@ pub enum SynthKind {
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// Check the config file and every file it names (certificate, key,
-    /// trust bundle, CRLs, match-key secrets) without starting the node.
+    /// Check a config and every file it names, as `serve` checks them before
+    /// it listens, without starting.
     Check(ConfigArg),
+    /// Write a complete, commented node.toml for a named node and its peers.
+    Init(Box<crate::config_init::InitArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -328,6 +330,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config {
             command: ConfigCommand::Check(args),
         } => config_check(&args.config),
+        Command::Config {
+            command: ConfigCommand::Init(args),
+        } => crate::config_init::run(&args),
         Command::Store {
             command: StoreCommand::Check(args),
         } => store_check(&args.config),
@@ -457,11 +462,25 @@ fn synth_command(args: &SynthArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Each key set's fingerprint, to compare with the same line on its peers.
+fn print_fingerprints(fingerprints: &[v1::KeySetFingerprint]) {
+    for f in fingerprints {
+        println!(
+            "  key set {}: fingerprint {} (the same on every node sharing it)",
+            f.key_set, f.fingerprint
+        );
+    }
+}
+
 fn print_trust_status(status: &v1::TrustStatus, json: bool) {
     if json {
         let value = serde_json::json!({
             "identity": status.identity,
             "generation": status.generation,
+            "key_set_fingerprints": status.key_set_fingerprints.iter().map(|f| serde_json::json!({
+                "key_set": f.key_set,
+                "fingerprint": f.fingerprint,
+            })).collect::<Vec<_>>(),
             "expiries": status.expiries.iter().map(|e| serde_json::json!({
                 "what": e.what,
                 "not_after_unix_seconds": e.not_after_unix_seconds,
@@ -483,6 +502,7 @@ fn print_trust_status(status: &v1::TrustStatus, json: bool) {
         };
         println!("  {}: {} days left{warning}", expiry.what, expiry.days_left);
     }
+    print_fingerprints(&status.key_set_fingerprints);
 }
 
 async fn reload_command(path: &Path) -> anyhow::Result<ExitCode> {
@@ -554,11 +574,10 @@ fn store_check(path: &Path) -> anyhow::Result<ExitCode> {
 
 fn config_check(path: &Path) -> anyhow::Result<ExitCode> {
     let config = load_config(path)?;
-    let material = crate::tls::TlsMaterial::load(&config.tls)?;
-    crate::store::data_dir::check(&config.node.data_dir)
-        .map_err(|e| anyhow::anyhow!("node.data_dir: {e}"))?;
-    // Secrets and CA files, read as `serve` reads them.
-    crate::team::load_webhooks(&config.webhooks)?;
+    // The same checks `serve` makes before it listens.
+    let crate::server::Preflight {
+        material, key_sets, ..
+    } = crate::server::preflight(&config)?;
     println!(
         "config ok: {} ({}) listens on {}, {} local client(s), data in {}",
         config.node.display_name,
@@ -576,6 +595,7 @@ fn config_check(path: &Path) -> anyhow::Result<ExitCode> {
             expiry.not_after.date()
         );
     }
+    print_fingerprints(&crate::peers::fingerprints(&key_sets));
     if config.tls.crl_files.is_empty() {
         println!(
             "  warning: no CRLs configured (tls.crl_files): revoked certificates are not refused"

@@ -153,8 +153,11 @@ pub struct MetricsSection {
     /// Serve `GET /metrics` at all.
     #[serde(default = "default_true")]
     pub enabled: bool,
-    /// Where it listens, e.g. "127.0.0.1:9464".
-    #[serde(default = "default_metrics_listen")]
+    /// Where it listens, e.g. "127.0.0.1:9464" (an IP address, not a host name).
+    #[serde(
+        default = "default_metrics_listen",
+        deserialize_with = "listen_address"
+    )]
     pub listen: SocketAddr,
 }
 
@@ -169,6 +172,24 @@ impl Default for MetricsSection {
 
 fn default_true() -> bool {
     true
+}
+
+/// Why a listen address must be an IP literal, in the words an operator
+/// sees (shared with `patchwork config init`).
+pub const LISTEN_ADDRESS_RULE: &str = "must be an IP address and port, such as 0.0.0.0:7443, \
+     10.1.2.3:7443 or [::]:7443; host names are not accepted (a name can resolve \
+     to several addresses, or change, and the node listens on exactly one)";
+
+/// Parses a listen address, refusing a host name with [`LISTEN_ADDRESS_RULE`].
+pub fn parse_listen_address(text: &str) -> Result<SocketAddr, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| format!("{text:?} {LISTEN_ADDRESS_RULE}"))
+}
+
+fn listen_address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_listen_address(&text).map_err(serde::de::Error::custom)
 }
 
 fn default_metrics_listen() -> SocketAddr {
@@ -528,7 +549,9 @@ pub struct ClientEntry {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiSection {
-    /// Where the local API listens, e.g. "127.0.0.1:7443".
+    /// Where the local API listens, e.g. "127.0.0.1:7443" (an IP address, not
+    /// a host name).
+    #[serde(deserialize_with = "listen_address")]
     pub listen: SocketAddr,
     /// Who may call, by certificate identity. Anyone else is refused. The
     /// node's own identity (used by the CLI on this machine) may do anything.

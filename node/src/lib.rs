@@ -13,6 +13,7 @@ pub mod access;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod config_init;
 pub mod convert;
 pub mod csv_rows;
 pub mod demo;

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use patchwork_federation::agreement::Peer;
 use patchwork_federation::breaker::Admission;
 use patchwork_federation::fanout::{PeerCall, PeerOutcome, PeerReply, ask_peers};
+use patchwork_federation::keycheck::KeyCheck;
 use patchwork_federation::matchkeys::{Subject, query_keys};
 use patchwork_proto::v1;
 use tonic::Status;
@@ -106,7 +107,7 @@ fn peer_answer(reply: PeerReply, deadline: Duration) -> v1::NodeAnswer {
             answer.detail = why;
             v1::NodeOutcome::Unreachable
         }
-        PeerOutcome::Failed(why) => {
+        PeerOutcome::Failed(why) | PeerOutcome::KeyMismatch(why) => {
             answer.detail = why;
             v1::NodeOutcome::Error
         }
@@ -316,6 +317,11 @@ pub async fn lookup(
                         .unwrap_or_default(),
                     include_family: question.include_family,
                 },
+                key_check: Some(KeyCheck {
+                    key_set: set_name.clone(),
+                    ours: set.fingerprint(),
+                    known: state.federation.peer_fingerprints.clone(),
+                }),
             }),
             Err(why) => unready.push(PeerReply {
                 peer: peer.clone(),
@@ -343,7 +349,7 @@ pub async fn lookup(
             .peer_latency(&reply.peer.identity, reply.latency);
         let alive = matches!(
             reply.outcome,
-            PeerOutcome::Answered(_) | PeerOutcome::Refused(_)
+            PeerOutcome::Answered(_) | PeerOutcome::Refused(_) | PeerOutcome::KeyMismatch(_)
         );
         state
             .federation

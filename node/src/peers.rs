@@ -42,6 +42,20 @@ pub fn load_key_sets(section: &FederationSection) -> Result<Vec<KeySet>, NodeErr
     Ok(sets)
 }
 
+/// The fingerprints of `sets`, sorted by name: what `config check`, `trust
+/// status` and `NodeInfo` show.
+pub fn fingerprints<'a>(sets: impl IntoIterator<Item = &'a KeySet>) -> Vec<v1::KeySetFingerprint> {
+    let mut out: Vec<_> = sets
+        .into_iter()
+        .map(|set| v1::KeySetFingerprint {
+            key_set: set.name().to_owned(),
+            fingerprint: set.fingerprint(),
+        })
+        .collect();
+    out.sort_by(|a, b| a.key_set.cmp(&b.key_set));
+    out
+}
+
 fn read_secret_hex(path: &Path) -> Result<Vec<u8>, String> {
     let bytes = read_private_key("federation.key_sets", path).map_err(|e| match e {
         NodeError::KeyMaterial { message, .. } => message,
@@ -96,6 +110,8 @@ pub struct Federation {
     pub enumeration: patchwork_federation::hostile::EnumerationPolicy,
     tls: Arc<TlsState>,
     channels: RwLock<(u64, HashMap<SpiffeId, Channel>)>,
+    /// Peers' key-set fingerprints, compared before each lookup.
+    pub peer_fingerprints: Arc<patchwork_federation::keycheck::PeerFingerprints>,
 }
 
 impl Federation {
@@ -139,11 +155,17 @@ impl Federation {
             enumeration: section.enumeration.policy(),
             tls,
             channels: RwLock::new((0, HashMap::new())),
+            peer_fingerprints: Arc::default(),
         }
     }
 
     pub fn key_set(&self, name: &str) -> Option<&KeySet> {
         self.key_sets.get(name)
+    }
+
+    /// Every key set's fingerprint (never the secret), by name.
+    pub fn fingerprints(&self) -> Vec<v1::KeySetFingerprint> {
+        fingerprints(self.key_sets.values())
     }
 
     /// The long-lived channel to `peer`, made on first use and again after

@@ -80,6 +80,33 @@ pub fn read_private_key(key: &'static str, path: &Path) -> Result<Vec<u8>, NodeE
     std::fs::read(path).map_err(|e| key_error(key, format!("cannot read {}: {e}", path.display())))
 }
 
+/// Everything a node reads from files and checks before it listens.
+#[derive(Debug)]
+pub struct Preflight {
+    /// The node's certificate and key, trust bundle and CRLs.
+    pub material: TlsMaterial,
+    /// The match-key secrets of `federation.key_sets`.
+    pub key_sets: Vec<patchwork_federation::matchkeys::KeySet>,
+    /// The webhooks with their secrets and CA files.
+    pub webhooks: Vec<crate::team::Webhook>,
+}
+
+/// Every check `serve` makes before it listens: key files, trust bundle,
+/// CRLs, match-key secrets, webhook secrets and CA files, the data folder.
+/// `serve` and `config check` both call this one function, so a config that
+/// passes the check cannot then be refused at start-up.
+pub fn preflight(config: &NodeConfig) -> Result<Preflight, NodeError> {
+    let material = TlsMaterial::load(&config.tls)?;
+    let key_sets = crate::peers::load_key_sets(&config.federation)?;
+    let webhooks = crate::team::load_webhooks(&config.webhooks)?;
+    crate::store::data_dir::check(&config.node.data_dir)?;
+    Ok(Preflight {
+        material,
+        key_sets,
+        webhooks,
+    })
+}
+
 /// Reloads TLS material when the process gets SIGHUP.
 fn reload_on_sighup(tls: Arc<TlsState>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -148,13 +175,15 @@ pub async fn run_with(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), NodeError> {
-    let material = TlsMaterial::load(&config.tls)?;
+    let Preflight {
+        material,
+        key_sets,
+        webhooks,
+    } = preflight(&config)?;
     material.log_expiries();
     let node_identity = material.own.identity().clone();
     let tls = Arc::new(TlsState::new(config.tls.clone(), material));
     let store_dir = config.store_dir();
-    let key_sets = crate::peers::load_key_sets(&config.federation)?;
-    let webhooks = crate::team::load_webhooks(&config.webhooks)?;
     // Before anything is written: the store holds personal data.
     crate::store::data_dir::prepare(&config.node.data_dir, &store_dir)?;
     let federation = Arc::new(crate::peers::Federation::new(

@@ -357,3 +357,214 @@ fn bad_config_and_loose_key_permissions_fail_with_one_line_naming_the_key() {
     std::fs::write(&config, "this is = not [valid").expect("write");
     serve_fails(&["config"]);
 }
+
+/// `config check` makes every check `serve` makes before it listens: a
+/// config it passes cannot then be refused at start-up (issue 13, point 10).
+#[cfg(unix)]
+#[test]
+fn config_check_refuses_everything_serve_refuses_with_the_same_line() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("node");
+    let dir_arg = dir.to_str().expect("utf-8 path");
+    let listen = format!("127.0.0.1:{}", free_port());
+    assert!(
+        patchwork(&["quickstart", "--dir", dir_arg, "--listen", &listen])
+            .status
+            .success()
+    );
+    let config = dir.join("node.toml");
+    let config_arg = config.to_str().expect("utf-8 path");
+    let mut text_config = std::fs::read_to_string(&config).expect("config");
+    text_config.push_str(
+        "\n[federation]\n[[federation.key_sets]]\nname = \"england\"\nsecret_file = \"england.key\"\n",
+    );
+    std::fs::write(&config, text_config).expect("write");
+    let secret = dir.join("england.key");
+    let chmod = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod")
+    };
+    std::fs::write(&secret, "ab".repeat(32)).expect("write secret");
+    chmod(&secret, 0o600);
+    let ok = patchwork(&["config", "check", "--config", config_arg]);
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    // The key set's fingerprint, to compare with its peers' (point 9); never
+    // the secret.
+    let fingerprint = patchwork_federation::matchkeys::KeySet::new("england", &[0xab; 32])
+        .expect("set")
+        .fingerprint();
+    let stdout = text(&ok.stdout);
+    assert!(
+        stdout.contains(&format!("key set england: fingerprint {fingerprint}")),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(&"ab".repeat(8)), "{stdout}");
+
+    let both_refuse = |case: &str, expected: &[&str]| {
+        let check = patchwork(&["config", "check", "--config", config_arg]);
+        let serve = patchwork(&["serve", "--config", config_arg]);
+        for (verb, out) in [("config check", &check), ("serve", &serve)] {
+            assert_eq!(out.status.code(), Some(1), "{case}: {verb} must refuse");
+            let stderr = text(&out.stderr);
+            for part in expected {
+                assert!(
+                    stderr.contains(part),
+                    "{case}: {verb}: expected {part:?} in: {stderr}"
+                );
+            }
+        }
+        assert_eq!(
+            text(&check.stderr).trim().lines().last(),
+            text(&serve.stderr).trim().lines().last(),
+            "{case}: the same reason from both"
+        );
+    };
+    // A match-key secret others can read.
+    chmod(&secret, 0o644);
+    both_refuse(
+        "secret 0644",
+        &["federation.key_sets[0].secret_file", "chmod 600"],
+    );
+    // A match-key secret too short to be one.
+    chmod(&secret, 0o600);
+    std::fs::write(&secret, "abcd").expect("write secret");
+    both_refuse(
+        "secret too short",
+        &["federation.key_sets[0].secret_file", "64 hex digits"],
+    );
+    std::fs::write(&secret, "ab".repeat(32)).expect("write secret");
+    // A data folder others can enter.
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).expect("data");
+    chmod(&data, 0o755);
+    both_refuse("data folder 0755", &["node.data_dir", "chmod 700"]);
+    chmod(&data, 0o700);
+    // The node's key readable by others.
+    chmod(&dir.join("node.key"), 0o644);
+    both_refuse("node.key 0644", &["tls.key_file", "chmod 600"]);
+    chmod(&dir.join("node.key"), 0o600);
+    let ok = patchwork(&["config", "check", "--config", config_arg]);
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+}
+
+/// `config init` writes a commented node.toml for a named node and its
+/// peers that `config check` passes once the files it names exist; it never
+/// overwrites, and a listen address must be an IP literal (issue 13, point 11).
+#[cfg(unix)]
+#[test]
+fn config_init_writes_a_config_that_passes_config_check_once_its_files_exist() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let material = tmp.path().join("material");
+    let material_arg = material.to_str().expect("utf-8 path");
+    assert!(
+        patchwork(&["quickstart", "--dir", material_arg, "--node-id", "surrey"])
+            .status
+            .success()
+    );
+    let site = tmp.path().join("etc");
+    std::fs::create_dir(&site).expect("etc");
+    let config = site.join("node.toml");
+    let config_arg = config.to_str().expect("utf-8 path");
+    let file = |name: &str| material.join(name).to_str().expect("path").to_owned();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let init = |out: &str, listen: &str| {
+        patchwork(&[
+            "config",
+            "init",
+            "--out",
+            out,
+            "--identity",
+            "spiffe://patchwork/node/surrey",
+            "--display-name",
+            "Surrey \"County\" Council",
+            "--listen",
+            listen,
+            "--data-dir",
+            "data",
+            "--cert",
+            &file("node.crt"),
+            "--key",
+            &file("node.key"),
+            "--trust",
+            &file("ca.crt"),
+            "--key-set",
+            "england=secrets/england.key",
+            "--peer",
+            "Brighton & Hove=spiffe://patchwork/node/brighton@patchwork.brighton-hove.gov.uk:7443",
+            "--peer",
+            "Kent=spiffe://patchwork/node/kent@10.0.0.7:7443#england",
+        ])
+    };
+    let out = init(config_arg, &listen);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let written = std::fs::read_to_string(&config).expect("config");
+    assert!(written.contains("# "), "commented: {written}");
+    for part in [
+        "spiffe://patchwork/node/surrey",
+        "spiffe://patchwork/node/brighton",
+        "Brighton & Hove",
+        "patchwork.brighton-hove.gov.uk:7443",
+        "Kent",
+        &listen,
+    ] {
+        assert!(written.contains(part), "{part} in: {written}");
+    }
+
+    // The secret it names does not exist yet: the check says which key.
+    let check = patchwork(&["config", "check", "--config", config_arg]);
+    assert_eq!(check.status.code(), Some(1));
+    assert!(
+        text(&check.stderr).contains("federation.key_sets[0].secret_file"),
+        "{}",
+        text(&check.stderr)
+    );
+    std::fs::create_dir(site.join("secrets")).expect("secrets");
+    let secret = site.join("secrets/england.key");
+    std::fs::write(&secret, "0f".repeat(32)).expect("secret");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let check = patchwork(&["config", "check", "--config", config_arg]);
+    assert!(check.status.success(), "{}", text(&check.stderr));
+    assert!(
+        text(&check.stdout).contains("spiffe://patchwork/node/surrey"),
+        "{}",
+        text(&check.stdout)
+    );
+
+    // Never overwrites.
+    let again = init(config_arg, &listen);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        text(&again.stderr).contains("never overwrites"),
+        "{}",
+        text(&again.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&config).expect("config"), written);
+
+    // A host name as listen address: refused, saying an IP address is needed,
+    // on the command line and in the file.
+    let other = site.join("other.toml");
+    let by_name = init(other.to_str().expect("path"), "localhost:7443");
+    assert_eq!(by_name.status.code(), Some(2));
+    assert!(
+        text(&by_name.stderr).contains("host names are not accepted"),
+        "{}",
+        text(&by_name.stderr)
+    );
+    assert!(!other.exists());
+    std::fs::write(
+        &config,
+        written.replace(
+            &format!("listen = \"{listen}\""),
+            "listen = \"localhost:7443\"",
+        ),
+    )
+    .expect("write");
+    let check = patchwork(&["config", "check", "--config", config_arg]);
+    assert_eq!(check.status.code(), Some(1));
+    let stderr = text(&check.stderr);
+    assert!(
+        stderr.contains("listen") && stderr.contains("host names are not accepted"),
+        "{stderr}"
+    );
+}

@@ -508,6 +508,16 @@ clients = [
         self.launch().await;
     }
 
+    /// Stops the node and starts it again on the same address, so peers
+    /// configured with it still reach it.
+    pub async fn restart_in_place(&mut self) {
+        self.stop().await;
+        let listener = TcpListener::bind(self.addr)
+            .await
+            .expect("bind the node's own address again");
+        self.launch_on(Some(listener)).await;
+    }
+
     /// Starts a stopped node again on a fresh port, with its folder and
     /// config as they are now (e.g. after restoring a backup into it).
     pub async fn start_again(&mut self) {

@@ -37,6 +37,7 @@ impl AdminService {
                 })
                 .collect(),
             generation: self.state.tls.generation(),
+            key_set_fingerprints: self.state.federation.fingerprints(),
         }
     }
 }

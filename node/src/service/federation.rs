@@ -694,6 +694,13 @@ impl Federation for FederationService {
             software_version: env!("CARGO_PKG_VERSION").to_owned(),
             api_version: patchwork_proto::API_VERSION.to_owned(),
             key_sets: vec![peer.agreement.key_set.clone()],
+            // Only the agreed set's: a peer learns nothing of other groups'.
+            key_set_fingerprints: self
+                .state
+                .federation
+                .key_set(&peer.agreement.key_set)
+                .map(|set| crate::peers::fingerprints([set]))
+                .unwrap_or_default(),
         }))
     }
 }

@@ -1,0 +1,227 @@
+//! Two nodes whose match-key secrets differ: with the same key-set name and
+//! different secrets every answer would be a silent "no match". The asking
+//! node compares key-set fingerprints (Federation.NodeInfo) and names the
+//! mismatch in that peer's outcome; `trust status` and NodeInfo show the
+//! fingerprint, never the secret (issue 13, point 9).
+
+use patchwork_federation::matchkeys::KeySet;
+use patchwork_tests::{
+    ClientCert, ClientGrant, NodeOptions, TestCa, TestNode, date, involvement, organisation,
+    practitioner, v1,
+};
+use tokio::net::TcpListener;
+use tonic::Code;
+
+const SURREY_SECRET: &str = "5f1d3c0a9b8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a392817060504";
+/// One digit different: a copy-paste slip.
+const KENT_SECRET: &str = "5f1d3c0a9b8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a392817060505";
+
+fn fingerprint(secret_hex: &str) -> String {
+    let secret: Vec<u8> = (0..secret_hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&secret_hex[i..i + 2], 16).expect("hex"))
+        .collect();
+    KeySet::new("england", &secret).expect("set").fingerprint()
+}
+
+/// A node peered with `peer` under key set "england" holding `secret`.
+async fn start(
+    ca: &TestCa,
+    name: &str,
+    listener: TcpListener,
+    peer: (&str, std::net::SocketAddr),
+    secret: &str,
+    portal: &ClientCert,
+) -> TestNode {
+    let peer_identity =
+        patchwork_certs::SpiffeId::node(ca.ca.trust_domain(), peer.0).expect("identity");
+    TestNode::start_with(
+        ca,
+        name,
+        &[ClientGrant {
+            client: portal,
+            roles: &["records", "lookup"],
+        }],
+        NodeOptions {
+            listener: Some(listener),
+            extra_config: format!(
+                "[federation]\ndefault_deadline_ms = 3000\n\
+                 [[federation.key_sets]]\nname = \"england\"\nsecret_file = \"england.key\"\n\
+                 [[federation.peers]]\nidentity = \"{peer_identity}\"\nname = \"{}\"\n\
+                 address = \"{}\"\nkey_set = \"england\"\npurposes = [\"child-safeguarding\"]\n\
+                 sensitivities = [\"standard\"]\nrate_limit_per_minute = 600\n",
+                peer.0, peer.1
+            ),
+            secret_files: vec![("england.key".into(), secret.into())],
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+async fn seed(node: &TestNode, portal: &ClientCert, org: &str, practitioner_id: &str) {
+    let mut directory = node.directory(portal).await;
+    directory
+        .create_organisation(v1::CreateOrganisationRequest {
+            organisation: Some(organisation(org, org, v1::Sector::SocialCare)),
+        })
+        .await
+        .expect("organisation");
+    directory
+        .create_practitioner(v1::CreatePractitionerRequest {
+            practitioner: Some(practitioner(
+                practitioner_id,
+                "Jo Patel",
+                "Social worker",
+                org,
+            )),
+        })
+        .await
+        .expect("practitioner");
+}
+
+fn amelia() -> v1::Demographics {
+    v1::Demographics {
+        given_name: "Amelia".into(),
+        family_name: "Smith-Jones".into(),
+        date_of_birth: date(2015, 3, 14),
+        postcode: String::new(),
+        national_id: Some(v1::NationalId {
+            scheme: "nhs".into(),
+            value: "9434765919".into(),
+        }),
+    }
+}
+
+async fn kent_answer(surrey: &TestNode, portal: &ClientCert) -> v1::NodeAnswer {
+    let mut request = patchwork_tests::lookup_request(amelia(), "PR-S1");
+    request.local_only = false;
+    let response = surrey
+        .directory(portal)
+        .await
+        .lookup(request)
+        .await
+        .expect("lookup")
+        .into_inner();
+    response
+        .answers
+        .into_iter()
+        .find(|a| a.node_id.ends_with("/node/kent"))
+        .expect("an answer from kent")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_mismatched_secret_is_named_in_the_lookup_and_fingerprints_are_shown() {
+    let ca = TestCa::new("england.patchwork");
+    let surrey_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let kent_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let surrey_addr = surrey_listener.local_addr().expect("addr");
+    let kent_addr = kent_listener.local_addr().expect("addr");
+    let portal = ca.client("portal");
+    let surrey = start(
+        &ca,
+        "surrey",
+        surrey_listener,
+        ("kent", kent_addr),
+        SURREY_SECRET,
+        &portal,
+    )
+    .await;
+    let mut kent = start(
+        &ca,
+        "kent",
+        kent_listener,
+        ("surrey", surrey_addr),
+        KENT_SECRET,
+        &portal,
+    )
+    .await;
+    seed(&surrey, &portal, "ORG-S", "PR-S1").await;
+    seed(&kent, &portal, "ORG-K", "PR-K1").await;
+    let mut directory = kent.directory(&portal).await;
+    let mut child = patchwork_tests::person(
+        "P-1",
+        "Amelia",
+        "Smith-Jones",
+        date(2015, 3, 14),
+        "9434765919",
+    );
+    child.postcode = String::new();
+    directory
+        .create_person(v1::CreatePersonRequest {
+            person: Some(child),
+        })
+        .await
+        .expect("person");
+    directory
+        .record_involvement(v1::RecordInvolvementRequest {
+            involvement: Some(involvement(
+                "P-1",
+                "PR-K1",
+                "Children's social care",
+                v1::Sensitivity::Standard,
+            )),
+        })
+        .await
+        .expect("involvement");
+
+    let (ours, theirs) = (fingerprint(SURREY_SECRET), fingerprint(KENT_SECRET));
+    assert_ne!(ours, theirs);
+
+    // trust status (Admin.GetTrustStatus) shows the fingerprint, not the secret.
+    let status = surrey
+        .admin()
+        .await
+        .get_trust_status(v1::GetTrustStatusRequest {})
+        .await
+        .expect("trust status")
+        .into_inner();
+    assert_eq!(
+        status.key_set_fingerprints,
+        [v1::KeySetFingerprint {
+            key_set: "england".into(),
+            fingerprint: ours.clone(),
+        }]
+    );
+    assert!(!format!("{status:?}").contains(&SURREY_SECRET[..16]));
+
+    // NodeInfo gives a peer the agreed set's fingerprint ...
+    let as_surrey = kent.try_channel(&surrey.node_cert).await.expect("connect");
+    let info = v1::federation_client::FederationClient::new(as_surrey)
+        .node_info(v1::NodeInfoRequest {})
+        .await
+        .expect("node info")
+        .into_inner();
+    assert_eq!(info.key_sets, ["england"]);
+    assert_eq!(info.key_set_fingerprints[0].fingerprint, theirs);
+    // ... and nothing to a local client with valid credentials but no agreement.
+    let as_portal = kent.try_channel(&portal).await.expect("connect");
+    let refused = v1::federation_client::FederationClient::new(as_portal)
+        .node_info(v1::NodeInfoRequest {})
+        .await
+        .expect_err("a portal is not a peer");
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+
+    // The lookup names the mismatch for Kent instead of a silent "no match".
+    let answer = kent_answer(&surrey, &portal).await;
+    assert_eq!(answer.outcome, v1::NodeOutcome::Error as i32, "{answer:?}");
+    assert!(
+        answer.detail.contains("match-key secrets differ")
+            && answer.detail.contains(&ours)
+            && answer.detail.contains(&theirs),
+        "{answer:?}"
+    );
+    assert!(answer.involvements.is_empty());
+
+    // Kent installs the right secret and restarts: the next lookup matches
+    // (a mismatch is never cached).
+    kent.replace_file("england.key", SURREY_SECRET, true);
+    kent.restart_in_place().await;
+    let answer = kent_answer(&surrey, &portal).await;
+    assert_eq!(
+        answer.outcome,
+        v1::NodeOutcome::Matched as i32,
+        "{answer:?}"
+    );
+    assert_eq!(answer.involvements.len(), 1);
+}
