@@ -401,7 +401,7 @@ fn print_trust_status(status: &v1::TrustStatus, json: bool) {
 
 async fn reload_command(path: &Path) -> anyhow::Result<ExitCode> {
     let config = load_config(path)?;
-    let mut client = AdminClient::new(connect(&config).await?);
+    let mut client = AdminClient::new(crate::client::connect_for_reload(&config).await?);
     let reply = client
         .reload(v1::ReloadRequest {})
         .await

@@ -251,6 +251,9 @@ pub struct TlsState {
     section: TlsSection,
     current: RwLock<Arc<TlsMaterial>>,
     generation: AtomicU64,
+    /// Reloads refused since start, whatever asked (SIGHUP or `patchwork reload`): the
+    /// operator alerts on it, since the old material stays in force silently.
+    reloads_refused: AtomicU64,
 }
 
 impl TlsState {
@@ -259,7 +262,16 @@ impl TlsState {
             section,
             current: RwLock::new(Arc::new(material)),
             generation: AtomicU64::new(1),
+            reloads_refused: AtomicU64::new(0),
         }
+    }
+
+    pub fn reloads_refused(&self) -> u64 {
+        self.reloads_refused.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn count_refused_reload(&self) {
+        self.reloads_refused.fetch_add(1, Ordering::SeqCst);
     }
 
     pub fn current(&self) -> Arc<TlsMaterial> {
