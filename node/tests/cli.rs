@@ -421,6 +421,14 @@ fn a_refused_reload_is_logged_and_counted_whoever_asked() {
             .expect("count")
     };
     assert_eq!(refused_count(), 0);
+    // Point 6: a fresh 7-day CRL is not "renew soon" in `trust status`.
+    let status = patchwork(&["trust", "status", "--config", config_arg]);
+    let shown = text(&status.stdout);
+    assert!(
+        status.status.success() && shown.contains("crl.pem: 6 days left"),
+        "{shown}"
+    );
+    assert!(!shown.contains("<-"), "{shown}");
 
     // A broken CRL: both ways of asking are refused.
     std::fs::write(

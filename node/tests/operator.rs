@@ -1040,3 +1040,87 @@ fn two_renewals_in_a_row() {
     );
     assert!(node.join("renew.crt").exists());
 }
+
+/// Issue 13, point 6: the CRL timer's command, run as systemd would run it (ExecStart from
+/// deploy/systemd/patchwork-crl.service, the environment file's variables filled in),
+/// publishes a fresh 7-day CRL each run; a node's `config check` does not warn about it,
+/// and warns about one with under 2 days left.
+#[test]
+fn the_crl_timer_republishes_and_a_fresh_crl_does_not_warn() {
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/systemd");
+    let timer = std::fs::read_to_string(deploy.join("patchwork-crl.timer")).expect("timer");
+    assert!(timer.contains("OnCalendar=daily"), "{timer}");
+    let unit = std::fs::read_to_string(deploy.join("patchwork-crl.service")).expect("unit");
+    let exec = unit
+        .lines()
+        .find_map(|line| line.strip_prefix("ExecStart="))
+        .expect("ExecStart");
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ca = tmp.path().join("ca");
+    init_ca(&ca);
+    let node = tmp.path().join("node");
+    let out = Command::new(BIN)
+        .args(["quickstart", "--dir", s(&node)])
+        .output()
+        .expect("quickstart");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The node's certificate and trust from this CA; its CRL from the timer.
+    for file in ["node.crt", "node.key", "node.csr"] {
+        let _ = std::fs::remove_file(node.join(file));
+    }
+    request_and_sign(&ca, &node, "local", &[]);
+    std::fs::copy(ca.join("ca.crt"), node.join("ca.crt")).expect("ca.crt");
+    let crl = node.join("crl.pem");
+    let config = node.join("node.toml");
+    let toml = std::fs::read_to_string(&config)
+        .expect("config")
+        .replace("[tls]\n", "[tls]\ncrl_files = [\"crl.pem\"]\n");
+    std::fs::write(&config, toml).expect("config");
+
+    let run_timer = || {
+        let args: Vec<String> = exec
+            .replace("${CA_DIR}", s(&ca))
+            .replace("${CRL_OUT}", s(&crl))
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(args[0], "/usr/local/bin/patchwork", "{exec}");
+        let out = Command::new(BIN).args(&args[1..]).output().expect("run");
+        assert!(out.status.success(), "{exec}: {}", text(&out.stderr));
+        json(&["cert", "inspect", s(&crl), "--json"])
+    };
+    let first = run_timer();
+    let serial = json(&["cert", "inspect", s(&node.join("node.crt")), "--json"])["serial"]
+        .as_str()
+        .expect("serial")
+        .to_owned();
+    let second = run_timer();
+    assert_eq!(
+        second["crl_number"].as_u64(),
+        first["crl_number"].as_u64().map(|n| n + 1)
+    );
+    let next = chrono::DateTime::parse_from_rfc3339(second["next_update"].as_str().expect("next"))
+        .expect("time");
+    let this = chrono::DateTime::parse_from_rfc3339(second["this_update"].as_str().expect("this"))
+        .expect("time");
+    assert_eq!((next - this).num_days(), 7);
+
+    let check = ok(&["config", "check", "--config", s(&config)]);
+    let crl_line = check
+        .lines()
+        .find(|line| line.contains("CRL ") && line.contains("days left"))
+        .unwrap_or_else(|| panic!("no CRL line in {check}"));
+    assert!(!crl_line.contains("<-"), "a fresh CRL warns: {check}");
+
+    // A CRL with a day left is the one to warn about; revocations reach the next run.
+    ok(&["ca", "crl", "--ca", s(&ca), "--out", s(&crl), "--days", "1"]);
+    let check = ok(&["config", "check", "--config", s(&config)]);
+    assert!(
+        check.contains("<- republish it now (patchwork ca crl)"),
+        "{check}"
+    );
+    ok(&["ca", "revoke", "--ca", s(&ca), "--serial", &serial]);
+    let third = run_timer();
+    assert_eq!(third["revoked_serials"], serde_json::json!([serial]));
+}
