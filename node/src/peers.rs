@@ -83,6 +83,9 @@ fn sensitivity(name: SensitivityName) -> v1::Sensitivity {
     }
 }
 
+/// Each peer's channel and where its connections note TLS errors.
+type PeerChannels = HashMap<SpiffeId, (Channel, TlsErrors)>;
+
 /// Peers, their agreements and channels, and the key sets.
 #[derive(Debug)]
 pub struct Federation {
@@ -96,7 +99,7 @@ pub struct Federation {
     /// When peers' queries to this node look like enumeration.
     pub enumeration: patchwork_federation::hostile::EnumerationPolicy,
     tls: Arc<TlsState>,
-    channels: RwLock<(u64, HashMap<SpiffeId, (Channel, TlsErrors)>)>,
+    channels: RwLock<(u64, PeerChannels)>,
 }
 
 impl Federation {
