@@ -265,6 +265,7 @@ impl CertificateAuthority {
             identity: leaf.identity,
             not_before: params.not_before,
             not_after: params.not_after,
+            public_key_der: csr.spki_der,
         })
     }
 

@@ -149,6 +149,16 @@ pub struct SignedCertificate {
     pub identity: SpiffeId,
     pub not_before: OffsetDateTime,
     pub not_after: OffsetDateTime,
+    /// The certified key's SubjectPublicKeyInfo, DER (the requester's key).
+    pub public_key_der: Vec<u8>,
+}
+
+/// The SubjectPublicKeyInfo (DER) a request (PEM) asks to certify, after its
+/// self-signature is verified: a CA checks it against keys it must never certify again
+/// before signing anything.
+pub fn csr_public_key_der(csr_pem: &str) -> Result<Vec<u8>, CertError> {
+    let der = csr_der_from_pem(csr_pem)?;
+    Ok(read_csr(&der)?.spki_der)
 }
 
 /// Makes a fresh P-256 key and a request for a node certificate for it; see

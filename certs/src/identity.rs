@@ -249,6 +249,9 @@ pub struct CertificateSummary {
     pub server_auth: bool,
     /// The extended key usage lists `clientAuth` (or `anyExtendedKeyUsage`).
     pub client_auth: bool,
+    /// The certified key's SubjectPublicKeyInfo, DER: what a CA compares to refuse
+    /// re-certifying the key of a revoked certificate.
+    pub public_key_der: Vec<u8>,
 }
 
 /// Describes a certificate (DER) without judging it: CAs and id-less certificates are fine.
@@ -284,6 +287,7 @@ pub fn summarize_cert_der(der: &[u8]) -> Result<CertificateSummary, CertError> {
         is_ca: is_ca(&cert)?,
         server_auth,
         client_auth,
+        public_key_der: cert.public_key().raw.to_vec(),
     })
 }
 

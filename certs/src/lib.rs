@@ -23,8 +23,8 @@ pub use crl::{
     summarize_crl_der,
 };
 pub use csr::{
-    CertificateRequest, CsrPolicy, IdentityKind, SignedCertificate, request_certificate,
-    request_node_certificate,
+    CertificateRequest, CsrPolicy, IdentityKind, SignedCertificate, csr_public_key_der,
+    request_certificate, request_node_certificate,
 };
 pub use error::CertError;
 pub use identity::{

@@ -122,8 +122,18 @@ impl std::fmt::Display for Refusal {
 
 impl std::error::Error for Refusal {}
 
-fn refuse_intermediates(intermediates: &[CertificateDer<'_>]) -> Result<(), rustls::Error> {
-    if intermediates.is_empty() {
+/// Refuses a chain carrying any certificate beyond the leaf, except a copy of a trusted CA
+/// certificate itself: OpenSSL (curl, `openssl s_client`) appends the root it found in
+/// its own trust store, which adds no path and no authority (the chain is verified
+/// without it, from the leaf to the bundle).
+fn refuse_intermediates(
+    intermediates: &[CertificateDer<'_>],
+    ca_certs: &[CertificateDer<'static>],
+) -> Result<(), rustls::Error> {
+    if intermediates
+        .iter()
+        .all(|extra| ca_certs.iter().any(|ca| ca.as_ref() == extra.as_ref()))
+    {
         return Ok(());
     }
     Err(rustls::Error::InvalidCertificate(
@@ -188,6 +198,7 @@ fn require_purpose(leaf: &CertificateDer<'_>, purpose: Purpose) -> Result<(), ru
 #[derive(Debug)]
 struct DirectlyIssuedClientVerifier {
     inner: Arc<dyn ClientCertVerifier>,
+    ca_certs: Vec<CertificateDer<'static>>,
 }
 
 impl ClientCertVerifier for DirectlyIssuedClientVerifier {
@@ -209,10 +220,9 @@ impl ClientCertVerifier for DirectlyIssuedClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        refuse_intermediates(intermediates)?;
-        let verified = self
-            .inner
-            .verify_client_cert(end_entity, intermediates, now)?;
+        refuse_intermediates(intermediates, &self.ca_certs)?;
+        // Verified from the leaf alone: a trusted root sent along is not a path.
+        let verified = self.inner.verify_client_cert(end_entity, &[], now)?;
         require_purpose(end_entity, Purpose::ClientAuth)?;
         Ok(verified)
     }
@@ -303,7 +313,10 @@ impl TrustBundle {
                 .enforce_revocation_expiration();
         }
         let inner = builder.build().map_err(verifier_error)?;
-        Ok(Arc::new(DirectlyIssuedClientVerifier { inner }))
+        Ok(Arc::new(DirectlyIssuedClientVerifier {
+            inner,
+            ca_certs: self.ca_certs.clone(),
+        }))
     }
 
     fn webpki_server_verifier(&self) -> Result<Arc<WebPkiServerVerifier>, CertError> {
@@ -421,14 +434,9 @@ impl ServerCertVerifier for IdentityServerVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        refuse_intermediates(intermediates)?;
-        self.inner.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        )?;
+        refuse_intermediates(intermediates, &self.bundle.ca_certs)?;
+        self.inner
+            .verify_server_cert(end_entity, &[], server_name, ocsp_response, now)?;
         require_purpose(end_entity, Purpose::ServerAuth)?;
         let found = match self.bundle.identity_of(end_entity) {
             Ok(identity) if identity == self.expected => return Ok(ServerCertVerified::assertion()),

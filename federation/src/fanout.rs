@@ -12,6 +12,7 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 use crate::agreement::Peer;
+use crate::transport::TlsErrors;
 
 /// How one peer answered.
 #[derive(Debug, Clone)]
@@ -41,6 +42,8 @@ pub struct PeerReply {
 pub struct PeerCall {
     pub peer: Arc<Peer>,
     pub channel: Channel,
+    /// Where the channel's connections note TLS errors (see `transport::TlsErrors`).
+    pub tls_errors: TlsErrors,
     pub request: v1::FindInvolvementsRequest,
     /// Compare key-set fingerprints first (`None`: ask without comparing).
     pub key_check: Option<crate::keycheck::KeyCheck>,
@@ -59,7 +62,55 @@ fn connection_broke(status: &tonic::Status) -> bool {
     false
 }
 
-fn classify(status: &tonic::Status) -> PeerOutcome {
+/// The TLS error under a failed call, if the call failed at the handshake: rustls's
+/// error sits in an `io::Error` somewhere down the status's chain (an `io::Error` hides its
+/// inner error from `source()`, so it is opened with `get_ref`).
+fn tls_error(status: &tonic::Status) -> Option<&rustls::Error> {
+    let mut pending: Vec<&(dyn std::error::Error + 'static)> = Vec::new();
+    pending.extend(std::error::Error::source(status));
+    while let Some(error) = pending.pop() {
+        if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        if let Some(inner) = error
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            pending.push(inner);
+        }
+        pending.extend(error.source());
+    }
+    None
+}
+
+/// A handshake that failed says who said no: the peer refusing this node's certificate
+/// (an alert it sent, e.g. `CertificateRevoked` when its CRL lists us) is a refusal, not
+/// silence; this node refusing the peer's certificate leaves the peer unreachable to it.
+fn classify_handshake(error: &rustls::Error) -> PeerOutcome {
+    match error {
+        rustls::Error::AlertReceived(alert) => PeerOutcome::Refused(format!(
+            "the peer refused this node at the tls handshake: {alert:?}"
+        )),
+        other => PeerOutcome::Unreachable(format!(
+            "this node refused the peer at the tls handshake: {other}"
+        )),
+    }
+}
+
+/// `started`: when this call began, so only a TLS error of its own connection counts.
+fn classify(status: &tonic::Status, tls_errors: &TlsErrors, started: Instant) -> PeerOutcome {
+    if let Some(error) = tls_error(status) {
+        return classify_handshake(error);
+    }
+    // A connection cut under the call (hyper says only "connection closed"): its TLS
+    // error, when it had one, says why.
+    if matches!(
+        status.code(),
+        Code::Cancelled | Code::Unknown | Code::Unavailable
+    ) && let Some(error) = tls_errors.since(started)
+    {
+        return classify_handshake(&error);
+    }
     let message = status.message().to_owned();
     if status.code() == Code::Unknown && connection_broke(status) {
         return PeerOutcome::Unreachable(format!(
@@ -94,7 +145,9 @@ pub async fn ask_peers(
         .map(|call| {
             let slots = slots.clone();
             let peer = call.peer.clone();
+            let tls_errors = call.tls_errors.clone();
             let task = tokio::spawn(async move {
+                let call_started = Instant::now();
                 let asked = async {
                     let _slot = slots.acquire_owned().await;
                     if let Some(check) = &call.key_check
@@ -113,7 +166,7 @@ pub async fn ask_peers(
                         .await
                     {
                         Ok(reply) => PeerOutcome::Answered(reply.into_inner()),
-                        Err(status) => classify(&status),
+                        Err(status) => classify(&status, &tls_errors, call_started),
                     }
                 };
                 let outcome = tokio::time::timeout(deadline, asked)

@@ -5,13 +5,108 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tonic::transport::{Channel, Endpoint, Uri};
+
+/// The last TLS error on a channel's connections, and when it happened.
+///
+/// In TLS 1.3 a server checks the client's certificate after the client has finished its
+/// side of the handshake, so a refusal (the server's alert, e.g. `CertificateRevoked`)
+/// arrives on the first read, inside hyper, which reports only "connection closed" to the
+/// call. The connection notes the error here so the caller can say who refused and why.
+#[derive(Clone, Debug, Default)]
+pub struct TlsErrors(Arc<Mutex<Option<(Instant, rustls::Error)>>>);
+
+impl TlsErrors {
+    fn note(&self, error: &std::io::Error) {
+        if let Some(tls) = error
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            let mut last = match self.0.lock() {
+                Ok(guard) => guard,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            *last = Some((Instant::now(), tls.clone()));
+        }
+    }
+
+    /// The last TLS error seen at or after `since`.
+    pub fn since(&self, since: Instant) -> Option<rustls::Error> {
+        let last = match self.0.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        last.as_ref()
+            .filter(|(at, _)| *at >= since)
+            .map(|(_, error)| error.clone())
+    }
+}
+
+/// A TLS stream that notes its TLS errors in `TlsErrors`.
+struct Watched<S> {
+    inner: S,
+    errors: TlsErrors,
+}
+
+impl<S> Watched<S> {
+    fn noted<T>(&self, poll: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {
+        if let Poll::Ready(Err(error)) = &poll {
+            self.errors.note(error);
+        }
+        poll
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        self.noted(poll)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.noted(poll)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let poll = Pin::new(&mut self.inner).poll_flush(cx);
+        self.noted(poll)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let poll = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.noted(poll)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.noted(poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
 
 /// Dials TCP and runs our TLS handshake; tonic calls it for every (re)connect.
 #[derive(Clone)]
@@ -19,9 +114,10 @@ struct TlsConnector {
     address: String,
     server_name: ServerName<'static>,
     config: Arc<rustls::ClientConfig>,
+    errors: TlsErrors,
 }
 
-type TlsIo = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
+type TlsIo = hyper_util::rt::TokioIo<Watched<tokio_rustls::client::TlsStream<TcpStream>>>;
 
 impl tower::Service<Uri> for TlsConnector {
     type Response = TlsIo;
@@ -39,8 +135,12 @@ impl tower::Service<Uri> for TlsConnector {
             tcp.set_nodelay(true)?;
             let tls = tokio_rustls::TlsConnector::from(this.config)
                 .connect(this.server_name, tcp)
-                .await?;
-            Ok(hyper_util::rt::TokioIo::new(tls))
+                .await
+                .inspect_err(|error| this.errors.note(error))?;
+            Ok(hyper_util::rt::TokioIo::new(Watched {
+                inner: tls,
+                errors: this.errors,
+            }))
         })
     }
 }
@@ -67,27 +167,31 @@ pub async fn tls_channel(
             address: address.to_string(),
             server_name,
             config,
+            errors: TlsErrors::default(),
         })
         .await
 }
 
 /// A channel to "host:port" that connects on first use and reconnects when
-/// the connection breaks. The host is the name the server's certificate must
-/// carry.
+/// the connection breaks, and where its connections note their TLS errors. The
+/// host is the name the server's certificate must carry.
 pub fn lazy_tls_channel(
     address: &str,
     config: Arc<rustls::ClientConfig>,
     connect_timeout: Duration,
-) -> Result<Channel, String> {
+) -> Result<(Channel, TlsErrors), String> {
     let (host, _) = address
         .rsplit_once(':')
         .ok_or_else(|| format!("{address} is not host:port"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let server_name = ServerName::try_from(host.to_owned()).map_err(|e| format!("{host}: {e}"))?;
     let endpoint = endpoint(address, connect_timeout).map_err(|e| e.to_string())?;
-    Ok(endpoint.connect_with_connector_lazy(TlsConnector {
+    let errors = TlsErrors::default();
+    let channel = endpoint.connect_with_connector_lazy(TlsConnector {
         address: address.to_owned(),
         server_name,
         config,
-    }))
+        errors: errors.clone(),
+    });
+    Ok((channel, errors))
 }

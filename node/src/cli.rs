@@ -495,11 +495,9 @@ fn print_trust_status(status: &v1::TrustStatus, json: bool) {
         status.identity, status.generation
     );
     for expiry in &status.expiries {
-        let warning = if expiry.days_left < 14 {
-            "  <- renew soon"
-        } else {
-            ""
-        };
+        let warning = crate::tls::expiry_warning(&expiry.what, expiry.days_left)
+            .map(|advice| format!("  <- {advice}"))
+            .unwrap_or_default();
         println!("  {}: {} days left{warning}", expiry.what, expiry.days_left);
     }
     print_fingerprints(&status.key_set_fingerprints);
@@ -507,7 +505,7 @@ fn print_trust_status(status: &v1::TrustStatus, json: bool) {
 
 async fn reload_command(path: &Path) -> anyhow::Result<ExitCode> {
     let config = load_config(path)?;
-    let mut client = AdminClient::new(connect(&config).await?);
+    let mut client = AdminClient::new(crate::client::connect_for_reload(&config).await?);
     let reply = client
         .reload(v1::ReloadRequest {})
         .await
@@ -588,10 +586,14 @@ fn config_check(path: &Path) -> anyhow::Result<ExitCode> {
     );
     let now = time::OffsetDateTime::now_utc();
     for expiry in &material.expiries {
+        let days_left = expiry.days_left(now);
+        let warning = crate::tls::expiry_warning(&expiry.what, days_left)
+            .map(|advice| format!("  <- {advice}"))
+            .unwrap_or_default();
         println!(
-            "  {}: {} days left (until {})",
+            "  {}: {} days left (until {}){warning}",
             expiry.what,
-            expiry.days_left(now),
+            days_left,
             expiry.not_after.date()
         );
     }

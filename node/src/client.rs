@@ -48,6 +48,19 @@ pub use patchwork_federation::transport::tls_channel;
 
 /// Opens a channel to the node `config` describes, as the CLI.
 pub async fn connect(config: &NodeConfig) -> Result<Channel, ConnectError> {
+    connect_checking(config, true).await
+}
+
+/// Opens a channel for `patchwork reload`, which must reach the node even when a CRL on
+/// disk is broken: judging the new files is the node's job, and its refusal is logged and
+/// counted there. The CRLs are left out of checking the node's own certificate (the CA
+/// and its identity still are checked) — the node is on this machine and the CLI
+/// already holds its key.
+pub async fn connect_for_reload(config: &NodeConfig) -> Result<Channel, ConnectError> {
+    connect_checking(config, false).await
+}
+
+async fn connect_checking(config: &NodeConfig, with_crls: bool) -> Result<Channel, ConnectError> {
     // The node's certificate says whom to expect; its key is only read when
     // the CLI calls as the node (no `cli.cert_file`).
     let (node_chain, node_summary) = read_own_chain(&config.tls)?;
@@ -58,7 +71,13 @@ pub async fn connect(config: &NodeConfig) -> Result<Channel, ConnectError> {
                 message: e.to_string(),
             }
         })?;
-    let (trust, _) = load_trust(&config.tls)?;
+    let (trust, _) = if with_crls {
+        load_trust(&config.tls)?
+    } else {
+        let mut section = config.tls.clone();
+        section.crl_files.clear();
+        load_trust(&section)?
+    };
     let (cert_key, cert_file, key_key, key_file) =
         match (&config.cli.cert_file, &config.cli.key_file) {
             (Some(cert), Some(key)) => ("cli.cert_file", cert, "cli.key_file", key),

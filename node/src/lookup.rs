@@ -296,10 +296,11 @@ pub async fn lookup(
                     .collect()
             })
             .clone();
-        match state.federation.channel(peer) {
-            Ok(channel) => calls.push(PeerCall {
+        match state.federation.channel_and_tls_errors(peer) {
+            Ok((channel, tls_errors)) => calls.push(PeerCall {
                 peer: peer.clone(),
                 channel,
+                tls_errors,
                 request: v1::FindInvolvementsRequest {
                     request_id: lookup_id.clone(),
                     key_set: set_name.clone(),

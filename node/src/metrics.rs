@@ -587,6 +587,17 @@ impl ScrapeSources {
             "the TLS material's generation: 1 at start, one more for each successful reload",
         );
         let _ = writeln!(out, "patchwork_tls_generation {}", self.tls.generation());
+        header(
+            out,
+            "patchwork_tls_reloads_refused_total",
+            "counter",
+            "reloads of the TLS material refused (SIGHUP or `patchwork reload`); the previous material stays in force",
+        );
+        let _ = writeln!(
+            out,
+            "patchwork_tls_reloads_refused_total {}",
+            self.tls.reloads_refused()
+        );
     }
 
     async fn render_store(&self, out: &mut String) {

@@ -25,8 +25,8 @@ use clap::{Args, Subcommand};
 use patchwork_certs::{
     CaParams, CertError, CertificateAuthority, CertificateSummary, CrlSummary, CsrPolicy,
     IdentityKind, MAX_CA_VALIDITY_DAYS, MAX_LEAF_VALIDITY_DAYS, RevocationReason,
-    RevokedCertificate, certs_from_pem, crls_from_pem, normalize_serial_hex, request_certificate,
-    summarize_cert_der, summarize_crl_der,
+    RevokedCertificate, certs_from_pem, crls_from_pem, csr_public_key_der, normalize_serial_hex,
+    request_certificate, summarize_cert_der, summarize_crl_der,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -49,6 +49,7 @@ const CLIENT_KEY: &str = "client.key";
 const CLIENT_CSR: &str = "client.csr";
 const RENEW_KEY: &str = "renew.key";
 const RENEW_CSR: &str = "renew.csr";
+const RENEW_CRT: &str = "renew.crt";
 
 /// A CRL says when the next one is due; peers using an older one keep trusting revoked
 /// certificates, so it is kept short.
@@ -323,6 +324,10 @@ struct IssuedRecord {
     not_before: DateTime<Utc>,
     not_after: DateTime<Utc>,
     issued_at: DateTime<Utc>,
+    /// SHA-256 of the certified key (SubjectPublicKeyInfo), hex; absent in records written
+    /// before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key_sha256: Option<String>,
 }
 
 /// One line of `revoked.jsonl`.
@@ -331,6 +336,37 @@ struct RevokedRecord {
     serial: String,
     revoked_at: DateTime<Utc>,
     reason: String,
+    /// The revoked certificate's key fingerprint, as in `IssuedRecord`: `ca sign` refuses
+    /// a request for that key ever after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key_sha256: Option<String>,
+}
+
+/// SHA-256 of a SubjectPublicKeyInfo (DER), lowercase hex: how the CA's records name a key.
+fn key_fingerprint(spki_der: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, spki_der)
+        .as_ref()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// The revoked certificate whose key is `key_sha256`, if any: a revoked certificate's key
+/// may have been compromised (and the operator need not say so), so it is never certified
+/// again, for any identity.
+fn revoked_with_key<'a>(
+    key_sha256: &str,
+    issued: &'a [IssuedRecord],
+    revoked: &'a [RevokedRecord],
+) -> Option<(&'a RevokedRecord, Option<&'a IssuedRecord>)> {
+    revoked.iter().find_map(|entry| {
+        let record = issued.iter().find(|record| record.serial == entry.serial);
+        let key = entry
+            .key_sha256
+            .as_deref()
+            .or_else(|| record.and_then(|record| record.key_sha256.as_deref()));
+        (key == Some(key_sha256)).then_some((entry, record))
+    })
 }
 
 fn ca_init(args: &CaInitArgs) -> anyhow::Result<()> {
@@ -410,6 +446,23 @@ fn ca_sign(args: &CaSignArgs) -> anyhow::Result<()> {
     }
     let csr_pem = std::fs::read_to_string(&args.csr)
         .with_context(|| format!("--csr: cannot read {}", args.csr.display()))?;
+    let requested_key = csr_public_key_der(&csr_pem)
+        .map(|der| key_fingerprint(&der))
+        .with_context(|| format!("--csr {}: refused", args.csr.display()))?;
+    let issued: Vec<IssuedRecord> = read_jsonl(&args.ca.join(ISSUED))?;
+    let revoked: Vec<RevokedRecord> = read_jsonl(&args.ca.join(REVOKED))?;
+    if let Some((entry, record)) = revoked_with_key(&requested_key, &issued, &revoked) {
+        bail!(
+            "--csr {}: refused: its key belongs to certificate serial {}{}, revoked at {} \
+             (reason {}); a revoked certificate's key is never certified again: make a fresh \
+             key and request with `patchwork cert request` (or `patchwork cert renew`)",
+            args.csr.display(),
+            entry.serial,
+            record.map_or_else(String::new, |record| format!(" ({})", record.identity)),
+            text_chrono(entry.revoked_at),
+            entry.reason
+        );
+    }
     let signed = ca
         .sign_csr(
             &csr_pem,
@@ -432,6 +485,7 @@ fn ca_sign(args: &CaSignArgs) -> anyhow::Result<()> {
             not_before: chrono_time(signed.not_before)?,
             not_after: chrono_time(signed.not_after)?,
             issued_at: chrono_time(now)?,
+            key_sha256: Some(key_fingerprint(&signed.public_key_der)),
         },
     )?;
     write_new_file(&args.out, signed.cert_pem.as_bytes(), false).with_context(|| {
@@ -466,14 +520,19 @@ fn ca_sign(args: &CaSignArgs) -> anyhow::Result<()> {
 
 fn ca_revoke(args: &CaRevokeArgs) -> anyhow::Result<()> {
     let reason: RevocationReason = args.reason.parse().context("--reason")?;
-    let serial = match (&args.target.serial, &args.target.cert) {
-        (Some(serial), _) => normalize_serial_hex(serial).context("--serial")?,
+    // With the certificate in hand its key is known even when the CA's record of it
+    // predates key fingerprints.
+    let (serial, cert_key) = match (&args.target.serial, &args.target.cert) {
+        (Some(serial), _) => (normalize_serial_hex(serial).context("--serial")?, None),
         (None, Some(path)) => {
             let pem = std::fs::read(path)
                 .with_context(|| format!("--cert: cannot read {}", path.display()))?;
-            summarize_pem_cert(&pem)
-                .with_context(|| format!("--cert {}", path.display()))?
-                .serial_hex
+            let summary =
+                summarize_pem_cert(&pem).with_context(|| format!("--cert {}", path.display()))?;
+            (
+                summary.serial_hex,
+                Some(key_fingerprint(&summary.public_key_der)),
+            )
         }
         (None, None) => bail!("give --serial or --cert"),
     };
@@ -497,18 +556,32 @@ fn ca_revoke(args: &CaRevokeArgs) -> anyhow::Result<()> {
         );
     }
     let now = chrono_time(OffsetDateTime::now_utc())?;
+    let key_sha256 = record.key_sha256.clone().or(cert_key);
+    let key_known = key_sha256.is_some();
     append_jsonl(
         &args.ca.join(REVOKED),
         &RevokedRecord {
             serial: serial.clone(),
             revoked_at: now,
             reason: reason.to_string(),
+            key_sha256,
         },
     )?;
     println!(
         "revoked serial {serial} ({}), reason {reason}",
         record.identity
     );
+    if key_known {
+        println!(
+            "its key is retired: this CA refuses any request for it; the holder makes a fresh \
+             key with `patchwork cert request` (or `patchwork cert renew`)"
+        );
+    } else {
+        eprintln!(
+            "warning: this CA's record of serial {serial} predates key fingerprints, so a \
+             request for the same key cannot be recognised; revoke with --cert to retire the key"
+        );
+    }
     println!(
         "peers keep accepting it until they load a newer CRL: publish one now with \
          `patchwork ca crl --ca {} --out crl.pem` and give it to every peer",
@@ -743,7 +816,32 @@ fn cert_renew(args: &CertRenewArgs) -> anyhow::Result<()> {
         );
     };
     let (key_path, csr_path) = (dir.join(RENEW_KEY), dir.join(RENEW_CSR));
-    refuse_existing("--dir", &[&key_path, &csr_path])?;
+    // renew.key or renew.crt present means a renewal is under way (or half installed):
+    // neither may be lost. Without them the last renewal was installed, and the request it
+    // left behind is public and spent, so it is replaced.
+    for pending in [RENEW_KEY, RENEW_CRT] {
+        let path = dir.join(pending);
+        if path.symlink_metadata().is_ok() {
+            bail!(
+                "--dir: {} already exists; refusing to overwrite: a renewal is under way — \
+                 finish it (`mv {RENEW_KEY} {} && mv {RENEW_CRT} {} && rm {RENEW_CSR}` once \
+                 the CA signed {RENEW_CSR}) or delete {RENEW_KEY}, {RENEW_CSR} and {RENEW_CRT} \
+                 to start again",
+                path.display(),
+                files.key,
+                files.cert
+            );
+        }
+    }
+    if csr_path.symlink_metadata().is_ok() {
+        std::fs::remove_file(&csr_path).with_context(|| {
+            format!(
+                "--dir: cannot remove {} left by the last renewal",
+                csr_path.display()
+            )
+        })?;
+        println!("replacing {} left by the last renewal", csr_path.display());
+    }
     let request = request_certificate(
         kind,
         name,
@@ -769,14 +867,14 @@ fn cert_renew(args: &CertRenewArgs) -> anyhow::Result<()> {
     println!("next:");
     println!(
         "  1. the CA operator signs it: \
-         `patchwork ca sign --ca <ca-dir> --csr {RENEW_CSR} --out renew.crt {} {name}`",
+         `patchwork ca sign --ca <ca-dir> --csr {RENEW_CSR} --out {RENEW_CRT} {} {name}`",
         files.flag
     );
     println!(
-        "  2. replace {} with renew.crt and {} with {RENEW_KEY} in {}",
-        files.cert,
+        "  2. in {}: `mv {RENEW_KEY} {} && mv {RENEW_CRT} {} && rm {RENEW_CSR}`",
+        dir.display(),
         files.key,
-        dir.display()
+        files.cert
     );
     match kind {
         IdentityKind::Node => {

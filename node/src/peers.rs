@@ -11,6 +11,7 @@ use std::time::Duration;
 use patchwork_certs::SpiffeId;
 use patchwork_federation::agreement::{Agreement, Peer, PeerRegistry, RateLimiter};
 use patchwork_federation::matchkeys::KeySet;
+use patchwork_federation::transport::TlsErrors;
 use patchwork_proto::v1;
 use tokio::sync::Semaphore;
 use tonic::transport::Channel;
@@ -96,6 +97,9 @@ fn sensitivity(name: SensitivityName) -> v1::Sensitivity {
     }
 }
 
+/// Each peer's channel and where its connections note TLS errors.
+type PeerChannels = HashMap<SpiffeId, (Channel, TlsErrors)>;
+
 /// Peers, their agreements and channels, and the key sets.
 #[derive(Debug)]
 pub struct Federation {
@@ -109,7 +113,7 @@ pub struct Federation {
     /// When peers' queries to this node look like enumeration.
     pub enumeration: patchwork_federation::hostile::EnumerationPolicy,
     tls: Arc<TlsState>,
-    channels: RwLock<(u64, HashMap<SpiffeId, Channel>)>,
+    channels: RwLock<(u64, PeerChannels)>,
     /// Peers' key-set fingerprints, compared before each lookup.
     pub peer_fingerprints: Arc<patchwork_federation::keycheck::PeerFingerprints>,
 }
@@ -171,6 +175,13 @@ impl Federation {
     /// The long-lived channel to `peer`, made on first use and again after
     /// the node's TLS material changed.
     pub fn channel(&self, peer: &Peer) -> Result<Channel, String> {
+        self.channel_and_tls_errors(peer)
+            .map(|(channel, _)| channel)
+    }
+
+    /// `channel`, with where its connections note TLS errors (a lookup names a
+    /// peer's handshake refusal from them).
+    pub fn channel_and_tls_errors(&self, peer: &Peer) -> Result<(Channel, TlsErrors), String> {
         let generation = self.tls.generation();
         if let Ok(channels) = self.channels.read()
             && channels.0 == generation

@@ -43,6 +43,19 @@ const FULL_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 /// How a CRL's [`Expiry`] begins.
 const CRL_EXPIRY: &str = "CRL ";
 
+/// Below how many whole days left an expiry (named `what`, as an [`Expiry`] names it) is
+/// warned about, and what to do. One place, so the log, `trust status` and the guide's
+/// alerts agree: a certificate is renewed with two weeks' notice; a CRL is republished
+/// every few days (`patchwork ca crl` on a timer, 7-day CRLs by default), so a fresh one
+/// must not warn at once — only when it has under 2 days left, as the alert says.
+pub fn expiry_warning(what: &str, days_left: i64) -> Option<&'static str> {
+    if what.starts_with(CRL_EXPIRY) {
+        (days_left < 2).then_some("republish it now (patchwork ca crl)")
+    } else {
+        (days_left < 14).then_some("renew soon")
+    }
+}
+
 fn key_error(key: &'static str, message: impl Into<String>) -> NodeError {
     NodeError::KeyMaterial {
         key,
@@ -134,14 +147,8 @@ impl TlsMaterial {
         let now = OffsetDateTime::now_utc();
         for expiry in &self.expiries {
             let days_left = expiry.days_left(now);
-            // CRLs are republished often; certificates are renewed with notice.
-            let warn_below = if expiry.what.starts_with(CRL_EXPIRY) {
-                2
-            } else {
-                14
-            };
-            if days_left < warn_below {
-                tracing::warn!(what = %expiry.what, days_left, not_after = %expiry.not_after.date(), "expires soon: renew it");
+            if let Some(advice) = expiry_warning(&expiry.what, days_left) {
+                tracing::warn!(what = %expiry.what, days_left, not_after = %expiry.not_after.date(), advice, "expires soon");
             } else {
                 tracing::info!(what = %expiry.what, days_left, "valid");
             }
@@ -251,6 +258,9 @@ pub struct TlsState {
     section: TlsSection,
     current: RwLock<Arc<TlsMaterial>>,
     generation: AtomicU64,
+    /// Reloads refused since start, whatever asked (SIGHUP or `patchwork reload`): the
+    /// operator alerts on it, since the old material stays in force silently.
+    reloads_refused: AtomicU64,
 }
 
 impl TlsState {
@@ -259,7 +269,16 @@ impl TlsState {
             section,
             current: RwLock::new(Arc::new(material)),
             generation: AtomicU64::new(1),
+            reloads_refused: AtomicU64::new(0),
         }
+    }
+
+    pub fn reloads_refused(&self) -> u64 {
+        self.reloads_refused.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn count_refused_reload(&self) {
+        self.reloads_refused.fetch_add(1, Ordering::SeqCst);
     }
 
     pub fn current(&self) -> Arc<TlsMaterial> {

@@ -568,3 +568,130 @@ fn config_init_writes_a_config_that_passes_config_check_once_its_files_exist() {
         "{stderr}"
     );
 }
+
+/// Issue 13, point 5: a refused reload is logged and counted the same whether SIGHUP or
+/// `patchwork reload` asked, and the old material stays in force.
+#[test]
+fn a_refused_reload_is_logged_and_counted_whoever_asked() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("node");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let dir_arg = dir.to_str().expect("utf-8 path");
+    let out = patchwork(&["quickstart", "--dir", dir_arg, "--listen", &listen]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let config = dir.join("node.toml");
+    let config_arg = config.to_str().expect("utf-8 path");
+    // A CRL from the node's own CA, valid at start.
+    let ca = patchwork_certs::CertificateAuthority::from_pem(
+        &std::fs::read_to_string(dir.join("ca.crt")).expect("ca.crt"),
+        &std::fs::read_to_string(dir.join("ca.key")).expect("ca.key"),
+    )
+    .expect("ca");
+    let now = time::OffsetDateTime::now_utc();
+    let crl = ca
+        .crl(&[], 1, now, now + time::Duration::days(7))
+        .expect("crl");
+    std::fs::write(dir.join("crl.pem"), &crl).expect("crl");
+    let text_config = std::fs::read_to_string(&config)
+        .expect("config")
+        .replace("[tls]\n", "[tls]\ncrl_files = [\"crl.pem\"]\n")
+        + &format!("\n[metrics]\nlisten = \"{metrics}\"\n");
+    std::fs::write(&config, text_config).expect("write config");
+
+    let mut serve = Served(
+        Command::new(BIN)
+            .args(["serve", "--config", config_arg])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("serve"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !patchwork(&["stats", "--config", config_arg])
+        .status
+        .success()
+    {
+        assert!(Instant::now() < deadline, "node never answered");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let refused_count = || {
+        let mut stream = std::net::TcpStream::connect(&metrics).expect("metrics");
+        std::io::Write::write_all(
+            &mut stream,
+            b"GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n",
+        )
+        .expect("scrape");
+        let mut body = String::new();
+        std::io::Read::read_to_string(&mut stream, &mut body).expect("scrape");
+        body.lines()
+            .find_map(|line| line.strip_prefix("patchwork_tls_reloads_refused_total "))
+            .unwrap_or_else(|| panic!("no refused-reload counter in {body}"))
+            .trim()
+            .parse::<u64>()
+            .expect("count")
+    };
+    assert_eq!(refused_count(), 0);
+    // Point 6: a fresh 7-day CRL is not "renew soon" in `trust status`.
+    let status = patchwork(&["trust", "status", "--config", config_arg]);
+    let shown = text(&status.stdout);
+    assert!(
+        status.status.success() && shown.contains("crl.pem: 6 days left"),
+        "{shown}"
+    );
+    assert!(!shown.contains("<-"), "{shown}");
+
+    // A broken CRL: both ways of asking are refused.
+    std::fs::write(
+        dir.join("crl.pem"),
+        b"-----BEGIN X509 CRL-----\nbroken\n-----END X509 CRL-----\n",
+    )
+    .expect("break");
+    let out = patchwork(&["reload", "--config", config_arg]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("reload refused"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(refused_count(), 1);
+    let hup = Command::new("kill")
+        .args(["-HUP", &serve.0.id().to_string()])
+        .status()
+        .expect("kill -HUP");
+    assert!(hup.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while refused_count() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP's refusal was not counted"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::write(dir.join("crl.pem"), &crl).expect("restore");
+    // The old material stayed in force: the node still answers.
+    assert!(
+        patchwork(&["stats", "--config", config_arg])
+            .status
+            .success()
+    );
+
+    sigterm(&serve.0);
+    let status = wait_exit(&mut serve.0, Duration::from_secs(20));
+    assert!(status.success(), "{status:?}");
+    let mut log = String::new();
+    std::io::Read::read_to_string(serve.0.stderr.as_mut().expect("stderr"), &mut log).expect("log");
+    let refusals: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("reload refused"))
+        .collect();
+    assert_eq!(refusals.len(), 2, "{log}");
+    assert!(
+        refusals.iter().any(|line| line.contains("admin reload"))
+            && refusals.iter().any(|line| line.contains("SIGHUP"))
+            && refusals
+                .iter()
+                .all(|line| line.contains("CRL could not be parsed")),
+        "{log}"
+    );
+}

@@ -845,7 +845,7 @@ fn client_certificate_is_issued_from_a_csr_and_renewed() {
     assert!(out.contains(&format!("for {portal_id}")), "{out}");
     assert!(out.contains("--client-id portal"), "{out}");
     assert!(
-        out.contains("replace client.crt with renew.crt and client.key with renew.key"),
+        out.contains("`mv renew.key client.key && mv renew.crt client.crt && rm renew.csr`"),
         "{out}"
     );
     assert!(!out.contains("patchwork reload"), "{out}");
@@ -874,4 +874,251 @@ fn client_certificate_is_issued_from_a_csr_and_renewed() {
         err.contains("has no client identity spiffe://<trust-domain>/client/<name>"),
         "{err}"
     );
+}
+
+/// Issue 13, point 3: after a revocation (here for key compromise) the CA refuses any
+/// request carrying the revoked certificate's key — the same request again, or the same
+/// key under another name — and says why; a fresh key from `cert renew` is signed.
+#[test]
+fn a_revoked_certificates_key_is_never_certified_again() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ca = tmp.path().join("ca");
+    init_ca(&ca);
+    let node = tmp.path().join("surrey");
+    let serial = request_and_sign(&ca, &node, "surrey", &[]);
+    let out = ok(&[
+        "ca",
+        "revoke",
+        "--ca",
+        s(&ca),
+        "--serial",
+        &serial,
+        "--reason",
+        "key-compromise",
+    ]);
+    assert!(out.contains("its key is retired"), "{out}");
+
+    // The very request that was signed before.
+    let again = node.join("again.crt");
+    let err = fails(&sign_args(
+        &ca,
+        &node.join("node.csr"),
+        &again,
+        &["--node-id", "surrey"],
+    ));
+    assert!(
+        err.contains(&format!("its key belongs to certificate serial {serial}"))
+            && err.contains("spiffe://patchwork.test/node/surrey")
+            && err.contains("reason key-compromise")
+            && err.contains("patchwork cert request"),
+        "{err}"
+    );
+    assert!(!again.exists());
+
+    // The same key asking for another name (a request made with OpenSSL).
+    let other = node.join("other.csr");
+    let made = openssl(&[
+        "req",
+        "-new",
+        "-key",
+        s(&node.join("node.key")),
+        "-subj",
+        "/CN=brighton",
+        "-addext",
+        "subjectAltName=URI:spiffe://patchwork.test/node/brighton",
+        "-out",
+        s(&other),
+    ]);
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let err = fails(&sign_args(&ca, &other, &again, &["--node-id", "brighton"]));
+    assert!(
+        err.contains(&format!("its key belongs to certificate serial {serial}")),
+        "{err}"
+    );
+    let list = json(&["ca", "list", "--ca", s(&ca), "--json"]);
+    assert_eq!(list.as_array().expect("array").len(), 1, "{list}");
+
+    // The runbook's path: a fresh key for the same names is signed.
+    ok(&["cert", "renew", "--dir", s(&node)]);
+    ok(&sign_args(
+        &ca,
+        &node.join("renew.csr"),
+        &node.join("renew.crt"),
+        &["--node-id", "surrey"],
+    ));
+}
+
+/// Issue 13, point 4: two renewals in a row. The first is installed the way the runbook
+/// said before (`mv renew.key node.key && mv renew.crt node.crt`, leaving renew.csr); the
+/// second must still start, and the one after it is installed as `cert renew` now prints.
+#[test]
+fn two_renewals_in_a_row() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ca = tmp.path().join("ca");
+    init_ca(&ca);
+    let node = tmp.path().join("node");
+    let mut serial = request_and_sign(&ca, &node, "surrey", &["--dns", "surrey.patchwork.test"]);
+    let install = |printed: &str| {
+        // The runbook line `cert renew` printed, run by a shell in the folder.
+        let line = printed
+            .lines()
+            .find_map(|line| line.split('`').nth(1).filter(|cmd| cmd.starts_with("mv ")))
+            .unwrap_or_else(|| panic!("no install line in {printed}"));
+        let out = Command::new("sh")
+            .args(["-c", line])
+            .current_dir(&node)
+            .output()
+            .expect("sh");
+        assert!(out.status.success(), "{line}: {}", text(&out.stderr));
+    };
+    for round in 0..3 {
+        let printed = ok(&["cert", "renew", "--dir", s(&node)]);
+        if round == 1 {
+            assert!(
+                printed.contains("renew.csr left by the last renewal"),
+                "{printed}"
+            );
+        }
+        ok(&sign_args(
+            &ca,
+            &node.join("renew.csr"),
+            &node.join("renew.crt"),
+            &["--node-id", "surrey"],
+        ));
+        if round == 0 {
+            // As the old runbook had it: renew.csr stays behind.
+            for (from, to) in [("renew.key", "node.key"), ("renew.crt", "node.crt")] {
+                std::fs::rename(node.join(from), node.join(to)).expect("mv");
+            }
+        } else {
+            install(&printed);
+            assert!(!node.join("renew.csr").exists());
+        }
+        let view = json(&["cert", "inspect", s(&node.join("node.crt")), "--json"]);
+        assert_ne!(
+            view["serial"].as_str(),
+            Some(serial.as_str()),
+            "round {round}"
+        );
+        assert_eq!(
+            view["dns_names"],
+            serde_json::json!(["surrey.patchwork.test"])
+        );
+        serial = view["serial"].as_str().expect("serial").to_owned();
+        // The installed key fits the installed certificate.
+        let key = openssl(&["pkey", "-in", s(&node.join("node.key")), "-pubout"]);
+        let cert = openssl(&[
+            "x509",
+            "-in",
+            s(&node.join("node.crt")),
+            "-noout",
+            "-pubkey",
+        ]);
+        assert_eq!(text(&key.stdout), text(&cert.stdout), "round {round}");
+    }
+
+    // A renewal under way is never overwritten: its key, or its signed certificate.
+    ok(&["cert", "renew", "--dir", s(&node)]);
+    let err = fails(&["cert", "renew", "--dir", s(&node)]);
+    assert!(
+        err.contains("renew.key already exists; refusing to overwrite"),
+        "{err}"
+    );
+    ok(&sign_args(
+        &ca,
+        &node.join("renew.csr"),
+        &node.join("renew.crt"),
+        &["--node-id", "surrey"],
+    ));
+    std::fs::rename(node.join("renew.key"), node.join("node.key")).expect("mv");
+    let err = fails(&["cert", "renew", "--dir", s(&node)]);
+    assert!(
+        err.contains("renew.crt already exists; refusing to overwrite"),
+        "{err}"
+    );
+    assert!(node.join("renew.crt").exists());
+}
+
+/// Issue 13, point 6: the CRL timer's command, run as systemd would run it (ExecStart from
+/// deploy/systemd/patchwork-crl.service, the environment file's variables filled in),
+/// publishes a fresh 7-day CRL each run; a node's `config check` does not warn about it,
+/// and warns about one with under 2 days left.
+#[test]
+fn the_crl_timer_republishes_and_a_fresh_crl_does_not_warn() {
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/systemd");
+    let timer = std::fs::read_to_string(deploy.join("patchwork-crl.timer")).expect("timer");
+    assert!(timer.contains("OnCalendar=daily"), "{timer}");
+    let unit = std::fs::read_to_string(deploy.join("patchwork-crl.service")).expect("unit");
+    let exec = unit
+        .lines()
+        .find_map(|line| line.strip_prefix("ExecStart="))
+        .expect("ExecStart");
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ca = tmp.path().join("ca");
+    init_ca(&ca);
+    let node = tmp.path().join("node");
+    let out = Command::new(BIN)
+        .args(["quickstart", "--dir", s(&node)])
+        .output()
+        .expect("quickstart");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The node's certificate and trust from this CA; its CRL from the timer.
+    for file in ["node.crt", "node.key", "node.csr"] {
+        let _ = std::fs::remove_file(node.join(file));
+    }
+    request_and_sign(&ca, &node, "local", &[]);
+    std::fs::copy(ca.join("ca.crt"), node.join("ca.crt")).expect("ca.crt");
+    let crl = node.join("crl.pem");
+    let config = node.join("node.toml");
+    let toml = std::fs::read_to_string(&config)
+        .expect("config")
+        .replace("[tls]\n", "[tls]\ncrl_files = [\"crl.pem\"]\n");
+    std::fs::write(&config, toml).expect("config");
+
+    let run_timer = || {
+        let args: Vec<String> = exec
+            .replace("${CA_DIR}", s(&ca))
+            .replace("${CRL_OUT}", s(&crl))
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(args[0], "/usr/local/bin/patchwork", "{exec}");
+        let out = Command::new(BIN).args(&args[1..]).output().expect("run");
+        assert!(out.status.success(), "{exec}: {}", text(&out.stderr));
+        json(&["cert", "inspect", s(&crl), "--json"])
+    };
+    let first = run_timer();
+    let serial = json(&["cert", "inspect", s(&node.join("node.crt")), "--json"])["serial"]
+        .as_str()
+        .expect("serial")
+        .to_owned();
+    let second = run_timer();
+    assert_eq!(
+        second["crl_number"].as_u64(),
+        first["crl_number"].as_u64().map(|n| n + 1)
+    );
+    let next = chrono::DateTime::parse_from_rfc3339(second["next_update"].as_str().expect("next"))
+        .expect("time");
+    let this = chrono::DateTime::parse_from_rfc3339(second["this_update"].as_str().expect("this"))
+        .expect("time");
+    assert_eq!((next - this).num_days(), 7);
+
+    let check = ok(&["config", "check", "--config", s(&config)]);
+    let crl_line = check
+        .lines()
+        .find(|line| line.contains("CRL ") && line.contains("days left"))
+        .unwrap_or_else(|| panic!("no CRL line in {check}"));
+    assert!(!crl_line.contains("<-"), "a fresh CRL warns: {check}");
+
+    // A CRL with a day left is the one to warn about; revocations reach the next run.
+    ok(&["ca", "crl", "--ca", s(&ca), "--out", s(&crl), "--days", "1"]);
+    let check = ok(&["config", "check", "--config", s(&config)]);
+    assert!(
+        check.contains("<- republish it now (patchwork ca crl)"),
+        "{check}"
+    );
+    ok(&["ca", "revoke", "--ca", s(&ca), "--serial", &serial]);
+    let third = run_timer();
+    assert_eq!(third["revoked_serials"], serde_json::json!([serial]));
 }

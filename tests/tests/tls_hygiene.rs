@@ -192,3 +192,65 @@ async fn no_early_data_even_on_a_resumed_session() {
     // Resumption works, so the absence of early data is the node's choice.
     assert!(resumed, "a later connection resumed the session");
 }
+
+/// Issue 13, point 8: checking health with curl, as the operations guide says. OpenSSL
+/// sends the CA it found in its own trust store after the leaf; the node accepts a chain
+/// whose extra certificate is a trusted CA itself (and still refuses other extras).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_checks_health_with_the_ca_in_its_chain() {
+    let ca = TestCa::new("hygiene.patchwork");
+    let client = ca.client("monitor");
+    let node = node(&ca, &client).await;
+    let files = tempfile::tempdir().expect("tempdir");
+    write_client(files.path(), &client);
+    std::fs::write(files.path().join("ca.crt"), ca.ca.cert_pem()).expect("ca");
+    // What OpenSSL sends: the leaf, then the root.
+    std::fs::write(
+        files.path().join("chain.crt"),
+        format!("{}{}", client.cert_pem, ca.ca.cert_pem()),
+    )
+    .expect("chain");
+    let curl = |cert: &str| {
+        let out = Command::new("curl")
+            .current_dir(files.path())
+            .args(["-sS", "--http2-prior-knowledge", "--cacert", "ca.crt"])
+            .args(["--cert", cert, "--key", "client.key"])
+            .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
+            .args(["--data-binary", "@-", "--output", "-"])
+            .arg(format!(
+                "https://127.0.0.1:{}/grpc.health.v1.Health/Check",
+                node.addr.port()
+            ))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run curl");
+        let mut child = out;
+        // An empty HealthCheckRequest: one uncompressed gRPC frame of length 0.
+        std::io::Write::write_all(child.stdin.as_mut().expect("stdin"), &[0, 0, 0, 0, 0])
+            .expect("write");
+        drop(child.stdin.take());
+        let out = child.wait_with_output().expect("curl");
+        (
+            out.stdout,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // HealthCheckResponse { status: SERVING (1) } in one frame.
+    let serving = vec![0, 0, 0, 0, 2, 0x08, 0x01];
+    let (body, err) = curl("client.crt");
+    assert_eq!(body, serving, "{err}");
+    let (body, err) = curl("chain.crt");
+    assert_eq!(body, serving, "leaf + root is refused: {err}");
+
+    // Another certificate after the leaf is still refused.
+    let other = TestCa::new("other.patchwork");
+    std::fs::write(
+        files.path().join("odd.crt"),
+        format!("{}{}", client.cert_pem, other.ca.cert_pem()),
+    )
+    .expect("odd chain");
+    let (body, _) = curl("odd.crt");
+    assert_ne!(body, serving);
+}

@@ -97,6 +97,7 @@ pub(crate) fn reload_tls(
             Ok(material)
         }
         Err(error) => {
+            tls.count_refused_reload();
             tracing::error!(trigger, error = %error, "reload refused; the previous tls material stays in force");
             Err(error)
         }
