@@ -428,10 +428,11 @@ pub async fn finish_pending_imports(store: &Store, spool_dir: &Path) -> Result<u
     if let Ok(entries) = std::fs::read_dir(spool_dir) {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(JOURNAL_PREFIX) && name.ends_with(JOURNAL_SUFFIX) {
-                if let Err(error) = std::fs::remove_file(entry.path()) {
-                    tracing::warn!(journal = %name, error = %error, "cannot remove an old import journal");
-                }
+            if name.starts_with(JOURNAL_PREFIX)
+                && name.ends_with(JOURNAL_SUFFIX)
+                && let Err(error) = std::fs::remove_file(entry.path())
+            {
+                tracing::warn!(journal = %name, error = %error, "cannot remove an old import journal");
             }
         }
     }
