@@ -623,6 +623,15 @@ async fn stats_command(args: StatsArgs) -> anyhow::Result<ExitCode> {
             "active_involvements": stats.active_involvements,
             "store_bytes": stats.store_bytes,
             "audit_entries": stats.audit_entries,
+            "last_imports": stats.last_imports.iter().map(|last| serde_json::json!({
+                "kind": last.kind,
+                "at_unix_seconds": last.at_unix_seconds,
+                "rows": last.rows,
+                "created": last.created,
+                "updated": last.updated,
+                "unchanged": last.unchanged,
+                "bad_rows": last.bad_rows,
+            })).collect::<Vec<_>>(),
         });
         println!("{value}");
     } else {
@@ -635,12 +644,45 @@ async fn stats_command(args: StatsArgs) -> anyhow::Result<ExitCode> {
         );
         println!("store size on disk:  {} bytes", stats.store_bytes);
         println!("audit log entries:   {}", stats.audit_entries);
+        for kind in ["organisation", "practitioner", "person", "involvement"] {
+            println!("{}", last_import_line(kind, &stats.last_imports));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// The `stats` line for the last applied import of `kind`.
+fn last_import_line(kind: &str, imports: &[v1::LastImport]) -> String {
+    let label = format!("last {kind} import:");
+    let Some(last) = imports.iter().find(|l| l.kind == kind) else {
+        return format!("{label:<26}never");
+    };
+    let at = chrono::DateTime::from_timestamp(last.at_unix_seconds, 0)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| last.at_unix_seconds.to_string());
+    format!(
+        "{label:<26}{at}: {} rows, {} created, {} updated, {} unchanged, {} bad",
+        last.rows, last.created, last.updated, last.unchanged, last.bad_rows
+    )
+}
+
+/// Whether a status came from the connection breaking (the node stopped or
+/// crashed mid-call) rather than from the node's answer: tonic keeps the
+/// transport error as the source of the statuses it makes itself, and a
+/// status the node sent has none.
+fn cut_off(status: &tonic::Status) -> bool {
+    std::error::Error::source(status).is_some()
+}
+
 /// A gRPC status as the one line an operator needs.
 fn status_error(status: tonic::Status) -> anyhow::Error {
+    if cut_off(&status) {
+        return anyhow::anyhow!(
+            "the connection to the node was cut off before it answered (did the node stop?): {} ({:?})",
+            status.message(),
+            status.code()
+        );
+    }
     anyhow::anyhow!(
         "the node refused: {} ({:?})",
         status.message(),
@@ -718,17 +760,25 @@ pub async fn import_csv(
             kind: request.kind.record_kind() as i32,
             dry_run: send_dry_run,
             skip_bad_rows: request.skip_bad_rows,
-            source: request
-                .file
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
+            source: source_name(&request.file),
         })),
     };
     sender.send(header).await.context("import stream closed")?;
     let progress = progress_bar(request.progress, total_bytes);
     let mut rows = open(&request.file)?;
     let reader_progress = progress.clone();
+    let (uploaded, upload_ended) = tokio::sync::oneshot::channel::<()>();
+    // After the upload the bar follows the node's own progress (checking,
+    // then writing), read from `GetStats`, instead of standing at 100 %.
+    let node_progress = (!progress.is_hidden()).then(|| {
+        tokio::spawn(follow_node_progress(
+            config.clone(),
+            request.kind.record_kind(),
+            source_name(&request.file),
+            progress.clone(),
+            upload_ended,
+        ))
+    });
     let reader = tokio::task::spawn_blocking(move || {
         let mut batch = Vec::with_capacity(SEND_BATCH);
         let send = |batch: Vec<v1::ImportRow>| {
@@ -770,10 +820,14 @@ pub async fn import_csv(
             send(batch);
         }
         reader_progress.set_position(rows.bytes_read());
+        let _ = uploaded.send(());
         true
     });
     let reply = client.import(ReceiverStream::new(receiver)).await;
     let unchanged = reader.await.context("reading the file failed")?;
+    if let Some(task) = node_progress {
+        task.abort();
+    }
     progress.finish_and_clear();
     if !unchanged {
         bail!(
@@ -781,7 +835,18 @@ pub async fn import_csv(
             request.file.display()
         );
     }
-    let mut report = reply.map_err(status_error)?.into_inner();
+    let mut report = match reply {
+        Ok(reply) => reply.into_inner(),
+        Err(status) if cut_off(&status) => bail!(
+            "the node was cut off before it answered (did it stop?): {} ({:?}); \
+             an import is whole or absent once the node runs again (it finishes a \
+             half-written import when it starts): check `patchwork stats`, or run the \
+             import again (imports are idempotent by id)",
+            status.message(),
+            status.code()
+        ),
+        Err(status) => return Err(status_error(status)),
+    };
 
     // Merge this side's parse errors into the node's report.
     let local_bad = local_errors.len() as u64;
@@ -794,6 +859,87 @@ pub async fn import_csv(
     report.errors.sort_by_key(|e| e.line);
     report.errors.truncate(1000);
     Ok(ImportOutcome { report })
+}
+
+/// What an import tells the node it came from: the file's name.
+fn source_name(file: &Path) -> String {
+    file.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Once the upload has ended, shows the node's progress with this import
+/// (found by kind and source) on `bar` until the caller stops the task.
+async fn follow_node_progress(
+    config: NodeConfig,
+    kind: v1::RecordKind,
+    source: String,
+    bar: ProgressBar,
+    upload_ended: tokio::sync::oneshot::Receiver<()>,
+) {
+    if upload_ended.await.is_err() {
+        return;
+    }
+    let Ok(channel) = connect(&config).await else {
+        return;
+    };
+    let mut admin = AdminClient::new(channel);
+    if let Ok(style) =
+        ProgressStyle::with_template("{spinner} node {msg} [{bar:30}] {pos}/{len} rows")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    loop {
+        if let Ok(stats) = admin.get_stats(v1::GetStatsRequest {}).await
+            && let Some(running) = stats
+                .into_inner()
+                .running_imports
+                .into_iter()
+                .find(|r| r.kind == kind as i32 && r.source == source)
+        {
+            let (message, position, length) = node_progress(&running);
+            bar.set_message(message);
+            bar.set_length(length);
+            bar.set_position(position);
+        }
+        // Redrawing a bar, not synchronising: a fixed pace is right here.
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
+/// The bar's message, position and length for a node's running import.
+fn node_progress(running: &v1::RunningImport) -> (&'static str, u64, u64) {
+    if running.rows_to_write == 0 {
+        (
+            "checking",
+            running.rows_checked,
+            running.rows_checked.max(1),
+        )
+    } else {
+        ("writing", running.rows_written, running.rows_to_write)
+    }
+}
+
+/// What to do next, for rows refused because a record they name is not on
+/// the node: the kind to import first, once per kind.
+fn import_hints(report: &v1::ImportReport) -> Vec<String> {
+    let mut hints = Vec::new();
+    for (kind, plural) in [
+        ("organisation", "organisations"),
+        ("practitioner", "practitioners"),
+        ("person", "persons"),
+    ] {
+        let prefix = format!("{kind} ");
+        if report.errors.iter().any(|e| {
+            e.message.starts_with(&prefix) && e.message.ends_with("does not exist on this node")
+        }) {
+            hints.push(format!(
+                "hint: rows name {plural} this node does not hold: import {plural} first \
+                 (organisations, then practitioners and persons, then involvements)"
+            ));
+        }
+    }
+    hints
 }
 
 fn row_error(line: u64, error: FieldError) -> v1::RowError {
@@ -852,6 +998,8 @@ async fn import_command(args: ImportArgs) -> anyhow::Result<ExitCode> {
             )
         } else if args.dry_run {
             "dry run: nothing written".to_owned()
+        } else if report.bad_rows > 0 && args.skip_bad_rows && report.valid_rows == 0 {
+            "nothing imported: every row is bad; fix them and import again".to_owned()
         } else if report.bad_rows > 0 {
             "nothing imported: fix the bad rows, or pass --skip-bad-rows to import the good ones"
                 .to_owned()
@@ -865,6 +1013,9 @@ async fn import_command(args: ImportArgs) -> anyhow::Result<ExitCode> {
             report.valid_rows,
             report.bad_rows
         );
+        for hint in import_hints(report) {
+            eprintln!("{hint}");
+        }
     }
     Ok(if report.bad_rows == 0 {
         ExitCode::SUCCESS

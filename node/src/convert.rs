@@ -53,6 +53,7 @@ pub fn store_status(error: StoreError, prefix: &str) -> Status {
             tracing::error!(error = %error, "store record unreadable");
             Status::internal("the node's store is damaged; the operator has been told in the log")
         }
+        StoreError::Locked { .. } => Status::unavailable(error.to_string()),
         StoreError::Io(_) | StoreError::File(_) => {
             tracing::error!(error = %error, "store i/o failed");
             Status::unavailable("the node cannot write to its store right now; nothing was changed")

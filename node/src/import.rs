@@ -6,13 +6,21 @@
 //!
 //! All or nothing by default: one bad row and nothing is written, so a broken
 //! nightly export never half-replaces yesterday's good data. `skip_bad_rows`
-//! writes the good rows and reports the bad. A crash while writing leaves some
-//! whole batches written and the import unacknowledged; imports are idempotent
-//! by id, so running it again finishes the job.
+//! writes the good rows and reports the bad.
 //!
-//! Valid rows wait for the verdict in a spool file, not in memory. The spool
-//! is an unnamed temporary file (mode 0600, personal data) in the data
-//! folder: the kernel removes it when the import ends, even by a crash.
+//! All or nothing across a crash too, at any size: the valid rows wait for
+//! the verdict in a spool file (mode 0600, personal data) in the data
+//! folder's `spool/`, which becomes the import's journal. An import of more
+//! than one batch makes the journal durable first; each batch's transaction
+//! then records in the store how far the import got (a mark naming the
+//! journal) and the last clears the mark. A node stopped part-way (a kill, a
+//! power cut, a full disk) finishes the import from the journal when it next
+//! starts, before it serves ([`finish_pending_imports`]): after a restart an
+//! import is whole or absent, never half. Roll forward rather than back: a
+//! sled transaction cannot be undone, and the rows were already checked.
+//! Start-up removes journals no mark names (an import cut off before its
+//! first batch). Between the first batch and the last, readers of the
+//! running node see the import arrive batch by batch.
 //!
 //! Memory is not constant: finding ids repeated within an import means
 //! remembering every id seen. Each is kept as a 64-bit hash and the spool
@@ -20,19 +28,23 @@
 //! hundred MB at [`MAX_ROWS_PER_IMPORT`] rows), and a hash hit re-reads the
 //! earlier row from the spool to tell a repeat from a collision.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::hash::{BuildHasher, RandomState};
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use patchwork_proto::v1::{self, import_request::Item, import_row};
 use serde::{Deserialize, Serialize};
+use tempfile::NamedTempFile;
 use tonic::{Status, Streaming};
 
 use crate::model::{Involvement, Organisation, Person, Practitioner};
 use crate::service::blocking;
-use crate::store::{Store, StoreError, WriteMode, WriteOutcome};
+use crate::store::last_import::LastImport;
+use crate::store::{ImportMark, Kind, Store, StoreError, WriteMode, WriteOutcome};
 use crate::validate::{self, FieldError, InvolvementSource, Rules};
 
 /// Rows per write transaction: big enough to amortise a transaction, small
@@ -62,6 +74,16 @@ impl Record {
             Record::Organisation(r) => &r.id,
             Record::Involvement(r) => &r.id,
         }
+    }
+}
+
+/// The store's name for an import's kind.
+fn store_kind(kind: v1::RecordKind) -> Kind {
+    match kind {
+        v1::RecordKind::Practitioner => Kind::Practitioner,
+        v1::RecordKind::Organisation => Kind::Organisation,
+        v1::RecordKind::Involvement => Kind::Involvement,
+        v1::RecordKind::Person | v1::RecordKind::Unspecified => Kind::Person,
     }
 }
 
@@ -159,27 +181,50 @@ fn check_row(
 }
 
 /// Validated records waiting for the verdict, on disk, each with its line.
+/// The spool is also the import's journal once writing starts (module docs).
 struct Spool {
-    writer: BufWriter<File>,
+    writer: BufWriter<NamedTempFile>,
     records: u64,
     /// Bytes spooled so far: the offset the next record will have.
     end: u64,
 }
 
-/// Reads one spooled entry (length, then postcard `(line, record)`).
-fn read_entry(reader: &mut impl Read) -> std::io::Result<(u64, Record)> {
+/// How a journal's file name starts; start-up removes any such file that no
+/// pending import names.
+const JOURNAL_PREFIX: &str = "import-";
+const JOURNAL_SUFFIX: &str = ".journal";
+
+/// Reads one spooled entry (length, then postcard `(line, record)`); with
+/// the bytes it took.
+fn read_entry(reader: &mut impl Read) -> std::io::Result<(u64, Record, u64)> {
     let mut len = [0u8; 4];
     reader.read_exact(&mut len)?;
-    let mut bytes = vec![0u8; u32::from_le_bytes(len) as usize];
+    let len = u32::from_le_bytes(len);
+    let mut bytes = vec![0u8; len as usize];
     reader.read_exact(&mut bytes)?;
-    postcard::from_bytes(&bytes).map_err(std::io::Error::other)
+    let (line, record) = postcard::from_bytes(&bytes).map_err(std::io::Error::other)?;
+    Ok((line, record, 4 + u64::from(len)))
+}
+
+/// What a pending-import marker holds: where in its journal the next
+/// unwritten record starts, and how many are left.
+#[derive(Debug, Serialize, Deserialize)]
+struct Progress {
+    offset: u64,
+    left: u64,
 }
 
 impl Spool {
     fn new(dir: &std::path::Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
+        // Named (mode 0600) so that a half-applied import can be finished
+        // from it after a crash; removed when the import ends.
+        let file = tempfile::Builder::new()
+            .prefix(JOURNAL_PREFIX)
+            .suffix(JOURNAL_SUFFIX)
+            .tempfile_in(dir)?;
         Ok(Spool {
-            writer: BufWriter::with_capacity(1 << 20, tempfile::tempfile_in(dir)?),
+            writer: BufWriter::with_capacity(1 << 20, file),
             records: 0,
             end: 0,
         })
@@ -202,58 +247,123 @@ impl Spool {
         file.seek(SeekFrom::Start(offset))?;
         let entry = read_entry(file);
         file.seek(SeekFrom::End(0))?;
-        entry
+        entry.map(|(line, record, _)| (line, record))
     }
 
     /// Writes every spooled record in atomic batches of [`WRITE_BATCH`],
-    /// each with `write`.
+    /// each with `write`. More than one batch: the journal is made durable
+    /// first, and each batch's transaction records how far the import got,
+    /// the last one clearing the mark (module docs). Returns the journal,
+    /// which the caller drops (removing the file) only once the writes are
+    /// flushed.
     fn write_with(
         self,
-        mut write: impl FnMut(Vec<Record>) -> Result<Vec<WriteOutcome>, StoreError>,
-    ) -> Result<Vec<WriteOutcome>, Status> {
-        let mut outcomes: Vec<WriteOutcome> =
-            Vec::with_capacity(usize::try_from(self.records).unwrap_or(0));
-        let io = |e: std::io::Error, written: usize| {
-            tracing::error!(error = %e, written, "import spool unreadable");
-            if written == 0 {
+        write: impl FnMut(Vec<Record>, ImportMark<'_>) -> Result<Vec<WriteOutcome>, StoreError>,
+    ) -> Result<(Vec<WriteOutcome>, NamedTempFile), Status> {
+        let io = |e: std::io::Error| {
+            tracing::error!(error = %e, "import spool unusable");
+            Status::internal("the import's spool file could not be read back; nothing was imported")
+        };
+        let journal = self.writer.into_inner().map_err(|e| io(e.into_error()))?;
+        let name = journal
+            .path()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if self.records > WRITE_BATCH as u64 {
+            journal.as_file().sync_all().map_err(io)?;
+            if let Some(dir) = journal.path().parent() {
+                File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+            }
+        }
+        let mut file = journal.reopen().map_err(io)?;
+        file.rewind().map_err(io)?;
+        let reader = BufReader::with_capacity(1 << 20, file);
+        let progress = Progress {
+            offset: 0,
+            left: self.records,
+        };
+        match apply_journal(reader, &name, progress, write) {
+            Ok(outcomes) => Ok((outcomes, journal)),
+            Err(status) => {
+                // Part-way, start-up finishes from the journal; if nothing
+                // was written, start-up removes it as a leftover.
+                if self.records > WRITE_BATCH as u64
+                    && let Err(error) = journal.keep()
+                {
+                    tracing::error!(error = %error, "cannot keep an import journal");
+                }
+                Err(status)
+            }
+        }
+    }
+}
+
+/// Writes the `progress.left` records of journal `name` that `reader` is
+/// positioned at, in batches; each batch but the last sets the journal's
+/// mark to the progress after it, the last clears it (one batch alone
+/// touches no mark). A failure in the first batch wrote nothing of this
+/// call; a later one leaves the mark, which start-up finishes from.
+fn apply_journal(
+    mut reader: impl Read,
+    name: &str,
+    progress: Progress,
+    mut write: impl FnMut(Vec<Record>, ImportMark<'_>) -> Result<Vec<WriteOutcome>, StoreError>,
+) -> Result<Vec<WriteOutcome>, Status> {
+    let single = progress.left <= WRITE_BATCH as u64 && progress.offset == 0;
+    let mut outcomes: Vec<WriteOutcome> =
+        Vec::with_capacity(usize::try_from(progress.left).unwrap_or(0));
+    let mut offset = progress.offset;
+    let mut remaining = progress.left;
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    let mut first = true;
+    while remaining > 0 {
+        let (_line, record, took) = read_entry(&mut reader).map_err(|e| {
+            tracing::error!(error = %e, journal = name, "import journal unreadable");
+            if first {
                 Status::internal(
                     "the import's spool file could not be read back; nothing was imported",
                 )
             } else {
                 Status::internal(format!(
-                    "the import's spool file could not be read back; {PARTLY_WRITTEN}"
+                    "the import's journal could not be read back part-way; {FINISHED_AT_START}"
                 ))
             }
-        };
-        let mut file = self
-            .writer
-            .into_inner()
-            .map_err(|e| io(e.into_error(), 0))?;
-        file.rewind().map_err(|e| io(e, 0))?;
-        let mut reader = BufReader::with_capacity(1 << 20, file);
-        let mut batch = Vec::with_capacity(WRITE_BATCH);
-        let mut remaining = self.records;
-        while remaining > 0 {
-            let (_line, record) = read_entry(&mut reader).map_err(|e| io(e, outcomes.len()))?;
-            batch.push(record);
-            remaining -= 1;
-            if batch.len() == WRITE_BATCH || remaining == 0 {
-                match write(std::mem::take(&mut batch)) {
-                    Ok(written) => outcomes.extend(written),
-                    Err(error) if outcomes.is_empty() => {
-                        // One transaction: the first batch failing wrote nothing.
-                        return Err(crate::convert::store_status(error, ""));
-                    }
-                    Err(error) => return Err(partly_written(error, outcomes.len())),
+        })?;
+        batch.push(record);
+        offset += took;
+        remaining -= 1;
+        if batch.len() == WRITE_BATCH || remaining == 0 {
+            let progress = postcard::to_stdvec(&Progress {
+                offset,
+                left: remaining,
+            })
+            .map_err(|e| Status::internal(format!("import progress unencodable: {e}")))?;
+            let mark = if single {
+                ImportMark::Keep
+            } else if remaining == 0 {
+                ImportMark::Clear { journal: name }
+            } else {
+                ImportMark::Set {
+                    journal: name,
+                    progress: &progress,
                 }
+            };
+            match write(std::mem::take(&mut batch), mark) {
+                Ok(written) => outcomes.extend(written),
+                // One transaction: the first batch failing wrote nothing.
+                Err(error) if first => return Err(crate::convert::store_status(error, "")),
+                Err(error) => return Err(partly_written(error, outcomes.len())),
             }
+            first = false;
         }
-        Ok(outcomes)
     }
+    Ok(outcomes)
 }
 
-/// What an operator must know when an import stops after writing something.
-const PARTLY_WRITTEN: &str = "some rows may have been written before the failure; run the import again: imports are idempotent by id";
+/// What an operator must know when an import stops after writing some of
+/// its batches: the node finishes it when it next starts.
+const FINISHED_AT_START: &str = "the rows written so far are kept with a journal of the rest, and the node finishes the import when it next starts (restart it); the import is never left half-applied";
 
 /// The status for a store failure after some batches were committed: the
 /// code of the store error, and never "nothing was changed".
@@ -262,8 +372,160 @@ fn partly_written(error: StoreError, written: usize) -> Status {
     let code = crate::convert::store_status(error, "").code();
     Status::new(
         code,
-        format!("the import failed part-way: {PARTLY_WRITTEN}"),
+        format!("the import failed part-way: {FINISHED_AT_START}"),
     )
+}
+
+/// Finishes every import a crash (or a failure part-way) left half-applied,
+/// from its journal, then removes journals no import needs. Start-up runs
+/// this before the node serves, so no reader sees a half-applied import
+/// after a restart. A journal that is gone or unreadable (a restored backup
+/// taken mid-import, a damaged disk) cannot be finished: that is logged as
+/// an error naming the journal, and its mark removed.
+pub async fn finish_pending_imports(store: &Store, spool_dir: &Path) -> Result<u64, StoreError> {
+    let pending = store.pending_imports()?;
+    let mut finished = 0;
+    for (name, progress) in pending {
+        let writer = store.clone();
+        let path = spool_dir.join(&name);
+        let outcome = blocking_io(move || {
+            let progress: Progress =
+                postcard::from_bytes(&progress).map_err(std::io::Error::other)?;
+            let mut file = File::open(&path)?;
+            file.seek(SeekFrom::Start(progress.offset))?;
+            let left = progress.left;
+            let reader = BufReader::with_capacity(1 << 20, file);
+            Ok(
+                apply_journal(reader, &name_of(&path), progress, |batch, mark| {
+                    write_batch(&writer, batch, mark)
+                })
+                .map(|outcomes| (outcomes.len(), left)),
+            )
+        })
+        .await;
+        match outcome {
+            Ok(Ok((written, left))) => {
+                tracing::warn!(journal = %name, rows = written, left, "finished an import a stop cut off");
+                finished += 1;
+            }
+            Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
+                return Err(StoreError::File(std::io::Error::other(
+                    status.message().to_owned(),
+                )));
+            }
+            Ok(Err(status)) => {
+                tracing::error!(journal = %name, error = %status.message(), "a half-applied import cannot be finished: run it again");
+                store.clear_pending_import(&name)?;
+            }
+            Err(error) => {
+                tracing::error!(journal = %name, error = %error, "a half-applied import's journal is unreadable: run the import again");
+                store.clear_pending_import(&name)?;
+            }
+        }
+    }
+    store.flush().await?;
+    // No import runs yet: every journal left is a crash's leftover.
+    if let Ok(entries) = std::fs::read_dir(spool_dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(JOURNAL_PREFIX)
+                && name.ends_with(JOURNAL_SUFFIX)
+                && let Err(error) = std::fs::remove_file(entry.path())
+            {
+                tracing::warn!(journal = %name, error = %error, "cannot remove an old import journal");
+            }
+        }
+    }
+    Ok(finished)
+}
+
+fn name_of(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+async fn blocking_io<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|_| std::io::Error::other("import worker stopped"))?
+}
+
+/// The imports running on this node now, for `GetStats`: after its upload
+/// a client shows the node's own progress (checking, then writing) from
+/// here rather than a finished bar over a silent wait.
+#[derive(Debug, Default)]
+pub struct RunningImports {
+    next: AtomicU64,
+    running: Mutex<BTreeMap<u64, Arc<ImportProgress>>>,
+}
+
+/// Where one running import is.
+#[derive(Debug)]
+pub struct ImportProgress {
+    pub kind: v1::RecordKind,
+    /// The header's source (the file's name), to tell imports apart.
+    pub source: String,
+    /// Rows received and checked so far.
+    pub checked: AtomicU64,
+    /// Rows to write, once the upload has ended (0 before).
+    pub to_write: AtomicU64,
+    pub written: AtomicU64,
+}
+
+/// Removes its import from [`RunningImports`] however the import ends.
+struct Registered<'a> {
+    imports: &'a RunningImports,
+    id: u64,
+    progress: Arc<ImportProgress>,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.imports.lock().remove(&self.id);
+    }
+}
+
+impl RunningImports {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<ImportProgress>>> {
+        // A map of counters: nothing a panic elsewhere could leave half-done.
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn register(&self, kind: v1::RecordKind, source: String) -> Registered<'_> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let progress = Arc::new(ImportProgress {
+            kind,
+            source,
+            checked: AtomicU64::new(0),
+            to_write: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+        });
+        self.lock().insert(id, progress.clone());
+        Registered {
+            imports: self,
+            id,
+            progress,
+        }
+    }
+
+    /// Every running import, as `GetStats` shows it.
+    pub fn to_proto(&self) -> Vec<v1::RunningImport> {
+        self.lock()
+            .values()
+            .map(|p| v1::RunningImport {
+                kind: p.kind as i32,
+                source: p.source.clone(),
+                rows_checked: p.checked.load(Ordering::Relaxed),
+                rows_to_write: p.to_write.load(Ordering::Relaxed),
+                rows_written: p.written.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
 }
 
 /// The ids an import has seen, compactly (module docs): each id's 64-bit
@@ -315,8 +577,13 @@ impl<S: BuildHasher> SeenIds<S> {
     }
 }
 
-/// One atomic transaction for a batch of records of one kind.
-fn write_batch(store: &Store, batch: Vec<Record>) -> Result<Vec<WriteOutcome>, StoreError> {
+/// One atomic transaction for a batch of records of one kind, moving the
+/// import's mark with it.
+fn write_batch(
+    store: &Store,
+    batch: Vec<Record>,
+    mark: ImportMark<'_>,
+) -> Result<Vec<WriteOutcome>, StoreError> {
     let mut persons = Vec::new();
     let mut practitioners = Vec::new();
     let mut organisations = Vec::new();
@@ -332,22 +599,23 @@ fn write_batch(store: &Store, batch: Vec<Record>) -> Result<Vec<WriteOutcome>, S
     // An import holds one kind, so exactly one of these is non-empty.
     let mut outcomes = Vec::new();
     if !persons.is_empty() {
-        outcomes.extend(store.put_persons(&persons, WriteMode::Upsert)?);
+        outcomes.extend(store.put_persons_marked(&persons, WriteMode::Upsert, mark)?);
     }
     if !organisations.is_empty() {
-        outcomes.extend(store.put_organisations(&organisations, WriteMode::Upsert)?);
+        outcomes.extend(store.put_organisations_marked(&organisations, WriteMode::Upsert, mark)?);
     }
     if !practitioners.is_empty() {
-        outcomes.extend(store.put_practitioners(&practitioners, WriteMode::Upsert)?);
+        outcomes.extend(store.put_practitioners_marked(&practitioners, WriteMode::Upsert, mark)?);
     }
     if !involvements.is_empty() {
-        outcomes.extend(store.put_involvements(&involvements, WriteMode::Upsert)?);
+        outcomes.extend(store.put_involvements_marked(&involvements, WriteMode::Upsert, mark)?);
     }
     Ok(outcomes)
 }
 
 struct Session {
     kind: v1::RecordKind,
+    progress: Arc<ImportProgress>,
     rules: Rules,
     spool: Spool,
     seen: SeenIds,
@@ -394,6 +662,7 @@ impl Session {
                     return Err(crate::convert::store_status(error, ""));
                 }
             };
+            self.progress.checked.store(self.rows, Ordering::Relaxed);
             if let Some(error) = problem {
                 self.bad_rows += 1;
                 if self.errors.len() < MAX_REPORTED_ERRORS {
@@ -415,6 +684,7 @@ pub async fn run_import(
     store: Store,
     rules: Rules,
     spool_dir: PathBuf,
+    running: &RunningImports,
     mut stream: Streaming<v1::ImportRequest>,
 ) -> Result<v1::ImportReport, Status> {
     let header = match stream.message().await? {
@@ -447,8 +717,10 @@ pub async fn run_import(
         })
     })
     .await?;
+    let registered = running.register(kind, source.clone().unwrap_or_default());
     let mut session = Session {
         kind,
+        progress: registered.progress.clone(),
         rules,
         spool,
         seen: SeenIds::new(),
@@ -491,12 +763,18 @@ pub async fn run_import(
     let checked_in = started.elapsed();
     if !header.dry_run && (bad_rows == 0 || header.skip_bad_rows) && spool.records > 0 {
         let writer = store.clone();
-        let outcomes =
-            blocking(move || spool.write_with(|batch| write_batch(&writer, batch))).await?;
-        store
-            .flush()
-            .await
-            .map_err(|e| partly_written(e, outcomes.len()))?;
+        let progress = registered.progress.clone();
+        progress.to_write.store(spool.records, Ordering::Relaxed);
+        let (outcomes, journal) = blocking(move || {
+            spool.write_with(|batch, mark| {
+                let rows = batch.len() as u64;
+                let written = write_batch(&writer, batch, mark)?;
+                progress.written.fetch_add(rows, Ordering::Relaxed);
+                Ok(written)
+            })
+        })
+        .await?;
+        let written = outcomes.len();
         for outcome in outcomes {
             match outcome {
                 WriteOutcome::Created => report.created += 1,
@@ -504,6 +782,32 @@ pub async fn run_import(
                 WriteOutcome::Unchanged => report.unchanged += 1,
             }
         }
+        let last = LastImport {
+            at_unix_seconds: chrono::Utc::now().timestamp(),
+            rows: report.rows,
+            created: report.created,
+            updated: report.updated,
+            unchanged: report.unchanged,
+            bad_rows: report.bad_rows,
+        };
+        let recorder = store.clone();
+        let recorded = blocking(move || {
+            recorder
+                .record_import(store_kind(kind), &last)
+                .map_err(|e| crate::convert::store_status(e, ""))
+        })
+        .await;
+        if let Err(status) = recorded {
+            // The import itself is whole; only `stats` misses it.
+            tracing::warn!(error = %status.message(), "the last import's summary was not recorded");
+        }
+        store
+            .flush()
+            .await
+            .map_err(|e| partly_written(e, written))?;
+        // Only now: until the last batch's cleared mark is durable, a crash
+        // must find the journal to finish from.
+        drop(journal);
         report.applied = true;
     }
     tracing::info!(
@@ -600,7 +904,7 @@ mod tests {
         let (_dir, spool) = spool_of(WRITE_BATCH + 500);
         let mut batches = 0;
         let status = spool
-            .write_with(|batch| {
+            .write_with(|batch, _| {
                 batches += 1;
                 if batches == 2 {
                     return Err(disk_full());
@@ -610,9 +914,7 @@ mod tests {
             .expect_err("second batch fails");
         assert_eq!(status.code(), tonic::Code::Unavailable);
         assert!(
-            status
-                .message()
-                .contains("some rows may have been written before the failure; run the import again: imports are idempotent by id"),
+            status.message().contains(FINISHED_AT_START),
             "{}",
             status.message()
         );
@@ -628,20 +930,95 @@ mod tests {
         let (_dir, spool) = spool_of(WRITE_BATCH + 500);
         let mut written = 0;
         let status = spool
-            .write_with(|_| Err(disk_full()))
+            .write_with(|_, _| Err(disk_full()))
             .expect_err("first batch fails");
         assert_eq!(status.code(), tonic::Code::Unavailable);
         assert!(status.message().contains("nothing was changed"));
         let (_dir, spool) = spool_of(WRITE_BATCH + 500);
         let outcomes = spool
-            .write_with(|batch| {
+            .write_with(|batch, _| {
                 written += batch.len();
                 Ok(vec![WriteOutcome::Unchanged; batch.len()])
             })
-            .expect("written");
+            .expect("written")
+            .0;
         assert_eq!(
             (outcomes.len(), written),
             (WRITE_BATCH + 500, WRITE_BATCH + 500)
         );
+    }
+
+    /// A store failing part-way leaves a mark and the journal; start-up
+    /// finishes the import from them, whole, and removes the journal.
+    #[tokio::test]
+    async fn an_import_cut_off_part_way_is_finished_at_start_up() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let spool_dir = data.path().join("spool");
+        let store = Store::open(&data.path().join("store"), &Default::default()).expect("open");
+        let total = 2 * WRITE_BATCH + 500;
+        let mut spool = Spool::new(&spool_dir).expect("spool");
+        for i in 0..total {
+            let line = u64::try_from(i).expect("small") + 2;
+            spool
+                .push(line, &organisation(&format!("O{i}")))
+                .expect("push");
+        }
+        let mut batches = 0;
+        let status = spool
+            .write_with(|batch, mark| {
+                batches += 1;
+                if batches == 2 {
+                    return Err(disk_full());
+                }
+                write_batch(&store, batch, mark)
+            })
+            .expect_err("second batch fails");
+        assert!(status.message().contains(FINISHED_AT_START));
+        assert_eq!(store.counts().expect("counts").organisations, 1000);
+        assert_eq!(store.pending_imports().expect("marks").len(), 1);
+
+        let finished = finish_pending_imports(&store, &spool_dir)
+            .await
+            .expect("finished");
+        assert_eq!(finished, 1);
+        assert_eq!(
+            store.counts().expect("counts").organisations,
+            total as u64,
+            "every row, once"
+        );
+        assert!(store.pending_imports().expect("marks").is_empty());
+        assert!(store.check_consistency().expect("check").is_empty());
+        let left: Vec<_> = std::fs::read_dir(&spool_dir)
+            .expect("spool dir")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(left.is_empty(), "journals left: {left:?}");
+    }
+
+    /// A mark whose journal is gone (a backup restored mid-import) is
+    /// removed, and the node still starts.
+    #[tokio::test]
+    async fn a_mark_without_its_journal_is_removed() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&data.path().join("store"), &Default::default()).expect("open");
+        let progress = postcard::to_stdvec(&Progress { offset: 0, left: 5 }).expect("encode");
+        store
+            .put_organisations_marked(
+                &[],
+                WriteMode::Upsert,
+                ImportMark::Set {
+                    journal: "import-gone.journal",
+                    progress: &progress,
+                },
+            )
+            .expect("mark");
+        assert_eq!(
+            finish_pending_imports(&store, &data.path().join("spool"))
+                .await
+                .expect("start-up goes on"),
+            0
+        );
+        assert!(store.pending_imports().expect("marks").is_empty());
     }
 }

@@ -527,6 +527,7 @@ struct StoreGauges {
     bytes: u64,
     counts: crate::store::Counts,
     audit_entries: u64,
+    last_imports: Vec<(crate::store::Kind, crate::store::last_import::LastImport)>,
 }
 
 impl ScrapeSources {
@@ -609,6 +610,7 @@ impl ScrapeSources {
                 bytes: store.size_on_disk()?,
                 counts: store.counts()?,
                 audit_entries: store.audit_len()?,
+                last_imports: store.last_imports()?,
             })
         })
         .await;
@@ -650,6 +652,47 @@ impl ScrapeSources {
             "entries in the hash-chained audit log",
         );
         let _ = writeln!(out, "patchwork_audit_entries {}", gauges.audit_entries);
+        header(
+            out,
+            "patchwork_last_import_timestamp_seconds",
+            "gauge",
+            "when the last applied import of each kind finished (0: never); alert when it grows old",
+        );
+        let last = |kind: crate::store::Kind| {
+            gauges
+                .last_imports
+                .iter()
+                .find(|(k, _)| *k == kind)
+                .map(|(_, last)| last.clone())
+                .unwrap_or_default()
+        };
+        for kind in crate::store::last_import::IMPORT_KINDS {
+            let _ = writeln!(
+                out,
+                "patchwork_last_import_timestamp_seconds{{kind=\"{kind}\"}} {}",
+                last(kind).at_unix_seconds
+            );
+        }
+        header(
+            out,
+            "patchwork_last_import_rows",
+            "gauge",
+            "rows of the last applied import of each kind, by outcome",
+        );
+        for kind in crate::store::last_import::IMPORT_KINDS {
+            let last = last(kind);
+            for (outcome, rows) in [
+                ("created", last.created),
+                ("updated", last.updated),
+                ("unchanged", last.unchanged),
+                ("bad", last.bad_rows),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "patchwork_last_import_rows{{kind=\"{kind}\",outcome=\"{outcome}\"}} {rows}"
+                );
+            }
+        }
     }
 }
 

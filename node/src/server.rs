@@ -320,6 +320,16 @@ pub async fn run_with(
                 });
             }
         };
+        // Before any service opens: after a restart no reader sees an
+        // import half-applied (see `import`).
+        let spool_dir = config.node.data_dir.join("spool");
+        if let Err(source) = crate::import::finish_pending_imports(&store, &spool_dir).await {
+            let _ = abort.send(());
+            return Err(NodeError::Store {
+                path: store_dir.display().to_string(),
+                source,
+            });
+        }
         let state = NodeState {
             store: store.clone(),
             access: Arc::new(AccessPolicy::new(
@@ -333,7 +343,8 @@ pub async fn run_with(
             display_name: config.node.display_name.clone(),
             default_id_scheme: config.node.default_id_scheme.clone(),
             confirm_after_days: config.node.confirm_after_days,
-            spool_dir: config.node.data_dir.join("spool"),
+            spool_dir,
+            imports: Arc::default(),
             health: health.clone(),
             metrics: metrics.clone(),
             refusals: refusals.clone(),

@@ -29,6 +29,8 @@ use crate::store::{Store, StoreError, TeamEvent, TeamEventKind};
 
 /// Events read from the store at once.
 const BATCH: usize = 256;
+/// How long a closing watch waits to tell a slow client why it ends.
+const CLOSING_NOTICE: Duration = Duration::from_millis(500);
 /// The first retry waits this long; each further one twice as long.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -95,7 +97,11 @@ pub fn to_proto(store: &Store, event: &TeamEvent) -> Result<v1::TeamEvent, Store
         },
     };
     Ok(v1::TeamEvent {
-        cursor: event.seq.to_string(),
+        cursor: Cursor {
+            epoch: store.event_epoch()?,
+            seq: event.seq,
+        }
+        .to_string(),
         person_reference: event.person_id.clone(),
         kind: kind(event.kind) as i32,
         by: Some(by),
@@ -105,16 +111,70 @@ pub fn to_proto(store: &Store, event: &TeamEvent) -> Result<v1::TeamEvent, Store
     })
 }
 
-/// Parses a Watch cursor: empty means "from now on".
-pub fn parse_cursor(text: &str, field: &str) -> Result<Option<u64>, Status> {
+/// A place in the outbox: the epoch of the store's history (changed by a
+/// restore, see `store/events`) and the sequence number in it. On the wire
+/// `epoch:seq`, or plain `seq` in epoch 0, so a store never restored keeps
+/// the decimal cursors it always handed out and old ones stay valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub epoch: u64,
+    pub seq: u64,
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.epoch == 0 {
+            write!(f, "{}", self.seq)
+        } else {
+            write!(f, "{}:{}", self.epoch, self.seq)
+        }
+    }
+}
+
+/// Parses a Watch cursor: empty means "from now on"; a plain number is in
+/// epoch 0 (cursors from before epochs existed).
+pub fn parse_cursor(text: &str, field: &str) -> Result<Option<Cursor>, Status> {
     if text.is_empty() {
         return Ok(None);
     }
-    text.parse::<u64>().map(Some).map_err(|_| {
+    let parsed = match text.split_once(':') {
+        None => text.parse::<u64>().ok().map(|seq| Cursor { epoch: 0, seq }),
+        Some((epoch, seq)) => epoch
+            .parse::<u64>()
+            .ok()
+            .zip(seq.parse::<u64>().ok())
+            .map(|(epoch, seq)| Cursor { epoch, seq }),
+    };
+    parsed.map(Some).ok_or_else(|| {
         Status::invalid_argument(format!(
-            "{field}: must be a cursor from a previous event (decimal digits)"
+            "{field}: must be a cursor from a previous event (decimal digits, or epoch:sequence)"
         ))
     })
+}
+
+/// Where a watch may resume, given the store's `epoch` and its last
+/// durable event: a cursor from another epoch (before a restore) or from
+/// beyond the last event is refused, each saying what to do.
+pub fn check_cursor(cursor: Cursor, epoch: u64, durable: u64, field: &str) -> Result<u64, Status> {
+    if cursor.epoch != epoch {
+        return Err(Status::failed_precondition(format!(
+            "{field}: {cursor} is from an earlier history of this node's events (its store was \
+             restored from a backup since, and events after the backup are numbered again); \
+             resynchronise: re-read the team (ListInvolvements), then watch from now on with \
+             an empty {field}"
+        )));
+    }
+    if cursor.seq > durable {
+        return Err(Status::out_of_range(format!(
+            "{field}: {cursor} is ahead of this node's last event ({}); use a cursor from an \
+             event this node sent, or an empty {field} for new events",
+            Cursor {
+                epoch,
+                seq: durable
+            }
+        )));
+    }
+    Ok(cursor.seq)
 }
 
 /// Streams `practitioner_id`'s events after `after` into `sender` until
@@ -131,6 +191,17 @@ pub fn spawn_watch(
         loop {
             let progress = *durable.borrow_and_update();
             if progress.closing {
+                // UNAVAILABLE, not OK: a client's retry policy reconnects
+                // (to this node restarted) and resumes from its cursor. A
+                // client not reading gets the end of the stream without it,
+                // so it cannot hold the drain.
+                let _ = tokio::time::timeout(
+                    CLOSING_NOTICE,
+                    sender.send(Err(Status::unavailable(
+                        "the node is shutting down; reconnect and resume from the last cursor",
+                    ))),
+                )
+                .await;
                 return;
             }
             let up_to = progress.durable;
@@ -518,7 +589,19 @@ mod tests {
     #[test]
     fn cursors_are_decimal_or_empty() {
         assert_eq!(parse_cursor("", "after_cursor").expect("empty"), None);
-        assert_eq!(parse_cursor("42", "after_cursor").expect("n"), Some(42));
+        assert_eq!(
+            parse_cursor("42", "after_cursor").expect("n"),
+            Some(Cursor { epoch: 0, seq: 42 })
+        );
+        assert_eq!(
+            parse_cursor("7:42", "after_cursor").expect("epoch:n"),
+            Some(Cursor { epoch: 7, seq: 42 })
+        );
+        assert_eq!(Cursor { epoch: 7, seq: 42 }.to_string(), "7:42");
+        assert_eq!(Cursor { epoch: 0, seq: 42 }.to_string(), "42");
+        for bad in ["7:", ":1", "1:2:3", "-1"] {
+            assert!(parse_cursor(bad, "after_cursor").is_err(), "{bad}");
+        }
         let error = parse_cursor("x1", "after_cursor").expect_err("bad");
         assert!(error.message().starts_with("after_cursor:"));
     }

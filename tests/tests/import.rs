@@ -296,3 +296,109 @@ async fn a_file_that_is_not_this_kind_of_export_is_refused_before_any_row() {
     }
     assert_eq!(node.stats().await.persons, 0);
 }
+
+/// The last applied import of each kind is in `GetStats` and the metrics
+/// (so a failed nightly import can be alerted on: its time does not move);
+/// an import running now shows the node's progress in `GetStats`.
+#[tokio::test]
+async fn the_last_import_of_each_kind_is_reported_and_a_running_one_shows_progress() {
+    let (_ca, node) = node().await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (_, metrics) = node.metrics().await;
+    assert!(
+        metrics.contains("patchwork_last_import_timestamp_seconds{kind=\"person\"} 0\n"),
+        "{metrics}"
+    );
+    let mut csv = PERSONS_HEADER.as_bytes().to_vec();
+    csv.extend_from_slice(b"P1,Amelia,Smith,2015-03-14,GU1 1AA,,\n");
+    csv.extend_from_slice(b"P2,Ben,Smith,2013-01-02,GU1 1AA,,\n");
+    let good = write(tmp.path(), "good.csv", &csv);
+    import_csv(&node.config(), &request(CsvKind::Persons, good))
+        .await
+        .expect("import");
+    let last = node.stats().await.last_imports;
+    assert_eq!(last.len(), 1, "{last:?}");
+    assert_eq!(
+        (last[0].kind.as_str(), last[0].rows, last[0].created),
+        ("person", 2, 2)
+    );
+    assert!(last[0].at_unix_seconds > 0);
+    let (_, metrics) = node.metrics().await;
+    assert!(
+        metrics.contains(&format!(
+            "patchwork_last_import_timestamp_seconds{{kind=\"person\"}} {}\n",
+            last[0].at_unix_seconds
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("patchwork_last_import_rows{kind=\"person\",outcome=\"created\"} 2\n"),
+        "{metrics}"
+    );
+
+    // A refused import is not the last import.
+    let mut bad = PERSONS_HEADER.as_bytes().to_vec();
+    bad.extend_from_slice(b"P3,Cara,,2012-05-01,,,\n");
+    let bad = write(tmp.path(), "bad.csv", &bad);
+    let report = import_csv(&node.config(), &request(CsvKind::Persons, bad))
+        .await
+        .expect("import")
+        .report;
+    assert!(!report.applied);
+    assert_eq!(node.stats().await.last_imports, last);
+
+    // An import whose upload is still open: the node shows what it checked.
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    let mut admin = node.admin().await;
+    let call = tokio::spawn(async move {
+        admin
+            .import(tokio_stream::wrappers::ReceiverStream::new(receiver))
+            .await
+    });
+    sender
+        .send(v1::ImportRequest {
+            item: Some(v1::import_request::Item::Header(v1::ImportHeader {
+                kind: v1::RecordKind::Organisation as i32,
+                source: "nightly.csv".into(),
+                ..Default::default()
+            })),
+        })
+        .await
+        .expect("header");
+    let rows = (0..3)
+        .map(|i| v1::ImportRow {
+            line: i + 2,
+            record: Some(v1::import_row::Record::Organisation(
+                patchwork_tests::organisation(&format!("O{i}"), "Council", v1::Sector::Health),
+            )),
+        })
+        .collect();
+    sender
+        .send(v1::ImportRequest {
+            item: Some(v1::import_request::Item::Batch(v1::ImportBatch { rows })),
+        })
+        .await
+        .expect("batch");
+    let checked = patchwork_tests::eventually(std::time::Duration::from_secs(10), || async {
+        node.stats().await.running_imports.iter().any(|r| {
+            r.source == "nightly.csv"
+                && r.kind == v1::RecordKind::Organisation as i32
+                && r.rows_checked == 3
+                && r.rows_to_write == 0
+        })
+    })
+    .await;
+    assert!(checked, "{:?}", node.stats().await.running_imports);
+    drop(sender);
+    let report = call.await.expect("task").expect("import").into_inner();
+    assert_eq!(report.created, 3);
+    assert!(node.stats().await.running_imports.is_empty());
+    let kinds: Vec<_> = node
+        .stats()
+        .await
+        .last_imports
+        .into_iter()
+        .map(|l| l.kind)
+        .collect();
+    assert_eq!(kinds, ["organisation", "person"]);
+}

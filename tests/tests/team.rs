@@ -417,3 +417,130 @@ async fn a_webhook_receiver_gets_signed_retried_deliveries_in_order() {
     .collect();
     assert_eq!(kinds, vec![true, true, true]);
 }
+
+/// After a restore, the outbox numbers again the events that followed the
+/// backup: a watcher resuming from a cursor it saw before is told to
+/// resynchronise instead of silently missing events; a cursor from beyond
+/// the last event is refused; cursors handed out after the restore resume;
+/// and a stream open when the node stops ends UNAVAILABLE, so a client's
+/// retry policy reconnects.
+#[tokio::test]
+async fn a_watch_resumed_after_a_restore_is_told_to_resynchronise() {
+    let ca = TestCa::new(TRUST_DOMAIN);
+    let portal = ca.client("portal");
+    let watcher = ca.client("watcher");
+    let mut node = TestNode::start(
+        &ca,
+        "surrey",
+        &[
+            ClientGrant {
+                client: &portal,
+                roles: &["records"],
+            },
+            ClientGrant {
+                client: &watcher,
+                roles: &["watch"],
+            },
+        ],
+    )
+    .await;
+    seed(&node, &portal).await;
+    join(&node, &portal, "I-A", "A").await;
+    let mut stream = watch(&node, &watcher, "A", "0").await;
+    join(&node, &portal, "I-B", "B").await;
+    let before_backup = next(&mut stream, 1).await;
+
+    // From the future: refused, naming the field.
+    let ahead = node
+        .directory(&watcher)
+        .await
+        .watch(v1::WatchRequest {
+            practitioner_id: "A".into(),
+            after_cursor: "999".into(),
+        })
+        .await
+        .expect_err("a cursor from the future");
+    assert_eq!(ahead.code(), Code::OutOfRange, "{ahead:?}");
+    assert!(
+        ahead.message().starts_with("after_cursor: 999 is ahead"),
+        "{}",
+        ahead.message()
+    );
+
+    let backup = node.dir.path().join("backup.pwb");
+    patchwork_node::cli::backup_to_file(&node.config(), &backup)
+        .await
+        .expect("backup");
+    // After the backup: C joins; the watcher sees it and keeps its cursor.
+    join(&node, &portal, "I-C", "C").await;
+    let after_backup = next(&mut stream, 1).await;
+    let last_seen = after_backup[0].2;
+    assert!(last_seen > before_backup[0].2);
+
+    // The node stops with the stream open: it ends UNAVAILABLE, not OK.
+    node.stop().await;
+    let ended = tokio::time::timeout(WAIT, stream.next())
+        .await
+        .expect("the stream ends when the node stops");
+    match ended {
+        Some(Err(status)) => assert_eq!(status.code(), Code::Unavailable, "{status:?}"),
+        other => panic!("the stream ended without UNAVAILABLE: {other:?}"),
+    }
+
+    patchwork_node::cli::restore_from_file(&node.config(), &backup, true, false).expect("restore");
+    node.start_again().await;
+    // The restored store hands out C's old number again, for another event.
+    attention(&node, &portal, "B", true).await;
+
+    let stale = node
+        .directory(&watcher)
+        .await
+        .watch(v1::WatchRequest {
+            practitioner_id: "A".into(),
+            after_cursor: last_seen.to_string(),
+        })
+        .await
+        .expect_err("a cursor from before the restore");
+    assert_eq!(stale.code(), Code::FailedPrecondition, "{stale:?}");
+    assert!(
+        stale.message().starts_with("after_cursor:") && stale.message().contains("resynchronise"),
+        "{}",
+        stale.message()
+    );
+
+    // Cursors now name the restored history, and resume within it.
+    let mut fresh = node
+        .directory(&watcher)
+        .await
+        .watch(v1::WatchRequest {
+            practitioner_id: "A".into(),
+            after_cursor: String::new(),
+        })
+        .await
+        .expect("watch from now on")
+        .into_inner();
+    attention(&node, &portal, "B", false).await;
+    let event = tokio::time::timeout(WAIT, fresh.next())
+        .await
+        .expect("an event")
+        .expect("open")
+        .expect("event");
+    assert_eq!(event.kind(), Kind::AttentionCleared);
+    let (epoch, _) = event
+        .cursor
+        .split_once(':')
+        .expect("a restored store's cursor names its epoch");
+    assert!(!epoch.is_empty());
+    let mut resumed = watch(&node, &watcher, "A", &format!("{epoch}:0")).await;
+    let first = tokio::time::timeout(WAIT, resumed.next())
+        .await
+        .expect("an event")
+        .expect("open")
+        .expect("event");
+    assert_eq!(
+        first.kind(),
+        Kind::InvolvementStarted,
+        "B joined (in the backup)"
+    );
+    node.stop().await;
+}

@@ -51,11 +51,12 @@ impl Admin for AdminService {
     ) -> Result<Response<v1::Stats>, Status> {
         self.state.access.authorise(&request, Role::Admin)?;
         let store = self.state.store.clone();
-        let (counts, bytes, audit_entries) = blocking(move || {
+        let (counts, bytes, audit_entries, last_imports) = blocking(move || {
             let counts = store.counts().map_err(|e| store_status(e, ""))?;
             let bytes = store.size_on_disk().map_err(|e| store_status(e, ""))?;
             let audit_entries = store.audit_len().map_err(|e| store_status(e, ""))?;
-            Ok((counts, bytes, audit_entries))
+            let last_imports = store.last_imports().map_err(|e| store_status(e, ""))?;
+            Ok((counts, bytes, audit_entries, last_imports))
         })
         .await?;
         Ok(Response::new(v1::Stats {
@@ -66,6 +67,19 @@ impl Admin for AdminService {
             active_involvements: counts.active_involvements,
             store_bytes: bytes,
             audit_entries,
+            last_imports: last_imports
+                .into_iter()
+                .map(|(kind, last)| v1::LastImport {
+                    kind: kind.to_string(),
+                    at_unix_seconds: last.at_unix_seconds,
+                    rows: last.rows,
+                    created: last.created,
+                    updated: last.updated,
+                    unchanged: last.unchanged,
+                    bad_rows: last.bad_rows,
+                })
+                .collect(),
+            running_imports: self.state.imports.to_proto(),
         }))
     }
 
@@ -79,6 +93,7 @@ impl Admin for AdminService {
             self.state.store.clone(),
             self.state.rules(),
             self.state.spool_dir.clone(),
+            &self.state.imports,
             request.into_inner(),
         )
         .await?;

@@ -34,8 +34,11 @@ pub struct NodeState {
     pub default_id_scheme: String,
     /// `[node] confirm_after_days`: when an involvement counts as unconfirmed.
     pub confirm_after_days: u32,
-    /// Where imports spool validated rows (unnamed temporary files).
+    /// Where imports spool validated rows (their journals, see `import`)
+    /// and backups their snapshots (unnamed temporary files).
     pub spool_dir: std::path::PathBuf,
+    /// Imports running now, for `GetStats`.
+    pub imports: Arc<crate::import::RunningImports>,
     /// What grpc.health.v1 reports; handlers flag store failures here.
     pub health: crate::health::Health,
     pub metrics: Arc<crate::metrics::Metrics>,

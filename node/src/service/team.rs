@@ -67,11 +67,11 @@ pub(super) async fn watch(
     let after = crate::team::parse_cursor(after_cursor, "after_cursor")?;
     let store = state.store.clone();
     let who = practitioner_id.clone();
-    let known = blocking(move || {
-        store
-            .practitioner(&who)
-            .map(|p| p.is_some())
-            .map_err(|e| store_status(e, ""))
+    let (known, epoch) = blocking(move || {
+        let read = || -> Result<_, crate::store::StoreError> {
+            Ok((store.practitioner(&who)?.is_some(), store.event_epoch()?))
+        };
+        read().map_err(|e| store_status(e, ""))
     })
     .await?;
     if !known {
@@ -80,7 +80,11 @@ pub(super) async fn watch(
         )));
     }
     // "From now on" is fixed before the reply, so nothing written after it is missed.
-    let after = after.unwrap_or_else(|| state.store.durable_events().borrow().durable);
+    let durable = state.store.durable_events().borrow().durable;
+    let after = match after {
+        Some(cursor) => crate::team::check_cursor(cursor, epoch, durable, "after_cursor")?,
+        None => durable,
+    };
     crate::lookup::audit(
         state,
         AuditEvent::WatchOpened {

@@ -16,7 +16,8 @@
 //! holds, so no concurrent write can change it in between. Watchers and
 //! webhooks only see events up to the last flushed sequence
 //! ([`Store::durable_events`]): a sequence number handed out is never reused
-//! after a crash.
+//! after a crash. A restore starts a new epoch (`events/epoch` in `meta`):
+//! cursors name it, so one from before the restore is told apart.
 
 use std::collections::BTreeMap;
 
@@ -29,6 +30,11 @@ use crate::model::{Contact, Involvement, Sensitivity};
 
 /// `meta` key of the last sequence number handed out.
 pub(super) const LAST_EVENT_SEQ: &[u8] = b"events/last_seq";
+/// `meta` key of the outbox's epoch: which history its sequence numbers
+/// count. Absent (0) until a restore sets a new one (`backup`), because a
+/// restored store hands out again the sequence numbers that followed the
+/// backup: a cursor from before the restore names a different event.
+pub(super) const EVENT_EPOCH: &[u8] = b"events/epoch";
 /// `meta` key prefix of each webhook's delivery cursor.
 const WEBHOOK_CURSOR: &str = "webhook_cursor/";
 
@@ -394,6 +400,12 @@ impl Store {
     /// The last sequence number handed out (0: none yet).
     pub fn last_event_seq(&self) -> Result<u64, StoreError> {
         Ok(read_count(self.meta.get(LAST_EVENT_SEQ)?.as_deref()))
+    }
+
+    /// The outbox's epoch (see [`EVENT_EPOCH`]); 0 for a store never
+    /// restored.
+    pub fn event_epoch(&self) -> Result<u64, StoreError> {
+        Ok(read_count(self.meta.get(EVENT_EPOCH)?.as_deref()))
     }
 
     /// Follows the last event sequence number known to be on disk.

@@ -9,7 +9,9 @@
 //!   `owner id \0 involvement id` → ().
 //! - `person_index`: `demographic key \0 person id` → (), the keys lookups and
 //!   searches start from (see [`person_index_keys`]).
-//! - `meta`: record counts, kept in the same transactions as the records.
+//! - `meta`: record counts, kept in the same transactions as the records;
+//!   the pending-import markers (see [`ImportMark`]) and the last import of
+//!   each kind (see `last_import`).
 //! - `events`, `events_by_practitioner`, `attention`: the team-event outbox
 //!   and attention flags, written with the changes they report (see `events`).
 //! - `links`: family links between persons, both ways (see `links`).
@@ -42,6 +44,7 @@ pub mod backup;
 pub mod data_dir;
 pub mod events;
 pub mod freshness;
+pub mod last_import;
 mod links;
 mod match_index;
 pub mod subscriptions;
@@ -95,6 +98,11 @@ pub enum StoreError {
     },
     #[error("stored {kind} record is unreadable: {detail}")]
     Corrupt { kind: Kind, detail: String },
+    #[error(
+        "another node holds this data folder (its store {path} is locked by a running process): \
+         stop that node first, or ask the running node instead"
+    )]
+    Locked { path: String },
     #[error("store i/o failed: {0}")]
     Io(#[from] sled::Error),
     #[error("store file i/o failed: {0}")]
@@ -154,6 +162,44 @@ const COUNT_PRACTITIONERS: &[u8] = b"count/practitioners";
 const COUNT_ORGANISATIONS: &[u8] = b"count/organisations";
 const COUNT_INVOLVEMENTS: &[u8] = b"count/involvements";
 const COUNT_ACTIVE_INVOLVEMENTS: &[u8] = b"count/active_involvements";
+/// The markers of imports written in several transactions, one per
+/// import's journal: `import/pending/<journal>` (see `import`).
+const PENDING_IMPORT: &[u8] = b"import/pending/";
+
+/// What a record write does to the pending-import marker, in the same
+/// transaction as the records: an import larger than one transaction sets
+/// it with every batch but the last (naming its journal and how far it
+/// got) and clears it with the last, so start-up can tell a half-applied
+/// import and roll it forward (see `import`).
+#[derive(Debug, Clone, Copy)]
+pub enum ImportMark<'a> {
+    /// Leave it alone (every write outside a multi-batch import).
+    Keep,
+    /// Set the marker of `journal` to `progress` (the import's encoding).
+    Set {
+        journal: &'a str,
+        progress: &'a [u8],
+    },
+    /// Remove the marker of `journal`: its import is whole.
+    Clear { journal: &'a str },
+}
+
+fn pending_key(journal: &str) -> Vec<u8> {
+    [PENDING_IMPORT, journal.as_bytes()].concat()
+}
+
+fn apply_mark(meta: &TransactionalTree, mark: ImportMark<'_>) -> TxResult<()> {
+    match mark {
+        ImportMark::Keep => {}
+        ImportMark::Set { journal, progress } => {
+            meta.insert(pending_key(journal), progress)?;
+        }
+        ImportMark::Clear { journal } => {
+            meta.remove(pending_key(journal))?;
+        }
+    }
+    Ok(())
+}
 
 /// Group commit: every caller that needs its writes durable takes a ticket;
 /// one flush covers every ticket taken before it started, so concurrent
@@ -395,6 +441,11 @@ impl Store {
                 {
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
+                Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                    return Err(StoreError::Locked {
+                        path: dir.display().to_string(),
+                    });
+                }
                 other => break other?,
             }
         };
@@ -553,11 +604,40 @@ impl Store {
         })
     }
 
+    /// The imports cut off part-way: each journal's name and the progress
+    /// its last batch recorded.
+    pub fn pending_imports(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut pending = Vec::new();
+        for entry in self.meta.scan_prefix(PENDING_IMPORT) {
+            let (key, value) = entry?;
+            pending.push((child_of(&key, PENDING_IMPORT.len()), value.to_vec()));
+        }
+        Ok(pending)
+    }
+
+    /// Removes an import's marker (an import that cannot be finished).
+    pub fn clear_pending_import(&self, journal: &str) -> Result<(), StoreError> {
+        let _writing = self.writing();
+        self.meta.remove(pending_key(journal))?;
+        Ok(())
+    }
+
     /// Writes persons and their index entries in one transaction.
     pub fn put_persons(
         &self,
         persons: &[Person],
         mode: WriteMode,
+    ) -> Result<Vec<WriteOutcome>, StoreError> {
+        self.put_persons_marked(persons, mode, ImportMark::Keep)
+    }
+
+    /// [`Store::put_persons`], moving the pending-import marker in the same
+    /// transaction.
+    pub fn put_persons_marked(
+        &self,
+        persons: &[Person],
+        mode: WriteMode,
+        mark: ImportMark<'_>,
     ) -> Result<Vec<WriteOutcome>, StoreError> {
         // Everything derived from the new records (encoding, index keys,
         // blinded match keys: HMACs and phonetics) is computed before the
@@ -615,6 +695,7 @@ impl Store {
                     records.insert(person.id.as_bytes(), encoded.as_slice())?;
                 }
                 add_count(meta, COUNT_PERSONS, created)?;
+                apply_mark(meta, mark)?;
                 Ok(outcomes)
             })
             .map_err(tx_error)
@@ -625,6 +706,16 @@ impl Store {
         &self,
         practitioners: &[Practitioner],
         mode: WriteMode,
+    ) -> Result<Vec<WriteOutcome>, StoreError> {
+        self.put_practitioners_marked(practitioners, mode, ImportMark::Keep)
+    }
+
+    /// [`Store::put_practitioners`] with the pending-import marker.
+    pub fn put_practitioners_marked(
+        &self,
+        practitioners: &[Practitioner],
+        mode: WriteMode,
+        mark: ImportMark<'_>,
     ) -> Result<Vec<WriteOutcome>, StoreError> {
         let _writing = self.writing();
         (&self.practitioners, &self.organisations, &self.meta)
@@ -653,6 +744,7 @@ impl Store {
                     outcomes.push(outcome);
                 }
                 add_count(meta, COUNT_PRACTITIONERS, created)?;
+                apply_mark(meta, mark)?;
                 Ok(outcomes)
             })
             .map_err(tx_error)
@@ -662,6 +754,16 @@ impl Store {
         &self,
         organisations: &[Organisation],
         mode: WriteMode,
+    ) -> Result<Vec<WriteOutcome>, StoreError> {
+        self.put_organisations_marked(organisations, mode, ImportMark::Keep)
+    }
+
+    /// [`Store::put_organisations`] with the pending-import marker.
+    pub fn put_organisations_marked(
+        &self,
+        organisations: &[Organisation],
+        mode: WriteMode,
+        mark: ImportMark<'_>,
     ) -> Result<Vec<WriteOutcome>, StoreError> {
         let _writing = self.writing();
         (&self.organisations, &self.meta)
@@ -680,6 +782,7 @@ impl Store {
                     outcomes.push(outcome);
                 }
                 add_count(meta, COUNT_ORGANISATIONS, created)?;
+                apply_mark(meta, mark)?;
                 Ok(outcomes)
             })
             .map_err(tx_error)
@@ -691,6 +794,16 @@ impl Store {
         &self,
         involvements: &[Involvement],
         mode: WriteMode,
+    ) -> Result<Vec<WriteOutcome>, StoreError> {
+        self.put_involvements_marked(involvements, mode, ImportMark::Keep)
+    }
+
+    /// [`Store::put_involvements`] with the pending-import marker.
+    pub fn put_involvements_marked(
+        &self,
+        involvements: &[Involvement],
+        mode: WriteMode,
+        mark: ImportMark<'_>,
     ) -> Result<Vec<WriteOutcome>, StoreError> {
         let _team = self.team_lock();
         let teams_before = self.teams_for_batch(involvements)?;
@@ -782,6 +895,7 @@ impl Store {
                     }
                     add_count(meta, COUNT_INVOLVEMENTS, created)?;
                     add_count(meta, COUNT_ACTIVE_INVOLVEMENTS, active_delta)?;
+                    apply_mark(meta, mark)?;
                     Ok(outcomes)
                 },
             )

@@ -7,10 +7,11 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use patchwork_node::NodeConfig;
-use patchwork_proto::v1::{self, directory_client::DirectoryClient};
+use patchwork_proto::v1::{self, admin_client::AdminClient, directory_client::DirectoryClient};
 
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_patchwork");
 
@@ -87,4 +88,45 @@ pub(crate) async fn stored_involvements(config: &NodeConfig) -> HashSet<String> 
         stored.extend(list.involvements.into_iter().map(|i| i.id));
     }
     stored
+}
+
+/// A `patchwork serve` child, killed when dropped.
+pub(crate) struct Node(pub(crate) Child);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `patchwork serve` and waits until it answers `GetStats`.
+pub(crate) async fn start(config_path: &str, config: &NodeConfig) -> Node {
+    let node = Node(
+        Command::new(BIN)
+            .args(["serve", "--config", config_path])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("serve"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(channel) = patchwork_node::client::connect(config).await
+            && AdminClient::new(channel)
+                .get_stats(v1::GetStatsRequest {})
+                .await
+                .is_ok()
+        {
+            return node;
+        }
+        assert!(Instant::now() < deadline, "node did not come up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// SIGKILL, then reap.
+pub(crate) fn kill_9(node: &mut Node) {
+    node.0.kill().expect("SIGKILL");
+    node.0.wait().expect("reap");
 }
