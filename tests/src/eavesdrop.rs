@@ -4,9 +4,8 @@
 //! is sent, and a reader of a stopped node's audit log, to check what the
 //! node wrote about each attempt.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use patchwork_node::store::{AuditEvent, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -107,22 +106,6 @@ async fn read_post(socket: &mut tokio::net::TcpStream) -> Option<String> {
     }
 }
 
-/// Every audit event of a node that has been stopped, in order (opening
-/// the store retries briefly while the stopped node lets go of it).
-pub fn stored_audit_events(node: &TestNode) -> Vec<AuditEvent> {
-    let path = node.dir.path().join("data/store");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let store = loop {
-        match Store::open(&path, &Default::default()) {
-            Ok(store) => break store,
-            Err(error) => {
-                assert!(Instant::now() < deadline, "store stays locked: {error}");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    };
-    let len = store.audit_len().expect("audit length");
-    (1..=len)
-        .map(|seq| store.audit_entry(seq).expect("read").expect("entry").event)
-        .collect()
-}
+/// Every audit entry of a stopped node's store, in order (the harness's one
+/// reader of a stopped log).
+pub use crate::attacker::audit_events as stored_audit_events;

@@ -10,6 +10,7 @@
 use std::time::{Duration, Instant};
 
 use patchwork_certs::SpiffeId;
+use patchwork_tests::attacker::audit_events;
 use patchwork_tests::proxy::{Fault, FaultProxy};
 use patchwork_tests::{
     ClientCert, ClientGrant, NodeOptions, TestCa, TestNode, date, involvement, organisation,
@@ -343,25 +344,6 @@ impl Pair {
             .expect("connect as brighton");
         v1::federation_client::FederationClient::new(channel)
     }
-}
-
-/// Surrey's audit entries, read from its stopped store.
-fn audit_events(node: &TestNode) -> Vec<patchwork_node::store::audit::AuditEvent> {
-    let path = node.dir.path().join("data/store");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let store = loop {
-        match patchwork_node::store::Store::open(&path, &Default::default()) {
-            Ok(store) => break store,
-            Err(error) => {
-                assert!(Instant::now() < deadline, "store stays locked: {error}");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    };
-    let len = store.audit_len().expect("len");
-    (1..=len)
-        .map(|i| store.audit_entry(i).expect("read").expect("entry").event)
-        .collect()
 }
 
 fn refusals(events: &[patchwork_node::store::audit::AuditEvent]) -> Vec<(String, String)> {
