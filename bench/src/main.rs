@@ -36,6 +36,8 @@ use tokio::net::TcpListener;
 
 /// The match-key secret every benchmark node shares (hex, 32 bytes).
 const SECRET_HEX: &str = "5f1d3c0a9b8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a392817060504";
+/// The key set's next secret, for the rotation in scenario 1.
+const ROTATED_SECRET_HEX: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9";
 const PRACTITIONERS: u64 = 100;
 const INVOLVEMENTS_PER_PERSON: u64 = 3;
 const PERSONS_PER_PEER: u64 = 20;
@@ -675,6 +677,37 @@ async fn local_lookup(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()
     let handshakes_after = handshakes(&node).await;
     let peak_rss = proc_status_kib(child_node.0, "VmHWM:");
     let rss_now = proc_status_kib(child_node.0, "VmRSS:");
+    // A key-set rotation under the same load: `patchwork reload` with a new
+    // secret rebuilds the match index while lookups go on. Skipped on a
+    // reused store, which later runs expect under the original secret.
+    if reused.is_none() {
+        node.replace_file("bench.key", ROTATED_SECRET_HEX, true);
+        let load = tokio::spawn(run(sizes.run));
+        let began = Instant::now();
+        let reloaded = node
+            .reload()
+            .await
+            .map_err(|status| anyhow::anyhow!("reload with a new secret: {status:?}"))?;
+        let rotation = began.elapsed();
+        let during = load.await?;
+        let built = reloaded
+            .changes
+            .iter()
+            .find(|change| change.contains("match index built"))
+            .cloned()
+            .unwrap_or_default();
+        println!(
+            "  key-set rotation under lookup load: reload took {} ms ({built}); lookups in the {} s window from its start: {:.0}/s, p99 {} µs, {} errors",
+            rotation.as_millis(),
+            sizes.run.as_secs(),
+            during.per_s,
+            during.p99_us,
+            during.errors
+        );
+        figures.put("rotation_ms", rotation.as_millis());
+        figures.put("lookup_p99_during_rotation_us", during.p99_us);
+        figures.put("lookup_errors_during_rotation", during.errors);
+    }
     drop(child_node); // SIGTERM: the node drains and flushes
     let stopped = tokio::task::spawn_blocking(move || child.wait()).await??;
     if !stopped.success() {

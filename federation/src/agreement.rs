@@ -115,7 +115,10 @@ pub struct Peer {
     pub address: String,
     pub agreement: Agreement,
     /// Its queries to this node.
-    pub limiter: RateLimiter,
+    pub limiter: Arc<RateLimiter>,
+    /// Its polls for subscription notifications (each poll audits what it
+    /// is sent, so a peer may not poll at any pace it likes).
+    pub poll_limiter: Arc<RateLimiter>,
 }
 
 /// Every configured peer, by identity.

@@ -97,6 +97,10 @@ fn classify_handshake(error: &rustls::Error) -> PeerOutcome {
     }
 }
 
+/// How long a call that found its connection closed waits for the
+/// connection's TLS error before it is called unreachable.
+const TLS_ALERT_GRACE: Duration = Duration::from_millis(25);
+
 /// `started`: when this call began, so only a TLS error of its own connection counts.
 fn classify(status: &tonic::Status, tls_errors: &TlsErrors, started: Instant) -> PeerOutcome {
     if let Some(error) = tls_error(status) {
@@ -166,7 +170,18 @@ pub async fn ask_peers(
                         .await
                     {
                         Ok(reply) => PeerOutcome::Answered(reply.into_inner()),
-                        Err(status) => classify(&status, &tls_errors, call_started),
+                        Err(status) => {
+                            let outcome = classify(&status, &tls_errors, call_started);
+                            let broke = status.code() == Code::Unknown && connection_broke(&status);
+                            if !(broke && matches!(outcome, PeerOutcome::Unreachable(_))) {
+                                return outcome;
+                            }
+                            // The call can see the connection close (our write
+                            // met the peer's closed socket) a moment before the
+                            // connection's task reads the peer's TLS alert.
+                            tokio::time::sleep(TLS_ALERT_GRACE).await;
+                            classify(&status, &tls_errors, call_started)
+                        }
                     }
                 };
                 let outcome = tokio::time::timeout(deadline, asked)

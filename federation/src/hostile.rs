@@ -294,7 +294,8 @@ struct PeerHistory {
 /// ([`EnumerationPolicy`]) in bounded memory.
 #[derive(Debug)]
 pub struct EnumerationWatch {
-    policy: EnumerationPolicy,
+    /// Replaced whole by a config reload; the peers' histories stay.
+    policy: std::sync::RwLock<EnumerationPolicy>,
     epoch: Instant,
     /// Keyed per watch, so a peer cannot craft two different queries with
     /// the same fingerprint (one would count as a repeat of the other).
@@ -323,11 +324,25 @@ fn short(digest: &[u8; 32]) -> u64 {
 impl EnumerationWatch {
     pub fn new(policy: EnumerationPolicy) -> Self {
         EnumerationWatch {
-            policy,
+            policy: std::sync::RwLock::new(policy),
             epoch: Instant::now(),
             hasher: std::collections::hash_map::RandomState::new(),
             peers: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The rules from now on (a reload); what peers asked so far still counts.
+    pub fn set_policy(&self, policy: EnumerationPolicy) {
+        *self
+            .policy
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = policy;
+    }
+
+    fn policy(&self) -> std::sync::RwLockReadGuard<'_, EnumerationPolicy> {
+        self.policy
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn minute(&self, now: Instant) -> u64 {
@@ -335,7 +350,7 @@ impl EnumerationWatch {
     }
 
     fn longest(&self) -> Duration {
-        self.policy
+        self.policy()
             .windows
             .iter()
             .map(|w| w.window)
@@ -356,11 +371,11 @@ impl EnumerationWatch {
         history
             .hit_persons
             .forget(now, self.longest(), MAX_REMEMBERED);
-        let budget = (self.policy.daily_distinct_queries as usize).saturating_add(1);
+        let budget = (self.policy().daily_distinct_queries as usize).saturating_add(1);
         history
             .queries
             .forget(now, DAY, budget.min(MAX_DAILY_DISTINCT as usize + 1));
-        let ambiguous = (self.policy.daily_ambiguous as usize).saturating_add(1);
+        let ambiguous = (self.policy().daily_ambiguous as usize).saturating_add(1);
         history
             .ambiguous
             .forget(now, DAY, ambiguous.min(MAX_DAILY_DISTINCT as usize + 1));
@@ -370,7 +385,7 @@ impl EnumerationWatch {
     /// The first rule that holds for `history` now, if any.
     fn signal(&self, history: &PeerHistory, now: Instant) -> Option<Signal> {
         let minute = self.minute(now);
-        for rule in &self.policy.windows {
+        for rule in &self.policy().windows {
             let span = (rule.window.as_secs() / 60).max(1);
             let (answers, misses) = history
                 .minutes
@@ -388,10 +403,10 @@ impl EnumerationWatch {
                 });
             }
         }
-        if history.queries.len() > self.policy.daily_distinct_queries as usize {
+        if history.queries.len() > self.policy().daily_distinct_queries as usize {
             return Some(Signal::DailyBudget);
         }
-        if history.ambiguous.len() > self.policy.daily_ambiguous as usize {
+        if history.ambiguous.len() > self.policy().daily_ambiguous as usize {
             return Some(Signal::AmbiguousBudget);
         }
         if history
@@ -440,7 +455,7 @@ impl EnumerationWatch {
             }
             _ => history.minutes.push_back((minute, 1, u32::from(!hit))),
         }
-        let variants = self.policy.sweep_variants as usize;
+        let variants = self.policy().sweep_variants as usize;
         // Only queries that found nobody count towards a sweep: many
         // practitioners asking about one child in crisis, each in slightly
         // other words, share its keys too.

@@ -512,6 +512,15 @@ async fn reload_command(path: &Path) -> anyhow::Result<ExitCode> {
         .map_err(status_error)?
         .into_inner();
     println!("reloaded");
+    for change in &reply.changes {
+        println!("  {change}");
+    }
+    if !reply.needs_restart.is_empty() {
+        println!(
+            "changed in the file, in force after a restart: {}",
+            reply.needs_restart.join(", ")
+        );
+    }
     if let Some(status) = &reply.status {
         print_trust_status(status, false);
     }

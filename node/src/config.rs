@@ -30,7 +30,7 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     pub node: NodeSection,
@@ -49,10 +49,14 @@ pub struct NodeConfig {
     /// Where team events are pushed (`[[webhooks]]`).
     #[serde(default)]
     pub webhooks: Vec<WebhookEntry>,
+    /// The file this config was read from, which a reload reads again
+    /// (`None` for a config made in code).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 /// A council system team events are POSTed to, signed with a shared secret.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookEntry {
     /// `https://host[:port]/path` (`http://` only with `allow_http`, to a
@@ -147,7 +151,7 @@ impl WebhookPractitioners {
 
 /// The Prometheus metrics endpoint: plain HTTP, no TLS and no client
 /// certificates, so it belongs on loopback or a management network.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsSection {
     /// Serve `GET /metrics` at all.
@@ -197,7 +201,7 @@ fn default_metrics_listen() -> SocketAddr {
 }
 
 /// Which other nodes this node asks and answers, and on what terms.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FederationSection {
     /// How long a lookup waits for peers when the request does not say (ms).
@@ -227,7 +231,7 @@ pub struct FederationSection {
 /// `[federation.enumeration]`: the rules that pause a peer whose queries
 /// look like a sweep for persons (each rule alone pauses; see
 /// `patchwork_federation::hostile::EnumerationPolicy`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnumerationSection {
     /// Miss-ratio rules, short and long windows (replacing the defaults
@@ -248,7 +252,7 @@ pub struct EnumerationSection {
 }
 
 /// One miss-ratio rule of `[federation.enumeration]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MissWindowEntry {
     /// The window, in whole minutes (1-1440).
@@ -288,6 +292,22 @@ impl EnumerationSection {
             daily_ambiguous: self.daily_ambiguous,
             sweep_variants: self.sweep_variants,
         }
+    }
+
+    /// The settings in the config's words, for a reload's report.
+    pub fn describe(&self) -> String {
+        let windows: Vec<String> = self
+            .windows
+            .iter()
+            .map(|w| format!("{} min / {} / {}", w.minutes, w.min_queries, w.miss_ratio))
+            .collect();
+        format!(
+            "windows {}; daily_distinct_queries {}; daily_ambiguous {}; sweep_variants {}",
+            windows.join(", "),
+            self.daily_distinct_queries,
+            self.daily_ambiguous,
+            self.sweep_variants
+        )
     }
 }
 
@@ -347,7 +367,7 @@ fn default_poll_interval_ms() -> u32 {
 
 /// A match-key secret shared by a group of nodes (a federation, or a
 /// cross-border agreement): every node in the group holds the same file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeySetEntry {
     /// 1-64 characters of a-z 0-9 -; the same on every node of the group.
@@ -383,7 +403,7 @@ pub enum SensitivityName {
 /// answers the peer only for agreed purposes, disclosing only agreed
 /// sensitivities (always-findable involvements are disclosed for
 /// safeguarding purposes whatever this list says).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PeerEntry {
     /// The peer's identity, e.g. "spiffe://brighton.patchwork/node/brighton".
@@ -402,7 +422,7 @@ pub struct PeerEntry {
     pub rate_limit_per_minute: u32,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeSection {
     /// Shown to practitioners next to this node's answers, e.g. "Surrey County Council".
@@ -426,7 +446,7 @@ fn default_scheme() -> String {
     patchwork_federation::NHS_SCHEME.to_owned()
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSection {
     /// This node's certificate (PEM, leaf first, then any intermediates).
@@ -538,7 +558,7 @@ impl Role {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientEntry {
     /// The caller's identity: the spiffe:// URI SAN of its certificate.
@@ -546,7 +566,7 @@ pub struct ClientEntry {
     pub roles: Vec<Role>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiSection {
     /// Where the local API listens, e.g. "127.0.0.1:7443" (an IP address, not
@@ -589,7 +609,7 @@ fn default_max_health_watches_per_identity() -> usize {
     16
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSection {
     /// The store's page cache in MiB.
@@ -617,7 +637,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSection {
     #[serde(default)]
@@ -629,7 +649,7 @@ pub struct LogSection {
 /// loopback) as the node itself, trusting `tls.trust_bundle` and expecting
 /// the node's identity and the first DNS name of its certificate (or the
 /// address dialled, when it has none).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CliSection {
     pub address: Option<SocketAddr>,
@@ -670,7 +690,9 @@ impl NodeConfig {
             source,
         })?;
         let base = path.parent().unwrap_or_else(|| Path::new("."));
-        Self::from_toml(&text, base)
+        let mut config = Self::from_toml(&text, base)?;
+        config.source = Some(path.to_owned());
+        Ok(config)
     }
 
     /// Parses and validates a config; relative paths are taken from `base_dir`.

@@ -27,6 +27,7 @@ pub mod model;
 pub mod operator;
 pub mod peers;
 pub mod quickstart;
+pub mod reload;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -201,6 +201,8 @@ pub async fn lookup(
     let started = Instant::now();
     let lookup_id = uuid::Uuid::new_v4().to_string();
     tracing::Span::current().record("lookup_id", lookup_id.as_str());
+    // One federation for the whole lookup, whatever a reload does meanwhile.
+    let federation = state.federation.current();
 
     // Who is asking (as peers will be told: the asking node vouches for it),
     // and this node's own answer, which nobody sees before it is audited.
@@ -225,8 +227,7 @@ pub async fn lookup(
     let (peers, not_asked): (Vec<Arc<Peer>>, Vec<Arc<Peer>>) = if question.local_only {
         (Vec::new(), Vec::new())
     } else {
-        state
-            .federation
+        federation
             .registry
             .all()
             .iter()
@@ -263,10 +264,8 @@ pub async fn lookup(
     let mut calls = Vec::with_capacity(peers.len());
     let mut unready = Vec::new();
     for peer in &peers {
-        if let Admission::Skip { remaining } = state
-            .federation
-            .breakers
-            .admit(&peer.identity, Instant::now())
+        if let Admission::Skip { remaining } =
+            federation.breakers.admit(&peer.identity, Instant::now())
         {
             unready.push(PeerReply {
                 peer: peer.clone(),
@@ -276,7 +275,7 @@ pub async fn lookup(
             continue;
         }
         let set_name = &peer.agreement.key_set;
-        let Some(set) = state.federation.key_set(set_name) else {
+        let Some(set) = federation.key_set(set_name) else {
             unready.push(PeerReply {
                 peer: peer.clone(),
                 outcome: PeerOutcome::Failed(format!("key set {set_name} is not loaded")),
@@ -296,7 +295,7 @@ pub async fn lookup(
                     .collect()
             })
             .clone();
-        match state.federation.channel_and_tls_errors(peer) {
+        match federation.channel_and_tls_errors(peer) {
             Ok((channel, tls_errors)) => calls.push(PeerCall {
                 peer: peer.clone(),
                 channel,
@@ -321,7 +320,7 @@ pub async fn lookup(
                 key_check: Some(KeyCheck {
                     key_set: set_name.clone(),
                     ours: set.fingerprint(),
-                    known: state.federation.peer_fingerprints.clone(),
+                    known: federation.peer_fingerprints.clone(),
                 }),
             }),
             Err(why) => unready.push(PeerReply {
@@ -332,11 +331,11 @@ pub async fn lookup(
         }
     }
     let deadline = match question.peer_deadline_ms {
-        0 => state.federation.default_deadline,
+        0 => federation.default_deadline,
         ms => Duration::from_millis(u64::from(ms)),
     };
 
-    let mut replies = ask_peers(calls, deadline, state.federation.slots.clone()).await;
+    let mut replies = ask_peers(calls, deadline, federation.slots.clone()).await;
     let LocalPart {
         decision,
         disclosed,
@@ -352,8 +351,7 @@ pub async fn lookup(
             reply.outcome,
             PeerOutcome::Answered(_) | PeerOutcome::Refused(_) | PeerOutcome::KeyMismatch(_)
         );
-        state
-            .federation
+        federation
             .breakers
             .record(&reply.peer.identity, alive, Instant::now());
     }

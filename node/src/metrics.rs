@@ -174,15 +174,24 @@ impl PeerSeries {
     }
 }
 
+/// The configured peers' series, by identity.
+#[derive(Debug, Default)]
+struct PeerTable {
+    series: Vec<Arc<PeerSeries>>,
+    index: HashMap<SpiffeId, usize>,
+}
+
 /// The node's counters and histograms; one per node, shared.
 #[derive(Debug)]
 pub struct Metrics {
     /// Known methods, then "other" last.
     methods: Vec<MethodSeries>,
     method_index: HashMap<String, usize>,
-    /// Configured peers, then "other" last.
-    peers: Vec<PeerSeries>,
-    peer_index: HashMap<SpiffeId, usize>,
+    /// Every peer configured since start (a reload adds, never removes:
+    /// a removed peer's counts stay readable).
+    peers: std::sync::RwLock<PeerTable>,
+    /// Calls to or from identities never configured.
+    other_peer: Arc<PeerSeries>,
     handshakes_refused: [AtomicU64; HANDSHAKE_REFUSALS.len()],
     /// Completed TLS handshakes: with connection reuse this stays flat
     /// under load (the benchmark counts handshakes per lookup with it).
@@ -242,23 +251,33 @@ impl Metrics {
                 latency: Histogram::default(),
             });
         }
-        let mut peer_series = Vec::new();
-        let mut peer_index = HashMap::new();
-        for peer in peers {
-            if !peer_index.contains_key(&peer) {
-                peer_index.insert(peer.clone(), peer_series.len());
-                peer_series.push(PeerSeries::new(peer.to_string()));
-            }
-        }
-        peer_series.push(PeerSeries::new(OTHER.to_owned()));
-        Metrics {
+        let metrics = Metrics {
             methods,
             method_index,
-            peers: peer_series,
-            peer_index,
+            peers: std::sync::RwLock::default(),
+            other_peer: Arc::new(PeerSeries::new(OTHER.to_owned())),
             handshakes_refused: counters(),
             handshakes_accepted: AtomicU64::new(0),
             unagreed_refused: AtomicU64::new(0),
+        };
+        metrics.add_peers(peers);
+        metrics
+    }
+
+    /// Series for `peers` not configured before (a reload that adds peers).
+    pub fn add_peers(&self, peers: impl IntoIterator<Item = SpiffeId>) {
+        let mut table = self
+            .peers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for peer in peers {
+            if !table.index.contains_key(&peer) {
+                let at = table.series.len();
+                table.index.insert(peer.clone(), at);
+                table
+                    .series
+                    .push(Arc::new(PeerSeries::new(peer.to_string())));
+            }
         }
     }
 
@@ -269,13 +288,15 @@ impl Metrics {
             .unwrap_or(self.methods.len() - 1)
     }
 
-    fn peer(&self, identity: &SpiffeId) -> &PeerSeries {
-        let i = self
-            .peer_index
-            .get(identity)
-            .copied()
-            .unwrap_or(self.peers.len() - 1);
-        &self.peers[i]
+    fn peer(&self, identity: &SpiffeId) -> Arc<PeerSeries> {
+        let table = self
+            .peers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match table.index.get(identity) {
+            Some(&i) => table.series[i].clone(),
+            None => self.other_peer.clone(),
+        }
     }
 
     /// One finished gRPC call: `code` is the gRPC status number.
@@ -380,17 +401,20 @@ impl Metrics {
             }
         }
         // Peers: every configured one, zeros included (bounded by config).
-        let peers: Vec<&PeerSeries> = self
+        let mut peers: Vec<Arc<PeerSeries>> = self
             .peers
-            .iter()
-            .filter(|p| {
-                p.identity != OTHER
-                    || p.outcomes.iter().any(|c| c.load(Ordering::Relaxed) > 0)
-                    || p.latency.count() > 0
-                    || p.rate_limited.load(Ordering::Relaxed) > 0
-                    || p.enumeration_alerts.load(Ordering::Relaxed) > 0
-            })
-            .collect();
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .series
+            .clone();
+        let other = &self.other_peer;
+        if other.outcomes.iter().any(|c| c.load(Ordering::Relaxed) > 0)
+            || other.latency.count() > 0
+            || other.rate_limited.load(Ordering::Relaxed) > 0
+            || other.enumeration_alerts.load(Ordering::Relaxed) > 0
+        {
+            peers.push(other.clone());
+        }
         header(
             out,
             "patchwork_peer_lookups_total",
@@ -592,7 +616,7 @@ impl ScrapeSources {
             out,
             "patchwork_tls_reloads_refused_total",
             "counter",
-            "reloads of the TLS material refused (SIGHUP or `patchwork reload`); the previous material stays in force",
+            "reloads refused (SIGHUP or `patchwork reload`): TLS material, config or federation; what was in force stays in force",
         );
         let _ = writeln!(
             out,

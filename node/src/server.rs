@@ -107,8 +107,9 @@ pub fn preflight(config: &NodeConfig) -> Result<Preflight, NodeError> {
     })
 }
 
-/// Reloads TLS material when the process gets SIGHUP.
-fn reload_on_sighup(tls: Arc<TlsState>) -> tokio::task::JoinHandle<()> {
+/// Reloads the config (TLS material and federation) when the process gets
+/// SIGHUP.
+fn reload_on_sighup(reloader: Arc<crate::reload::Reloader>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         #[cfg(unix)]
         {
@@ -119,12 +120,12 @@ fn reload_on_sighup(tls: Arc<TlsState>) -> tokio::task::JoinHandle<()> {
                 return;
             };
             while hangups.recv().await.is_some() {
-                // A refused reload is logged; the old material stays in force.
-                let _ = crate::service::reload_tls(&tls, "SIGHUP");
+                // A refused reload is logged; the old config stays in force.
+                let _ = reloader.reload("SIGHUP").await;
             }
         }
         #[cfg(not(unix))]
-        drop(tls);
+        drop(reloader);
     })
 }
 
@@ -186,14 +187,13 @@ pub async fn run_with(
     let store_dir = config.store_dir();
     // Before anything is written: the store holds personal data.
     crate::store::data_dir::prepare(&config.node.data_dir, &store_dir)?;
-    let federation = Arc::new(crate::peers::Federation::new(
-        &config.federation,
-        key_sets.clone(),
-        tls.clone(),
+    let federation = Arc::new(crate::peers::FederationHandle::new(
+        crate::peers::Federation::new(&config.federation, key_sets.clone(), tls.clone()),
     ));
     let (reflection_v1, reflection_v1alpha) = reflection(config.api.reflection)?;
     let metrics = Arc::new(Metrics::new(
         federation
+            .current()
             .registry
             .all()
             .iter()
@@ -228,15 +228,21 @@ pub async fn run_with(
     let admin = Starting::default();
     let federation_service = Starting::default();
     let priority = PrioritySources::default();
-    let priority_refresh = priority.spawn_refresh(
-        config.tls.priority_sources.clone(),
-        config
-            .federation
-            .peers
-            .iter()
-            .map(|peer| peer.address.clone())
-            .collect(),
-    );
+    let (peer_addresses, peer_addresses_changed) =
+        tokio::sync::watch::channel(crate::reload::peer_addresses(&config));
+    let priority_refresh =
+        priority.spawn_refresh(config.tls.priority_sources.clone(), peer_addresses_changed);
+    let reloader = Arc::new(crate::reload::Reloader::new(
+        config.clone(),
+        crate::reload::ReloadParts {
+            tls: tls.clone(),
+            federation: federation.clone(),
+            store: opened_store.clone(),
+            health: health.clone(),
+            metrics: metrics.clone(),
+            peer_addresses,
+        },
+    ));
     let (incoming, acceptor) = accept_tls(
         listeners.api,
         tls.clone(),
@@ -339,6 +345,7 @@ pub async fn run_with(
             )),
             tls: tls.clone(),
             federation,
+            reloader: reloader.clone(),
             node_identity: node_identity.clone(),
             display_name: config.node.display_name.clone(),
             default_id_scheme: config.node.default_id_scheme.clone(),
@@ -375,7 +382,7 @@ pub async fn run_with(
         let store_probe = health.spawn_store_probe(store.clone());
         Ok((store, store_probe, webhook_tasks))
     };
-    let reloader = reload_on_sighup(tls.clone());
+    let reloader = reload_on_sighup(reloader.clone());
     let expiry_logger = log_expiries_periodically(tls.clone());
     let (served, started) = tokio::join!(serving, starting);
     acceptor.abort();

@@ -112,7 +112,8 @@ pub async fn subscribe(
         ))
     })?;
     let basis = crate::convert::lawful_basis(question.purpose.lawful_basis);
-    let all = state.federation.registry.all();
+    let federation = state.federation.current();
+    let all = federation.registry.all();
     for (i, wanted) in question.peers.iter().enumerate() {
         if !all.iter().any(|p| p.identity.to_string() == *wanted) {
             return Err(Status::invalid_argument(format!(
@@ -131,7 +132,7 @@ pub async fn subscribe(
             node_id: node_id.clone(),
             ..Default::default()
         };
-        let Some(set) = state.federation.key_set(&peer.agreement.key_set) else {
+        let Some(set) = federation.key_set(&peer.agreement.key_set) else {
             answer.outcome = v1::NodeOutcome::Error as i32;
             answer.detail = format!("key set {} is not loaded", peer.agreement.key_set);
             answers.push(answer);
@@ -160,9 +161,9 @@ pub async fn subscribe(
             requester: Some(requester.clone()),
             ttl_days: question.ttl_days,
         };
-        let reply = match state.federation.channel(peer) {
+        let reply = match federation.channel(peer) {
             Ok(channel) => tokio::time::timeout(
-                state.federation.default_deadline,
+                federation.default_deadline,
                 FederationClient::new(channel).subscribe(request),
             )
             .await
@@ -266,15 +267,16 @@ pub async fn unsubscribe(state: &NodeState, id: &str) -> Result<(), Status> {
         .flush()
         .await
         .map_err(crate::convert::unflushed_status)?;
-    if let Some(peer) = peer_of(state, &subscription.peer)
-        && let Ok(channel) = state.federation.channel(&peer)
+    let federation = state.federation.current();
+    if let Some(peer) = peer_of(&federation, &subscription.peer)
+        && let Ok(channel) = federation.channel(&peer)
     {
         let request = v1::UnsubscribeRequest {
             subscription_id: subscription.remote_id,
         };
         let mut client = FederationClient::new(channel);
         let call = client.unsubscribe(request);
-        match tokio::time::timeout(state.federation.default_deadline, call).await {
+        match tokio::time::timeout(federation.default_deadline, call).await {
             Ok(Ok(_)) => {}
             Ok(Err(status)) => {
                 tracing::warn!(peer = %subscription.peer, code = ?status.code(), "unsubscribe at peer refused");
@@ -286,11 +288,10 @@ pub async fn unsubscribe(state: &NodeState, id: &str) -> Result<(), Status> {
 }
 
 fn peer_of(
-    state: &NodeState,
+    federation: &crate::peers::Federation,
     node_id: &str,
 ) -> Option<std::sync::Arc<patchwork_federation::agreement::Peer>> {
-    state
-        .federation
+    federation
         .registry
         .all()
         .iter()
@@ -355,12 +356,10 @@ async fn poll_peer(
     node_id: &str,
     subscriptions: Vec<RemoteSubscription>,
 ) -> Result<(), Status> {
-    let peer = peer_of(state, node_id)
+    let federation = state.federation.current();
+    let peer = peer_of(&federation, node_id)
         .ok_or_else(|| Status::failed_precondition("no longer a peer of this node"))?;
-    let channel = state
-        .federation
-        .channel(&peer)
-        .map_err(Status::unavailable)?;
+    let channel = federation.channel(&peer).map_err(Status::unavailable)?;
     let mut client = FederationClient::new(channel);
     let by_remote: HashMap<String, RemoteSubscription> = subscriptions
         .into_iter()
@@ -381,7 +380,7 @@ async fn poll_peer(
             after_cursor: after.to_string(),
         };
         let reply = tokio::time::timeout(
-            state.federation.default_deadline,
+            federation.default_deadline,
             client.poll_notifications(request),
         )
         .await

@@ -292,11 +292,11 @@ impl TlsState {
         self.generation.load(Ordering::SeqCst)
     }
 
-    /// Re-reads every file; on success the new material is in force for new
-    /// handshakes at once, and live connections re-verify on their next
-    /// request. On failure nothing changes and the error says why.
-    pub fn reload(&self) -> Result<Arc<TlsMaterial>, NodeError> {
-        let material = Arc::new(TlsMaterial::load(&self.section)?);
+    /// Re-reads and checks every file without putting anything in force:
+    /// the first half of a reload, which may still be refused for another
+    /// reason (see `crate::reload`).
+    pub fn load_checked(&self) -> Result<TlsMaterial, NodeError> {
+        let material = TlsMaterial::load(&self.section)?;
         let old_identity = self.current().own.identity().clone();
         if material.own.identity() != &old_identity {
             return Err(key_error(
@@ -307,12 +307,17 @@ impl TlsState {
                 ),
             ));
         }
+        Ok(material)
+    }
+
+    /// Puts checked material in force for new handshakes; live connections
+    /// re-verify on their next request.
+    pub fn install(&self, material: Arc<TlsMaterial>) {
         match self.current.write() {
-            Ok(mut guard) => *guard = material.clone(),
-            Err(poisoned) => *poisoned.into_inner() = material.clone(),
+            Ok(mut guard) => *guard = material,
+            Err(poisoned) => *poisoned.into_inner() = material,
         }
         self.generation.fetch_add(1, Ordering::SeqCst);
-        Ok(material)
     }
 }
 
@@ -515,7 +520,7 @@ impl PrioritySources {
     pub fn spawn_refresh(
         &self,
         fixed: Vec<IpAddr>,
-        peer_addresses: Vec<String>,
+        mut peer_addresses: tokio::sync::watch::Receiver<Vec<String>>,
     ) -> tokio::task::JoinHandle<()> {
         let mut always = fixed;
         always.push(IpAddr::from([127, 0, 0, 1]));
@@ -525,7 +530,10 @@ impl PrioritySources {
         tokio::spawn(async move {
             let mut resolved: HashMap<String, Vec<IpAddr>> = HashMap::new();
             loop {
-                for address in &peer_addresses {
+                let addresses = peer_addresses.borrow_and_update().clone();
+                // A peer a reload removed loses its reserved slots.
+                resolved.retain(|address, _| addresses.contains(address));
+                for address in &addresses {
                     match tokio::net::lookup_host(address.as_str()).await {
                         Ok(found) => {
                             resolved.insert(address.clone(), found.map(|a| a.ip()).collect());
@@ -541,7 +549,12 @@ impl PrioritySources {
                         .copied()
                         .chain(resolved.values().flatten().copied()),
                 );
-                tokio::time::sleep(PRIORITY_REFRESH_INTERVAL).await;
+                // Again after the interval, or at once when a reload changes
+                // the peers (a closed channel: the interval only).
+                tokio::select! {
+                    () = tokio::time::sleep(PRIORITY_REFRESH_INTERVAL) => {}
+                    Ok(()) = peer_addresses.changed() => {}
+                }
             }
         })
     }
@@ -761,7 +774,9 @@ pub fn accept_tls(
                         return;
                     }
                 };
-                let accept = start.into_stream(material.server_config.clone());
+                let accept = start
+                    .into_stream(material.server_config.clone())
+                    .into_fallible();
                 match tokio::time::timeout_at(deadline, accept).await {
                     Ok(Ok(stream)) => {
                         metrics.handshake_accepted();
@@ -773,9 +788,10 @@ pub fn accept_tls(
                             }))
                             .await;
                     }
-                    Ok(Err(error)) => {
+                    Ok(Err((error, tcp))) => {
                         metrics.handshake_refused(HandshakeRefusal::Refused);
                         tracing::warn!(peer = %remote_addr, error = %error, "tls handshake refused");
+                        linger(tcp).await;
                     }
                     Err(_) => {
                         metrics.handshake_refused(HandshakeRefusal::TimedOut);
@@ -787,6 +803,33 @@ pub fn accept_tls(
     });
     (ReceiverStream::new(receiver), task)
 }
+
+/// Closes a refused connection so the client reads our TLS alert (and so
+/// can say why it was refused): closing a socket with unread data (a TLS
+/// 1.3 client sends its request right after its certificate) makes the
+/// kernel send a reset, which can discard the alert before the client reads
+/// it. So: our side shut first, then the client's bytes read and dropped
+/// until it closes too, for at most [`LINGER`] and 64 KiB.
+async fn linger(mut tcp: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if tcp.shutdown().await.is_err() {
+        return;
+    }
+    let mut buffer = [0_u8; 4096];
+    let drained = async {
+        let mut left: usize = 64 * 1024;
+        while left > 0 {
+            match tcp.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drained).await;
+}
+
+/// How long a refused connection is drained before it is closed.
+const LINGER: Duration = Duration::from_millis(250);
 
 #[cfg(test)]
 mod tests {

@@ -695,3 +695,116 @@ fn a_refused_reload_is_logged_and_counted_whoever_asked() {
         "{log}"
     );
 }
+
+/// Issue 13, point 12: peers and key sets change on `patchwork reload` and
+/// on SIGHUP, without a restart; what waits for a restart is named.
+#[test]
+fn peers_and_key_sets_change_on_reload_and_sighup() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("node");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let dir_arg = dir.to_str().expect("utf-8 path");
+    let out = patchwork(&["quickstart", "--dir", dir_arg, "--listen", &listen]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let config = dir.join("node.toml");
+    let config_arg = config.to_str().expect("utf-8 path");
+    let mut serve = Served(
+        Command::new(BIN)
+            .args(["serve", "--config", config_arg])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("serve"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !patchwork(&["stats", "--config", config_arg])
+        .status
+        .success()
+    {
+        assert!(Instant::now() < deadline, "node never answered");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let fingerprints = || {
+        let out = patchwork(&["trust", "status", "--config", config_arg, "--json"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        status["key_set_fingerprints"]
+            .as_array()
+            .map(|sets| sets.len())
+            .unwrap_or(0)
+    };
+    assert_eq!(fingerprints(), 0);
+
+    // The operator adds a key set and a peer, then reloads.
+    patchwork_node::quickstart::write_new_file(
+        &dir.join("england.key"),
+        "ab".repeat(32).as_bytes(),
+        true,
+    )
+    .expect("secret");
+    let original = std::fs::read_to_string(&config).expect("config");
+    let peer_address = format!("127.0.0.1:{}", free_port());
+    let with_peer = format!(
+        "{original}\n[federation]\n\
+         [[federation.key_sets]]\nname = \"england\"\nsecret_file = \"england.key\"\n\
+         [[federation.peers]]\nidentity = \"spiffe://patchwork/node/kent\"\nname = \"kent\"\n\
+         address = \"{peer_address}\"\nkey_set = \"england\"\npurposes = [\"child-safeguarding\"]\n\
+         sensitivities = [\"standard\"]\nrate_limit_per_minute = 60\n"
+    );
+    std::fs::write(&config, &with_peer).expect("write config");
+    let out = patchwork(&["reload", "--config", config_arg]);
+    let shown = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for line in [
+        "peer spiffe://patchwork/node/kent (kent) added: purposes child-safeguarding",
+        "key set england added (fingerprint ",
+        "key set england: match index built over 0 persons",
+    ] {
+        assert!(shown.contains(line), "{line:?} not in {shown}");
+    }
+    assert!(!shown.contains("restart"), "{shown}");
+    assert_eq!(fingerprints(), 1);
+
+    // SIGHUP takes them out again; a change to the poll interval waits
+    // for a restart and says so in the log.
+    std::fs::write(
+        &config,
+        format!("{original}\n[federation]\npoll_interval_ms = 9000\n"),
+    )
+    .expect("write config");
+    let hup = Command::new("kill")
+        .args(["-HUP", &serve.0.id().to_string()])
+        .status()
+        .expect("kill -HUP");
+    assert!(hup.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fingerprints() != 0 {
+        assert!(Instant::now() < deadline, "SIGHUP did not reload");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    sigterm(&serve.0);
+    let status = wait_exit(&mut serve.0, Duration::from_secs(20));
+    assert!(status.success(), "{status:?}");
+    let mut log = String::new();
+    std::io::Read::read_to_string(serve.0.stderr.as_mut().expect("stderr"), &mut log).expect("log");
+    let waits: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("wait for a restart"))
+        .collect();
+    assert!(
+        waits.len() == 1
+            && waits[0].contains("SIGHUP")
+            && waits[0].contains("federation.poll_interval_ms"),
+        "{log}"
+    );
+    assert!(
+        log.lines().any(|line| line.contains("SIGHUP")
+            && line.contains("peer spiffe://patchwork/node/kent (kent) removed")),
+        "{log}"
+    );
+    assert!(
+        !log.contains(&"ab".repeat(32)),
+        "the secret is never logged"
+    );
+}

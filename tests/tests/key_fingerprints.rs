@@ -2,7 +2,8 @@
 //! different secrets every answer would be a silent "no match". The asking
 //! node compares key-set fingerprints (Federation.NodeInfo) and names the
 //! mismatch in that peer's outcome; `trust status` and NodeInfo show the
-//! fingerprint, never the secret (issue 13, point 9).
+//! fingerprint, never the secret (issue 13, point 9). The fixed secret takes
+//! effect on `patchwork reload`, without a restart (point 12).
 
 use patchwork_federation::matchkeys::KeySet;
 use patchwork_tests::{
@@ -213,10 +214,27 @@ async fn a_mismatched_secret_is_named_in_the_lookup_and_fingerprints_are_shown()
     );
     assert!(answer.involvements.is_empty());
 
-    // Kent installs the right secret and restarts: the next lookup matches
-    // (a mismatch is never cached).
+    // Kent installs the right secret and reloads, without a restart: its
+    // match index is rebuilt under the new secret and the next lookup
+    // matches (a mismatch is never cached).
     kent.replace_file("england.key", SURREY_SECRET, true);
-    kent.restart_in_place().await;
+    let reloaded = kent.reload().await.expect("reload");
+    assert!(
+        reloaded.changes.iter().any(|c| c
+            == &format!("key set england has a new secret (fingerprint {ours}, was {theirs})")),
+        "{:?}",
+        reloaded.changes
+    );
+    assert!(
+        reloaded
+            .changes
+            .iter()
+            .any(|c| c.starts_with("key set england: match index built over 1 persons")),
+        "{:?}",
+        reloaded.changes
+    );
+    assert!(reloaded.needs_restart.is_empty(), "{reloaded:?}");
+    assert!(!format!("{reloaded:?}").contains(&SURREY_SECRET[..16]));
     let answer = kent_answer(&surrey, &portal).await;
     assert_eq!(
         answer.outcome,
@@ -224,4 +242,12 @@ async fn a_mismatched_secret_is_named_in_the_lookup_and_fingerprints_are_shown()
         "{answer:?}"
     );
     assert_eq!(answer.involvements.len(), 1);
+    // And still after a restart: the rebuilt index is the one on disk.
+    kent.restart_in_place().await;
+    let answer = kent_answer(&surrey, &portal).await;
+    assert_eq!(
+        answer.outcome,
+        v1::NodeOutcome::Matched as i32,
+        "{answer:?}"
+    );
 }

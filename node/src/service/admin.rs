@@ -37,7 +37,7 @@ impl AdminService {
                 })
                 .collect(),
             generation: self.state.tls.generation(),
-            key_set_fingerprints: self.state.federation.fingerprints(),
+            key_set_fingerprints: self.state.federation.current().fingerprints(),
         }
     }
 }
@@ -153,16 +153,19 @@ impl Admin for AdminService {
         &self,
         request: Request<v1::ReloadRequest>,
     ) -> Result<Response<v1::ReloadResponse>, Status> {
-        self.state.access.authorise(&request, Role::Admin)?;
-        let tls = self.state.tls.clone();
-        blocking(move || {
-            super::reload_tls(&tls, "admin reload").map_err(|e| {
+        let caller = self.state.access.authorise(&request, Role::Admin)?;
+        let report = self
+            .state
+            .reloader
+            .reload(&format!("admin reload by {}", caller.identity))
+            .await
+            .map_err(|e| {
                 Status::failed_precondition(format!("reload refused, nothing changed: {e}"))
-            })
-        })
-        .await?;
+            })?;
         Ok(Response::new(v1::ReloadResponse {
             status: Some(self.trust_status()),
+            changes: report.changes,
+            needs_restart: report.needs_restart,
         }))
     }
 
@@ -416,6 +419,7 @@ fn subject_access_entry(
         | AuditEvent::SubscriptionMade { .. }
         | AuditEvent::NotificationReceived { .. }
         | AuditEvent::PeerRefusals { .. }
+        | AuditEvent::FederationChanged { .. }
         | AuditEvent::WatchOpened { .. } => {
             // Never indexed under a person.
             out.kind = "lookup started".into();

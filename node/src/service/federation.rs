@@ -17,10 +17,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use patchwork_certs::SpiffeId;
-use patchwork_federation::agreement::{Disclosure, Peer, RateLimiter};
+use patchwork_federation::agreement::{Disclosure, Peer};
 use patchwork_federation::decide::{Decision, decide};
 use patchwork_federation::hostile::{
-    Answered, EnumerationWatch, Pattern, RefusalCount, RefusalTally, ReplayGuard, TalliedRefusal,
+    Answered, Pattern, RefusalCount, RefusalTally, ReplayGuard, TalliedRefusal,
 };
 use patchwork_federation::matchkeys::Digest;
 use patchwork_proto::v1::{self, federation_server::Federation};
@@ -48,32 +48,12 @@ pub struct FederationService {
     state: NodeState,
     /// Request ids answered recently, per peer: a replay is refused.
     replays: Arc<ReplayGuard>,
-    /// Each peer's recent hits and misses: enumeration is paused.
-    enumeration: Arc<EnumerationWatch>,
-    /// Each agreed peer's polls for notifications (each poll audits what it
-    /// sends, so a peer may not poll at any pace it likes).
-    poll_limits: Arc<std::collections::HashMap<SpiffeId, RateLimiter>>,
 }
 
 impl FederationService {
     pub fn new(state: NodeState) -> Self {
         FederationService {
             replays: Arc::new(ReplayGuard::default()),
-            enumeration: Arc::new(EnumerationWatch::new(state.federation.enumeration.clone())),
-            poll_limits: Arc::new(
-                state
-                    .federation
-                    .registry
-                    .all()
-                    .iter()
-                    .map(|peer| {
-                        (
-                            peer.identity.clone(),
-                            RateLimiter::new(subscribe::POLLS_PER_MINUTE),
-                        )
-                    })
-                    .collect(),
-            ),
             state,
         }
     }
@@ -455,7 +435,14 @@ impl Federation for FederationService {
         let identity = self.state.access.identify(&request)?;
         tracing::Span::current().record("peer", tracing::field::display(&identity));
         let request = request.into_inner();
-        let Some(peer) = self.state.federation.registry.get(&identity).cloned() else {
+        let Some(peer) = self
+            .state
+            .federation
+            .current()
+            .registry
+            .get(&identity)
+            .cloned()
+        else {
             let status =
                 Status::permission_denied(format!("{identity} has no agreement with this node"));
             return Err(self.refuse_counted(&identity, TalliedRefusal::NoAgreement, status));
@@ -496,7 +483,12 @@ impl Federation for FederationService {
                 .refuse(identity.to_string(), &request, Some(checked.basis), status)
                 .await);
         }
-        if let Some(signal) = self.enumeration.paused(&identity, Instant::now()) {
+        if let Some(signal) = self
+            .state
+            .federation
+            .enumeration_watch()
+            .paused(&identity, Instant::now())
+        {
             tracing::debug!(peer = %identity, %signal, "paused peer's query refused");
             let status =
                 Status::resource_exhausted("query pattern looks like enumeration; queries paused");
@@ -638,7 +630,10 @@ impl Federation for FederationService {
             ambiguous: status == v1::MatchStatus::Ambiguous,
         };
         if let Pattern::AlertRaised(signal) =
-            self.enumeration.record(&identity, answered, Instant::now())
+            self.state
+                .federation
+                .enumeration_watch()
+                .record(&identity, answered, Instant::now())
         {
             self.state.metrics.enumeration_alert(&identity);
             tracing::warn!(
@@ -683,7 +678,8 @@ impl Federation for FederationService {
         request: Request<v1::NodeInfoRequest>,
     ) -> Result<Response<v1::NodeInfoResponse>, Status> {
         let identity = self.state.access.identify(&request)?;
-        let Some(peer) = self.state.federation.registry.get(&identity) else {
+        let federation = self.state.federation.current();
+        let Some(peer) = federation.registry.get(&identity) else {
             return Err(Status::permission_denied(format!(
                 "{identity} has no agreement with this node"
             )));
@@ -695,9 +691,7 @@ impl Federation for FederationService {
             api_version: patchwork_proto::API_VERSION.to_owned(),
             key_sets: vec![peer.agreement.key_set.clone()],
             // Only the agreed set's: a peer learns nothing of other groups'.
-            key_set_fingerprints: self
-                .state
-                .federation
+            key_set_fingerprints: federation
                 .key_set(&peer.agreement.key_set)
                 .map(|set| crate::peers::fingerprints([set]))
                 .unwrap_or_default(),

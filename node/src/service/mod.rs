@@ -28,7 +28,10 @@ pub struct NodeState {
     pub store: Store,
     pub access: Arc<AccessPolicy>,
     pub tls: Arc<crate::tls::TlsState>,
-    pub federation: Arc<crate::peers::Federation>,
+    /// Peers, agreements and key sets in force (a reload swaps them).
+    pub federation: Arc<crate::peers::FederationHandle>,
+    /// `patchwork reload` (and SIGHUP) put a changed config in force.
+    pub reloader: Arc<crate::reload::Reloader>,
     pub node_identity: SpiffeId,
     pub display_name: String,
     pub default_id_scheme: String,
@@ -80,29 +83,6 @@ impl NodeState {
                 self.health.store_failed("flush", &e).await;
                 Err(crate::convert::unflushed_status(e))
             }
-        }
-    }
-}
-
-/// Reloads the TLS material and says so in the log; `trigger` is what asked.
-pub(crate) fn reload_tls(
-    tls: &crate::tls::TlsState,
-    trigger: &str,
-) -> Result<Arc<crate::tls::TlsMaterial>, crate::server::NodeError> {
-    match tls.reload() {
-        Ok(material) => {
-            tracing::info!(
-                trigger,
-                generation = tls.generation(),
-                "tls material reloaded"
-            );
-            material.log_expiries();
-            Ok(material)
-        }
-        Err(error) => {
-            tls.count_refused_reload();
-            tracing::error!(trigger, error = %error, "reload refused; the previous tls material stays in force");
-            Err(error)
         }
     }
 }

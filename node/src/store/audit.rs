@@ -264,6 +264,16 @@ pub enum AuditEvent {
         first_unix_seconds: i64,
         last_unix_seconds: i64,
     },
+    /// A reload changed who this node federates with or on what terms
+    /// (peers, agreements, key sets, limits), written before the change is
+    /// in force. Names identities, purposes and key-set fingerprints, never
+    /// a secret or a person.
+    FederationChanged {
+        /// `SIGHUP`, or `admin reload by` the SPIFFE id of `patchwork reload`'s caller.
+        trigger: String,
+        /// One line per change, in the config's words.
+        changes: Vec<String>,
+    },
 }
 
 /// One family member's part in a family lookup.
@@ -306,6 +316,7 @@ impl AuditEvent {
             | AuditEvent::SubscriptionMade { .. }
             | AuditEvent::NotificationReceived { .. }
             | AuditEvent::PeerRefusals { .. }
+            | AuditEvent::FederationChanged { .. }
             | AuditEvent::WatchOpened { .. } => Vec::new(),
         }
     }
@@ -1311,12 +1322,17 @@ mod tests {
             first_unix_seconds: 0,
             last_unix_seconds: 0,
         };
+        let changed = AuditEvent::FederationChanged {
+            trigger: String::new(),
+            changes: Vec::new(),
+        };
         for (event, tag) in [
             (asked(1, None), 2u8),
             (received, 5),
             (family, 6),
             (watch, 7),
             (refusals, 8),
+            (changed, 9),
         ] {
             let bytes = postcard::to_stdvec(&event).expect("encode");
             assert_eq!(bytes[0], tag, "{event:?}");

@@ -37,7 +37,6 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use sled::{Transactional, Tree};
 
 use crate::model::{Demographics, Involvement, Organisation, Person, Practitioner};
-use patchwork_federation::matchkeys::KeySet;
 
 pub mod audit;
 pub mod backup;
@@ -51,7 +50,7 @@ pub mod subscriptions;
 
 pub use audit::{AuditEntry, AuditEvent, AuditVerification, PeerOutcome};
 pub use events::{AttentionFlag, TeamEvent, TeamEventKind};
-pub use match_index::MatchHits;
+pub use match_index::{MatchHits, RekeyReport};
 
 /// The kinds of record the store holds, for messages and counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,7 +228,10 @@ pub struct Store {
     person_index: Tree,
     /// `key set \0 digest person id` → the index kind, for peers' queries.
     match_index: Tree,
-    key_sets: Arc<Vec<KeySet>>,
+    /// The key sets the match index is kept for (see `match_index`).
+    key_sets: Arc<arc_swap::ArcSwap<Vec<match_index::IndexedSet>>>,
+    /// One rekey at a time.
+    rekey_lock: Arc<std::sync::Mutex<()>>,
     meta: Tree,
     /// The audit log and its indexes (see `audit`).
     audit: Tree,
@@ -468,7 +470,8 @@ impl Store {
             involvements_by_practitioner: db.open_tree("involvements_by_practitioner")?,
             person_index: db.open_tree("person_index")?,
             match_index: db.open_tree("match_index")?,
-            key_sets: Arc::new(Vec::new()),
+            key_sets: Arc::default(),
+            rekey_lock: Arc::default(),
             meta: db.open_tree("meta")?,
             audit: db.open_tree("audit")?,
             audit_by_person: db.open_tree("audit_by_person")?,
@@ -639,6 +642,11 @@ impl Store {
         mode: WriteMode,
         mark: ImportMark<'_>,
     ) -> Result<Vec<WriteOutcome>, StoreError> {
+        // The gate before the key sets: a rekey's barrier then knows that
+        // every write it waits for used the sets it replaced, and every
+        // later one uses the new (see `match_index`).
+        let _writing = self.writing();
+        let sets = self.indexed_sets();
         // Everything derived from the new records (encoding, index keys,
         // blinded match keys: HMACs and phonetics) is computed before the
         // transaction, which holds sled's process-wide lock while it runs.
@@ -652,11 +660,10 @@ impl Store {
                 Ok((
                     encode(Kind::Person, person)?,
                     index_keys,
-                    self.match_entries(person),
+                    Self::match_entries(&sets, person),
                 ))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
-        let _writing = self.writing();
         (
             &self.persons,
             &self.person_index,
@@ -680,7 +687,7 @@ impl Store {
                         for key in person_index_keys(&old.into()) {
                             index.remove(pair_key_bytes(&key, &old.id))?;
                         }
-                        for (key, _) in self.match_entries(old) {
+                        for (key, _) in Self::match_entries(&sets, old) {
                             match_index.remove(key)?;
                         }
                     } else {

@@ -11,7 +11,7 @@
 //! (a restricted service only as its gatekeeper; a withheld one not at all)
 //! and audited as `NotificationSent` before the reply.
 
-use patchwork_federation::agreement::{Disclosure, Peer, RateLimiter};
+use patchwork_federation::agreement::{Disclosure, Peer};
 use patchwork_federation::decide::Decision;
 use patchwork_federation::hostile::TalliedRefusal;
 use patchwork_proto::v1::{self, federation_server::Federation};
@@ -34,8 +34,6 @@ const MAX_POLL_IDS: usize = 256;
 const POLL_BATCH: usize = 512;
 /// Most notifications one poll answers (each is audited before the reply).
 const MAX_POLL_NOTIFICATIONS: usize = 1_024;
-/// Polls a peer may make a minute (its node polls every few seconds).
-pub(super) const POLLS_PER_MINUTE: u32 = 60;
 
 fn ttl_seconds(ttl_days: u32) -> Result<i64, Status> {
     match ttl_days {
@@ -141,7 +139,14 @@ pub(super) async fn subscribe(
             ..Default::default()
         }));
     }
-    let Some(peer) = service.state.federation.registry.get(&identity).cloned() else {
+    let Some(peer) = service
+        .state
+        .federation
+        .current()
+        .registry
+        .get(&identity)
+        .cloned()
+    else {
         return Err(Status::permission_denied(format!(
             "{identity} has no agreement with this node"
         )));
@@ -198,18 +203,22 @@ pub(super) async fn poll(
     request: Request<v1::PollRequest>,
 ) -> Result<Response<v1::PollResponse>, Status> {
     let identity = service.state.access.identify(&request)?;
-    let Some(peer) = service.state.federation.registry.get(&identity).cloned() else {
+    let Some(peer) = service
+        .state
+        .federation
+        .current()
+        .registry
+        .get(&identity)
+        .cloned()
+    else {
         let status =
             Status::permission_denied(format!("{identity} has no agreement with this node"));
         return Err(service.refuse_counted(&identity, TalliedRefusal::NoAgreement, status));
     };
-    if !service
-        .poll_limits
-        .get(&identity)
-        .is_some_and(RateLimiter::try_acquire)
-    {
+    if !peer.poll_limiter.try_acquire() {
         let status = Status::resource_exhausted(format!(
-            "{identity} may poll {POLLS_PER_MINUTE} times a minute"
+            "{identity} may poll {} times a minute",
+            crate::peers::POLLS_PER_MINUTE
         ));
         return Err(service.refuse_counted(&identity, TalliedRefusal::RateLimited, status));
     }
@@ -294,7 +303,14 @@ pub(super) async fn unsubscribe(
     request: Request<v1::UnsubscribeRequest>,
 ) -> Result<Response<v1::UnsubscribeResponse>, Status> {
     let identity = service.state.access.identify(&request)?;
-    if service.state.federation.registry.get(&identity).is_none() {
+    if service
+        .state
+        .federation
+        .current()
+        .registry
+        .get(&identity)
+        .is_none()
+    {
         return Err(Status::permission_denied(format!(
             "{identity} has no agreement with this node"
         )));
