@@ -61,6 +61,37 @@ fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
     }
 }
 
+/// `patchwork serve` with its log captured, once it answers `stats`.
+fn serve_logged(config_arg: &str) -> Served {
+    let serve = Served(
+        Command::new(BIN)
+            .args(["serve", "--config", config_arg])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("serve"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !patchwork(&["stats", "--config", config_arg])
+        .status
+        .success()
+    {
+        assert!(Instant::now() < deadline, "node never answered");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    serve
+}
+
+/// SIGTERM; the node drains and exits 0; its log.
+fn stop_for_log(serve: &mut Served) -> String {
+    sigterm(&serve.0);
+    let status = wait_exit(&mut serve.0, Duration::from_secs(20));
+    assert!(status.success(), "SIGTERM drains and exits 0: {status:?}");
+    let mut log = String::new();
+    std::io::Read::read_to_string(serve.0.stderr.as_mut().expect("stderr"), &mut log).expect("log");
+    log
+}
+
 #[test]
 fn an_operator_session_from_quickstart_to_sigterm() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -99,22 +130,7 @@ fn an_operator_session_from_quickstart_to_sigterm() {
     assert!(check.status.success(), "{}", text(&check.stderr));
     assert!(text(&check.stdout).contains("spiffe://patchwork/node/surrey"));
 
-    let mut serve = Served(
-        Command::new(BIN)
-            .args(["serve", "--config", config_arg])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("serve"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !patchwork(&["stats", "--config", config_arg])
-        .status
-        .success()
-    {
-        assert!(Instant::now() < deadline, "node never answered");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut serve = serve_logged(config_arg);
 
     // A second node on the same port fails with one line naming the key.
     let busy = patchwork(&["serve", "--config", config_arg]);
@@ -256,11 +272,7 @@ fn an_operator_session_from_quickstart_to_sigterm() {
     );
     assert_eq!(generation(), before + 2);
 
-    sigterm(&serve.0);
-    let status = wait_exit(&mut serve.0, Duration::from_secs(20));
-    assert!(status.success(), "SIGTERM drains and exits 0: {status:?}");
-    let mut log = String::new();
-    std::io::Read::read_to_string(serve.0.stderr.as_mut().expect("stderr"), &mut log).expect("log");
+    let log = stop_for_log(&mut serve);
     for personal in ["Amelia", "Smith", "9434765919", "2015-03-14", "O'Brien"] {
         assert!(
             !log.contains(personal),
@@ -599,22 +611,7 @@ fn a_refused_reload_is_logged_and_counted_whoever_asked() {
         + &format!("\n[metrics]\nlisten = \"{metrics}\"\n");
     std::fs::write(&config, text_config).expect("write config");
 
-    let mut serve = Served(
-        Command::new(BIN)
-            .args(["serve", "--config", config_arg])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("serve"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !patchwork(&["stats", "--config", config_arg])
-        .status
-        .success()
-    {
-        assert!(Instant::now() < deadline, "node never answered");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut serve = serve_logged(config_arg);
     let refused_count = || {
         let mut stream = std::net::TcpStream::connect(&metrics).expect("metrics");
         std::io::Write::write_all(
@@ -676,11 +673,7 @@ fn a_refused_reload_is_logged_and_counted_whoever_asked() {
             .success()
     );
 
-    sigterm(&serve.0);
-    let status = wait_exit(&mut serve.0, Duration::from_secs(20));
-    assert!(status.success(), "{status:?}");
-    let mut log = String::new();
-    std::io::Read::read_to_string(serve.0.stderr.as_mut().expect("stderr"), &mut log).expect("log");
+    let log = stop_for_log(&mut serve);
     let refusals: Vec<&str> = log
         .lines()
         .filter(|line| line.contains("reload refused"))
@@ -708,22 +701,7 @@ fn peers_and_key_sets_change_on_reload_and_sighup() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let config = dir.join("node.toml");
     let config_arg = config.to_str().expect("utf-8 path");
-    let mut serve = Served(
-        Command::new(BIN)
-            .args(["serve", "--config", config_arg])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("serve"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !patchwork(&["stats", "--config", config_arg])
-        .status
-        .success()
-    {
-        assert!(Instant::now() < deadline, "node never answered");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut serve = serve_logged(config_arg);
     let fingerprints = || {
         let out = patchwork(&["trust", "status", "--config", config_arg, "--json"]);
         assert!(out.status.success(), "{}", text(&out.stderr));
@@ -783,11 +761,7 @@ fn peers_and_key_sets_change_on_reload_and_sighup() {
         std::thread::sleep(Duration::from_millis(20));
     }
 
-    sigterm(&serve.0);
-    let status = wait_exit(&mut serve.0, Duration::from_secs(20));
-    assert!(status.success(), "{status:?}");
-    let mut log = String::new();
-    std::io::Read::read_to_string(serve.0.stderr.as_mut().expect("stderr"), &mut log).expect("log");
+    let log = stop_for_log(&mut serve);
     let waits: Vec<&str> = log
         .lines()
         .filter(|line| line.contains("wait for a restart"))

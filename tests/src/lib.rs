@@ -685,6 +685,101 @@ pub fn lookup_request(subject: v1::Demographics, practitioner_id: &str) -> v1::L
     }
 }
 
+// ------------------------------------------------------------ two councils
+
+/// An organisation `org` with one social worker, `practitioner_id`.
+pub async fn seed_team(node: &TestNode, portal: &ClientCert, org: &str, practitioner_id: &str) {
+    let mut directory = node.directory(portal).await;
+    directory
+        .create_organisation(v1::CreateOrganisationRequest {
+            organisation: Some(organisation(org, org, v1::Sector::SocialCare)),
+        })
+        .await
+        .expect("organisation");
+    directory
+        .create_practitioner(v1::CreatePractitionerRequest {
+            practitioner: Some(practitioner(
+                practitioner_id,
+                "Jo Patel",
+                "Social worker",
+                org,
+            )),
+        })
+        .await
+        .expect("practitioner");
+}
+
+/// The child the cross-border tests look for: Amelia Smith-Jones, born
+/// 14 March 2015, NHS number 9434765919, no postcode.
+pub fn amelia() -> v1::Demographics {
+    v1::Demographics {
+        given_name: "Amelia".into(),
+        family_name: "Smith-Jones".into(),
+        date_of_birth: date(2015, 3, 14),
+        postcode: String::new(),
+        national_id: Some(v1::NationalId {
+            scheme: "nhs".into(),
+            value: "9434765919".into(),
+        }),
+    }
+}
+
+/// Amelia held as person `P-1`, with `practitioner_id` working with her in
+/// children's social care.
+pub async fn seed_amelia(node: &TestNode, portal: &ClientCert, practitioner_id: &str) {
+    let mut directory = node.directory(portal).await;
+    let mut child = person(
+        "P-1",
+        "Amelia",
+        "Smith-Jones",
+        date(2015, 3, 14),
+        "9434765919",
+    );
+    child.postcode = String::new();
+    directory
+        .create_person(v1::CreatePersonRequest {
+            person: Some(child),
+        })
+        .await
+        .expect("person");
+    directory
+        .record_involvement(v1::RecordInvolvementRequest {
+            involvement: Some(involvement(
+                "P-1",
+                practitioner_id,
+                "Children's social care",
+                v1::Sensitivity::Standard,
+            )),
+        })
+        .await
+        .expect("involvement");
+}
+
+/// `asking`'s child-safeguarding lookup of Amelia by `practitioner_id`:
+/// the answer of the node whose id ends with `/node/{name}`.
+pub async fn answer_about_amelia(
+    asking: &TestNode,
+    portal: &ClientCert,
+    practitioner_id: &str,
+    name: &str,
+) -> v1::NodeAnswer {
+    let mut request = lookup_request(amelia(), practitioner_id);
+    request.local_only = false;
+    let response = asking
+        .directory(portal)
+        .await
+        .lookup(request)
+        .await
+        .expect("lookup")
+        .into_inner();
+    let suffix = format!("/node/{name}");
+    response
+        .answers
+        .into_iter()
+        .find(|a| a.node_id.ends_with(&suffix))
+        .unwrap_or_else(|| panic!("no answer from {name}"))
+}
+
 /// Polls `check` until it holds or `timeout` passes (no sleeps as
 /// synchronisation).
 pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool

@@ -7,8 +7,8 @@
 use patchwork_node::store::audit::AuditEvent;
 use patchwork_tests::attacker::audit_events;
 use patchwork_tests::{
-    ClientCert, ClientGrant, NodeOptions, TestCa, TestNode, date, involvement, organisation,
-    practitioner, v1,
+    ClientCert, ClientGrant, NodeOptions, TestCa, TestNode, answer_about_amelia, seed_amelia,
+    seed_team, v1,
 };
 use tokio::net::TcpListener;
 use tonic::Code;
@@ -52,52 +52,9 @@ async fn start(ca: &TestCa, name: &str, listener: TcpListener, section: String) 
     .await
 }
 
-async fn seed(node: &TestNode, portal: &ClientCert, org: &str, practitioner_id: &str) {
-    let mut directory = node.directory(portal).await;
-    directory
-        .create_organisation(v1::CreateOrganisationRequest {
-            organisation: Some(organisation(org, org, v1::Sector::SocialCare)),
-        })
-        .await
-        .expect("organisation");
-    directory
-        .create_practitioner(v1::CreatePractitionerRequest {
-            practitioner: Some(practitioner(
-                practitioner_id,
-                "Jo Patel",
-                "Social worker",
-                org,
-            )),
-        })
-        .await
-        .expect("practitioner");
-}
-
 /// Kent's answer to Surrey's child-safeguarding lookup of Amelia.
 async fn kent_answer(surrey: &TestNode, portal: &ClientCert) -> v1::NodeAnswer {
-    let subject = v1::Demographics {
-        given_name: "Amelia".into(),
-        family_name: "Smith-Jones".into(),
-        date_of_birth: date(2015, 3, 14),
-        postcode: String::new(),
-        national_id: Some(v1::NationalId {
-            scheme: "nhs".into(),
-            value: "9434765919".into(),
-        }),
-    };
-    let mut request = patchwork_tests::lookup_request(subject, "PR-S1");
-    request.local_only = false;
-    surrey
-        .directory(portal)
-        .await
-        .lookup(request)
-        .await
-        .expect("lookup")
-        .into_inner()
-        .answers
-        .into_iter()
-        .find(|a| a.node_id.ends_with("/node/kent"))
-        .expect("an answer from kent")
+    answer_about_amelia(surrey, portal, "PR-S1", "kent").await
 }
 
 fn edit(node: &TestNode, from: &str, to: &str) {
@@ -133,34 +90,9 @@ async fn agreements_and_peers_change_on_reload_and_a_bad_change_changes_nothing(
         federation(&ca, ("surrey", surrey_addr), "\"direct-care\"", 600),
     )
     .await;
-    seed(&surrey, &portal, "ORG-S", "PR-S1").await;
-    seed(&kent, &portal, "ORG-K", "PR-K1").await;
-    let mut directory = kent.directory(&portal).await;
-    let mut child = patchwork_tests::person(
-        "P-1",
-        "Amelia",
-        "Smith-Jones",
-        date(2015, 3, 14),
-        "9434765919",
-    );
-    child.postcode = String::new();
-    directory
-        .create_person(v1::CreatePersonRequest {
-            person: Some(child),
-        })
-        .await
-        .expect("person");
-    directory
-        .record_involvement(v1::RecordInvolvementRequest {
-            involvement: Some(involvement(
-                "P-1",
-                "PR-K1",
-                "Children's social care",
-                v1::Sensitivity::Standard,
-            )),
-        })
-        .await
-        .expect("involvement");
+    seed_team(&surrey, &portal, "ORG-S", "PR-S1").await;
+    seed_team(&kent, &portal, "ORG-K", "PR-K1").await;
+    seed_amelia(&kent, &portal, "PR-K1").await;
     let answer = kent_answer(&surrey, &portal).await;
     assert_eq!(outcome(&answer), v1::NodeOutcome::Refused, "{answer:?}");
 
