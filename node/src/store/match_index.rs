@@ -167,6 +167,14 @@ impl Store {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut record = self.index_record()?;
+        // A rekey that failed part-way left its half-built sets in the list:
+        // writes stop maintaining them before their entries go.
+        let current = self.key_sets.load_full();
+        let serving: Vec<IndexedSet> = current.iter().filter(|s| s.serving).cloned().collect();
+        if serving.len() != current.len() {
+            self.key_sets.store(std::sync::Arc::new(serving.clone()));
+            self.wait_for_writers();
+        }
         // Whatever an interrupted rekey left behind goes first.
         for tag in std::mem::take(&mut record.unfinished) {
             self.drop_tag(&tag)?;
@@ -221,7 +229,7 @@ impl Store {
         self.write_index_record(&record)?;
         // From here on every write maintains the new tags too; the sets in
         // force go on serving (and being maintained) meanwhile.
-        let mut during: Vec<IndexedSet> = self.key_sets.load().iter().cloned().collect();
+        let mut during = serving;
         during.extend(build.iter().map(|(b, _)| b.clone()));
         self.key_sets.store(std::sync::Arc::new(during));
         self.wait_for_writers();
@@ -501,6 +509,19 @@ mod tests {
                 .expect("persons");
         }
         assert_eq!(hits(&store, &old, "Smith"), 3_000);
+
+        // As a rekey that failed part-way leaves it: a half-built tag in
+        // the list, which writes still maintain, and in the record.
+        let mut record = store.index_record().expect("record");
+        record.unfinished.insert("england.9".into());
+        store.write_index_record(&record).expect("record");
+        let mut failed: Vec<IndexedSet> = store.indexed_sets().iter().cloned().collect();
+        failed.push(IndexedSet {
+            tag: "england.9".into(),
+            set: set("england", 9),
+            serving: false,
+        });
+        store.key_sets.store(std::sync::Arc::new(failed));
 
         // Rename every person while the new secret's index builds: each
         // write races the build's walk.
