@@ -176,6 +176,32 @@ impl Reloader {
         built.map_err(ReloadError::Index)
     }
 
+    /// Drops the old secrets' index entries after the reload has answered
+    /// (they answer nobody once retired, and a crash leaves them recorded
+    /// for the next start to drop).
+    fn drop_retired_in_background(&self, store: Store) {
+        let health = self.health.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            match tokio::task::spawn_blocking(move || store.drop_retired()).await {
+                Ok(Ok(entries)) => tracing::info!(
+                    entries,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "retired match-index entries dropped"
+                ),
+                Ok(Err(error)) => {
+                    tracing::error!(error = %error, "dropping retired match-index entries failed; the next start drops them");
+                    if matches!(error, StoreError::Io(_) | StoreError::File(_)) {
+                        health.store_failed("match index clean-up", &error).await;
+                    }
+                }
+                Err(_) => tracing::error!(
+                    "dropping retired match-index entries stopped; the next start drops them"
+                ),
+            }
+        });
+    }
+
     async fn try_reload(&self, trigger: &str) -> Result<ReloadReport, ReloadError> {
         let mut in_force = self.in_force.lock().await;
         let next = match &self.config_path {
@@ -241,6 +267,9 @@ impl Reloader {
                 .map(|peer| peer.identity.clone()),
         );
         self.federation.install(successor);
+        if rekey && let Some(store) = store {
+            self.drop_retired_in_background(store);
+        }
         self.peer_addresses.send_replace(peer_addresses(&next));
         let needs_restart = needs_restart(&in_force, &next);
         // What is in force now: the new federation, the rest as it started.

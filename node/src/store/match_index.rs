@@ -151,6 +151,7 @@ impl Store {
     /// open a stopped node's store leave the index alone.
     pub fn with_key_sets(self, key_sets: Vec<KeySet>) -> Result<Self, StoreError> {
         self.rekey(key_sets)?;
+        self.drop_retired()?;
         Ok(self)
     }
 
@@ -158,9 +159,9 @@ impl Store {
     /// new or whose secret changed is built under a fresh tag (writes keep
     /// it up to date from the moment it is announced; the old tag goes on
     /// answering queries until the build is done), then switched to in one
-    /// step; the entries of old tags and of sets no longer wanted are
-    /// dropped. Blocks for the build (run it on the blocking pool). One
-    /// rekey at a time.
+    /// step; the old tags and those of sets no longer wanted are retired
+    /// (recorded, their entries left to [`Store::drop_retired`]). Blocks for
+    /// the build (run it on the blocking pool). One rekey at a time.
     pub fn rekey(&self, wanted: Vec<KeySet>) -> Result<RekeyReport, StoreError> {
         let _one_at_a_time = self
             .rekey_lock
@@ -259,14 +260,40 @@ impl Store {
             b
         }));
         self.key_sets.store(std::sync::Arc::new(keep));
-        // No write that could still touch a retired tag is left running.
+        // No write that could still touch a retired tag is left running;
+        // its entries are dropped by `drop_retired`, or at the next rekey.
         self.wait_for_writers();
-        for tag in &retire {
-            self.drop_tag(tag)?;
-            record.unfinished.remove(tag);
-        }
-        self.write_index_record(&record)?;
         Ok(report)
+    }
+
+    /// Drops the entries of the tags a rekey retired (an old secret's, a
+    /// removed set's): as long again as the build, so a live reload leaves
+    /// it to a background task. Returns how many entries went.
+    pub fn drop_retired(&self) -> Result<u64, StoreError> {
+        let _one_at_a_time = self
+            .rekey_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut record = self.index_record()?;
+        let in_use: BTreeSet<String> = self
+            .key_sets
+            .load()
+            .iter()
+            .map(|indexed| indexed.tag.clone())
+            .collect();
+        let retired: Vec<String> = record
+            .unfinished
+            .iter()
+            .filter(|tag| !in_use.contains(*tag))
+            .cloned()
+            .collect();
+        let mut dropped = 0;
+        for tag in retired {
+            dropped += self.drop_tag(&tag)?;
+            record.unfinished.remove(&tag);
+            self.write_index_record(&record)?;
+        }
+        Ok(dropped)
     }
 
     /// Waits until every write that started before now has finished: each
@@ -317,22 +344,24 @@ impl Store {
         }
     }
 
-    /// Removes every entry under `tag`.
-    fn drop_tag(&self, tag: &str) -> Result<(), StoreError> {
+    /// Removes every entry under `tag`; returns how many.
+    fn drop_tag(&self, tag: &str) -> Result<u64, StoreError> {
         let mut prefix = tag.as_bytes().to_vec();
         prefix.push(0);
         let mut batch = sled::Batch::default();
         let mut pending = 0;
+        let mut dropped = 0;
         for key in self.match_index.scan_prefix(&prefix).keys() {
             batch.remove(key?);
             pending += 1;
+            dropped += 1;
             if pending == BUILD_BATCH * 16 {
                 self.match_index.apply_batch(std::mem::take(&mut batch))?;
                 pending = 0;
             }
         }
         self.match_index.apply_batch(batch)?;
-        Ok(())
+        Ok(dropped)
     }
 
     fn index_record(&self) -> Result<IndexRecord, StoreError> {
@@ -540,6 +569,16 @@ mod tests {
             .rekey(vec![new.clone(), set("wales", 3)])
             .expect("rekey");
         writer.join().expect("writer");
+        assert!(
+            entries(&store).contains_key("england.1"),
+            "retired, not dropped yet"
+        );
+        assert_eq!(
+            hits(&store, &old, "Jones"),
+            0,
+            "a retired tag answers nobody"
+        );
+        assert!(store.drop_retired().expect("drop") > 0);
         assert_eq!(report.built.len(), 2);
         assert_eq!(report.built[0].0, "england");
         assert!(report.dropped.is_empty());
@@ -547,7 +586,7 @@ mod tests {
         // Exactly every person's current entries under the new tags: no
         // entry of an old name, and nothing left under the old tag.
         assert_eq!(entries(&store), expected(&store));
-        assert!(!entries(&store).contains_key("england"));
+        assert!(!entries(&store).contains_key("england.1"));
         assert_eq!(hits(&store, &new, "Jones"), 3_000);
         assert_eq!(hits(&store, &new, "Smith"), 0);
         assert_eq!(hits(&store, &old, "Jones"), 0, "the old secret hits nobody");
@@ -556,6 +595,7 @@ mod tests {
         let report = store.rekey(vec![new.clone()]).expect("drop wales");
         assert!(report.built.is_empty());
         assert_eq!(report.dropped, ["wales"]);
+        store.drop_retired().expect("drop");
         assert_eq!(entries(&store), expected(&store));
         assert_eq!(entries(&store).len(), 1);
     }
