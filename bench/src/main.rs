@@ -42,6 +42,45 @@ const PRACTITIONERS: u64 = 100;
 const INVOLVEMENTS_PER_PERSON: u64 = 3;
 const PERSONS_PER_PEER: u64 = 20;
 
+/// Real nodes over real mTLS, measured against a bare tonic echo in the
+/// same run. The last lines are `name=value`, one per key figure.
+#[derive(Debug, clap::Parser)]
+#[command(name = "patchwork-bench")]
+struct Args {
+    /// 20,000 persons and short runs (CI's smoke run) instead of 1,000,000.
+    #[arg(long)]
+    quick: bool,
+    /// Run one scenario only.
+    #[arg(long, value_enum)]
+    only: Option<Scenario>,
+    /// Persons to load and import, instead of the mode's.
+    #[arg(long, value_name = "N")]
+    persons: Option<u64>,
+    /// Seconds each measured run lasts, instead of the mode's.
+    #[arg(long, value_name = "S")]
+    seconds: Option<u64>,
+    /// The node's store cache (`store.cache_mb`).
+    #[arg(long, value_name = "MB")]
+    cache_mb: Option<u64>,
+    /// Load the lookup store into DIR once and reuse it in later runs (for
+    /// profiling); its lookups' audit entries accumulate there.
+    #[arg(long, value_name = "DIR")]
+    reuse_store: Option<std::path::PathBuf>,
+    /// Internal: run one node from CONFIG with metrics on METRICS_PORT until
+    /// SIGTERM (the lookup scenario's child process).
+    #[arg(long, num_args = 2, value_names = ["CONFIG", "METRICS_PORT"], hide = true)]
+    serve_node: Option<Vec<String>>,
+}
+
+/// The benchmark's scenarios (resources are measured with the lookup).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Scenario {
+    Lookup,
+    Fanout,
+    Import,
+    Matching,
+}
+
 struct Sizes {
     persons: u64,
     import_persons: u64,
@@ -51,6 +90,7 @@ struct Sizes {
     fanout_run: Duration,
     matchkey_subjects: u64,
     cache_mb: u64,
+    reuse_store: Option<std::path::PathBuf>,
 }
 
 impl Sizes {
@@ -65,6 +105,7 @@ impl Sizes {
                 fanout_run: Duration::from_secs(2),
                 matchkey_subjects: 5_000,
                 cache_mb: 256,
+                reuse_store: None,
             }
         } else {
             Sizes {
@@ -76,6 +117,7 @@ impl Sizes {
                 fanout_run: Duration::from_secs(10),
                 matchkey_subjects: 100_000,
                 cache_mb: 256,
+                reuse_store: None,
             }
         }
     }
@@ -361,9 +403,7 @@ fn involvement(person: u64, k: u64) -> v1::Involvement {
 }
 
 fn secret() -> Vec<u8> {
-    (0..SECRET_HEX.len() / 2)
-        .map(|i| u8::from_str_radix(&SECRET_HEX[2 * i..2 * i + 2], 16).unwrap_or(0))
-        .collect()
+    hex::decode(SECRET_HEX).unwrap_or_default()
 }
 
 fn key_set() -> anyhow::Result<KeySet> {
@@ -565,7 +605,7 @@ async fn local_lookup(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()
     // `--reuse-store <dir>` (for profiling, e.g. several cache sizes): load
     // into <dir> once and point the node at it; later runs reuse it (and add
     // their lookups' audit entries to it).
-    let reused = flag_value("--reuse-store").map(std::path::PathBuf::from);
+    let reused = sizes.reuse_store.clone();
     let loaded_marker = reused
         .as_ref()
         .map(|dir| dir.join(format!("loaded-{n}-persons")));
@@ -1074,13 +1114,6 @@ fn matching_cost(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()> {
 /// length of each measured run, `--cache-mb <n>` the nodes' store cache,
 /// `--reuse-store <dir>` keeps the lookup scenario's loaded store. Both are for
 /// profiling one scenario at a time; the documented runs use neither.
-fn flag_value(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
-
 /// `--serve-node <config> <metrics port>`: runs one node until SIGTERM. The
 /// lookup scenario starts its node this way, in a child process, so that
 /// the node's memory (peak RSS) and start-up are its own, not mixed with
@@ -1108,29 +1141,25 @@ fn serve_node(config_path: &str, metrics_port: &str) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    if let [_, flag, config, metrics_port] = args.as_slice()
-        && flag == "--serve-node"
-    {
+    let args = <Args as clap::Parser>::parse();
+    if let Some([config, metrics_port]) = args.serve_node.as_deref() {
         return serve_node(config, metrics_port);
     }
-    let quick = std::env::args().any(|a| a == "--quick");
+    let quick = args.quick;
     let mut sizes = Sizes::new(quick);
-    let only = flag_value("--only");
-    if let Some(persons) = flag_value("--persons") {
-        let persons: u64 = persons.parse().context("--persons: not a number")?;
+    if let Some(persons) = args.persons {
         sizes.persons = persons;
         sizes.import_persons = persons;
     }
-    if let Some(seconds) = flag_value("--seconds") {
-        let seconds: u64 = seconds.parse().context("--seconds: not a number")?;
+    if let Some(seconds) = args.seconds {
         sizes.run = Duration::from_secs(seconds);
         sizes.fanout_run = Duration::from_secs(seconds);
     }
-    if let Some(cache_mb) = flag_value("--cache-mb") {
-        sizes.cache_mb = cache_mb.parse().context("--cache-mb: not a number")?;
+    if let Some(cache_mb) = args.cache_mb {
+        sizes.cache_mb = cache_mb;
     }
-    let wanted = |scenario: &str| only.as_deref().is_none_or(|o| o == scenario);
+    sizes.reuse_store = args.reuse_store;
+    let wanted = |scenario: Scenario| args.only.is_none_or(|only| only == scenario);
     patchwork_certs::install_crypto_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -1143,20 +1172,20 @@ fn main() -> anyhow::Result<()> {
     );
     let mut figures = Figures(Vec::new());
     runtime.block_on(async {
-        if wanted("lookup") {
+        if wanted(Scenario::Lookup) {
             local_lookup(&sizes, &mut figures).await?;
         }
-        if wanted("fanout") {
+        if wanted(Scenario::Fanout) {
             for &peers in sizes.fanouts {
                 fanout(&sizes, peers, &mut figures).await?;
             }
         }
-        if wanted("import") {
+        if wanted(Scenario::Import) {
             import(&sizes, &mut figures).await?;
         }
         anyhow::Ok(())
     })?;
-    if wanted("matching") {
+    if wanted(Scenario::Matching) {
         matching_cost(&sizes, &mut figures)?;
     }
     figures.put("persons", sizes.persons);

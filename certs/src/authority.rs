@@ -21,7 +21,7 @@ use x509_parser::extensions::ParsedExtension;
 
 use crate::crl::{RevokedCertificate, serial_bytes};
 use crate::csr::{CsrPolicy, SignedCertificate, csr_der_from_pem, read_csr};
-use crate::identity::{hex, is_ca, parse_certificate, uri_sans, validate_trust_domain};
+use crate::identity::{is_ca, parse_certificate, uri_sans, validate_trust_domain};
 use crate::{CertError, SpiffeId, certs_from_pem};
 
 /// Longest leaf validity we issue (the CA/Browser Forum ceiling; ours are usually far shorter).
@@ -497,7 +497,7 @@ fn random_serial() -> Result<(SerialNumber, String), CertError> {
     // Clear the sign bit (serials are positive) and set the next one, so DER needs no
     // padding octet and strips none: the serial is exactly these 16 bytes.
     bytes[0] = (bytes[0] & 0x7f) | 0x40;
-    Ok((SerialNumber::from_slice(&bytes), hex(&bytes)))
+    Ok((SerialNumber::from_slice(&bytes), hex::encode(bytes)))
 }
 
 pub(crate) fn ia5(value: String) -> Result<Ia5String, CertError> {

@@ -11,7 +11,6 @@ use time::OffsetDateTime;
 use x509_parser::revocation_list::CertificateRevocationList;
 
 use crate::CertError;
-use crate::identity::hex;
 
 /// Longest serial number RFC 5280 lets a CA issue, plus a possible DER sign octet.
 const MAX_SERIAL_BYTES: usize = 21;
@@ -203,7 +202,7 @@ pub fn summarize_crl_der(der: &[u8]) -> Result<CrlSummary, CertError> {
 
 fn revoked_serials(crl: &CertificateRevocationList<'_>) -> Vec<String> {
     crl.iter_revoked_certificates()
-        .map(|entry| hex(entry.raw_serial()))
+        .map(|entry| hex::encode(entry.raw_serial()))
         .collect()
 }
 

@@ -4,8 +4,8 @@
 //! agreement is not a peer.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::num::NonZeroU32;
+use std::sync::Arc;
 
 use patchwork_certs::SpiffeId;
 use patchwork_proto::v1::{LawfulBasis, Sensitivity};
@@ -67,42 +67,34 @@ impl Agreement {
     }
 }
 
-/// A token bucket: up to a minute's worth of queries at once, refilled
-/// continuously.
-#[derive(Debug)]
+/// One peer's allowance: up to a minute's worth of calls at once, refilled
+/// continuously (`governor`'s GCRA, the token bucket's equivalent).
 pub struct RateLimiter {
-    capacity: f64,
-    per_second: f64,
-    state: Mutex<(f64, Instant)>,
+    per_minute: NonZeroU32,
+    limiter: governor::DefaultDirectRateLimiter,
+}
+
+impl std::fmt::Debug for RateLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimiter")
+            .field("per_minute", &self.per_minute)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RateLimiter {
+    /// `per_minute` calls a minute (0 counts as 1).
     pub fn new(per_minute: u32) -> Self {
-        let capacity = f64::from(per_minute.max(1));
+        let per_minute = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
         RateLimiter {
-            capacity,
-            per_second: capacity / 60.0,
-            state: Mutex::new((capacity, Instant::now())),
+            per_minute,
+            limiter: governor::RateLimiter::direct(governor::Quota::per_minute(per_minute)),
         }
     }
 
-    /// Takes one token if there is one.
+    /// Takes one call's allowance if there is one.
     pub fn try_acquire(&self) -> bool {
-        let mut state = match self.state.lock() {
-            Ok(state) => state,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        let now = Instant::now();
-        let (tokens, last) = *state;
-        let refilled =
-            (tokens + now.duration_since(last).as_secs_f64() * self.per_second).min(self.capacity);
-        if refilled >= 1.0 {
-            *state = (refilled - 1.0, now);
-            true
-        } else {
-            *state = (refilled, now);
-            false
-        }
+        self.limiter.check().is_ok()
     }
 }
 

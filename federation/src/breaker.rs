@@ -5,8 +5,8 @@
 //! success closes the circuit, its failure opens it again. Refusals are
 //! answers (the peer is alive), not failures.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use patchwork_certs::SpiffeId;
@@ -62,18 +62,10 @@ impl Breakers {
         }
     }
 
-    fn states(&self) -> std::sync::MutexGuard<'_, HashMap<SpiffeId, State>> {
-        // A panic elsewhere leaves the map whole: every update is one insert.
-        match self.states.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        }
-    }
-
     /// Whether to call `peer` at `now`. An open circuit whose cool-down is
     /// over admits exactly one trial call until its result is recorded.
     pub fn admit(&self, peer: &SpiffeId, now: Instant) -> Admission {
-        let mut states = self.states();
+        let mut states = self.states.lock();
         let state = states
             .entry(peer.clone())
             .or_insert(State::Closed { failures: 0 });
@@ -94,7 +86,7 @@ impl Breakers {
 
     /// Records how a call to `peer` went.
     pub fn record(&self, peer: &SpiffeId, success: bool, now: Instant) {
-        let mut states = self.states();
+        let mut states = self.states.lock();
         let state = states
             .entry(peer.clone())
             .or_insert(State::Closed { failures: 0 });
@@ -113,7 +105,10 @@ impl Breakers {
 
     /// Whether `peer`'s circuit is open (or on trial) now.
     pub fn is_open(&self, peer: &SpiffeId) -> bool {
-        !matches!(self.states().get(peer), None | Some(State::Closed { .. }))
+        !matches!(
+            self.states.lock().get(peer),
+            None | Some(State::Closed { .. })
+        )
     }
 }
 

@@ -4,8 +4,8 @@
 //! ([`EnumerationWatch`]) and refusals counted rather than written one by
 //! one ([`RefusalTally`]). All keep bounded memory whatever a caller sends.
 
+use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use patchwork_certs::SpiffeId;
@@ -20,14 +20,6 @@ pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 pub const REPLAY_WINDOW: Duration = Duration::from_secs(10 * 60);
 /// Most request ids remembered at once (the oldest are forgotten first).
 pub const REPLAY_CAPACITY: usize = 100_000;
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every update leaves the data whole, so a poisoned lock is still usable.
-    match mutex.lock() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
-    }
-}
 
 /// Who asked what (for lookups) and in which order (for forgetting).
 type Remembered = (
@@ -61,7 +53,7 @@ impl ReplayGuard {
     /// Remembers `request_id` from `peer`; false if it was seen within the
     /// window (a replay).
     pub fn first_time(&self, peer: &SpiffeId, request_id: &str, now: Instant) -> bool {
-        let mut guard = lock(&self.seen);
+        let mut guard = self.seen.lock();
         let (set, order) = &mut *guard;
         while let Some((at, _, _)) = order.front() {
             if now.saturating_duration_since(*at) < self.window && order.len() < self.capacity {
@@ -82,7 +74,7 @@ impl ReplayGuard {
 
     /// Request ids remembered now.
     pub fn len(&self) -> usize {
-        lock(&self.seen).1.len()
+        self.seen.lock().1.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -295,7 +287,7 @@ struct PeerHistory {
 #[derive(Debug)]
 pub struct EnumerationWatch {
     /// Replaced whole by a config reload; the peers' histories stay.
-    policy: std::sync::RwLock<EnumerationPolicy>,
+    policy: parking_lot::RwLock<EnumerationPolicy>,
     epoch: Instant,
     /// Keyed per watch, so a peer cannot craft two different queries with
     /// the same fingerprint (one would count as a repeat of the other).
@@ -324,7 +316,7 @@ fn short(digest: &[u8; 32]) -> u64 {
 impl EnumerationWatch {
     pub fn new(policy: EnumerationPolicy) -> Self {
         EnumerationWatch {
-            policy: std::sync::RwLock::new(policy),
+            policy: parking_lot::RwLock::new(policy),
             epoch: Instant::now(),
             hasher: std::collections::hash_map::RandomState::new(),
             peers: Mutex::new(HashMap::new()),
@@ -333,16 +325,11 @@ impl EnumerationWatch {
 
     /// The rules from now on (a reload); what peers asked so far still counts.
     pub fn set_policy(&self, policy: EnumerationPolicy) {
-        *self
-            .policy
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = policy;
+        *self.policy.write() = policy;
     }
 
-    fn policy(&self) -> std::sync::RwLockReadGuard<'_, EnumerationPolicy> {
-        self.policy
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn policy(&self) -> parking_lot::RwLockReadGuard<'_, EnumerationPolicy> {
+        self.policy.read()
     }
 
     fn minute(&self, now: Instant) -> u64 {
@@ -421,7 +408,7 @@ impl EnumerationWatch {
     /// Why `peer`'s queries are paused now, if they are: some rule holds
     /// (rules look back over their windows, so the pause ages out with them).
     pub fn paused(&self, peer: &SpiffeId, now: Instant) -> Option<Signal> {
-        let mut peers = lock(&self.peers);
+        let mut peers = self.peers.lock();
         let history = peers.get_mut(peer)?;
         self.prune(history, now);
         let signal = self.signal(history, now);
@@ -431,7 +418,7 @@ impl EnumerationWatch {
 
     /// Records one answer to `peer`.
     pub fn record(&self, peer: &SpiffeId, answered: Answered<'_>, now: Instant) -> Pattern {
-        let mut peers = lock(&self.peers);
+        let mut peers = self.peers.lock();
         let history = peers.entry(peer.clone()).or_default();
         // A hit counts once per person in the longest window.
         let hit = match answered.disclosed_person {
@@ -538,7 +525,7 @@ pub struct RefusalTally {
 impl RefusalTally {
     /// Counts one refusal of `caller` at `unix_seconds`.
     pub fn record(&self, caller: &SpiffeId, reason: TalliedRefusal, unix_seconds: i64) {
-        let mut counts = lock(&self.counts);
+        let mut counts = self.counts.lock();
         let mut key = (caller.to_string(), reason);
         if !counts.contains_key(&key) && counts.len() >= MAX_TALLIED_CALLERS {
             key.0 = TALLY_OVERFLOW.to_owned();
@@ -559,7 +546,7 @@ impl RefusalTally {
     /// Counts back that were drained but not written (merged with anything
     /// counted since).
     pub fn restore(&self, drained: Vec<RefusalCount>) {
-        let mut counts = lock(&self.counts);
+        let mut counts = self.counts.lock();
         for count in drained {
             let key = (count.caller.clone(), count.reason);
             match counts.get_mut(&key) {
@@ -579,7 +566,7 @@ impl RefusalTally {
     /// Everything counted since the last drain, in caller then reason order,
     /// and starts counting afresh.
     pub fn drain(&self) -> Vec<RefusalCount> {
-        let mut drained: Vec<RefusalCount> = std::mem::take(&mut *lock(&self.counts))
+        let mut drained: Vec<RefusalCount> = std::mem::take(&mut *self.counts.lock())
             .into_values()
             .collect();
         drained.sort_by(|a, b| (&a.caller, a.reason).cmp(&(&b.caller, b.reason)));
@@ -947,7 +934,7 @@ mod tests {
             let person = format!("P-{i}");
             record(&watch, &p, (digest, Some(&person)), t0);
         }
-        let peers = lock(&watch.peers);
+        let peers = watch.peers.lock();
         let history = peers.get(&p).expect("history");
         assert!(history.hit_persons.len() <= MAX_REMEMBERED);
         assert!(history.hit_persons.order.len() <= 2 * MAX_REMEMBERED + 1);

@@ -5,7 +5,9 @@
 //! mismatch, so fixing the secret on either side is seen at the next lookup.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use patchwork_certs::SpiffeId;
@@ -31,7 +33,7 @@ impl PeerFingerprints {
     /// `Some(None)`: the peer answered without a fingerprint (an older
     /// node); `None`: not known (or too old).
     fn get(&self, peer: &SpiffeId, key_set: &str, now: Instant) -> Option<Option<String>> {
-        let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        let known = self.known.lock();
         known
             .get(&(peer.clone(), key_set.to_owned()))
             .filter(|(_, at)| now.duration_since(*at) < FINGERPRINT_TTL)
@@ -39,12 +41,12 @@ impl PeerFingerprints {
     }
 
     fn remember(&self, peer: &SpiffeId, key_set: &str, fingerprint: Option<String>, now: Instant) {
-        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        let mut known = self.known.lock();
         known.insert((peer.clone(), key_set.to_owned()), (fingerprint, now));
     }
 
     fn forget(&self, peer: &SpiffeId, key_set: &str) {
-        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        let mut known = self.known.lock();
         known.remove(&(peer.clone(), key_set.to_owned()));
     }
 }

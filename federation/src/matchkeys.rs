@@ -262,10 +262,7 @@ impl KeySet {
     /// secret of 256 random bits.
     pub fn fingerprint(&self) -> String {
         let tag = hmac::sign(&self.key, FINGERPRINT_LABEL.as_bytes());
-        tag.as_ref()[..8]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        hex::encode(&tag.as_ref()[..8])
     }
 
     fn digest(&self, preimage: &str) -> Digest {
@@ -510,7 +507,7 @@ mod tests {
         // Not the prefix of any match key the set makes.
         let keys = index_keys(&set(), &subject("Ann", "Smith", (2010, 1, 2), "SW1A 1AA"));
         for (_, digest) in keys {
-            let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+            let hex = hex::encode(&digest[..8]);
             assert_ne!(hex, fingerprint);
         }
     }
@@ -642,7 +639,7 @@ mod tests {
     fn digest_test_vector() {
         let set = KeySet::new("test-set", &[0x0b_u8; 32]).expect("valid");
         let digest = set.digest("v1|nd|william|smith|2014-03-07");
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        let hex = hex::encode(digest);
         assert_eq!(hex, TEST_VECTOR_HEX);
     }
 

@@ -5,7 +5,9 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -28,20 +30,14 @@ impl TlsErrors {
             .get_ref()
             .and_then(|inner| inner.downcast_ref::<rustls::Error>())
         {
-            let mut last = match self.0.lock() {
-                Ok(guard) => guard,
-                Err(poisoned) => poisoned.into_inner(),
-            };
+            let mut last = self.0.lock();
             *last = Some((Instant::now(), tls.clone()));
         }
     }
 
     /// The last TLS error seen at or after `since`.
     pub fn since(&self, since: Instant) -> Option<rustls::Error> {
-        let last = match self.0.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let last = self.0.lock();
         last.as_ref()
             .filter(|(at, _)| *at >= since)
             .map(|(_, error)| error.clone())

@@ -566,7 +566,7 @@ async fn bind_loopback() -> anyhow::Result<TcpListener> {
 fn new_secret() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 fn mkdir(path: &Path) -> anyhow::Result<()> {

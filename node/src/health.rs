@@ -19,7 +19,9 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::Mutex;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -223,7 +225,7 @@ impl BoundedHealth {
     }
 
     fn acquire(&self, caller: String) -> Result<WatchSlot, Status> {
-        let mut per_caller = self.per_caller.lock().unwrap_or_else(|p| p.into_inner());
+        let mut per_caller = self.per_caller.lock();
         if per_caller
             .get(&caller)
             .is_some_and(|open| *open >= self.per_identity)
@@ -256,7 +258,7 @@ struct WatchSlot {
 
 impl Drop for WatchSlot {
     fn drop(&mut self) {
-        let mut per_caller = self.per_caller.lock().unwrap_or_else(|p| p.into_inner());
+        let mut per_caller = self.per_caller.lock();
         if let Some(open) = per_caller.get_mut(&self.caller) {
             *open -= 1;
             if *open == 0 {

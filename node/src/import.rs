@@ -33,8 +33,10 @@ use std::fs::File;
 use std::hash::{BuildHasher, RandomState};
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 
 use patchwork_proto::v1::{self, import_request::Item, import_row};
 use serde::{Deserialize, Serialize};
@@ -489,11 +491,8 @@ impl Drop for Registered<'_> {
 }
 
 impl RunningImports {
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<ImportProgress>>> {
-        // A map of counters: nothing a panic elsewhere could leave half-done.
-        self.running
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock(&self) -> parking_lot::MutexGuard<'_, BTreeMap<u64, Arc<ImportProgress>>> {
+        self.running.lock()
     }
 
     fn register(&self, kind: v1::RecordKind, source: String) -> Registered<'_> {

@@ -189,7 +189,7 @@ pub struct Metrics {
     method_index: HashMap<String, usize>,
     /// Every peer configured since start (a reload adds, never removes:
     /// a removed peer's counts stay readable).
-    peers: std::sync::RwLock<PeerTable>,
+    peers: parking_lot::RwLock<PeerTable>,
     /// Calls to or from identities never configured.
     other_peer: Arc<PeerSeries>,
     handshakes_refused: [AtomicU64; HANDSHAKE_REFUSALS.len()],
@@ -254,7 +254,7 @@ impl Metrics {
         let metrics = Metrics {
             methods,
             method_index,
-            peers: std::sync::RwLock::default(),
+            peers: parking_lot::RwLock::default(),
             other_peer: Arc::new(PeerSeries::new(OTHER.to_owned())),
             handshakes_refused: counters(),
             handshakes_accepted: AtomicU64::new(0),
@@ -266,10 +266,7 @@ impl Metrics {
 
     /// Series for `peers` not configured before (a reload that adds peers).
     pub fn add_peers(&self, peers: impl IntoIterator<Item = SpiffeId>) {
-        let mut table = self
-            .peers
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut table = self.peers.write();
         for peer in peers {
             if !table.index.contains_key(&peer) {
                 let at = table.series.len();
@@ -289,10 +286,7 @@ impl Metrics {
     }
 
     fn peer(&self, identity: &SpiffeId) -> Arc<PeerSeries> {
-        let table = self
-            .peers
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let table = self.peers.read();
         match table.index.get(identity) {
             Some(&i) => table.series[i].clone(),
             None => self.other_peer.clone(),
@@ -401,12 +395,7 @@ impl Metrics {
             }
         }
         // Peers: every configured one, zeros included (bounded by config).
-        let mut peers: Vec<Arc<PeerSeries>> = self
-            .peers
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .series
-            .clone();
+        let mut peers: Vec<Arc<PeerSeries>> = self.peers.read().series.clone();
         let other = &self.other_peer;
         if other.outcomes.iter().any(|c| c.load(Ordering::Relaxed) > 0)
             || other.latency.count() > 0

@@ -344,11 +344,7 @@ struct RevokedRecord {
 
 /// SHA-256 of a SubjectPublicKeyInfo (DER), lowercase hex: how the CA's records name a key.
 fn key_fingerprint(spki_der: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, spki_der)
-        .as_ref()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, spki_der))
 }
 
 /// The revoked certificate whose key is `key_sha256`, if any: a revoked certificate's key

@@ -5,7 +5,9 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 use std::time::Duration;
 
 use patchwork_certs::SpiffeId;
@@ -74,10 +76,7 @@ fn read_secret_hex(path: &Path) -> Result<Vec<u8>, String> {
             path.display()
         ));
     }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).map_err(|e| e.to_string()))
-        .collect()
+    hex::decode(text).map_err(|e| e.to_string())
 }
 
 fn basis(name: PurposeName) -> v1::LawfulBasis {
@@ -203,10 +202,7 @@ impl Federation {
         if next.fingerprints() == self.fingerprints() {
             next.peer_fingerprints = self.peer_fingerprints.clone();
         }
-        let (generation, channels) = &*self
-            .channels
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (generation, channels) = &*self.channels.read();
         let kept: PeerChannels = channels
             .iter()
             .filter(|(identity, _)| {
@@ -349,11 +345,13 @@ impl Federation {
     /// peer's handshake refusal from them).
     pub fn channel_and_tls_errors(&self, peer: &Peer) -> Result<(Channel, TlsErrors), String> {
         let generation = self.tls.generation();
-        if let Ok(channels) = self.channels.read()
-            && channels.0 == generation
-            && let Some(channel) = channels.1.get(&peer.identity)
         {
-            return Ok(channel.clone());
+            let channels = self.channels.read();
+            if channels.0 == generation
+                && let Some(channel) = channels.1.get(&peer.identity)
+            {
+                return Ok(channel.clone());
+            }
         }
         let material = self.tls.current();
         let config = patchwork_certs::client_config(
@@ -368,10 +366,7 @@ impl Federation {
             Arc::new(config),
             PEER_CONNECT_TIMEOUT,
         )?;
-        let mut channels = self
-            .channels
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut channels = self.channels.write();
         if channels.0 != generation {
             *channels = (generation, HashMap::new());
         }

@@ -262,23 +262,9 @@ impl std::fmt::Debug for Webhook {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
-        .collect()
-}
-
 /// `sha256=<hex HMAC-SHA256 of body>`, the `X-Patchwork-Signature` value.
 pub fn signature(key: &hmac::Key, body: &[u8]) -> String {
-    format!("sha256={}", hex(hmac::sign(key, body).as_ref()))
+    format!("sha256={}", hex::encode(hmac::sign(key, body)))
 }
 
 fn webhook_error(key: String, message: impl Into<String>) -> NodeError {
@@ -354,7 +340,7 @@ pub fn load_webhooks(entries: &[WebhookEntry]) -> Result<Vec<Webhook>, NodeError
             let bytes = read_private_key("webhooks.secret_file", &entry.secret_file)?;
             let secret = std::str::from_utf8(&bytes)
                 .ok()
-                .and_then(|text| unhex(text.trim()))
+                .and_then(|text| hex::decode(text.trim()).ok())
                 .filter(|secret| secret.len() >= 32)
                 .ok_or_else(|| NodeError::KeyMaterial {
                     key: "webhooks.secret_file",
@@ -582,8 +568,8 @@ mod tests {
             signature(&key, b"what do ya want for nothing?"),
             "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
-        assert_eq!(unhex("0aFf"), Some(vec![0x0a, 0xff]));
-        assert_eq!(unhex("0g"), None);
+        assert_eq!(hex::decode("0aFf").ok(), Some(vec![0x0a, 0xff]));
+        assert_eq!(hex::decode("0g").ok(), None);
     }
 
     #[test]

@@ -17,8 +17,10 @@ use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+
+use parking_lot::{Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -256,7 +258,9 @@ fn crl_next_update(crl: &CertificateRevocationListDer<'_>) -> Option<OffsetDateT
 #[derive(Debug)]
 pub struct TlsState {
     section: TlsSection,
-    current: RwLock<Arc<TlsMaterial>>,
+    current: arc_swap::ArcSwap<TlsMaterial>,
+    /// Moves on after each swap of `current` (a reader that saw the old
+    /// number with the new material only rebuilds once more).
     generation: AtomicU64,
     /// Reloads refused since start, whatever asked (SIGHUP or `patchwork reload`): the
     /// operator alerts on it, since the old material stays in force silently.
@@ -267,7 +271,7 @@ impl TlsState {
     pub fn new(section: TlsSection, material: TlsMaterial) -> Self {
         TlsState {
             section,
-            current: RwLock::new(Arc::new(material)),
+            current: arc_swap::ArcSwap::from_pointee(material),
             generation: AtomicU64::new(1),
             reloads_refused: AtomicU64::new(0),
         }
@@ -282,10 +286,7 @@ impl TlsState {
     }
 
     pub fn current(&self) -> Arc<TlsMaterial> {
-        match self.current.read() {
-            Ok(guard) => guard.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.current.load_full()
     }
 
     pub fn generation(&self) -> u64 {
@@ -313,10 +314,7 @@ impl TlsState {
     /// Puts checked material in force for new handshakes; live connections
     /// re-verify on their next request.
     pub fn install(&self, material: Arc<TlsMaterial>) {
-        match self.current.write() {
-            Ok(mut guard) => *guard = material,
-            Err(poisoned) => *poisoned.into_inner() = material,
-        }
+        self.current.store(material);
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
 }
@@ -499,18 +497,12 @@ pub struct PrioritySources {
 
 impl PrioritySources {
     fn contains(&self, host: IpAddr) -> bool {
-        match self.hosts.read() {
-            Ok(hosts) => hosts.contains(&host),
-            Err(poisoned) => poisoned.into_inner().contains(&host),
-        }
+        self.hosts.read().contains(&host)
     }
 
     fn replace(&self, addresses: impl IntoIterator<Item = IpAddr>) {
         let hosts: HashSet<IpAddr> = addresses.into_iter().map(host_of).collect();
-        match self.hosts.write() {
-            Ok(mut guard) => *guard = hosts,
-            Err(poisoned) => *poisoned.into_inner() = hosts,
-        }
+        *self.hosts.write() = hosts;
     }
 
     /// Gives priority to `fixed` and this machine's loopback addresses at
@@ -625,7 +617,7 @@ impl HandshakeSlots {
                 counted: None,
             });
         }
-        let mut per_source = self.per_source.lock().unwrap_or_else(|p| p.into_inner());
+        let mut per_source = self.per_source.lock();
         if per_source
             .get(&host)
             .is_some_and(|count| *count >= self.per_source_limit)
@@ -650,7 +642,7 @@ impl Drop for HandshakeSlot {
         let Some((host, per_source)) = &self.counted else {
             return;
         };
-        let mut per_source = per_source.lock().unwrap_or_else(|p| p.into_inner());
+        let mut per_source = per_source.lock();
         if let Some(count) = per_source.get_mut(host) {
             *count -= 1;
             if *count == 0 {
@@ -733,10 +725,7 @@ pub fn accept_tls(
                         ),
                     };
                     metrics.handshake_refused(reason);
-                    closed
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .note(remote_addr, text);
+                    closed.lock().note(remote_addr, text);
                     drop(tcp);
                     continue;
                 }
@@ -769,7 +758,6 @@ pub fn accept_tls(
                         metrics.handshake_refused(HandshakeRefusal::Idle);
                         closed
                             .lock()
-                            .unwrap_or_else(|p| p.into_inner())
                             .note(remote_addr, "no tls client hello in time");
                         return;
                     }

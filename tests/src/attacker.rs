@@ -231,10 +231,7 @@ pub fn audit_events(node: &TestNode) -> Vec<AuditEvent> {
 
 /// The key set the target and its agreed peer share.
 pub fn key_set() -> KeySet {
-    let secret: Vec<u8> = (0..SECRET.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&SECRET[i..i + 2], 16).expect("hex secret"))
-        .collect();
+    let secret = hex::decode(SECRET).expect("hex secret");
     KeySet::new(KEY_SET, &secret).expect("key set")
 }
 

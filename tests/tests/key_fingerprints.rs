@@ -18,10 +18,7 @@ const SURREY_SECRET: &str = "5f1d3c0a9b8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4
 const KENT_SECRET: &str = "5f1d3c0a9b8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a392817060505";
 
 fn fingerprint(secret_hex: &str) -> String {
-    let secret: Vec<u8> = (0..secret_hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&secret_hex[i..i + 2], 16).expect("hex"))
-        .collect();
+    let secret = hex::decode(secret_hex).expect("hex");
     KeySet::new("england", &secret).expect("set").fingerprint()
 }
 

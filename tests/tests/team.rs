@@ -326,10 +326,6 @@ fn header(head: &str, name: &str) -> String {
         .unwrap_or_default()
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[tokio::test]
 async fn a_webhook_receiver_gets_signed_retried_deliveries_in_order() {
     let secret = [7u8; 32];
@@ -352,7 +348,7 @@ async fn a_webhook_receiver_gets_signed_retried_deliveries_in_order() {
                 "[[webhooks]]\nurl = \"http://127.0.0.1:{port}/hooks/patchwork\"\n\
                  allow_http = true\nsecret_file = \"hook.key\"\npractitioners = [\"A\"]\n"
             ),
-            secret_files: vec![("hook.key".into(), hex(&secret))],
+            secret_files: vec![("hook.key".into(), hex::encode(secret))],
             ..NodeOptions::default()
         },
     )
@@ -380,10 +376,7 @@ async fn a_webhook_receiver_gets_signed_retried_deliveries_in_order() {
             .signature
             .strip_prefix("sha256=")
             .expect("sha256= signature");
-        let tag: Vec<u8> = (0..signature.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&signature[i..i + 2], 16).expect("hex"))
-            .collect();
+        let tag = hex::decode(signature).expect("hex");
         ring::hmac::verify(&key, delivery.body.as_bytes(), &tag).expect("signature verifies");
         assert!(
             delivery.body.contains("\"person_reference\":\"P1\""),

@@ -17,10 +17,6 @@ use tokio::sync::mpsc;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// A stopped node whose config gains `webhook` (a `[[webhooks]]` entry);
 /// loads the config as `patchwork serve` and `config check` do.
 async fn load_with_webhook(ca: &TestCa, webhook: &str) -> Result<NodeConfig, String> {
@@ -29,7 +25,7 @@ async fn load_with_webhook(ca: &TestCa, webhook: &str) -> Result<NodeConfig, Str
         "surrey",
         &[],
         NodeOptions {
-            secret_files: vec![("hook.key".into(), hex(&[7u8; 32]))],
+            secret_files: vec![("hook.key".into(), hex::encode([7u8; 32]))],
             ..NodeOptions::default()
         },
     )
@@ -168,7 +164,7 @@ async fn an_https_receiver_behind_a_private_ca_gets_signed_events_in_order() {
                  secret_file = \"hook.key\"\npractitioners = [\"A\"]\n"
             ),
             secret_files: vec![
-                ("hook.key".into(), hex(&secret)),
+                ("hook.key".into(), hex::encode(secret)),
                 ("hooks-ca.crt".into(), receivers_ca.ca.cert_pem().to_owned()),
             ],
             ..NodeOptions::default()

@@ -44,7 +44,7 @@
 //! here: person ids (the council's own), involvement ids, practitioner ids
 //! and the purpose the requester gave.
 
-use std::sync::Mutex;
+use parking_lot::Mutex;
 
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
@@ -93,11 +93,8 @@ struct Waiting {
 }
 
 impl AuditQueue {
-    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
-        // The state is a queue and a flag, both valid after any panic.
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock(&self) -> parking_lot::MutexGuard<'_, QueueState> {
+        self.state.lock()
     }
 }
 

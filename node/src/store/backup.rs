@@ -124,7 +124,7 @@ pub struct BackupInfo {
 
 impl BackupInfo {
     pub fn sha256_hex(&self) -> String {
-        self.sha256.iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(self.sha256)
     }
 }
 
@@ -236,10 +236,7 @@ impl StreamingCheck {
         if self.tail.len() < DIGEST_LEN || digest_bytes(self.digest)[..] != self.tail[..] {
             return Err(BackupError::Checksum);
         }
-        Ok((
-            self.tail.iter().map(|b| format!("{b:02x}")).collect(),
-            self.bytes,
-        ))
+        Ok((hex::encode(&self.tail), self.bytes))
     }
 }
 
@@ -472,10 +469,7 @@ impl Store {
         let (header, trees, entries, audit_entries, write_pause) = {
             // Every write transaction holds the gate shared: once we hold it
             // exclusively, none is half-done and none starts until we let go.
-            let _paused = self
-                .write_gate
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let _paused = self.write_gate.write();
             let started = Instant::now();
             let header = BackupHeader {
                 store_format: FORMAT_V1,

@@ -243,10 +243,8 @@ pub(super) fn involvement_changed(
 impl Store {
     /// Held by every write that changes a team or raises an event, across
     /// reading the team and the transaction that uses it.
-    pub(super) fn team_lock(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.team_lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    pub(super) fn team_lock(&self) -> parking_lot::MutexGuard<'_, ()> {
+        self.team_lock.lock()
     }
 
     /// The current teams of `person_ids` (call holding `team_lock`).

@@ -163,10 +163,7 @@ impl Store {
     /// (recorded, their entries left to [`Store::drop_retired`]). Blocks for
     /// the build (run it on the blocking pool). One rekey at a time.
     pub fn rekey(&self, wanted: Vec<KeySet>) -> Result<RekeyReport, StoreError> {
-        let _one_at_a_time = self
-            .rekey_lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _one_at_a_time = self.rekey_lock.lock();
         let mut record = self.index_record()?;
         // A rekey that failed part-way left its half-built sets in the list:
         // writes stop maintaining them before their entries go.
@@ -270,10 +267,7 @@ impl Store {
     /// removed set's): as long again as the build, so a live reload leaves
     /// it to a background task. Returns how many entries went.
     pub fn drop_retired(&self) -> Result<u64, StoreError> {
-        let _one_at_a_time = self
-            .rekey_lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _one_at_a_time = self.rekey_lock.lock();
         let mut record = self.index_record()?;
         let in_use: BTreeSet<String> = self
             .key_sets
@@ -300,11 +294,7 @@ impl Store {
     /// holds the write gate shared while it runs, and loaded the key sets
     /// after taking it.
     fn wait_for_writers(&self) {
-        drop(
-            self.write_gate
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
+        drop(self.write_gate.write());
     }
 
     /// Indexes every person under `building`; returns how many. Each batch

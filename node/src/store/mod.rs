@@ -231,7 +231,7 @@ pub struct Store {
     /// The key sets the match index is kept for (see `match_index`).
     key_sets: Arc<arc_swap::ArcSwap<Vec<match_index::IndexedSet>>>,
     /// One rekey at a time.
-    rekey_lock: Arc<std::sync::Mutex<()>>,
+    rekey_lock: Arc<parking_lot::Mutex<()>>,
     meta: Tree,
     /// The audit log and its indexes (see `audit`).
     audit: Tree,
@@ -241,7 +241,7 @@ pub struct Store {
     events: Tree,
     events_by_practitioner: Tree,
     attention: Tree,
-    team_lock: Arc<std::sync::Mutex<()>>,
+    team_lock: Arc<parking_lot::Mutex<()>>,
     durable_events: Arc<tokio::sync::watch::Sender<events::Progress>>,
     /// `person \0 other person` → relationship, both ways (see `links`).
     links: Tree,
@@ -251,12 +251,12 @@ pub struct Store {
     writers: Arc<AtomicUsize>,
     /// Held shared by every write transaction, exclusively by a backup's
     /// walk: writes pause while a backup reads, reads go on.
-    write_gate: Arc<std::sync::RwLock<()>>,
+    write_gate: Arc<parking_lot::RwLock<()>>,
 }
 
 /// A record write's hold on the write gate, counted while it lasts.
 struct Writing<'a> {
-    _gate: std::sync::RwLockReadGuard<'a, ()>,
+    _gate: parking_lot::RwLockReadGuard<'a, ()>,
     writers: &'a AtomicUsize,
 }
 
@@ -479,12 +479,12 @@ impl Store {
             events: db.open_tree("events")?,
             events_by_practitioner: db.open_tree("events_by_practitioner")?,
             attention: db.open_tree("attention")?,
-            team_lock: Arc::new(std::sync::Mutex::new(())),
+            team_lock: Arc::new(parking_lot::Mutex::new(())),
             durable_events: Arc::new(tokio::sync::watch::channel(events::Progress::default()).0),
             links: db.open_tree("links")?,
             audit_queue: Arc::default(),
             writers: Arc::default(),
-            write_gate: Arc::new(std::sync::RwLock::new(())),
+            write_gate: Arc::new(parking_lot::RwLock::new(())),
             db,
         };
         // What sled recovered at open is what is on disk.
@@ -492,8 +492,7 @@ impl Store {
         Ok(store)
     }
 
-    /// What every write transaction holds while it runs (see `backup`). The
-    /// gate guards no data, so a panic elsewhere cannot leave it poisoned.
+    /// What every write transaction holds while it runs (see `backup`).
     /// Counted, so readers can tell a write is under way (see
     /// [`Store::writes_in_progress`]).
     fn writing(&self) -> Writing<'_> {
@@ -506,19 +505,13 @@ impl Store {
 
     /// The gate alone, uncounted: for the audit log's group writes, which
     /// are short and which readers need not step aside for.
-    fn audit_gate(&self) -> std::sync::RwLockReadGuard<'_, ()> {
-        self.write_gate
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn audit_gate(&self) -> parking_lot::RwLockReadGuard<'_, ()> {
+        self.write_gate.read()
     }
 
     /// The gate if no backup holds it now; `None` rather than waiting.
-    fn try_audit_gate(&self) -> Option<std::sync::RwLockReadGuard<'_, ()>> {
-        match self.write_gate.try_read() {
-            Ok(guard) => Some(guard),
-            Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
-            Err(std::sync::TryLockError::WouldBlock) => None,
-        }
+    fn try_audit_gate(&self) -> Option<parking_lot::RwLockReadGuard<'_, ()>> {
+        self.write_gate.try_read()
     }
 
     /// Whether a record write (an import batch, an API write) is running.
