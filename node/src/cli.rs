@@ -207,31 +207,6 @@ pub struct ImportArgs {
     pub quiet: bool,
 }
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum Basis {
-    ChildSafeguarding,
-    AdultSafeguarding,
-    VitalInterests,
-    DirectCare,
-    PublicTask,
-    CrimePrevention,
-    Consent,
-}
-
-impl Basis {
-    fn proto(self) -> v1::LawfulBasis {
-        match self {
-            Basis::ChildSafeguarding => v1::LawfulBasis::ChildSafeguarding,
-            Basis::AdultSafeguarding => v1::LawfulBasis::AdultSafeguarding,
-            Basis::VitalInterests => v1::LawfulBasis::VitalInterests,
-            Basis::DirectCare => v1::LawfulBasis::DirectCare,
-            Basis::PublicTask => v1::LawfulBasis::PublicTask,
-            Basis::CrimePrevention => v1::LawfulBasis::CrimePrevention,
-            Basis::Consent => v1::LawfulBasis::Consent,
-        }
-    }
-}
-
 #[derive(Debug, Args)]
 pub struct LookupArgs {
     /// The node's config file.
@@ -242,7 +217,7 @@ pub struct LookupArgs {
     pub requester: String,
     /// The lawful basis of the lookup.
     #[arg(long, value_enum)]
-    pub basis: Basis,
+    pub basis: crate::model::LawfulBasis,
     /// Why you are looking (10-500 characters, no case notes).
     #[arg(long)]
     pub reason: String,
@@ -1070,7 +1045,7 @@ fn lookup_request(args: &LookupArgs) -> anyhow::Result<v1::LookupRequest> {
             }),
         }),
         purpose: Some(v1::Purpose {
-            lawful_basis: args.basis.proto() as i32,
+            lawful_basis: v1::LawfulBasis::from(args.basis) as i32,
             reason: args.reason.clone(),
         }),
         requester: Some(v1::Requester {

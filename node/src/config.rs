@@ -376,28 +376,6 @@ pub struct KeySetEntry {
     pub secret_file: PathBuf,
 }
 
-/// Purposes as written in the config (the lawful bases of common.proto).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PurposeName {
-    ChildSafeguarding,
-    AdultSafeguarding,
-    VitalInterests,
-    DirectCare,
-    PublicTask,
-    CrimePrevention,
-    Consent,
-}
-
-/// Sensitivities as written in the config.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SensitivityName {
-    Standard,
-    Restricted,
-    AlwaysFindable,
-}
-
 /// Another node, and the agreement with it. The same terms apply both ways
 /// from this node's side: it asks the peer only for agreed purposes, and
 /// answers the peer only for agreed purposes, disclosing only agreed
@@ -415,9 +393,9 @@ pub struct PeerEntry {
     /// The key set shared with it (a name from `federation.key_sets`).
     pub key_set: String,
     /// Lawful bases it may be asked and may ask under.
-    pub purposes: Vec<PurposeName>,
+    pub purposes: Vec<crate::model::LawfulBasis>,
     /// What may be disclosed to it.
-    pub sensitivities: Vec<SensitivityName>,
+    pub sensitivities: Vec<crate::model::Sensitivity>,
     /// Queries a minute it may make of this node.
     pub rate_limit_per_minute: u32,
 }

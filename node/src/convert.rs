@@ -122,23 +122,57 @@ pub fn sector(value: Sector) -> v1::Sector {
     }
 }
 
-pub fn sensitivity(value: Sensitivity) -> v1::Sensitivity {
-    match value {
-        Sensitivity::Standard => v1::Sensitivity::Standard,
-        Sensitivity::Restricted => v1::Sensitivity::Restricted,
-        Sensitivity::AlwaysFindable => v1::Sensitivity::AlwaysFindable,
+impl From<Sensitivity> for v1::Sensitivity {
+    fn from(value: Sensitivity) -> Self {
+        match value {
+            Sensitivity::Standard => v1::Sensitivity::Standard,
+            Sensitivity::Restricted => v1::Sensitivity::Restricted,
+            Sensitivity::AlwaysFindable => v1::Sensitivity::AlwaysFindable,
+        }
     }
 }
 
-pub fn lawful_basis(value: LawfulBasis) -> v1::LawfulBasis {
-    match value {
-        LawfulBasis::ChildSafeguarding => v1::LawfulBasis::ChildSafeguarding,
-        LawfulBasis::AdultSafeguarding => v1::LawfulBasis::AdultSafeguarding,
-        LawfulBasis::VitalInterests => v1::LawfulBasis::VitalInterests,
-        LawfulBasis::DirectCare => v1::LawfulBasis::DirectCare,
-        LawfulBasis::PublicTask => v1::LawfulBasis::PublicTask,
-        LawfulBasis::CrimePrevention => v1::LawfulBasis::CrimePrevention,
-        LawfulBasis::Consent => v1::LawfulBasis::Consent,
+impl TryFrom<v1::Sensitivity> for Sensitivity {
+    /// `UNSPECIFIED` has no domain value.
+    type Error = ();
+    fn try_from(value: v1::Sensitivity) -> Result<Self, ()> {
+        match value {
+            v1::Sensitivity::Standard => Ok(Sensitivity::Standard),
+            v1::Sensitivity::Restricted => Ok(Sensitivity::Restricted),
+            v1::Sensitivity::AlwaysFindable => Ok(Sensitivity::AlwaysFindable),
+            v1::Sensitivity::Unspecified => Err(()),
+        }
+    }
+}
+
+impl From<LawfulBasis> for v1::LawfulBasis {
+    fn from(value: LawfulBasis) -> Self {
+        match value {
+            LawfulBasis::ChildSafeguarding => v1::LawfulBasis::ChildSafeguarding,
+            LawfulBasis::AdultSafeguarding => v1::LawfulBasis::AdultSafeguarding,
+            LawfulBasis::VitalInterests => v1::LawfulBasis::VitalInterests,
+            LawfulBasis::DirectCare => v1::LawfulBasis::DirectCare,
+            LawfulBasis::PublicTask => v1::LawfulBasis::PublicTask,
+            LawfulBasis::CrimePrevention => v1::LawfulBasis::CrimePrevention,
+            LawfulBasis::Consent => v1::LawfulBasis::Consent,
+        }
+    }
+}
+
+impl TryFrom<v1::LawfulBasis> for LawfulBasis {
+    /// `UNSPECIFIED` has no domain value.
+    type Error = ();
+    fn try_from(value: v1::LawfulBasis) -> Result<Self, ()> {
+        match value {
+            v1::LawfulBasis::ChildSafeguarding => Ok(LawfulBasis::ChildSafeguarding),
+            v1::LawfulBasis::AdultSafeguarding => Ok(LawfulBasis::AdultSafeguarding),
+            v1::LawfulBasis::VitalInterests => Ok(LawfulBasis::VitalInterests),
+            v1::LawfulBasis::DirectCare => Ok(LawfulBasis::DirectCare),
+            v1::LawfulBasis::PublicTask => Ok(LawfulBasis::PublicTask),
+            v1::LawfulBasis::CrimePrevention => Ok(LawfulBasis::CrimePrevention),
+            v1::LawfulBasis::Consent => Ok(LawfulBasis::Consent),
+            v1::LawfulBasis::Unspecified => Err(()),
+        }
     }
 }
 
@@ -184,7 +218,7 @@ pub fn involvement(value: &Involvement) -> v1::Involvement {
         service: value.service.clone(),
         start_date: Some(to_proto_date(value.start_date)),
         end_date: value.end_date.map(to_proto_date),
-        sensitivity: sensitivity(value.sensitivity) as i32,
+        sensitivity: v1::Sensitivity::from(value.sensitivity) as i32,
         gatekeeper: value.gatekeeper.as_ref().map(contact),
         last_confirmed: Some(to_proto_date(value.last_confirmed)),
         end_reason: text(&value.end_reason),

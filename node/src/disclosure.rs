@@ -12,22 +12,34 @@ use crate::store::audit::FamilyMemberDisclosed;
 use crate::store::{Store, StoreError};
 use crate::validate::to_proto_date;
 
-/// The current involvements of `person_id` as this node's own practitioners
-/// may see them (peers get the same, further filtered by their agreement),
-/// with the ids of what was disclosed, for the audit log.
-pub fn disclose_local(
+/// What one answer discloses about the matched person `person_id`: their
+/// current involvements that `allowed` lets through (locally everything;
+/// for a peer what its agreement covers), and with `include_family` the
+/// family view under the same rule; with the ids of what was disclosed, for
+/// the audit log. The one path for local lookups and peers' queries alike.
+pub fn disclose(
     store: &Store,
     person_id: &str,
-) -> Result<(Vec<v1::DisclosedInvolvement>, Vec<String>), StoreError> {
+    include_family: bool,
+    allowed: impl Fn(&Involvement) -> bool,
+) -> Result<(Vec<v1::DisclosedInvolvement>, DisclosedIds), StoreError> {
     let mut contacts = Contacts::new(store);
     let mut disclosed = Vec::new();
-    let mut ids = Vec::new();
+    let mut ids = DisclosedIds::default();
     for involvement in store.involvements_of_person(person_id)? {
-        if !involvement.is_active() {
+        if !involvement.is_active() || !allowed(&involvement) {
             continue;
         }
         disclosed.push(contacts.disclose(&involvement)?);
-        ids.push(involvement.id);
+        ids.involvement_ids.push(involvement.id);
+    }
+    if include_family {
+        // Family members' ids go to the audit log with the rest, and each
+        // member is named for their own subject-access report.
+        let family = disclose_family(&mut contacts, person_id, allowed)?;
+        ids.involvement_ids.extend(family.ids());
+        disclosed.extend(family.involvements);
+        ids.family = family.members;
     }
     Ok((disclosed, ids))
 }
@@ -44,17 +56,17 @@ pub struct DisclosedIds {
 /// What a family lookup disclosed about the matched person's linked
 /// members.
 #[derive(Debug, Default)]
-pub struct FamilyDisclosure {
-    pub involvements: Vec<v1::DisclosedInvolvement>,
+struct FamilyDisclosure {
+    involvements: Vec<v1::DisclosedInvolvement>,
     /// Per member, the ids disclosed: for the audit log, whose
     /// `FamilyDisclosed` entry puts the lookup in each member's own
     /// subject-access report.
-    pub members: Vec<FamilyMemberDisclosed>,
+    members: Vec<FamilyMemberDisclosed>,
 }
 
 impl FamilyDisclosure {
     /// Every involvement id disclosed, member by member.
-    pub fn ids(&self) -> impl Iterator<Item = String> + '_ {
+    fn ids(&self) -> impl Iterator<Item = String> + '_ {
         self.members
             .iter()
             .flat_map(|m| m.disclosed_involvement_ids.iter().cloned())
@@ -67,12 +79,12 @@ impl FamilyDisclosure {
 /// marked with the member's relationship ("sibling"), never their name; with
 /// what was disclosed about whom, for the audit log (a member nothing was
 /// disclosed about is not named).
-pub fn disclose_family(
-    store: &Store,
+fn disclose_family(
+    contacts: &mut Contacts<'_>,
     person_id: &str,
     allowed: impl Fn(&Involvement) -> bool,
 ) -> Result<FamilyDisclosure, StoreError> {
-    let mut contacts = Contacts::new(store);
+    let store = contacts.store;
     let mut family = FamilyDisclosure::default();
     for (member_id, relationship) in store.links_of(person_id)? {
         let mut ids = Vec::new();
@@ -158,7 +170,7 @@ impl<'s> Contacts<'s> {
             } else {
                 involvement.service.clone()
             },
-            sensitivity: convert::sensitivity(involvement.sensitivity) as i32,
+            sensitivity: v1::Sensitivity::from(involvement.sensitivity) as i32,
             start_date: if restricted {
                 None
             } else {

@@ -19,7 +19,7 @@ use patchwork_proto::v1;
 use tonic::Status;
 
 use crate::access::Caller;
-use crate::disclosure::{disclose_family, disclose_local};
+use crate::disclosure::{DisclosedIds, disclose};
 use crate::matching::{MatchDecision, match_person};
 use crate::model::{Demographics, Purpose};
 use crate::service::{NodeState, read};
@@ -172,24 +172,19 @@ fn local_part(
         organisation: organisation.map(|o| o.name).unwrap_or_default(),
     };
     let decision = match_person(store, subject).map_err(status)?;
-    let (mut disclosed, mut disclosed_ids, mut family) = (Vec::new(), Vec::new(), Vec::new());
-    if let MatchDecision::Matched(person) = &decision {
-        (disclosed, disclosed_ids) = disclose_local(store, &person.id).map_err(status)?;
-        if include_family {
-            // Family members' ids go to the audit log with the rest, and
-            // each member is named for their own subject-access report.
-            let members = disclose_family(store, &person.id, |_| true).map_err(status)?;
-            disclosed_ids.extend(members.ids());
-            disclosed.extend(members.involvements);
-            family = members.members;
+    let (disclosed, ids) = match &decision {
+        // This node's own practitioners see every current involvement.
+        MatchDecision::Matched(person) => {
+            disclose(store, &person.id, include_family, |_| true).map_err(status)?
         }
-    }
+        _ => (Vec::new(), DisclosedIds::default()),
+    };
     Ok(Some(LocalPart {
         requester,
         decision,
         disclosed,
-        disclosed_ids,
-        family,
+        disclosed_ids: ids.involvement_ids,
+        family: ids.family,
     }))
 }
 
@@ -221,7 +216,7 @@ pub async fn lookup(
     })?;
     let requester = local.requester.clone();
 
-    let basis = crate::convert::lawful_basis(question.purpose.lawful_basis);
+    let basis = v1::LawfulBasis::from(question.purpose.lawful_basis);
     // Peers whose agreement does not cover the purpose are not asked, and
     // the answer says so rather than leaving their council out silently.
     let (peers, not_asked): (Vec<Arc<Peer>>, Vec<Arc<Peer>>) = if question.local_only {

@@ -58,7 +58,12 @@ pub enum Sector {
     Other,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// How much of an involvement others may see (common.proto's
+/// `Sensitivity`). One enum for the store (postcard, by variant index:
+/// never reorder), the config (`restricted`, `always-findable`) and the
+/// wire (`From`/`TryFrom` in `convert`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Sensitivity {
     Standard,
     Restricted,
@@ -92,8 +97,25 @@ impl Involvement {
     }
 }
 
-/// The lawful basis of a lookup (see `LawfulBasis` in common.proto).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The lawful basis of a lookup (common.proto's `LawfulBasis`). One enum
+/// for the store (postcard, by variant index: never reorder), the config
+/// and the CLI (`child-safeguarding`), reports (`as_str`:
+/// `child_safeguarding`) and the wire (`From`/`TryFrom` in `convert`).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+    strum::IntoStaticStr,
+)]
+#[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "snake_case")]
 pub enum LawfulBasis {
     ChildSafeguarding,
     AdultSafeguarding,
@@ -102,6 +124,13 @@ pub enum LawfulBasis {
     PublicTask,
     CrimePrevention,
     Consent,
+}
+
+impl LawfulBasis {
+    /// The basis as subject-access reports and audit listings name it.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,7 +18,7 @@ use patchwork_proto::v1;
 use tokio::sync::Semaphore;
 use tonic::transport::Channel;
 
-use crate::config::{FederationSection, PurposeName, SensitivityName};
+use crate::config::FederationSection;
 use crate::server::{NodeError, read_private_key};
 use crate::tls::TlsState;
 
@@ -79,26 +79,6 @@ fn read_secret_hex(path: &Path) -> Result<Vec<u8>, String> {
     hex::decode(text).map_err(|e| e.to_string())
 }
 
-fn basis(name: PurposeName) -> v1::LawfulBasis {
-    match name {
-        PurposeName::ChildSafeguarding => v1::LawfulBasis::ChildSafeguarding,
-        PurposeName::AdultSafeguarding => v1::LawfulBasis::AdultSafeguarding,
-        PurposeName::VitalInterests => v1::LawfulBasis::VitalInterests,
-        PurposeName::DirectCare => v1::LawfulBasis::DirectCare,
-        PurposeName::PublicTask => v1::LawfulBasis::PublicTask,
-        PurposeName::CrimePrevention => v1::LawfulBasis::CrimePrevention,
-        PurposeName::Consent => v1::LawfulBasis::Consent,
-    }
-}
-
-fn sensitivity(name: SensitivityName) -> v1::Sensitivity {
-    match name {
-        SensitivityName::Standard => v1::Sensitivity::Standard,
-        SensitivityName::Restricted => v1::Sensitivity::Restricted,
-        SensitivityName::AlwaysFindable => v1::Sensitivity::AlwaysFindable,
-    }
-}
-
 /// Each peer's channel and where its connections note TLS errors.
 type PeerChannels = HashMap<SpiffeId, (Channel, TlsErrors)>;
 
@@ -134,12 +114,8 @@ fn peers_of(section: &FederationSection) -> Vec<Peer> {
                 name: entry.name.trim().to_owned(),
                 address: entry.address.clone(),
                 agreement: Agreement {
-                    purposes: entry.purposes.iter().map(|p| basis(*p)).collect(),
-                    sensitivities: entry
-                        .sensitivities
-                        .iter()
-                        .map(|s| sensitivity(*s))
-                        .collect(),
+                    purposes: entry.purposes.iter().map(|p| (*p).into()).collect(),
+                    sensitivities: entry.sensitivities.iter().map(|s| (*s).into()).collect(),
                     rate_limit_per_minute: entry.rate_limit_per_minute,
                     key_set: entry.key_set.clone(),
                 },

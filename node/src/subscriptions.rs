@@ -111,7 +111,7 @@ pub async fn subscribe(
             question.requester_id
         ))
     })?;
-    let basis = crate::convert::lawful_basis(question.purpose.lawful_basis);
+    let basis = v1::LawfulBasis::from(question.purpose.lawful_basis);
     let federation = state.federation.current();
     let all = federation.registry.all();
     for (i, wanted) in question.peers.iter().enumerate() {
@@ -254,19 +254,12 @@ pub async fn unsubscribe(state: &NodeState, id: &str) -> Result<(), Status> {
     })
     .await?
     .ok_or_else(|| Status::not_found(format!("subscription_id: subscription {id} not found")))?;
-    let store = state.store.clone();
     let local = subscription.id.clone();
-    blocking(move || {
-        store
-            .remove_remote_subscription(&local)
-            .map_err(|e| store_status(e, ""))
-    })
-    .await?;
     state
-        .store
-        .flush()
-        .await
-        .map_err(crate::convert::unflushed_status)?;
+        .write("", move |store| {
+            Ok(store.remove_remote_subscription(&local)?)
+        })
+        .await?;
     let federation = state.federation.current();
     if let Some(peer) = peer_of(&federation, &subscription.peer)
         && let Ok(channel) = federation.channel(&peer)
@@ -442,18 +435,15 @@ async fn poll_peer(
         }
         if !fresh.is_empty() {
             audit_all(state, audits).await?;
-            let store = state.store.clone();
-            blocking(move || {
-                for (local_id, received) in &fresh {
-                    store
-                        .receive_notification(local_id, received)
-                        .map_err(|e| store_status(e, ""))?;
-                }
-                Ok(())
-            })
-            .await?;
-            // Watch and webhooks see only flushed events.
-            state.flush().await?;
+            // Watch and webhooks see only flushed events: `write` flushes.
+            state
+                .write("", move |store| {
+                    for (local_id, received) in &fresh {
+                        store.receive_notification(local_id, received)?;
+                    }
+                    Ok(())
+                })
+                .await?;
         }
         let store = state.store.clone();
         let ids: Vec<String> = by_remote.values().map(|s| s.id.clone()).collect();

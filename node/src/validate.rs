@@ -250,10 +250,7 @@ fn national_id_error(field: &str, error: IdentifierError) -> FieldError {
 
 pub fn sensitivity(value: i32, field: &str) -> Validated<Sensitivity> {
     match v1::Sensitivity::try_from(value) {
-        Ok(v1::Sensitivity::Standard) => Ok(Sensitivity::Standard),
-        Ok(v1::Sensitivity::Restricted) => Ok(Sensitivity::Restricted),
-        Ok(v1::Sensitivity::AlwaysFindable) => Ok(Sensitivity::AlwaysFindable),
-        Ok(v1::Sensitivity::Unspecified) => Err(FieldError::new(field, "is required")),
+        Ok(wire) => Sensitivity::try_from(wire).map_err(|()| FieldError::new(field, "is required")),
         Err(_) => Err(FieldError::new(field, format!("unknown value {value}"))),
     }
 }
@@ -276,16 +273,8 @@ pub fn sector(value: i32, field: &str) -> Validated<Sector> {
 }
 
 pub fn lawful_basis(value: i32, field: &str) -> Validated<LawfulBasis> {
-    use v1::LawfulBasis as L;
-    match L::try_from(value) {
-        Ok(L::ChildSafeguarding) => Ok(LawfulBasis::ChildSafeguarding),
-        Ok(L::AdultSafeguarding) => Ok(LawfulBasis::AdultSafeguarding),
-        Ok(L::VitalInterests) => Ok(LawfulBasis::VitalInterests),
-        Ok(L::DirectCare) => Ok(LawfulBasis::DirectCare),
-        Ok(L::PublicTask) => Ok(LawfulBasis::PublicTask),
-        Ok(L::CrimePrevention) => Ok(LawfulBasis::CrimePrevention),
-        Ok(L::Consent) => Ok(LawfulBasis::Consent),
-        Ok(L::Unspecified) => Err(FieldError::new(field, "is required")),
+    match v1::LawfulBasis::try_from(value) {
+        Ok(wire) => LawfulBasis::try_from(wire).map_err(|()| FieldError::new(field, "is required")),
         Err(_) => Err(FieldError::new(field, format!("unknown value {value}"))),
     }
 }

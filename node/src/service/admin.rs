@@ -320,7 +320,7 @@ fn subject_involvement(
     Ok(v1::SubjectInvolvement {
         involvement_id: involvement.id.clone(),
         service: involvement.service.clone(),
-        sensitivity: crate::convert::sensitivity(involvement.sensitivity) as i32,
+        sensitivity: v1::Sensitivity::from(involvement.sensitivity) as i32,
         practitioner_name: practitioner
             .as_ref()
             .map(|p| p.name.clone())
@@ -458,7 +458,7 @@ fn who_looked_up(
                 }
                 None => format!("practitioner id {requester} on this node (no longer on record)"),
             };
-            out.lawful_basis = basis_name(lawful_basis).into();
+            out.lawful_basis = lawful_basis.as_str().into();
             out.reason = reason;
         }
         _ => {
@@ -495,23 +495,13 @@ fn who_asked(event: &AuditEvent, out: &mut v1::SubjectAccessEntry) {
         "{requester_name} ({requester_role}, {requester_organisation}; \
          practitioner id {requester_practitioner_id} at that node)"
     );
-    out.lawful_basis = lawful_basis.map_or("none given", basis_name).into();
+    out.lawful_basis = lawful_basis
+        .map_or("none given", LawfulBasis::as_str)
+        .into();
     out.reason = reason.clone();
     out.outcome = match refusal {
         Some(why) => format!("{outcome}: {why}"),
         None => outcome.clone(),
     };
     out.disclosed_involvement_ids = disclosed_involvement_ids.clone();
-}
-
-fn basis_name(basis: LawfulBasis) -> &'static str {
-    match basis {
-        LawfulBasis::ChildSafeguarding => "child_safeguarding",
-        LawfulBasis::AdultSafeguarding => "adult_safeguarding",
-        LawfulBasis::VitalInterests => "vital_interests",
-        LawfulBasis::DirectCare => "direct_care",
-        LawfulBasis::PublicTask => "public_task",
-        LawfulBasis::CrimePrevention => "crime_prevention",
-        LawfulBasis::Consent => "consent",
-    }
 }

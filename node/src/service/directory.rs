@@ -26,19 +26,15 @@ impl DirectoryService {
         DirectoryService { state }
     }
 
-    /// Runs one store write, then flushes so the reply acknowledges durable data.
+    /// One store write through [`NodeState::write`].
     async fn write<T, F>(&self, prefix: &'static str, work: F) -> Result<T, Status>
     where
         T: Send + 'static,
         F: FnOnce(&crate::store::Store) -> Result<T, crate::store::StoreError> + Send + 'static,
     {
-        let store = self.state.store.clone();
-        let value = match blocking(move || Ok(work(&store))).await? {
-            Ok(value) => value,
-            Err(error) => return Err(self.state.write_failed(error, prefix).await),
-        };
-        self.state.flush().await?;
-        Ok(value)
+        self.state
+            .write(prefix, move |store| work(store).map_err(Into::into))
+            .await
     }
 
     async fn read<T, F>(&self, work: F) -> Result<T, Status>

@@ -37,18 +37,6 @@ pub(super) fn relationship_to_proto(value: Relationship) -> v1::Relationship {
     }
 }
 
-/// Runs one store write, then flushes so the reply acknowledges durable data.
-async fn write<T, F>(state: &NodeState, work: F) -> Result<T, Status>
-where
-    T: Send + 'static,
-    F: FnOnce(&crate::store::Store) -> Result<T, Status> + Send + 'static,
-{
-    let store = state.store.clone();
-    let value = blocking(move || work(&store)).await?;
-    state.flush().await?;
-    Ok(value)
-}
-
 pub(super) async fn confirm_involvement(
     state: &NodeState,
     req: v1::ConfirmInvolvementRequest,
@@ -57,11 +45,9 @@ pub(super) async fn confirm_involvement(
     let practitioner_id = validate::id(&req.practitioner_id, "practitioner_id")?;
     let today = state_today();
     let (key, who) = (id.clone(), practitioner_id.clone());
-    let outcome = write(state, move |s| {
-        s.confirm_involvement(&key, &who, today)
-            .map_err(|e| store_status(e, ""))
-    })
-    .await?;
+    let outcome = state
+        .write("", move |s| Ok(s.confirm_involvement(&key, &who, today)?))
+        .await?;
     match outcome {
         Ok(confirmed) => {
             tracing::info!(involvement = %confirmed.id, "involvement confirmed");
@@ -139,11 +125,9 @@ pub(super) async fn link_persons(
     let other_id = validate::id(&req.other_person_id, "other_person_id")?;
     let relationship = relationship_from_proto(req.relationship, "relationship")?;
     let (a, b) = (person_id.clone(), other_id.clone());
-    write(state, move |s| {
-        s.link_persons(&a, &b, relationship)
-            .map_err(|e| store_status(e, ""))
-    })
-    .await?;
+    state
+        .write("", move |s| Ok(s.link_persons(&a, &b, relationship)?))
+        .await?;
     tracing::info!(person = %person_id, other = %other_id, "persons linked");
     Ok(v1::PersonLink {
         person_id,
@@ -159,10 +143,9 @@ pub(super) async fn unlink_persons(
     let person_id = validate::id(&req.person_id, "person_id")?;
     let other_id = validate::id(&req.other_person_id, "other_person_id")?;
     let (a, b) = (person_id.clone(), other_id.clone());
-    let removed = write(state, move |s| {
-        s.unlink_persons(&a, &b).map_err(|e| store_status(e, ""))
-    })
-    .await?;
+    let removed = state
+        .write("", move |s| Ok(s.unlink_persons(&a, &b)?))
+        .await?;
     if !removed {
         return Err(Status::not_found(format!(
             "other_person_id: person {person_id} is not linked to {other_id}"

@@ -197,18 +197,16 @@ fn anything_disclosable(
 ) -> Result<bool, StoreError> {
     Ok(store.involvements_of_person(person_id)?.iter().any(|i| {
         i.is_active()
-            && peer
-                .agreement
-                .disclosure(convert::sensitivity(i.sensitivity), proto_basis(basis))
-                != Disclosure::Withheld
+            && peer.agreement.disclosure(
+                v1::Sensitivity::from(i.sensitivity),
+                v1::LawfulBasis::from(basis),
+            ) != Disclosure::Withheld
     }))
 }
 
-fn proto_basis(basis: LawfulBasis) -> v1::LawfulBasis {
-    convert::lawful_basis(basis)
-}
-
-/// What of one matched person's current involvements goes to `peer`.
+/// What of `person_id`'s involvements goes to `peer`: the agreement says
+/// whether anything goes (`Disclosure`), `disclosure` what (a restricted
+/// involvement only ever as its gatekeeper).
 fn disclose(
     store: &Store,
     person_id: &str,
@@ -216,38 +214,12 @@ fn disclose(
     basis: LawfulBasis,
     include_family: bool,
 ) -> Result<(Vec<v1::DisclosedInvolvement>, DisclosedIds), StoreError> {
-    // The agreement says whether anything goes; `disclose_one` says what:
-    // a restricted involvement only ever as its gatekeeper.
-    let allowed = |involvement: &crate::model::Involvement| {
-        let sensitivity = convert::sensitivity(involvement.sensitivity);
-        peer.agreement.disclosure(sensitivity, proto_basis(basis)) != Disclosure::Withheld
-    };
-    let mut contacts = crate::disclosure::Contacts::new(store);
-    let mut disclosed = Vec::new();
-    let mut ids = Vec::new();
-    for involvement in store.involvements_of_person(person_id)? {
-        if !involvement.is_active() || !allowed(&involvement) {
-            continue;
-        }
-        ids.push(involvement.id.clone());
-        disclosed.push(contacts.disclose(&involvement)?);
-    }
-    let mut members = Vec::new();
-    if include_family {
-        // The family view, under the same agreement; audited with the rest,
-        // and each member named for their own subject-access report.
-        let family = crate::disclosure::disclose_family(store, person_id, allowed)?;
-        ids.extend(family.ids());
-        disclosed.extend(family.involvements);
-        members = family.members;
-    }
-    Ok((
-        disclosed,
-        DisclosedIds {
-            involvement_ids: ids,
-            family: members,
-        },
-    ))
+    crate::disclosure::disclose(store, person_id, include_family, |involvement| {
+        peer.agreement.disclosure(
+            v1::Sensitivity::from(involvement.sensitivity),
+            v1::LawfulBasis::from(basis),
+        ) != Disclosure::Withheld
+    })
 }
 
 fn outcome_name(status: v1::MatchStatus) -> &'static str {
@@ -474,7 +446,7 @@ impl Federation for FederationService {
                 .refuse(identity.to_string(), &request, Some(checked.basis), status)
                 .await);
         }
-        if !peer.agreement.allows(proto_basis(checked.basis)) {
+        if !peer.agreement.allows(v1::LawfulBasis::from(checked.basis)) {
             let status = Status::permission_denied(format!(
                 "purpose {:?} is not in this node's agreement with {identity}",
                 checked.basis

@@ -55,6 +55,27 @@ impl NodeState {
         Rules::new(&self.default_id_scheme)
     }
 
+    /// The one way a request writes: `work` on the blocking pool, then a
+    /// flush, so the reply acknowledges durable data. A store error from
+    /// the write is named under `prefix`, and an I/O error (from the write
+    /// or the flush) makes health report NOT_SERVING; a refusal of the
+    /// work's own checks passes through as it is.
+    pub(crate) async fn write<T, F>(&self, prefix: &'static str, work: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&crate::store::Store) -> Result<T, WriteFailure> + Send + 'static,
+    {
+        let store = self.store.clone();
+        match blocking(move || Ok(work(&store))).await? {
+            Ok(value) => {
+                self.flush().await?;
+                Ok(value)
+            }
+            Err(WriteFailure::Refused(status)) => Err(status),
+            Err(WriteFailure::Store(error)) => Err(self.write_failed(error, prefix).await),
+        }
+    }
+
     /// The status for a store error from a write; an I/O error also makes
     /// health report NOT_SERVING, as a failed flush does: once sled cannot
     /// write its log, a write can fail before it ever reaches a flush, and
@@ -84,6 +105,26 @@ impl NodeState {
                 Err(crate::convert::unflushed_status(e))
             }
         }
+    }
+}
+
+/// Why a request's write did not happen: its own checks refused it, or the
+/// store failed (see [`NodeState::write`]).
+#[derive(Debug)]
+pub(crate) enum WriteFailure {
+    Refused(Status),
+    Store(crate::store::StoreError),
+}
+
+impl From<Status> for WriteFailure {
+    fn from(status: Status) -> Self {
+        WriteFailure::Refused(status)
+    }
+}
+
+impl From<crate::store::StoreError> for WriteFailure {
+    fn from(error: crate::store::StoreError) -> Self {
+        WriteFailure::Store(error)
     }
 }
 

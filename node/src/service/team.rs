@@ -42,15 +42,12 @@ pub(super) async fn set_attention(
     } else {
         validate::optional_text(reason, "reason", MAX_REASON)?.unwrap_or_default()
     };
-    let store = state.store.clone();
     let person = person_id.clone();
-    blocking(move || {
-        store
-            .set_attention(&person, &practitioner_id, raise, &reason)
-            .map_err(|e| store_status(e, ""))
-    })
-    .await?;
-    state.flush().await?;
+    state
+        .write("", move |store| {
+            Ok(store.set_attention(&person, &practitioner_id, raise, &reason)?)
+        })
+        .await?;
     info!(person = %person_id, raised = raise, "attention flag changed");
     Ok(())
 }

@@ -17,7 +17,7 @@ use patchwork_federation::hostile::TalliedRefusal;
 use patchwork_proto::v1::{self, federation_server::Federation};
 use tonic::{Request, Response, Status};
 
-use super::{FederationService, check_request, match_query, proto_basis};
+use super::{FederationService, check_request, match_query};
 use crate::convert;
 use crate::model::{Involvement, LawfulBasis};
 use crate::service::blocking;
@@ -88,8 +88,12 @@ fn disclose_event(
             let Some(involvement) = event_involvement(store, event)? else {
                 return Ok(None);
             };
-            let sensitivity = convert::sensitivity(involvement.sensitivity);
-            if peer.agreement.disclosure(sensitivity, proto_basis(basis)) == Disclosure::Withheld {
+            let sensitivity = v1::Sensitivity::from(involvement.sensitivity);
+            if peer
+                .agreement
+                .disclosure(sensitivity, v1::LawfulBasis::from(basis))
+                == Disclosure::Withheld
+            {
                 return Ok(None);
             }
             let disclosed = crate::disclosure::disclose_one(store, &involvement)?;
@@ -152,43 +156,39 @@ pub(super) async fn subscribe(
         )));
     };
     let checked = check_request(&find, &peer)?;
-    let store = service.state.store.clone();
     let requester = subscribe.requester.clone().unwrap_or_default();
     let peer_name = identity.to_string();
-    let subscription = blocking(move || {
-        let decision = match_query(
-            &store,
-            &peer.agreement.key_set,
-            &checked.keys,
-            checked.scheme.as_deref(),
-        )?;
-        let Decision::Matched(person_id) = decision else {
-            return Err(Status::aborted(
-                "the match changed while subscribing; ask again",
-            ));
-        };
-        let from_seq = store
-            .last_event_seq()
-            .map_err(|e| convert::store_status(e, ""))?;
-        let subscription = Subscription {
-            id: uuid::Uuid::new_v4().to_string(),
-            peer: peer_name,
-            person_id,
-            requester_practitioner_id: requester.practitioner_id,
-            requester_name: requester.name,
-            lawful_basis: checked.basis,
-            reason: checked.reason,
-            from_seq,
-            expires_at_unix_seconds: now() + ttl,
-            cancelled: false,
-        };
-        store
-            .put_subscription(&subscription)
-            .map_err(|e| convert::store_status(e, ""))?;
-        Ok(subscription)
-    })
-    .await?;
-    service.state.flush().await?;
+    let subscription = service
+        .state
+        .write("", move |store| {
+            let decision = match_query(
+                store,
+                &peer.agreement.key_set,
+                &checked.keys,
+                checked.scheme.as_deref(),
+            )?;
+            let Decision::Matched(person_id) = decision else {
+                return Err(
+                    Status::aborted("the match changed while subscribing; ask again").into(),
+                );
+            };
+            let from_seq = store.last_event_seq()?;
+            let subscription = Subscription {
+                id: uuid::Uuid::new_v4().to_string(),
+                peer: peer_name,
+                person_id,
+                requester_practitioner_id: requester.practitioner_id,
+                requester_name: requester.name,
+                lawful_basis: checked.basis,
+                reason: checked.reason,
+                from_seq,
+                expires_at_unix_seconds: now() + ttl,
+                cancelled: false,
+            };
+            store.put_subscription(&subscription)?;
+            Ok(subscription)
+        })
+        .await?;
     tracing::info!(peer = %identity, subscription = %subscription.id, "peer subscribed");
     Ok(Response::new(v1::SubscribeResponse {
         subscription_id: subscription.id,
@@ -316,15 +316,13 @@ pub(super) async fn unsubscribe(
         )));
     }
     let id = request.into_inner().subscription_id;
-    let store = service.state.store.clone();
     let peer_name = identity.to_string();
-    blocking(move || {
-        owned(&store, &id, &peer_name, "subscription_id")?;
-        store
-            .cancel_subscription(&id)
-            .map_err(|e| convert::store_status(e, ""))
-    })
-    .await?;
-    service.state.flush().await?;
+    service
+        .state
+        .write("", move |store| {
+            owned(store, &id, &peer_name, "subscription_id")?;
+            Ok(store.cancel_subscription(&id)?)
+        })
+        .await?;
     Ok(Response::new(v1::UnsubscribeResponse {}))
 }
