@@ -51,12 +51,254 @@ pub struct FederationService {
 }
 
 impl FederationService {
+    /// A peer's query, answered: identity → agreement → rate → checks →
+    /// replay → purpose → enumeration pause → match → disclose → audit. The
+    /// one path for `FindInvolvements` and `Subscribe` (which subscribes to
+    /// the person this matched, if it disclosed them).
+    pub(super) async fn answer_query(
+        &self,
+        identity: &SpiffeId,
+        request: v1::FindInvolvementsRequest,
+    ) -> Result<AnsweredQuery, Status> {
+        let identity = identity.clone();
+        let Some(peer) = self
+            .state
+            .federation
+            .current()
+            .registry
+            .get(&identity)
+            .cloned()
+        else {
+            let status =
+                Status::permission_denied(format!("{identity} has no agreement with this node"));
+            return Err(self.refuse_counted(&identity, TalliedRefusal::NoAgreement, status));
+        };
+        // The rate first: every query costs a token before anything is
+        // written, so a peer over its rate never makes the node write.
+        if !peer.limiter.try_acquire() {
+            let status = Status::resource_exhausted(format!(
+                "{identity} may ask {} queries a minute",
+                peer.agreement.rate_limit_per_minute
+            ));
+            return Err(self.refuse_counted(&identity, TalliedRefusal::RateLimited, status));
+        }
+        let checked = match check_request(&request, &peer) {
+            Ok(checked) => checked,
+            Err(status) => {
+                return Err(self
+                    .refuse(identity.to_string(), &request, None, status)
+                    .await);
+            }
+        };
+        if !self
+            .replays
+            .first_time(&identity, &request.request_id, Instant::now())
+        {
+            // A second answer would be a second disclosure nobody asked for.
+            let status = Status::already_exists("request id already answered");
+            return Err(self
+                .refuse(identity.to_string(), &request, Some(checked.basis), status)
+                .await);
+        }
+        if !peer.agreement.allows(v1::LawfulBasis::from(checked.basis)) {
+            let status = Status::permission_denied(format!(
+                "purpose {:?} is not in this node's agreement with {identity}",
+                checked.basis
+            ));
+            return Err(self
+                .refuse(identity.to_string(), &request, Some(checked.basis), status)
+                .await);
+        }
+        if let Some(signal) = self
+            .state
+            .federation
+            .enumeration_watch()
+            .paused(&identity, Instant::now())
+        {
+            tracing::debug!(peer = %identity, %signal, "paused peer's query refused");
+            let status =
+                Status::resource_exhausted("query pattern looks like enumeration; queries paused");
+            // Counted like the rate: a paused peer may go on asking at it.
+            return Err(self.refuse_counted(&identity, TalliedRefusal::Paused, status));
+        }
+
+        let set = peer.agreement.key_set.clone();
+        let answer_peer = peer.clone();
+        let basis = checked.basis;
+        let keys = checked.keys;
+        let keys_sent = keys.clone();
+        let scheme = checked.scheme;
+        let include_family = request.include_family;
+        let answer = move |store: &Store| -> Result<_, Status> {
+            let (decision, candidates) =
+                match_query_with_candidates(store, &set, &keys, scheme.as_deref())?;
+            // Doubt about persons none of whom has anything this peer may
+            // see is no business of the peer's: it hears "no match", as for
+            // someone unknown (audited `ambiguous_withheld`).
+            if matches!(decision, Decision::Ambiguous { .. }) {
+                let mut any = false;
+                for id in &candidates {
+                    if anything_disclosable(store, id, &answer_peer, basis)
+                        .map_err(|e| convert::store_status(e, ""))?
+                    {
+                        any = true;
+                        break;
+                    }
+                }
+                if !any {
+                    return Ok((
+                        v1::MatchStatus::Ambiguous,
+                        None,
+                        Vec::new(),
+                        Default::default(),
+                        Vec::new(),
+                        true,
+                    ));
+                }
+            }
+            Ok(match decision {
+                Decision::Matched(person_id) => {
+                    let (disclosed, ids) =
+                        disclose(store, &person_id, &answer_peer, basis, include_family)
+                            .map_err(|e| convert::store_status(e, ""))?;
+                    (
+                        v1::MatchStatus::Matched,
+                        Some(person_id),
+                        disclosed,
+                        ids,
+                        Vec::new(),
+                        false,
+                    )
+                }
+                Decision::NoMatch => (
+                    v1::MatchStatus::NoMatch,
+                    None,
+                    Vec::new(),
+                    Default::default(),
+                    Vec::new(),
+                    false,
+                ),
+                Decision::Ambiguous {
+                    more_identifiers_wanted,
+                } => (
+                    v1::MatchStatus::Ambiguous,
+                    None,
+                    Vec::new(),
+                    Default::default(),
+                    more_identifiers_wanted
+                        .into_iter()
+                        .map(|k| k as i32)
+                        .collect(),
+                    false,
+                ),
+            })
+        };
+        let (found, person_id, disclosed, ids, more, doubt_withheld) =
+            read(&self.state, answer).await?;
+        // "Matched, nothing disclosed" would tell the peer this node holds the
+        // person (only ended involvements, or only ones its agreement does not
+        // cover): it hears exactly what it would for someone unknown. The
+        // audit keeps the truth, so the person's subject-access report still
+        // shows who asked.
+        let withheld = found == v1::MatchStatus::Matched && disclosed.is_empty();
+        let status = if withheld || doubt_withheld {
+            v1::MatchStatus::NoMatch
+        } else {
+            found
+        };
+        let audit_outcome = if withheld {
+            "matched_withheld"
+        } else if doubt_withheld {
+            "ambiguous_withheld"
+        } else {
+            outcome_name(status)
+        };
+        let requester = request.requester.clone().unwrap_or_default();
+        let family_disclosed = person_id.as_deref().and_then(|person| {
+            AuditEvent::family_disclosed(
+                &request.request_id,
+                Some(identity.to_string()),
+                person,
+                ids.family,
+            )
+        });
+        let asked = AuditEvent::PeerAsked {
+            request_id: request.request_id.clone(),
+            peer: identity.to_string(),
+            requester_practitioner_id: requester.practitioner_id,
+            requester_name: requester.name,
+            requester_role: requester.role,
+            requester_organisation: requester.organisation,
+            lawful_basis: Some(checked.basis),
+            reason: checked.reason.clone(),
+            outcome: audit_outcome.into(),
+            refusal: None,
+            person_id: person_id.clone(),
+            disclosed_involvement_ids: ids.involvement_ids,
+        };
+        // The family entry straight after the question it belongs to.
+        crate::lookup::audit_all(
+            &self.state,
+            std::iter::once(asked).chain(family_disclosed).collect(),
+        )
+        .await?;
+        tracing::info!(
+            outcome = audit_outcome,
+            disclosed = disclosed.len(),
+            "peer query answered"
+        );
+        let digests: Vec<Digest> = keys_sent.iter().map(|(_, digest)| *digest).collect();
+        let answered = Answered {
+            digests: &digests,
+            disclosed_person: (status == v1::MatchStatus::Matched)
+                .then_some(person_id.as_deref())
+                .flatten(),
+            ambiguous: status == v1::MatchStatus::Ambiguous,
+        };
+        if let Pattern::AlertRaised(signal) =
+            self.state
+                .federation
+                .enumeration_watch()
+                .record(&identity, answered, Instant::now())
+        {
+            self.state.metrics.enumeration_alert(&identity);
+            tracing::warn!(
+                peer = %identity,
+                %signal,
+                "peer queries look like enumeration: its queries are paused"
+            );
+        }
+        Ok(AnsweredQuery {
+            response: v1::FindInvolvementsResponse {
+                status: status as i32,
+                involvements: disclosed,
+                more_identifiers_wanted: more,
+            },
+            disclosed_person: (status == v1::MatchStatus::Matched)
+                .then_some(person_id)
+                .flatten(),
+            basis: checked.basis,
+            reason: checked.reason,
+        })
+    }
+
     pub fn new(state: NodeState) -> Self {
         FederationService {
             replays: Arc::new(ReplayGuard::default()),
             state,
         }
     }
+}
+
+/// What [`FederationService::answer_query`] answered, and about whom.
+pub(super) struct AnsweredQuery {
+    pub response: v1::FindInvolvementsResponse,
+    /// The person the peer was told about (`MATCHED` with something
+    /// disclosed); `None` for every other answer, withheld ones included.
+    pub disclosed_person: Option<String>,
+    /// The query's purpose, as checked.
+    pub basis: LawfulBasis,
+    pub reason: String,
 }
 
 /// A query that passed every check.
@@ -152,17 +394,7 @@ fn check_request(request: &v1::FindInvolvementsRequest, peer: &Peer) -> Result<C
 
 /// The answering node's decision on a checked query: which of its persons,
 /// if any, the query's keys identify (kinds as the index stored them, see
-/// `decide::effective_kind`).
-fn match_query(
-    store: &Store,
-    set: &str,
-    keys: &[(v1::MatchKeyKind, Digest)],
-    scheme: Option<&str>,
-) -> Result<Decision<String>, Status> {
-    Ok(match_query_with_candidates(store, set, keys, scheme)?.0)
-}
-
-/// As [`match_query`], with the persons any key hit (at most
+/// `decide::effective_kind`), with the persons any key hit (at most
 /// `CANDIDATE_LIMIT + 1`).
 fn match_query_with_candidates(
     store: &Store,
@@ -406,219 +638,8 @@ impl Federation for FederationService {
     ) -> Result<Response<v1::FindInvolvementsResponse>, Status> {
         let identity = self.state.access.identify(&request)?;
         tracing::Span::current().record("peer", tracing::field::display(&identity));
-        let request = request.into_inner();
-        let Some(peer) = self
-            .state
-            .federation
-            .current()
-            .registry
-            .get(&identity)
-            .cloned()
-        else {
-            let status =
-                Status::permission_denied(format!("{identity} has no agreement with this node"));
-            return Err(self.refuse_counted(&identity, TalliedRefusal::NoAgreement, status));
-        };
-        // The rate first: every query costs a token before anything is
-        // written, so a peer over its rate never makes the node write.
-        if !peer.limiter.try_acquire() {
-            let status = Status::resource_exhausted(format!(
-                "{identity} may ask {} queries a minute",
-                peer.agreement.rate_limit_per_minute
-            ));
-            return Err(self.refuse_counted(&identity, TalliedRefusal::RateLimited, status));
-        }
-        let checked = match check_request(&request, &peer) {
-            Ok(checked) => checked,
-            Err(status) => {
-                return Err(self
-                    .refuse(identity.to_string(), &request, None, status)
-                    .await);
-            }
-        };
-        if !self
-            .replays
-            .first_time(&identity, &request.request_id, Instant::now())
-        {
-            // A second answer would be a second disclosure nobody asked for.
-            let status = Status::already_exists("request id already answered");
-            return Err(self
-                .refuse(identity.to_string(), &request, Some(checked.basis), status)
-                .await);
-        }
-        if !peer.agreement.allows(v1::LawfulBasis::from(checked.basis)) {
-            let status = Status::permission_denied(format!(
-                "purpose {:?} is not in this node's agreement with {identity}",
-                checked.basis
-            ));
-            return Err(self
-                .refuse(identity.to_string(), &request, Some(checked.basis), status)
-                .await);
-        }
-        if let Some(signal) = self
-            .state
-            .federation
-            .enumeration_watch()
-            .paused(&identity, Instant::now())
-        {
-            tracing::debug!(peer = %identity, %signal, "paused peer's query refused");
-            let status =
-                Status::resource_exhausted("query pattern looks like enumeration; queries paused");
-            // Counted like the rate: a paused peer may go on asking at it.
-            return Err(self.refuse_counted(&identity, TalliedRefusal::Paused, status));
-        }
-
-        let set = peer.agreement.key_set.clone();
-        let answer_peer = peer.clone();
-        let basis = checked.basis;
-        let keys = checked.keys;
-        let keys_sent = keys.clone();
-        let scheme = checked.scheme;
-        let include_family = request.include_family;
-        let answer = move |store: &Store| -> Result<_, Status> {
-            let (decision, candidates) =
-                match_query_with_candidates(store, &set, &keys, scheme.as_deref())?;
-            // Doubt about persons none of whom has anything this peer may
-            // see is no business of the peer's: it hears "no match", as for
-            // someone unknown (audited `ambiguous_withheld`).
-            if matches!(decision, Decision::Ambiguous { .. }) {
-                let mut any = false;
-                for id in &candidates {
-                    if anything_disclosable(store, id, &answer_peer, basis)
-                        .map_err(|e| convert::store_status(e, ""))?
-                    {
-                        any = true;
-                        break;
-                    }
-                }
-                if !any {
-                    return Ok((
-                        v1::MatchStatus::Ambiguous,
-                        None,
-                        Vec::new(),
-                        Default::default(),
-                        Vec::new(),
-                        true,
-                    ));
-                }
-            }
-            Ok(match decision {
-                Decision::Matched(person_id) => {
-                    let (disclosed, ids) =
-                        disclose(store, &person_id, &answer_peer, basis, include_family)
-                            .map_err(|e| convert::store_status(e, ""))?;
-                    (
-                        v1::MatchStatus::Matched,
-                        Some(person_id),
-                        disclosed,
-                        ids,
-                        Vec::new(),
-                        false,
-                    )
-                }
-                Decision::NoMatch => (
-                    v1::MatchStatus::NoMatch,
-                    None,
-                    Vec::new(),
-                    Default::default(),
-                    Vec::new(),
-                    false,
-                ),
-                Decision::Ambiguous {
-                    more_identifiers_wanted,
-                } => (
-                    v1::MatchStatus::Ambiguous,
-                    None,
-                    Vec::new(),
-                    Default::default(),
-                    more_identifiers_wanted
-                        .into_iter()
-                        .map(|k| k as i32)
-                        .collect(),
-                    false,
-                ),
-            })
-        };
-        let (found, person_id, disclosed, ids, more, doubt_withheld) =
-            read(&self.state, answer).await?;
-        // "Matched, nothing disclosed" would tell the peer this node holds the
-        // person (only ended involvements, or only ones its agreement does not
-        // cover): it hears exactly what it would for someone unknown. The
-        // audit keeps the truth, so the person's subject-access report still
-        // shows who asked.
-        let withheld = found == v1::MatchStatus::Matched && disclosed.is_empty();
-        let status = if withheld || doubt_withheld {
-            v1::MatchStatus::NoMatch
-        } else {
-            found
-        };
-        let audit_outcome = if withheld {
-            "matched_withheld"
-        } else if doubt_withheld {
-            "ambiguous_withheld"
-        } else {
-            outcome_name(status)
-        };
-        let requester = request.requester.clone().unwrap_or_default();
-        let family_disclosed = person_id.as_deref().and_then(|person| {
-            AuditEvent::family_disclosed(
-                &request.request_id,
-                Some(identity.to_string()),
-                person,
-                ids.family,
-            )
-        });
-        let asked = AuditEvent::PeerAsked {
-            request_id: request.request_id.clone(),
-            peer: identity.to_string(),
-            requester_practitioner_id: requester.practitioner_id,
-            requester_name: requester.name,
-            requester_role: requester.role,
-            requester_organisation: requester.organisation,
-            lawful_basis: Some(checked.basis),
-            reason: checked.reason,
-            outcome: audit_outcome.into(),
-            refusal: None,
-            person_id: person_id.clone(),
-            disclosed_involvement_ids: ids.involvement_ids,
-        };
-        // The family entry straight after the question it belongs to.
-        crate::lookup::audit_all(
-            &self.state,
-            std::iter::once(asked).chain(family_disclosed).collect(),
-        )
-        .await?;
-        tracing::info!(
-            outcome = audit_outcome,
-            disclosed = disclosed.len(),
-            "peer query answered"
-        );
-        let digests: Vec<Digest> = keys_sent.iter().map(|(_, digest)| *digest).collect();
-        let answered = Answered {
-            digests: &digests,
-            disclosed_person: (status == v1::MatchStatus::Matched)
-                .then_some(person_id.as_deref())
-                .flatten(),
-            ambiguous: status == v1::MatchStatus::Ambiguous,
-        };
-        if let Pattern::AlertRaised(signal) =
-            self.state
-                .federation
-                .enumeration_watch()
-                .record(&identity, answered, Instant::now())
-        {
-            self.state.metrics.enumeration_alert(&identity);
-            tracing::warn!(
-                peer = %identity,
-                %signal,
-                "peer queries look like enumeration: its queries are paused"
-            );
-        }
-        Ok(Response::new(v1::FindInvolvementsResponse {
-            status: status as i32,
-            involvements: disclosed,
-            more_identifiers_wanted: more,
-        }))
+        let answered = self.answer_query(&identity, request.into_inner()).await?;
+        Ok(Response::new(answered.response))
     }
 
     #[instrument(skip_all)]

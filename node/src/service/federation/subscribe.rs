@@ -12,12 +12,11 @@
 //! and audited as `NotificationSent` before the reply.
 
 use patchwork_federation::agreement::{Disclosure, Peer};
-use patchwork_federation::decide::Decision;
 use patchwork_federation::hostile::TalliedRefusal;
-use patchwork_proto::v1::{self, federation_server::Federation};
+use patchwork_proto::v1;
 use tonic::{Request, Response, Status};
 
-use super::{FederationService, check_request, match_query};
+use super::FederationService;
 use crate::convert;
 use crate::model::{Involvement, LawfulBasis};
 use crate::service::blocking;
@@ -121,7 +120,7 @@ pub(super) async fn subscribe(
     request: Request<v1::SubscribeRequest>,
 ) -> Result<Response<v1::SubscribeResponse>, Status> {
     let identity = service.state.access.identify(&request)?;
-    let (metadata, extensions, subscribe) = request.into_parts();
+    let subscribe = request.into_inner();
     let ttl = ttl_seconds(subscribe.ttl_days)?;
     let find = v1::FindInvolvementsRequest {
         request_id: subscribe.request_id.clone(),
@@ -132,46 +131,21 @@ pub(super) async fn subscribe(
         national_id_scheme: subscribe.national_id_scheme.clone(),
         include_family: false,
     };
-    // Every check, the match and the PeerAsked audit entry, as a lookup.
-    let answer = service
-        .find_involvements(Request::from_parts(metadata, extensions, find.clone()))
-        .await?
-        .into_inner();
-    if answer.status != v1::MatchStatus::Matched as i32 {
+    // Every check, the match and the PeerAsked audit entry, as a lookup;
+    // the subscription is to the person that answer disclosed.
+    let answered = service.answer_query(&identity, find).await?;
+    let Some(person_id) = answered.disclosed_person else {
         return Ok(Response::new(v1::SubscribeResponse {
-            status: answer.status,
+            status: answered.response.status,
             ..Default::default()
         }));
-    }
-    let Some(peer) = service
-        .state
-        .federation
-        .current()
-        .registry
-        .get(&identity)
-        .cloned()
-    else {
-        return Err(Status::permission_denied(format!(
-            "{identity} has no agreement with this node"
-        )));
     };
-    let checked = check_request(&find, &peer)?;
-    let requester = subscribe.requester.clone().unwrap_or_default();
+    let requester = subscribe.requester.unwrap_or_default();
     let peer_name = identity.to_string();
+    let (basis, reason) = (answered.basis, answered.reason);
     let subscription = service
         .state
         .write("", move |store| {
-            let decision = match_query(
-                store,
-                &peer.agreement.key_set,
-                &checked.keys,
-                checked.scheme.as_deref(),
-            )?;
-            let Decision::Matched(person_id) = decision else {
-                return Err(
-                    Status::aborted("the match changed while subscribing; ask again").into(),
-                );
-            };
             let from_seq = store.last_event_seq()?;
             let subscription = Subscription {
                 id: uuid::Uuid::new_v4().to_string(),
@@ -179,8 +153,8 @@ pub(super) async fn subscribe(
                 person_id,
                 requester_practitioner_id: requester.practitioner_id,
                 requester_name: requester.name,
-                lawful_basis: checked.basis,
-                reason: checked.reason,
+                lawful_basis: basis,
+                reason,
                 from_seq,
                 expires_at_unix_seconds: now() + ttl,
                 cancelled: false,
@@ -194,7 +168,7 @@ pub(super) async fn subscribe(
         subscription_id: subscription.id,
         status: v1::MatchStatus::Matched as i32,
         expires_at_unix_seconds: subscription.expires_at_unix_seconds,
-        involvements: answer.involvements,
+        involvements: answered.response.involvements,
     }))
 }
 
