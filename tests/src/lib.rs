@@ -685,6 +685,31 @@ pub fn lookup_request(subject: v1::Demographics, practitioner_id: &str) -> v1::L
     }
 }
 
+/// Connects as `client` and makes one call; returns how it was refused (the
+/// error chain of the transport error, or the status), or None if it worked.
+/// With TLS 1.3 the server judges the client's certificate after the
+/// client's side of the handshake is done, so a refusal can surface at
+/// connect or at the first call.
+pub async fn refusal(node: &TestNode, client: &ClientCert) -> Option<String> {
+    use patchwork_node::client::error_chain;
+    let channel = match node.try_channel(client).await {
+        Ok(channel) => channel,
+        Err(error) => return Some(error_chain(&error)),
+    };
+    match AdminClient::new(channel)
+        .get_trust_status(v1::GetTrustStatusRequest {})
+        .await
+    {
+        Ok(_) => None,
+        Err(status) => {
+            let cause = std::error::Error::source(&status)
+                .map(error_chain)
+                .unwrap_or_default();
+            Some(format!("{:?}: {} {cause}", status.code(), status.message()))
+        }
+    }
+}
+
 // ------------------------------------------------------------ two councils
 
 /// An organisation `org` with one social worker, `practitioner_id`.

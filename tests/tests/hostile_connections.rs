@@ -11,7 +11,8 @@ use patchwork_tests::flood::{
     CallFigures, IdleSocketFlood, WatchFlood, channel_from, loopback, resident_kib,
 };
 use patchwork_tests::{
-    ClientCert, ClientGrant, NodeOptions, TestCa, TestNode, client_tls_config, eventually, v1,
+    ClientCert, ClientGrant, NodeOptions, TRUST_DOMAIN, TestCa, TestNode, client_tls_config,
+    eventually, refusal, v1,
 };
 use tonic::Code;
 
@@ -363,4 +364,48 @@ async fn a_strangers_flood_of_health_watches_is_refused_beyond_its_share() {
         "the stranger's closed watches are given back"
     );
     node.stop().await;
+}
+
+/// Found by a review: idle connections from one host held every handshake
+/// slot.
+#[tokio::test]
+async fn idle_connections_from_one_host_do_not_lock_everyone_else_out() {
+    let ca = TestCa::new(TRUST_DOMAIN);
+    let admin = ca.client("admin");
+    let node = TestNode::start_with(
+        &ca,
+        "surrey",
+        &[ClientGrant {
+            client: &admin,
+            roles: &["admin"],
+        }],
+        NodeOptions {
+            // Long enough that waiting for an idle handshake to time out
+            // would fail the deadline below.
+            handshake_timeout_ms: Some(30_000),
+            ..Default::default()
+        },
+    )
+    .await;
+
+    // More idle connections than the node has handshake slots, all from
+    // 127.0.0.2, none of them ever saying hello.
+    let mut idle = Vec::new();
+    for _ in 0..600 {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind("127.0.0.2:0".parse().expect("addr"))
+            .expect("bind 127.0.0.2");
+        idle.push(socket.connect(node.addr).await.expect("connect"));
+    }
+
+    // A real client from 127.0.0.1 still gets in, and quickly.
+    let started = Instant::now();
+    assert_eq!(refusal(&node, &admin).await, None);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    drop(idle);
 }

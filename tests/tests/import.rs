@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use patchwork_node::cli::{ImportRequest, import_csv};
 use patchwork_node::csv_rows::CsvKind;
 use patchwork_tests::{ClientGrant, TRUST_DOMAIN, TestCa, TestNode, lookup_request, v1};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
 
 const PERSONS_HEADER: &str =
     "id,given_name,family_name,date_of_birth,postcode,address,national_id\n";
@@ -401,4 +403,48 @@ async fn the_last_import_of_each_kind_is_reported_and_a_running_one_shows_progre
         .map(|l| l.kind)
         .collect();
     assert_eq!(kinds, ["organisation", "person"]);
+}
+
+#[tokio::test]
+async fn an_import_stream_with_an_empty_message_is_refused_and_applies_nothing() {
+    // The CLI aborts an import this way when its file changes between its
+    // two passes: ending the stream instead would apply what was sent.
+    let ca = TestCa::new(TRUST_DOMAIN);
+    let node = TestNode::start(&ca, "surrey", &[]).await;
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    let messages = [
+        v1::import_request::Item::Header(v1::ImportHeader {
+            kind: v1::RecordKind::Organisation as i32,
+            dry_run: false,
+            skip_bad_rows: true,
+            source: "organisations.csv".into(),
+        }),
+        v1::import_request::Item::Batch(v1::ImportBatch {
+            rows: vec![v1::ImportRow {
+                line: 2,
+                record: Some(v1::import_row::Record::Organisation(
+                    patchwork_tests::organisation("O1", "Surrey CC", v1::Sector::SocialCare),
+                )),
+            }],
+        }),
+    ];
+    for item in messages {
+        sender
+            .send(v1::ImportRequest { item: Some(item) })
+            .await
+            .expect("queue");
+    }
+    sender
+        .send(v1::ImportRequest { item: None })
+        .await
+        .expect("queue");
+    drop(sender);
+    let status = node
+        .admin()
+        .await
+        .import(ReceiverStream::new(receiver))
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(node.stats().await.organisations, 0, "nothing was applied");
 }

@@ -11,32 +11,14 @@ use std::time::{Duration, Instant};
 use patchwork_certs::{LeafParams, SpiffeId, TrustBundle, certs_from_pem};
 use patchwork_node::client::error_chain;
 use patchwork_tests::hardening::custom_node_leaf;
-use patchwork_tests::{ClientCert, ClientGrant, NodeOptions, TRUST_DOMAIN, TestCa, TestNode, v1};
+use patchwork_tests::{
+    ClientCert, ClientGrant, NodeOptions, TRUST_DOMAIN, TestCa, TestNode, refusal, v1,
+};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
 use tonic::Code;
-
-/// Connects as `client` and makes one call; returns how it was refused (the
-/// error chain of the transport error, or the status), or None if it worked.
-/// With TLS 1.3 the server judges the client's certificate after the
-/// client's side of the handshake is done, so a refusal can surface at
-/// connect or at the first call.
-async fn refusal(node: &TestNode, client: &ClientCert) -> Option<String> {
-    let channel = match node.try_channel(client).await {
-        Ok(channel) => channel,
-        Err(error) => return Some(error_chain(&error)),
-    };
-    match v1::admin_client::AdminClient::new(channel)
-        .get_trust_status(v1::GetTrustStatusRequest {})
-        .await
-    {
-        Ok(_) => None,
-        Err(status) => {
-            let cause = std::error::Error::source(&status)
-                .map(error_chain)
-                .unwrap_or_default();
-            Some(format!("{:?}: {} {cause}", status.code(), status.message()))
-        }
-    }
-}
 
 async fn node_with(ca: &TestCa, clients: &[ClientGrant<'_>], options: NodeOptions) -> TestNode {
     TestNode::start_with(ca, "surrey", clients, options).await
@@ -720,4 +702,83 @@ async fn a_stalled_handshake_times_out_without_holding_up_anyone_else() {
         waited >= Duration::from_millis(250),
         "dropped after the timeout, not before: {waited:?}"
     );
+}
+
+/// `foreign` (trusted, for its own domain) signs an intermediate named
+/// exactly like `home`'s CA, and under it a leaf claiming `name` in `home`'s
+/// trust domain. The chain is sent whole: leaf, then intermediate.
+fn lookalike_chain(home: &TestCa, foreign: &TestCa, name: &str) -> ClientCert {
+    let foreign_issuer = Issuer::from_ca_cert_pem(
+        foreign.ca.cert_pem(),
+        KeyPair::from_pem(&foreign.ca.key_pem()).expect("foreign key"),
+    )
+    .expect("foreign issuer");
+    let now = time::OffsetDateTime::now_utc();
+    // TestCa names its CA "<trust domain> test CA", as CN and O.
+    let home_name = format!("{} test CA", home.ca.trust_domain());
+    let mut named_like_home = DistinguishedName::new();
+    named_like_home.push(DnType::CommonName, home_name.as_str());
+    named_like_home.push(DnType::OrganizationName, home_name.as_str());
+    let mut intermediate = CertificateParams::default();
+    intermediate.distinguished_name = named_like_home;
+    intermediate.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    intermediate.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    intermediate.not_before = now - time::Duration::hours(1);
+    intermediate.not_after = now + time::Duration::days(1);
+    let intermediate_key = KeyPair::generate().expect("key");
+    let intermediate_cert = intermediate
+        .signed_by(&intermediate_key, &foreign_issuer)
+        .expect("sign intermediate");
+
+    let identity = patchwork_certs::SpiffeId::client(home.ca.trust_domain(), name).expect("id");
+    let mut leaf = CertificateParams::default();
+    leaf.distinguished_name.push(DnType::CommonName, name);
+    leaf.subject_alt_names = vec![SanType::URI(identity.to_string().try_into().expect("uri"))];
+    leaf.is_ca = IsCa::ExplicitNoCa;
+    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    leaf.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    leaf.not_before = now - time::Duration::hours(1);
+    leaf.not_after = now + time::Duration::days(1);
+    let leaf_key = KeyPair::generate().expect("key");
+    let leaf_cert = leaf
+        .signed_by(&leaf_key, &Issuer::new(intermediate, intermediate_key))
+        .expect("sign leaf");
+    ClientCert {
+        identity,
+        cert_pem: format!("{}{}", leaf_cert.pem(), intermediate_cert.pem()),
+        key_pem: leaf_key.serialize_pem(),
+    }
+}
+
+#[tokio::test]
+async fn a_trusted_ca_cannot_impersonate_another_domain_through_a_lookalike_intermediate() {
+    let ca = TestCa::new(TRUST_DOMAIN);
+    let victoria = TestCa::new("victoria.example");
+    let admin = ca.client("admin");
+    let node = TestNode::start_with(
+        &ca,
+        "surrey",
+        &[ClientGrant {
+            client: &admin,
+            roles: &["admin"],
+        }],
+        NodeOptions {
+            extra_trust: vec![victoria.ca.cert_pem().to_owned()],
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(refusal(&node, &admin).await, None, "the real admin gets in");
+
+    let forged = lookalike_chain(&ca, &victoria, "admin");
+    assert_eq!(forged.identity, admin.identity);
+    let refused = refusal(&node, &forged)
+        .await
+        .expect("Victoria's CA cannot vouch for the test domain's admin");
+    // Refused in the handshake itself (a chain with an intermediate), not
+    // later by the identity check.
+    assert!(refused.contains("CertificateUnknown"), "{refused}");
 }
