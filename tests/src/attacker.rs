@@ -4,8 +4,6 @@
 //! secret, a stranger from a trusted CA with no agreement — that craft
 //! `Federation` requests by hand the way the adversarial review did.
 
-use std::time::{Duration, Instant};
-
 use patchwork_certs::SpiffeId;
 use patchwork_federation::matchkeys::{Digest, KeySet, Subject, query_keys};
 use patchwork_node::store::audit::AuditEvent;
@@ -212,17 +210,7 @@ impl Target {
 
 /// Every audit entry of a stopped node's store, in order.
 pub fn audit_events(node: &TestNode) -> Vec<AuditEvent> {
-    let path = node.dir.path().join("data/store");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let store = loop {
-        match patchwork_node::store::Store::open(&path, &Default::default()) {
-            Ok(store) => break store,
-            Err(error) => {
-                assert!(Instant::now() < deadline, "store stays locked: {error}");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    };
+    let store = node.stopped_store();
     let len = store.audit_len().expect("audit length");
     (1..=len)
         .map(|i| store.audit_entry(i).expect("read").expect("entry").event)

@@ -529,6 +529,25 @@ clients = [
         NodeConfig::load(&self.config_path).expect("config")
     }
 
+    /// The store of this node once it has stopped (waits up to 10 s for the
+    /// lock the node held to be released).
+    pub fn stopped_store(&self) -> patchwork_node::store::Store {
+        let path = self.dir.path().join("data/store");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match patchwork_node::store::Store::open(&path, &Default::default()) {
+                Ok(store) => return store,
+                Err(error) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "the stopped node's store stays locked: {error}"
+                    );
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+
     /// Connects as `client`, trusting the node's CA and expecting the node's
     /// identity. Handshake refusals surface here.
     pub async fn try_channel(

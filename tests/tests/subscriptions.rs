@@ -4,10 +4,11 @@
 //! subscription. Real mTLS, real stores, real audit logs; Surrey polls every
 //! 100 ms.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use patchwork_certs::SpiffeId;
 use patchwork_node::store::audit::AuditEvent;
+use patchwork_tests::attacker::audit_events;
 use patchwork_tests::{
     ClientCert, ClientGrant, NodeOptions, TestCa, TestNode, date, involvement, organisation,
     practitioner, v1,
@@ -258,31 +259,6 @@ async fn next(stream: &mut tonic::Streaming<v1::TeamEvent>) -> v1::TeamEvent {
         .expect("event")
 }
 
-fn open_stopped_store(node: &TestNode) -> patchwork_node::store::Store {
-    let path = node.dir.path().join("data/store");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match patchwork_node::store::Store::open(&path, &Default::default()) {
-            Ok(store) => return store,
-            Err(error) => {
-                assert!(
-                    Instant::now() < deadline,
-                    "the stopped node's store stays locked: {error}"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
-}
-
-fn audit_events(node: &TestNode) -> Vec<AuditEvent> {
-    let store = open_stopped_store(node);
-    let len = store.audit_len().expect("len");
-    (1..=len)
-        .map(|seq| store.audit_entry(seq).expect("read").expect("entry").event)
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cross_border_subscriber_hears_of_new_involvements_and_attention() {
     let mut f = federation().await;
@@ -433,7 +409,7 @@ async fn a_cancelled_subscription_hears_nothing_more_and_no_peer_reads_another_s
     // Surrey's store, then ask for it as Hastings (agreed with Brighton too).
     f.surrey.node.stop().await;
     let remote_id = {
-        let store = open_stopped_store(&f.surrey.node);
+        let store = f.surrey.node.stopped_store();
         let all = store.remote_subscriptions().expect("subscriptions");
         assert_eq!(all.len(), 1, "the cancelled one is gone");
         all[0].remote_id.clone()
@@ -563,7 +539,7 @@ async fn a_subscriber_that_was_down_catches_up_and_an_expired_subscription_hears
     f.surrey.node.stop().await;
     {
         // Time passes for one of them: it is past its expiry.
-        let store = open_stopped_store(&f.surrey.node);
+        let store = f.surrey.node.stopped_store();
         let mut subscription = store
             .remote_subscription(&expiring)
             .expect("read")
@@ -614,6 +590,6 @@ async fn a_subscriber_that_was_down_catches_up_and_an_expired_subscription_hears
         "an expired subscription hears nothing"
     );
     f.surrey.node.stop().await;
-    let store = open_stopped_store(&f.surrey.node);
+    let store = f.surrey.node.stopped_store();
     assert_eq!(store.remote_subscription(&expiring).expect("read"), None);
 }
