@@ -151,9 +151,11 @@ impl Federation {
 
     /// The federation `section` and `key_sets` describe, taking over what
     /// this one learned that still holds: each unchanged peer's rate bucket
-    /// (a reload does not refill a peer's allowance) and channel, the
-    /// circuit breakers and the call slots (unless their settings changed),
-    /// and peers' fingerprints (unless a key set changed).
+    /// (a reload does not refill a peer's allowance) and channel (rebuilt
+    /// on its next use anyway when the TLS material changed, as a reload's
+    /// does), the circuit breakers and the call slots (unless their
+    /// settings changed), and peers' fingerprints (unless a key set
+    /// changed).
     pub fn succeeded_by(&self, section: &FederationSection, key_sets: Vec<KeySet>) -> Federation {
         let mut next = Federation::new(section, key_sets, self.tls.clone());
         let peers = peers_of(section)
