@@ -33,6 +33,8 @@ pub enum ReloadError {
     Audit(StoreError),
     #[error("the node is still opening its store; reload once it serves")]
     Starting,
+    #[error("reading the files stopped unexpectedly")]
+    Stopped,
 }
 
 /// What a reload did.
@@ -204,13 +206,21 @@ impl Reloader {
 
     async fn try_reload(&self, trigger: &str) -> Result<ReloadReport, ReloadError> {
         let mut in_force = self.in_force.lock().await;
-        let next = match &self.config_path {
-            Some(path) => NodeConfig::load(path)?,
-            None => in_force.clone(),
-        };
-        // Everything is read and checked before anything changes.
-        let key_sets = crate::peers::load_key_sets(&next.federation)?;
-        let material = self.tls.load_checked()?;
+        // Everything is read and checked before anything changes, off the
+        // async workers (files, and the key checks).
+        let (path, tls, running_config) =
+            (self.config_path.clone(), self.tls.clone(), in_force.clone());
+        let (next, key_sets, material) = tokio::task::spawn_blocking(move || {
+            let next = match path {
+                Some(path) => NodeConfig::load(&path)?,
+                None => running_config,
+            };
+            let key_sets = crate::peers::load_key_sets(&next.federation)?;
+            let material = tls.load_checked()?;
+            Ok::<_, ReloadError>((next, key_sets, material))
+        })
+        .await
+        .map_err(|_| ReloadError::Stopped)??;
         let running = self.federation.current();
         let successor = running.succeeded_by(&next.federation, key_sets.clone());
         let mut changes = running.changes_to(&successor);

@@ -731,6 +731,55 @@ pub async fn refusal(node: &TestNode, client: &ClientCert) -> Option<String> {
 
 // ------------------------------------------------------------ two councils
 
+/// `[federation]` with key set "england" (secret file `england.key`) and one
+/// peer, the node `peer.0` of `ca`'s domain at `peer.1`, agreed for
+/// `purposes` (TOML strings, e.g. `"\"child-safeguarding\""`) and standard
+/// involvements at `rate` queries a minute.
+pub fn england_federation(
+    ca: &TestCa,
+    peer: (&str, SocketAddr),
+    purposes: &str,
+    rate: u32,
+) -> String {
+    let identity = SpiffeId::node(ca.ca.trust_domain(), peer.0).expect("id");
+    format!(
+        "[federation]\ndefault_deadline_ms = 3000\n\
+         [[federation.key_sets]]\nname = \"england\"\nsecret_file = \"england.key\"\n\
+         [[federation.peers]]\nidentity = \"{identity}\"\nname = \"{}\"\n\
+         address = \"{}\"\nkey_set = \"england\"\npurposes = [{purposes}]\n\
+         sensitivities = [\"standard\"]\nrate_limit_per_minute = {rate}\n",
+        peer.0, peer.1
+    )
+}
+
+/// A council node `name` on `listener` with `federation` (see
+/// [`england_federation`]) and the key set's `secret`, serving `ca`'s
+/// "portal" client with the records and lookup roles.
+pub async fn start_council(
+    ca: &TestCa,
+    name: &str,
+    listener: TcpListener,
+    federation: String,
+    secret: &str,
+) -> TestNode {
+    let portal = ca.client("portal");
+    TestNode::start_with(
+        ca,
+        name,
+        &[ClientGrant {
+            client: &portal,
+            roles: &["records", "lookup"],
+        }],
+        NodeOptions {
+            listener: Some(listener),
+            extra_config: federation,
+            secret_files: vec![("england.key".into(), secret.into())],
+            ..Default::default()
+        },
+    )
+    .await
+}
+
 /// An organisation `org` with one social worker, `practitioner_id`.
 pub async fn seed_team(node: &TestNode, portal: &ClientCert, org: &str, practitioner_id: &str) {
     let mut directory = node.directory(portal).await;

@@ -453,28 +453,9 @@ fn practitioners(answer: &v1::NodeAnswer) -> Vec<String> {
     names
 }
 
-/// The store of a stopped node. The node's last tasks may still be letting
-/// go of it for a moment after it stopped: poll, with a bounded deadline.
-fn open_stopped_store(node: &TestNode) -> patchwork_node::store::Store {
-    let path = node.dir.path().join("data/store");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match patchwork_node::store::Store::open(&path, &Default::default()) {
-            Ok(store) => return store,
-            Err(error) => {
-                assert!(
-                    Instant::now() < deadline,
-                    "the stopped node's store stays locked: {error}"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
-}
-
 /// The last audit entry of a stopped node.
 fn last_audit_event(node: &TestNode) -> AuditEvent {
-    let store = open_stopped_store(node);
+    let store = node.stopped_store();
     let last = store.audit_len().expect("len");
     store.audit_entry(last).expect("read").expect("entry").event
 }
@@ -787,7 +768,7 @@ async fn the_audit_verifies_and_tampering_is_found_at_the_right_entry() {
 
     f.brighton.node.stop().await;
     let path = f.brighton.node.dir.path().join("data/store");
-    drop(open_stopped_store(&f.brighton.node)); // wait until the node let go
+    drop(f.brighton.node.stopped_store()); // wait until the node let go
     {
         let db = sled::open(&path).expect("raw sled");
         let audit = db.open_tree("audit").expect("audit tree");

@@ -7,8 +7,8 @@
 
 use patchwork_federation::matchkeys::KeySet;
 use patchwork_tests::{
-    ClientCert, ClientGrant, NodeOptions, TestCa, TestNode, answer_about_amelia, seed_amelia,
-    seed_team, v1,
+    ClientCert, TestCa, TestNode, answer_about_amelia, england_federation, seed_amelia, seed_team,
+    start_council, v1,
 };
 use tokio::net::TcpListener;
 use tonic::Code;
@@ -20,41 +20,6 @@ const KENT_SECRET: &str = "5f1d3c0a9b8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a3
 fn fingerprint(secret_hex: &str) -> String {
     let secret = hex::decode(secret_hex).expect("hex");
     KeySet::new("england", &secret).expect("set").fingerprint()
-}
-
-/// A node peered with `peer` under key set "england" holding `secret`.
-async fn start(
-    ca: &TestCa,
-    name: &str,
-    listener: TcpListener,
-    peer: (&str, std::net::SocketAddr),
-    secret: &str,
-    portal: &ClientCert,
-) -> TestNode {
-    let peer_identity =
-        patchwork_certs::SpiffeId::node(ca.ca.trust_domain(), peer.0).expect("identity");
-    TestNode::start_with(
-        ca,
-        name,
-        &[ClientGrant {
-            client: portal,
-            roles: &["records", "lookup"],
-        }],
-        NodeOptions {
-            listener: Some(listener),
-            extra_config: format!(
-                "[federation]\ndefault_deadline_ms = 3000\n\
-                 [[federation.key_sets]]\nname = \"england\"\nsecret_file = \"england.key\"\n\
-                 [[federation.peers]]\nidentity = \"{peer_identity}\"\nname = \"{}\"\n\
-                 address = \"{}\"\nkey_set = \"england\"\npurposes = [\"child-safeguarding\"]\n\
-                 sensitivities = [\"standard\"]\nrate_limit_per_minute = 600\n",
-                peer.0, peer.1
-            ),
-            secret_files: vec![("england.key".into(), secret.into())],
-            ..Default::default()
-        },
-    )
-    .await
 }
 
 async fn kent_answer(surrey: &TestNode, portal: &ClientCert) -> v1::NodeAnswer {
@@ -69,22 +34,20 @@ async fn a_mismatched_secret_is_named_in_the_lookup_and_fingerprints_are_shown()
     let surrey_addr = surrey_listener.local_addr().expect("addr");
     let kent_addr = kent_listener.local_addr().expect("addr");
     let portal = ca.client("portal");
-    let surrey = start(
+    let surrey = start_council(
         &ca,
         "surrey",
         surrey_listener,
-        ("kent", kent_addr),
+        england_federation(&ca, ("kent", kent_addr), "\"child-safeguarding\"", 600),
         SURREY_SECRET,
-        &portal,
     )
     .await;
-    let mut kent = start(
+    let mut kent = start_council(
         &ca,
         "kent",
         kent_listener,
-        ("surrey", surrey_addr),
+        england_federation(&ca, ("surrey", surrey_addr), "\"child-safeguarding\"", 600),
         KENT_SECRET,
-        &portal,
     )
     .await;
     seed_team(&surrey, &portal, "ORG-S", "PR-S1").await;

@@ -7,50 +7,13 @@
 use patchwork_node::store::audit::AuditEvent;
 use patchwork_tests::attacker::audit_events;
 use patchwork_tests::{
-    ClientCert, ClientGrant, NodeOptions, TestCa, TestNode, answer_about_amelia, seed_amelia,
-    seed_team, v1,
+    ClientCert, TestCa, TestNode, answer_about_amelia, england_federation, seed_amelia, seed_team,
+    start_council, v1,
 };
 use tokio::net::TcpListener;
 use tonic::Code;
 
 const SECRET: &str = "5f1d3c0a9b8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a392817060504";
-
-/// `[federation]` with key set "england" and one peer agreed for `purposes`.
-fn federation(
-    ca: &TestCa,
-    peer: (&str, std::net::SocketAddr),
-    purposes: &str,
-    rate: u32,
-) -> String {
-    let identity = patchwork_certs::SpiffeId::node(ca.ca.trust_domain(), peer.0).expect("id");
-    format!(
-        "[federation]\ndefault_deadline_ms = 3000\n\
-         [[federation.key_sets]]\nname = \"england\"\nsecret_file = \"england.key\"\n\
-         [[federation.peers]]\nidentity = \"{identity}\"\nname = \"{}\"\n\
-         address = \"{}\"\nkey_set = \"england\"\npurposes = [{purposes}]\n\
-         sensitivities = [\"standard\"]\nrate_limit_per_minute = {rate}\n",
-        peer.0, peer.1
-    )
-}
-
-async fn start(ca: &TestCa, name: &str, listener: TcpListener, section: String) -> TestNode {
-    let portal = ca.client("portal");
-    TestNode::start_with(
-        ca,
-        name,
-        &[ClientGrant {
-            client: &portal,
-            roles: &["records", "lookup"],
-        }],
-        NodeOptions {
-            listener: Some(listener),
-            extra_config: section,
-            secret_files: vec![("england.key".into(), SECRET.into())],
-            ..Default::default()
-        },
-    )
-    .await
-}
 
 /// Kent's answer to Surrey's child-safeguarding lookup of Amelia.
 async fn kent_answer(surrey: &TestNode, portal: &ClientCert) -> v1::NodeAnswer {
@@ -75,19 +38,21 @@ async fn agreements_and_peers_change_on_reload_and_a_bad_change_changes_nothing(
     let surrey_addr = surrey_listener.local_addr().expect("addr");
     let kent_addr = kent_listener.local_addr().expect("addr");
     let portal = ca.client("portal");
-    let surrey = start(
+    let surrey = start_council(
         &ca,
         "surrey",
         surrey_listener,
-        federation(&ca, ("kent", kent_addr), "\"child-safeguarding\"", 600),
+        england_federation(&ca, ("kent", kent_addr), "\"child-safeguarding\"", 600),
+        SECRET,
     )
     .await;
     // Kent answers Surrey for direct care only, to begin with.
-    let mut kent = start(
+    let mut kent = start_council(
         &ca,
         "kent",
         kent_listener,
-        federation(&ca, ("surrey", surrey_addr), "\"direct-care\"", 600),
+        england_federation(&ca, ("surrey", surrey_addr), "\"direct-care\"", 600),
+        SECRET,
     )
     .await;
     seed_team(&surrey, &portal, "ORG-S", "PR-S1").await;

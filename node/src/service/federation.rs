@@ -61,18 +61,7 @@ impl FederationService {
         request: v1::FindInvolvementsRequest,
     ) -> Result<AnsweredQuery, Status> {
         let identity = identity.clone();
-        let Some(peer) = self
-            .state
-            .federation
-            .current()
-            .registry
-            .get(&identity)
-            .cloned()
-        else {
-            let status =
-                Status::permission_denied(format!("{identity} has no agreement with this node"));
-            return Err(self.refuse_counted(&identity, TalliedRefusal::NoAgreement, status));
-        };
+        let peer = self.agreed_peer(&identity)?;
         // The rate first: every query costs a token before anything is
         // written, so a peer over its rate never makes the node write.
         if !peer.limiter.try_acquire() {
@@ -280,6 +269,20 @@ impl FederationService {
             basis: checked.basis,
             reason: checked.reason,
         })
+    }
+
+    /// The caller's agreement, or `PERMISSION_DENIED` counted (never
+    /// written one by one: a caller without one may ask at any pace).
+    pub(super) fn agreed_peer(&self, identity: &SpiffeId) -> Result<Arc<Peer>, Status> {
+        match self.state.federation.current().registry.get(identity) {
+            Some(peer) => Ok(peer.clone()),
+            None => {
+                let status = Status::permission_denied(format!(
+                    "{identity} has no agreement with this node"
+                ));
+                Err(self.refuse_counted(identity, TalliedRefusal::NoAgreement, status))
+            }
+        }
     }
 
     pub fn new(state: NodeState) -> Self {

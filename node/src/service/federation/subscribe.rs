@@ -177,18 +177,7 @@ pub(super) async fn poll(
     request: Request<v1::PollRequest>,
 ) -> Result<Response<v1::PollResponse>, Status> {
     let identity = service.state.access.identify(&request)?;
-    let Some(peer) = service
-        .state
-        .federation
-        .current()
-        .registry
-        .get(&identity)
-        .cloned()
-    else {
-        let status =
-            Status::permission_denied(format!("{identity} has no agreement with this node"));
-        return Err(service.refuse_counted(&identity, TalliedRefusal::NoAgreement, status));
-    };
+    let peer = service.agreed_peer(&identity)?;
     if !peer.poll_limiter.try_acquire() {
         let status = Status::resource_exhausted(format!(
             "{identity} may poll {} times a minute",
