@@ -1,5 +1,5 @@
 //! The baseline: a bare tonic unary echo (a ~200-byte reply) served over the
-//! node's own TLS acceptor (`patchwork_node::tls::accept_tls`) and called
+//! node's own TLS acceptor (`patchwork_server::transport::tls::accept_tls`) and called
 //! over the federation connector (`patchwork_federation::transport`), so it
 //! pays exactly the TLS the node pays and nothing else.
 
@@ -12,9 +12,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use patchwork_certs::{MinTlsVersion, SpiffeId, TrustBundle, certs_from_pem};
-use patchwork_node::config::TlsSection;
-use patchwork_node::metrics::Metrics;
-use patchwork_node::tls::{HandshakeLimits, PrioritySources, TlsMaterial, TlsState, accept_tls};
+use patchwork_server::base::config::TlsSection;
+use patchwork_server::transport::metrics::Metrics;
+use patchwork_server::transport::tls::{
+    HandshakeLimits, PrioritySources, TlsMaterial, TlsState, accept_tls,
+};
 use patchwork_tests::{ClientCert, TestCa};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpListener;
@@ -93,7 +95,7 @@ pub(crate) async fn start(ca: &TestCa, name: &str) -> anyhow::Result<Echo> {
     let cert = ca.node_cert(name);
     let write = |file: &str, text: &str, secret: bool| -> anyhow::Result<std::path::PathBuf> {
         let path = dir.path().join(file);
-        patchwork_node::quickstart::write_new_file(&path, text.as_bytes(), secret)?;
+        patchwork_cli::quickstart::write_new_file(&path, text.as_bytes(), secret)?;
         Ok(path)
     };
     let section = TlsSection {

@@ -22,11 +22,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use patchwork_cli::cli::{ImportRequest, import_csv};
+use patchwork_cli::csv_rows::CsvKind;
 use patchwork_federation::matchkeys::{KeySet, Subject, index_keys, query_keys};
-use patchwork_node::cli::{ImportRequest, import_csv};
-use patchwork_node::csv_rows::CsvKind;
-use patchwork_node::store::{Store, StoreOptions, WriteMode};
-use patchwork_node::validate::{self, InvolvementSource, Rules};
+use patchwork_server::base::validate::{self, InvolvementSource, Rules};
+use patchwork_store::{Store, StoreOptions, WriteMode};
 use patchwork_tests::{
     ClientCert, ClientGrant, NodeOptions, TRUST_DOMAIN, TestCa, TestNode, date, v1,
 };
@@ -347,7 +347,7 @@ fn person(i: u64) -> v1::Person {
         char::from(b'A' + rng.random_range(0..26u8)),
         char::from(b'A' + rng.random_range(0..26u8)),
     );
-    let nhs = patchwork_node::synth::nhs_number(&mut rng);
+    let nhs = patchwork_cli::synth::nhs_number(&mut rng);
     v1::Person {
         id: format!("P{i:08}"),
         given_name: given.into(),
@@ -1010,13 +1010,13 @@ async fn fanout(sizes: &Sizes, peers: usize, figures: &mut Figures) -> anyhow::R
 async fn import(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()> {
     let n = sizes.import_persons;
     println!(
-        "== 3. import of {n} persons from CSV (patchwork_node::cli::import_csv, match-key set configured)"
+        "== 3. import of {n} persons from CSV (patchwork_cli::cli::import_csv, match-key set configured)"
     );
     let scratch = tempfile::tempdir()?;
     let csv = scratch.path().join("persons.csv");
     {
         let mut out = std::io::BufWriter::new(std::fs::File::create(&csv)?);
-        patchwork_node::synth::write_persons(&mut out, n, 42)?;
+        patchwork_cli::synth::write_persons(&mut out, n, 42)?;
         std::io::Write::flush(&mut out)?;
     }
     let ca = TestCa::new(TRUST_DOMAIN);
@@ -1120,19 +1120,19 @@ fn matching_cost(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()> {
 /// the loader's and the clients'.
 fn serve_node(config_path: &str, metrics_port: &str) -> anyhow::Result<()> {
     patchwork_certs::install_crypto_provider();
-    let config = patchwork_node::NodeConfig::load(Path::new(config_path))?;
+    let config = patchwork_server::NodeConfig::load(Path::new(config_path))?;
     let metrics_port: u16 = metrics_port.parse().context("metrics port")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let listeners = patchwork_node::Listeners {
+        let listeners = patchwork_server::Listeners {
             api: TcpListener::bind(config.api.listen).await?,
             metrics: Some(TcpListener::bind(("127.0.0.1", metrics_port)).await?),
         };
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        patchwork_node::run_with(config, listeners, async move {
+        patchwork_server::run_with(config, listeners, async move {
             terminate.recv().await;
         })
         .await?;

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use patchwork_node::validate::{self, InvolvementSource, Rules};
+use patchwork_server::base::validate::{self, InvolvementSource, Rules};
 use patchwork_proto::v1;
 use prost::Message;
 

@@ -6,7 +6,7 @@
 
 use patchwork_certs::SpiffeId;
 use patchwork_federation::matchkeys::{Digest, KeySet, Subject, query_keys};
-use patchwork_node::store::audit::AuditEvent;
+use patchwork_store::audit::AuditEvent;
 use tonic::transport::Channel;
 
 use crate::{
@@ -363,7 +363,7 @@ impl EvilPeer {
         let cert = ca.node_cert(name);
         let write = |file: &str, text: &str, secret: bool| {
             let path = dir.path().join(file);
-            patchwork_node::quickstart::write_new_file(&path, text.as_bytes(), secret)
+            patchwork_cli::quickstart::write_new_file(&path, text.as_bytes(), secret)
                 .expect("write");
             path
         };
@@ -373,22 +373,27 @@ impl EvilPeer {
             write("evil.key", &cert.key_pem, true),
             write("ca.crt", ca.ca.cert_pem(), false),
         );
-        let section: patchwork_node::config::TlsSection =
+        let section: patchwork_server::base::config::TlsSection =
             toml::from_str(&toml).expect("tls section");
-        let material = patchwork_node::tls::TlsMaterial::load(&section).expect("tls material");
+        let material =
+            patchwork_server::transport::tls::TlsMaterial::load(&section).expect("tls material");
         let section_for_limits = section.clone();
-        let tls = std::sync::Arc::new(patchwork_node::tls::TlsState::new(section, material));
-        let metrics = std::sync::Arc::new(patchwork_node::metrics::Metrics::new(Vec::new()));
+        let tls = std::sync::Arc::new(patchwork_server::transport::tls::TlsState::new(
+            section, material,
+        ));
+        let metrics = std::sync::Arc::new(patchwork_server::transport::metrics::Metrics::new(
+            Vec::new(),
+        ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let limits = patchwork_node::tls::HandshakeLimits::new(&section_for_limits);
-        let (incoming, _accepting) = patchwork_node::tls::accept_tls(
+        let limits = patchwork_server::transport::tls::HandshakeLimits::new(&section_for_limits);
+        let (incoming, _accepting) = patchwork_server::transport::tls::accept_tls(
             listener,
             tls,
             limits,
-            patchwork_node::tls::PrioritySources::default(),
+            patchwork_server::transport::tls::PrioritySources::default(),
             metrics,
         );
         let polls = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));

@@ -74,7 +74,7 @@ pub fn mode(path: &std::path::Path) -> u32 {
 /// Starts `node`'s config (the node stopped) expecting the start to be
 /// refused; returns the error as the binary would print it.
 pub async fn start_refused(node: &crate::TestNode) -> String {
-    let listeners = patchwork_node::Listeners {
+    let listeners = patchwork_server::Listeners {
         api: tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind"),
@@ -84,7 +84,7 @@ pub async fn start_refused(node: &crate::TestNode) -> String {
                 .expect("bind"),
         ),
     };
-    let run = patchwork_node::run_with(node.config(), listeners, std::future::pending());
+    let run = patchwork_server::run_with(node.config(), listeners, std::future::pending());
     match tokio::time::timeout(std::time::Duration::from_secs(20), run).await {
         Ok(Err(error)) => error.to_string(),
         Ok(Ok(())) => panic!("the node started and stopped"),

@@ -1,4 +1,4 @@
-//! The multi-node test harness: real nodes (`patchwork_node::run`) on
+//! The multi-node test harness: real nodes (`patchwork_server::run`) on
 //! pre-bound `127.0.0.1:0` listeners, real certificates minted per test by a
 //! real CA, real TLS, real sled stores in temporary folders. Tests act as a
 //! client would: over gRPC with a client certificate.
@@ -20,8 +20,8 @@ use patchwork_certs::{
     CaParams, CertificateAuthority, LeafParams, OwnCertificate, SpiffeId, TrustBundle,
     certs_from_pem, private_key_from_pem,
 };
-use patchwork_node::{NodeConfig, NodeError};
 use patchwork_proto::v1::{admin_client::AdminClient, directory_client::DirectoryClient};
+use patchwork_server::{NodeConfig, NodeError};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -298,7 +298,7 @@ pub struct TestNode {
 }
 
 fn write_secret(path: &Path, contents: &str) {
-    patchwork_node::quickstart::write_new_file(path, contents.as_bytes(), true)
+    patchwork_cli::quickstart::write_new_file(path, contents.as_bytes(), true)
         .expect("write secret");
 }
 
@@ -424,13 +424,13 @@ clients = [
         let config = NodeConfig::load(&self.config_path).expect("config");
         let metrics = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         self.metrics_addr = metrics.local_addr().expect("addr");
-        let listeners = patchwork_node::Listeners {
+        let listeners = patchwork_server::Listeners {
             api: listener,
             metrics: Some(metrics),
         };
         let (sender, receiver) = oneshot::channel::<()>();
         self.shutdown = Some(sender);
-        self.task = Some(tokio::spawn(patchwork_node::run_with(
+        self.task = Some(tokio::spawn(patchwork_server::run_with(
             config,
             listeners,
             async {
@@ -531,11 +531,11 @@ clients = [
 
     /// The store of this node once it has stopped (waits up to 10 s for the
     /// lock the node held to be released).
-    pub fn stopped_store(&self) -> patchwork_node::store::Store {
+    pub fn stopped_store(&self) -> patchwork_store::Store {
         let path = self.dir.path().join("data/store");
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            match patchwork_node::store::Store::open(&path, &Default::default()) {
+            match patchwork_store::Store::open(&path, &Default::default()) {
                 Ok(store) => return store,
                 Err(error) => {
                     assert!(
@@ -566,7 +566,7 @@ clients = [
         expected: &SpiffeId,
         trust: &[String],
     ) -> Result<Channel, tonic::transport::Error> {
-        patchwork_node::client::tls_channel(
+        patchwork_cli::client::tls_channel(
             self.addr,
             ServerName::try_from("localhost").expect("name"),
             client_tls_config(client, expected, trust),
@@ -584,7 +584,7 @@ clients = [
     pub fn replace_file(&self, name: &str, contents: &str, secret: bool) {
         let temp = self.dir.path().join(format!("{name}.new"));
         let _ = std::fs::remove_file(&temp);
-        patchwork_node::quickstart::write_new_file(&temp, contents.as_bytes(), secret)
+        patchwork_cli::quickstart::write_new_file(&temp, contents.as_bytes(), secret)
             .expect("write");
         std::fs::rename(&temp, self.dir.path().join(name)).expect("rename");
     }
@@ -710,7 +710,7 @@ pub fn lookup_request(subject: v1::Demographics, practitioner_id: &str) -> v1::L
 /// client's side of the handshake is done, so a refusal can surface at
 /// connect or at the first call.
 pub async fn refusal(node: &TestNode, client: &ClientCert) -> Option<String> {
-    use patchwork_node::client::error_chain;
+    use patchwork_cli::client::error_chain;
     let channel = match node.try_channel(client).await {
         Ok(channel) => channel,
         Err(error) => return Some(error_chain(&error)),

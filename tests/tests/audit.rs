@@ -10,8 +10,8 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use patchwork_node::model::LawfulBasis;
-use patchwork_node::store::{AuditEvent, PeerOutcome, Store, StoreOptions};
+use patchwork_store::model::LawfulBasis;
+use patchwork_store::{AuditEvent, PeerOutcome, Store, StoreOptions};
 use patchwork_tests::{
     ClientGrant, TRUST_DOMAIN, TestCa, TestNode, organisation, person, practitioner, v1,
 };
@@ -136,7 +136,7 @@ async fn log_of_300() -> tempfile::TempDir {
 fn verify_tampered(
     log: &Path,
     change: impl FnOnce(&sled::Tree),
-) -> patchwork_node::store::AuditVerification {
+) -> patchwork_store::AuditVerification {
     let copy = tempfile::tempdir().expect("tempdir");
     let dir = copy.path().join("store");
     copy_dir(log, &dir);

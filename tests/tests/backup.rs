@@ -12,10 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use patchwork_node::cli::{ImportRequest, backup_to_file, import_csv, restore_from_file};
-use patchwork_node::csv_rows::CsvKind;
-use patchwork_node::store::backup::verify_backup;
-use patchwork_node::store::{Store, StoreOptions};
+use patchwork_cli::cli::{ImportRequest, backup_to_file, import_csv, restore_from_file};
+use patchwork_cli::csv_rows::CsvKind;
+use patchwork_store::backup::verify_backup;
+use patchwork_store::{Store, StoreOptions};
 use patchwork_tests::{
     ClientCert, ClientGrant, TRUST_DOMAIN, TestCa, TestNode, eventually, involvement,
     lookup_request, organisation, person, practitioner, v1,

@@ -4,7 +4,7 @@
 
 #![cfg(unix)]
 
-use patchwork_node::cli::backup_to_file;
+use patchwork_cli::cli::backup_to_file;
 use patchwork_tests::hardening::{mode, readable_by_others, start_refused};
 use patchwork_tests::{ClientGrant, TRUST_DOMAIN, TestCa, TestNode, date, person, v1};
 use std::os::unix::fs::PermissionsExt;

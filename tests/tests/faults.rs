@@ -346,11 +346,11 @@ impl Pair {
     }
 }
 
-fn refusals(events: &[patchwork_node::store::audit::AuditEvent]) -> Vec<(String, String)> {
+fn refusals(events: &[patchwork_store::audit::AuditEvent]) -> Vec<(String, String)> {
     events
         .iter()
         .filter_map(|event| match event {
-            patchwork_node::store::audit::AuditEvent::PeerAsked {
+            patchwork_store::audit::AuditEvent::PeerAsked {
                 request_id,
                 refusal: Some(refusal),
                 ..
@@ -454,7 +454,7 @@ async fn an_enumerating_peer_is_paused_alerted_and_audited() {
     let summaries: Vec<(String, u64)> = events
         .iter()
         .filter_map(|event| match event {
-            patchwork_node::store::audit::AuditEvent::PeerRefusals { reason, count, .. } => {
+            patchwork_store::audit::AuditEvent::PeerRefusals { reason, count, .. } => {
                 Some((reason.clone(), *count))
             }
             _ => None,

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use patchwork_certs::SpiffeId;
-use patchwork_node::store::audit::AuditEvent;
+use patchwork_store::audit::AuditEvent;
 use patchwork_tests::{
     ClientCert, ClientGrant, NodeOptions, TestCa, TestNode, date, involvement, organisation,
     practitioner, v1,
@@ -779,7 +779,7 @@ async fn the_audit_verifies_and_tampering_is_found_at_the_right_entry() {
         audit.insert(key, value).expect("tamper");
         db.flush().expect("flush");
     }
-    let store = patchwork_node::store::Store::open(&path, &Default::default()).expect("store");
+    let store = patchwork_store::Store::open(&path, &Default::default()).expect("store");
     let verification = store.verify_audit().expect("verify");
     assert!(!verification.intact);
     assert_eq!(verification.first_bad_entry, Some(2), "{verification:?}");

@@ -702,7 +702,7 @@ async fn the_subject_access_report_lists_every_lookup_and_the_involvements() {
     assert_eq!(current.service, "Child protection");
 
     // The readable document a DPO hands over, and its JSON form.
-    let text = patchwork_node::cli::subject_access_text(&report, "unused");
+    let text = patchwork_cli::cli::subject_access_text(&report, "unused");
     for needle in [
         "SUBJECT ACCESS REPORT",
         "Person:        B-1",
@@ -734,7 +734,7 @@ async fn the_subject_access_report_lists_every_lookup_and_the_involvements() {
         text.contains("practitioner id PR-B1 on this node"),
         "{text}"
     );
-    let json = patchwork_node::cli::subject_access_json(&report);
+    let json = patchwork_cli::cli::subject_access_json(&report);
     assert_eq!(json["entries"].as_array().map(Vec::len), Some(3));
     assert_eq!(json["involvements"][0]["start_date"], "2024-01-15");
 }

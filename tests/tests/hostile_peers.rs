@@ -4,7 +4,7 @@
 //! review (issue 12), driven over real mTLS against a real node, asserting
 //! what the peer learns.
 
-use patchwork_node::store::audit::AuditEvent;
+use patchwork_store::audit::AuditEvent;
 use patchwork_tests::attacker::{
     Target, TargetOptions, honest_keys, keys_of_kind, query, request_id, subject,
 };

@@ -5,8 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use patchwork_node::cli::{ImportRequest, import_csv};
-use patchwork_node::csv_rows::CsvKind;
+use patchwork_cli::cli::{ImportRequest, import_csv};
+use patchwork_cli::csv_rows::CsvKind;
 use patchwork_tests::{ClientGrant, TRUST_DOMAIN, TestCa, TestNode, lookup_request, v1};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;

@@ -4,7 +4,7 @@
 //! that is wrong and changes nothing, a change that needs a restart is named
 //! and waits, and only the node's administrators may ask (issue 13, point 12).
 
-use patchwork_node::store::audit::AuditEvent;
+use patchwork_store::audit::AuditEvent;
 use patchwork_tests::attacker::audit_events;
 use patchwork_tests::{
     ClientCert, TestCa, TestNode, answer_about_amelia, england_federation, seed_amelia, seed_team,

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use patchwork_certs::SpiffeId;
-use patchwork_node::store::audit::AuditEvent;
+use patchwork_store::audit::AuditEvent;
 use patchwork_tests::attacker::audit_events;
 use patchwork_tests::{
     ClientCert, ClientGrant, NodeOptions, TestCa, TestNode, date, involvement, organisation,

@@ -461,7 +461,7 @@ async fn a_watch_resumed_after_a_restore_is_told_to_resynchronise() {
     );
 
     let backup = node.dir.path().join("backup.pwb");
-    patchwork_node::cli::backup_to_file(&node.config(), &backup)
+    patchwork_cli::cli::backup_to_file(&node.config(), &backup)
         .await
         .expect("backup");
     // After the backup: C joins; the watcher sees it and keeps its cursor.
@@ -480,7 +480,7 @@ async fn a_watch_resumed_after_a_restore_is_told_to_resynchronise() {
         other => panic!("the stream ended without UNAVAILABLE: {other:?}"),
     }
 
-    patchwork_node::cli::restore_from_file(&node.config(), &backup, true, false).expect("restore");
+    patchwork_cli::cli::restore_from_file(&node.config(), &backup, true, false).expect("restore");
     node.start_again().await;
     // The restored store hands out C's old number again, for another event.
     attention(&node, &portal, "B", true).await;

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use patchwork_certs::{LeafParams, SpiffeId, TrustBundle, certs_from_pem};
-use patchwork_node::client::error_chain;
+use patchwork_cli::client::error_chain;
 use patchwork_tests::hardening::custom_node_leaf;
 use patchwork_tests::{
     ClientCert, ClientGrant, NodeOptions, TRUST_DOMAIN, TestCa, TestNode, refusal, v1,
@@ -407,7 +407,7 @@ async fn expired_crls_and_bad_files_fail_closed_and_a_bad_reload_changes_nothing
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
-    let error = patchwork_node::run(broken, listener, async {})
+    let error = patchwork_server::run(broken, listener, async {})
         .await
         .expect_err("expired CRL at start");
     assert!(

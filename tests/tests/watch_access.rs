@@ -5,7 +5,7 @@
 //! restricted involvement reach anyone else — through Watch or a webhook —
 //! only as the service's gatekeeper.
 
-use patchwork_node::store::AuditEvent;
+use patchwork_store::AuditEvent;
 use patchwork_tests::eavesdrop::{WebhookSink, next_event, stored_audit_events, try_watch};
 use patchwork_tests::{
     ClientCert, ClientGrant, NodeOptions, TRUST_DOMAIN, TestCa, TestNode, date, involvement,

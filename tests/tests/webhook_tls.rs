@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use patchwork_node::NodeConfig;
+use patchwork_server::NodeConfig;
 use patchwork_tests::hardening::{Delivery, receiver_tls, signature_verifies, webhook_receiver};
 use patchwork_tests::{
     ClientCert, ClientGrant, NodeOptions, TRUST_DOMAIN, TestCa, TestNode, date, involvement,

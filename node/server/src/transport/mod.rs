@@ -1,0 +1,9 @@
+//! How bytes reach the node and how it reports on itself: the TLS acceptor
+//! and the material in force (`tls`), who may call what (`access`), health
+//! (`health`) and metrics (`metrics`). Calls `base` and the crates below;
+//! never `work` or `service`.
+
+pub mod access;
+pub mod health;
+pub mod metrics;
+pub mod tls;
