@@ -8,7 +8,6 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use rcgen::string::Ia5String;
 use rcgen::{
     BasicConstraints, Certificate, CertificateParams, CertificateRevocationListParams,
     DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair,
@@ -21,6 +20,7 @@ use x509_parser::extensions::ParsedExtension;
 
 use crate::crl::{RevokedCertificate, serial_bytes};
 use crate::csr::{CsrPolicy, SignedCertificate, csr_der_from_pem, read_csr};
+use crate::error::ia5;
 use crate::identity::{is_ca, parse_certificate, uri_sans, validate_trust_domain};
 use crate::{CertError, SpiffeId, certs_from_pem};
 
@@ -498,10 +498,6 @@ fn random_serial() -> Result<(SerialNumber, String), CertError> {
     // padding octet and strips none: the serial is exactly these 16 bytes.
     bytes[0] = (bytes[0] & 0x7f) | 0x40;
     Ok((SerialNumber::from_slice(&bytes), hex::encode(bytes)))
-}
-
-pub(crate) fn ia5(value: String) -> Result<Ia5String, CertError> {
-    Ok(Ia5String::try_from(value)?)
 }
 
 #[cfg(test)]

@@ -450,7 +450,7 @@ mod tests {
             KeyUsagePurpose::DigitalSignature,
         ];
         params.subject_alt_names = vec![SanType::URI(
-            crate::authority::ia5(format!("spiffe://{TD}")).expect("ascii"),
+            crate::error::ia5(format!("spiffe://{TD}")).expect("ascii"),
         )];
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("key");
         let cert = params.self_signed(&key).expect("self-signed");

@@ -27,7 +27,7 @@ use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::oid_registry::OID_X509_EXT_SUBJECT_ALT_NAME;
 use x509_parser::x509::AlgorithmIdentifier;
 
-use crate::authority::ia5;
+use crate::error::ia5;
 use crate::{CertError, SpiffeId};
 
 /// A syntactically valid trust domain, used only to check a node name on its own.

@@ -215,3 +215,8 @@ pub enum CertError {
     #[error("certificate is not trusted: {0}")]
     Untrusted(String),
 }
+
+/// A certificate name as the IA5 string X.509 wants (ASCII only).
+pub(crate) fn ia5(value: String) -> Result<rcgen::string::Ia5String, CertError> {
+    Ok(rcgen::string::Ia5String::try_from(value)?)
+}

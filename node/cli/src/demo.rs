@@ -32,9 +32,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use crate::cli::{lookup_json, lookup_text, shutdown_signal};
 use crate::client::connect;
+use crate::output::{lookup_json, lookup_text};
 use crate::quickstart::write_new_file;
+use crate::signals::shutdown_signal;
 use crate::synth::{self, Area, CouncilRecords, Jurisdiction, Service};
 use patchwork_server::base::config::NodeConfig;
 use patchwork_server::{Listeners, NodeError, run_with};

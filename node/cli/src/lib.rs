@@ -8,8 +8,8 @@
 //! `proto`; only the tests and the benchmark sit on it.
 //!
 //! Within the crate, `cli` and `demo` are the top; `client`, `operator`,
-//! `config_init`, `synth` and `csv_rows` are below them; `quickstart`
-//! (private files and folders) is at the bottom.
+//! `config_init`, `output`, `signals`, `synth` and `csv_rows` are below
+//! them; `quickstart` (private files and folders) is at the bottom.
 #![forbid(unsafe_code)]
 
 pub mod cli;
@@ -18,5 +18,7 @@ pub mod config_init;
 pub mod csv_rows;
 pub mod demo;
 pub mod operator;
+pub mod output;
 pub mod quickstart;
+pub mod signals;
 pub mod synth;

@@ -22,7 +22,8 @@ use crate::base::error::NodeError;
 use crate::service::{AdminService, DirectoryService, FederationService};
 use crate::transport::access::AccessPolicy;
 use crate::transport::health::{Health, Starting, WatchLimits};
-use crate::transport::metrics::{Metrics, MetricsLayer, ScrapeSources};
+use crate::transport::metrics::{Metrics, MetricsLayer};
+use crate::transport::scrape::ScrapeSources;
 use crate::transport::tls::{HandshakeLimits, PrioritySources, TlsMaterial, TlsState, accept_tls};
 use crate::work::state::NodeState;
 use patchwork_store::{Store, StoreError, StoreOptions};
@@ -161,10 +162,10 @@ pub async fn run_with(
     let metrics_listener = match (config.metrics.enabled, listeners.metrics) {
         (false, _) => None,
         (true, Some(listener)) => Some(listener),
-        (true, None) => crate::transport::metrics::bind(config.metrics.listen).await,
+        (true, None) => crate::transport::scrape::bind(config.metrics.listen).await,
     };
     let metrics_server = metrics_listener.map(|listener| {
-        crate::transport::metrics::serve(
+        crate::transport::scrape::serve(
             listener,
             ScrapeSources {
                 metrics: metrics.clone(),

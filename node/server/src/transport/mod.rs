@@ -6,4 +6,5 @@
 pub mod access;
 pub mod health;
 pub mod metrics;
+pub mod scrape;
 pub mod tls;
