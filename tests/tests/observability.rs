@@ -278,7 +278,10 @@ async fn metrics_count_requests_by_method_and_code_and_show_expiry_and_store_gau
         Some(1.0),
         "{metrics}"
     );
-    assert!(metrics.contains("# HELP patchwork_grpc_requests_total "));
+    // OpenMetrics (prometheus-client): a counter's family is named without
+    // `_total`, its series with it; the text ends with `# EOF`.
+    assert!(metrics.contains("# HELP patchwork_grpc_requests "));
+    assert!(metrics.ends_with("# EOF\n"), "{metrics}");
     assert!(metrics.contains("# TYPE patchwork_grpc_request_duration_seconds histogram"));
 
     // Expiry: the test CA lives two days, the node's certificate one.
@@ -339,6 +342,23 @@ async fn metrics_count_requests_by_method_and_code_and_show_expiry_and_store_gau
     let mut answer = String::new();
     other.read_to_string(&mut answer).await.expect("read");
     assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+
+    // What Prometheus needs to parse it: the OpenMetrics media type.
+    let mut scrape = tokio::net::TcpStream::connect(node.metrics_addr)
+        .await
+        .expect("connect");
+    scrape
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: m\r\n\r\n")
+        .await
+        .expect("send");
+    let mut answer = String::new();
+    scrape.read_to_string(&mut answer).await.expect("read");
+    let head = answer.split("\r\n\r\n").next().unwrap_or_default();
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        "{head}"
+    );
 }
 
 fn peer_toml(identity: &str, name: &str, address: std::net::SocketAddr, rate: u32) -> String {

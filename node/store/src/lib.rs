@@ -62,28 +62,19 @@ pub use audit::{AuditEntry, AuditEvent, AuditVerification, PeerOutcome};
 pub use events::{AttentionFlag, TeamEvent, TeamEventKind};
 pub use match_index::{MatchHits, RekeyReport};
 
-/// The kinds of record the store holds, for messages and counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The kinds of record the store holds, for messages and counters
+/// ("person", "audit entry").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::Display, strum::IntoStaticStr)]
+#[strum(serialize_all = "lowercase")]
 pub enum Kind {
     Person,
     Practitioner,
     Organisation,
     Involvement,
+    #[strum(serialize = "audit entry")]
     AuditEntry,
+    #[strum(serialize = "team event")]
     TeamEvent,
-}
-
-impl std::fmt::Display for Kind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Kind::Person => "person",
-            Kind::Practitioner => "practitioner",
-            Kind::Organisation => "organisation",
-            Kind::Involvement => "involvement",
-            Kind::AuditEntry => "audit entry",
-            Kind::TeamEvent => "team event",
-        })
-    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,26 +1,30 @@
-//! Operator metrics in the Prometheus text format (served by `scrape`, with
-//! the gauges computed when scraped). Counters and
-//! histograms are hand-rolled atomics, allocated up front for every label
-//! value they can have: gRPC methods are the ones the node serves (anything
-//! else is "other"), peers are the configured ones. So label cardinality is
-//! bounded by the API and the config, never by callers. Gauges of the store
-//! and of certificate expiry are computed when scraped.
+//! The node's counters and histograms, in a `prometheus-client` registry of
+//! its own (one per node, so several nodes in one process, as in the tests
+//! and the benchmark, never mix counts), and the tower layer that counts
+//! every gRPC call. `scrape` adds the gauges computed when scraped and
+//! serves the whole as OpenMetrics text.
 //!
+//! Label values are bounded by the API and the config, never by callers:
+//! gRPC methods are the ones the node's descriptor sets name (anything else
+//! is "other"), peers are the configured ones (anyone else is "other").
 //! Metrics carry ids, counts and outcomes only: never names, dates of birth,
 //! identifiers, match keys or secrets. Every metric is listed, with its
 //! labels, under "Metrics" in ARCHITECTURE.md.
 
-use std::collections::HashMap;
-use std::fmt::Write as _;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use http_body::{Body, Frame, SizeHint};
 use patchwork_certs::SpiffeId;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 use prost::Message as _;
 
 /// Upper bounds (seconds) of the latency histograms' buckets.
@@ -63,7 +67,8 @@ pub const PEER_OUTCOMES: [&str; 7] = [
 ];
 
 /// Why a connection got no TLS session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum HandshakeRefusal {
     /// The handshake failed: unknown CA, revoked or expired certificate,
     /// no client certificate, wrong protocol ...
@@ -79,116 +84,111 @@ pub enum HandshakeRefusal {
     Idle,
 }
 
-const HANDSHAKE_REFUSALS: [&str; 5] = [
-    "refused",
-    "timed_out",
-    "no_slot",
-    "per_source_limit",
-    "idle",
-];
+impl HandshakeRefusal {
+    const ALL: [HandshakeRefusal; 5] = [
+        HandshakeRefusal::Refused,
+        HandshakeRefusal::TimedOut,
+        HandshakeRefusal::NoSlot,
+        HandshakeRefusal::PerSourceLimit,
+        HandshakeRefusal::Idle,
+    ];
+}
 
 /// The label value of anything outside the known set.
 pub(crate) const OTHER: &str = "other";
 
-/// Cumulative-on-render latency histogram.
-#[derive(Debug, Default)]
-struct Histogram {
-    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
-    count: AtomicU64,
-    sum_nanos: AtomicU64,
+/// A label value from outside the code (a method's, a peer's or a
+/// certificate's name), shared by every series that carries it: cloning it
+/// for a lookup in a family costs no allocation. prometheus-client writes
+/// label values as they are (client_rust issue #151), so this escapes the
+/// three characters the text format reserves; a CA named `Surrey "test"`
+/// must not break the whole scrape.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Name(Arc<str>);
+
+impl Name {
+    pub(crate) fn new(value: &str) -> Self {
+        Name(Arc::from(value))
+    }
 }
 
-impl Histogram {
-    fn observe(&self, elapsed: Duration) {
-        let seconds = elapsed.as_secs_f64();
-        if let Some(i) = LATENCY_BUCKETS.iter().position(|le| seconds <= *le) {
-            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+impl EncodeLabelValue for Name {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        use std::fmt::Write as _;
+        for c in self.0.chars() {
+            match c {
+                '\\' => encoder.write_str("\\\\")?,
+                '"' => encoder.write_str("\\\"")?,
+                '\n' => encoder.write_str("\\n")?,
+                c => encoder.write_char(c)?,
+            }
         }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
-    }
-
-    fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
-    }
-
-    /// `name_bucket`, `name_sum` and `name_count` lines; `labels` is
-    /// `key="value",` pairs (possibly empty) to put before `le`.
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let mut cumulative = 0;
-        for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
-            cumulative += self.buckets[i].load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{le}\"}} {cumulative}");
-        }
-        let count = self.count();
-        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {count}");
-        let labels = labels.trim_end_matches(',');
-        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
-        let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+        Ok(())
     }
 }
 
-fn counters<const N: usize>() -> [AtomicU64; N] {
-    std::array::from_fn(|_| AtomicU64::new(0))
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct MethodLabels {
+    service: Name,
+    method: Name,
 }
 
-/// One gRPC method the node serves.
-#[derive(Debug)]
-struct MethodSeries {
-    service: String,
-    method: String,
-    by_code: [AtomicU64; CODES.len()],
-    latency: Histogram,
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CallLabels {
+    service: Name,
+    method: Name,
+    code: &'static str,
 }
 
-/// One configured peer.
-#[derive(Debug)]
-struct PeerSeries {
-    identity: String,
-    outcomes: [AtomicU64; PEER_OUTCOMES.len()],
-    latency: Histogram,
-    rate_limited: AtomicU64,
-    enumeration_alerts: AtomicU64,
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct PeerLabels {
+    peer: Name,
 }
 
-impl PeerSeries {
-    fn new(identity: String) -> Self {
-        PeerSeries {
-            identity,
-            outcomes: counters(),
-            latency: Histogram::default(),
-            rate_limited: AtomicU64::new(0),
-            enumeration_alerts: AtomicU64::new(0),
-        }
-    }
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct PeerOutcomeLabels {
+    peer: Name,
+    outcome: &'static str,
 }
 
-/// The configured peers' series, by identity.
-#[derive(Debug, Default)]
-struct PeerTable {
-    series: Vec<Arc<PeerSeries>>,
-    index: HashMap<SpiffeId, usize>,
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RefusalLabels {
+    /// The refusal's snake_case name (`timed_out`).
+    reason: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn histograms<L: Clone + std::hash::Hash + Eq>() -> Histograms<L> {
+    Family::new_with_constructor(latency_histogram)
 }
 
 /// The node's counters and histograms; one per node, shared.
 #[derive(Debug)]
 pub struct Metrics {
+    registry: Registry,
     /// Known methods, then "other" last.
-    methods: Vec<MethodSeries>,
+    methods: Vec<MethodLabels>,
     method_index: HashMap<String, usize>,
-    /// Every peer configured since start (a reload adds, never removes:
-    /// a removed peer's counts stay readable).
-    peers: parking_lot::RwLock<PeerTable>,
-    /// Calls to or from identities never configured.
-    other_peer: Arc<PeerSeries>,
-    handshakes_refused: [AtomicU64; HANDSHAKE_REFUSALS.len()],
+    /// Every peer configured since start (a reload adds, never removes: a
+    /// removed peer's counts stay readable); anyone else counts as "other".
+    peers: parking_lot::RwLock<HashSet<SpiffeId>>,
+    grpc_requests: Family<CallLabels, Counter>,
+    grpc_latency: Histograms<MethodLabels>,
+    peer_lookups: Family<PeerOutcomeLabels, Counter>,
+    peer_latency: Histograms<PeerLabels>,
+    peer_rate_limited: Family<PeerLabels, Counter>,
+    peer_enumeration_alerts: Family<PeerLabels, Counter>,
+    /// Federation queries from identities with no agreement.
+    unagreed_refused: Counter,
+    handshakes_refused: Family<RefusalLabels, Counter>,
     /// Completed TLS handshakes: with connection reuse this stays flat
     /// under load (the benchmark counts handshakes per lookup with it).
-    handshakes_accepted: AtomicU64,
-    /// Federation queries from identities with no agreement.
-    unagreed_refused: AtomicU64,
+    handshakes_accepted: Counter,
 }
 
 /// Every `/package.Service/Method` path in the encoded descriptor sets.
@@ -235,38 +235,111 @@ impl Metrics {
             if service != OTHER {
                 method_index.insert(format!("/{service}/{method}"), methods.len());
             }
-            methods.push(MethodSeries {
-                service,
-                method,
-                by_code: counters(),
-                latency: Histogram::default(),
+            methods.push(MethodLabels {
+                service: Name::new(&service),
+                method: Name::new(&method),
             });
         }
-        let metrics = Metrics {
+        let mut metrics = Metrics {
+            registry: Registry::default(),
             methods,
             method_index,
             peers: parking_lot::RwLock::default(),
-            other_peer: Arc::new(PeerSeries::new(OTHER.to_owned())),
-            handshakes_refused: counters(),
-            handshakes_accepted: AtomicU64::new(0),
-            unagreed_refused: AtomicU64::new(0),
+            grpc_requests: Family::default(),
+            grpc_latency: histograms(),
+            peer_lookups: Family::default(),
+            peer_latency: histograms(),
+            peer_rate_limited: Family::default(),
+            peer_enumeration_alerts: Family::default(),
+            unagreed_refused: Counter::default(),
+            handshakes_refused: Family::default(),
+            handshakes_accepted: Counter::default(),
         };
+        metrics.register();
+        for reason in HandshakeRefusal::ALL {
+            // Created at zero: every reason shows before its first count.
+            let _ = metrics.handshakes_refused.get_or_create(&RefusalLabels {
+                reason: reason.into(),
+            });
+        }
         metrics.add_peers(peers);
         metrics
     }
 
-    /// Series for `peers` not configured before (a reload that adds peers).
+    fn register(&mut self) {
+        let registry = &mut self.registry;
+        registry.register(
+            "patchwork_grpc_requests",
+            "gRPC calls finished, by service, method and status code",
+            self.grpc_requests.clone(),
+        );
+        registry.register(
+            "patchwork_grpc_request_duration_seconds",
+            "gRPC call latency from request to status (whole stream for streaming calls)",
+            self.grpc_latency.clone(),
+        );
+        registry.register(
+            "patchwork_peer_lookups",
+            "peers' outcomes in this node's lookups, by configured peer identity and outcome",
+            self.peer_lookups.clone(),
+        );
+        registry.register(
+            "patchwork_peer_call_duration_seconds",
+            "latency of this node's calls to each peer (calls not made are not observed)",
+            self.peer_latency.clone(),
+        );
+        registry.register(
+            "patchwork_peer_rate_limited",
+            "peers' queries refused by their agreement's rate limit, by peer",
+            self.peer_rate_limited.clone(),
+        );
+        registry.register(
+            "patchwork_peer_enumeration_alerts",
+            "times a peer's queries began to look like enumeration (mostly misses), by peer",
+            self.peer_enumeration_alerts.clone(),
+        );
+        registry.register(
+            "patchwork_unagreed_queries_refused",
+            "federation queries refused because the caller's identity has no agreement",
+            self.unagreed_refused.clone(),
+        );
+        registry.register(
+            "patchwork_tls_handshakes_refused",
+            "connections that got no TLS session, by reason (refused, timed_out, no_slot, per_source_limit, idle)",
+            self.handshakes_refused.clone(),
+        );
+        registry.register(
+            "patchwork_tls_handshakes_accepted",
+            "connections that completed a TLS handshake",
+            self.handshakes_accepted.clone(),
+        );
+    }
+
+    /// Series for `peers` not configured before (a reload that adds peers),
+    /// zeros included: a configured peer's series exist before its first
+    /// call, so an alert on them needs no absent() guard.
     pub fn add_peers(&self, peers: impl IntoIterator<Item = SpiffeId>) {
-        let mut table = self.peers.write();
+        let mut known = self.peers.write();
         for peer in peers {
-            if !table.index.contains_key(&peer) {
-                let at = table.series.len();
-                table.index.insert(peer.clone(), at);
-                table
-                    .series
-                    .push(Arc::new(PeerSeries::new(peer.to_string())));
+            let name = Name::new(&peer.to_string());
+            if known.insert(peer) {
+                for outcome in PEER_OUTCOMES {
+                    let _ = self.peer_lookups.get_or_create(&PeerOutcomeLabels {
+                        peer: name.clone(),
+                        outcome,
+                    });
+                }
+                let labels = PeerLabels { peer: name };
+                let _ = self.peer_latency.get_or_create(&labels);
+                let _ = self.peer_rate_limited.get_or_create(&labels);
+                let _ = self.peer_enumeration_alerts.get_or_create(&labels);
             }
         }
+    }
+
+    /// The registry holding every counter and histogram, for `scrape`.
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     fn method(&self, path: &str) -> usize {
@@ -276,231 +349,91 @@ impl Metrics {
             .unwrap_or(self.methods.len() - 1)
     }
 
-    fn peer(&self, identity: &SpiffeId) -> Arc<PeerSeries> {
-        let table = self.peers.read();
-        match table.index.get(identity) {
-            Some(&i) => table.series[i].clone(),
-            None => self.other_peer.clone(),
+    fn peer(&self, identity: &SpiffeId) -> PeerLabels {
+        let name = if self.peers.read().contains(identity) {
+            identity.to_string()
+        } else {
+            OTHER.to_owned()
+        };
+        PeerLabels {
+            peer: Name::new(&name),
         }
     }
 
     /// One finished gRPC call: `code` is the gRPC status number.
     fn request_finished(&self, method: usize, code: usize, elapsed: Duration) {
-        let series = &self.methods[method];
-        series.by_code[code.min(CODES.len() - 1)].fetch_add(1, Ordering::Relaxed);
-        series.latency.observe(elapsed);
+        let labels = &self.methods[method];
+        self.grpc_requests
+            .get_or_create(&CallLabels {
+                service: labels.service.clone(),
+                method: labels.method.clone(),
+                code: CODES[code.min(CODES.len() - 1)],
+            })
+            .inc();
+        self.grpc_latency
+            .get_or_create(labels)
+            .observe(elapsed.as_secs_f64());
     }
 
     /// A peer's outcome in one lookup (one of [`PEER_OUTCOMES`]; anything
     /// else counts as "error").
     pub fn peer_outcome(&self, peer: &SpiffeId, outcome: &str) {
-        let i = PEER_OUTCOMES
+        let outcome = PEER_OUTCOMES
             .iter()
-            .position(|o| *o == outcome)
-            .unwrap_or(PEER_OUTCOMES.len() - 1);
-        self.peer(peer).outcomes[i].fetch_add(1, Ordering::Relaxed);
+            .find(|known| **known == outcome)
+            .unwrap_or(&PEER_OUTCOMES[PEER_OUTCOMES.len() - 1]);
+        self.peer_lookups
+            .get_or_create(&PeerOutcomeLabels {
+                peer: self.peer(peer).peer,
+                outcome,
+            })
+            .inc();
     }
 
     /// How long a call to a peer took (calls that were made only).
     pub fn peer_latency(&self, peer: &SpiffeId, elapsed: Duration) {
-        self.peer(peer).latency.observe(elapsed);
+        self.peer_latency
+            .get_or_create(&self.peer(peer))
+            .observe(elapsed.as_secs_f64());
     }
 
     /// A peer's query refused by its agreement's rate limit.
     pub fn rate_limited(&self, peer: &SpiffeId) {
-        self.peer(peer).rate_limited.fetch_add(1, Ordering::Relaxed);
+        self.peer_rate_limited.get_or_create(&self.peer(peer)).inc();
     }
 
     /// A federation query from an identity with no agreement (not labelled
     /// by identity: callers, not the config, would choose the label).
     pub fn unagreed_refused(&self) {
-        self.unagreed_refused.fetch_add(1, Ordering::Relaxed);
+        self.unagreed_refused.inc();
     }
 
     /// A peer whose queries began to look like enumeration (alerted once
     /// each time it crosses the threshold).
     pub fn enumeration_alert(&self, peer: &SpiffeId) {
-        self.peer(peer)
-            .enumeration_alerts
-            .fetch_add(1, Ordering::Relaxed);
+        self.peer_enumeration_alerts
+            .get_or_create(&self.peer(peer))
+            .inc();
     }
 
     /// A connection that got no TLS session.
-    pub fn handshake_refused(&self, why: HandshakeRefusal) {
-        let i = match why {
-            HandshakeRefusal::Refused => 0,
-            HandshakeRefusal::TimedOut => 1,
-            HandshakeRefusal::NoSlot => 2,
-            HandshakeRefusal::PerSourceLimit => 3,
-            HandshakeRefusal::Idle => 4,
-        };
-        self.handshakes_refused[i].fetch_add(1, Ordering::Relaxed);
+    pub fn handshake_refused(&self, reason: HandshakeRefusal) {
+        self.handshakes_refused
+            .get_or_create(&RefusalLabels {
+                reason: reason.into(),
+            })
+            .inc();
     }
 
     /// A connection that got a TLS session.
     pub fn handshake_accepted(&self) {
-        self.handshakes_accepted.fetch_add(1, Ordering::Relaxed);
+        self.handshakes_accepted.inc();
     }
 
     /// TLS handshakes completed since start.
     pub fn handshakes_accepted(&self) -> u64 {
-        self.handshakes_accepted.load(Ordering::Relaxed)
+        self.handshakes_accepted.get()
     }
-
-    /// The counters and histograms in the text format.
-    pub(crate) fn render_counters(&self, out: &mut String) {
-        header(
-            out,
-            "patchwork_grpc_requests_total",
-            "counter",
-            "gRPC calls finished, by service, method and status code",
-        );
-        for series in &self.methods {
-            for (code, count) in series.by_code.iter().enumerate() {
-                let count = count.load(Ordering::Relaxed);
-                if count > 0 {
-                    let _ = writeln!(
-                        out,
-                        "patchwork_grpc_requests_total{{service=\"{}\",method=\"{}\",code=\"{}\"}} {count}",
-                        series.service, series.method, CODES[code]
-                    );
-                }
-            }
-        }
-        header(
-            out,
-            "patchwork_grpc_request_duration_seconds",
-            "histogram",
-            "gRPC call latency from request to status (whole stream for streaming calls)",
-        );
-        for series in &self.methods {
-            if series.latency.count() > 0 {
-                series.latency.render(
-                    out,
-                    "patchwork_grpc_request_duration_seconds",
-                    &format!(
-                        "service=\"{}\",method=\"{}\",",
-                        series.service, series.method
-                    ),
-                );
-            }
-        }
-        // Peers: every configured one, zeros included (bounded by config).
-        let mut peers: Vec<Arc<PeerSeries>> = self.peers.read().series.clone();
-        let other = &self.other_peer;
-        if other.outcomes.iter().any(|c| c.load(Ordering::Relaxed) > 0)
-            || other.latency.count() > 0
-            || other.rate_limited.load(Ordering::Relaxed) > 0
-            || other.enumeration_alerts.load(Ordering::Relaxed) > 0
-        {
-            peers.push(other.clone());
-        }
-        header(
-            out,
-            "patchwork_peer_lookups_total",
-            "counter",
-            "peers' outcomes in this node's lookups, by configured peer identity and outcome",
-        );
-        for peer in &peers {
-            for (i, outcome) in PEER_OUTCOMES.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "patchwork_peer_lookups_total{{peer=\"{}\",outcome=\"{outcome}\"}} {}",
-                    escape(&peer.identity),
-                    peer.outcomes[i].load(Ordering::Relaxed)
-                );
-            }
-        }
-        header(
-            out,
-            "patchwork_peer_call_duration_seconds",
-            "histogram",
-            "latency of this node's calls to each peer (calls not made are not observed)",
-        );
-        for peer in &peers {
-            peer.latency.render(
-                out,
-                "patchwork_peer_call_duration_seconds",
-                &format!("peer=\"{}\",", escape(&peer.identity)),
-            );
-        }
-        header(
-            out,
-            "patchwork_peer_rate_limited_total",
-            "counter",
-            "peers' queries refused by their agreement's rate limit, by peer",
-        );
-        for peer in &peers {
-            let _ = writeln!(
-                out,
-                "patchwork_peer_rate_limited_total{{peer=\"{}\"}} {}",
-                escape(&peer.identity),
-                peer.rate_limited.load(Ordering::Relaxed)
-            );
-        }
-        header(
-            out,
-            "patchwork_peer_enumeration_alerts_total",
-            "counter",
-            "times a peer's queries began to look like enumeration (mostly misses), by peer",
-        );
-        for peer in &peers {
-            let _ = writeln!(
-                out,
-                "patchwork_peer_enumeration_alerts_total{{peer=\"{}\"}} {}",
-                escape(&peer.identity),
-                peer.enumeration_alerts.load(Ordering::Relaxed)
-            );
-        }
-        header(
-            out,
-            "patchwork_unagreed_queries_refused_total",
-            "counter",
-            "federation queries refused because the caller's identity has no agreement",
-        );
-        let _ = writeln!(
-            out,
-            "patchwork_unagreed_queries_refused_total {}",
-            self.unagreed_refused.load(Ordering::Relaxed)
-        );
-        header(
-            out,
-            "patchwork_tls_handshakes_refused_total",
-            "counter",
-            "connections that got no TLS session, by reason (refused, timed_out, no_slot)",
-        );
-        for (i, reason) in HANDSHAKE_REFUSALS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "patchwork_tls_handshakes_refused_total{{reason=\"{reason}\"}} {}",
-                self.handshakes_refused[i].load(Ordering::Relaxed)
-            );
-        }
-        header(
-            out,
-            "patchwork_tls_handshakes_accepted_total",
-            "counter",
-            "connections that completed a TLS handshake",
-        );
-        let _ = writeln!(
-            out,
-            "patchwork_tls_handshakes_accepted_total {}",
-            self.handshakes_accepted()
-        );
-    }
-}
-
-pub(crate) fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-/// A label value as the text format wants it.
-pub(crate) fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 // ------------------------------------------------------------ gRPC layer
@@ -670,17 +603,20 @@ mod tests {
     fn known_methods_come_from_the_descriptor_sets_and_others_are_other() {
         let metrics = Metrics::new([]);
         let lookup = metrics.method("/patchwork.v1.Directory/Lookup");
-        assert_eq!(metrics.methods[lookup].service, "patchwork.v1.Directory");
-        assert_eq!(metrics.methods[lookup].method, "Lookup");
+        assert_eq!(
+            &*metrics.methods[lookup].service.0,
+            "patchwork.v1.Directory"
+        );
+        assert_eq!(&*metrics.methods[lookup].method.0, "Lookup");
         let check = metrics.method("/grpc.health.v1.Health/Check");
-        assert_eq!(metrics.methods[check].method, "Check");
+        assert_eq!(&*metrics.methods[check].method.0, "Check");
         let reflect = metrics.method("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo");
         assert_eq!(
-            metrics.methods[reflect].service,
+            &*metrics.methods[reflect].service.0,
             "grpc.reflection.v1.ServerReflection"
         );
         let other = metrics.method("/evil.Service/Whatever");
-        assert_eq!(metrics.methods[other].service, OTHER);
+        assert_eq!(&*metrics.methods[other].service.0, OTHER);
         assert_eq!(other, metrics.methods.len() - 1);
     }
 
@@ -699,12 +635,12 @@ mod tests {
         metrics.handshake_refused(HandshakeRefusal::TimedOut);
         metrics.handshake_accepted();
         let mut out = String::new();
-        metrics.render_counters(&mut out);
+        prometheus_client::encoding::text::encode(&mut out, metrics.registry()).expect("encode");
         for line in [
             "patchwork_grpc_requests_total{service=\"patchwork.v1.Directory\",method=\"Lookup\",code=\"OK\"} 1",
             "patchwork_grpc_requests_total{service=\"patchwork.v1.Directory\",method=\"Lookup\",code=\"INVALID_ARGUMENT\"} 1",
-            "patchwork_grpc_request_duration_seconds_bucket{service=\"patchwork.v1.Directory\",method=\"Lookup\",le=\"0.005\"} 1",
-            "patchwork_grpc_request_duration_seconds_bucket{service=\"patchwork.v1.Directory\",method=\"Lookup\",le=\"+Inf\"} 2",
+            "patchwork_grpc_request_duration_seconds_bucket{le=\"0.005\",service=\"patchwork.v1.Directory\",method=\"Lookup\"} 1",
+            "patchwork_grpc_request_duration_seconds_bucket{le=\"+Inf\",service=\"patchwork.v1.Directory\",method=\"Lookup\"} 2",
             "patchwork_grpc_request_duration_seconds_count{service=\"patchwork.v1.Directory\",method=\"Lookup\"} 2",
             "patchwork_grpc_request_duration_seconds_sum{service=\"patchwork.v1.Directory\",method=\"Lookup\"} 0.033",
             "patchwork_peer_lookups_total{peer=\"spiffe://t.patchwork/node/brighton\",outcome=\"matched\"} 1",
@@ -722,16 +658,15 @@ mod tests {
             !out.contains("method=\"GetStats\""),
             "methods never called are left out"
         );
+        assert!(
+            out.contains("# TYPE patchwork_grpc_requests counter"),
+            "{out}"
+        );
         for line in out.lines().filter(|l| !l.starts_with('#')) {
             let (series, value) = line.rsplit_once(' ').expect("series value");
             assert!(value.parse::<f64>().is_ok(), "{line}");
             assert!(series.starts_with("patchwork_"), "{line}");
         }
-    }
-
-    #[test]
-    fn escaping() {
-        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 
     #[test]

@@ -1,23 +1,38 @@
 //! What a scrape reads besides the counters, and where it is served: the
-//! gauges computed when scraped (health, certificate and CRL expiry, the TLS
-//! generation, the store's size, records and last imports) and the plain
-//! HTTP `GET /metrics` endpoint on `[metrics] listen`. Above `metrics` (the
-//! counters), `tls` and `health`, which it reads.
+//! gauges computed when scraped (serving, certificate and CRL expiry, the
+//! TLS generation and refused reloads, the store's size, records, audit
+//! length and last imports) and the HTTP endpoint `GET /metrics` on
+//! `[metrics] listen`, which answers the node's counters (`metrics`) and
+//! these gauges as one OpenMetrics text. Above `metrics`, `tls` and
+//! `health`, which it reads.
 
-use std::fmt::Write as _;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Method, Request, Response, StatusCode, header};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
 use time::OffsetDateTime;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::transport::health::Health;
-use crate::transport::metrics::{Metrics, OTHER, escape, header};
+use crate::transport::metrics::{Metrics, Name, OTHER};
 use crate::transport::tls::TlsState;
 use patchwork_store::Store;
+
+/// The media type of what `GET /metrics` answers.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// An expiry's kind and name from its description (see `tls::Expiry`).
 fn expiry_labels(what: &str) -> (&'static str, &str) {
@@ -33,7 +48,6 @@ fn expiry_labels(what: &str) -> (&'static str, &str) {
 }
 
 /// What a scrape reads besides the counters.
-
 #[derive(Debug, Clone)]
 pub struct ScrapeSources {
     pub metrics: Arc<Metrics>,
@@ -54,81 +68,107 @@ struct StoreGauges {
     )>,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ExpiryLabels {
+    kind: &'static str,
+    name: Name,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ImportRowLabels {
+    kind: &'static str,
+    outcome: &'static str,
+}
+
+/// A gauge family filled once, for one scrape.
+fn gauges<L>(values: impl IntoIterator<Item = (L, i64)>) -> Family<L, Gauge>
+where
+    L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
+{
+    let family = Family::<L, Gauge>::default();
+    for (labels, value) in values {
+        family.get_or_create(&labels).set(value);
+    }
+    family
+}
+
+fn signed(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
 impl ScrapeSources {
-    /// Everything, in the text format.
+    /// The counters and this moment's gauges, as OpenMetrics text.
     pub async fn render(&self) -> String {
+        let mut gauges = Registry::default();
+        self.register_node(&mut gauges);
+        self.register_tls(&mut gauges);
+        if let Some(store) = self.store_gauges().await {
+            register_store(&mut gauges, store);
+        }
         let mut out = String::with_capacity(16 * 1024);
-        header(
-            &mut out,
-            "patchwork_build_info",
-            "gauge",
-            "always 1; the node's software version and API version",
-        );
-        let _ = writeln!(
-            out,
-            "patchwork_build_info{{version=\"{}\",api=\"{}\"}} 1",
-            env!("CARGO_PKG_VERSION"),
-            patchwork_proto::API_VERSION
-        );
-        header(
-            &mut out,
-            "patchwork_serving",
-            "gauge",
-            "1 while grpc.health.v1 reports SERVING; 0 while starting, draining or while the store fails",
-        );
-        let _ = writeln!(
-            out,
-            "patchwork_serving {}",
-            u8::from(self.health.is_serving())
-        );
-        self.metrics.render_counters(&mut out);
-        self.render_expiries(&mut out);
-        self.render_store(&mut out).await;
+        // Writing to a String fails only if a label value's encoding does,
+        // which ours (plain strings) never do.
+        let encoded = encode_registry(&mut out, self.metrics.registry())
+            .and_then(|()| encode_registry(&mut out, &gauges))
+            .and_then(|()| encode_eof(&mut out));
+        if let Err(error) = encoded {
+            tracing::warn!(error = %error, "metrics: cannot encode");
+        }
         out
     }
 
-    fn render_expiries(&self, out: &mut String) {
-        let material = self.tls.current();
-        let now = OffsetDateTime::now_utc();
-        header(
-            out,
-            "patchwork_tls_expiry_days",
-            "gauge",
-            "whole days until the node's certificate, a trusted CA or a CRL (its nextUpdate) expires; negative once expired",
+    fn register_node(&self, registry: &mut Registry) {
+        registry.register(
+            "patchwork_build",
+            "the node's software version and API version",
+            Info::new(vec![
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("api", patchwork_proto::API_VERSION),
+            ]),
         );
-        for expiry in &material.expiries {
-            let (kind, name) = expiry_labels(&expiry.what);
-            let _ = writeln!(
-                out,
-                "patchwork_tls_expiry_days{{kind=\"{kind}\",name=\"{}\"}} {}",
-                escape(name),
-                expiry.days_left(now)
-            );
-        }
-        header(
-            out,
-            "patchwork_tls_generation",
-            "gauge",
-            "the TLS material's generation: 1 at start, one more for each successful reload",
-        );
-        let _ = writeln!(out, "patchwork_tls_generation {}", self.tls.generation());
-        header(
-            out,
-            "patchwork_tls_reloads_refused_total",
-            "counter",
-            "reloads refused (SIGHUP or `patchwork reload`): TLS material, config or federation; what was in force stays in force",
-        );
-        let _ = writeln!(
-            out,
-            "patchwork_tls_reloads_refused_total {}",
-            self.tls.reloads_refused()
+        registry.register(
+            "patchwork_serving",
+            "1 while grpc.health.v1 reports SERVING; 0 while starting, draining or while the store fails",
+            ConstGauge::new(i64::from(self.health.is_serving())),
         );
     }
 
-    async fn render_store(&self, out: &mut String) {
-        let Some(store) = self.store.get().cloned() else {
-            return; // still starting
-        };
+    fn register_tls(&self, registry: &mut Registry) {
+        let material = self.tls.current();
+        let now = OffsetDateTime::now_utc();
+        registry.register(
+            "patchwork_tls_expiry_days",
+            "whole days until the node's certificate, a trusted CA or a CRL (its nextUpdate) expires; negative once expired",
+            gauges(material.expiries.iter().map(|expiry| {
+                let (kind, name) = expiry_labels(&expiry.what);
+                let labels = ExpiryLabels {
+                    kind,
+                    name: Name::new(name),
+                };
+                (labels, expiry.days_left(now))
+            })),
+        );
+        registry.register(
+            "patchwork_tls_generation",
+            "the TLS material's generation: 1 at start, one more for each successful reload",
+            ConstGauge::new(signed(self.tls.generation())),
+        );
+        registry.register(
+            "patchwork_tls_reloads_refused",
+            "reloads refused (SIGHUP or `patchwork reload`): TLS material, config or federation; what was in force stays in force",
+            ConstCounter::new(self.tls.reloads_refused()),
+        );
+    }
+
+    /// The store's gauges, read on the blocking pool; none while the store
+    /// is still opening, or when it cannot be read (logged).
+    async fn store_gauges(&self) -> Option<StoreGauges> {
+        let store = self.store.get().cloned()?;
         let read = tokio::task::spawn_blocking(move || {
             Ok::<_, patchwork_store::StoreError>(StoreGauges {
                 bytes: store.size_on_disk()?,
@@ -138,95 +178,89 @@ impl ScrapeSources {
             })
         })
         .await;
-        let gauges = match read {
-            Ok(Ok(gauges)) => gauges,
+        match read {
+            Ok(Ok(gauges)) => Some(gauges),
             Ok(Err(error)) => {
                 tracing::warn!(error = %error, "metrics: cannot read the store's gauges");
-                return;
+                None
             }
-            Err(_) => return,
-        };
-        header(
-            out,
-            "patchwork_store_size_bytes",
-            "gauge",
-            "the store's size on disk",
-        );
-        let _ = writeln!(out, "patchwork_store_size_bytes {}", gauges.bytes);
-        header(
-            out,
-            "patchwork_store_records",
-            "gauge",
-            "records held, by kind",
-        );
-        let counts = gauges.counts;
-        for (kind, count) in [
-            ("persons", counts.persons),
-            ("practitioners", counts.practitioners),
-            ("organisations", counts.organisations),
-            ("involvements", counts.involvements),
-            ("active_involvements", counts.active_involvements),
-        ] {
-            let _ = writeln!(out, "patchwork_store_records{{kind=\"{kind}\"}} {count}");
+            Err(_) => None,
         }
-        header(
-            out,
-            "patchwork_audit_entries",
-            "gauge",
-            "entries in the hash-chained audit log",
-        );
-        let _ = writeln!(out, "patchwork_audit_entries {}", gauges.audit_entries);
-        header(
-            out,
-            "patchwork_last_import_timestamp_seconds",
-            "gauge",
-            "when the last applied import of each kind finished (0: never); alert when it grows old",
-        );
-        let last = |kind: patchwork_store::Kind| {
-            gauges
-                .last_imports
-                .iter()
-                .find(|(k, _)| *k == kind)
-                .map(|(_, last)| last.clone())
-                .unwrap_or_default()
-        };
-        for kind in patchwork_store::last_import::IMPORT_KINDS {
-            let _ = writeln!(
-                out,
-                "patchwork_last_import_timestamp_seconds{{kind=\"{kind}\"}} {}",
-                last(kind).at_unix_seconds
-            );
-        }
-        header(
-            out,
-            "patchwork_last_import_rows",
-            "gauge",
-            "rows of the last applied import of each kind, by outcome",
-        );
-        for kind in patchwork_store::last_import::IMPORT_KINDS {
+    }
+}
+
+fn register_store(registry: &mut Registry, store: StoreGauges) {
+    registry.register(
+        "patchwork_store_size_bytes",
+        "the store's size on disk",
+        ConstGauge::new(signed(store.bytes)),
+    );
+    let counts = store.counts;
+    registry.register(
+        "patchwork_store_records",
+        "records held, by kind",
+        gauges(
+            [
+                ("persons", counts.persons),
+                ("practitioners", counts.practitioners),
+                ("organisations", counts.organisations),
+                ("involvements", counts.involvements),
+                ("active_involvements", counts.active_involvements),
+            ]
+            .map(|(kind, count)| (KindLabels { kind }, signed(count))),
+        ),
+    );
+    registry.register(
+        "patchwork_audit_entries",
+        "entries in the hash-chained audit log",
+        ConstGauge::new(signed(store.audit_entries)),
+    );
+    let last = |kind: patchwork_store::Kind| {
+        store
+            .last_imports
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, last)| last.clone())
+            .unwrap_or_default()
+    };
+    let kinds = patchwork_store::last_import::IMPORT_KINDS;
+    registry.register(
+        "patchwork_last_import_timestamp_seconds",
+        "when the last applied import of each kind finished (0: never); alert when it grows old",
+        gauges(kinds.map(|kind| {
+            let at = last(kind).at_unix_seconds;
+            (KindLabels { kind: kind.into() }, at)
+        })),
+    );
+    registry.register(
+        "patchwork_last_import_rows",
+        "rows of the last applied import of each kind, by outcome",
+        gauges(kinds.iter().flat_map(|&kind| {
             let last = last(kind);
-            for (outcome, rows) in [
+            [
                 ("created", last.created),
                 ("updated", last.updated),
                 ("unchanged", last.unchanged),
                 ("bad", last.bad_rows),
-            ] {
-                let _ = writeln!(
-                    out,
-                    "patchwork_last_import_rows{{kind=\"{kind}\",outcome=\"{outcome}\"}} {rows}"
-                );
-            }
-        }
-    }
+            ]
+            .map(|(outcome, rows)| {
+                let labels = ImportRowLabels {
+                    kind: kind.into(),
+                    outcome,
+                };
+                (labels, signed(rows))
+            })
+        })),
+    );
 }
 
 // ------------------------------------------------------------ HTTP endpoint
 
 /// Scrapes served at once; more are closed at once.
 const MAX_CONCURRENT_SCRAPES: usize = 8;
-/// How long a scraper may take to send its request.
+/// How long a scraper may take to send its request's head.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// The most of a request read (line and headers).
+/// The most of a request buffered (line and headers): hyper's minimum.
 const MAX_REQUEST_BYTES: usize = 8 * 1024;
 
 /// Binds `[metrics] listen`. A failure is logged, not fatal: a node that
@@ -241,8 +275,10 @@ pub async fn bind(listen: SocketAddr) -> Option<TcpListener> {
     }
 }
 
-/// Serves `GET /metrics` on `listener` until aborted. One request per
-/// connection (`Connection: close`), which is all Prometheus needs.
+/// Serves `GET /metrics` (HTTP/1.1 by hyper) on `listener` until aborted:
+/// one request per connection, which is all Prometheus needs, at most
+/// [`MAX_CONCURRENT_SCRAPES`] at once, each head within
+/// [`REQUEST_TIMEOUT`] and [`MAX_REQUEST_BYTES`].
 pub fn serve(listener: TcpListener, sources: ScrapeSources) -> tokio::task::JoinHandle<()> {
     let slots = Arc::new(Semaphore::new(MAX_CONCURRENT_SCRAPES));
     if let Ok(addr) = listener.local_addr() {
@@ -264,72 +300,55 @@ pub fn serve(listener: TcpListener, sources: ScrapeSources) -> tokio::task::Join
             let sources = sources.clone();
             tokio::spawn(async move {
                 let _slot = slot;
-                let _ = answer(stream, &sources).await;
+                let answer = hyper::service::service_fn(|request| {
+                    let sources = sources.clone();
+                    async move { Ok::<_, Infallible>(answer(&request, &sources).await) }
+                });
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(REQUEST_TIMEOUT)
+                    .max_buf_size(MAX_REQUEST_BYTES)
+                    .keep_alive(false)
+                    .serve_connection(TokioIo::new(stream), answer);
+                // A scraper that went away or sent nonsense is its problem.
+                let _ = tokio::time::timeout(REQUEST_TIMEOUT * 6, connection).await;
             });
         }
     })
 }
 
-/// Reads the request line and headers (bounded in size and time).
-async fn read_request_head(stream: &mut TcpStream) -> Option<String> {
-    let mut head = Vec::with_capacity(512);
-    let mut buf = [0u8; 1024];
-    let read = async {
-        loop {
-            let n = stream.read(&mut buf).await.ok()?;
-            if n == 0 {
-                return None;
-            }
-            head.extend_from_slice(&buf[..n]);
-            if head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n") {
-                return Some(());
-            }
-            if head.len() > MAX_REQUEST_BYTES {
-                return None;
-            }
-        }
-    };
-    tokio::time::timeout(REQUEST_TIMEOUT, read).await.ok()??;
-    String::from_utf8(head).ok()
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    response
 }
 
-async fn answer(mut stream: TcpStream, sources: &ScrapeSources) -> std::io::Result<()> {
-    let Some(head) = read_request_head(&mut stream).await else {
-        return Ok(());
-    };
-    let mut parts = head.lines().next().unwrap_or_default().split_whitespace();
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("");
-    let (status, content_type, body) = match (method, path) {
-        ("GET" | "HEAD", "/metrics") => (
-            "200 OK",
-            "text/plain; version=0.0.4; charset=utf-8",
-            sources.render().await,
-        ),
-        ("GET" | "HEAD", _) => (
-            "404 Not Found",
-            "text/plain; charset=utf-8",
+async fn answer<B>(request: &Request<B>, sources: &ScrapeSources) -> Response<Full<Bytes>> {
+    let plain = "text/plain; charset=utf-8";
+    let readable = matches!(*request.method(), Method::GET | Method::HEAD);
+    match (readable, request.uri().path()) {
+        (true, "/metrics") => text(StatusCode::OK, OPENMETRICS, sources.render().await),
+        (true, _) => text(
+            StatusCode::NOT_FOUND,
+            plain,
             "not found: metrics are at /metrics\n".to_owned(),
         ),
-        _ => (
-            "405 Method Not Allowed",
-            "text/plain; charset=utf-8",
-            "only GET /metrics\n".to_owned(),
-        ),
-    };
-    let mut response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
-    if status.starts_with("405") {
-        response.push_str("Allow: GET, HEAD\r\n");
+        (false, _) => {
+            let mut response = text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                plain,
+                "only GET /metrics\n".to_owned(),
+            );
+            response
+                .headers_mut()
+                .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+            response
+        }
     }
-    response.push_str("\r\n");
-    if method != "HEAD" {
-        response.push_str(&body);
-    }
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
 }
 
 #[cfg(test)]
@@ -344,6 +363,12 @@ mod tests {
         );
         assert_eq!(expiry_labels("trusted CA Surrey CA"), ("ca", "Surrey CA"));
         assert_eq!(expiry_labels("CRL /etc/x.crl"), ("crl", "/etc/x.crl"));
-        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        // Label values are escaped by the library as the text format wants.
+        let mut registry = Registry::default();
+        let name = Name::new("a\"b\\c\nd");
+        registry.register("x", "x", gauges([(ExpiryLabels { kind: "ca", name }, 1)]));
+        let mut out = String::new();
+        encode_registry(&mut out, &registry).expect("encode");
+        assert!(out.contains(r#"x{kind="ca",name="a\"b\\c\nd"} 1"#), "{out}");
     }
 }
