@@ -1,12 +1,15 @@
-//! Asking every agreed peer at once: each call on the peer's long-lived
-//! channel, bounded by a shared limit on calls in flight, and cut off at the
-//! lookup's deadline — a dead or slow peer never delays the answer beyond it.
-//! Every peer's outcome is reported, whatever it was.
+//! Asking peers: each call on the peer's long-lived channel, all at once,
+//! bounded by a shared limit on calls in flight, and cut off at the
+//! deadline — a dead or slow peer never delays an answer beyond it. Every
+//! peer's outcome is reported, whatever it was, classified the same way for
+//! every RPC (a lookup's query, a subscription, a poll): the one path by
+//! which a node calls its peers (`ask_peers`, generic over the call).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use patchwork_proto::v1::{self, federation_client::FederationClient};
+use patchwork_proto::v1::federation_client::FederationClient;
 use tokio::sync::Semaphore;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -14,10 +17,10 @@ use tonic::transport::Channel;
 use crate::agreement::Peer;
 use crate::transport::TlsErrors;
 
-/// How one peer answered.
+/// How one peer answered a call whose reply is `R`.
 #[derive(Debug, Clone)]
-pub enum PeerOutcome {
-    Answered(v1::FindInvolvementsResponse),
+pub enum PeerOutcome<R> {
+    Answered(R),
     /// It said no (purpose not agreed, rate limit, not a peer ...): why.
     Refused(String),
     TimedOut,
@@ -30,24 +33,39 @@ pub enum PeerOutcome {
     KeyMismatch(String),
 }
 
+impl<R> PeerOutcome<R> {
+    /// Whether the peer was there to say something (an answer, a refusal,
+    /// a key mismatch it told us of): what a circuit breaker counts as alive.
+    pub fn peer_alive(&self) -> bool {
+        matches!(
+            self,
+            PeerOutcome::Answered(_) | PeerOutcome::Refused(_) | PeerOutcome::KeyMismatch(_)
+        )
+    }
+}
+
 #[derive(Debug, Clone)]
-pub struct PeerReply {
+pub struct PeerReply<R> {
     pub peer: Arc<Peer>,
-    pub outcome: PeerOutcome,
+    pub outcome: PeerOutcome<R>,
     pub latency: Duration,
 }
 
 /// One question to one peer.
 #[derive(Debug)]
-pub struct PeerCall {
+pub struct PeerCall<Q> {
     pub peer: Arc<Peer>,
     pub channel: Channel,
     /// Where the channel's connections note TLS errors (see `transport::TlsErrors`).
     pub tls_errors: TlsErrors,
-    pub request: v1::FindInvolvementsRequest,
+    pub request: Q,
     /// Compare key-set fingerprints first (`None`: ask without comparing).
     pub key_check: Option<crate::keycheck::KeyCheck>,
 }
+
+/// The client a call is made with: answers decoded up to
+/// [`crate::hostile::MAX_ANSWER_BYTES`].
+pub type PeerClient = FederationClient<Channel>;
 
 /// Whether a call failed because its connection did (reset, cut off
 /// mid-answer) rather than because the peer said something.
@@ -86,7 +104,7 @@ fn tls_error(status: &tonic::Status) -> Option<&rustls::Error> {
 /// A handshake that failed says who said no: the peer refusing this node's certificate
 /// (an alert it sent, e.g. `CertificateRevoked` when its CRL lists us) is a refusal, not
 /// silence; this node refusing the peer's certificate leaves the peer unreachable to it.
-fn classify_handshake(error: &rustls::Error) -> PeerOutcome {
+fn classify_handshake<R>(error: &rustls::Error) -> PeerOutcome<R> {
     match error {
         rustls::Error::AlertReceived(alert) => PeerOutcome::Refused(format!(
             "the peer refused this node at the tls handshake: {alert:?}"
@@ -102,7 +120,7 @@ fn classify_handshake(error: &rustls::Error) -> PeerOutcome {
 const TLS_ALERT_GRACE: Duration = Duration::from_millis(25);
 
 /// `started`: when this call began, so only a TLS error of its own connection counts.
-fn classify(status: &tonic::Status, tls_errors: &TlsErrors, started: Instant) -> PeerOutcome {
+fn classify<R>(status: &tonic::Status, tls_errors: &TlsErrors, started: Instant) -> PeerOutcome<R> {
     if let Some(error) = tls_error(status) {
         return classify_handshake(error);
     }
@@ -136,13 +154,22 @@ fn classify(status: &tonic::Status, tls_errors: &TlsErrors, started: Instant) ->
     }
 }
 
-/// Asks every peer in `calls` in parallel; returns their replies in the same
-/// order, each within `deadline` of the start.
-pub async fn ask_peers(
-    calls: Vec<PeerCall>,
+/// Asks every peer in `calls` in parallel, each with `rpc` (e.g.
+/// `|mut client, request| async move { client.subscribe(request).await }`);
+/// returns their replies in the same order, each within `deadline` of the
+/// start.
+pub async fn ask_peers<Q, R, F, Fut>(
+    calls: Vec<PeerCall<Q>>,
     deadline: Duration,
     slots: Arc<Semaphore>,
-) -> Vec<PeerReply> {
+    rpc: F,
+) -> Vec<PeerReply<R>>
+where
+    Q: Send + 'static,
+    R: Send + 'static,
+    F: Fn(PeerClient, tonic::Request<Q>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>> + Send,
+{
     let started = Instant::now();
     let tasks: Vec<_> = calls
         .into_iter()
@@ -150,6 +177,7 @@ pub async fn ask_peers(
             let slots = slots.clone();
             let peer = call.peer.clone();
             let tls_errors = call.tls_errors.clone();
+            let rpc = rpc.clone();
             let task = tokio::spawn(async move {
                 let call_started = Instant::now();
                 let asked = async {
@@ -164,11 +192,9 @@ pub async fn ask_peers(
                     let mut request = tonic::Request::new(call.request);
                     // Tell the peer too, so it stops working when we stop waiting.
                     request.set_timeout(deadline);
-                    match FederationClient::new(call.channel)
-                        .max_decoding_message_size(crate::hostile::MAX_ANSWER_BYTES)
-                        .find_involvements(request)
-                        .await
-                    {
+                    let client = FederationClient::new(call.channel)
+                        .max_decoding_message_size(crate::hostile::MAX_ANSWER_BYTES);
+                    match rpc(client, request).await {
                         Ok(reply) => PeerOutcome::Answered(reply.into_inner()),
                         Err(status) => {
                             let outcome = classify(&status, &tls_errors, call_started);

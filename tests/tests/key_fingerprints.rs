@@ -7,8 +7,8 @@
 
 use patchwork_federation::matchkeys::KeySet;
 use patchwork_tests::{
-    ClientCert, TestCa, TestNode, answer_about_amelia, england_federation, seed_amelia, seed_team,
-    start_council, v1,
+    ClientCert, TestCa, TestNode, amelia, answer_about_amelia, england_federation, seed_amelia,
+    seed_team, start_council, v1,
 };
 use tokio::net::TcpListener;
 use tonic::Code;
@@ -101,6 +101,38 @@ async fn a_mismatched_secret_is_named_in_the_lookup_and_fingerprints_are_shown()
         "{answer:?}"
     );
     assert!(answer.involvements.is_empty());
+
+    // A subscription goes the same way as a lookup's query (one peer-call
+    // path): the mismatch is named, no keys are sent, nothing is subscribed.
+    let subscribed = surrey
+        .directory(&portal)
+        .await
+        .subscribe(v1::DirectorySubscribeRequest {
+            subject: Some(amelia()),
+            purpose: Some(v1::Purpose {
+                lawful_basis: v1::LawfulBasis::ChildSafeguarding as i32,
+                reason: "child protection plan: keep the team informed".into(),
+            }),
+            requester: Some(v1::Requester {
+                practitioner_id: "PR-S1".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let at_kent = &subscribed.peers[0];
+    assert_eq!(
+        at_kent.outcome,
+        v1::NodeOutcome::Error as i32,
+        "{at_kent:?}"
+    );
+    assert!(
+        at_kent.detail.contains("match-key secrets differ"),
+        "{at_kent:?}"
+    );
+    assert!(at_kent.subscription_id.is_empty(), "{at_kent:?}");
 
     // Kent installs the right secret and reloads, without a restart: its
     // match index is rebuilt under the new secret and the next lookup

@@ -11,8 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use patchwork_federation::agreement::Peer;
-use patchwork_federation::breaker::Admission;
-use patchwork_federation::fanout::{PeerCall, PeerOutcome, PeerReply, ask_peers};
+use patchwork_federation::fanout::{PeerOutcome, PeerReply};
 use patchwork_federation::keycheck::KeyCheck;
 use patchwork_federation::matchkeys::{Subject, query_keys};
 use patchwork_proto::v1;
@@ -21,6 +20,7 @@ use tonic::Status;
 use crate::transport::access::Caller;
 use crate::work::disclosure::{DisclosedIds, disclose};
 use crate::work::matching::{MatchDecision, match_person};
+use crate::work::peers::{Question, match_outcome, settled};
 use crate::work::state::{NodeState, read};
 use patchwork_store::audit::{AuditEvent, FamilyMemberDisclosed, PeerOutcome as AuditedPeer};
 use patchwork_store::model::{Demographics, Purpose};
@@ -72,44 +72,31 @@ fn millis(duration: Duration) -> u32 {
     u32::try_from(duration.as_millis()).unwrap_or(u32::MAX)
 }
 
-fn peer_answer(reply: PeerReply, deadline: Duration) -> v1::NodeAnswer {
+fn peer_answer(
+    reply: PeerReply<v1::FindInvolvementsResponse>,
+    deadline: Duration,
+) -> v1::NodeAnswer {
     let mut answer = v1::NodeAnswer {
         node_id: reply.peer.identity.to_string(),
         node_name: reply.peer.name.clone(),
         latency_ms: millis(reply.latency),
         ..Default::default()
     };
-    let outcome = match reply.outcome {
-        PeerOutcome::Answered(found) => {
-            answer.involvements = found.involvements;
-            answer.more_identifiers_wanted = found.more_identifiers_wanted;
-            match v1::MatchStatus::try_from(found.status) {
-                Ok(v1::MatchStatus::Matched) => v1::NodeOutcome::Matched,
-                Ok(v1::MatchStatus::NoMatch) => v1::NodeOutcome::NoMatch,
-                Ok(v1::MatchStatus::Ambiguous) => v1::NodeOutcome::Ambiguous,
-                _ => {
-                    answer.detail =
-                        format!("the peer answered with an unknown status {}", found.status);
-                    answer.involvements.clear();
-                    v1::NodeOutcome::Error
-                }
+    let outcome = match settled(reply.outcome, deadline) {
+        Ok(found) => match match_outcome(found.status) {
+            Ok(outcome) => {
+                answer.involvements = found.involvements;
+                answer.more_identifiers_wanted = found.more_identifiers_wanted;
+                outcome
             }
-        }
-        PeerOutcome::Refused(why) => {
+            Err(why) => {
+                answer.detail = why;
+                v1::NodeOutcome::Error
+            }
+        },
+        Err((outcome, why)) => {
             answer.detail = why;
-            v1::NodeOutcome::Refused
-        }
-        PeerOutcome::TimedOut => {
-            answer.detail = format!("no answer within {} ms", deadline.as_millis());
-            v1::NodeOutcome::TimedOut
-        }
-        PeerOutcome::Unreachable(why) => {
-            answer.detail = why;
-            v1::NodeOutcome::Unreachable
-        }
-        PeerOutcome::Failed(why) | PeerOutcome::KeyMismatch(why) => {
-            answer.detail = why;
-            v1::NodeOutcome::Error
+            outcome
         }
     };
     answer.outcome = outcome as i32;
@@ -256,19 +243,9 @@ pub async fn lookup(
     // Blinded keys, made once per key set.
     let subject = subject_of(&question.subject);
     let mut keys_by_set: HashMap<String, Vec<v1::MatchKey>> = HashMap::new();
-    let mut calls = Vec::with_capacity(peers.len());
+    let mut questions = Vec::with_capacity(peers.len());
     let mut unready = Vec::new();
     for peer in &peers {
-        if let Admission::Skip { remaining } =
-            federation.breakers.admit(&peer.identity, Instant::now())
-        {
-            unready.push(PeerReply {
-                peer: peer.clone(),
-                outcome: PeerOutcome::Unreachable(Admission::skip_detail(remaining)),
-                latency: Duration::ZERO,
-            });
-            continue;
-        }
         let set_name = &peer.agreement.key_set;
         let Some(set) = federation.key_set(set_name) else {
             unready.push(PeerReply {
@@ -290,47 +267,45 @@ pub async fn lookup(
                     .collect()
             })
             .clone();
-        match federation.channel_and_tls_errors(peer) {
-            Ok((channel, tls_errors)) => calls.push(PeerCall {
-                peer: peer.clone(),
-                channel,
-                tls_errors,
-                request: v1::FindInvolvementsRequest {
-                    request_id: lookup_id.clone(),
-                    key_set: set_name.clone(),
-                    match_keys: keys,
-                    purpose: Some(v1::Purpose {
-                        lawful_basis: basis as i32,
-                        reason: question.purpose.reason.clone(),
-                    }),
-                    requester: Some(requester.clone()),
-                    national_id_scheme: question
-                        .subject
-                        .national_id
-                        .as_ref()
-                        .map(|n| n.scheme.clone())
-                        .unwrap_or_default(),
-                    include_family: question.include_family,
-                },
-                key_check: Some(KeyCheck {
-                    key_set: set_name.clone(),
-                    ours: set.fingerprint(),
-                    known: federation.peer_fingerprints.clone(),
+        questions.push(Question {
+            peer: peer.clone(),
+            request: v1::FindInvolvementsRequest {
+                request_id: lookup_id.clone(),
+                key_set: set_name.clone(),
+                match_keys: keys,
+                purpose: Some(v1::Purpose {
+                    lawful_basis: basis as i32,
+                    reason: question.purpose.reason.clone(),
                 }),
+                requester: Some(requester.clone()),
+                national_id_scheme: question
+                    .subject
+                    .national_id
+                    .as_ref()
+                    .map(|n| n.scheme.clone())
+                    .unwrap_or_default(),
+                include_family: question.include_family,
+            },
+            key_check: Some(KeyCheck {
+                key_set: set_name.clone(),
+                ours: set.fingerprint(),
+                known: federation.peer_fingerprints.clone(),
             }),
-            Err(why) => unready.push(PeerReply {
-                peer: peer.clone(),
-                outcome: PeerOutcome::Unreachable(why),
-                latency: Duration::ZERO,
-            }),
-        }
+        });
     }
     let deadline = match question.peer_deadline_ms {
         0 => federation.default_deadline,
         ms => Duration::from_millis(u64::from(ms)),
     };
 
-    let mut replies = ask_peers(calls, deadline, federation.slots.clone()).await;
+    let mut replies = federation
+        .ask(
+            &state.metrics,
+            questions,
+            deadline,
+            |mut client, request| async move { client.find_involvements(request).await },
+        )
+        .await;
     let LocalPart {
         decision,
         disclosed,
@@ -338,18 +313,6 @@ pub async fn lookup(
         family,
         ..
     } = local;
-    for reply in &replies {
-        state
-            .metrics
-            .peer_latency(&reply.peer.identity, reply.latency);
-        let alive = matches!(
-            reply.outcome,
-            PeerOutcome::Answered(_) | PeerOutcome::Refused(_) | PeerOutcome::KeyMismatch(_)
-        );
-        federation
-            .breakers
-            .record(&reply.peer.identity, alive, Instant::now());
-    }
     replies.extend(unready);
 
     let (local_outcome, more_identifiers_wanted, local_person_id) = match decision {

@@ -1,17 +1,22 @@
 //! The node's side of federation: match-key secrets read from their files,
-//! the peers and agreements from the config, and one long-lived channel per
+//! the peers and agreements from the config, one long-lived channel per
 //! peer (rebuilt when the node's own certificate or trust bundle changes, so a
-//! rotated certificate is what peers see on the next connection).
+//! rotated certificate is what peers see on the next connection), and
+//! [`Federation::ask`], the one way the node calls its peers.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
-use std::time::Duration;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 use patchwork_certs::SpiffeId;
 use patchwork_federation::agreement::{Agreement, Peer, PeerRegistry, RateLimiter};
+use patchwork_federation::breaker::Admission;
+use patchwork_federation::fanout::{PeerCall, PeerClient, PeerOutcome, PeerReply, ask_peers};
+use patchwork_federation::keycheck::KeyCheck;
 use patchwork_federation::matchkeys::KeySet;
 use patchwork_federation::transport::TlsErrors;
 use patchwork_proto::v1;
@@ -20,7 +25,49 @@ use tonic::transport::Channel;
 
 use crate::base::config::FederationSection;
 use crate::base::error::{NodeError, read_private_key};
+use crate::transport::metrics::Metrics;
 use crate::transport::tls::TlsState;
+
+/// One question for one peer: what [`Federation::ask`] sends it.
+#[derive(Debug)]
+pub struct Question<Q> {
+    pub peer: Arc<Peer>,
+    pub request: Q,
+    /// Compare key-set fingerprints before asking (queries and
+    /// subscriptions, which carry match keys); `None` asks at once.
+    pub key_check: Option<KeyCheck>,
+}
+
+/// A peer's outcome in the API's words: its answer, or the outcome and
+/// detail that say why there is none. `deadline` is the one the call had.
+pub fn settled<R>(
+    outcome: PeerOutcome<R>,
+    deadline: Duration,
+) -> Result<R, (v1::NodeOutcome, String)> {
+    match outcome {
+        PeerOutcome::Answered(answer) => Ok(answer),
+        PeerOutcome::Refused(why) => Err((v1::NodeOutcome::Refused, why)),
+        PeerOutcome::TimedOut => Err((
+            v1::NodeOutcome::TimedOut,
+            format!("no answer within {} ms", deadline.as_millis()),
+        )),
+        PeerOutcome::Unreachable(why) => Err((v1::NodeOutcome::Unreachable, why)),
+        PeerOutcome::Failed(why) | PeerOutcome::KeyMismatch(why) => {
+            Err((v1::NodeOutcome::Error, why))
+        }
+    }
+}
+
+/// A peer's match status (a query's or a subscription's) as the outcome
+/// the API reports; an unknown one is an error, named.
+pub fn match_outcome(status: i32) -> Result<v1::NodeOutcome, String> {
+    match v1::MatchStatus::try_from(status) {
+        Ok(v1::MatchStatus::Matched) => Ok(v1::NodeOutcome::Matched),
+        Ok(v1::MatchStatus::NoMatch) => Ok(v1::NodeOutcome::NoMatch),
+        Ok(v1::MatchStatus::Ambiguous) => Ok(v1::NodeOutcome::Ambiguous),
+        _ => Err(format!("the peer answered with an unknown status {status}")),
+    }
+}
 
 /// Polls a peer may make a minute (its node polls every few seconds).
 pub const POLLS_PER_MINUTE: u32 = 60;
@@ -127,6 +174,72 @@ fn peers_of(section: &FederationSection) -> Vec<Peer> {
 }
 
 impl Federation {
+    /// The one way this node calls its peers — lookups' queries,
+    /// subscriptions, unsubscriptions and polls alike: a peer whose circuit
+    /// breaker is open is not called (unreachable, "circuit open ..."), nor
+    /// one without a channel; the others are asked in parallel through
+    /// [`ask_peers`] on the shared call slots, each within `deadline`. Every
+    /// call's latency goes to the metrics and its outcome to the peer's
+    /// breaker. Replies come in the order of `questions`.
+    pub async fn ask<Q, R, F, Fut>(
+        &self,
+        metrics: &Metrics,
+        questions: Vec<Question<Q>>,
+        deadline: Duration,
+        rpc: F,
+    ) -> Vec<PeerReply<R>>
+    where
+        Q: Send + 'static,
+        R: Send + 'static,
+        F: Fn(PeerClient, tonic::Request<Q>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>> + Send,
+    {
+        let mut replies: Vec<Option<PeerReply<R>>> = Vec::with_capacity(questions.len());
+        let mut calls = Vec::with_capacity(questions.len());
+        let mut asked = Vec::with_capacity(questions.len());
+        for question in questions {
+            let unready = |peer: Arc<Peer>, why: String| PeerReply {
+                peer,
+                outcome: PeerOutcome::Unreachable(why),
+                latency: Duration::ZERO,
+            };
+            if let Admission::Skip { remaining } =
+                self.breakers.admit(&question.peer.identity, Instant::now())
+            {
+                replies.push(Some(unready(
+                    question.peer,
+                    Admission::skip_detail(remaining),
+                )));
+                continue;
+            }
+            match self.channel_and_tls_errors(&question.peer) {
+                Ok((channel, tls_errors)) => {
+                    asked.push(replies.len());
+                    replies.push(None);
+                    calls.push(PeerCall {
+                        peer: question.peer,
+                        channel,
+                        tls_errors,
+                        request: question.request,
+                        key_check: question.key_check,
+                    });
+                }
+                Err(why) => replies.push(Some(unready(question.peer, why))),
+            }
+        }
+        let answered = ask_peers(calls, deadline, self.slots.clone(), rpc).await;
+        for (at, reply) in asked.into_iter().zip(answered) {
+            metrics.peer_latency(&reply.peer.identity, reply.latency);
+            self.breakers.record(
+                &reply.peer.identity,
+                reply.outcome.peer_alive(),
+                Instant::now(),
+            );
+            replies[at] = Some(reply);
+        }
+        replies.into_iter().flatten().collect()
+    }
+
     /// `section` has been validated: identities parse, key sets exist.
     pub fn new(section: &FederationSection, key_sets: Vec<KeySet>, tls: Arc<TlsState>) -> Self {
         Federation {

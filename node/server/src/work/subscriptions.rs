@@ -12,8 +12,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use patchwork_federation::fanout::PeerOutcome;
+use patchwork_federation::keycheck::KeyCheck;
 use patchwork_federation::matchkeys::query_keys;
-use patchwork_proto::v1::{self, federation_client::FederationClient};
+use patchwork_proto::v1;
 use prost::Message;
 use tokio::task::JoinHandle;
 use tonic::Status;
@@ -21,6 +23,7 @@ use tonic::Status;
 use crate::base::convert::store_status;
 use crate::base::pool::blocking;
 use crate::work::lookup::{audit, audit_all, subject_of};
+use crate::work::peers::{Question, match_outcome, settled};
 use crate::work::state::NodeState;
 use patchwork_store::audit::AuditEvent;
 use patchwork_store::model::{Demographics, Purpose};
@@ -123,69 +126,82 @@ pub async fn subscribe(
         }
     }
     let subject = subject_of(&question.subject);
+    // Every chosen peer asked at once; a peer without its key set loaded is
+    // answered here, in its place.
     let mut answers = Vec::new();
+    // Whether each answer's peer was asked (only those are audited).
+    let mut asked = Vec::new();
+    let mut questions = Vec::new();
     for peer in all.iter().filter(|p| {
         p.agreement.allows(basis)
             && (question.peers.is_empty() || question.peers.contains(&p.identity.to_string()))
     }) {
-        let node_id = peer.identity.to_string();
         let mut answer = v1::PeerSubscription {
-            node_id: node_id.clone(),
+            node_id: peer.identity.to_string(),
             ..Default::default()
         };
-        let Some(set) = federation.key_set(&peer.agreement.key_set) else {
+        let set_name = &peer.agreement.key_set;
+        let Some(set) = federation.key_set(set_name) else {
             answer.outcome = v1::NodeOutcome::Error as i32;
-            answer.detail = format!("key set {} is not loaded", peer.agreement.key_set);
+            answer.detail = format!("key set {set_name} is not loaded");
             answers.push(answer);
+            asked.push(false);
             continue;
         };
-        let request = v1::SubscribeRequest {
-            request_id: uuid::Uuid::new_v4().to_string(),
-            key_set: peer.agreement.key_set.clone(),
-            match_keys: query_keys(set, &subject)
-                .into_iter()
-                .map(|(kind, digest)| v1::MatchKey {
-                    kind: kind as i32,
-                    digest: digest.to_vec(),
-                })
-                .collect(),
-            national_id_scheme: question
-                .subject
-                .national_id
-                .as_ref()
-                .map(|n| n.scheme.clone())
-                .unwrap_or_default(),
-            purpose: Some(v1::Purpose {
-                lawful_basis: basis as i32,
-                reason: question.purpose.reason.clone(),
+        questions.push(Question {
+            peer: peer.clone(),
+            request: v1::SubscribeRequest {
+                request_id: uuid::Uuid::new_v4().to_string(),
+                key_set: set_name.clone(),
+                match_keys: query_keys(set, &subject)
+                    .into_iter()
+                    .map(|(kind, digest)| v1::MatchKey {
+                        kind: kind as i32,
+                        digest: digest.to_vec(),
+                    })
+                    .collect(),
+                national_id_scheme: question
+                    .subject
+                    .national_id
+                    .as_ref()
+                    .map(|n| n.scheme.clone())
+                    .unwrap_or_default(),
+                purpose: Some(v1::Purpose {
+                    lawful_basis: basis as i32,
+                    reason: question.purpose.reason.clone(),
+                }),
+                requester: Some(requester.clone()),
+                ttl_days: question.ttl_days,
+            },
+            key_check: Some(KeyCheck {
+                key_set: set_name.clone(),
+                ours: set.fingerprint(),
+                known: federation.peer_fingerprints.clone(),
             }),
-            requester: Some(requester.clone()),
-            ttl_days: question.ttl_days,
+        });
+        answers.push(answer);
+        asked.push(true);
+    }
+    let deadline = federation.default_deadline;
+    let mut replies = federation
+        .ask(
+            &state.metrics,
+            questions,
+            deadline,
+            |mut client, request| async move { client.subscribe(request).await },
+        )
+        .await
+        .into_iter();
+    for (answer, _) in answers.iter_mut().zip(&asked).filter(|(_, asked)| **asked) {
+        let Some(reply) = replies.next() else {
+            break;
         };
-        let reply = match federation.channel(peer) {
-            Ok(channel) => tokio::time::timeout(
-                federation.default_deadline,
-                FederationClient::new(channel).subscribe(request),
-            )
-            .await
-            .map_err(|_| (v1::NodeOutcome::TimedOut, "no answer in time".to_owned()))
-            .and_then(|r| {
-                r.map(tonic::Response::into_inner).map_err(|s| {
-                    let outcome = match s.code() {
-                        tonic::Code::Unavailable => v1::NodeOutcome::Unreachable,
-                        _ => v1::NodeOutcome::Refused,
-                    };
-                    (outcome, s.message().to_owned())
-                })
-            }),
-            Err(why) => Err((v1::NodeOutcome::Unreachable, why)),
-        };
-        match reply {
+        match settled(reply.outcome, deadline) {
             Ok(found) if found.status == v1::MatchStatus::Matched as i32 => {
                 let local = RemoteSubscription {
                     id: uuid::Uuid::new_v4().to_string(),
                     practitioner_id: question.requester_id.clone(),
-                    peer: node_id.clone(),
+                    peer: answer.node_id.clone(),
                     remote_id: found.subscription_id,
                     expires_at_unix_seconds: found.expires_at_unix_seconds,
                     cursor: 0,
@@ -202,22 +218,26 @@ pub async fn subscribe(
                 .await?;
             }
             Ok(found) => {
-                answer.outcome = match v1::MatchStatus::try_from(found.status) {
-                    Ok(v1::MatchStatus::NoMatch) => v1::NodeOutcome::NoMatch,
-                    Ok(v1::MatchStatus::Ambiguous) => v1::NodeOutcome::Ambiguous,
-                    _ => v1::NodeOutcome::Error,
-                } as i32;
+                answer.outcome = match match_outcome(found.status) {
+                    Ok(outcome) => outcome as i32,
+                    Err(why) => {
+                        answer.detail = why;
+                        v1::NodeOutcome::Error as i32
+                    }
+                };
             }
             Err((outcome, detail)) => {
                 answer.outcome = outcome as i32;
                 answer.detail = detail;
             }
         }
+    }
+    for (answer, _) in answers.iter().zip(&asked).filter(|(_, asked)| **asked) {
         audit(
             state,
             AuditEvent::SubscriptionMade {
                 subscription_id: answer.subscription_id.clone(),
-                peer: node_id,
+                peer: answer.node_id.clone(),
                 requester: question.requester_id.clone(),
                 lawful_basis: question.purpose.lawful_basis,
                 reason: question.purpose.reason.clone(),
@@ -225,7 +245,6 @@ pub async fn subscribe(
             },
         )
         .await?;
-        answers.push(answer);
     }
     Ok(v1::DirectorySubscribeResponse { peers: answers })
 }
@@ -262,20 +281,27 @@ pub async fn unsubscribe(state: &NodeState, id: &str) -> Result<(), Status> {
         })
         .await?;
     let federation = state.federation.current();
-    if let Some(peer) = peer_of(&federation, &subscription.peer)
-        && let Ok(channel) = federation.channel(&peer)
-    {
-        let request = v1::UnsubscribeRequest {
-            subscription_id: subscription.remote_id,
+    if let Some(peer) = peer_of(&federation, &subscription.peer) {
+        let question = Question {
+            peer,
+            request: v1::UnsubscribeRequest {
+                subscription_id: subscription.remote_id,
+            },
+            key_check: None,
         };
-        let mut client = FederationClient::new(channel);
-        let call = client.unsubscribe(request);
-        match tokio::time::timeout(federation.default_deadline, call).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(status)) => {
-                tracing::warn!(peer = %subscription.peer, code = ?status.code(), "unsubscribe at peer refused");
+        let deadline = federation.default_deadline;
+        let replies = federation
+            .ask(
+                &state.metrics,
+                vec![question],
+                deadline,
+                |mut client, request| async move { client.unsubscribe(request).await },
+            )
+            .await;
+        for reply in replies {
+            if let Err((outcome, detail)) = settled(reply.outcome, deadline) {
+                tracing::warn!(peer = %subscription.peer, outcome = outcome.as_str_name(), detail = %detail, "unsubscribe at peer failed");
             }
-            Err(_) => tracing::warn!(peer = %subscription.peer, "unsubscribe at peer timed out"),
         }
     }
     Ok(())
@@ -337,11 +363,13 @@ pub async fn poll_once(state: &NodeState) -> Result<(), Status> {
             .or_default()
             .push(subscription);
     }
-    for (node_id, subscriptions) in by_peer {
+    // Every peer at once: a slow or dead one delays none of the others.
+    futures::future::join_all(by_peer.into_iter().map(|(node_id, subscriptions)| async move {
         if let Err(status) = poll_peer(state, &node_id, subscriptions).await {
             tracing::warn!(peer = %node_id, code = ?status.code(), error = status.message(), "poll of peer failed");
         }
-    }
+    }))
+    .await;
     Ok(())
 }
 
@@ -353,8 +381,6 @@ async fn poll_peer(
     let federation = state.federation.current();
     let peer = peer_of(&federation, node_id)
         .ok_or_else(|| Status::failed_precondition("no longer a peer of this node"))?;
-    let channel = federation.channel(&peer).map_err(Status::unavailable)?;
-    let mut client = FederationClient::new(channel);
     let by_remote: HashMap<String, RemoteSubscription> = subscriptions
         .into_iter()
         .map(|s| (s.remote_id.clone(), s))
@@ -373,13 +399,28 @@ async fn poll_peer(
             subscription_ids: by_remote.keys().cloned().collect(),
             after_cursor: after.to_string(),
         };
-        let reply = tokio::time::timeout(
-            federation.default_deadline,
-            client.poll_notifications(request),
-        )
-        .await
-        .map_err(|_| Status::deadline_exceeded("poll timed out"))??
-        .into_inner();
+        let question = Question {
+            peer: peer.clone(),
+            request,
+            key_check: None,
+        };
+        let deadline = federation.default_deadline;
+        let replies = federation
+            .ask(
+                &state.metrics,
+                vec![question],
+                deadline,
+                |mut client, request| async move { client.poll_notifications(request).await },
+            )
+            .await;
+        let outcome = replies
+            .into_iter()
+            .next()
+            .map(|reply| reply.outcome)
+            .unwrap_or(PeerOutcome::Failed("no reply".into()));
+        let reply = settled(outcome, deadline).map_err(|(outcome, detail)| {
+            Status::unavailable(format!("{}: {detail}", outcome.as_str_name()))
+        })?;
         let next: u64 = reply
             .next_cursor
             .parse()
