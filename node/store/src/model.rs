@@ -255,3 +255,47 @@ impl TryFrom<patchwork_proto::v1::LawfulBasis> for LawfulBasis {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records already on disk (and hashed into the audit chain, and in
+    /// backups) hold dates as postcard encodes them: these bytes must never
+    /// change, whatever date library the model uses.
+    #[test]
+    fn dates_keep_their_stored_encoding() {
+        let date = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).expect("date");
+        let person = Person {
+            id: "P1".into(),
+            given_name: "Amelia".into(),
+            family_name: "Smith".into(),
+            date_of_birth: Some(date(2015, 3, 14)),
+            postcode: None,
+            address: None,
+            national_id: None,
+        };
+        let involvement = Involvement {
+            id: "I1".into(),
+            person_id: "P1".into(),
+            practitioner_id: "A".into(),
+            service: "Child protection".into(),
+            start_date: date(2024, 1, 1),
+            end_date: Some(date(2024, 12, 31)),
+            sensitivity: Sensitivity::Standard,
+            gatekeeper: None,
+            last_confirmed: date(824, 2, 29),
+            end_reason: None,
+        };
+        let person = hex::encode(postcard::to_stdvec(&person).expect("encode"));
+        let involvement = hex::encode(postcard::to_stdvec(&involvement).expect("encode"));
+        assert_eq!(
+            person,
+            "02503106416d656c696105536d697468010a323031352d30332d3134000000"
+        );
+        assert_eq!(
+            involvement,
+            "0249310250310141104368696c642070726f74656374696f6e0a323032342d30312d3031010a323032342d31322d333100000a303832342d30322d323900"
+        );
+    }
+}
