@@ -226,11 +226,11 @@ async fn subscribe(f: &Federation, practitioner_id: &str) -> String {
     let peer = &response.peers[0];
     assert_eq!(peer.node_id, brighton);
     assert_eq!(peer.outcome(), v1::NodeOutcome::Matched, "{peer:?}");
-    assert!(peer.expires_at_unix_seconds > chrono_now() + 29 * 86_400);
+    assert!(peer.expires_at_unix_seconds > unix_now() + 29 * 86_400);
     peer.subscription_id.clone()
 }
 
-fn chrono_now() -> i64 {
+fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
@@ -544,7 +544,7 @@ async fn a_subscriber_that_was_down_catches_up_and_an_expired_subscription_hears
             .remote_subscription(&expiring)
             .expect("read")
             .expect("there");
-        subscription.expires_at_unix_seconds = chrono_now() - 1;
+        subscription.expires_at_unix_seconds = unix_now() - 1;
         store
             .put_remote_subscription(&subscription)
             .expect("expire");

@@ -621,9 +621,7 @@ fn last_import_line(kind: &str, imports: &[v1::LastImport]) -> String {
     let Some(last) = imports.iter().find(|l| l.kind == kind) else {
         return format!("{label:<26}never");
     };
-    let at = chrono::DateTime::from_timestamp(last.at_unix_seconds, 0)
-        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
-        .unwrap_or_else(|| last.at_unix_seconds.to_string());
+    let at = unix_time_text(last.at_unix_seconds);
     format!(
         "{label:<26}{at}: {} rows, {} created, {} updated, {} unchanged, {} bad",
         last.rows, last.created, last.updated, last.unchanged, last.bad_rows
@@ -1183,10 +1181,20 @@ async fn audit_subject(args: &AuditSubjectArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `2026-12-07 08:34:02 UTC`.
 fn unix_time_text(seconds: i64) -> String {
-    chrono::DateTime::from_timestamp(seconds, 0)
-        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
-        .unwrap_or_else(|| format!("{seconds} s after 1970"))
+    match time::OffsetDateTime::from_unix_timestamp(seconds) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        ),
+        Err(_) => format!("{seconds} s after 1970"),
+    }
 }
 
 pub fn subject_access_json(report: &v1::SubjectAccessReport) -> serde_json::Value {
@@ -1232,7 +1240,7 @@ pub fn subject_access_text(report: &v1::SubjectAccessReport, node_name: &str) ->
         &report.node_name
     };
     let produced = if report.produced_at_unix_seconds == 0 {
-        chrono::Utc::now().timestamp()
+        time::OffsetDateTime::now_utc().unix_timestamp()
     } else {
         report.produced_at_unix_seconds
     };

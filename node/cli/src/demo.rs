@@ -21,11 +21,11 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use chrono::NaiveDate;
 use patchwork_certs::{
     CaParams, CertificateAuthority, CsrPolicy, IdentityKind, SpiffeId, request_node_certificate,
 };
 use patchwork_proto::v1::{self, admin_client::AdminClient, directory_client::DirectoryClient};
+use patchwork_store::model::{Date, calendar_date};
 use rand::RngCore;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -186,7 +186,7 @@ const MELBOURNE: usize = 2;
 pub struct SharedChild {
     pub given_name: &'static str,
     pub family_name: &'static str,
-    pub date_of_birth: NaiveDate,
+    pub date_of_birth: Date,
     /// In the NHS's test range, so never a real person's.
     pub nhs_number: &'static str,
 }
@@ -194,9 +194,9 @@ pub struct SharedChild {
 pub const SHARED_CHILD: SharedChild = SharedChild {
     given_name: "Maisie",
     family_name: "Abara-Whitfield",
-    date_of_birth: match NaiveDate::from_ymd_opt(2011, 10, 7) {
-        Some(date) => date,
-        None => NaiveDate::MIN,
+    date_of_birth: match Date::from_calendar_date(2011, time::Month::October, 7) {
+        Ok(date) => date,
+        Err(_) => Date::MIN,
     },
     nhs_number: "9990246807",
 };
@@ -207,8 +207,8 @@ const MELBOURNE_REASON: &str = "report of concern about her wellbeing from her s
 /// Synthetic persons per council unless `--persons` says otherwise.
 pub const DEFAULT_PERSONS: u32 = 300;
 
-fn date(year: i32, month: u32, day: u32) -> NaiveDate {
-    NaiveDate::from_ymd_opt(year, month, day).unwrap_or(NaiveDate::MIN)
+fn date(year: i32, month: u32, day: u32) -> Date {
+    calendar_date(year, month, day).unwrap_or(Date::MIN)
 }
 
 /// Every council's synthetic records with the shared child added: Surrey
@@ -243,7 +243,7 @@ pub fn seed_records(persons: u32) -> Vec<(CouncilRecords, String)> {
                     value: child.nhs_number.into(),
                 }),
             });
-            let involvements: &[(Service, NaiveDate, Option<NaiveDate>)] = match i {
+            let involvements: &[(Service, Date, Option<Date>)] = match i {
                 SURREY => &[
                     (Service::ChildProtection, date(2024, 11, 4), None),
                     (Service::SchoolNursing, date(2023, 9, 12), None),

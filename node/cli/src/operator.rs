@@ -20,7 +20,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, anyhow, bail};
-use chrono::{DateTime, SecondsFormat, Utc};
 use clap::{Args, Subcommand};
 use patchwork_certs::{
     CaParams, CertError, CertificateAuthority, CertificateSummary, CrlSummary, CsrPolicy,
@@ -321,9 +320,9 @@ struct IssuedRecord {
     identity: String,
     dns: Vec<String>,
     ips: Vec<IpAddr>,
-    not_before: DateTime<Utc>,
-    not_after: DateTime<Utc>,
-    issued_at: DateTime<Utc>,
+    not_before: UtcSeconds,
+    not_after: UtcSeconds,
+    issued_at: UtcSeconds,
     /// SHA-256 of the certified key (SubjectPublicKeyInfo), hex; absent in records written
     /// before it was kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -334,7 +333,7 @@ struct IssuedRecord {
 #[derive(Debug, Serialize, Deserialize)]
 struct RevokedRecord {
     serial: String,
-    revoked_at: DateTime<Utc>,
+    revoked_at: UtcSeconds,
     reason: String,
     /// The revoked certificate's key fingerprint, as in `IssuedRecord`: `ca sign` refuses
     /// a request for that key ever after.
@@ -455,7 +454,7 @@ fn ca_sign(args: &CaSignArgs) -> anyhow::Result<()> {
             args.csr.display(),
             entry.serial,
             record.map_or_else(String::new, |record| format!(" ({})", record.identity)),
-            text_chrono(entry.revoked_at),
+            entry.revoked_at,
             entry.reason
         );
     }
@@ -478,9 +477,9 @@ fn ca_sign(args: &CaSignArgs) -> anyhow::Result<()> {
             identity: signed.identity.to_string(),
             dns: leaf.dns_names.clone(),
             ips: leaf.ip_addresses.clone(),
-            not_before: chrono_time(signed.not_before)?,
-            not_after: chrono_time(signed.not_after)?,
-            issued_at: chrono_time(now)?,
+            not_before: UtcSeconds::new(signed.not_before)?,
+            not_after: UtcSeconds::new(signed.not_after)?,
+            issued_at: UtcSeconds::new(now)?,
             key_sha256: Some(key_fingerprint(&signed.public_key_der)),
         },
     )?;
@@ -545,13 +544,11 @@ fn ca_revoke(args: &CaRevokeArgs) -> anyhow::Result<()> {
         bail!(
             "serial {serial} ({}) was already revoked at {} (reason {})",
             record.identity,
-            earlier
-                .revoked_at
-                .to_rfc3339_opts(SecondsFormat::Secs, true),
+            earlier.revoked_at,
             earlier.reason
         );
     }
-    let now = chrono_time(OffsetDateTime::now_utc())?;
+    let now = UtcSeconds::new(OffsetDateTime::now_utc())?;
     let key_sha256 = record.key_sha256.clone().or(cert_key);
     let key_known = key_sha256.is_some();
     append_jsonl(
@@ -597,8 +594,7 @@ fn ca_crl(args: &CaCrlArgs) -> anyhow::Result<()> {
             let at = || format!("{} entry {}", revoked_path.display(), index + 1);
             Ok(RevokedCertificate {
                 reason: record.reason.parse().with_context(at)?,
-                revoked_at: OffsetDateTime::from_unix_timestamp(record.revoked_at.timestamp())
-                    .with_context(at)?,
+                revoked_at: record.revoked_at.0,
                 serial_hex: record.serial,
             })
         })
@@ -667,18 +663,18 @@ struct ListEntry<'a> {
     identity: &'a str,
     dns: &'a [String],
     ips: &'a [IpAddr],
-    not_before: DateTime<Utc>,
-    not_after: DateTime<Utc>,
-    issued_at: DateTime<Utc>,
+    not_before: UtcSeconds,
+    not_after: UtcSeconds,
+    issued_at: UtcSeconds,
     status: Status,
-    revoked_at: Option<DateTime<Utc>>,
+    revoked_at: Option<UtcSeconds>,
     reason: Option<&'a str>,
 }
 
 fn ca_list(args: &CaListArgs) -> anyhow::Result<()> {
     let issued: Vec<IssuedRecord> = read_jsonl(&args.ca.join(ISSUED))?;
     let revoked: Vec<RevokedRecord> = read_jsonl(&args.ca.join(REVOKED))?;
-    let now = Utc::now();
+    let now = UtcSeconds::now();
     let entries: Vec<ListEntry<'_>> = issued
         .iter()
         .map(|record| {
@@ -722,7 +718,7 @@ fn ca_list(args: &CaListArgs) -> anyhow::Result<()> {
             "{:<32}  {:<8}  {:<20}  {}",
             entry.serial,
             entry.status.as_str(),
-            entry.not_after.to_rfc3339_opts(SecondsFormat::Secs, true),
+            entry.not_after.to_string(),
             entry.identity
         );
     }
@@ -891,8 +887,8 @@ struct CertificateView {
     identity: Option<String>,
     dns_names: Vec<String>,
     ip_addresses: Vec<IpAddr>,
-    not_before: DateTime<Utc>,
-    not_after: DateTime<Utc>,
+    not_before: UtcSeconds,
+    not_after: UtcSeconds,
     days_left: i64,
     is_ca: bool,
     server_auth: bool,
@@ -902,8 +898,8 @@ struct CertificateView {
 #[derive(Debug, Serialize)]
 struct CrlView {
     issuer: String,
-    this_update: DateTime<Utc>,
-    next_update: Option<DateTime<Utc>>,
+    this_update: UtcSeconds,
+    next_update: Option<UtcSeconds>,
     crl_number: Option<u64>,
     revoked_serials: Vec<String>,
 }
@@ -960,8 +956,8 @@ fn certificate_view(summary: &CertificateSummary) -> anyhow::Result<CertificateV
         identity: summary.identity.as_ref().map(ToString::to_string),
         dns_names: summary.dns_names.clone(),
         ip_addresses: summary.ip_addresses.clone(),
-        not_before: chrono_time(summary.not_before)?,
-        not_after: chrono_time(summary.not_after)?,
+        not_before: UtcSeconds::new(summary.not_before)?,
+        not_after: UtcSeconds::new(summary.not_after)?,
         days_left: days_left(summary.not_after),
         is_ca: summary.is_ca,
         server_auth: summary.server_auth,
@@ -991,8 +987,8 @@ fn print_certificate(view: &CertificateView) {
         "ip addresses: {}",
         list(view.ip_addresses.iter().map(ToString::to_string).collect())
     );
-    println!("not before:   {}", text_chrono(view.not_before));
-    println!("not after:    {}", text_chrono(view.not_after));
+    println!("not before:   {}", view.not_before);
+    println!("not after:    {}", view.not_after);
     println!(
         "days left:    {}{}",
         view.days_left,
@@ -1006,8 +1002,8 @@ fn print_certificate(view: &CertificateView) {
 fn crl_view(summary: &CrlSummary) -> anyhow::Result<CrlView> {
     Ok(CrlView {
         issuer: summary.issuer.clone(),
-        this_update: chrono_time(summary.this_update)?,
-        next_update: summary.next_update.map(chrono_time).transpose()?,
+        this_update: UtcSeconds::new(summary.this_update)?,
+        next_update: summary.next_update.map(UtcSeconds::new).transpose()?,
         crl_number: summary.crl_number,
         revoked_serials: summary.revoked_serials.clone(),
     })
@@ -1020,10 +1016,11 @@ fn print_crl(view: &CrlView) {
         view.crl_number
             .map_or_else(|| "-".to_owned(), |n| n.to_string())
     );
-    println!("this update:  {}", text_chrono(view.this_update));
+    println!("this update:  {}", view.this_update);
     println!(
         "next update:  {}",
-        view.next_update.map_or_else(|| "-".to_owned(), text_chrono)
+        view.next_update
+            .map_or_else(|| "-".to_owned(), |at| at.to_string())
     );
     println!("revoked:      {}", view.revoked_serials.len());
     for serial in &view.revoked_serials {
@@ -1158,18 +1155,54 @@ fn sync_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn chrono_time(value: OffsetDateTime) -> anyhow::Result<DateTime<Utc>> {
-    // Whole seconds, as certificates and CRLs carry them.
-    DateTime::from_timestamp(value.unix_timestamp(), 0)
-        .with_context(|| format!("time {value} is out of range"))
+/// A moment in UTC to the second, as certificates and CRLs carry them;
+/// written RFC 3339 (`2026-12-07T08:34:02Z`) in the CA's records, JSON
+/// output and text, and read back in any RFC 3339 form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct UtcSeconds(OffsetDateTime);
+
+impl UtcSeconds {
+    fn new(value: OffsetDateTime) -> anyhow::Result<Self> {
+        let value = value.to_offset(time::UtcOffset::UTC);
+        value
+            .replace_nanosecond(0)
+            .map(UtcSeconds)
+            .with_context(|| format!("time {value} is out of range"))
+    }
+
+    fn now() -> Self {
+        let now = OffsetDateTime::now_utc();
+        UtcSeconds(now.replace_nanosecond(0).unwrap_or(now))
+    }
+}
+
+impl std::fmt::Display for UtcSeconds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = self
+            .0
+            .format(&time::format_description::well_known::Rfc3339)
+            .map_err(|_| std::fmt::Error)?;
+        f.write_str(&text)
+    }
+}
+
+impl Serialize for UtcSeconds {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for UtcSeconds {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let parsed = OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339)
+            .map_err(|e| serde::de::Error::custom(format!("{text:?}: {e}")))?;
+        UtcSeconds::new(parsed).map_err(|e| serde::de::Error::custom(e.to_string()))
+    }
 }
 
 fn text_time(value: OffsetDateTime) -> anyhow::Result<String> {
-    Ok(text_chrono(chrono_time(value)?))
-}
-
-fn text_chrono(value: DateTime<Utc>) -> String {
-    value.to_rfc3339_opts(SecondsFormat::Secs, true)
+    Ok(UtcSeconds::new(value)?.to_string())
 }
 
 /// Whole days until `not_after`, rounded down: negative as soon as it has expired.

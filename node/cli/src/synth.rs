@@ -10,8 +10,8 @@
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 
-use chrono::{Datelike, NaiveDate};
 use patchwork_proto::v1;
+use patchwork_store::model::{Date, calendar_date};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -615,8 +615,8 @@ const END_REASONS: &[&str] = &[
 
 /// The latest date any synthetic record mentions, so the same seed gives the
 /// same records on any day (and none is ever in the future).
-fn latest_date() -> NaiveDate {
-    NaiveDate::from_ymd_opt(2025, 6, 30).unwrap_or_default()
+fn latest_date() -> Date {
+    calendar_date(2025, 6, 30).unwrap_or(Date::MIN)
 }
 
 /// A synthetic council: everything it imports, and who works in which service.
@@ -687,8 +687,8 @@ impl CouncilRecords {
         &mut self,
         person_id: &str,
         service: Service,
-        start: NaiveDate,
-        end: Option<NaiveDate>,
+        start: Date,
+        end: Option<Date>,
     ) -> Option<&v1::Involvement> {
         let practitioner = self.staff.get(&service)?.first().copied()?;
         let end = end.map(|date| (date, END_REASONS[0]));
@@ -701,8 +701,8 @@ impl CouncilRecords {
         person_id: &str,
         service: Service,
         practitioner: usize,
-        start: NaiveDate,
-        end: Option<(NaiveDate, &str)>,
+        start: Date,
+        end: Option<(Date, &str)>,
     ) {
         let line = Self::service_line(service);
         let restricted = line.sensitivity == Restricted;
@@ -775,9 +775,9 @@ pub fn nhs_test_number(rng: &mut StdRng) -> String {
     }
 }
 
-fn random_date(rng: &mut StdRng, from: NaiveDate, to: NaiveDate) -> NaiveDate {
-    let days = (to - from).num_days().max(0);
-    from + chrono::Duration::days(rng.random_range(0..=days))
+fn random_date(rng: &mut StdRng, from: Date, to: Date) -> Date {
+    let days = (to - from).whole_days().max(0);
+    from + time::Duration::days(rng.random_range(0..=days))
 }
 
 fn synth_organisations(area: Area, j: usize) -> (Vec<v1::Organisation>, Vec<(OrgKind, usize)>) {
@@ -879,7 +879,7 @@ pub fn council(area: Area, persons: usize, seed: u64) -> CouncilRecords {
         } else {
             rng.random_range(1940..=2007)
         };
-        let dob = NaiveDate::from_ymd_opt(
+        let dob = calendar_date(
             birth_year,
             rng.random_range(1..=12),
             rng.random_range(1..=28),
@@ -973,10 +973,10 @@ pub fn council(area: Area, persons: usize, seed: u64) -> CouncilRecords {
             let line = open.swap_remove(at);
             let team = &records.staff[&line.service];
             let practitioner = team[rng.random_range(0..team.len())];
-            let earliest = dob.max(latest - chrono::Duration::days(6 * 365));
+            let earliest = dob.max(latest - time::Duration::days(6 * 365));
             let start = random_date(&mut rng, earliest, latest);
             let end = if rng.random_bool(0.2) {
-                let end = start + chrono::Duration::days(rng.random_range(14..=400));
+                let end = start + time::Duration::days(rng.random_range(14..=400));
                 (end < latest).then(|| (end, pick(&mut rng, END_REASONS)))
             } else {
                 None
@@ -1123,7 +1123,7 @@ mod tests {
     #[test]
     fn an_added_restricted_involvement_names_the_gatekeeper_not_who() {
         let mut records = council(ENGLAND, 10, 1);
-        let start = NaiveDate::from_ymd_opt(2024, 2, 1).expect("date");
+        let start = calendar_date(2024, 2, 1).expect("date");
         let involvement = records
             .add_involvement("T-P-00001", Service::SexualHealth, start, None)
             .expect("someone works there")

@@ -492,8 +492,9 @@ fn read_head(meta: &TransactionalTree) -> TxResult<Option<(u64, [u8; 32])>> {
     }
 }
 
-fn now_unix_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+pub(crate) fn now_unix_ms() -> i64 {
+    let nanos = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
+    i64::try_from(nanos / 1_000_000).unwrap_or(i64::MAX)
 }
 
 impl Store {

@@ -473,7 +473,7 @@ impl Store {
             let started = Instant::now();
             let header = BackupHeader {
                 store_format: FORMAT_V1,
-                created_unix_ms: chrono::Utc::now().timestamp_millis(),
+                created_unix_ms: crate::audit::now_unix_ms(),
                 node_identity: node_identity.to_owned(),
                 software_version: env!("CARGO_PKG_VERSION").to_owned(),
             };
@@ -576,7 +576,16 @@ impl Store {
             }
         };
         let moved_aside = if occupied {
-            let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+            let now = time::OffsetDateTime::now_utc();
+            let stamp = format!(
+                "{}{:02}{:02}T{:02}{:02}{:02}Z",
+                now.year(),
+                u8::from(now.month()),
+                now.day(),
+                now.hour(),
+                now.minute(),
+                now.second()
+            );
             let aside = sibling(dir, &format!(".before-restore-{stamp}"));
             std::fs::rename(dir, &aside).map_err(file_error(dir))?;
             Some(aside)
@@ -683,14 +692,13 @@ mod tests {
     use super::*;
     use crate::model::{LawfulBasis, Organisation, Person, Practitioner, Sector};
     use crate::{AuditEvent, WriteMode};
-    use chrono::NaiveDate;
 
     fn person(id: &str) -> Person {
         Person {
             id: id.into(),
             given_name: "Amelia".into(),
             family_name: format!("Smith{id}"),
-            date_of_birth: NaiveDate::from_ymd_opt(2015, 3, 14),
+            date_of_birth: crate::model::calendar_date(2015, 3, 14),
             postcode: Some("RH1 1AA".into()),
             address: None,
             national_id: None,

@@ -103,7 +103,7 @@ fn recipient_key(practitioner_id: &str, seq: u64) -> Vec<u8> {
 }
 
 pub(super) fn now_unix_seconds() -> i64 {
-    chrono::Utc::now().timestamp()
+    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 /// The team minus `actor`, deduplicated and sorted.
@@ -503,7 +503,6 @@ mod tests {
     use super::*;
     use crate::model::{Organisation, Person, Practitioner, Sector};
     use crate::{StoreOptions, WriteMode};
-    use chrono::NaiveDate;
 
     fn open() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -539,7 +538,7 @@ mod tests {
                     id: "P1".into(),
                     given_name: "Amelia".into(),
                     family_name: "Smith".into(),
-                    date_of_birth: NaiveDate::from_ymd_opt(2015, 3, 14),
+                    date_of_birth: crate::model::calendar_date(2015, 3, 14),
                     postcode: None,
                     address: None,
                     national_id: None,
@@ -551,7 +550,7 @@ mod tests {
     }
 
     fn involvement(id: &str, practitioner: &str) -> Involvement {
-        let start = NaiveDate::from_ymd_opt(2024, 1, 1).expect("date");
+        let start = crate::model::calendar_date(2024, 1, 1).expect("date");
         Involvement {
             id: id.into(),
             person_id: "P1".into(),
@@ -586,7 +585,7 @@ mod tests {
         store
             .set_attention("P1", "A", true, "missed three appointments")
             .expect("raise");
-        let start = NaiveDate::from_ymd_opt(2024, 1, 1).expect("date");
+        let start = crate::model::calendar_date(2024, 1, 1).expect("date");
         store.end_involvement("I2", start, None).expect("end");
         let last = store.last_event_seq().expect("seq");
         let kinds = |who: &str| -> Vec<(TeamEventKind, String)> {
@@ -661,12 +660,12 @@ mod tests {
             .expect("restricted");
         // An import that only re-confirms changes no team: no event.
         let mut confirmed = involvement("I1", "A");
-        confirmed.last_confirmed = NaiveDate::from_ymd_opt(2024, 5, 1).expect("date");
+        confirmed.last_confirmed = crate::model::calendar_date(2024, 5, 1).expect("date");
         store
             .put_involvements(&[confirmed], WriteMode::Upsert)
             .expect("confirm");
         // An import that carries an end date ends it.
-        refuge.end_date = NaiveDate::from_ymd_opt(2024, 6, 1);
+        refuge.end_date = crate::model::calendar_date(2024, 6, 1);
         store
             .put_involvements(&[refuge], WriteMode::Upsert)
             .expect("end by import");

@@ -10,8 +10,8 @@
 use super::{
     Kind, Store, StoreError, abort, child_of, decode, prefix_key, tx_decode, tx_encode, tx_error,
 };
+use crate::model::Date;
 use crate::model::Involvement;
-use chrono::NaiveDate;
 
 /// Why a confirmation was refused (the involvement is left as it was).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +28,7 @@ impl Store {
         &self,
         id: &str,
         practitioner_id: &str,
-        today: NaiveDate,
+        today: Date,
     ) -> Result<Result<Involvement, ConfirmRefusal>, StoreError> {
         let _writing = self.writing();
         self.involvements
@@ -60,7 +60,7 @@ impl Store {
     pub fn unconfirmed_involvements(
         &self,
         practitioner_id: Option<&str>,
-        confirmed_by: NaiveDate,
+        confirmed_by: Date,
         limit: usize,
     ) -> Result<(Vec<Involvement>, bool), StoreError> {
         let mut found = Vec::new();

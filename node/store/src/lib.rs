@@ -38,7 +38,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use chrono::NaiveDate;
 use patchwork_federation::{normalise_name, normalise_postcode};
 use serde::{Serialize, de::DeserializeOwned};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
@@ -346,6 +345,12 @@ fn child_of(key: &[u8], prefix_len: usize) -> String {
 /// lookup can start: the national id; family name with date of birth; family
 /// name with postcode. Normalised, so case, accents and punctuation do not
 /// matter. Searches filter the candidates on every field they were given.
+/// `20150314`: a date in the person index's keys.
+fn compact_date(date: crate::model::Date) -> String {
+    let (year, month, day) = crate::model::year_month_day(date);
+    format!("{year:04}{month:02}{day:02}")
+}
+
 pub fn person_index_keys(person: &Demographics) -> Vec<Vec<u8>> {
     let mut keys = Vec::with_capacity(3);
     if let Some(nid) = &person.national_id {
@@ -358,7 +363,7 @@ pub fn person_index_keys(person: &Demographics) -> Vec<Vec<u8>> {
         .filter(|f| !f.is_empty());
     if let Some(family) = &family {
         if let Some(dob) = person.date_of_birth {
-            keys.push(format!("D{}:{family}", dob.format("%Y%m%d")).into_bytes());
+            keys.push(format!("D{}:{family}", compact_date(dob)).into_bytes());
         }
         if let Some(postcode) = &person.postcode {
             keys.push(format!("P{}:{family}", normalise_postcode(postcode)).into_bytes());
@@ -907,7 +912,7 @@ impl Store {
     pub fn end_involvement(
         &self,
         id: &str,
-        end_date: NaiveDate,
+        end_date: crate::model::Date,
         reason: Option<String>,
     ) -> Result<Involvement, StoreError> {
         let _team = self.team_lock();
@@ -1119,7 +1124,7 @@ mod tests {
             id: id.into(),
             given_name: "Amelia".into(),
             family_name: family.into(),
-            date_of_birth: NaiveDate::from_ymd_opt(2015, 3, 14),
+            date_of_birth: crate::model::calendar_date(2015, 3, 14),
             postcode: Some("RH1 1AA".into()),
             address: None,
             national_id: None,
@@ -1186,7 +1191,7 @@ mod tests {
         store
             .put_persons(&[person("P1", "Smith")], WriteMode::Create)
             .expect("person");
-        let start = NaiveDate::from_ymd_opt(2024, 1, 1).expect("date");
+        let start = crate::model::calendar_date(2024, 1, 1).expect("date");
         let involvement = |id: &str, person_id: &str| Involvement {
             id: id.into(),
             person_id: person_id.into(),

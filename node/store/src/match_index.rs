@@ -95,11 +95,10 @@ fn entries_of(indexed: &IndexedSet, subject: &Subject, person_id: &str) -> Vec<(
 }
 /// The matchable parts of a person.
 pub(crate) fn subject_of(person: &Person) -> Subject {
-    use chrono::Datelike;
     Subject {
         given_name: Some(person.given_name.clone()),
         family_name: Some(person.family_name.clone()),
-        date_of_birth: person.date_of_birth.map(|d| (d.year(), d.month(), d.day())),
+        date_of_birth: person.date_of_birth.map(crate::model::year_month_day),
         postcode: person.postcode.clone(),
         national_id: person
             .national_id
@@ -463,7 +462,7 @@ mod tests {
             id: id.into(),
             given_name: "Amelia".into(),
             family_name: family.into(),
-            date_of_birth: chrono::NaiveDate::from_ymd_opt(2015, 3, 14),
+            date_of_birth: crate::model::calendar_date(2015, 3, 14),
             postcode: Some("RH1 1AA".into()),
             address: None,
             national_id: None,

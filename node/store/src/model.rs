@@ -5,15 +5,110 @@
 //! text trimmed and within limits, optional fields `None` rather than empty,
 //! national identifiers normalised.
 
-use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
+pub use time::Date;
+
+/// The date `year-month-day` on the calendar, if there is one.
+pub fn calendar_date(year: i32, month: u32, day: u32) -> Option<Date> {
+    let month = time::Month::try_from(u8::try_from(month).ok()?).ok()?;
+    Date::from_calendar_date(year, month, u8::try_from(day).ok()?).ok()
+}
+
+/// A date's year, month (1-12) and day (1-31), as numbers.
+pub fn year_month_day(date: Date) -> (i32, u32, u32) {
+    (
+        date.year(),
+        u32::from(u8::from(date.month())),
+        u32::from(date.day()),
+    )
+}
+
+/// Today in UTC.
+pub fn today() -> Date {
+    time::OffsetDateTime::now_utc().date()
+}
+
+/// `2015-03-14` (the year in at least four digits, signed beyond 0-9999):
+/// how a date is written in reports and in the store.
+pub fn iso_date(date: Date) -> String {
+    let (year, month, day) = (date.year(), u8::from(date.month()), date.day());
+    if (0..=9999).contains(&year) {
+        format!("{year:04}-{month:02}-{day:02}")
+    } else {
+        format!("{year:+05}-{month:02}-{day:02}")
+    }
+}
+
+/// Reads what [`iso_date`] writes.
+pub fn parse_iso_date(text: &str) -> Option<Date> {
+    let (sign, digits) = match text.as_bytes().first()? {
+        b'+' => (1, &text[1..]),
+        b'-' => (-1, &text[1..]),
+        _ => (1, text),
+    };
+    let mut parts = digits.splitn(3, '-');
+    let (year, month, day) = (parts.next()?, parts.next()?, parts.next()?);
+    let all_digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    if !(all_digits(year) && all_digits(month) && all_digits(day)) || year.len() < 4 {
+        return None;
+    }
+    calendar_date(
+        sign * year.parse::<i32>().ok()?,
+        month.parse().ok()?,
+        day.parse().ok()?,
+    )
+}
+
+/// Dates as the store has always encoded them: the ISO text (`2015-03-14`),
+/// which is what chrono's serde wrote before the model moved to `time`.
+/// Records on disk, backups and the audit chain's hashes depend on it.
+mod stored_date {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::{Date, iso_date, parse_iso_date};
+
+    pub(super) fn serialize<S: Serializer>(date: &Date, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&iso_date(*date))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Date, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        parse_iso_date(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("not a date: {text:?}")))
+    }
+
+    pub(super) mod option {
+        use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+        use super::super::Date;
+
+        #[derive(Serialize, Deserialize)]
+        struct Stored(#[serde(with = "super")] Date);
+
+        pub(in super::super) fn serialize<S: Serializer>(
+            date: &Option<Date>,
+            serializer: S,
+        ) -> Result<S::Ok, S::Error> {
+            date.map(Stored).serialize(serializer)
+        }
+
+        pub(in super::super) fn deserialize<'de, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Option<Date>, D::Error> {
+            Ok(Option::<Stored>::deserialize(deserializer)?.map(|Stored(date)| date))
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Person {
     pub id: String,
     pub given_name: String,
     pub family_name: String,
-    pub date_of_birth: Option<NaiveDate>,
+    #[serde(with = "stored_date::option")]
+    pub date_of_birth: Option<Date>,
     pub postcode: Option<String>,
     pub address: Option<String>,
     pub national_id: Option<NationalId>,
@@ -83,11 +178,14 @@ pub struct Involvement {
     pub person_id: String,
     pub practitioner_id: String,
     pub service: String,
-    pub start_date: NaiveDate,
-    pub end_date: Option<NaiveDate>,
+    #[serde(with = "stored_date")]
+    pub start_date: Date,
+    #[serde(with = "stored_date::option")]
+    pub end_date: Option<Date>,
     pub sensitivity: Sensitivity,
     pub gatekeeper: Option<Contact>,
-    pub last_confirmed: NaiveDate,
+    #[serde(with = "stored_date")]
+    pub last_confirmed: Date,
     pub end_reason: Option<String>,
 }
 
@@ -144,7 +242,7 @@ pub struct Purpose {
 pub struct Demographics {
     pub given_name: Option<String>,
     pub family_name: Option<String>,
-    pub date_of_birth: Option<NaiveDate>,
+    pub date_of_birth: Option<Date>,
     pub postcode: Option<String>,
     pub national_id: Option<NationalId>,
 }
@@ -265,7 +363,7 @@ mod tests {
     /// change, whatever date library the model uses.
     #[test]
     fn dates_keep_their_stored_encoding() {
-        let date = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).expect("date");
+        let date = |y, m, d| calendar_date(y, m, d).expect("date");
         let person = Person {
             id: "P1".into(),
             given_name: "Amelia".into(),
@@ -297,5 +395,20 @@ mod tests {
             involvement,
             "0249310250310141104368696c642070726f74656374696f6e0a323032342d30312d3031010a323032342d31322d333100000a303832342d30322d323900"
         );
+        let decoded: Involvement =
+            postcard::from_bytes(&hex::decode(involvement).expect("hex")).expect("decode");
+        assert_eq!(decoded.last_confirmed, date(824, 2, 29));
+        assert_eq!(parse_iso_date("2015-3-14"), calendar_date(2015, 3, 14));
+        assert_eq!(iso_date(date(-50, 1, 1)), "-0050-01-01");
+        for bad in [
+            "",
+            "2015",
+            "15-03-14",
+            "2015-02-30",
+            "2015-03-14x",
+            "2015--03-14",
+        ] {
+            assert_eq!(parse_iso_date(bad), None, "{bad}");
+        }
     }
 }

@@ -3,15 +3,14 @@
 //! past here it is valid, and if it did not, the caller learns which field was
 //! wrong and nothing was written.
 
-use chrono::{Datelike, NaiveDate};
 use patchwork_federation::{
     IdentifierError, is_plausible_postcode, normalise_national_id, validate_scheme,
 };
 use patchwork_proto::v1;
 
 use patchwork_store::model::{
-    Contact, Demographics, Involvement, LawfulBasis, NationalId, Organisation, Person,
-    Practitioner, Purpose, Sector, Sensitivity,
+    Contact, Date, Demographics, Involvement, LawfulBasis, NationalId, Organisation, Person,
+    Practitioner, Purpose, Sector, Sensitivity, calendar_date, today, year_month_day,
 };
 
 /// A field that failed validation: `field` is its path from the request root
@@ -39,14 +38,14 @@ pub type Validated<T> = Result<T, FieldError>;
 #[derive(Debug, Clone)]
 pub struct Rules {
     /// Today in UTC; see [`Rules::latest_date`] for what "the future" means.
-    pub today: NaiveDate,
+    pub today: Date,
     pub default_scheme: String,
 }
 
 impl Rules {
     pub fn new(default_scheme: &str) -> Self {
         Rules {
-            today: chrono::Utc::now().date_naive(),
+            today: today(),
             default_scheme: default_scheme.to_owned(),
         }
     }
@@ -56,8 +55,8 @@ impl Rules {
     /// and the earliest clocks run 14 hours ahead of UTC (UTC+14, Kiribati;
     /// Melbourne is UTC+10/+11): without the slack a Melbourne practitioner
     /// could not record today's date until 10 or 11 in the morning.
-    pub fn latest_date(&self) -> NaiveDate {
-        self.today.succ_opt().unwrap_or(self.today)
+    pub fn latest_date(&self) -> Date {
+        self.today.next_day().unwrap_or(self.today)
     }
 }
 
@@ -134,7 +133,7 @@ pub fn optional_text(value: &str, field: &str, max: usize) -> Validated<Option<S
     checked_text(value, field, max)
 }
 
-pub fn date(value: &v1::Date, field: &str) -> Validated<NaiveDate> {
+pub fn date(value: &v1::Date, field: &str) -> Validated<Date> {
     let month = u32::try_from(value.month)
         .ok()
         .filter(|m| (1..=12).contains(m));
@@ -153,11 +152,11 @@ pub fn date(value: &v1::Date, field: &str) -> Validated<NaiveDate> {
     let Some(day) = day else {
         return Err(FieldError::new(field, "day must be between 1 and 31"));
     };
-    NaiveDate::from_ymd_opt(value.year, month, day)
+    calendar_date(value.year, month, day)
         .ok_or_else(|| FieldError::new(field, "is not a calendar date"))
 }
 
-pub fn past_date(value: &v1::Date, field: &str, rules: &Rules) -> Validated<NaiveDate> {
+pub fn past_date(value: &v1::Date, field: &str, rules: &Rules) -> Validated<Date> {
     let date = date(value, field)?;
     if date > rules.latest_date() {
         return Err(FieldError::new(field, "is in the future"));
@@ -169,7 +168,7 @@ pub fn optional_past_date(
     value: Option<&v1::Date>,
     field: &str,
     rules: &Rules,
-) -> Validated<Option<NaiveDate>> {
+) -> Validated<Option<Date>> {
     value.map(|d| past_date(d, field, rules)).transpose()
 }
 
@@ -473,11 +472,12 @@ pub fn purpose(value: Option<&v1::Purpose>, field: &str) -> Validated<Purpose> {
 }
 
 /// Every date a domain value can hold is representable on the wire.
-pub fn to_proto_date(date: NaiveDate) -> v1::Date {
+pub fn to_proto_date(date: Date) -> v1::Date {
+    let (year, month, day) = year_month_day(date);
     v1::Date {
-        year: date.year(),
-        month: date.month() as i32,
-        day: date.day() as i32,
+        year,
+        month: month as i32,
+        day: day as i32,
     }
 }
 
@@ -516,7 +516,7 @@ mod tests {
 
     fn rules() -> Rules {
         Rules {
-            today: NaiveDate::from_ymd_opt(2026, 11, 26).expect("valid date"),
+            today: calendar_date(2026, 11, 26).expect("valid date"),
             default_scheme: "nhs".into(),
         }
     }
@@ -683,7 +683,7 @@ mod tests {
         let rules = rules();
         assert_eq!(
             past_date(&d(26), "d", &rules).ok(),
-            NaiveDate::from_ymd_opt(2026, 11, 26)
+            calendar_date(2026, 11, 26)
         );
         assert!(past_date(&d(27), "d", &rules).is_ok(), "today at UTC+14");
         assert_eq!(

@@ -301,7 +301,7 @@ fn subject_access_report(
         person_id: person_id.into(),
         entries,
         involvements,
-        produced_at_unix_seconds: chrono::Utc::now().timestamp(),
+        produced_at_unix_seconds: time::OffsetDateTime::now_utc().unix_timestamp(),
         node_name,
     })
 }

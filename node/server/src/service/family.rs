@@ -2,7 +2,6 @@
 //! involvements, listing unconfirmed ones) and for the family view (links
 //! between persons). `directory.rs` authorises and delegates here.
 
-use chrono::Days;
 use patchwork_proto::v1;
 use tonic::Status;
 
@@ -12,6 +11,7 @@ use crate::base::validate::{self, FieldError};
 use crate::work::state::NodeState;
 use patchwork_store::freshness::ConfirmRefusal;
 use patchwork_store::model::Relationship;
+use patchwork_store::model::{Date, today};
 
 const MAX_UNCONFIRMED_LIMIT: u32 = 1000;
 const DEFAULT_UNCONFIRMED_LIMIT: u32 = 100;
@@ -44,7 +44,7 @@ pub(super) async fn confirm_involvement(
 ) -> Result<v1::Involvement, Status> {
     let id = validate::id(&req.id, "id")?;
     let practitioner_id = validate::id(&req.practitioner_id, "practitioner_id")?;
-    let today = state_today();
+    let today = today();
     let (key, who) = (id.clone(), practitioner_id.clone());
     let outcome = state
         .write("", move |s| Ok(s.confirm_involvement(&key, &who, today)?))
@@ -61,10 +61,6 @@ pub(super) async fn confirm_involvement(
             "id: involvement {id} has ended; an ended involvement cannot be confirmed"
         ))),
     }
-}
-
-fn state_today() -> chrono::NaiveDate {
-    chrono::Utc::now().date_naive()
 }
 
 pub(super) async fn list_unconfirmed(
@@ -92,9 +88,9 @@ pub(super) async fn list_unconfirmed(
         }
     } as usize;
     // Confirmed `days` or more days ago.
-    let confirmed_by = state_today()
-        .checked_sub_days(Days::new(u64::from(days)))
-        .unwrap_or(chrono::NaiveDate::MIN);
+    let confirmed_by = today()
+        .checked_sub(time::Duration::days(i64::from(days)))
+        .unwrap_or(Date::MIN);
     let store = state.store.clone();
     let (involvements, truncated) = blocking(move || {
         if let Some(id) = &practitioner_id

@@ -782,7 +782,7 @@ pub async fn run_import(
             }
         }
         let last = LastImport {
-            at_unix_seconds: chrono::Utc::now().timestamp(),
+            at_unix_seconds: time::OffsetDateTime::now_utc().unix_timestamp(),
             rows: report.rows,
             created: report.created,
             updated: report.updated,

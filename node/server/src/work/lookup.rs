@@ -23,17 +23,14 @@ use crate::work::matching::{MatchDecision, match_person};
 use crate::work::peers::{Question, match_outcome, settled};
 use crate::work::state::{NodeState, read};
 use patchwork_store::audit::{AuditEvent, FamilyMemberDisclosed, PeerOutcome as AuditedPeer};
-use patchwork_store::model::{Demographics, Purpose};
+use patchwork_store::model::{Demographics, Purpose, year_month_day};
 
 /// The matchable parts of a lookup's subject.
 pub fn subject_of(demographics: &Demographics) -> Subject {
-    use chrono::Datelike;
     Subject {
         given_name: demographics.given_name.clone(),
         family_name: demographics.family_name.clone(),
-        date_of_birth: demographics
-            .date_of_birth
-            .map(|d| (d.year(), d.month(), d.day())),
+        date_of_birth: demographics.date_of_birth.map(year_month_day),
         postcode: demographics.postcode.clone(),
         national_id: demographics
             .national_id

@@ -156,7 +156,6 @@ fn missing_identifiers(subject: &Demographics) -> Vec<IdentifierKind> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::NaiveDate;
     use patchwork_store::model::NationalId;
     use patchwork_store::{StoreOptions, WriteMode};
 
@@ -165,7 +164,7 @@ mod tests {
             id: id.into(),
             given_name: given.into(),
             family_name: "Smith-Jones".into(),
-            date_of_birth: NaiveDate::from_ymd_opt(dob.0, dob.1, dob.2),
+            date_of_birth: patchwork_store::model::calendar_date(dob.0, dob.1, dob.2),
             postcode: Some("RH1 1AA".into()),
             address: None,
             national_id: nhs.map(|v| NationalId {
@@ -179,7 +178,7 @@ mod tests {
         Demographics {
             given_name: Some(given.into()),
             family_name: Some("smith jones".into()),
-            date_of_birth: NaiveDate::from_ymd_opt(dob.0, dob.1, dob.2),
+            date_of_birth: patchwork_store::model::calendar_date(dob.0, dob.1, dob.2),
             postcode: None,
             national_id: nhs.map(|v| NationalId {
                 scheme: "nhs".into(),

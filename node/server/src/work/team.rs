@@ -597,7 +597,6 @@ mod tests {
     /// wire form is this crate's).
     #[test]
     fn an_old_attention_event_of_a_restricted_practitioner_names_only_the_gatekeeper() {
-        use chrono::NaiveDate;
         use patchwork_store::model::{
             Contact, Involvement, Organisation, Person, Practitioner, Sector, Sensitivity,
         };
@@ -632,7 +631,7 @@ mod tests {
             id: "P1".into(),
             given_name: "Amelia".into(),
             family_name: "Smith".into(),
-            date_of_birth: NaiveDate::from_ymd_opt(2015, 3, 14),
+            date_of_birth: patchwork_store::model::calendar_date(2015, 3, 14),
             postcode: None,
             address: None,
             national_id: None,
@@ -640,7 +639,7 @@ mod tests {
         store
             .put_persons(&[amelia], WriteMode::Create)
             .expect("person");
-        let start = NaiveDate::from_ymd_opt(2024, 1, 1).expect("date");
+        let start = patchwork_store::model::calendar_date(2024, 1, 1).expect("date");
         let involvement = |id: &str, practitioner: &str| Involvement {
             id: id.into(),
             person_id: "P1".into(),
