@@ -98,19 +98,11 @@ pub(crate) async fn start(ca: &TestCa, name: &str) -> anyhow::Result<Echo> {
         patchwork_cli::quickstart::write_new_file(&path, text.as_bytes(), secret)?;
         Ok(path)
     };
-    let section = TlsSection {
-        cert_file: write("echo.crt", &cert.cert_pem, false)?,
-        key_file: write("echo.key", &cert.key_pem, true)?,
-        trust_bundle: vec![write("ca.crt", ca.ca.cert_pem(), false)?],
-        crl_files: Vec::new(),
-        min_version: Default::default(),
-        handshake_timeout_ms: 10_000,
-        client_hello_timeout_ms: 2_000,
-        max_handshakes: 512,
-        reserved_handshakes: 128,
-        max_handshakes_per_source: 8,
-        priority_sources: Vec::new(),
-    };
+    let section = TlsSection::new(
+        write("echo.crt", &cert.cert_pem, false)?,
+        write("echo.key", &cert.key_pem, true)?,
+        vec![write("ca.crt", ca.ca.cert_pem(), false)?],
+    );
     let material = TlsMaterial::load(&section)?;
     let limits = HandshakeLimits::new(&section);
     let tls = Arc::new(TlsState::new(section, material));

@@ -25,6 +25,7 @@ use anyhow::{Context, bail};
 use patchwork_cli::cli::{ImportRequest, import_csv};
 use patchwork_cli::csv_rows::CsvKind;
 use patchwork_federation::matchkeys::{KeySet, Subject, index_keys, query_keys};
+use patchwork_server::base::config::{KeySetEntry, PeerEntry};
 use patchwork_server::base::validate::{self, InvolvementSource, Rules};
 use patchwork_store::{Store, StoreOptions, WriteMode};
 use patchwork_tests::{
@@ -410,22 +411,38 @@ fn key_set() -> anyhow::Result<KeySet> {
     Ok(KeySet::new("bench", &secret())?)
 }
 
-fn key_set_toml() -> String {
-    "\n[[federation.key_sets]]\nname = \"bench\"\nsecret_file = \"bench.key\"\n".to_owned()
-}
-
-/// The node's `[store]` section: its cache (`--cache-mb`, default the
-/// node's own default of 256 MiB).
-fn store_toml(sizes: &Sizes) -> String {
-    format!("[store]\ncache_mb = {}\n", sizes.cache_mb)
-}
-
-fn node_options(extra_config: String, listener: Option<TcpListener>) -> NodeOptions {
+/// A benchmark node's options: the key set "bench" (its secret in
+/// `bench.key`), the store's cache (`--cache-mb`; `None` for the peers of the
+/// fan-out, at the node's own default of 256 MiB), and `peers` given 2 s.
+fn node_options(
+    cache_mb: Option<u64>,
+    peers: Vec<PeerEntry>,
+    listener: Option<TcpListener>,
+) -> NodeOptions {
     NodeOptions {
         listener,
-        extra_config,
         secret_files: vec![("bench.key".into(), SECRET_HEX.into())],
         ..Default::default()
+    }
+    .with(move |config| {
+        if let Some(cache_mb) = cache_mb {
+            config.store.cache_mb = cache_mb;
+        }
+        config.federation.key_sets.push(KeySetEntry {
+            name: "bench".into(),
+            secret_file: "bench.key".into(),
+        });
+        config.federation.default_deadline_ms = 2000;
+        patchwork_tests::federate(config, peers);
+    })
+}
+
+/// A peer on the key set "bench", agreed at a million queries a minute.
+fn bench_peer(identity: &str, name: &str, address: std::net::SocketAddr) -> PeerEntry {
+    PeerEntry {
+        key_set: "bench".into(),
+        rate_limit_per_minute: 1_000_000,
+        ..patchwork_tests::peer(identity, name, address)
     }
 }
 
@@ -598,8 +615,8 @@ async fn local_lookup(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()
         client: &portal,
         roles: &["records", "lookup"],
     }];
-    let config = format!("{}[federation]\n{}", store_toml(sizes), key_set_toml());
-    let mut node = TestNode::start_with(&ca, "lookup", &grants, node_options(config, None)).await;
+    let options = node_options(Some(sizes.cache_mb), Vec::new(), None);
+    let mut node = TestNode::start_with(&ca, "lookup", &grants, options).await;
     node.stop().await;
     let data = node.config().store_dir();
     // `--reuse-store <dir>` (for profiling, e.g. several cache sizes): load
@@ -822,12 +839,6 @@ async fn local_lookup(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()
     Ok(())
 }
 
-fn peer_toml(identity: &str, name: &str, address: std::net::SocketAddr) -> String {
-    format!(
-        "\n[[federation.peers]]\nidentity = \"{identity}\"\nname = \"{name}\"\naddress = \"{address}\"\nkey_set = \"bench\"\npurposes = [\"child-safeguarding\"]\nsensitivities = [\"standard\"]\nrate_limit_per_minute = 1000000\n"
-    )
-}
-
 async fn seed_peer(node: &TestNode, portal: &ClientCert) -> anyhow::Result<()> {
     let mut directory = node.directory(portal).await;
     directory
@@ -886,31 +897,22 @@ async fn fanout(sizes: &Sizes, peers: usize, figures: &mut Figures) -> anyhow::R
         let addr = listener.local_addr()?;
         listeners.push((listener, addr));
     }
-    let mut front_peers = String::new();
+    let mut front_peers = Vec::new();
     let mut nodes = Vec::new();
     for (i, (listener, addr)) in listeners.into_iter().enumerate() {
         let name = format!("peer{i}");
         let identity = patchwork_certs::SpiffeId::node(ca.ca.trust_domain(), &name)?.to_string();
-        front_peers.push_str(&peer_toml(&identity, &name, addr));
-        let config = format!(
-            "[federation]\ndefault_deadline_ms = 2000\n{}{}",
-            key_set_toml(),
-            peer_toml(&front_id, "front", front_addr)
-        );
-        nodes.push(
-            TestNode::start_with(&ca, &name, &grants, node_options(config, Some(listener))).await,
-        );
+        front_peers.push(bench_peer(&identity, &name, addr));
+        let front = bench_peer(&front_id, "front", front_addr);
+        let options = node_options(None, vec![front], Some(listener));
+        nodes.push(TestNode::start_with(&ca, &name, &grants, options).await);
     }
     futures::future::try_join_all(nodes.iter().map(|node| seed_peer(node, &portal))).await?;
-    let config = format!(
-        "[federation]\ndefault_deadline_ms = 2000\n{}{front_peers}",
-        key_set_toml()
-    );
     let front = TestNode::start_with(
         &ca,
         "front",
         &grants,
-        node_options(config, Some(front_listener)),
+        node_options(None, front_peers, Some(front_listener)),
     )
     .await;
     seed_peer(&front, &portal).await?;
@@ -1020,8 +1022,8 @@ async fn import(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()> {
         std::io::Write::flush(&mut out)?;
     }
     let ca = TestCa::new(TRUST_DOMAIN);
-    let config = format!("{}[federation]\n{}", store_toml(sizes), key_set_toml());
-    let node = TestNode::start_with(&ca, "import", &[], node_options(config, None)).await;
+    let options = node_options(Some(sizes.cache_mb), Vec::new(), None);
+    let node = TestNode::start_with(&ca, "import", &[], options).await;
     let began = Instant::now();
     let outcome = import_csv(
         &node.config(),

@@ -6,6 +6,7 @@
 
 use patchwork_certs::SpiffeId;
 use patchwork_federation::matchkeys::{Digest, KeySet, Subject, query_keys};
+use patchwork_server::base::config::PeerEntry;
 use patchwork_store::audit::AuditEvent;
 use tonic::transport::Channel;
 
@@ -20,31 +21,21 @@ pub const SECRET: &str = "0c1d2e3f405162738495a6b7c8d9eafb0c1d2e3f405162738495a6
 /// The key set's name.
 pub const KEY_SET: &str = "england";
 
-/// The agreed peer's agreement as the target's `[[federation.peers]]` entry.
-#[derive(Debug, Clone)]
-pub struct AgreementSpec {
-    pub purposes: Vec<&'static str>,
-    pub sensitivities: Vec<&'static str>,
+/// How the target starts.
+pub struct TargetOptions {
+    /// The agreed peer's queries a minute.
     pub rate_limit_per_minute: u32,
+    /// Further changes to the target's config (e.g. enumeration thresholds).
+    pub edits: Vec<crate::ConfigEdit>,
 }
 
-impl Default for AgreementSpec {
+impl Default for TargetOptions {
     fn default() -> Self {
-        AgreementSpec {
-            purposes: vec!["child-safeguarding"],
-            sensitivities: vec!["standard"],
+        TargetOptions {
             rate_limit_per_minute: 6000,
+            edits: Vec::new(),
         }
     }
-}
-
-/// How the target starts.
-#[derive(Debug, Clone, Default)]
-pub struct TargetOptions {
-    pub agreement: AgreementSpec,
-    /// Further `[federation]` keys (e.g. enumeration thresholds), as TOML
-    /// lines placed before the key sets.
-    pub federation_lines: String,
 }
 
 /// A council node ("surrey") holding records, with one agreed peer
@@ -66,25 +57,19 @@ impl Target {
         let records = ca.client("records");
         let peer = ca.node_cert("melbourne");
         let stranger = ca.node_cert("stranger");
-        let quoted = |items: &[&str]| {
-            items
-                .iter()
-                .map(|i| format!("\"{i}\""))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let agreement = &options.agreement;
         // The peer's address is never dialled: the target only answers.
-        let federation = format!(
-            "[federation]\n{}\n[[federation.key_sets]]\nname = \"{KEY_SET}\"\nsecret_file = \"{KEY_SET}.key\"\n\
-             \n[[federation.peers]]\nidentity = \"{}\"\nname = \"Melbourne\"\naddress = \"127.0.0.1:9\"\n\
-             key_set = \"{KEY_SET}\"\npurposes = [{}]\nsensitivities = [{}]\nrate_limit_per_minute = {}\n",
-            options.federation_lines,
-            peer.identity,
-            quoted(&agreement.purposes),
-            quoted(&agreement.sensitivities),
-            agreement.rate_limit_per_minute,
-        );
+        let melbourne = PeerEntry {
+            rate_limit_per_minute: options.rate_limit_per_minute,
+            ..crate::peer(&peer.identity, "Melbourne", "127.0.0.1:9")
+        };
+        let mut node_options = NodeOptions {
+            secret_files: vec![(format!("{KEY_SET}.key"), SECRET.into())],
+            edits: options.edits,
+            ..Default::default()
+        }
+        .with(move |config| crate::federate(config, [melbourne]));
+        // The peer first, then the test's own changes.
+        node_options.edits.rotate_right(1);
         let node = TestNode::start_with(
             &ca,
             "surrey",
@@ -92,11 +77,7 @@ impl Target {
                 client: &records,
                 roles: &["records", "lookup"],
             }],
-            NodeOptions {
-                extra_config: federation,
-                secret_files: vec![(format!("{KEY_SET}.key"), SECRET.into())],
-                ..Default::default()
-            },
+            node_options,
         )
         .await;
         let target = Target {
@@ -367,14 +348,11 @@ impl EvilPeer {
                 .expect("write");
             path
         };
-        let toml = format!(
-            "cert_file = {:?}\nkey_file = {:?}\ntrust_bundle = [{:?}]\n",
+        let section = patchwork_server::base::config::TlsSection::new(
             write("evil.crt", &cert.cert_pem, false),
             write("evil.key", &cert.key_pem, true),
-            write("ca.crt", ca.ca.cert_pem(), false),
+            vec![write("ca.crt", ca.ca.cert_pem(), false)],
         );
-        let section: patchwork_server::base::config::TlsSection =
-            toml::from_str(&toml).expect("tls section");
         let material =
             patchwork_server::transport::tls::TlsMaterial::load(&section).expect("tls material");
         let section_for_limits = section.clone();

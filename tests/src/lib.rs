@@ -21,7 +21,11 @@ use patchwork_certs::{
     certs_from_pem, private_key_from_pem,
 };
 use patchwork_proto::v1::{admin_client::AdminClient, directory_client::DirectoryClient};
+use patchwork_server::base::config::{
+    ApiSection, ClientEntry, KeySetEntry, NodeSection, PeerEntry, TlsSection,
+};
 use patchwork_server::{NodeConfig, NodeError};
+use patchwork_store::model::{LawfulBasis, Sensitivity};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -254,26 +258,69 @@ pub fn client_tls_config(
     Arc::new(config)
 }
 
-/// What else a test node trusts or refuses.
+/// A change to a test node's config, made on the typed value before it is
+/// written (paths relative to the node's folder).
+pub type ConfigEdit = Box<dyn FnOnce(&mut NodeConfig) + Send>;
+
+/// What else a test node trusts, refuses or is configured with.
 #[derive(Default)]
 pub struct NodeOptions {
     /// Further CA certificates (PEM) in the trust bundle.
     pub extra_trust: Vec<String>,
     /// A CRL (PEM) to load at start.
     pub crl: Option<String>,
-    /// `tls.handshake_timeout_ms`, when not the default.
-    pub handshake_timeout_ms: Option<u64>,
-    /// Lines added to the `[tls]` section as is (e.g. `max_handshakes = 64`).
-    pub extra_tls_config: String,
     /// A listener bound beforehand, so peers can be configured with this
     /// node's address before it starts.
     pub listener: Option<TcpListener>,
-    /// Config text appended as is (e.g. a `[federation]` section).
-    pub extra_config: String,
     /// Secret files to create next to the config (name, contents), mode 0600.
     pub secret_files: Vec<(String, String)>,
-    /// Lines added to the `[api]` section as is (e.g. `reflection = false`).
-    pub extra_api_config: String,
+    /// Changes to the config, in order (see [`NodeOptions::with`]).
+    pub edits: Vec<ConfigEdit>,
+}
+
+impl NodeOptions {
+    /// These options, with `edit` made to the node's config, e.g.
+    /// `.with(|c| c.tls.max_handshakes = 64)` or `.with(|c| federate(c, ...))`.
+    pub fn with(mut self, edit: impl FnOnce(&mut NodeConfig) + Send + 'static) -> Self {
+        self.edits.push(Box::new(edit));
+        self
+    }
+}
+
+/// An agreed peer at `address`, known as `identity` and `name`, on key set
+/// [`attacker::KEY_SET`] ("england"): asked and answered for child
+/// safeguarding, standard involvements disclosed, 600 queries a minute.
+/// Change what a test needs with struct update syntax.
+pub fn peer(identity: impl ToString, name: &str, address: impl ToString) -> PeerEntry {
+    PeerEntry {
+        identity: identity.to_string(),
+        name: name.to_owned(),
+        address: address.to_string(),
+        key_set: attacker::KEY_SET.to_owned(),
+        purposes: vec![LawfulBasis::ChildSafeguarding],
+        sensitivities: vec![Sensitivity::Standard],
+        rate_limit_per_minute: 600,
+    }
+}
+
+/// Federates `config` with `peers`: adds each one's key set (its secret in
+/// `<key set>.key` beside the config, which the test writes) unless the
+/// config has it already, then the peers themselves.
+pub fn federate(config: &mut NodeConfig, peers: impl IntoIterator<Item = PeerEntry>) {
+    let federation = &mut config.federation;
+    for peer in peers {
+        if !federation
+            .key_sets
+            .iter()
+            .any(|set| set.name == peer.key_set)
+        {
+            federation.key_sets.push(KeySetEntry {
+                name: peer.key_set.clone(),
+                secret_file: format!("{}.key", peer.key_set).into(),
+            });
+        }
+        federation.peers.push(peer);
+    }
 }
 
 /// A local client the node's config lists, with its roles.
@@ -320,41 +367,39 @@ impl TestNode {
         std::fs::write(dir.path().join("node.crt"), &node_cert.cert_pem).expect("write cert");
         write_secret(&dir.path().join("node.key"), &node_cert.key_pem);
         std::fs::write(dir.path().join("ca.crt"), ca.ca.cert_pem()).expect("write ca");
-        let mut trust = vec!["\"ca.crt\"".to_owned()];
+        let mut trust = vec![PathBuf::from("ca.crt")];
         for (i, pem) in options.extra_trust.iter().enumerate() {
             let file = format!("trust-{i}.crt");
             std::fs::write(dir.path().join(&file), pem).expect("write trust");
-            trust.push(format!("\"{file}\""));
+            trust.push(file.into());
         }
-        let crl_line = match &options.crl {
-            Some(pem) => {
-                std::fs::write(dir.path().join("crl.pem"), pem).expect("write crl");
-                "crl_files = [\"crl.pem\"]\n".to_owned()
-            }
-            None => String::new(),
-        };
-        let timeout_line = options
-            .handshake_timeout_ms
-            .map(|ms| format!("handshake_timeout_ms = {ms}\n"))
-            .unwrap_or_default();
-        let tls_lines = format!(
-            "trust_bundle = [{}]\n{crl_line}{timeout_line}{}\n",
-            trust.join(", "),
-            options.extra_tls_config
+        let mut config = NodeConfig::new(
+            NodeSection::new(format!("{name} council"), "data"),
+            TlsSection::new("node.crt", "node.key", trust),
+            // The port is the listener's, set at each launch.
+            ApiSection::new("127.0.0.1:1".parse().expect("addr")),
         );
-        let client_lines: String = clients
+        if let Some(pem) = &options.crl {
+            std::fs::write(dir.path().join("crl.pem"), pem).expect("write crl");
+            config.tls.crl_files = vec!["crl.pem".into()];
+        }
+        config.api.clients = clients
             .iter()
-            .map(|grant| {
-                let roles: Vec<String> = grant.roles.iter().map(|r| format!("\"{r}\"")).collect();
-                format!(
-                    "  {{ identity = \"{}\", roles = [{}] }},\n",
-                    grant.client.identity,
-                    roles.join(", ")
-                )
+            .map(|grant| ClientEntry {
+                identity: grant.client.identity.to_string(),
+                roles: grant
+                    .roles
+                    .iter()
+                    .map(|role| role.parse().expect("a role"))
+                    .collect(),
             })
             .collect();
+        for edit in options.edits {
+            edit(&mut config);
+        }
         let config_path = dir.path().join("node.toml");
-        let mut node = TestNode {
+        std::fs::write(&config_path, config.to_toml().expect("toml")).expect("write config");
+        let node = TestNode {
             config_path,
             addr: "127.0.0.1:1".parse().expect("addr"),
             metrics_addr: "127.0.0.1:1".parse().expect("addr"),
@@ -365,38 +410,12 @@ impl TestNode {
             shutdown: None,
             task: None,
         };
-        node.write_config(name, &client_lines, &tls_lines, &options.extra_api_config);
-        if !options.extra_config.is_empty() {
-            let mut text = std::fs::read_to_string(&node.config_path).expect("config");
-            text.push('\n');
-            text.push_str(&options.extra_config);
-            std::fs::write(&node.config_path, text).expect("write config");
-        }
         for (file, contents) in &options.secret_files {
             write_secret(&node.dir.path().join(file), contents);
         }
+        let mut node = node;
         node.launch_on(options.listener).await;
         node
-    }
-
-    fn write_config(&self, name: &str, client_lines: &str, tls_lines: &str, api_lines: &str) {
-        let text = format!(
-            r#"[node]
-display_name = "{name} council"
-data_dir = "data"
-
-[tls]
-cert_file = "node.crt"
-key_file = "node.key"
-{tls_lines}
-[api]
-listen = "127.0.0.1:1"
-{api_lines}
-clients = [
-{client_lines}]
-"#
-        );
-        std::fs::write(&self.config_path, text).expect("write config");
     }
 
     /// Binds a fresh port, records it in the config and runs the node.
@@ -411,17 +430,9 @@ clients = [
             None => TcpListener::bind("127.0.0.1:0").await.expect("bind"),
         };
         self.addr = listener.local_addr().expect("addr");
-        let text = std::fs::read_to_string(&self.config_path).expect("read config");
-        let start = text.find("listen = \"127.0.0.1:").expect("listen line");
-        let end = start + text[start..].find('\n').expect("line end");
-        let text = format!(
-            "{}listen = \"{}\"{}",
-            &text[..start],
-            self.addr,
-            &text[end..]
-        );
-        std::fs::write(&self.config_path, text).expect("write config");
-        let config = NodeConfig::load(&self.config_path).expect("config");
+        let mut config = NodeConfig::load(&self.config_path).expect("config");
+        config.api.listen = self.addr;
+        std::fs::write(&self.config_path, config.to_toml().expect("toml")).expect("write config");
         let metrics = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         self.metrics_addr = metrics.local_addr().expect("addr");
         let listeners = patchwork_server::Listeners {
@@ -527,6 +538,13 @@ clients = [
 
     pub fn config(&self) -> NodeConfig {
         NodeConfig::load(&self.config_path).expect("config")
+    }
+
+    /// Changes the config file (typed), e.g. before a reload or a restart.
+    pub fn edit_config(&self, edit: impl FnOnce(&mut NodeConfig)) {
+        let mut config = self.config();
+        edit(&mut config);
+        std::fs::write(&self.config_path, config.to_toml().expect("toml")).expect("write config");
     }
 
     /// The store of this node once it has stopped (waits up to 10 s for the
@@ -731,25 +749,26 @@ pub async fn refusal(node: &TestNode, client: &ClientCert) -> Option<String> {
 
 // ------------------------------------------------------------ two councils
 
-/// `[federation]` with key set "england" (secret file `england.key`) and one
-/// peer, the node `peer.0` of `ca`'s domain at `peer.1`, agreed for
-/// `purposes` (TOML strings, e.g. `"\"child-safeguarding\""`) and standard
-/// involvements at `rate` queries a minute.
+/// Federation with one peer, the node `peer.0` of `ca`'s domain at
+/// `peer.1`, on key set "england" (secret file `england.key`), agreed for
+/// `purposes` and standard involvements at `rate` queries a minute, peers
+/// given 3 s.
 pub fn england_federation(
     ca: &TestCa,
     peer: (&str, SocketAddr),
-    purposes: &str,
+    purposes: &[LawfulBasis],
     rate: u32,
-) -> String {
+) -> impl FnOnce(&mut NodeConfig) + Send + 'static {
     let identity = SpiffeId::node(ca.ca.trust_domain(), peer.0).expect("id");
-    format!(
-        "[federation]\ndefault_deadline_ms = 3000\n\
-         [[federation.key_sets]]\nname = \"england\"\nsecret_file = \"england.key\"\n\
-         [[federation.peers]]\nidentity = \"{identity}\"\nname = \"{}\"\n\
-         address = \"{}\"\nkey_set = \"england\"\npurposes = [{purposes}]\n\
-         sensitivities = [\"standard\"]\nrate_limit_per_minute = {rate}\n",
-        peer.0, peer.1
-    )
+    let entry = PeerEntry {
+        purposes: purposes.to_vec(),
+        rate_limit_per_minute: rate,
+        ..self::peer(identity, peer.0, peer.1)
+    };
+    move |config: &mut NodeConfig| {
+        config.federation.default_deadline_ms = 3000;
+        federate(config, [entry]);
+    }
 }
 
 /// A council node `name` on `listener` with `federation` (see
@@ -759,7 +778,7 @@ pub async fn start_council(
     ca: &TestCa,
     name: &str,
     listener: TcpListener,
-    federation: String,
+    federation: impl FnOnce(&mut NodeConfig) + Send + 'static,
     secret: &str,
 ) -> TestNode {
     let portal = ca.client("portal");
@@ -772,10 +791,10 @@ pub async fn start_council(
         }],
         NodeOptions {
             listener: Some(listener),
-            extra_config: federation,
             secret_files: vec![("england.key".into(), secret.into())],
             ..Default::default()
-        },
+        }
+        .with(federation),
     )
     .await
 }

@@ -162,15 +162,7 @@ async fn look_up_until_stopped(node_channel: tonic::transport::Channel, stop: Ar
 }
 
 fn set_data_dir(node: &TestNode, data_dir: &str) {
-    let text = std::fs::read_to_string(&node.config_path).expect("config");
-    let start = text.find("data_dir = \"").expect("data_dir line");
-    let end = start + text[start..].find('\n').expect("line end");
-    let text = format!(
-        "{}data_dir = \"{data_dir}\"{}",
-        &text[..start],
-        &text[end..]
-    );
-    std::fs::write(&node.config_path, text).expect("write config");
+    node.edit_config(|config| config.node.data_dir = node.dir.path().join(data_dir));
 }
 
 fn open(dir: &Path) -> Store {

@@ -7,21 +7,23 @@
 //! decoded, and a peer whose queries nearly all miss (enumeration) is
 //! paused, audited and counted in an alert metric.
 
+use patchwork_server::NodeConfig;
+use patchwork_server::base::config::PeerEntry;
 use std::time::{Duration, Instant};
 
 use patchwork_certs::SpiffeId;
 use patchwork_tests::attacker::audit_events;
 use patchwork_tests::proxy::{Fault, FaultProxy};
 use patchwork_tests::{
-    ClientCert, ClientGrant, NodeOptions, TestCa, TestNode, date, involvement, organisation,
-    practitioner, v1,
+    ClientCert, ClientGrant, NodeOptions, TestCa, TestNode, date, federate, involvement,
+    organisation, peer, practitioner, v1,
 };
 use tokio::net::TcpListener;
 use tonic::Code;
 
 const SECRET: &str = "5f1d3c0a9b8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a392817060504";
 /// The circuit breaker's cool-down on the asking node.
-const COOL_DOWN_MS: u64 = 1_000;
+const COOL_DOWN_MS: u32 = 1_000;
 
 struct Council {
     node: TestNode,
@@ -36,17 +38,32 @@ struct Pair {
     proxy: FaultProxy,
 }
 
-fn federation_toml(peer_id: &str, peer_name: &str, address: std::net::SocketAddr) -> String {
-    format!(
-        "[federation]\ndefault_deadline_ms = 1500\nbreaker_cool_down_ms = {COOL_DOWN_MS}\n\
-         \n[[federation.key_sets]]\nname = \"england\"\nsecret_file = \"england.key\"\n\
-         \n[[federation.peers]]\nidentity = \"{peer_id}\"\nname = \"{peer_name}\"\naddress = \"{address}\"\n\
-         key_set = \"england\"\npurposes = [\"child-safeguarding\"]\nsensitivities = [\"standard\"]\n\
-         rate_limit_per_minute = 6000\n"
-    )
+/// Federation with `peers` (identity, name, address), each agreed at 6,000
+/// queries a minute; peers get 1.5 s and a failing one is skipped for
+/// [`COOL_DOWN_MS`].
+fn federation_with_peers(
+    peers: &[(&str, &str, std::net::SocketAddr)],
+) -> impl FnOnce(&mut NodeConfig) + Send + 'static {
+    let peers: Vec<PeerEntry> = peers
+        .iter()
+        .map(|(identity, name, address)| PeerEntry {
+            rate_limit_per_minute: 6000,
+            ..peer(identity, name, address)
+        })
+        .collect();
+    move |config: &mut NodeConfig| {
+        config.federation.default_deadline_ms = 1500;
+        config.federation.breaker_cool_down_ms = COOL_DOWN_MS;
+        federate(config, peers);
+    }
 }
 
-async fn start(ca: &TestCa, name: &str, listener: TcpListener, federation: String) -> Council {
+async fn start(
+    ca: &TestCa,
+    name: &str,
+    listener: TcpListener,
+    federation: impl FnOnce(&mut NodeConfig) + Send + 'static,
+) -> Council {
     let portal = ca.client("portal");
     let node = TestNode::start_with(
         ca,
@@ -57,10 +74,10 @@ async fn start(ca: &TestCa, name: &str, listener: TcpListener, federation: Strin
         }],
         NodeOptions {
             listener: Some(listener),
-            extra_config: federation,
             secret_files: vec![("england.key".into(), SECRET.into())],
             ..Default::default()
-        },
+        }
+        .with(federation),
     )
     .await;
     Council { node, portal }
@@ -133,14 +150,14 @@ async fn pair() -> Pair {
         &ca,
         "surrey",
         surrey_listener,
-        federation_toml(&brighton_id, "Brighton & Hove", proxy.addr()),
+        federation_with_peers(&[(&brighton_id, "Brighton & Hove", proxy.addr())]),
     )
     .await;
     let brighton = start(
         &ca,
         "brighton",
         brighton_listener,
-        federation_toml(&id("surrey"), "Surrey", surrey_addr),
+        federation_with_peers(&[(&id("surrey"), "Surrey", surrey_addr)]),
     )
     .await;
     seed(&surrey, "ORG-S", "PR-S1", None).await;
@@ -467,22 +484,6 @@ async fn an_enumerating_peer_is_paused_alerted_and_audited() {
 /// about 900 bytes each disclosed (every text field at its limit), their
 /// answer is well over [`patchwork_federation::hostile::MAX_ANSWER_BYTES`].
 const OVERSIZED_INVOLVEMENTS: usize = 1_500;
-
-/// `[federation]` for a node with one key set and the given peers.
-fn federation_with_peers(peers: &[(&str, &str, std::net::SocketAddr)]) -> String {
-    let mut toml = format!(
-        "[federation]\ndefault_deadline_ms = 1500\nbreaker_cool_down_ms = {COOL_DOWN_MS}\n\
-         \n[[federation.key_sets]]\nname = \"england\"\nsecret_file = \"england.key\"\n"
-    );
-    for (identity, name, address) in peers {
-        toml.push_str(&format!(
-            "\n[[federation.peers]]\nidentity = \"{identity}\"\nname = \"{name}\"\n\
-             address = \"{address}\"\nkey_set = \"england\"\npurposes = [\"child-safeguarding\"]\n\
-             sensitivities = [\"standard\"]\nrate_limit_per_minute = 6000\n"
-        ));
-    }
-    toml
-}
 
 /// Gives Brighton's Amelia [`OVERSIZED_INVOLVEMENTS`] involvements with one
 /// practitioner whose every contact field is as long as validation allows.

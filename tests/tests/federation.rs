@@ -3,13 +3,16 @@
 //! border) — with real mTLS, real stores and real audit logs, answering
 //! "who else is working with this person?" for each other.
 
+use patchwork_server::base::config::PeerEntry;
+use patchwork_store::model::LawfulBasis;
+use patchwork_store::model::Sensitivity;
 use std::time::{Duration, Instant};
 
 use patchwork_certs::SpiffeId;
 use patchwork_store::audit::AuditEvent;
 use patchwork_tests::{
-    ClientCert, ClientGrant, NodeOptions, TestCa, TestNode, date, involvement, organisation,
-    practitioner, v1,
+    ClientCert, ClientGrant, NodeOptions, TestCa, TestNode, date, federate, involvement,
+    organisation, practitioner, v1,
 };
 use tokio::net::TcpListener;
 use tonic::Code;
@@ -31,45 +34,6 @@ struct Federation {
     melbourne: Council,
     /// Accepts connections and never answers.
     _blackhole: TcpListener,
-}
-
-struct PeerSpec<'a> {
-    identity: String,
-    name: &'a str,
-    address: std::net::SocketAddr,
-    key_set: &'a str,
-    purposes: &'a [&'a str],
-    sensitivities: &'a [&'a str],
-    rate: u32,
-}
-
-fn federation_toml(key_sets: &[&str], peers: &[PeerSpec<'_>]) -> String {
-    let quoted = |items: &[&str]| {
-        items
-            .iter()
-            .map(|i| format!("\"{i}\""))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let mut text = format!("[federation]\ndefault_deadline_ms = {DEADLINE_MS}\n");
-    for set in key_sets {
-        text.push_str(&format!(
-            "\n[[federation.key_sets]]\nname = \"{set}\"\nsecret_file = \"{set}.key\"\n"
-        ));
-    }
-    for peer in peers {
-        text.push_str(&format!(
-            "\n[[federation.peers]]\nidentity = \"{}\"\nname = \"{}\"\naddress = \"{}\"\nkey_set = \"{}\"\npurposes = [{}]\nsensitivities = [{}]\nrate_limit_per_minute = {}\n",
-            peer.identity,
-            peer.name,
-            peer.address,
-            peer.key_set,
-            quoted(peer.purposes),
-            quoted(peer.sensitivities),
-            peer.rate
-        ));
-    }
-    text
 }
 
 fn secrets(key_sets: &[&str]) -> Vec<(String, String)> {
@@ -104,7 +68,7 @@ async fn start(
     listener: TcpListener,
     trust: &TestCa,
     key_sets: &[&str],
-    peers: &[PeerSpec<'_>],
+    peers: Vec<PeerEntry>,
 ) -> Council {
     let portal = ca.client("portal");
     let node = TestNode::start_with(
@@ -117,10 +81,13 @@ async fn start(
         NodeOptions {
             extra_trust: vec![trust.ca.cert_pem().to_owned()],
             listener: Some(listener),
-            extra_config: federation_toml(key_sets, peers),
             secret_files: secrets(key_sets),
             ..Default::default()
-        },
+        }
+        .with(|config| {
+            config.federation.default_deadline_ms = DEADLINE_MS;
+            federate(config, peers);
+        }),
     )
     .await;
     Council { node, portal }
@@ -191,9 +158,9 @@ async fn federation() -> Federation {
         (blackhole, blackhole_a),
     ) = (bind().await, bind().await, bind().await, bind().await);
     let safeguarding = [
-        "child-safeguarding",
-        "adult-safeguarding",
-        "vital-interests",
+        LawfulBasis::ChildSafeguarding,
+        LawfulBasis::AdultSafeguarding,
+        LawfulBasis::VitalInterests,
     ];
 
     let surrey = start(
@@ -202,39 +169,39 @@ async fn federation() -> Federation {
         surrey_l,
         &victoria,
         &["england", "border"],
-        &[
-            PeerSpec {
+        vec![
+            PeerEntry {
                 identity: node_id(&england, "brighton"),
-                name: "Brighton & Hove City Council",
-                address: brighton_a,
-                key_set: "england",
-                purposes: &[
-                    "child-safeguarding",
-                    "adult-safeguarding",
-                    "direct-care",
-                    "crime-prevention",
+                name: "Brighton & Hove City Council".into(),
+                address: brighton_a.to_string(),
+                key_set: "england".into(),
+                purposes: vec![
+                    LawfulBasis::ChildSafeguarding,
+                    LawfulBasis::AdultSafeguarding,
+                    LawfulBasis::DirectCare,
+                    LawfulBasis::CrimePrevention,
                 ],
-                sensitivities: &["standard", "restricted"],
-                rate: 600,
+                sensitivities: vec![Sensitivity::Standard, Sensitivity::Restricted],
+                rate_limit_per_minute: 600,
             },
-            PeerSpec {
+            PeerEntry {
                 identity: node_id(&victoria, "melbourne"),
-                name: "City of Melbourne",
-                address: melbourne_a,
-                key_set: "border",
-                purposes: &safeguarding,
+                name: "City of Melbourne".into(),
+                address: melbourne_a.to_string(),
+                key_set: "border".into(),
+                purposes: safeguarding.to_vec(),
                 // Only restricted: always-findable still goes for safeguarding.
-                sensitivities: &["restricted"],
-                rate: 600,
+                sensitivities: vec![Sensitivity::Restricted],
+                rate_limit_per_minute: 600,
             },
-            PeerSpec {
+            PeerEntry {
                 identity: node_id(&england, "blackhole"),
-                name: "Silent District Council",
-                address: blackhole_a,
-                key_set: "england",
-                purposes: &safeguarding,
-                sensitivities: &["standard"],
-                rate: 600,
+                name: "Silent District Council".into(),
+                address: blackhole_a.to_string(),
+                key_set: "england".into(),
+                purposes: safeguarding.to_vec(),
+                sensitivities: vec![Sensitivity::Standard],
+                rate_limit_per_minute: 600,
             },
         ],
     )
@@ -245,25 +212,29 @@ async fn federation() -> Federation {
         brighton_l,
         &victoria,
         &["england", "border"],
-        &[
-            PeerSpec {
+        vec![
+            PeerEntry {
                 identity: node_id(&england, "surrey"),
-                name: "Surrey County Council",
-                address: surrey_a,
-                key_set: "england",
+                name: "Surrey County Council".into(),
+                address: surrey_a.to_string(),
+                key_set: "england".into(),
                 // No crime prevention: Surrey may not ask for it.
-                purposes: &["child-safeguarding", "adult-safeguarding", "direct-care"],
-                sensitivities: &["standard", "restricted"],
-                rate: 600,
+                purposes: vec![
+                    LawfulBasis::ChildSafeguarding,
+                    LawfulBasis::AdultSafeguarding,
+                    LawfulBasis::DirectCare,
+                ],
+                sensitivities: vec![Sensitivity::Standard, Sensitivity::Restricted],
+                rate_limit_per_minute: 600,
             },
-            PeerSpec {
+            PeerEntry {
                 identity: node_id(&victoria, "melbourne"),
-                name: "City of Melbourne",
-                address: melbourne_a,
-                key_set: "border",
-                purposes: &["child-safeguarding"],
-                sensitivities: &["standard"],
-                rate: 600,
+                name: "City of Melbourne".into(),
+                address: melbourne_a.to_string(),
+                key_set: "border".into(),
+                purposes: vec![LawfulBasis::ChildSafeguarding],
+                sensitivities: vec![Sensitivity::Standard],
+                rate_limit_per_minute: 600,
             },
         ],
     )
@@ -274,25 +245,25 @@ async fn federation() -> Federation {
         melbourne_l,
         &england,
         &["border"],
-        &[
-            PeerSpec {
+        vec![
+            PeerEntry {
                 identity: node_id(&england, "surrey"),
-                name: "Surrey County Council",
-                address: surrey_a,
-                key_set: "border",
-                purposes: &safeguarding,
-                sensitivities: &["standard"],
-                rate: 600,
+                name: "Surrey County Council".into(),
+                address: surrey_a.to_string(),
+                key_set: "border".into(),
+                purposes: safeguarding.to_vec(),
+                sensitivities: vec![Sensitivity::Standard],
+                rate_limit_per_minute: 600,
             },
-            PeerSpec {
+            PeerEntry {
                 identity: node_id(&england, "brighton"),
-                name: "Brighton & Hove City Council",
-                address: brighton_a,
-                key_set: "border",
-                purposes: &["child-safeguarding"],
-                sensitivities: &["standard"],
+                name: "Brighton & Hove City Council".into(),
+                address: brighton_a.to_string(),
+                key_set: "border".into(),
+                purposes: vec![LawfulBasis::ChildSafeguarding],
+                sensitivities: vec![Sensitivity::Standard],
                 // Brighton may ask twice a minute.
-                rate: 2,
+                rate_limit_per_minute: 2,
             },
         ],
     )

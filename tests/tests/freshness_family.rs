@@ -6,9 +6,10 @@
 //! everyone involved.
 
 use patchwork_certs::SpiffeId;
+use patchwork_server::base::config::PeerEntry;
 use patchwork_tests::{
-    ClientCert, ClientGrant, NodeOptions, TestCa, TestNode, date, involvement, organisation,
-    practitioner, v1,
+    ClientCert, ClientGrant, NodeOptions, TestCa, TestNode, date, federate, involvement,
+    organisation, peer, practitioner, v1,
 };
 use tokio::net::TcpListener;
 use tonic::Code;
@@ -27,15 +28,7 @@ impl Council {
     }
 }
 
-fn peer_toml(identity: &str, name: &str, address: std::net::SocketAddr) -> String {
-    format!(
-        "[[federation.peers]]\nidentity = \"{identity}\"\nname = \"{name}\"\naddress = \"{address}\"\n\
-         key_set = \"england\"\npurposes = [\"child-safeguarding\"]\n\
-         sensitivities = [\"standard\"]\nrate_limit_per_minute = 600\n"
-    )
-}
-
-async fn start(ca: &TestCa, name: &str, listener: TcpListener, peer: String) -> Council {
+async fn start(ca: &TestCa, name: &str, listener: TcpListener, peers: Vec<PeerEntry>) -> Council {
     let portal = ca.client("portal");
     let node = TestNode::start_with(
         ca,
@@ -46,13 +39,13 @@ async fn start(ca: &TestCa, name: &str, listener: TcpListener, peer: String) -> 
         }],
         NodeOptions {
             listener: Some(listener),
-            extra_config: format!(
-                "[federation]\ndefault_deadline_ms = 3000\n\n[[federation.key_sets]]\n\
-                 name = \"england\"\nsecret_file = \"england.key\"\n\n{peer}"
-            ),
             secret_files: vec![("england.key".into(), SECRET.into())],
             ..Default::default()
-        },
+        }
+        .with(|config| {
+            config.federation.default_deadline_ms = 3000;
+            federate(config, peers);
+        }),
     )
     .await;
     Council { node, portal }
@@ -76,14 +69,18 @@ async fn two_councils() -> (TestCa, Council, Council) {
         &ca,
         "surrey",
         surrey_l,
-        peer_toml(&id("brighton"), "Brighton & Hove City Council", brighton_a),
+        vec![peer(
+            id("brighton"),
+            "Brighton & Hove City Council",
+            brighton_a,
+        )],
     )
     .await;
     let brighton = start(
         &ca,
         "brighton",
         brighton_l,
-        peer_toml(&id("surrey"), "Surrey County Council", surrey_a),
+        vec![peer(id("surrey"), "Surrey County Council", surrey_a)],
     )
     .await;
     let mut directory = surrey.directory().await;
@@ -245,7 +242,7 @@ fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
 async fn stale_involvements_are_listed_and_confirmed_ones_drop_off() {
     let ca = TestCa::new("england.patchwork");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let mut brighton = start(&ca, "brighton", listener, String::new()).await;
+    let mut brighton = start(&ca, "brighton", listener, Vec::new()).await;
     let ids = seed_family(&brighton).await;
     let mut directory = brighton.directory().await;
 

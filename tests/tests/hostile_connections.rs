@@ -3,6 +3,8 @@
 //! connections; a live connection must not outlive its CA's CRL; a
 //! stranger's flood of `Health.Watch` streams is bounded.
 
+use patchwork_server::base::config::PeerEntry;
+use patchwork_server::base::config::TlsSection;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +14,7 @@ use patchwork_tests::flood::{
 };
 use patchwork_tests::{
     ClientCert, ClientGrant, NodeOptions, TRUST_DOMAIN, TestCa, TestNode, client_tls_config,
-    eventually, refusal, v1,
+    eventually, federate, peer, refusal, v1,
 };
 use tonic::Code;
 
@@ -30,27 +32,32 @@ fn attacker_sources() -> Vec<IpAddr> {
 }
 
 /// Surrey, with Brighton as a configured peer whose address is
-/// `peer_source()`, and `extra_tls` in its `[tls]` section.
-async fn surrey_with_peer(ca: &TestCa, extra_tls: &str) -> TestNode {
+/// `peer_source()`, and `tls` made to its `[tls]` section.
+async fn surrey_with_peer(
+    ca: &TestCa,
+    tls: impl FnOnce(&mut TlsSection) + Send + 'static,
+) -> TestNode {
     let brighton = ca.node_cert("brighton");
-    let federation = format!(
-        "[federation]\n\n[[federation.key_sets]]\nname = \"england\"\nsecret_file = \"england.key\"\n\
-         \n[[federation.peers]]\nidentity = \"{}\"\nname = \"Brighton & Hove\"\naddress = \"{}:7443\"\n\
-         key_set = \"england\"\npurposes = [\"child-safeguarding\"]\nsensitivities = [\"standard\"]\n\
-         rate_limit_per_minute = 6000\n",
-        brighton.identity,
-        peer_source()
-    );
+    let brighton = PeerEntry {
+        rate_limit_per_minute: 6000,
+        ..peer(
+            &brighton.identity,
+            "Brighton & Hove",
+            format!("{}:7443", peer_source()),
+        )
+    };
     TestNode::start_with(
         ca,
         "surrey",
         &[],
         NodeOptions {
-            extra_config: federation,
-            extra_tls_config: extra_tls.to_owned(),
             secret_files: vec![("england.key".into(), SECRET.into())],
             ..Default::default()
-        },
+        }
+        .with(|config| {
+            federate(config, [brighton]);
+            tls(&mut config.tls);
+        }),
     )
     .await
 }
@@ -165,7 +172,7 @@ async fn idle_flood(node: &TestNode, per_source: usize) -> IdleSocketFlood {
 async fn idle_sockets_from_sixteen_addresses_do_not_lock_a_peer_out() {
     let ca = TestCa::new("england.patchwork");
     let brighton = ca.node_cert("brighton");
-    let mut node = surrey_with_peer(&ca, "").await;
+    let mut node = surrey_with_peer(&ca, |_| {}).await;
     let pace = Duration::from_millis(50);
 
     let quiet = peer_calls(&node, &brighton, "quiet", 60, pace).await;
@@ -211,10 +218,11 @@ async fn a_peer_gets_a_reserved_slot_when_strangers_take_every_shared_one() {
     let ca = TestCa::new("england.patchwork");
     let brighton = ca.node_cert("brighton");
     // 48 shared slots, 4 per source: 16 attacker addresses want 64.
-    let mut node = surrey_with_peer(
-        &ca,
-        "max_handshakes = 64\nreserved_handshakes = 16\nmax_handshakes_per_source = 4\n",
-    )
+    let mut node = surrey_with_peer(&ca, |tls| {
+        tls.max_handshakes = 64;
+        tls.reserved_handshakes = 16;
+        tls.max_handshakes_per_source = 4;
+    })
     .await;
     let flood = idle_flood(&node, 8).await;
     assert!(
@@ -379,12 +387,9 @@ async fn idle_connections_from_one_host_do_not_lock_everyone_else_out() {
             client: &admin,
             roles: &["admin"],
         }],
-        NodeOptions {
-            // Long enough that waiting for an idle handshake to time out
-            // would fail the deadline below.
-            handshake_timeout_ms: Some(30_000),
-            ..Default::default()
-        },
+        // Long enough that waiting for an idle handshake to time out would
+        // fail the deadline below.
+        NodeOptions::default().with(|config| config.tls.handshake_timeout_ms = 30_000),
     )
     .await;
 

@@ -4,6 +4,8 @@
 //! review (issue 12), driven over real mTLS against a real node, asserting
 //! what the peer learns.
 
+use patchwork_server::NodeConfig;
+use patchwork_server::base::config::MissWindowEntry;
 use patchwork_store::audit::AuditEvent;
 use patchwork_tests::attacker::{
     Target, TargetOptions, honest_keys, keys_of_kind, query, request_id, subject,
@@ -425,10 +427,7 @@ async fn an_unagreed_caller_cannot_flood_the_audit_log() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_over_its_rate_is_counted_not_written() {
     let mut target = target_with_amelia(TargetOptions {
-        agreement: patchwork_tests::attacker::AgreementSpec {
-            rate_limit_per_minute: 30,
-            ..Default::default()
-        },
+        rate_limit_per_minute: 30,
         ..Default::default()
     })
     .await;
@@ -609,16 +608,21 @@ async fn a_date_of_birth_sweep_with_interleaved_hits_is_paused_and_alerted() {
 /// quick; the rules are the same at their defaults.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daily_budget_and_a_constant_key_sweep_pause_a_peer() {
-    let options = |lines: &str| TargetOptions {
-        federation_lines: lines.to_owned(),
+    // No miss-ratio window can trip (a minimum no sweep here reaches).
+    let options = |daily_distinct_queries, sweep_variants| TargetOptions {
+        edits: vec![Box::new(move |config: &mut NodeConfig| {
+            let rules = &mut config.federation.enumeration;
+            rules.daily_distinct_queries = daily_distinct_queries;
+            rules.sweep_variants = sweep_variants;
+            rules.windows = vec![MissWindowEntry {
+                minutes: 10,
+                min_queries: 100_000,
+                miss_ratio: 0.9,
+            }];
+        })],
         ..Default::default()
     };
-    // No miss-ratio window can trip (a minimum no sweep here reaches).
-    let lenient = "[[federation.enumeration.windows]]\nminutes = 10\nmin_queries = 100000\nmiss_ratio = 0.9\n";
-    let budget = format!(
-        "[federation.enumeration]\ndaily_distinct_queries = 100\nsweep_variants = 10000\n{lenient}"
-    );
-    let target = target_with_amelia(options(&budget)).await;
+    let target = target_with_amelia(options(100, 10_000)).await;
     let mut federation = target.federation_as(&target.peer).await;
     let amelia = honest_keys(&subject("Amelia", "Smith-Jones", Some(DOB), "GU1 1AA"));
     let mut first_refused = None;
@@ -649,10 +653,7 @@ async fn the_daily_budget_and_a_constant_key_sweep_pause_a_peer() {
     // distinct query crossed the budget, and everything after is paused.
     assert_eq!(first_refused, Some(100), "paused past the budget");
 
-    let sweep = format!(
-        "[federation.enumeration]\ndaily_distinct_queries = 100000\nsweep_variants = 20\n{lenient}"
-    );
-    let target = target_with_amelia(options(&sweep)).await;
+    let target = target_with_amelia(options(100_000, 20)).await;
     let mut federation = target.federation_as(&target.peer).await;
     let mut first_refused = None;
     for i in 0..40u32 {
@@ -685,12 +686,7 @@ async fn a_peer_that_always_has_more_cannot_keep_the_poller_looping() {
     let ca = TestCa::new("england.patchwork");
     let evil = EvilPeer::start(&ca, "evil").await;
     let portal = ca.client("portal");
-    let federation = format!(
-        "[federation]\npoll_interval_ms = 200\n\n[[federation.key_sets]]\nname = \"{KEY_SET}\"\nsecret_file = \"{KEY_SET}.key\"\n\
-         \n[[federation.peers]]\nidentity = \"{}\"\nname = \"Evil\"\naddress = \"{}\"\nkey_set = \"{KEY_SET}\"\n\
-         purposes = [\"child-safeguarding\"]\nsensitivities = [\"standard\"]\nrate_limit_per_minute = 600\n",
-        evil.cert.identity, evil.addr
-    );
+    let evil_peer = patchwork_tests::peer(&evil.cert.identity, "Evil", evil.addr);
     let node = TestNode::start_with(
         &ca,
         "surrey",
@@ -699,10 +695,13 @@ async fn a_peer_that_always_has_more_cannot_keep_the_poller_looping() {
             roles: &["records", "lookup"],
         }],
         NodeOptions {
-            extra_config: federation,
             secret_files: vec![(format!("{KEY_SET}.key"), SECRET.into())],
             ..Default::default()
-        },
+        }
+        .with(move |config| {
+            config.federation.poll_interval_ms = 200;
+            patchwork_tests::federate(config, [evil_peer]);
+        }),
     )
     .await;
     let mut directory = node.directory(&portal).await;

@@ -6,6 +6,7 @@
 //! effect on `patchwork reload`, without a restart (point 12).
 
 use patchwork_federation::matchkeys::KeySet;
+use patchwork_store::model::LawfulBasis;
 use patchwork_tests::{
     ClientCert, TestCa, TestNode, amelia, answer_about_amelia, england_federation, seed_amelia,
     seed_team, start_council, v1,
@@ -38,7 +39,12 @@ async fn a_mismatched_secret_is_named_in_the_lookup_and_fingerprints_are_shown()
         &ca,
         "surrey",
         surrey_listener,
-        england_federation(&ca, ("kent", kent_addr), "\"child-safeguarding\"", 600),
+        england_federation(
+            &ca,
+            ("kent", kent_addr),
+            &[LawfulBasis::ChildSafeguarding],
+            600,
+        ),
         SURREY_SECRET,
     )
     .await;
@@ -46,7 +52,12 @@ async fn a_mismatched_secret_is_named_in_the_lookup_and_fingerprints_are_shown()
         &ca,
         "kent",
         kent_listener,
-        england_federation(&ca, ("surrey", surrey_addr), "\"child-safeguarding\"", 600),
+        england_federation(
+            &ca,
+            ("surrey", surrey_addr),
+            &[LawfulBasis::ChildSafeguarding],
+            600,
+        ),
         KENT_SECRET,
     )
     .await;

@@ -4,7 +4,9 @@
 //! that is wrong and changes nothing, a change that needs a restart is named
 //! and waits, and only the node's administrators may ask (issue 13, point 12).
 
+use patchwork_server::base::config::KeySetEntry;
 use patchwork_store::audit::AuditEvent;
+use patchwork_store::model::LawfulBasis;
 use patchwork_tests::attacker::audit_events;
 use patchwork_tests::{
     ClientCert, TestCa, TestNode, answer_about_amelia, england_federation, seed_amelia, seed_team,
@@ -18,12 +20,6 @@ const SECRET: &str = "5f1d3c0a9b8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a392817
 /// Kent's answer to Surrey's child-safeguarding lookup of Amelia.
 async fn kent_answer(surrey: &TestNode, portal: &ClientCert) -> v1::NodeAnswer {
     answer_about_amelia(surrey, portal, "PR-S1", "kent").await
-}
-
-fn edit(node: &TestNode, from: &str, to: &str) {
-    let text = std::fs::read_to_string(&node.config_path).expect("config");
-    assert!(text.contains(from), "{from} not in {text}");
-    std::fs::write(&node.config_path, text.replacen(from, to, 1)).expect("write config");
 }
 
 fn outcome(answer: &v1::NodeAnswer) -> v1::NodeOutcome {
@@ -42,7 +38,12 @@ async fn agreements_and_peers_change_on_reload_and_a_bad_change_changes_nothing(
         &ca,
         "surrey",
         surrey_listener,
-        england_federation(&ca, ("kent", kent_addr), "\"child-safeguarding\"", 600),
+        england_federation(
+            &ca,
+            ("kent", kent_addr),
+            &[LawfulBasis::ChildSafeguarding],
+            600,
+        ),
         SECRET,
     )
     .await;
@@ -51,7 +52,12 @@ async fn agreements_and_peers_change_on_reload_and_a_bad_change_changes_nothing(
         &ca,
         "kent",
         kent_listener,
-        england_federation(&ca, ("surrey", surrey_addr), "\"direct-care\"", 600),
+        england_federation(
+            &ca,
+            ("surrey", surrey_addr),
+            &[LawfulBasis::DirectCare],
+            600,
+        ),
         SECRET,
     )
     .await;
@@ -63,16 +69,11 @@ async fn agreements_and_peers_change_on_reload_and_a_bad_change_changes_nothing(
 
     // Kent widens the agreement (and renames itself, which waits for a
     // restart): in force at once, without one.
-    edit(
-        &kent,
-        "purposes = [\"direct-care\"]",
-        "purposes = [\"child-safeguarding\", \"direct-care\"]",
-    );
-    edit(
-        &kent,
-        "display_name = \"kent council\"",
-        "display_name = \"Kent County Council\"",
-    );
+    kent.edit_config(|config| {
+        config.federation.peers[0].purposes =
+            vec![LawfulBasis::ChildSafeguarding, LawfulBasis::DirectCare];
+        config.node.display_name = "Kent County Council".into();
+    });
     let reloaded = kent.reload().await.expect("reload");
     let surrey_id = &surrey.identity;
     let widened = format!(
@@ -102,7 +103,7 @@ async fn agreements_and_peers_change_on_reload_and_a_bad_change_changes_nothing(
 
     // Bad changes are refused, naming the key, and nothing changes.
     let good = std::fs::read_to_string(&kent.config_path).expect("config");
-    edit(&kent, "key_set = \"england\"", "key_set = \"wales\"");
+    kent.edit_config(|config| config.federation.peers[0].key_set = "wales".into());
     let refused = kent.reload().await.expect_err("an unknown key set");
     assert_eq!(refused.code(), Code::FailedPrecondition);
     assert!(
@@ -119,11 +120,12 @@ async fn agreements_and_peers_change_on_reload_and_a_bad_change_changes_nothing(
         std::os::unix::fs::PermissionsExt::from_mode(0o644),
     )
     .expect("chmod");
-    edit(
-        &kent,
-        "[[federation.peers]]",
-        "[[federation.key_sets]]\nname = \"wales\"\nsecret_file = \"wales.key\"\n[[federation.peers]]",
-    );
+    kent.edit_config(|config| {
+        config.federation.key_sets.push(KeySetEntry {
+            name: "wales".into(),
+            secret_file: "wales.key".into(),
+        })
+    });
     let refused = kent.reload().await.expect_err("a secret others can read");
     assert!(
         refused
@@ -143,11 +145,7 @@ async fn agreements_and_peers_change_on_reload_and_a_bad_change_changes_nothing(
     // Only the node's administrators may reload: a local client with valid
     // credentials and other roles, and an agreed peer, are refused.
     std::fs::write(&kent.config_path, &good).expect("restore");
-    edit(
-        &kent,
-        "rate_limit_per_minute = 600",
-        "rate_limit_per_minute = 5",
-    );
+    kent.edit_config(|config| config.federation.peers[0].rate_limit_per_minute = 5);
     for (who, cert) in [("portal", &portal), ("peer", &surrey.node_cert)] {
         let channel = kent.try_channel(cert).await.expect("connect");
         let denied = v1::admin_client::AdminClient::new(channel)
@@ -164,8 +162,7 @@ async fn agreements_and_peers_change_on_reload_and_a_bad_change_changes_nothing(
 
     // Kent ends the agreement: Surrey is refused from the next query on.
     std::fs::write(&kent.config_path, &good).expect("restore");
-    let section_start = good.find("[[federation.peers]]").expect("peer");
-    std::fs::write(&kent.config_path, &good[..section_start]).expect("remove peer");
+    kent.edit_config(|config| config.federation.peers.clear());
     let reloaded = kent.reload().await.expect("reload");
     assert!(
         reloaded.changes.contains(&format!(

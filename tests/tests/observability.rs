@@ -5,11 +5,14 @@
 //! status code, per-peer outcomes of a federated lookup, rate-limit and TLS
 //! refusals, certificate expiry and store gauges.
 
+use patchwork_server::NodeConfig;
+use patchwork_server::base::config::PeerEntry;
 use std::time::Duration;
 
 use patchwork_certs::SpiffeId;
 use patchwork_tests::{
-    ClientGrant, NodeOptions, TestCa, TestNode, date, eventually, organisation, practitioner, v1,
+    ClientGrant, NodeOptions, TestCa, TestNode, date, eventually, federate, organisation, peer,
+    practitioner, v1,
 };
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
@@ -185,10 +188,7 @@ async fn reflection_lists_the_api_when_on_and_is_absent_when_off() {
         &ca,
         "brighton",
         &[],
-        NodeOptions {
-            extra_api_config: "reflection = false".into(),
-            ..Default::default()
-        },
+        NodeOptions::default().with(|config| config.api.reflection = false),
     )
     .await;
     let refused = list_services(&hidden).await.expect_err("no reflection");
@@ -361,15 +361,13 @@ async fn metrics_count_requests_by_method_and_code_and_show_expiry_and_store_gau
     );
 }
 
-fn peer_toml(identity: &str, name: &str, address: std::net::SocketAddr, rate: u32) -> String {
-    format!(
-        "\n[[federation.peers]]\nidentity = \"{identity}\"\nname = \"{name}\"\naddress = \"{address}\"\n\
-         key_set = \"england\"\npurposes = [\"child-safeguarding\"]\nsensitivities = [\"standard\"]\n\
-         rate_limit_per_minute = {rate}\n"
-    )
+/// Federation with `peers`, whom this node gives 1.5 s.
+fn federation(peers: Vec<PeerEntry>) -> impl FnOnce(&mut NodeConfig) + Send + 'static {
+    move |config: &mut NodeConfig| {
+        config.federation.default_deadline_ms = 1500;
+        federate(config, peers);
+    }
 }
-
-const KEY_SET: &str = "[federation]\ndefault_deadline_ms = 1500\n\n[[federation.key_sets]]\nname = \"england\"\nsecret_file = \"england.key\"\n";
 
 #[tokio::test]
 async fn metrics_count_each_peers_outcome_and_rate_limit_refusals() {
@@ -401,14 +399,13 @@ async fn metrics_count_each_peers_outcome_and_rate_limit_refusals() {
         }],
         NodeOptions {
             listener: Some(surrey_listener),
-            extra_config: format!(
-                "{KEY_SET}{}{}",
-                peer_toml(&id("brighton"), "Brighton", brighton_addr, 600),
-                peer_toml(&id("dead"), "Dead District", dead_addr, 600)
-            ),
             secret_files: secrets.clone(),
             ..Default::default()
-        },
+        }
+        .with(federation(vec![
+            peer(id("brighton"), "Brighton", brighton_addr),
+            peer(id("dead"), "Dead District", dead_addr),
+        ])),
     )
     .await;
     // Brighton lets Surrey ask once a minute.
@@ -418,13 +415,13 @@ async fn metrics_count_each_peers_outcome_and_rate_limit_refusals() {
         &[],
         NodeOptions {
             listener: Some(brighton_listener),
-            extra_config: format!(
-                "{KEY_SET}{}",
-                peer_toml(&id("surrey"), "Surrey", surrey_addr, 1)
-            ),
             secret_files: secrets,
             ..Default::default()
-        },
+        }
+        .with(federation(vec![PeerEntry {
+            rate_limit_per_minute: 1,
+            ..peer(id("surrey"), "Surrey", surrey_addr)
+        }])),
     )
     .await;
 

@@ -1,26 +1,32 @@
 //! How a lookup names a peer that refused this node at the TLS handshake (its CRL lists
 //! this node's certificate): "refused", with the handshake's reason, never "timed out".
 
+use patchwork_certs::SpiffeId;
+use patchwork_server::NodeConfig;
 use std::time::{Duration, Instant};
 
 use patchwork_tests::{
-    ClientGrant, NodeOptions, TestCa, TestNode, date, organisation, practitioner, v1,
+    ClientGrant, NodeOptions, TestCa, TestNode, date, federate, organisation, peer, practitioner,
+    v1,
 };
 use tokio::net::TcpListener;
 
 const SECRET: &str = "5f1d3c0a9b8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a392817060504";
 const DEADLINE_MS: u32 = 2000;
 
-/// A `[federation]` section with one key set and `peer` as the one agreed peer.
-fn federation_toml(ca: &TestCa, peer: &str, address: std::net::SocketAddr) -> String {
-    format!(
-        "[federation]\ndefault_deadline_ms = {DEADLINE_MS}\n\n\
-         [[federation.key_sets]]\nname = \"england\"\nsecret_file = \"england.key\"\n\n\
-         [[federation.peers]]\nidentity = \"spiffe://{}/node/{peer}\"\nname = \"{peer}\"\n\
-         address = \"{address}\"\nkey_set = \"england\"\npurposes = [\"child-safeguarding\"]\n\
-         sensitivities = [\"standard\"]\nrate_limit_per_minute = 600\n",
-        ca.ca.trust_domain()
-    )
+/// Federation with the node `name` of `ca`'s domain at `address` as the one
+/// agreed peer.
+fn federation(
+    ca: &TestCa,
+    name: &str,
+    address: std::net::SocketAddr,
+) -> impl FnOnce(&mut NodeConfig) + Send + 'static {
+    let identity = SpiffeId::node(ca.ca.trust_domain(), name).expect("identity");
+    let agreed = peer(identity, name, address);
+    move |config: &mut NodeConfig| {
+        config.federation.default_deadline_ms = DEADLINE_MS;
+        federate(config, [agreed]);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -39,11 +45,13 @@ async fn a_peer_that_refused_our_certificate_is_named_refused_with_the_reason() 
         client: &portal,
         roles: &["records", "lookup"],
     }];
-    let options = |listener, peer, address| NodeOptions {
-        listener: Some(listener),
-        extra_config: federation_toml(&ca, peer, address),
-        secret_files: vec![("england.key".to_owned(), SECRET.to_owned())],
-        ..Default::default()
+    let options = |listener, peer, address| {
+        NodeOptions {
+            listener: Some(listener),
+            secret_files: vec![("england.key".to_owned(), SECRET.to_owned())],
+            ..Default::default()
+        }
+        .with(federation(&ca, peer, address))
     };
     let surrey = TestNode::start_with(
         &ca,

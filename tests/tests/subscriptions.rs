@@ -4,14 +4,16 @@
 //! subscription. Real mTLS, real stores, real audit logs; Surrey polls every
 //! 100 ms.
 
+use patchwork_server::base::config::PeerEntry;
+use patchwork_store::model::Sensitivity;
 use std::time::Duration;
 
 use patchwork_certs::SpiffeId;
 use patchwork_store::audit::AuditEvent;
 use patchwork_tests::attacker::audit_events;
 use patchwork_tests::{
-    ClientCert, ClientGrant, NodeOptions, TestCa, TestNode, date, involvement, organisation,
-    practitioner, v1,
+    ClientCert, ClientGrant, NodeOptions, TestCa, TestNode, date, federate, involvement,
+    organisation, peer, practitioner, v1,
 };
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
@@ -46,18 +48,16 @@ fn node_id(ca: &TestCa, name: &str) -> String {
         .to_string()
 }
 
-fn peer_toml(identity: &str, name: &str, address: std::net::SocketAddr) -> String {
-    format!(
-        "\n[[federation.peers]]\nidentity = \"{identity}\"\nname = \"{name}\"\naddress = \"{address}\"\nkey_set = \"england\"\npurposes = [\"child-safeguarding\"]\nsensitivities = [\"standard\", \"restricted\"]\nrate_limit_per_minute = 600\n"
-    )
+/// A peer agreed for standard and restricted involvements.
+fn agreed(identity: &str, name: &str, address: std::net::SocketAddr) -> PeerEntry {
+    PeerEntry {
+        sensitivities: vec![Sensitivity::Standard, Sensitivity::Restricted],
+        ..peer(identity, name, address)
+    }
 }
 
-async fn start(ca: &TestCa, name: &str, listener: TcpListener, peers: &[String]) -> Council {
+async fn start(ca: &TestCa, name: &str, listener: TcpListener, peers: Vec<PeerEntry>) -> Council {
     let portal = ca.client("portal");
-    let mut config = "[federation]\ndefault_deadline_ms = 2000\npoll_interval_ms = 100\n\n[[federation.key_sets]]\nname = \"england\"\nsecret_file = \"england.key\"\n".to_owned();
-    for peer in peers {
-        config.push_str(peer);
-    }
     let node = TestNode::start_with(
         ca,
         name,
@@ -67,10 +67,14 @@ async fn start(ca: &TestCa, name: &str, listener: TcpListener, peers: &[String])
         }],
         NodeOptions {
             listener: Some(listener),
-            extra_config: config,
             secret_files: vec![("england.key".into(), SECRET.into())],
             ..Default::default()
-        },
+        }
+        .with(|config| {
+            config.federation.default_deadline_ms = 2000;
+            config.federation.poll_interval_ms = 100;
+            federate(config, peers);
+        }),
     )
     .await;
     Council { node, portal }
@@ -136,7 +140,7 @@ async fn federation() -> Federation {
         &england,
         "surrey",
         surrey_l,
-        &[peer_toml(
+        vec![agreed(
             &node_id(&england, "brighton"),
             "Brighton & Hove",
             brighton_a,
@@ -147,9 +151,9 @@ async fn federation() -> Federation {
         &england,
         "brighton",
         brighton_l,
-        &[
-            peer_toml(&node_id(&england, "surrey"), "Surrey", surrey_a),
-            peer_toml(&node_id(&england, "hastings"), "Hastings", hastings_a),
+        vec![
+            agreed(&node_id(&england, "surrey"), "Surrey", surrey_a),
+            agreed(&node_id(&england, "hastings"), "Hastings", hastings_a),
         ],
     )
     .await;

@@ -3,6 +3,8 @@
 //! resumed from a cursor across a restart) and through signed webhooks that
 //! are retried until the receiver accepts them.
 
+use patchwork_server::base::config::WebhookEntry;
+use patchwork_server::base::config::WebhookPractitioners;
 use std::time::Duration;
 
 use patchwork_tests::{
@@ -344,13 +346,18 @@ async fn a_webhook_receiver_gets_signed_retried_deliveries_in_order() {
             roles: &["records"],
         }],
         NodeOptions {
-            extra_config: format!(
-                "[[webhooks]]\nurl = \"http://127.0.0.1:{port}/hooks/patchwork\"\n\
-                 allow_http = true\nsecret_file = \"hook.key\"\npractitioners = [\"A\"]\n"
-            ),
             secret_files: vec![("hook.key".into(), hex::encode(secret))],
             ..NodeOptions::default()
-        },
+        }
+        .with(move |config| {
+            config.webhooks.push(WebhookEntry {
+                url: format!("http://127.0.0.1:{port}/hooks/patchwork"),
+                secret_file: "hook.key".into(),
+                practitioners: WebhookPractitioners::Only(vec!["A".into()]),
+                ca_file: None,
+                allow_http: true,
+            })
+        }),
     )
     .await;
     seed(&node, &portal).await;

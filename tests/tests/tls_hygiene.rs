@@ -4,6 +4,7 @@
 //! suites with forward secrecy, and no 0-RTT early data even for a client
 //! that asks for it on a resumed session.
 
+use patchwork_server::base::config::TlsVersion;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -100,9 +101,7 @@ async fn old_protocols_and_weak_suites_are_refused() {
     // With min_version = "1.2": TLS 1.2 with ECDHE + AEAD only.
     let mut v12 = default_node;
     v12.stop().await;
-    let config = std::fs::read_to_string(&v12.config_path).expect("config");
-    let config = config.replacen("[tls]\n", "[tls]\nmin_version = \"1.2\"\n", 1);
-    std::fs::write(&v12.config_path, config).expect("write config");
+    v12.edit_config(|config| config.tls.min_version = TlsVersion::Tls12);
     v12.start_again().await;
     let (agreed, text) = s_client(
         &v12,

@@ -674,10 +674,7 @@ async fn a_stalled_handshake_times_out_without_holding_up_anyone_else() {
             client: &admin,
             roles: &["admin"],
         }],
-        NodeOptions {
-            handshake_timeout_ms: Some(300),
-            ..Default::default()
-        },
+        NodeOptions::default().with(|config| config.tls.handshake_timeout_ms = 300),
     )
     .await;
     // Connects and never says hello.

@@ -5,6 +5,8 @@
 //! restricted involvement reach anyone else — through Watch or a webhook —
 //! only as the service's gatekeeper.
 
+use patchwork_server::base::config::WebhookEntry;
+use patchwork_server::base::config::WebhookPractitioners;
 use patchwork_store::AuditEvent;
 use patchwork_tests::eavesdrop::{WebhookSink, next_event, stored_audit_events, try_watch};
 use patchwork_tests::{
@@ -36,15 +38,13 @@ async fn start(sink: Option<&WebhookSink>) -> Setup {
     let records = ca.client("case-system");
     let lookup = ca.client("lookup-only");
     let relay = ca.client("portal");
-    let extra_config = sink
-        .map(|sink| {
-            format!(
-                "[[webhooks]]\nurl = \"http://127.0.0.1:{}/hooks/patchwork\"\nallow_http = true\n\
-                 secret_file = \"hook.key\"\npractitioners = [\"SW\"]\n",
-                sink.port
-            )
-        })
-        .unwrap_or_default();
+    let webhook = sink.map(|sink| WebhookEntry {
+        url: format!("http://127.0.0.1:{}/hooks/patchwork", sink.port),
+        secret_file: "hook.key".into(),
+        practitioners: WebhookPractitioners::Only(vec!["SW".into()]),
+        ca_file: None,
+        allow_http: true,
+    });
     let node = TestNode::start_with(
         &ca,
         "surrey",
@@ -63,10 +63,10 @@ async fn start(sink: Option<&WebhookSink>) -> Setup {
             },
         ],
         NodeOptions {
-            extra_config,
             secret_files: vec![("hook.key".into(), "07".repeat(32))],
             ..NodeOptions::default()
-        },
+        }
+        .with(|config| config.webhooks.extend(webhook)),
     )
     .await;
     Setup {

@@ -4,6 +4,8 @@
 //! deliveries are signed, retried and in order, trusting the public web PKI
 //! or the webhook's own CA file.
 
+use patchwork_server::base::config::WebhookEntry;
+use patchwork_server::base::config::WebhookPractitioners;
 use std::time::Duration;
 
 use patchwork_server::NodeConfig;
@@ -157,18 +159,31 @@ async fn an_https_receiver_behind_a_private_ca_gets_signed_events_in_order() {
             roles: &["records"],
         }],
         NodeOptions {
-            extra_config: format!(
-                "[[webhooks]]\nurl = \"https://localhost:{private_port}/hooks/patchwork\"\n\
-                 secret_file = \"hook.key\"\nca_file = \"hooks-ca.crt\"\npractitioners = [\"A\"]\n\
-                 [[webhooks]]\nurl = \"https://127.0.0.1:{public_port}/hooks/patchwork\"\n\
-                 secret_file = \"hook.key\"\npractitioners = [\"A\"]\n"
-            ),
             secret_files: vec![
                 ("hook.key".into(), hex::encode(secret)),
                 ("hooks-ca.crt".into(), receivers_ca.ca.cert_pem().to_owned()),
             ],
             ..NodeOptions::default()
-        },
+        }
+        .with(move |config| {
+            let webhook = |url: String, ca_file: Option<&str>| WebhookEntry {
+                url,
+                secret_file: "hook.key".into(),
+                practitioners: WebhookPractitioners::Only(vec!["A".into()]),
+                ca_file: ca_file.map(Into::into),
+                allow_http: false,
+            };
+            config.webhooks = vec![
+                webhook(
+                    format!("https://localhost:{private_port}/hooks/patchwork"),
+                    Some("hooks-ca.crt"),
+                ),
+                webhook(
+                    format!("https://127.0.0.1:{public_port}/hooks/patchwork"),
+                    None,
+                ),
+            ];
+        }),
     )
     .await;
     make_events_for_a(&node, &portal).await;

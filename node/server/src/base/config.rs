@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use patchwork_certs::SpiffeId;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -30,7 +30,7 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     pub node: NodeSection,
@@ -56,7 +56,7 @@ pub struct NodeConfig {
 }
 
 /// A council system team events are POSTed to, signed with a shared secret.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookEntry {
     /// `https://host[:port]/path` (`http://` only with `allow_http`, to a
@@ -126,7 +126,7 @@ fn is_loopback(host: &url::Host<&str>) -> bool {
 }
 
 /// `practitioners = "all"` or `practitioners = ["PR1", ...]`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum WebhookPractitioners {
     All(String),
@@ -151,7 +151,7 @@ impl WebhookPractitioners {
 
 /// The Prometheus metrics endpoint: plain HTTP, no TLS and no client
 /// certificates, so it belongs on loopback or a management network.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsSection {
     /// Serve `GET /metrics` at all.
@@ -201,7 +201,7 @@ fn default_metrics_listen() -> SocketAddr {
 }
 
 /// Which other nodes this node asks and answers, and on what terms.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FederationSection {
     /// How long a lookup waits for peers when the request does not say (ms).
@@ -231,7 +231,7 @@ pub struct FederationSection {
 /// `[federation.enumeration]`: the rules that pause a peer whose queries
 /// look like a sweep for persons (each rule alone pauses; see
 /// `patchwork_federation::hostile::EnumerationPolicy`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnumerationSection {
     /// Miss-ratio rules, short and long windows (replacing the defaults
@@ -252,7 +252,7 @@ pub struct EnumerationSection {
 }
 
 /// One miss-ratio rule of `[federation.enumeration]`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MissWindowEntry {
     /// The window, in whole minutes (1-1440).
@@ -367,7 +367,7 @@ fn default_poll_interval_ms() -> u32 {
 
 /// A match-key secret shared by a group of nodes (a federation, or a
 /// cross-border agreement): every node in the group holds the same file.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeySetEntry {
     /// 1-64 characters of a-z 0-9 -; the same on every node of the group.
@@ -381,7 +381,7 @@ pub struct KeySetEntry {
 /// answers the peer only for agreed purposes, disclosing only agreed
 /// sensitivities (always-findable involvements are disclosed for
 /// safeguarding purposes whatever this list says).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PeerEntry {
     /// The peer's identity, e.g. "spiffe://brighton.patchwork/node/brighton".
@@ -400,7 +400,7 @@ pub struct PeerEntry {
     pub rate_limit_per_minute: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeSection {
     /// Shown to practitioners next to this node's answers, e.g. "Surrey County Council".
@@ -424,7 +424,7 @@ fn default_scheme() -> String {
     patchwork_federation::NHS_SCHEME.to_owned()
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSection {
     /// This node's certificate (PEM, leaf first, then any intermediates).
@@ -491,7 +491,7 @@ fn default_max_handshakes_per_source() -> usize {
     8
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TlsVersion {
     #[default]
     #[serde(rename = "1.3")]
@@ -509,8 +509,21 @@ impl From<TlsVersion> for patchwork_certs::MinTlsVersion {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Role {
     /// Create, update and read persons, practitioners, organisations, involvements.
     Records,
@@ -526,17 +539,13 @@ pub enum Role {
 }
 
 impl Role {
+    /// As the config writes it: `records`.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Records => "records",
-            Role::Lookup => "lookup",
-            Role::Admin => "admin",
-            Role::Watch => "watch",
-        }
+        self.into()
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientEntry {
     /// The caller's identity: the spiffe:// URI SAN of its certificate.
@@ -544,7 +553,7 @@ pub struct ClientEntry {
     pub roles: Vec<Role>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiSection {
     /// Where the local API listens, e.g. "127.0.0.1:7443" (an IP address, not
@@ -587,7 +596,7 @@ fn default_max_health_watches_per_identity() -> usize {
     16
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSection {
     /// The store's page cache in MiB.
@@ -607,7 +616,7 @@ impl Default for StoreSection {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
@@ -615,7 +624,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSection {
     #[serde(default)]
@@ -627,7 +636,7 @@ pub struct LogSection {
 /// loopback) as the node itself, trusting `tls.trust_bundle` and expecting
 /// the node's identity and the first DNS name of its certificate (or the
 /// address dialled, when it has none).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CliSection {
     pub address: Option<SocketAddr>,
@@ -658,6 +667,81 @@ fn one_line(error: &toml::de::Error, text: &str) -> String {
             format!("line {line} `{source}`, column {column}: {message}")
         }
         None => message,
+    }
+}
+
+// Configs built in code (the tests' harness, the benchmark): every optional
+// key at the default a node.toml without it gets.
+
+impl NodeSection {
+    pub fn new(display_name: impl Into<String>, data_dir: impl Into<PathBuf>) -> Self {
+        NodeSection {
+            display_name: display_name.into(),
+            data_dir: data_dir.into(),
+            default_id_scheme: default_scheme(),
+            confirm_after_days: default_confirm_after_days(),
+        }
+    }
+}
+
+impl TlsSection {
+    pub fn new(
+        cert_file: impl Into<PathBuf>,
+        key_file: impl Into<PathBuf>,
+        trust_bundle: Vec<PathBuf>,
+    ) -> Self {
+        TlsSection {
+            cert_file: cert_file.into(),
+            key_file: key_file.into(),
+            trust_bundle,
+            crl_files: Vec::new(),
+            min_version: TlsVersion::default(),
+            handshake_timeout_ms: default_handshake_timeout_ms(),
+            client_hello_timeout_ms: default_client_hello_timeout_ms(),
+            max_handshakes: default_max_handshakes(),
+            reserved_handshakes: default_reserved_handshakes(),
+            max_handshakes_per_source: default_max_handshakes_per_source(),
+            priority_sources: Vec::new(),
+        }
+    }
+}
+
+impl ApiSection {
+    pub fn new(listen: SocketAddr) -> Self {
+        ApiSection {
+            listen,
+            clients: Vec::new(),
+            max_concurrent_requests_per_connection: default_concurrency(),
+            max_health_watches: default_max_health_watches(),
+            max_health_watches_per_identity: default_max_health_watches_per_identity(),
+            reflection: true,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// A config of these three sections, everything else at its default.
+    /// Check it as a file would be with [`NodeConfig::to_toml`] and
+    /// [`NodeConfig::from_toml`].
+    pub fn new(node: NodeSection, tls: TlsSection, api: ApiSection) -> Self {
+        NodeConfig {
+            node,
+            tls,
+            api,
+            store: StoreSection::default(),
+            log: LogSection::default(),
+            cli: CliSection::default(),
+            federation: FederationSection::default(),
+            metrics: MetricsSection::default(),
+            webhooks: Vec::new(),
+            source: None,
+        }
+    }
+
+    /// The config as node.toml text, which [`NodeConfig::from_toml`] reads
+    /// back to the same config.
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string(self)
     }
 }
 
@@ -1099,6 +1183,35 @@ clients = [{ identity = "spiffe://patchwork/client/portal", roles = ["lookup"] }
             config.metrics.listen,
             "127.0.0.1:9464".parse().expect("addr")
         );
+    }
+
+    #[test]
+    fn a_config_written_as_toml_reads_back_the_same() {
+        let text = include_str!("../../../../deploy/node.example.toml");
+        let mut example = NodeConfig::from_toml(text, Path::new("/etc/patchwork"))
+            .expect("deploy/node.example.toml");
+        example.webhooks.push(WebhookEntry {
+            url: "https://portal.example/hooks".into(),
+            secret_file: "/etc/patchwork/hook.key".into(),
+            practitioners: WebhookPractitioners::Only(vec!["PR1".into()]),
+            ca_file: None,
+            allow_http: false,
+        });
+        let mut built = NodeConfig::new(
+            NodeSection::new("Kent County Council", "/var/lib/patchwork"),
+            TlsSection::new(
+                "/etc/patchwork/node.crt",
+                "/etc/patchwork/node.key",
+                vec!["/etc/patchwork/ca.crt".into()],
+            ),
+            ApiSection::new("127.0.0.1:7443".parse().expect("addr")),
+        );
+        built.tls.min_version = TlsVersion::Tls12;
+        for config in [example, built] {
+            let written = config.to_toml().expect("toml");
+            let read = NodeConfig::from_toml(&written, Path::new("/elsewhere")).expect(&written);
+            assert_eq!(read, config, "{written}");
+        }
     }
 
     #[test]
