@@ -47,7 +47,7 @@ pub struct NodeConfig {
     #[serde(default)]
     pub metrics: MetricsSection,
     /// Where team events are pushed (`[[webhooks]]`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub webhooks: Vec<WebhookEntry>,
     /// The file this config was read from, which a reload reads again
     /// (`None` for a config made in code).
