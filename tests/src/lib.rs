@@ -747,6 +747,73 @@ pub async fn refusal(node: &TestNode, client: &ClientCert) -> Option<String> {
     }
 }
 
+/// Records a test starts from, created in this order through the node's
+/// `Directory` API, as a case system would.
+#[derive(Debug, Clone, Default)]
+pub struct Records {
+    pub organisations: Vec<v1::Organisation>,
+    pub practitioners: Vec<v1::Practitioner>,
+    pub persons: Vec<v1::Person>,
+    pub involvements: Vec<v1::Involvement>,
+}
+
+impl Records {
+    /// One social-care organisation `id` named `name`, and its
+    /// `practitioners` (id, name, role).
+    pub fn team(id: &str, name: &str, practitioners: &[(&str, &str, &str)]) -> Records {
+        Records {
+            organisations: vec![organisation(id, name, v1::Sector::SocialCare)],
+            practitioners: practitioners
+                .iter()
+                .map(|(person, name, role)| practitioner(person, name, role, id))
+                .collect(),
+            ..Records::default()
+        }
+    }
+}
+
+/// Creates `records` on `node` as `client` (which needs the records role);
+/// returns the involvements as recorded (with their ids), in order.
+pub async fn seed(node: &TestNode, client: &ClientCert, records: Records) -> Vec<v1::Involvement> {
+    let mut directory = node.directory(client).await;
+    for organisation in records.organisations {
+        directory
+            .create_organisation(v1::CreateOrganisationRequest {
+                organisation: Some(organisation),
+            })
+            .await
+            .expect("organisation");
+    }
+    for practitioner in records.practitioners {
+        directory
+            .create_practitioner(v1::CreatePractitionerRequest {
+                practitioner: Some(practitioner),
+            })
+            .await
+            .expect("practitioner");
+    }
+    for person in records.persons {
+        directory
+            .create_person(v1::CreatePersonRequest {
+                person: Some(person),
+            })
+            .await
+            .expect("person");
+    }
+    let mut recorded = Vec::new();
+    for involvement in records.involvements {
+        let reply = directory
+            .record_involvement(v1::RecordInvolvementRequest {
+                involvement: Some(involvement),
+            })
+            .await
+            .expect("involvement")
+            .into_inner();
+        recorded.push(reply);
+    }
+    recorded
+}
+
 // ------------------------------------------------------------ two councils
 
 /// Federation with one peer, the node `peer.0` of `ca`'s domain at
@@ -801,24 +868,8 @@ pub async fn start_council(
 
 /// An organisation `org` with one social worker, `practitioner_id`.
 pub async fn seed_team(node: &TestNode, portal: &ClientCert, org: &str, practitioner_id: &str) {
-    let mut directory = node.directory(portal).await;
-    directory
-        .create_organisation(v1::CreateOrganisationRequest {
-            organisation: Some(organisation(org, org, v1::Sector::SocialCare)),
-        })
-        .await
-        .expect("organisation");
-    directory
-        .create_practitioner(v1::CreatePractitionerRequest {
-            practitioner: Some(practitioner(
-                practitioner_id,
-                "Jo Patel",
-                "Social worker",
-                org,
-            )),
-        })
-        .await
-        .expect("practitioner");
+    let team = Records::team(org, org, &[(practitioner_id, "Jo Patel", "Social worker")]);
+    seed(node, portal, team).await;
 }
 
 /// The child the cross-border tests look for: Amelia Smith-Jones, born
@@ -839,7 +890,6 @@ pub fn amelia() -> v1::Demographics {
 /// Amelia held as person `P-1`, with `practitioner_id` working with her in
 /// children's social care.
 pub async fn seed_amelia(node: &TestNode, portal: &ClientCert, practitioner_id: &str) {
-    let mut directory = node.directory(portal).await;
     let mut child = person(
         "P-1",
         "Amelia",
@@ -848,23 +898,17 @@ pub async fn seed_amelia(node: &TestNode, portal: &ClientCert, practitioner_id: 
         "9434765919",
     );
     child.postcode = String::new();
-    directory
-        .create_person(v1::CreatePersonRequest {
-            person: Some(child),
-        })
-        .await
-        .expect("person");
-    directory
-        .record_involvement(v1::RecordInvolvementRequest {
-            involvement: Some(involvement(
-                "P-1",
-                practitioner_id,
-                "Children's social care",
-                v1::Sensitivity::Standard,
-            )),
-        })
-        .await
-        .expect("involvement");
+    let records = Records {
+        persons: vec![child],
+        involvements: vec![involvement(
+            "P-1",
+            practitioner_id,
+            "Children's social care",
+            v1::Sensitivity::Standard,
+        )],
+        ..Records::default()
+    };
+    seed(node, portal, records).await;
 }
 
 /// `asking`'s child-safeguarding lookup of Amelia by `practitioner_id`:

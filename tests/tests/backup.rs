@@ -17,8 +17,8 @@ use patchwork_cli::csv_rows::CsvKind;
 use patchwork_store::backup::verify_backup;
 use patchwork_store::{Store, StoreOptions};
 use patchwork_tests::{
-    ClientCert, ClientGrant, TRUST_DOMAIN, TestCa, TestNode, eventually, involvement,
-    lookup_request, organisation, person, practitioner, v1,
+    ClientCert, ClientGrant, Records, TRUST_DOMAIN, TestCa, TestNode, eventually, involvement,
+    lookup_request, person, v1,
 };
 use tonic::Code;
 
@@ -35,51 +35,30 @@ fn amelia() -> v1::Demographics {
 }
 
 async fn seed(node: &TestNode, portal: &ClientCert) {
-    let mut directory = node.directory(portal).await;
-    directory
-        .create_organisation(v1::CreateOrganisationRequest {
-            organisation: Some(organisation(
-                "ORG-1",
-                "Surrey Children's Services",
-                v1::Sector::SocialCare,
-            )),
-        })
-        .await
-        .expect("organisation");
-    for (id, name, role) in [
-        ("PR-1", "Sam Okafor", "Social worker"),
-        ("PR-2", "Jo Patel", "Health visitor"),
-    ] {
-        directory
-            .create_practitioner(v1::CreatePractitionerRequest {
-                practitioner: Some(practitioner(id, name, role, "ORG-1")),
-            })
-            .await
-            .expect("practitioner");
-    }
-    directory
-        .create_person(v1::CreatePersonRequest {
-            person: Some(person(
-                "P-1",
-                "Amelia",
-                "Smith-Jones",
-                patchwork_tests::date(2015, 3, 14),
-                "943 476 5919",
-            )),
-        })
-        .await
-        .expect("person");
-    directory
-        .record_involvement(v1::RecordInvolvementRequest {
-            involvement: Some(involvement(
-                "P-1",
-                "PR-1",
-                "Child protection",
-                v1::Sensitivity::AlwaysFindable,
-            )),
-        })
-        .await
-        .expect("involvement");
+    let records = Records {
+        persons: vec![person(
+            "P-1",
+            "Amelia",
+            "Smith-Jones",
+            patchwork_tests::date(2015, 3, 14),
+            "943 476 5919",
+        )],
+        involvements: vec![involvement(
+            "P-1",
+            "PR-1",
+            "Child protection",
+            v1::Sensitivity::AlwaysFindable,
+        )],
+        ..Records::team(
+            "ORG-1",
+            "Surrey Children's Services",
+            &[
+                ("PR-1", "Sam Okafor", "Social worker"),
+                ("PR-2", "Jo Patel", "Health visitor"),
+            ],
+        )
+    };
+    patchwork_tests::seed(node, portal, records).await;
 
     let csv = node.dir.path().join("persons.csv");
     let mut text =

@@ -15,7 +15,7 @@ use patchwork_certs::SpiffeId;
 use patchwork_tests::attacker::audit_events;
 use patchwork_tests::proxy::{Fault, FaultProxy};
 use patchwork_tests::{
-    ClientCert, ClientGrant, NodeOptions, TestCa, TestNode, date, federate, involvement,
+    ClientCert, ClientGrant, NodeOptions, Records, TestCa, TestNode, date, federate, involvement,
     organisation, peer, practitioner, v1,
 };
 use tokio::net::TcpListener;
@@ -84,53 +84,27 @@ async fn start(
 }
 
 async fn seed(council: &Council, org: &str, practitioner_id: &str, person: Option<&str>) {
-    let mut directory = council.node.directory(&council.portal).await;
-    directory
-        .create_organisation(v1::CreateOrganisationRequest {
-            organisation: Some(organisation(
-                org,
-                "Children's Services",
-                v1::Sector::SocialCare,
-            )),
-        })
-        .await
-        .expect("organisation");
-    directory
-        .create_practitioner(v1::CreatePractitionerRequest {
-            practitioner: Some(practitioner(
-                practitioner_id,
-                "Sam Okafor",
-                "Social worker",
-                org,
-            )),
-        })
-        .await
-        .expect("practitioner");
+    let mut records = Records::team(
+        org,
+        "Children's Services",
+        &[(practitioner_id, "Sam Okafor", "Social worker")],
+    );
     if let Some(person_id) = person {
-        directory
-            .create_person(v1::CreatePersonRequest {
-                person: Some(patchwork_tests::person(
-                    person_id,
-                    "Amelia",
-                    "Smith-Jones",
-                    date(2015, 3, 14),
-                    "9434765919",
-                )),
-            })
-            .await
-            .expect("person");
-        directory
-            .record_involvement(v1::RecordInvolvementRequest {
-                involvement: Some(involvement(
-                    person_id,
-                    practitioner_id,
-                    "Youth work",
-                    v1::Sensitivity::Standard,
-                )),
-            })
-            .await
-            .expect("involvement");
+        records.persons = vec![patchwork_tests::person(
+            person_id,
+            "Amelia",
+            "Smith-Jones",
+            date(2015, 3, 14),
+            "9434765919",
+        )];
+        records.involvements = vec![involvement(
+            person_id,
+            practitioner_id,
+            "Youth work",
+            v1::Sensitivity::Standard,
+        )];
     }
+    patchwork_tests::seed(&council.node, &council.portal, records).await;
 }
 
 async fn pair() -> Pair {

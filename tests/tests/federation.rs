@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use patchwork_certs::SpiffeId;
 use patchwork_store::audit::AuditEvent;
 use patchwork_tests::{
-    ClientCert, ClientGrant, NodeOptions, TestCa, TestNode, date, federate, involvement,
-    organisation, practitioner, v1,
+    ClientCert, ClientGrant, NodeOptions, Records, TestCa, TestNode, date, federate, involvement,
+    v1,
 };
 use tokio::net::TcpListener;
 use tonic::Code;
@@ -101,38 +101,19 @@ struct Seed<'a> {
 }
 
 async fn seed(council: &Council, seed: Seed<'_>) {
-    let mut directory = council.node.directory(&council.portal).await;
     let (org_id, org_name) = seed.organisation;
-    directory
-        .create_organisation(v1::CreateOrganisationRequest {
-            organisation: Some(organisation(org_id, org_name, v1::Sector::SocialCare)),
-        })
-        .await
-        .expect("organisation");
-    for (id, name, role) in seed.practitioners {
-        directory
-            .create_practitioner(v1::CreatePractitionerRequest {
-                practitioner: Some(practitioner(id, name, role, org_id)),
+    let records = Records {
+        persons: seed.persons,
+        involvements: seed
+            .involvements
+            .iter()
+            .map(|(person, practitioner, service, sensitivity)| {
+                involvement(person, practitioner, service, *sensitivity)
             })
-            .await
-            .expect("practitioner");
-    }
-    for person in seed.persons {
-        directory
-            .create_person(v1::CreatePersonRequest {
-                person: Some(person),
-            })
-            .await
-            .expect("person");
-    }
-    for (person, practitioner, service, sensitivity) in seed.involvements {
-        directory
-            .record_involvement(v1::RecordInvolvementRequest {
-                involvement: Some(involvement(person, practitioner, service, *sensitivity)),
-            })
-            .await
-            .expect("involvement");
-    }
+            .collect(),
+        ..Records::team(org_id, org_name, seed.practitioners)
+    };
+    patchwork_tests::seed(&council.node, &council.portal, records).await;
 }
 
 fn person(

@@ -4,8 +4,8 @@
 //! local lookups disclosing only what each sensitivity allows.
 
 use patchwork_tests::{
-    ClientCert, ClientGrant, TRUST_DOMAIN, TestCa, TestNode, date, involvement, lookup_request,
-    organisation, person, practitioner, v1,
+    ClientCert, ClientGrant, Records, TRUST_DOMAIN, TestCa, TestNode, date, involvement,
+    lookup_request, organisation, person, practitioner, v1,
 };
 use tonic::Code;
 
@@ -32,58 +32,37 @@ async fn fixture() -> Fixture {
 /// An organisation, two practitioners and a person with three involvements
 /// (standard, restricted, always findable) and one that ended.
 async fn seed(node: &TestNode, portal: &ClientCert) -> v1::Involvement {
-    let mut directory = node.directory(portal).await;
-    directory
-        .create_organisation(v1::CreateOrganisationRequest {
-            organisation: Some(organisation(
-                "ORG-1",
-                "Surrey Children's Services",
-                v1::Sector::SocialCare,
-            )),
+    let records = Records {
+        persons: vec![person(
+            "P-1",
+            "Amelia",
+            "Smith-Jones",
+            date(2015, 3, 14),
+            "943 476 5919",
+        )],
+        involvements: [
+            ("PR-1", "Child protection", v1::Sensitivity::AlwaysFindable),
+            ("PR-2", "Health visiting", v1::Sensitivity::Standard),
+            ("PR-2", "Sexual health", v1::Sensitivity::Restricted),
+            ("PR-2", "Early help", v1::Sensitivity::Standard),
+        ]
+        .map(|(practitioner, service, sensitivity)| {
+            involvement("P-1", practitioner, service, sensitivity)
         })
-        .await
-        .expect("organisation");
-    for (id, name, role) in [
-        ("PR-1", "Sam Okafor", "Social worker"),
-        ("PR-2", "Jo Patel", "Health visitor"),
-    ] {
-        directory
-            .create_practitioner(v1::CreatePractitionerRequest {
-                practitioner: Some(practitioner(id, name, role, "ORG-1")),
-            })
-            .await
-            .expect("practitioner");
-    }
-    directory
-        .create_person(v1::CreatePersonRequest {
-            person: Some(person(
-                "P-1",
-                "Amelia",
-                "Smith-Jones",
-                date(2015, 3, 14),
-                "943 476 5919",
-            )),
-        })
-        .await
-        .expect("person");
-    let mut recorded = Vec::new();
-    for (practitioner, service, sensitivity) in [
-        ("PR-1", "Child protection", v1::Sensitivity::AlwaysFindable),
-        ("PR-2", "Health visiting", v1::Sensitivity::Standard),
-        ("PR-2", "Sexual health", v1::Sensitivity::Restricted),
-        ("PR-2", "Early help", v1::Sensitivity::Standard),
-    ] {
-        let reply = directory
-            .record_involvement(v1::RecordInvolvementRequest {
-                involvement: Some(involvement("P-1", practitioner, service, sensitivity)),
-            })
-            .await
-            .expect("involvement")
-            .into_inner();
-        recorded.push(reply);
-    }
+        .to_vec(),
+        ..Records::team(
+            "ORG-1",
+            "Surrey Children's Services",
+            &[
+                ("PR-1", "Sam Okafor", "Social worker"),
+                ("PR-2", "Jo Patel", "Health visitor"),
+            ],
+        )
+    };
+    let mut recorded = patchwork_tests::seed(node, portal, records).await;
     let early_help = recorded.pop().expect("four recorded");
-    directory
+    node.directory(portal)
+        .await
         .end_involvement(v1::EndInvolvementRequest {
             id: early_help.id.clone(),
             end_date: date(2024, 6, 1),

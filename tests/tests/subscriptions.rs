@@ -12,8 +12,8 @@ use patchwork_certs::SpiffeId;
 use patchwork_store::audit::AuditEvent;
 use patchwork_tests::attacker::audit_events;
 use patchwork_tests::{
-    ClientCert, ClientGrant, NodeOptions, TestCa, TestNode, date, federate, involvement,
-    organisation, peer, practitioner, v1,
+    ClientCert, ClientGrant, NodeOptions, Records, TestCa, TestNode, date, federate, involvement,
+    peer, v1,
 };
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
@@ -87,31 +87,20 @@ async fn seed(
     person: v1::Person,
     involvements: &[(&str, &str, v1::Sensitivity)],
 ) {
-    let mut directory = council.node.directory(&council.portal).await;
-    directory
-        .create_organisation(v1::CreateOrganisationRequest {
-            organisation: Some(organisation(org, org, v1::Sector::SocialCare)),
-        })
-        .await
-        .expect("organisation");
-    for (id, name) in practitioners {
-        directory
-            .create_practitioner(v1::CreatePractitionerRequest {
-                practitioner: Some(practitioner(id, name, "Social worker", org)),
-            })
-            .await
-            .expect("practitioner");
-    }
+    let team: Vec<(&str, &str, &str)> = practitioners
+        .iter()
+        .map(|(id, name)| (*id, *name, "Social worker"))
+        .collect();
     let person_id = person.id.clone();
-    directory
-        .create_person(v1::CreatePersonRequest {
-            person: Some(person),
-        })
-        .await
-        .expect("person");
-    for (who, service, sensitivity) in involvements {
-        record(council, &person_id, who, service, *sensitivity).await;
-    }
+    let records = Records {
+        persons: vec![person],
+        involvements: involvements
+            .iter()
+            .map(|(who, service, sensitivity)| involvement(&person_id, who, service, *sensitivity))
+            .collect(),
+        ..Records::team(org, org, &team)
+    };
+    patchwork_tests::seed(&council.node, &council.portal, records).await;
 }
 
 async fn record(

@@ -8,8 +8,8 @@ use patchwork_server::base::config::WebhookPractitioners;
 use std::time::Duration;
 
 use patchwork_tests::{
-    ClientCert, ClientGrant, NodeOptions, TRUST_DOMAIN, TestCa, TestNode, date, involvement,
-    organisation, person, practitioner, v1,
+    ClientCert, ClientGrant, NodeOptions, Records, TRUST_DOMAIN, TestCa, TestNode, date,
+    involvement, organisation, person, practitioner, v1,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -22,32 +22,15 @@ const WAIT: Duration = Duration::from_secs(10);
 
 /// A person P1 and practitioners A, B and C, none involved yet.
 async fn seed(node: &TestNode, portal: &ClientCert) {
-    let mut directory = node.directory(portal).await;
-    directory
-        .create_organisation(v1::CreateOrganisationRequest {
-            organisation: Some(organisation("O1", "Surrey CC", v1::Sector::SocialCare)),
-        })
-        .await
-        .expect("organisation");
-    for id in ["A", "B", "C"] {
-        directory
-            .create_practitioner(v1::CreatePractitionerRequest {
-                practitioner: Some(practitioner(
-                    id,
-                    &format!("Practitioner {id}"),
-                    "Social worker",
-                    "O1",
-                )),
-            })
-            .await
-            .expect("practitioner");
-    }
-    directory
-        .create_person(v1::CreatePersonRequest {
-            person: Some(person("P1", "Amelia", "Smith", date(2015, 3, 14), "")),
-        })
-        .await
-        .expect("person");
+    let records = Records {
+        organisations: vec![organisation("O1", "Surrey CC", v1::Sector::SocialCare)],
+        practitioners: ["A", "B", "C"]
+            .map(|id| practitioner(id, &format!("Practitioner {id}"), "Social worker", "O1"))
+            .to_vec(),
+        persons: vec![person("P1", "Amelia", "Smith", date(2015, 3, 14), "")],
+        ..Records::default()
+    };
+    patchwork_tests::seed(node, portal, records).await;
 }
 
 /// Records `id` for practitioner `who` with P1.

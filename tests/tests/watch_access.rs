@@ -10,8 +10,8 @@ use patchwork_server::base::config::WebhookPractitioners;
 use patchwork_store::AuditEvent;
 use patchwork_tests::eavesdrop::{WebhookSink, next_event, stored_audit_events, try_watch};
 use patchwork_tests::{
-    ClientCert, ClientGrant, NodeOptions, TRUST_DOMAIN, TestCa, TestNode, date, involvement,
-    organisation, person, practitioner, v1,
+    ClientCert, ClientGrant, NodeOptions, Records, TRUST_DOMAIN, TestCa, TestNode, date,
+    involvement, organisation, person, practitioner, v1,
 };
 use tonic::Code;
 use v1::team_event::Kind;
@@ -81,45 +81,25 @@ async fn start(sink: Option<&WebhookSink>) -> Setup {
 /// (restricted, behind the clinic's duty line); the nurse joins second, so
 /// SW hears of her.
 async fn seed(setup: &Setup) {
-    let mut directory = setup.node.directory(&setup.records).await;
-    for (id, name) in [("O1", "Surrey CC"), ("O2", "Sexual Health Clinic")] {
-        directory
-            .create_organisation(v1::CreateOrganisationRequest {
-                organisation: Some(organisation(id, name, v1::Sector::Health)),
-            })
-            .await
-            .expect("organisation");
-    }
     let mut nurse = practitioner("NURSE", "Nia Okoro", "Sexual health nurse", "O2");
     nurse.email = "nurse@example.gov.uk".into();
-    for record in [
-        practitioner("SW", "Sam Okafor", "Social worker", "O1"),
-        nurse,
-    ] {
-        directory
-            .create_practitioner(v1::CreatePractitionerRequest {
-                practitioner: Some(record),
-            })
-            .await
-            .expect("practitioner");
-    }
-    directory
-        .create_person(v1::CreatePersonRequest {
-            person: Some(person("P1", "Amelia", "Smith", date(2008, 3, 14), "")),
-        })
-        .await
-        .expect("person");
-    for (who, service, sensitivity) in [
-        ("SW", "Child protection", v1::Sensitivity::Standard),
-        ("NURSE", "Sexual health", v1::Sensitivity::Restricted),
-    ] {
-        directory
-            .record_involvement(v1::RecordInvolvementRequest {
-                involvement: Some(involvement("P1", who, service, sensitivity)),
-            })
-            .await
-            .expect("involvement");
-    }
+    let records = Records {
+        organisations: [("O1", "Surrey CC"), ("O2", "Sexual Health Clinic")]
+            .map(|(id, name)| organisation(id, name, v1::Sector::Health))
+            .to_vec(),
+        practitioners: vec![
+            practitioner("SW", "Sam Okafor", "Social worker", "O1"),
+            nurse,
+        ],
+        persons: vec![person("P1", "Amelia", "Smith", date(2008, 3, 14), "")],
+        involvements: [
+            ("SW", "Child protection", v1::Sensitivity::Standard),
+            ("NURSE", "Sexual health", v1::Sensitivity::Restricted),
+        ]
+        .map(|(who, service, sensitivity)| involvement("P1", who, service, sensitivity))
+        .to_vec(),
+    };
+    patchwork_tests::seed(&setup.node, &setup.records, records).await;
 }
 
 async fn nurse_attention(setup: &Setup, raise: bool) {
