@@ -108,7 +108,7 @@ fn paths(list: &[PathBuf]) -> String {
 }
 
 /// The config text for `args` (not yet validated).
-pub fn render(args: &InitArgs) -> String {
+pub(crate) fn render(args: &InitArgs) -> String {
     let mut out = format!(
         r#"# Patchwork node configuration for {identity}, made by `patchwork config init`.
 # deploy/node.example.toml documents every key, with its default. Check this
@@ -210,7 +210,7 @@ default_deadline_ms = 2000
     out
 }
 
-pub fn run(args: &InitArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: &InitArgs) -> anyhow::Result<ExitCode> {
     if args.identity.node_name().is_none() {
         anyhow::bail!(
             "--identity: {} must be a node identity spiffe://<trust-domain>/node/<name>",

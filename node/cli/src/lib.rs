@@ -14,11 +14,11 @@
 
 pub mod cli;
 pub mod client;
-pub mod config_init;
+pub(crate) mod config_init;
 pub mod csv_rows;
 pub mod demo;
-pub mod operator;
-pub mod output;
+pub(crate) mod operator;
+pub(crate) mod output;
 pub mod quickstart;
-pub mod signals;
+pub(crate) mod signals;
 pub mod synth;

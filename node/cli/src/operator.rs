@@ -292,7 +292,7 @@ pub struct CertInspectArgs {
     pub json: bool,
 }
 
-pub fn run_ca(command: CaCommand) -> anyhow::Result<ExitCode> {
+pub(crate) fn run_ca(command: CaCommand) -> anyhow::Result<ExitCode> {
     match command {
         CaCommand::Init(args) => ca_init(&args),
         CaCommand::Sign(args) => ca_sign(&args),
@@ -303,7 +303,7 @@ pub fn run_ca(command: CaCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn run_cert(command: CertCommand) -> anyhow::Result<ExitCode> {
+pub(crate) fn run_cert(command: CertCommand) -> anyhow::Result<ExitCode> {
     match command {
         CertCommand::Request(args) => cert_request(&args),
         CertCommand::Renew(args) => cert_renew(&args),

@@ -26,7 +26,7 @@ pub(crate) fn date_text(date: Option<&v1::Date>) -> Option<String> {
     date.map(|d| format!("{:04}-{:02}-{:02}", d.year, d.month, d.day))
 }
 
-pub fn lookup_json(response: &v1::LookupResponse) -> serde_json::Value {
+pub(crate) fn lookup_json(response: &v1::LookupResponse) -> serde_json::Value {
     use v1::disclosed_involvement::Contact;
     let involvement = |i: &v1::DisclosedInvolvement| {
         let mut value = serde_json::json!({
@@ -69,7 +69,7 @@ pub fn lookup_json(response: &v1::LookupResponse) -> serde_json::Value {
     })
 }
 
-pub fn lookup_text(response: &v1::LookupResponse) -> String {
+pub(crate) fn lookup_text(response: &v1::LookupResponse) -> String {
     use std::fmt::Write;
     use v1::disclosed_involvement::Contact;
     let mut out = String::new();

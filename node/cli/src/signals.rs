@@ -1,7 +1,7 @@
 //! The shutdown signal `serve` and the demo wait for.
 
 /// Completes on SIGTERM (systemd, containers) or Ctrl-C.
-pub async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -18,7 +18,7 @@
 
 pub mod base;
 pub mod server;
-pub mod service;
+pub(crate) mod service;
 pub mod transport;
 pub mod work;
 

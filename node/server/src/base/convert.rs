@@ -32,7 +32,7 @@ fn id_field(prefix: &str) -> String {
 /// path of the record (or of the id field when the request names a record
 /// only by id), so every message starts with the field it is about
 /// (`involvement.person_id: ...`, `person.id: person P1 already exists`).
-pub fn store_status(error: StoreError, prefix: &str) -> Status {
+pub(crate) fn store_status(error: StoreError, prefix: &str) -> Status {
     match error {
         StoreError::AlreadyExists { .. } => {
             Status::already_exists(format!("{}: {error}", id_field(prefix)))
@@ -64,7 +64,7 @@ pub fn store_status(error: StoreError, prefix: &str) -> Status {
 /// store's memory and may or may not be on disk, so "nothing was changed"
 /// would be untrue (node/cli/tests/disk_full.rs found writes refused this way
 /// present after a restart). The caller must check before repeating it.
-pub fn unflushed_status(error: StoreError) -> Status {
+pub(crate) fn unflushed_status(error: StoreError) -> Status {
     tracing::error!(error = %error, "store flush failed");
     Status::unavailable(
         "the node cannot write to its store right now (disk full or failing): this change \
@@ -76,14 +76,14 @@ fn text(value: &Option<String>) -> String {
     value.clone().unwrap_or_default()
 }
 
-pub fn national_id(value: &NationalId) -> v1::NationalId {
+pub(crate) fn national_id(value: &NationalId) -> v1::NationalId {
     v1::NationalId {
         scheme: value.scheme.clone(),
         value: value.value.clone(),
     }
 }
 
-pub fn person(value: &Person) -> v1::Person {
+pub(crate) fn person(value: &Person) -> v1::Person {
     v1::Person {
         id: value.id.clone(),
         given_name: value.given_name.clone(),
@@ -95,7 +95,7 @@ pub fn person(value: &Person) -> v1::Person {
     }
 }
 
-pub fn practitioner(value: &Practitioner) -> v1::Practitioner {
+pub(crate) fn practitioner(value: &Practitioner) -> v1::Practitioner {
     v1::Practitioner {
         id: value.id.clone(),
         name: value.name.clone(),
@@ -107,7 +107,7 @@ pub fn practitioner(value: &Practitioner) -> v1::Practitioner {
     }
 }
 
-pub fn sector(value: Sector) -> v1::Sector {
+pub(crate) fn sector(value: Sector) -> v1::Sector {
     match value {
         Sector::SocialCare => v1::Sector::SocialCare,
         Sector::Health => v1::Sector::Health,
@@ -121,7 +121,7 @@ pub fn sector(value: Sector) -> v1::Sector {
     }
 }
 
-pub fn organisation(value: &Organisation) -> v1::Organisation {
+pub(crate) fn organisation(value: &Organisation) -> v1::Organisation {
     v1::Organisation {
         id: value.id.clone(),
         name: value.name.clone(),
@@ -129,7 +129,7 @@ pub fn organisation(value: &Organisation) -> v1::Organisation {
     }
 }
 
-pub fn contact(value: &Contact) -> v1::Contact {
+pub(crate) fn contact(value: &Contact) -> v1::Contact {
     v1::Contact {
         name: value.name.clone(),
         phone: text(&value.phone),
@@ -138,7 +138,7 @@ pub fn contact(value: &Contact) -> v1::Contact {
 }
 
 /// How a practitioner is reached, as lookups and team events show it.
-pub fn practitioner_contact(
+pub(crate) fn practitioner_contact(
     practitioner: Practitioner,
     organisation: Option<&Organisation>,
 ) -> v1::PractitionerContact {
@@ -155,7 +155,7 @@ pub fn practitioner_contact(
     }
 }
 
-pub fn involvement(value: &Involvement) -> v1::Involvement {
+pub(crate) fn involvement(value: &Involvement) -> v1::Involvement {
     v1::Involvement {
         id: value.id.clone(),
         person_id: value.person_id.clone(),

@@ -4,7 +4,7 @@
 //! `certs`, `proto`), never `transport`, `work` or `service`.
 
 pub mod config;
-pub mod convert;
+pub(crate) mod convert;
 pub mod error;
-pub mod pool;
+pub(crate) mod pool;
 pub mod validate;

@@ -14,12 +14,12 @@ use patchwork_store::model::LawfulBasis;
 use patchwork_store::{AuditEntry, AuditEvent, Store, StoreError};
 
 #[derive(Debug, Clone)]
-pub struct AdminService {
+pub(crate) struct AdminService {
     state: NodeState,
 }
 
 impl AdminService {
-    pub fn new(state: NodeState) -> Self {
+    pub(crate) fn new(state: NodeState) -> Self {
         AdminService { state }
     }
 

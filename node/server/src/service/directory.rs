@@ -18,12 +18,12 @@ const MAX_SEARCH_LIMIT: u32 = 100;
 const DEFAULT_SEARCH_LIMIT: u32 = 20;
 
 #[derive(Debug, Clone)]
-pub struct DirectoryService {
+pub(crate) struct DirectoryService {
     state: NodeState,
 }
 
 impl DirectoryService {
-    pub fn new(state: NodeState) -> Self {
+    pub(crate) fn new(state: NodeState) -> Self {
         DirectoryService { state }
     }
 

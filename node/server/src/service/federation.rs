@@ -44,7 +44,7 @@ const MAX_MATCH_KEYS: usize = 32;
 const CANDIDATE_LIMIT: usize = 16;
 
 #[derive(Debug, Clone)]
-pub struct FederationService {
+pub(crate) struct FederationService {
     state: NodeState,
     /// Request ids answered recently, per peer: a replay is refused.
     replays: Arc<ReplayGuard>,
@@ -285,7 +285,7 @@ impl FederationService {
         }
     }
 
-    pub fn new(state: NodeState) -> Self {
+    pub(crate) fn new(state: NodeState) -> Self {
         FederationService {
             replays: Arc::new(ReplayGuard::default()),
             state,
@@ -547,7 +547,10 @@ const REFUSAL_SUMMARY_INTERVAL: std::time::Duration = std::time::Duration::from_
 
 /// Writes the counted refusals as audit entries (one per caller and reason)
 /// and logs each summary once; at shutdown, and from the periodic task.
-pub fn write_refusal_summaries(store: &Store, tally: &RefusalTally) -> Result<usize, StoreError> {
+pub(crate) fn write_refusal_summaries(
+    store: &Store,
+    tally: &RefusalTally,
+) -> Result<usize, StoreError> {
     let counts = tally.drain();
     for (i, count) in counts.iter().enumerate() {
         if let Err(e) = store.append_audit(summary(count)) {
@@ -597,7 +600,7 @@ impl Drop for Pending<'_> {
 
 /// Writes the counted refusals every [`REFUSAL_SUMMARY_INTERVAL`] (the
 /// caller aborts it at shutdown and writes the rest itself).
-pub fn spawn_refusal_summaries(state: NodeState) -> tokio::task::JoinHandle<()> {
+pub(crate) fn spawn_refusal_summaries(state: NodeState) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut every = tokio::time::interval(REFUSAL_SUMMARY_INTERVAL);
         every.tick().await;

@@ -10,6 +10,6 @@ mod family;
 mod federation;
 mod team;
 
-pub use admin::AdminService;
-pub use directory::DirectoryService;
-pub use federation::{FederationService, spawn_refusal_summaries, write_refusal_summaries};
+pub(crate) use admin::AdminService;
+pub(crate) use directory::DirectoryService;
+pub(crate) use federation::{FederationService, spawn_refusal_summaries, write_refusal_summaries};

@@ -16,12 +16,12 @@ use crate::transport::tls::{PeerConnection, TlsState};
 
 /// The verified identity of the caller of one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
+pub(crate) struct Caller {
     pub identity: SpiffeId,
 }
 
 #[derive(Debug)]
-pub struct AccessPolicy {
+pub(crate) struct AccessPolicy {
     node_identity: SpiffeId,
     clients: HashMap<SpiffeId, BTreeSet<Role>>,
     tls: Arc<TlsState>,
@@ -29,7 +29,7 @@ pub struct AccessPolicy {
 
 impl AccessPolicy {
     /// `api` has been validated, so every identity parses.
-    pub fn new(node_identity: SpiffeId, api: &ApiSection, tls: Arc<TlsState>) -> Self {
+    pub(crate) fn new(node_identity: SpiffeId, api: &ApiSection, tls: Arc<TlsState>) -> Self {
         let clients = api
             .clients
             .iter()
@@ -47,7 +47,7 @@ impl AccessPolicy {
 
     /// The caller's identity, from the connection's verified certificate,
     /// still trusted now.
-    pub fn identify<T>(&self, request: &Request<T>) -> Result<SpiffeId, Status> {
+    pub(crate) fn identify<T>(&self, request: &Request<T>) -> Result<SpiffeId, Status> {
         let peer = request
             .extensions()
             .get::<PeerConnection>()
@@ -70,7 +70,7 @@ impl AccessPolicy {
     /// signed-in practitioner, watching only themself, is a rule to add
     /// here when the console can vouch for who signed in. `practitioner_id`
     /// is validated first (the refusal names it).
-    pub fn authorise_watch<T>(
+    pub(crate) fn authorise_watch<T>(
         &self,
         request: &Request<T>,
         practitioner_id: &str,
@@ -86,7 +86,7 @@ impl AccessPolicy {
     }
 
     /// Identifies the caller and checks it holds `role`.
-    pub fn authorise<T>(&self, request: &Request<T>, role: Role) -> Result<Caller, Status> {
+    pub(crate) fn authorise<T>(&self, request: &Request<T>, role: Role) -> Result<Caller, Status> {
         let identity = self.identify(request)?;
         if identity == self.node_identity {
             return Ok(Caller { identity });

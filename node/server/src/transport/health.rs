@@ -40,7 +40,7 @@ use crate::transport::tls::PeerConnection;
 use patchwork_store::Store;
 
 /// The names health is reported under: the node overall, then each service.
-pub const SERVICES: [&str; 4] = [
+pub(crate) const SERVICES: [&str; 4] = [
     "",
     directory_server::SERVICE_NAME,
     admin_server::SERVICE_NAME,
@@ -60,7 +60,7 @@ enum Phase {
 
 /// The node's health; cheap to clone, shared by the server and handlers.
 #[derive(Debug, Clone)]
-pub struct Health {
+pub(crate) struct Health {
     inner: Arc<Inner>,
 }
 
@@ -76,7 +76,7 @@ struct Inner {
 impl Health {
     /// Every service NOT_SERVING, and the `grpc.health.v1.Health` service
     /// that reports them, its `Watch` streams bounded by `limits`.
-    pub async fn new(limits: WatchLimits) -> (Health, HealthServer<BoundedHealth>) {
+    pub(crate) async fn new(limits: WatchLimits) -> (Health, HealthServer<BoundedHealth>) {
         let reporter = HealthReporter::new();
         for name in SERVICES {
             reporter
@@ -99,12 +99,12 @@ impl Health {
     }
 
     /// Whether the node reports SERVING now.
-    pub fn is_serving(&self) -> bool {
+    pub(crate) fn is_serving(&self) -> bool {
         self.inner.serving.load(Ordering::SeqCst)
     }
 
     /// The store is open and every service is ready.
-    pub async fn started(&self) {
+    pub(crate) async fn started(&self) {
         let mut phase = self.inner.phase.lock().await;
         if *phase == Phase::Starting {
             *phase = Phase::Serving;
@@ -115,7 +115,7 @@ impl Health {
     /// Shutdown was signalled: NOT_SERVING from now on. Then every health
     /// status is withdrawn, which ends open `Watch` streams (after they have
     /// seen NOT_SERVING) so they cannot hold the drain open for ever.
-    pub async fn draining(&self) {
+    pub(crate) async fn draining(&self) {
         let mut phase = self.inner.phase.lock().await;
         if *phase == Phase::Draining {
             return;
@@ -135,7 +135,7 @@ impl Health {
     /// the store is reopened, so after one of those nothing succeeds again
     /// before a restart: the node refuses every write and lookup and says
     /// NOT_SERVING rather than pretend (node/cli/tests/disk_full.rs).
-    pub async fn store_failed(&self, what: &'static str, error: &(dyn fmt::Display + Sync)) {
+    pub(crate) async fn store_failed(&self, what: &'static str, error: &(dyn fmt::Display + Sync)) {
         if !self.inner.store_failing.swap(true, Ordering::SeqCst) {
             tracing::error!(what, error = %error, "store failing: health reports not serving");
             let phase = self.inner.phase.lock().await;
@@ -144,7 +144,7 @@ impl Health {
     }
 
     /// A write reached the disk: the store works (again).
-    pub async fn store_ok(&self) {
+    pub(crate) async fn store_ok(&self) {
         if self.inner.store_failing.swap(false, Ordering::SeqCst) {
             tracing::info!("store writes succeed again: health reports serving");
             let phase = self.inner.phase.lock().await;
@@ -155,7 +155,7 @@ impl Health {
     /// While the store is failing, flushes it every [`STORE_PROBE_INTERVAL`]
     /// and reports a success: with no traffic (a readiness probe took the
     /// node out of rotation) no handler would ever see one.
-    pub fn spawn_store_probe(&self, store: Store) -> tokio::task::JoinHandle<()> {
+    pub(crate) fn spawn_store_probe(&self, store: Store) -> tokio::task::JoinHandle<()> {
         let health = self.clone();
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(STORE_PROBE_INTERVAL);
@@ -190,7 +190,7 @@ impl Health {
 
 /// How many `Health.Watch` streams may be open at once (`[api]`).
 #[derive(Debug, Clone, Copy)]
-pub struct WatchLimits {
+pub(crate) struct WatchLimits {
     /// In all.
     pub total: usize,
     /// From one caller identity (over any number of connections).
@@ -201,7 +201,7 @@ pub struct WatchLimits {
 /// stream holds a slot, given back when the stream ends or its caller goes;
 /// a `Watch` finding none is refused RESOURCE_EXHAUSTED at once. `Check`
 /// holds nothing after it answers, so it is not bounded here.
-pub struct BoundedHealth {
+pub(crate) struct BoundedHealth {
     inner: HealthService,
     total: Arc<Semaphore>,
     /// Open streams per caller (an identity, or the address of a connection
@@ -306,7 +306,7 @@ impl HealthApi for BoundedHealth {
 /// real one: the node listens (and answers health checks) while its store
 /// opens, which can take a while when a match index is rebuilt.
 #[derive(Debug)]
-pub struct Starting<S> {
+pub(crate) struct Starting<S> {
     ready: Arc<OnceLock<S>>,
 }
 
@@ -328,7 +328,7 @@ impl<S> Default for Starting<S> {
 
 impl<S> Starting<S> {
     /// Requests go to `service` from now on (once; later calls are ignored).
-    pub fn open(&self, service: S) {
+    pub(crate) fn open(&self, service: S) {
         let _ = self.ready.set(service);
     }
 }

@@ -3,8 +3,8 @@
 //! (`health`) and metrics (`metrics`). Calls `base` and the crates below;
 //! never `work` or `service`.
 
-pub mod access;
-pub mod health;
+pub(crate) mod access;
+pub(crate) mod health;
 pub mod metrics;
-pub mod scrape;
+pub(crate) mod scrape;
 pub mod tls;

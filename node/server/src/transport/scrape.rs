@@ -49,7 +49,7 @@ fn expiry_labels(what: &str) -> (&'static str, &str) {
 
 /// What a scrape reads besides the counters.
 #[derive(Debug, Clone)]
-pub struct ScrapeSources {
+pub(crate) struct ScrapeSources {
     pub metrics: Arc<Metrics>,
     pub tls: Arc<TlsState>,
     pub health: Health,
@@ -103,7 +103,7 @@ fn signed(value: u64) -> i64 {
 
 impl ScrapeSources {
     /// The counters and this moment's gauges, as OpenMetrics text.
-    pub async fn render(&self) -> String {
+    pub(crate) async fn render(&self) -> String {
         let mut gauges = Registry::default();
         self.register_node(&mut gauges);
         self.register_tls(&mut gauges);
@@ -265,7 +265,7 @@ const MAX_REQUEST_BYTES: usize = 8 * 1024;
 
 /// Binds `[metrics] listen`. A failure is logged, not fatal: a node that
 /// cannot publish metrics must still answer practitioners.
-pub async fn bind(listen: SocketAddr) -> Option<TcpListener> {
+pub(crate) async fn bind(listen: SocketAddr) -> Option<TcpListener> {
     match TcpListener::bind(listen).await {
         Ok(listener) => Some(listener),
         Err(error) => {
@@ -279,7 +279,7 @@ pub async fn bind(listen: SocketAddr) -> Option<TcpListener> {
 /// one request per connection, which is all Prometheus needs, at most
 /// [`MAX_CONCURRENT_SCRAPES`] at once, each head within
 /// [`REQUEST_TIMEOUT`] and [`MAX_REQUEST_BYTES`].
-pub fn serve(listener: TcpListener, sources: ScrapeSources) -> tokio::task::JoinHandle<()> {
+pub(crate) fn serve(listener: TcpListener, sources: ScrapeSources) -> tokio::task::JoinHandle<()> {
     let slots = Arc::new(Semaphore::new(MAX_CONCURRENT_SCRAPES));
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(listen = %addr, "metrics serving");

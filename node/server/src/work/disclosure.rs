@@ -17,7 +17,7 @@ use patchwork_store::{Store, StoreError};
 /// for a peer what its agreement covers), and with `include_family` the
 /// family view under the same rule; with the ids of what was disclosed, for
 /// the audit log. The one path for local lookups and peers' queries alike.
-pub fn disclose(
+pub(crate) fn disclose(
     store: &Store,
     person_id: &str,
     include_family: bool,
@@ -48,7 +48,7 @@ pub fn disclose(
 /// involvement id (the matched person's and the family's) and, per family
 /// member, theirs.
 #[derive(Debug, Default)]
-pub struct DisclosedIds {
+pub(crate) struct DisclosedIds {
     pub involvement_ids: Vec<String>,
     pub family: Vec<FamilyMemberDisclosed>,
 }
@@ -109,7 +109,7 @@ fn disclose_family(
 
 /// One involvement as disclosed: the practitioner's contact details, or for
 /// a restricted service only its gatekeeper.
-pub fn disclose_one(
+pub(crate) fn disclose_one(
     store: &Store,
     involvement: &Involvement,
 ) -> Result<v1::DisclosedInvolvement, StoreError> {
@@ -118,13 +118,13 @@ pub fn disclose_one(
 
 /// Discloses several involvements for one answer, reading each organisation
 /// once: a person's practitioners mostly work for the same few.
-pub struct Contacts<'s> {
+pub(crate) struct Contacts<'s> {
     store: &'s Store,
     organisations: HashMap<String, Option<Organisation>>,
 }
 
 impl<'s> Contacts<'s> {
-    pub fn new(store: &'s Store) -> Self {
+    pub(crate) fn new(store: &'s Store) -> Self {
         Contacts {
             store,
             organisations: HashMap::new(),
@@ -140,7 +140,7 @@ impl<'s> Contacts<'s> {
     }
 
     /// See [`disclose_one`].
-    pub fn disclose(
+    pub(crate) fn disclose(
         &mut self,
         involvement: &Involvement,
     ) -> Result<v1::DisclosedInvolvement, StoreError> {

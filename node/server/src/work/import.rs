@@ -53,9 +53,9 @@ use patchwork_store::{ImportMark, Kind, Store, StoreError, WriteMode, WriteOutco
 /// enough to keep each one short.
 const WRITE_BATCH: usize = 1000;
 /// Rows per message on the wire.
-pub const MAX_ROWS_PER_BATCH: usize = 10_000;
+pub(crate) const MAX_ROWS_PER_BATCH: usize = 10_000;
 /// Rows per import; larger exports are split into several files.
-pub const MAX_ROWS_PER_IMPORT: u64 = 10_000_000;
+pub(crate) const MAX_ROWS_PER_IMPORT: u64 = 10_000_000;
 /// Errors kept for the report.
 const MAX_REPORTED_ERRORS: usize = 1000;
 
@@ -384,7 +384,10 @@ fn partly_written(error: StoreError, written: usize) -> Status {
 /// after a restart. A journal that is gone or unreadable (a restored backup
 /// taken mid-import, a damaged disk) cannot be finished: that is logged as
 /// an error naming the journal, and its mark removed.
-pub async fn finish_pending_imports(store: &Store, spool_dir: &Path) -> Result<u64, StoreError> {
+pub(crate) async fn finish_pending_imports(
+    store: &Store,
+    spool_dir: &Path,
+) -> Result<u64, StoreError> {
     let pending = store.pending_imports()?;
     let mut finished = 0;
     for (name, progress) in pending {
@@ -459,14 +462,14 @@ async fn blocking_io<T: Send + 'static>(
 /// a client shows the node's own progress (checking, then writing) from
 /// here rather than a finished bar over a silent wait.
 #[derive(Debug, Default)]
-pub struct RunningImports {
+pub(crate) struct RunningImports {
     next: AtomicU64,
     running: Mutex<BTreeMap<u64, Arc<ImportProgress>>>,
 }
 
 /// Where one running import is.
 #[derive(Debug)]
-pub struct ImportProgress {
+pub(crate) struct ImportProgress {
     pub kind: v1::RecordKind,
     /// The header's source (the file's name), to tell imports apart.
     pub source: String,
@@ -513,7 +516,7 @@ impl RunningImports {
     }
 
     /// Every running import, as `GetStats` shows it.
-    pub fn to_proto(&self) -> Vec<v1::RunningImport> {
+    pub(crate) fn to_proto(&self) -> Vec<v1::RunningImport> {
         self.lock()
             .values()
             .map(|p| v1::RunningImport {
@@ -679,7 +682,7 @@ impl Session {
 
 /// Runs one import stream to its report. `spool_dir` holds the unnamed
 /// spool file while the import runs.
-pub async fn run_import(
+pub(crate) async fn run_import(
     store: Store,
     rules: Rules,
     spool_dir: PathBuf,

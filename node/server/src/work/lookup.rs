@@ -26,7 +26,7 @@ use patchwork_store::audit::{AuditEvent, FamilyMemberDisclosed, PeerOutcome as A
 use patchwork_store::model::{Demographics, Purpose, year_month_day};
 
 /// The matchable parts of a lookup's subject.
-pub fn subject_of(demographics: &Demographics) -> Subject {
+pub(crate) fn subject_of(demographics: &Demographics) -> Subject {
     Subject {
         given_name: demographics.given_name.clone(),
         family_name: demographics.family_name.clone(),
@@ -40,7 +40,7 @@ pub fn subject_of(demographics: &Demographics) -> Subject {
 }
 
 /// A validated lookup.
-pub struct LookupQuestion {
+pub(crate) struct LookupQuestion {
     pub caller: Caller,
     pub subject: Demographics,
     pub purpose: Purpose,
@@ -173,7 +173,7 @@ fn local_part(
 }
 
 /// Answers one lookup.
-pub async fn lookup(
+pub(crate) async fn lookup(
     state: &NodeState,
     question: LookupQuestion,
 ) -> Result<v1::LookupResponse, Status> {

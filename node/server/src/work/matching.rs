@@ -23,7 +23,7 @@ use patchwork_store::{Store, StoreError, person_index_keys};
 const CANDIDATE_LIMIT: usize = 64;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MatchDecision {
+pub(crate) enum MatchDecision {
     Matched(Box<Person>),
     NoMatch,
     Ambiguous {
@@ -82,7 +82,10 @@ fn judge(subject: &Demographics, candidate: &Person) -> Verdict {
 }
 
 /// Finds the one person `subject` describes, if there is exactly one.
-pub fn match_person(store: &Store, subject: &Demographics) -> Result<MatchDecision, StoreError> {
+pub(crate) fn match_person(
+    store: &Store,
+    subject: &Demographics,
+) -> Result<MatchDecision, StoreError> {
     // Ids first, then each candidate read once: the same person usually
     // turns up under every key.
     let mut candidate_ids: Vec<String> = Vec::new();

@@ -4,12 +4,12 @@
 //! state every handler shares (`state`: the one read and write path). Calls
 //! `transport`, `base` and the crates below; never `service`.
 
-pub mod disclosure;
-pub mod import;
-pub mod lookup;
-pub mod matching;
+pub(crate) mod disclosure;
+pub(crate) mod import;
+pub(crate) mod lookup;
+pub(crate) mod matching;
 pub mod peers;
-pub mod reload;
-pub mod state;
-pub mod subscriptions;
-pub mod team;
+pub(crate) mod reload;
+pub(crate) mod state;
+pub(crate) mod subscriptions;
+pub(crate) mod team;

@@ -22,7 +22,7 @@ use patchwork_store::{AuditEvent, Store, StoreError};
 
 /// Why a reload was refused; nothing changed.
 #[derive(Debug, thiserror::Error)]
-pub enum ReloadError {
+pub(crate) enum ReloadError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
@@ -39,7 +39,7 @@ pub enum ReloadError {
 
 /// What a reload did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ReloadReport {
+pub(crate) struct ReloadReport {
     /// What is now in force that was not, one line each.
     pub changes: Vec<String>,
     /// Config keys that changed in the file but wait for a restart.
@@ -48,7 +48,7 @@ pub struct ReloadReport {
 
 /// Everything a reload replaces, and the config in force.
 #[derive(Debug)]
-pub struct Reloader {
+pub(crate) struct Reloader {
     /// The file to re-read; `None` for a node started from a config made in
     /// code, whose reload re-reads only the TLS files.
     config_path: Option<PathBuf>,
@@ -66,7 +66,7 @@ pub struct Reloader {
 
 /// The parts of a reload that are handed to the reloader at start.
 #[derive(Debug)]
-pub struct ReloadParts {
+pub(crate) struct ReloadParts {
     pub tls: Arc<TlsState>,
     pub federation: Arc<FederationHandle>,
     pub store: Arc<OnceLock<Store>>,
@@ -76,7 +76,7 @@ pub struct ReloadParts {
 }
 
 /// The peers' "host:port" addresses in `config`.
-pub fn peer_addresses(config: &NodeConfig) -> Vec<String> {
+pub(crate) fn peer_addresses(config: &NodeConfig) -> Vec<String> {
     config
         .federation
         .peers
@@ -108,7 +108,7 @@ fn needs_restart(running: &NodeConfig, next: &NodeConfig) -> Vec<String> {
 }
 
 impl Reloader {
-    pub fn new(config: NodeConfig, parts: ReloadParts) -> Self {
+    pub(crate) fn new(config: NodeConfig, parts: ReloadParts) -> Self {
         Reloader {
             config_path: config.source.clone(),
             in_force: tokio::sync::Mutex::new(config),
@@ -123,7 +123,7 @@ impl Reloader {
 
     /// Reloads, logs what happened either way and counts a refusal
     /// (`patchwork_tls_reloads_refused_total`); `trigger` says what asked.
-    pub async fn reload(&self, trigger: &str) -> Result<ReloadReport, ReloadError> {
+    pub(crate) async fn reload(&self, trigger: &str) -> Result<ReloadReport, ReloadError> {
         let result = self.try_reload(trigger).await;
         match &result {
             Ok(report) => {

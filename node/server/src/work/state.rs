@@ -15,7 +15,7 @@ use patchwork_store::Store;
 
 /// What every handler needs; cheap to clone.
 #[derive(Debug, Clone)]
-pub struct NodeState {
+pub(crate) struct NodeState {
     pub store: Store,
     pub access: Arc<AccessPolicy>,
     pub tls: Arc<crate::transport::tls::TlsState>,

@@ -31,7 +31,7 @@ use patchwork_store::subscriptions::{Received, RemoteDetail, RemoteSubscription,
 use patchwork_store::{TeamEvent, TeamEventKind};
 
 /// A validated `Directory.Subscribe`.
-pub struct SubscribeQuestion {
+pub(crate) struct SubscribeQuestion {
     pub subject: Demographics,
     pub purpose: Purpose,
     pub requester_id: String,
@@ -41,7 +41,7 @@ pub struct SubscribeQuestion {
 }
 
 /// The wire form of an outbox event written from a peer's notification.
-pub fn remote_to_proto(
+pub(crate) fn remote_to_proto(
     event: &TeamEvent,
     kind: v1::team_event::Kind,
     detail: RemoteDetail,
@@ -85,7 +85,7 @@ fn event_kind(kind: i32) -> Option<TeamEventKind> {
 
 /// Asks each chosen peer to subscribe; keeps a local subscription for each
 /// that matched.
-pub async fn subscribe(
+pub(crate) async fn subscribe(
     state: &NodeState,
     question: SubscribeQuestion,
 ) -> Result<v1::DirectorySubscribeResponse, Status> {
@@ -264,7 +264,7 @@ fn outcome_word(outcome: i32) -> &'static str {
 
 /// Cancels a local subscription, at the peer too (best effort: it expires
 /// there anyway).
-pub async fn unsubscribe(state: &NodeState, id: &str) -> Result<(), Status> {
+pub(crate) async fn unsubscribe(state: &NodeState, id: &str) -> Result<(), Status> {
     let store = state.store.clone();
     let wanted = id.to_owned();
     let subscription = blocking(move || {
@@ -321,7 +321,7 @@ fn peer_of(
 
 /// Starts the poller: every `interval`, each peer with live subscriptions
 /// is asked for what happened after their cursor.
-pub fn spawn_poller(state: NodeState, interval: Duration) -> JoinHandle<()> {
+pub(crate) fn spawn_poller(state: NodeState, interval: Duration) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -335,7 +335,7 @@ pub fn spawn_poller(state: NodeState, interval: Duration) -> JoinHandle<()> {
 }
 
 /// One round: drops expired subscriptions, then polls each peer.
-pub async fn poll_once(state: &NodeState) -> Result<(), Status> {
+pub(crate) async fn poll_once(state: &NodeState) -> Result<(), Status> {
     let store = state.store.clone();
     let all = blocking(move || {
         store

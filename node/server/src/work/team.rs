@@ -62,7 +62,7 @@ fn kind_name(kind: TeamEventKind) -> &'static str {
 /// an attention flag raised by its practitioner) only its gatekeeper. The
 /// person reference is this node's person id, which only this node's
 /// practitioners can open.
-pub fn to_proto(store: &Store, event: &TeamEvent) -> Result<v1::TeamEvent, StoreError> {
+pub(crate) fn to_proto(store: &Store, event: &TeamEvent) -> Result<v1::TeamEvent, StoreError> {
     if event.actor_id.is_empty()
         && let Some(detail) = store.remote_event_detail(event.seq)?
     {
@@ -116,7 +116,7 @@ pub fn to_proto(store: &Store, event: &TeamEvent) -> Result<v1::TeamEvent, Store
 /// `epoch:seq`, or plain `seq` in epoch 0, so a store never restored keeps
 /// the decimal cursors it always handed out and old ones stay valid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cursor {
+pub(crate) struct Cursor {
     pub epoch: u64,
     pub seq: u64,
 }
@@ -133,7 +133,7 @@ impl std::fmt::Display for Cursor {
 
 /// Parses a Watch cursor: empty means "from now on"; a plain number is in
 /// epoch 0 (cursors from before epochs existed).
-pub fn parse_cursor(text: &str, field: &str) -> Result<Option<Cursor>, Status> {
+pub(crate) fn parse_cursor(text: &str, field: &str) -> Result<Option<Cursor>, Status> {
     if text.is_empty() {
         return Ok(None);
     }
@@ -155,7 +155,12 @@ pub fn parse_cursor(text: &str, field: &str) -> Result<Option<Cursor>, Status> {
 /// Where a watch may resume, given the store's `epoch` and its last
 /// durable event: a cursor from another epoch (before a restore) or from
 /// beyond the last event is refused, each saying what to do.
-pub fn check_cursor(cursor: Cursor, epoch: u64, durable: u64, field: &str) -> Result<u64, Status> {
+pub(crate) fn check_cursor(
+    cursor: Cursor,
+    epoch: u64,
+    durable: u64,
+    field: &str,
+) -> Result<u64, Status> {
     if cursor.epoch != epoch {
         return Err(Status::failed_precondition(format!(
             "{field}: {cursor} is from an earlier history of this node's events (its store was \
@@ -179,7 +184,7 @@ pub fn check_cursor(cursor: Cursor, epoch: u64, durable: u64, field: &str) -> Re
 
 /// Streams `practitioner_id`'s events after `after` into `sender` until
 /// the receiver goes away or the node shuts down.
-pub fn spawn_watch(
+pub(crate) fn spawn_watch(
     store: Store,
     practitioner_id: String,
     after: u64,
@@ -263,7 +268,7 @@ impl std::fmt::Debug for Webhook {
 }
 
 /// `sha256=<hex HMAC-SHA256 of body>`, the `X-Patchwork-Signature` value.
-pub fn signature(key: &hmac::Key, body: &[u8]) -> String {
+pub(crate) fn signature(key: &hmac::Key, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(hmac::sign(key, body)))
 }
 
@@ -332,7 +337,7 @@ fn webhook_client(index: usize, entry: &WebhookEntry) -> Result<reqwest::Client,
 /// Reads every webhook's secret (hex, at least 32 bytes, mode 0600) and CA
 /// file, and builds its client. The config checked each URL already; it is
 /// checked again here so a `Webhook` never exists with an unchecked one.
-pub fn load_webhooks(entries: &[WebhookEntry]) -> Result<Vec<Webhook>, NodeError> {
+pub(crate) fn load_webhooks(entries: &[WebhookEntry]) -> Result<Vec<Webhook>, NodeError> {
     entries
         .iter()
         .enumerate()
@@ -390,7 +395,7 @@ fn body(store: &Store, event: &TeamEvent, recipients: &[&String]) -> Result<Vec<
 /// webhook seen for the first time (by url) starts after the last event
 /// stored now; its cursor is saved before this returns, so nothing written
 /// after start-up is missed.
-pub fn spawn_webhooks(
+pub(crate) fn spawn_webhooks(
     store: &Store,
     webhooks: Vec<Webhook>,
 ) -> Result<Vec<JoinHandle<()>>, StoreError> {
