@@ -494,21 +494,27 @@ async fn trust_status_command(args: StatsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn store_check(path: &Path) -> anyhow::Result<ExitCode> {
-    let config = load_config(path)?;
+/// The store of a stopped node; `instead` is what to do while the node
+/// runs (beyond stopping it), for the message when it cannot be opened.
+fn open_stopped_store(
+    config: &NodeConfig,
+    instead: &str,
+) -> anyhow::Result<patchwork_store::Store> {
     let dir = config.store_dir();
     if !dir.exists() {
         bail!("node.data_dir: there is no store in {}", dir.display());
     }
-    let options = patchwork_store::StoreOptions {
-        cache_capacity_bytes: config.store.cache_mb << 20,
-    };
-    let store = patchwork_store::Store::open(&dir, &options).with_context(|| {
+    patchwork_store::Store::open(&dir, &config.store_options()).with_context(|| {
         format!(
-            "cannot open the store in {} (is the node still running? stop it first)",
+            "cannot open the store in {} (is the node still running? stop it first{instead})",
             dir.display()
         )
-    })?;
+    })
+}
+
+fn store_check(path: &Path) -> anyhow::Result<ExitCode> {
+    let config = load_config(path)?;
+    let store = open_stopped_store(&config, "")?;
     let problems = store.check_consistency()?;
     let counts = store.counts()?;
     for problem in &problems {
@@ -516,7 +522,7 @@ fn store_check(path: &Path) -> anyhow::Result<ExitCode> {
     }
     println!(
         "{}: {} persons, {} practitioners, {} organisations, {} involvements; {}",
-        dir.display(),
+        config.store_dir().display(),
         counts.persons,
         counts.practitioners,
         counts.organisations,
@@ -1102,19 +1108,7 @@ async fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
 async fn audit_verify(args: &AuditVerifyArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(&args.config)?;
     let verification = if args.offline {
-        let dir = config.store_dir();
-        if !dir.exists() {
-            bail!("node.data_dir: there is no store in {}", dir.display());
-        }
-        let options = patchwork_store::StoreOptions {
-            cache_capacity_bytes: config.store.cache_mb << 20,
-        };
-        let store = patchwork_store::Store::open(&dir, &options).with_context(|| {
-            format!(
-                "cannot open the store in {} (is the node still running? stop it first, or drop --offline)",
-                dir.display()
-            )
-        })?;
+        let store = open_stopped_store(&config, ", or drop --offline")?;
         let v = tokio::task::spawn_blocking(move || store.verify_audit())
             .await
             .context("the verifying worker stopped")??;
@@ -1515,13 +1509,10 @@ pub fn restore_from_file(
             );
         }
     }
-    let options = patchwork_store::StoreOptions {
-        cache_capacity_bytes: config.store.cache_mb << 20,
-    };
     let dir = config.store_dir();
     patchwork_store::data_dir::prepare(&config.node.data_dir, &dir)
         .map_err(|e| anyhow::anyhow!("node.data_dir: {e}"))?;
-    patchwork_store::Store::restore_backup(from, &dir, &options, force)
+    patchwork_store::Store::restore_backup(from, &dir, &config.store_options(), force)
         .with_context(|| format!("restoring {} into {}", from.display(), dir.display()))
 }
 

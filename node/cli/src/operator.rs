@@ -639,8 +639,9 @@ fn ca_crl(args: &CaCrlArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, strum::IntoStaticStr)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 enum Status {
     Valid,
     Expired,
@@ -649,11 +650,7 @@ enum Status {
 
 impl Status {
     fn as_str(self) -> &'static str {
-        match self {
-            Status::Valid => "valid",
-            Status::Expired => "expired",
-            Status::Revoked => "revoked",
-        }
+        self.into()
     }
 }
 

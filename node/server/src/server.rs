@@ -26,7 +26,7 @@ use crate::transport::metrics::{Metrics, MetricsLayer};
 use crate::transport::scrape::ScrapeSources;
 use crate::transport::tls::{HandshakeLimits, PrioritySources, TlsMaterial, TlsState, accept_tls};
 use crate::work::state::NodeState;
-use patchwork_store::{Store, StoreError, StoreOptions};
+use patchwork_store::{Store, StoreError};
 
 /// Largest request or reply message: a full import batch fits with room.
 const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
@@ -244,9 +244,7 @@ pub async fn run_with(
         .serve_with_incoming_shutdown(incoming, signal);
 
     let starting = async {
-        let options = StoreOptions {
-            cache_capacity_bytes: config.store.cache_mb * 1024 * 1024,
-        };
+        let options = config.store_options();
         let dir = store_dir.clone();
         let opened = tokio::task::spawn_blocking(move || {
             Store::open(&dir, &options)?.with_key_sets(key_sets)

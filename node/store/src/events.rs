@@ -38,7 +38,9 @@ pub(super) const EVENT_EPOCH: &[u8] = b"events/epoch";
 /// `meta` key prefix of each webhook's delivery cursor.
 const WEBHOOK_CURSOR: &str = "webhook_cursor/";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// What happened; `involvement_started` and so on in webhooks' JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum TeamEventKind {
     InvolvementStarted,
     InvolvementEnded,

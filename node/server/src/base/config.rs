@@ -1126,6 +1126,13 @@ impl NodeConfig {
     pub fn store_dir(&self) -> PathBuf {
         self.node.data_dir.join("store")
     }
+
+    /// How the store is opened: `[store] cache_mb` as bytes.
+    pub fn store_options(&self) -> patchwork_store::StoreOptions {
+        patchwork_store::StoreOptions {
+            cache_capacity_bytes: self.store.cache_mb << 20,
+        }
+    }
 }
 
 #[cfg(test)]

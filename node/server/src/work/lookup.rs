@@ -20,7 +20,7 @@ use tonic::Status;
 use crate::transport::access::Caller;
 use crate::work::disclosure::{DisclosedIds, disclose};
 use crate::work::matching::{MatchDecision, match_person};
-use crate::work::peers::{Question, match_outcome, settled};
+use crate::work::peers::{Question, match_outcome, outcome_word, settled};
 use crate::work::state::{NodeState, read};
 use patchwork_store::audit::{AuditEvent, FamilyMemberDisclosed, PeerOutcome as AuditedPeer};
 use patchwork_store::model::{Demographics, Purpose, year_month_day};
@@ -50,19 +50,6 @@ pub(crate) struct LookupQuestion {
     pub peer_deadline_ms: u32,
     /// Also the team around the matched person's linked family members.
     pub include_family: bool,
-}
-
-fn outcome_word(outcome: v1::NodeOutcome) -> &'static str {
-    match outcome {
-        v1::NodeOutcome::Matched => "matched",
-        v1::NodeOutcome::NoMatch => "no_match",
-        v1::NodeOutcome::Ambiguous => "ambiguous",
-        v1::NodeOutcome::TimedOut => "timed_out",
-        v1::NodeOutcome::Unreachable => "unreachable",
-        v1::NodeOutcome::Refused => "refused",
-        v1::NodeOutcome::NotAsked => "not_asked",
-        v1::NodeOutcome::Error | v1::NodeOutcome::Unspecified => "error",
-    }
 }
 
 fn millis(duration: Duration) -> u32 {

@@ -58,6 +58,21 @@ pub fn settled<R>(
     }
 }
 
+/// A peer's outcome as audit entries, metrics and logs name it
+/// (`no_match`); an unspecified one is an error.
+pub(crate) fn outcome_word(outcome: v1::NodeOutcome) -> &'static str {
+    match outcome {
+        v1::NodeOutcome::Matched => "matched",
+        v1::NodeOutcome::NoMatch => "no_match",
+        v1::NodeOutcome::Ambiguous => "ambiguous",
+        v1::NodeOutcome::TimedOut => "timed_out",
+        v1::NodeOutcome::Unreachable => "unreachable",
+        v1::NodeOutcome::Refused => "refused",
+        v1::NodeOutcome::NotAsked => "not_asked",
+        v1::NodeOutcome::Error | v1::NodeOutcome::Unspecified => "error",
+    }
+}
+
 /// A peer's match status (a query's or a subscription's) as the outcome
 /// the API reports; an unknown one is an error, named.
 pub fn match_outcome(status: i32) -> Result<v1::NodeOutcome, String> {

@@ -23,7 +23,7 @@ use tonic::Status;
 use crate::base::convert::store_status;
 use crate::base::pool::blocking;
 use crate::work::lookup::{audit, audit_all, subject_of};
-use crate::work::peers::{Question, match_outcome, settled};
+use crate::work::peers::{Question, match_outcome, outcome_word, settled};
 use crate::work::state::NodeState;
 use patchwork_store::audit::AuditEvent;
 use patchwork_store::model::{Demographics, Purpose};
@@ -241,25 +241,15 @@ pub(crate) async fn subscribe(
                 requester: question.requester_id.clone(),
                 lawful_basis: question.purpose.lawful_basis,
                 reason: question.purpose.reason.clone(),
-                outcome: outcome_word(answer.outcome).into(),
+                outcome: outcome_word(
+                    v1::NodeOutcome::try_from(answer.outcome).unwrap_or(v1::NodeOutcome::Error),
+                )
+                .into(),
             },
         )
         .await?;
     }
     Ok(v1::DirectorySubscribeResponse { peers: answers })
-}
-
-fn outcome_word(outcome: i32) -> &'static str {
-    match v1::NodeOutcome::try_from(outcome) {
-        Ok(v1::NodeOutcome::Matched) => "matched",
-        Ok(v1::NodeOutcome::NoMatch) => "no_match",
-        Ok(v1::NodeOutcome::Ambiguous) => "ambiguous",
-        Ok(v1::NodeOutcome::TimedOut) => "timed_out",
-        Ok(v1::NodeOutcome::Unreachable) => "unreachable",
-        Ok(v1::NodeOutcome::Refused) => "refused",
-        Ok(v1::NodeOutcome::NotAsked) => "not_asked",
-        _ => "error",
-    }
 }
 
 /// Cancels a local subscription, at the peer too (best effort: it expires

@@ -48,15 +48,6 @@ fn kind(kind: TeamEventKind) -> v1::team_event::Kind {
     }
 }
 
-fn kind_name(kind: TeamEventKind) -> &'static str {
-    match kind {
-        TeamEventKind::InvolvementStarted => "involvement_started",
-        TeamEventKind::InvolvementEnded => "involvement_ended",
-        TeamEventKind::AttentionRaised => "attention_raised",
-        TeamEventKind::AttentionCleared => "attention_cleared",
-    }
-}
-
 /// The wire form of an event, for the Watch stream and webhooks alike: the
 /// actor's contact as it stands now, or for a restricted involvement (and
 /// an attention flag raised by its practitioner) only its gatekeeper. The
@@ -374,7 +365,7 @@ fn body(store: &Store, event: &TeamEvent, recipients: &[&String]) -> Result<Vec<
     let json = serde_json::json!({
         "id": wire.cursor,
         "cursor": wire.cursor,
-        "kind": kind_name(event.kind),
+        "kind": <&'static str>::from(event.kind),
         "person_reference": wire.person_reference,
         "recipients": recipients,
         "by": {
