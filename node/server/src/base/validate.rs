@@ -3,6 +3,7 @@
 //! past here it is valid, and if it did not, the caller learns which field was
 //! wrong and nothing was written.
 
+use patchwork_federation::matchkeys::Digest;
 use patchwork_federation::{
     IdentifierError, is_plausible_postcode, normalise_national_id, validate_scheme,
 };
@@ -508,6 +509,107 @@ pub fn parse_iso_date(text: &str, field: &str) -> Validated<v1::Date> {
     };
     date(&proto, field)?;
     Ok(proto)
+}
+
+/// Most blinded keys a peer's query may carry.
+pub const MAX_MATCH_KEYS: usize = 32;
+
+/// A peer's query id: 1-64 characters of A-Z a-z 0-9 - (a UUID fits).
+pub fn request_id(value: &str, field: &str) -> Validated<()> {
+    let ok = !value.is_empty()
+        && value.len() <= 64
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            field,
+            "must be 1-64 characters of A-Z a-z 0-9 -",
+        ))
+    }
+}
+
+/// A peer's query as checked: its purpose, its blinded keys (kinds known,
+/// digests 32 bytes, none repeated) and the identifier scheme it names.
+#[derive(Debug)]
+pub struct PeerQuery {
+    pub basis: LawfulBasis,
+    pub reason: String,
+    pub keys: Vec<(v1::MatchKeyKind, Digest)>,
+    pub scheme: Option<String>,
+}
+
+/// Every field of a peer's `FindInvolvements` (or `Subscribe`'s same
+/// fields) but the request id and the key set, which the caller checks
+/// first against the agreement.
+pub fn peer_query(request: &v1::FindInvolvementsRequest) -> Validated<PeerQuery> {
+    if request.match_keys.is_empty() || request.match_keys.len() > MAX_MATCH_KEYS {
+        return Err(FieldError::new(
+            "match_keys",
+            format!("must hold 1-{MAX_MATCH_KEYS} keys"),
+        ));
+    }
+    let mut keys = Vec::with_capacity(request.match_keys.len());
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, key) in request.match_keys.iter().enumerate() {
+        let kind = match v1::MatchKeyKind::try_from(key.kind) {
+            Ok(v1::MatchKeyKind::Unspecified) => {
+                return Err(FieldError::new(
+                    format!("match_keys[{i}].kind"),
+                    "is required",
+                ));
+            }
+            Ok(kind) => kind,
+            Err(_) => {
+                return Err(FieldError::new(
+                    format!("match_keys[{i}].kind"),
+                    format!("unknown value {}", key.kind),
+                ));
+            }
+        };
+        let digest: Digest = key.digest.as_slice().try_into().map_err(|_| {
+            FieldError::new(
+                format!("match_keys[{i}].digest"),
+                "must be exactly 32 bytes",
+            )
+        })?;
+        if !seen.insert(digest) {
+            return Err(FieldError::new(
+                format!("match_keys[{i}].digest"),
+                "repeats an earlier key",
+            ));
+        }
+        keys.push((kind, digest));
+    }
+    let purpose = purpose(request.purpose.as_ref(), "purpose")?;
+    let requester = present(request.requester.as_ref(), "requester")?;
+    required_text(
+        &requester.practitioner_id,
+        "requester.practitioner_id",
+        MAX_ID,
+    )?;
+    required_text(&requester.name, "requester.name", MAX_NAME)?;
+    optional_text(&requester.role, "requester.role", MAX_NAME)?;
+    optional_text(
+        &requester.organisation,
+        "requester.organisation",
+        MAX_ORGANISATION_NAME,
+    )?;
+    let scheme = match request.national_id_scheme.trim() {
+        "" => None,
+        scheme => Some(
+            patchwork_federation::validate_scheme(scheme)
+                .map_err(|e| FieldError::new("national_id_scheme", e.to_string()))?,
+        ),
+    };
+    Ok(PeerQuery {
+        basis: purpose.lawful_basis,
+        reason: purpose.reason,
+        keys,
+        scheme,
+    })
 }
 
 #[cfg(test)]

@@ -12,7 +12,6 @@
 //! agreed peer's other refusals come within its rate and are audited one by
 //! one, with what it wrote cut short.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,7 +27,7 @@ use tonic::{Request, Response, Status};
 use tracing::instrument;
 
 use crate::base::convert;
-use crate::base::validate::{self, FieldError};
+use crate::base::validate::{self, PeerQuery};
 use crate::work::disclosure::DisclosedIds;
 use crate::work::state::{NodeState, read};
 use patchwork_store::audit::AuditEvent;
@@ -39,7 +38,6 @@ use patchwork_store::{Store, StoreError};
 mod subscribe;
 
 /// Most keys one query may carry.
-const MAX_MATCH_KEYS: usize = 32;
 /// Most candidates one digest may bring in before the answer is "ambiguous".
 const CANDIDATE_LIMIT: usize = 16;
 
@@ -304,95 +302,17 @@ pub(super) struct AnsweredQuery {
     pub reason: String,
 }
 
-/// A query that passed every check.
-struct Checked {
-    basis: LawfulBasis,
-    reason: String,
-    keys: Vec<(v1::MatchKeyKind, Digest)>,
-    scheme: Option<String>,
-}
-
-fn check_request(request: &v1::FindInvolvementsRequest, peer: &Peer) -> Result<Checked, Status> {
-    let id_ok = !request.request_id.is_empty()
-        && request.request_id.len() <= 64
-        && request
-            .request_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-');
-    if !id_ok {
-        return Err(
-            FieldError::new("request_id", "must be 1-64 characters of A-Z a-z 0-9 -").into(),
-        );
-    }
+/// The agreement's checks of a query whose fields are valid: its key set
+/// must be the one agreed with the peer (a refusal, not a bad field).
+fn check_request(request: &v1::FindInvolvementsRequest, peer: &Peer) -> Result<PeerQuery, Status> {
+    validate::request_id(&request.request_id, "request_id")?;
     if request.key_set != peer.agreement.key_set {
         return Err(Status::failed_precondition(format!(
             "key_set: this node answers {} under key set {}",
             peer.identity, peer.agreement.key_set
         )));
     }
-    if request.match_keys.is_empty() || request.match_keys.len() > MAX_MATCH_KEYS {
-        return Err(
-            FieldError::new("match_keys", format!("must hold 1-{MAX_MATCH_KEYS} keys")).into(),
-        );
-    }
-    let mut keys = Vec::with_capacity(request.match_keys.len());
-    let mut seen = BTreeSet::new();
-    for (i, key) in request.match_keys.iter().enumerate() {
-        let kind = match v1::MatchKeyKind::try_from(key.kind) {
-            Ok(v1::MatchKeyKind::Unspecified) => {
-                return Err(FieldError::new(format!("match_keys[{i}].kind"), "is required").into());
-            }
-            Ok(kind) => kind,
-            Err(_) => {
-                return Err(FieldError::new(
-                    format!("match_keys[{i}].kind"),
-                    format!("unknown value {}", key.kind),
-                )
-                .into());
-            }
-        };
-        let digest: Digest = key.digest.as_slice().try_into().map_err(|_| {
-            FieldError::new(
-                format!("match_keys[{i}].digest"),
-                "must be exactly 32 bytes",
-            )
-        })?;
-        if !seen.insert(digest) {
-            return Err(FieldError::new(
-                format!("match_keys[{i}].digest"),
-                "repeats an earlier key",
-            )
-            .into());
-        }
-        keys.push((kind, digest));
-    }
-    let purpose = validate::purpose(request.purpose.as_ref(), "purpose")?;
-    let requester = validate::present(request.requester.as_ref(), "requester")?;
-    validate::required_text(
-        &requester.practitioner_id,
-        "requester.practitioner_id",
-        validate::MAX_ID,
-    )?;
-    validate::required_text(&requester.name, "requester.name", validate::MAX_NAME)?;
-    validate::optional_text(&requester.role, "requester.role", validate::MAX_NAME)?;
-    validate::optional_text(
-        &requester.organisation,
-        "requester.organisation",
-        validate::MAX_ORGANISATION_NAME,
-    )?;
-    let scheme = match request.national_id_scheme.trim() {
-        "" => None,
-        scheme => Some(
-            patchwork_federation::validate_scheme(scheme)
-                .map_err(|e| FieldError::new("national_id_scheme", e.to_string()))?,
-        ),
-    };
-    Ok(Checked {
-        basis: purpose.lawful_basis,
-        reason: purpose.reason,
-        keys,
-        scheme,
-    })
+    Ok(validate::peer_query(request)?)
 }
 
 /// The answering node's decision on a checked query: which of its persons,
