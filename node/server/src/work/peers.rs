@@ -5,12 +5,12 @@
 //! [`Federation::ask`], the one way the node calls its peers.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
-use std::future::Future;
-use std::time::{Duration, Instant};
 
 use patchwork_certs::SpiffeId;
 use patchwork_federation::agreement::{Agreement, Peer, PeerRegistry, RateLimiter};
