@@ -5,9 +5,10 @@
 //! status code, per-peer outcomes of a federated lookup, rate-limit and TLS
 //! refusals, certificate expiry and store gauges.
 
+use std::time::Duration;
+
 use patchwork_server::NodeConfig;
 use patchwork_server::base::config::PeerEntry;
-use std::time::Duration;
 
 use patchwork_certs::SpiffeId;
 use patchwork_tests::{
@@ -518,4 +519,67 @@ async fn metrics_count_each_peers_outcome_and_rate_limit_refusals() {
     };
     assert_eq!(federation("OK"), Some(1.0), "{answered}");
     assert_eq!(federation("RESOURCE_EXHAUSTED"), Some(1.0), "{answered}");
+}
+
+/// A scraper that holds connections open without asking, or sends a head
+/// larger than any scrape needs, gets nothing and keeps nobody else from
+/// the metrics for long: at most 8 scrapes at once (more are closed at
+/// once), 5 s to send a request's head, 8 KiB of it at most.
+#[tokio::test]
+async fn the_metrics_endpoint_sheds_silent_and_oversized_scrapers() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca = TestCa::new("test.patchwork");
+    let node = TestNode::start(&ca, "surrey", &[]).await;
+    let connect = || tokio::net::TcpStream::connect(node.metrics_addr);
+    let answer = |mut stream: tokio::net::TcpStream| async move {
+        let mut text = String::new();
+        let read = tokio::time::timeout(Duration::from_secs(20), stream.read_to_string(&mut text));
+        let _ = read.await.expect("the endpoint closes within 20 s");
+        text
+    };
+
+    let mut silent = Vec::new();
+    for _ in 0..8 {
+        silent.push(connect().await.expect("connect"));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Every slot taken: a ninth scraper is closed without an answer.
+    let mut ninth = connect().await.expect("connect");
+    let _ = ninth
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: m\r\n\r\n")
+        .await;
+    assert_eq!(
+        answer(ninth).await,
+        "",
+        "no answer beyond 8 scrapes at once"
+    );
+    // The silent ones are closed once their 5 s are up, unanswered ...
+    let started = std::time::Instant::now();
+    for stream in silent {
+        let closed = answer(stream).await;
+        assert!(!closed.contains("patchwork_"), "{closed}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    // ... and scrapes are answered again.
+    let (status, metrics) = node.metrics().await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(metrics.contains("patchwork_serving 1"), "{metrics}");
+
+    // A head of 64 KiB is refused, never buffered whole.
+    let mut oversized = connect().await.expect("connect");
+    let head = format!(
+        "GET /metrics HTTP/1.1\r\nHost: m\r\nX-Filler: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    let _ = oversized.write_all(head.as_bytes()).await;
+    let refused = answer(oversized).await;
+    assert!(
+        refused.is_empty() || refused.starts_with("HTTP/1.1 431"),
+        "{}",
+        &refused[..refused.len().min(200)]
+    );
 }
