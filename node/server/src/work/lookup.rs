@@ -20,7 +20,7 @@ use tonic::Status;
 use crate::transport::access::Caller;
 use crate::work::disclosure::{DisclosedIds, disclose};
 use crate::work::matching::{MatchDecision, match_person};
-use crate::work::peers::{Question, match_outcome, outcome_word, settled};
+use crate::work::peers::{Question, config_word, match_outcome, outcome_word, settled};
 use crate::work::state::{NodeState, read};
 use patchwork_store::audit::{AuditEvent, FamilyMemberDisclosed, PeerOutcome as AuditedPeer};
 use patchwork_store::model::{Demographics, Purpose, year_month_day};
@@ -337,12 +337,7 @@ pub(crate) async fn lookup(
         outcome: v1::NodeOutcome::NotAsked as i32,
         detail: format!(
             "the purpose {} is outside this node's agreement with it",
-            // As the config writes it: LAWFUL_BASIS_CHILD_SAFEGUARDING → child-safeguarding.
-            basis
-                .as_str_name()
-                .trim_start_matches("LAWFUL_BASIS_")
-                .to_ascii_lowercase()
-                .replace('_', "-")
+            config_word(basis.as_str_name(), "LAWFUL_BASIS_")
         ),
         ..Default::default()
     }));

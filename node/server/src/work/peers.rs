@@ -481,25 +481,29 @@ impl Federation {
     }
 }
 
+/// A wire enum's value as node.toml writes it:
+/// `LAWFUL_BASIS_CHILD_SAFEGUARDING` (prefix `LAWFUL_BASIS_`) →
+/// `child-safeguarding`.
+pub(crate) fn config_word(wire_name: &str, prefix: &str) -> String {
+    wire_name
+        .trim_start_matches(prefix)
+        .to_ascii_lowercase()
+        .replace('_', "-")
+}
+
 /// An agreement in the config's words: purposes, sensitivities, rate and
 /// key set.
 fn describe_agreement(peer: &Peer) -> String {
-    // `LAWFUL_BASIS_CHILD_SAFEGUARDING` → `child-safeguarding`, as written in node.toml.
-    let word = |name: &str, prefix: &str| {
-        name.trim_start_matches(prefix)
-            .to_ascii_lowercase()
-            .replace('_', "-")
-    };
     let agreement = &peer.agreement;
     let purposes: Vec<String> = agreement
         .purposes
         .iter()
-        .map(|p| word(p.as_str_name(), "LAWFUL_BASIS_"))
+        .map(|p| config_word(p.as_str_name(), "LAWFUL_BASIS_"))
         .collect();
     let sensitivities: Vec<String> = agreement
         .sensitivities
         .iter()
-        .map(|s| word(s.as_str_name(), "SENSITIVITY_"))
+        .map(|s| config_word(s.as_str_name(), "SENSITIVITY_"))
         .collect();
     format!(
         "purposes {}; sensitivities {}; {} queries a minute; key set {}",
