@@ -2,14 +2,16 @@
 //! identities): one long-lived HTTP/2 connection per peer, re-established by
 //! tonic when it breaks, so a lookup never pays for a handshake.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-
-use parking_lot::Mutex;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+use patchwork_certs::SpiffeId;
 
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
@@ -190,4 +192,59 @@ pub fn lazy_tls_channel(
         errors: errors.clone(),
     });
     Ok((channel, errors))
+}
+
+/// One long-lived channel per peer, with where its connections note TLS
+/// errors: made on first use, and made again once the TLS material it was
+/// made with is replaced (the material's generation moved on).
+#[derive(Debug, Default)]
+pub struct PeerChannels {
+    /// The material's generation, and each peer's channel made under it.
+    channels: RwLock<(u64, ChannelMap)>,
+}
+
+type ChannelMap = HashMap<SpiffeId, (Channel, TlsErrors)>;
+
+impl PeerChannels {
+    /// The channel to `identity` at `address` under material `generation`;
+    /// a new one uses `client_config` (for that peer, from that material)
+    /// and connects within `connect_timeout` when first used.
+    pub fn get(
+        &self,
+        identity: &SpiffeId,
+        address: &str,
+        generation: u64,
+        client_config: impl FnOnce() -> Result<Arc<rustls::ClientConfig>, String>,
+        connect_timeout: Duration,
+    ) -> Result<(Channel, TlsErrors), String> {
+        {
+            let channels = self.channels.read();
+            if channels.0 == generation
+                && let Some(channel) = channels.1.get(identity)
+            {
+                return Ok(channel.clone());
+            }
+        }
+        let channel = lazy_tls_channel(address, client_config()?, connect_timeout)?;
+        let mut channels = self.channels.write();
+        if channels.0 != generation {
+            *channels = (generation, HashMap::new());
+        }
+        channels.1.insert(identity.clone(), channel.clone());
+        Ok(channel)
+    }
+
+    /// A copy holding only the channels of the peers `keep` names (a
+    /// reload's successor keeps those whose address did not change).
+    pub fn kept(&self, keep: impl Fn(&SpiffeId) -> bool) -> PeerChannels {
+        let (generation, channels) = &*self.channels.read();
+        let kept = channels
+            .iter()
+            .filter(|(identity, _)| keep(identity))
+            .map(|(identity, channel)| (identity.clone(), channel.clone()))
+            .collect();
+        PeerChannels {
+            channels: RwLock::new((*generation, kept)),
+        }
+    }
 }

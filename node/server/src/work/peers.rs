@@ -10,15 +10,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::RwLock;
-
 use patchwork_certs::SpiffeId;
 use patchwork_federation::agreement::{Agreement, Peer, PeerRegistry, RateLimiter};
 use patchwork_federation::breaker::Admission;
 use patchwork_federation::fanout::{PeerCall, PeerClient, PeerOutcome, PeerReply, ask_peers};
 use patchwork_federation::keycheck::KeyCheck;
 use patchwork_federation::matchkeys::KeySet;
-use patchwork_federation::transport::TlsErrors;
+use patchwork_federation::transport::{PeerChannels, TlsErrors};
 use patchwork_proto::v1;
 use tokio::sync::Semaphore;
 use tonic::transport::Channel;
@@ -141,9 +139,6 @@ fn read_secret_hex(path: &Path) -> Result<Vec<u8>, String> {
     hex::decode(text).map_err(|e| e.to_string())
 }
 
-/// Each peer's channel and where its connections note TLS errors.
-type PeerChannels = HashMap<SpiffeId, (Channel, TlsErrors)>;
-
 /// Peers, their agreements and channels, and the key sets: one consistent
 /// set, replaced whole by a reload (see [`FederationHandle`]).
 #[derive(Debug)]
@@ -158,7 +153,7 @@ pub struct Federation {
     /// When peers' queries to this node look like enumeration.
     pub enumeration: patchwork_federation::hostile::EnumerationPolicy,
     tls: Arc<TlsState>,
-    channels: RwLock<(u64, PeerChannels)>,
+    channels: PeerChannels,
     /// Peers' key-set fingerprints, compared before each lookup.
     pub peer_fingerprints: Arc<patchwork_federation::keycheck::PeerFingerprints>,
     /// The config section it was made from, to tell what a reload changes.
@@ -271,7 +266,7 @@ impl Federation {
             )),
             enumeration: section.enumeration.policy(),
             tls,
-            channels: RwLock::new((0, HashMap::new())),
+            channels: PeerChannels::default(),
             peer_fingerprints: Arc::default(),
             section: section.clone(),
         }
@@ -308,19 +303,11 @@ impl Federation {
         if next.fingerprints() == self.fingerprints() {
             next.peer_fingerprints = self.peer_fingerprints.clone();
         }
-        let (generation, channels) = &*self.channels.read();
-        let kept: PeerChannels = channels
-            .iter()
-            .filter(|(identity, _)| {
-                let address = |registry: &PeerRegistry| {
-                    registry.get(identity).map(|peer| peer.address.clone())
-                };
-                address(&next.registry).is_some()
-                    && address(&next.registry) == address(&self.registry)
-            })
-            .map(|(identity, channel)| (identity.clone(), channel.clone()))
-            .collect();
-        next.channels = RwLock::new((*generation, kept));
+        next.channels = self.channels.kept(|identity| {
+            let address =
+                |registry: &PeerRegistry| registry.get(identity).map(|peer| peer.address.clone());
+            address(&next.registry).is_some() && address(&next.registry) == address(&self.registry)
+        });
         next
     }
 
@@ -450,34 +437,24 @@ impl Federation {
     /// `channel`, with where its connections note TLS errors (a lookup names a
     /// peer's handshake refusal from them).
     pub fn channel_and_tls_errors(&self, peer: &Peer) -> Result<(Channel, TlsErrors), String> {
-        let generation = self.tls.generation();
-        {
-            let channels = self.channels.read();
-            if channels.0 == generation
-                && let Some(channel) = channels.1.get(&peer.identity)
-            {
-                return Ok(channel.clone());
-            }
-        }
-        let material = self.tls.current();
-        let config = patchwork_certs::client_config(
-            &material.own,
-            &material.trust,
-            peer.identity.clone(),
-            material.min_version,
-        )
-        .map_err(|e| e.to_string())?;
-        let channel = patchwork_federation::transport::lazy_tls_channel(
+        let client_config = || {
+            let material = self.tls.current();
+            patchwork_certs::client_config(
+                &material.own,
+                &material.trust,
+                peer.identity.clone(),
+                material.min_version,
+            )
+            .map(Arc::new)
+            .map_err(|e| e.to_string())
+        };
+        self.channels.get(
+            &peer.identity,
             &peer.address,
-            Arc::new(config),
+            self.tls.generation(),
+            client_config,
             PEER_CONNECT_TIMEOUT,
-        )?;
-        let mut channels = self.channels.write();
-        if channels.0 != generation {
-            *channels = (generation, HashMap::new());
-        }
-        channels.1.insert(peer.identity.clone(), channel.clone());
-        Ok(channel)
+        )
     }
 }
 
