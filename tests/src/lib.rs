@@ -399,7 +399,7 @@ impl TestNode {
         }
         let config_path = dir.path().join("node.toml");
         std::fs::write(&config_path, config.to_toml().expect("toml")).expect("write config");
-        let node = TestNode {
+        let mut node = TestNode {
             config_path,
             addr: "127.0.0.1:1".parse().expect("addr"),
             metrics_addr: "127.0.0.1:1".parse().expect("addr"),
@@ -413,7 +413,6 @@ impl TestNode {
         for (file, contents) in &options.secret_files {
             write_secret(&node.dir.path().join(file), contents);
         }
-        let mut node = node;
         node.launch_on(options.listener).await;
         node
     }
