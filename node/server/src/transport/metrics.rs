@@ -11,7 +11,7 @@
 //! identifiers, match keys or secrets. Every metric is listed, with its
 //! labels, under "Metrics" in ARCHITECTURE.md.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -176,7 +176,9 @@ pub struct Metrics {
     method_index: HashMap<String, usize>,
     /// Every peer configured since start (a reload adds, never removes: a
     /// removed peer's counts stay readable); anyone else counts as "other".
-    peers: parking_lot::RwLock<HashSet<SpiffeId>>,
+    peers: parking_lot::RwLock<HashMap<SpiffeId, Name>>,
+    /// The label of anyone else.
+    other_peer: Name,
     grpc_requests: Family<CallLabels, Counter>,
     grpc_latency: Histograms<MethodLabels>,
     peer_lookups: Family<PeerOutcomeLabels, Counter>,
@@ -245,6 +247,7 @@ impl Metrics {
             methods,
             method_index,
             peers: parking_lot::RwLock::default(),
+            other_peer: Name::new(OTHER),
             grpc_requests: Family::default(),
             grpc_latency: histograms(),
             peer_lookups: Family::default(),
@@ -321,19 +324,21 @@ impl Metrics {
     pub fn add_peers(&self, peers: impl IntoIterator<Item = SpiffeId>) {
         let mut known = self.peers.write();
         for peer in peers {
-            let name = Name::new(&peer.to_string());
-            if known.insert(peer) {
-                for outcome in PEER_OUTCOMES {
-                    let _ = self.peer_lookups.get_or_create(&PeerOutcomeLabels {
-                        peer: name.clone(),
-                        outcome,
-                    });
-                }
-                let labels = PeerLabels { peer: name };
-                let _ = self.peer_latency.get_or_create(&labels);
-                let _ = self.peer_rate_limited.get_or_create(&labels);
-                let _ = self.peer_enumeration_alerts.get_or_create(&labels);
+            if known.contains_key(&peer) {
+                continue;
             }
+            let name = Name::new(&peer.to_string());
+            known.insert(peer, name.clone());
+            for outcome in PEER_OUTCOMES {
+                let _ = self.peer_lookups.get_or_create(&PeerOutcomeLabels {
+                    peer: name.clone(),
+                    outcome,
+                });
+            }
+            let labels = PeerLabels { peer: name };
+            let _ = self.peer_latency.get_or_create(&labels);
+            let _ = self.peer_rate_limited.get_or_create(&labels);
+            let _ = self.peer_enumeration_alerts.get_or_create(&labels);
         }
     }
 
@@ -349,15 +354,14 @@ impl Metrics {
             .unwrap_or(self.methods.len() - 1)
     }
 
+    /// A peer's label: its configured identity's, shared (no allocation on
+    /// the lookup path), or "other".
     fn peer(&self, identity: &SpiffeId) -> PeerLabels {
-        let name = if self.peers.read().contains(identity) {
-            identity.to_string()
-        } else {
-            OTHER.to_owned()
+        let peer = match self.peers.read().get(identity) {
+            Some(name) => name.clone(),
+            None => self.other_peer.clone(),
         };
-        PeerLabels {
-            peer: Name::new(&name),
-        }
+        PeerLabels { peer }
     }
 
     /// One finished gRPC call: `code` is the gRPC status number.
