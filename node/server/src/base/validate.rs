@@ -472,6 +472,45 @@ pub fn purpose(value: Option<&v1::Purpose>, field: &str) -> Validated<Purpose> {
     })
 }
 
+/// What a practitioner asks about, as checked: the same three fields of
+/// `Directory.Lookup` and `Directory.Subscribe`.
+#[derive(Debug)]
+pub(crate) struct AskedAbout {
+    pub(crate) subject: Demographics,
+    pub(crate) purpose: Purpose,
+    pub(crate) requester_id: String,
+}
+
+/// A subject strong enough to find one person by (a national identifier,
+/// or both names and the date of birth), a purpose and the practitioner
+/// asking.
+pub(crate) fn asked_about(
+    subject: Option<&v1::Demographics>,
+    purpose_field: Option<&v1::Purpose>,
+    requester: Option<&v1::Requester>,
+    rules: &Rules,
+) -> Validated<AskedAbout> {
+    let subject = demographics(present(subject, "subject")?, "subject", rules)?;
+    let strong_enough = subject.national_id.is_some()
+        || (subject.given_name.is_some()
+            && subject.family_name.is_some()
+            && subject.date_of_birth.is_some());
+    if !strong_enough {
+        return Err(FieldError::new(
+            "subject",
+            "needs national_id, or given_name, family_name and date_of_birth",
+        ));
+    }
+    let purpose = purpose(purpose_field, "purpose")?;
+    let requester = present(requester, "requester")?;
+    let requester_id = id(&requester.practitioner_id, "requester.practitioner_id")?;
+    Ok(AskedAbout {
+        subject,
+        purpose,
+        requester_id,
+    })
+}
+
 /// Every date a domain value can hold is representable on the wire.
 pub fn to_proto_date(date: Date) -> v1::Date {
     let (year, month, day) = year_month_day(date);

@@ -351,23 +351,16 @@ impl Directory for DirectoryService {
     ) -> DirectoryResult<v1::LookupResponse> {
         let caller = self.state.access.authorise(&request, Role::Lookup)?;
         let req = request.into_inner();
-        let rules = self.state.rules();
-        let subject =
-            validate::demographics(present(req.subject.as_ref(), "subject")?, "subject", &rules)?;
-        let strong_enough = subject.national_id.is_some()
-            || (subject.given_name.is_some()
-                && subject.family_name.is_some()
-                && subject.date_of_birth.is_some());
-        if !strong_enough {
-            return Err(FieldError::new(
-                "subject",
-                "needs national_id, or given_name, family_name and date_of_birth",
-            )
-            .into());
-        }
-        let purpose = validate::purpose(req.purpose.as_ref(), "purpose")?;
-        let requester = present(req.requester.as_ref(), "requester")?;
-        let requester_id = validate::id(&requester.practitioner_id, "requester.practitioner_id")?;
+        let validate::AskedAbout {
+            subject,
+            purpose,
+            requester_id,
+        } = validate::asked_about(
+            req.subject.as_ref(),
+            req.purpose.as_ref(),
+            req.requester.as_ref(),
+            &self.state.rules(),
+        )?;
         if req.peer_deadline_ms != 0 && !(100..=30_000).contains(&req.peer_deadline_ms) {
             return Err(FieldError::new("peer_deadline_ms", "must be 0 or 100-30000").into());
         }
@@ -490,23 +483,16 @@ impl Directory for DirectoryService {
     ) -> DirectoryResult<v1::DirectorySubscribeResponse> {
         self.state.access.authorise(&request, Role::Lookup)?;
         let req = request.into_inner();
-        let rules = self.state.rules();
-        let subject =
-            validate::demographics(present(req.subject.as_ref(), "subject")?, "subject", &rules)?;
-        let strong_enough = subject.national_id.is_some()
-            || (subject.given_name.is_some()
-                && subject.family_name.is_some()
-                && subject.date_of_birth.is_some());
-        if !strong_enough {
-            return Err(FieldError::new(
-                "subject",
-                "needs national_id, or given_name, family_name and date_of_birth",
-            )
-            .into());
-        }
-        let purpose = validate::purpose(req.purpose.as_ref(), "purpose")?;
-        let requester = present(req.requester.as_ref(), "requester")?;
-        let requester_id = validate::id(&requester.practitioner_id, "requester.practitioner_id")?;
+        let validate::AskedAbout {
+            subject,
+            purpose,
+            requester_id,
+        } = validate::asked_about(
+            req.subject.as_ref(),
+            req.purpose.as_ref(),
+            req.requester.as_ref(),
+            &self.state.rules(),
+        )?;
         if req.ttl_days > 90 {
             return Err(FieldError::new("ttl_days", "must be 0-90").into());
         }

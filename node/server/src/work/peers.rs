@@ -250,6 +250,38 @@ impl Federation {
         replies.into_iter().flatten().collect()
     }
 
+    /// One call to one peer without a key check (unsubscriptions and
+    /// polls), within the federation's default deadline, through
+    /// [`Federation::ask`]: its answer, or the outcome and detail that say
+    /// why there is none.
+    pub(crate) async fn ask_one<Q, R, F, Fut>(
+        &self,
+        metrics: &Metrics,
+        peer: Arc<Peer>,
+        request: Q,
+        rpc: F,
+    ) -> Result<R, (v1::NodeOutcome, String)>
+    where
+        Q: Send + 'static,
+        R: Send + 'static,
+        F: Fn(PeerClient, tonic::Request<Q>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>> + Send,
+    {
+        let question = Question {
+            peer,
+            request,
+            key_check: None,
+        };
+        let deadline = self.default_deadline;
+        let outcome = self
+            .ask(metrics, vec![question], deadline, rpc)
+            .await
+            .into_iter()
+            .next()
+            .map_or(PeerOutcome::Failed("no reply".into()), |reply| reply.outcome);
+        settled(outcome, deadline)
+    }
+
     /// `section` has been validated: identities parse, key sets exist.
     pub fn new(section: &FederationSection, key_sets: Vec<KeySet>, tls: Arc<TlsState>) -> Self {
         Federation {

@@ -12,7 +12,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use patchwork_federation::fanout::PeerOutcome;
 use patchwork_federation::keycheck::KeyCheck;
 use patchwork_federation::matchkeys::query_keys;
 use patchwork_proto::v1;
@@ -272,26 +271,19 @@ pub(crate) async fn unsubscribe(state: &NodeState, id: &str) -> Result<(), Statu
         .await?;
     let federation = state.federation.current();
     if let Some(peer) = peer_of(&federation, &subscription.peer) {
-        let question = Question {
-            peer,
-            request: v1::UnsubscribeRequest {
-                subscription_id: subscription.remote_id,
-            },
-            key_check: None,
+        let request = v1::UnsubscribeRequest {
+            subscription_id: subscription.remote_id,
         };
-        let deadline = federation.default_deadline;
-        let replies = federation
-            .ask(
+        let reply = federation
+            .ask_one(
                 &state.metrics,
-                vec![question],
-                deadline,
+                peer,
+                request,
                 |mut client, request| async move { client.unsubscribe(request).await },
             )
             .await;
-        for reply in replies {
-            if let Err((outcome, detail)) = settled(reply.outcome, deadline) {
-                tracing::warn!(peer = %subscription.peer, outcome = outcome.as_str_name(), detail = %detail, "unsubscribe at peer failed");
-            }
+        if let Err((outcome, detail)) = reply {
+            tracing::warn!(peer = %subscription.peer, outcome = outcome.as_str_name(), detail = %detail, "unsubscribe at peer failed");
         }
     }
     Ok(())
@@ -389,28 +381,17 @@ async fn poll_peer(
             subscription_ids: by_remote.keys().cloned().collect(),
             after_cursor: after.to_string(),
         };
-        let question = Question {
-            peer: peer.clone(),
-            request,
-            key_check: None,
-        };
-        let deadline = federation.default_deadline;
-        let replies = federation
-            .ask(
+        let reply = federation
+            .ask_one(
                 &state.metrics,
-                vec![question],
-                deadline,
+                peer.clone(),
+                request,
                 |mut client, request| async move { client.poll_notifications(request).await },
             )
-            .await;
-        let outcome = replies
-            .into_iter()
-            .next()
-            .map(|reply| reply.outcome)
-            .unwrap_or(PeerOutcome::Failed("no reply".into()));
-        let reply = settled(outcome, deadline).map_err(|(outcome, detail)| {
-            Status::unavailable(format!("{}: {detail}", outcome.as_str_name()))
-        })?;
+            .await
+            .map_err(|(outcome, detail)| {
+                Status::unavailable(format!("{}: {detail}", outcome.as_str_name()))
+            })?;
         let next: u64 = reply
             .next_cursor
             .parse()
