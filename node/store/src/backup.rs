@@ -690,19 +690,12 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{LawfulBasis, Organisation, Person, Practitioner, Sector};
-    use crate::{AuditEvent, WriteMode};
+    use crate::model::{LawfulBasis, Person};
+    use crate::{AuditEvent, WriteMode, fixtures};
 
+    /// Each person a family name of their own.
     fn person(id: &str) -> Person {
-        Person {
-            id: id.into(),
-            given_name: "Amelia".into(),
-            family_name: format!("Smith{id}"),
-            date_of_birth: crate::model::calendar_date(2015, 3, 14),
-            postcode: Some("RH1 1AA".into()),
-            address: None,
-            national_id: None,
-        }
+        fixtures::person(id, &format!("Smith{id}"))
     }
 
     fn lookup(n: usize) -> AuditEvent {
@@ -717,32 +710,8 @@ mod tests {
     }
 
     fn seeded() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&dir.path().join("store"), &StoreOptions::default()).expect("open");
-        store
-            .put_organisations(
-                &[Organisation {
-                    id: "O1".into(),
-                    name: "Council".into(),
-                    sector: Sector::SocialCare,
-                }],
-                WriteMode::Create,
-            )
-            .expect("organisation");
-        store
-            .put_practitioners(
-                &[Practitioner {
-                    id: "PR1".into(),
-                    name: "Sam Social".into(),
-                    role: "Social worker".into(),
-                    team: None,
-                    organisation_id: "O1".into(),
-                    phone: Some("01234 567890".into()),
-                    email: None,
-                }],
-                WriteMode::Create,
-            )
-            .expect("practitioner");
+        let (dir, store) = fixtures::empty_store();
+        fixtures::put_council(&store, &["PR1"]);
         let persons: Vec<Person> = (0..50).map(|i| person(&format!("P{i}"))).collect();
         store
             .put_persons(&persons, WriteMode::Create)

@@ -503,68 +503,19 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Organisation, Person, Practitioner, Sector};
-    use crate::{StoreOptions, WriteMode};
+    use crate::{WriteMode, fixtures};
 
     fn open() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path(), &StoreOptions::default()).expect("open");
+        let (dir, store) = fixtures::empty_store();
+        fixtures::put_council(&store, &["A", "B", "C"]);
         store
-            .put_organisations(
-                &[Organisation {
-                    id: "O1".into(),
-                    name: "Council".into(),
-                    sector: Sector::SocialCare,
-                }],
-                WriteMode::Create,
-            )
-            .expect("org");
-        let practitioners: Vec<Practitioner> = ["A", "B", "C"]
-            .iter()
-            .map(|id| Practitioner {
-                id: (*id).into(),
-                name: format!("Practitioner {id}"),
-                role: "Social worker".into(),
-                team: None,
-                organisation_id: "O1".into(),
-                phone: None,
-                email: None,
-            })
-            .collect();
-        store
-            .put_practitioners(&practitioners, WriteMode::Create)
-            .expect("practitioners");
-        store
-            .put_persons(
-                &[Person {
-                    id: "P1".into(),
-                    given_name: "Amelia".into(),
-                    family_name: "Smith".into(),
-                    date_of_birth: crate::model::calendar_date(2015, 3, 14),
-                    postcode: None,
-                    address: None,
-                    national_id: None,
-                }],
-                WriteMode::Create,
-            )
+            .put_persons(&[fixtures::person("P1", "Smith")], WriteMode::Create)
             .expect("person");
         (dir, store)
     }
 
     fn involvement(id: &str, practitioner: &str) -> Involvement {
-        let start = crate::model::calendar_date(2024, 1, 1).expect("date");
-        Involvement {
-            id: id.into(),
-            person_id: "P1".into(),
-            practitioner_id: practitioner.into(),
-            service: "Child protection".into(),
-            start_date: start,
-            end_date: None,
-            sensitivity: Sensitivity::Standard,
-            gatekeeper: None,
-            last_confirmed: start,
-            end_reason: None,
-        }
+        fixtures::involvement(id, "P1", practitioner)
     }
 
     #[test]
@@ -693,7 +644,7 @@ mod tests {
         store.flush().await.expect("flush");
         assert_eq!(store.durable_events().borrow().durable, 2);
         drop(store);
-        let reopened = Store::open(dir.path(), &StoreOptions::default()).expect("reopen");
+        let reopened = fixtures::reopen(&dir);
         assert_eq!(reopened.durable_events().borrow().durable, 2);
         assert_eq!(reopened.last_event_seq().expect("seq"), 2);
     }

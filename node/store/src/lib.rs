@@ -51,6 +51,8 @@ pub mod audit;
 pub mod backup;
 pub mod data_dir;
 pub mod events;
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
 pub mod freshness;
 pub mod last_import;
 mod links;
@@ -1117,25 +1119,9 @@ fn pair_key_bytes(owner: &[u8], child: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Sector, Sensitivity};
+    use crate::model::Sensitivity;
 
-    fn person(id: &str, family: &str) -> Person {
-        Person {
-            id: id.into(),
-            given_name: "Amelia".into(),
-            family_name: family.into(),
-            date_of_birth: crate::model::calendar_date(2015, 3, 14),
-            postcode: Some("RH1 1AA".into()),
-            address: None,
-            national_id: None,
-        }
-    }
-
-    fn open() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path(), &StoreOptions::default()).expect("open");
-        (dir, store)
-    }
+    use crate::fixtures::{empty_store as open, person};
 
     #[test]
     fn updating_a_person_moves_its_index_entries() {
@@ -1164,46 +1150,15 @@ mod tests {
     #[test]
     fn an_involvement_needs_its_person_and_nothing_is_written_otherwise() {
         let (_dir, store) = open();
-        store
-            .put_organisations(
-                &[Organisation {
-                    id: "O1".into(),
-                    name: "Council".into(),
-                    sector: Sector::SocialCare,
-                }],
-                WriteMode::Create,
-            )
-            .expect("org");
-        store
-            .put_practitioners(
-                &[Practitioner {
-                    id: "PR1".into(),
-                    name: "Sam Social".into(),
-                    role: "Social worker".into(),
-                    team: None,
-                    organisation_id: "O1".into(),
-                    phone: Some("01234 567890".into()),
-                    email: None,
-                }],
-                WriteMode::Create,
-            )
-            .expect("practitioner");
+        crate::fixtures::put_council(&store, &["PR1"]);
         store
             .put_persons(&[person("P1", "Smith")], WriteMode::Create)
             .expect("person");
-        let start = crate::model::calendar_date(2024, 1, 1).expect("date");
         let involvement = |id: &str, person_id: &str| Involvement {
-            id: id.into(),
-            person_id: person_id.into(),
-            practitioner_id: "PR1".into(),
-            service: "Child protection".into(),
-            start_date: start,
-            end_date: None,
             sensitivity: Sensitivity::AlwaysFindable,
-            gatekeeper: None,
-            last_confirmed: start,
-            end_reason: None,
+            ..crate::fixtures::involvement(id, person_id, "PR1")
         };
+        let start = crate::model::calendar_date(2024, 1, 1).expect("date");
         let error = store
             .put_involvements(
                 &[involvement("I1", "P1"), involvement("I2", "nobody")],

@@ -103,25 +103,15 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Person;
-    use crate::{StoreOptions, WriteMode};
+    use crate::WriteMode;
 
-    fn person(id: &str) -> Person {
-        Person {
-            id: id.into(),
-            given_name: "Alex".into(),
-            family_name: "Smith".into(),
-            date_of_birth: None,
-            postcode: None,
-            address: None,
-            national_id: None,
-        }
+    fn person(id: &str) -> crate::model::Person {
+        crate::fixtures::person(id, "Smith")
     }
 
     #[test]
     fn links_are_symmetric_and_need_both_persons() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path(), &StoreOptions::default()).expect("open");
+        let (_dir, store) = crate::fixtures::empty_store();
         store
             .put_persons(&[person("C1"), person("M1")], WriteMode::Create)
             .expect("persons");

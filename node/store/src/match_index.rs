@@ -457,17 +457,7 @@ mod tests {
     use super::*;
     use crate::{StoreOptions, WriteMode};
 
-    fn person(id: &str, family: &str) -> Person {
-        Person {
-            id: id.into(),
-            given_name: "Amelia".into(),
-            family_name: family.into(),
-            date_of_birth: crate::model::calendar_date(2015, 3, 14),
-            postcode: Some("RH1 1AA".into()),
-            address: None,
-            national_id: None,
-        }
-    }
+    use crate::fixtures::person;
 
     fn set(name: &str, byte: u8) -> KeySet {
         KeySet::new(name, &[byte; 32]).expect("key set")

@@ -278,7 +278,9 @@ impl Federation {
             .await
             .into_iter()
             .next()
-            .map_or(PeerOutcome::Failed("no reply".into()), |reply| reply.outcome);
+            .map_or(PeerOutcome::Failed("no reply".into()), |reply| {
+                reply.outcome
+            });
         settled(outcome, deadline)
     }
 

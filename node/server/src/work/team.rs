@@ -593,71 +593,25 @@ mod tests {
     /// wire form is this crate's).
     #[test]
     fn an_old_attention_event_of_a_restricted_practitioner_names_only_the_gatekeeper() {
-        use patchwork_store::model::{
-            Contact, Involvement, Organisation, Person, Practitioner, Sector, Sensitivity,
-        };
-        use patchwork_store::{StoreOptions, WriteMode};
+        use patchwork_store::WriteMode;
+        use patchwork_store::fixtures::{self, involvement};
+        use patchwork_store::model::{Contact, Sensitivity};
 
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path(), &StoreOptions::default()).expect("open");
-        let organisation = Organisation {
-            id: "O1".into(),
-            name: "Council".into(),
-            sector: Sector::SocialCare,
-        };
+        let (_dir, store) = fixtures::empty_store();
+        fixtures::put_council(&store, &["A", "B"]);
         store
-            .put_organisations(&[organisation], WriteMode::Create)
-            .expect("org");
-        let practitioners: Vec<Practitioner> = ["A", "B"]
-            .iter()
-            .map(|id| Practitioner {
-                id: (*id).into(),
-                name: format!("Practitioner {id}"),
-                role: "Social worker".into(),
-                team: None,
-                organisation_id: "O1".into(),
-                phone: None,
-                email: None,
-            })
-            .collect();
-        store
-            .put_practitioners(&practitioners, WriteMode::Create)
-            .expect("practitioners");
-        let amelia = Person {
-            id: "P1".into(),
-            given_name: "Amelia".into(),
-            family_name: "Smith".into(),
-            date_of_birth: patchwork_store::model::calendar_date(2015, 3, 14),
-            postcode: None,
-            address: None,
-            national_id: None,
-        };
-        store
-            .put_persons(&[amelia], WriteMode::Create)
+            .put_persons(&[fixtures::person("P1", "Smith")], WriteMode::Create)
             .expect("person");
-        let start = patchwork_store::model::calendar_date(2024, 1, 1).expect("date");
-        let involvement = |id: &str, practitioner: &str| Involvement {
-            id: id.into(),
-            person_id: "P1".into(),
-            practitioner_id: practitioner.into(),
-            service: "Child protection".into(),
-            start_date: start,
-            end_date: None,
-            sensitivity: Sensitivity::Standard,
-            gatekeeper: None,
-            last_confirmed: start,
-            end_reason: None,
-        };
         let clinic = Contact {
             name: "Clinic duty line".into(),
             phone: Some("0800 555 0199".into()),
             email: None,
         };
-        let mut nurse = involvement("I2", "B");
+        let mut nurse = involvement("I2", "P1", "B");
         nurse.sensitivity = Sensitivity::Restricted;
         nurse.gatekeeper = Some(clinic);
         store
-            .put_involvements(&[involvement("I1", "A"), nurse], WriteMode::Create)
+            .put_involvements(&[involvement("I1", "P1", "A"), nurse], WriteMode::Create)
             .expect("team");
         store
             .set_attention("P1", "B", true, "missed three appointments")
