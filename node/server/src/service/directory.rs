@@ -40,6 +40,20 @@ impl DirectoryService {
             .await
     }
 
+    /// A records-role call answered by a handler of `service::family`:
+    /// the caller is authorised before the handler sees the request.
+    async fn as_records<'a, Q, R, Fut>(
+        &'a self,
+        request: Request<Q>,
+        handler: impl FnOnce(&'a NodeState, Q) -> Fut,
+    ) -> DirectoryResult<R>
+    where
+        Fut: Future<Output = Result<R, Status>>,
+    {
+        self.state.access.authorise(&request, Role::Records)?;
+        Ok(Response::new(handler(&self.state, request.into_inner()).await?))
+    }
+
     async fn read<T, F>(&self, work: F) -> Result<T, Status>
     where
         T: Send + 'static,
@@ -406,9 +420,7 @@ impl Directory for DirectoryService {
         &self,
         request: Request<v1::ConfirmInvolvementRequest>,
     ) -> DirectoryResult<v1::Involvement> {
-        self.state.access.authorise(&request, Role::Records)?;
-        let reply = super::family::confirm_involvement(&self.state, request.into_inner()).await?;
-        Ok(Response::new(reply))
+        self.as_records(request, super::family::confirm_involvement).await
     }
 
     #[instrument(skip_all)]
@@ -416,9 +428,7 @@ impl Directory for DirectoryService {
         &self,
         request: Request<v1::ListUnconfirmedInvolvementsRequest>,
     ) -> DirectoryResult<v1::ListUnconfirmedInvolvementsResponse> {
-        self.state.access.authorise(&request, Role::Records)?;
-        let reply = super::family::list_unconfirmed(&self.state, request.into_inner()).await?;
-        Ok(Response::new(reply))
+        self.as_records(request, super::family::list_unconfirmed).await
     }
 
     #[instrument(skip_all)]
@@ -426,9 +436,7 @@ impl Directory for DirectoryService {
         &self,
         request: Request<v1::LinkPersonsRequest>,
     ) -> DirectoryResult<v1::PersonLink> {
-        self.state.access.authorise(&request, Role::Records)?;
-        let reply = super::family::link_persons(&self.state, request.into_inner()).await?;
-        Ok(Response::new(reply))
+        self.as_records(request, super::family::link_persons).await
     }
 
     #[instrument(skip_all)]
@@ -436,9 +444,7 @@ impl Directory for DirectoryService {
         &self,
         request: Request<v1::UnlinkPersonsRequest>,
     ) -> DirectoryResult<v1::UnlinkPersonsResponse> {
-        self.state.access.authorise(&request, Role::Records)?;
-        let reply = super::family::unlink_persons(&self.state, request.into_inner()).await?;
-        Ok(Response::new(reply))
+        self.as_records(request, super::family::unlink_persons).await
     }
 
     #[instrument(skip_all)]
@@ -446,9 +452,7 @@ impl Directory for DirectoryService {
         &self,
         request: Request<v1::ListLinksRequest>,
     ) -> DirectoryResult<v1::ListLinksResponse> {
-        self.state.access.authorise(&request, Role::Records)?;
-        let reply = super::family::list_links(&self.state, request.into_inner()).await?;
-        Ok(Response::new(reply))
+        self.as_records(request, super::family::list_links).await
     }
 
     type WatchStream = ReceiverStream<Result<v1::TeamEvent, Status>>;
