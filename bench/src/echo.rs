@@ -95,7 +95,7 @@ pub(crate) async fn start(ca: &TestCa, name: &str) -> anyhow::Result<Echo> {
     let cert = ca.node_cert(name);
     let write = |file: &str, text: &str, secret: bool| -> anyhow::Result<std::path::PathBuf> {
         let path = dir.path().join(file);
-        patchwork_cli::quickstart::write_new_file(&path, text.as_bytes(), secret)?;
+        patchwork_cli::base::quickstart::write_new_file(&path, text.as_bytes(), secret)?;
         Ok(path)
     };
     let section = TlsSection::new(

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use patchwork_cli::cli::{ImportRequest, import_csv};
-use patchwork_cli::csv_rows::CsvKind;
+use patchwork_cli::work::csv_rows::CsvKind;
 use patchwork_federation::matchkeys::{KeySet, Subject, index_keys, query_keys};
 use patchwork_server::base::config::{KeySetEntry, PeerEntry};
 use patchwork_server::base::validate::{self, InvolvementSource, Rules};
@@ -348,7 +348,7 @@ fn person(i: u64) -> v1::Person {
         char::from(b'A' + rng.random_range(0..26u8)),
         char::from(b'A' + rng.random_range(0..26u8)),
     );
-    let nhs = patchwork_cli::synth::nhs_number(&mut rng);
+    let nhs = patchwork_cli::work::synth::nhs_number(&mut rng);
     v1::Person {
         id: format!("P{i:08}"),
         given_name: given.into(),
@@ -1018,7 +1018,7 @@ async fn import(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()> {
     let csv = scratch.path().join("persons.csv");
     {
         let mut out = std::io::BufWriter::new(std::fs::File::create(&csv)?);
-        patchwork_cli::synth::write_persons(&mut out, n, 42)?;
+        patchwork_cli::work::synth::write_persons(&mut out, n, 42)?;
         std::io::Write::flush(&mut out)?;
     }
     let ca = TestCa::new(TRUST_DOMAIN);

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use patchwork_cli::csv_rows::{CsvKind, CsvRows};
+use patchwork_cli::work::csv_rows::{CsvKind, CsvRows};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, input)) = data.split_first() else {

@@ -344,7 +344,7 @@ impl EvilPeer {
         let cert = ca.node_cert(name);
         let write = |file: &str, text: &str, secret: bool| {
             let path = dir.path().join(file);
-            patchwork_cli::quickstart::write_new_file(&path, text.as_bytes(), secret)
+            patchwork_cli::base::quickstart::write_new_file(&path, text.as_bytes(), secret)
                 .expect("write");
             path
         };

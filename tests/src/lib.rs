@@ -345,7 +345,7 @@ pub struct TestNode {
 }
 
 fn write_secret(path: &Path, contents: &str) {
-    patchwork_cli::quickstart::write_new_file(path, contents.as_bytes(), true)
+    patchwork_cli::base::quickstart::write_new_file(path, contents.as_bytes(), true)
         .expect("write secret");
 }
 
@@ -583,7 +583,7 @@ impl TestNode {
         expected: &SpiffeId,
         trust: &[String],
     ) -> Result<Channel, tonic::transport::Error> {
-        patchwork_cli::client::tls_channel(
+        patchwork_cli::work::client::tls_channel(
             self.addr,
             ServerName::try_from("localhost").expect("name"),
             client_tls_config(client, expected, trust),
@@ -601,7 +601,7 @@ impl TestNode {
     pub fn replace_file(&self, name: &str, contents: &str, secret: bool) {
         let temp = self.dir.path().join(format!("{name}.new"));
         let _ = std::fs::remove_file(&temp);
-        patchwork_cli::quickstart::write_new_file(&temp, contents.as_bytes(), secret)
+        patchwork_cli::base::quickstart::write_new_file(&temp, contents.as_bytes(), secret)
             .expect("write");
         std::fs::rename(&temp, self.dir.path().join(name)).expect("rename");
     }
@@ -727,7 +727,7 @@ pub fn lookup_request(subject: v1::Demographics, practitioner_id: &str) -> v1::L
 /// client's side of the handshake is done, so a refusal can surface at
 /// connect or at the first call.
 pub async fn refusal(node: &TestNode, client: &ClientCert) -> Option<String> {
-    use patchwork_cli::client::error_chain;
+    use patchwork_cli::work::client::error_chain;
     let channel = match node.try_channel(client).await {
         Ok(channel) => channel,
         Err(error) => return Some(error_chain(&error)),

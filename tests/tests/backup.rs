@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use patchwork_cli::cli::{ImportRequest, backup_to_file, import_csv, restore_from_file};
-use patchwork_cli::csv_rows::CsvKind;
+use patchwork_cli::work::csv_rows::CsvKind;
 use patchwork_store::backup::verify_backup;
 use patchwork_store::{Store, StoreOptions};
 use patchwork_tests::{

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use patchwork_cli::cli::{ImportRequest, import_csv};
-use patchwork_cli::csv_rows::CsvKind;
+use patchwork_cli::work::csv_rows::CsvKind;
 use patchwork_tests::{ClientGrant, TRUST_DOMAIN, TestCa, TestNode, lookup_request, v1};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;

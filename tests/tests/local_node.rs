@@ -802,7 +802,7 @@ async fn callers_are_identified_by_certificate_and_limited_by_role() {
         )
         .with_no_client_auth();
     config.alpn_protocols = vec![b"h2".to_vec()];
-    let outcome = match patchwork_cli::client::tls_channel(
+    let outcome = match patchwork_cli::work::client::tls_channel(
         node.addr,
         rustls::pki_types::ServerName::try_from("localhost").expect("name"),
         std::sync::Arc::new(config),
@@ -810,7 +810,7 @@ async fn callers_are_identified_by_certificate_and_limited_by_role() {
     )
     .await
     {
-        Err(error) => patchwork_cli::client::error_chain(&error),
+        Err(error) => patchwork_cli::work::client::error_chain(&error),
         Ok(channel) => match v1::directory_client::DirectoryClient::new(channel)
             .get_person(get.clone())
             .await

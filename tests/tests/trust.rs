@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use patchwork_certs::{LeafParams, SpiffeId, TrustBundle, certs_from_pem};
-use patchwork_cli::client::error_chain;
+use patchwork_cli::work::client::error_chain;
 use patchwork_tests::hardening::custom_node_leaf;
 use patchwork_tests::{
     ClientCert, ClientGrant, NodeOptions, TRUST_DOMAIN, TestCa, TestNode, refusal, v1,

@@ -17,10 +17,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use patchwork_proto::v1::{self, admin_client::AdminClient, directory_client::DirectoryClient};
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::client::connect;
-use crate::csv_rows::{CsvKind, CsvRows, column_of};
-use crate::output::{date_text, enum_name, lookup_json, lookup_text};
-use crate::signals::shutdown_signal;
+use crate::base::output::{date_text, enum_name, lookup_json, lookup_text};
+use crate::base::signals::shutdown_signal;
+use crate::work::client::connect;
+use crate::work::csv_rows::{CsvKind, CsvRows, column_of};
 use patchwork_server::base::config::{LogFormat, NodeConfig};
 use patchwork_server::base::validate::{FieldError, parse_iso_date};
 
@@ -62,12 +62,12 @@ pub enum Command {
     /// A region's certificate authority: create, sign, revoke, publish CRLs.
     Ca {
         #[command(subcommand)]
-        command: crate::operator::CaCommand,
+        command: crate::work::operator::CaCommand,
     },
     /// This node's key, certificate requests and certificates.
     Cert {
         #[command(subcommand)]
-        command: crate::operator::CertCommand,
+        command: crate::work::operator::CertCommand,
     },
     /// Make the running node re-read its certificate, key, trust bundle and
     /// CRLs (as SIGHUP does). A bad file is refused and nothing changes.
@@ -93,7 +93,7 @@ pub enum Command {
         command: StoreCommand,
     },
     /// Make a folder with a CA, certificates and a config for a local node to try.
-    Quickstart(crate::quickstart::QuickstartArgs),
+    Quickstart(crate::base::quickstart::QuickstartArgs),
     /// Write synthetic (fake, realistic-looking) records for demos and load tests.
     Synth(SynthArgs),
     /// A throwaway federation of three councils on this machine: start here.
@@ -150,7 +150,7 @@ pub enum ConfigCommand {
     /// it listens, without starting.
     Check(ConfigArg),
     /// Write a complete, commented node.toml for a named node and its peers.
-    Init(Box<crate::config_init::InitArgs>),
+    Init(Box<crate::work::config_init::InitArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -309,7 +309,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => config_check(&args.config),
         Command::Config {
             command: ConfigCommand::Init(args),
-        } => crate::config_init::run(&args),
+        } => crate::work::config_init::run(&args),
         Command::Store {
             command: StoreCommand::Check(args),
         } => store_check(&args.config),
@@ -320,9 +320,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Trust {
             command: TrustCommand::Status(args),
         } => trust_status_command(args).await,
-        Command::Ca { command } => crate::operator::run_ca(command),
-        Command::Cert { command } => crate::operator::run_cert(command),
-        Command::Quickstart(args) => crate::quickstart::run(&args),
+        Command::Ca { command } => crate::work::operator::run_ca(command),
+        Command::Cert { command } => crate::work::operator::run_cert(command),
+        Command::Quickstart(args) => crate::base::quickstart::run(&args),
         Command::Synth(args) => synth_command(&args),
         Command::Demo(args) => crate::demo::run(args).await,
         Command::Version => {
@@ -410,7 +410,7 @@ fn synth_command(args: &SynthArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("--out: cannot create {}", args.out.display()))?;
     let mut out = std::io::BufWriter::new(file);
     match args.kind {
-        SynthKind::Persons => crate::synth::write_persons(&mut out, args.count, args.seed)?,
+        SynthKind::Persons => crate::work::synth::write_persons(&mut out, args.count, args.seed)?,
     }
     std::io::Write::flush(&mut out)?;
     Ok(ExitCode::SUCCESS)
@@ -460,7 +460,7 @@ fn print_trust_status(status: &v1::TrustStatus, json: bool) {
 
 async fn reload_command(path: &Path) -> anyhow::Result<ExitCode> {
     let config = load_config(path)?;
-    let mut client = AdminClient::new(crate::client::connect_for_reload(&config).await?);
+    let mut client = AdminClient::new(crate::work::client::connect_for_reload(&config).await?);
     let reply = client
         .reload(v1::ReloadRequest {})
         .await
@@ -703,7 +703,7 @@ pub async fn import_csv(
         let mut rows = open(&request.file)?;
         tokio::task::spawn_blocking(move || {
             let mut errors = Vec::new();
-            let mut tally = crate::csv_rows::ParseTally::default();
+            let mut tally = crate::work::csv_rows::ParseTally::default();
             while let Some((line, row)) = rows.next_row() {
                 tally.record(line, row.is_ok());
                 if let Err(error) = row {
@@ -758,7 +758,7 @@ pub async fn import_csv(
                 })
                 .is_ok()
         };
-        let mut tally = crate::csv_rows::ParseTally::default();
+        let mut tally = crate::work::csv_rows::ParseTally::default();
         while let Some((line, row)) = rows.next_row() {
             tally.record(line, row.is_ok());
             if let Ok(record) = row {

@@ -32,11 +32,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use crate::client::connect;
-use crate::output::{lookup_json, lookup_text};
-use crate::quickstart::write_new_file;
-use crate::signals::shutdown_signal;
-use crate::synth::{self, Area, CouncilRecords, Jurisdiction, Service};
+use crate::base::output::{lookup_json, lookup_text};
+use crate::base::quickstart::write_new_file;
+use crate::base::signals::shutdown_signal;
+use crate::work::client::connect;
+use crate::work::synth::{self, Area, CouncilRecords, Jurisdiction, Service};
 use patchwork_server::base::config::NodeConfig;
 use patchwork_server::{Listeners, NodeError, run_with};
 

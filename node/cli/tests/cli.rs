@@ -714,7 +714,7 @@ fn peers_and_key_sets_change_on_reload_and_sighup() {
     assert_eq!(fingerprints(), 0);
 
     // The operator adds a key set and a peer, then reloads.
-    patchwork_cli::quickstart::write_new_file(
+    patchwork_cli::base::quickstart::write_new_file(
         &dir.join("england.key"),
         "ab".repeat(32).as_bytes(),
         true,

@@ -28,7 +28,7 @@ async fn write_until_killed(
     acknowledged: Arc<Mutex<Vec<String>>>,
     writer: usize,
 ) {
-    let Ok(channel) = patchwork_cli::client::connect(&config).await else {
+    let Ok(channel) = patchwork_cli::work::client::connect(&config).await else {
         return;
     };
     let mut directory = DirectoryClient::new(channel);
@@ -59,7 +59,7 @@ async fn write_until_killed(
 
 /// Looks Amelia up until the node dies; returns the lookup ids answered.
 async fn look_up_until_killed(config: NodeConfig, acknowledged: Arc<Mutex<Vec<String>>>) {
-    let Ok(channel) = patchwork_cli::client::connect(&config).await else {
+    let Ok(channel) = patchwork_cli::work::client::connect(&config).await else {
         return;
     };
     let mut directory = DirectoryClient::new(channel);
@@ -275,7 +275,7 @@ async fn an_import_killed_midway_is_whole_or_absent_after_restart() {
         let config = NodeConfig::load(&config_path).expect("config");
         let mut node = start(&config_arg, &config).await;
         let mut admin = AdminClient::new(
-            patchwork_cli::client::connect(&config)
+            patchwork_cli::work::client::connect(&config)
                 .await
                 .expect("connect"),
         );
@@ -297,7 +297,7 @@ async fn an_import_killed_midway_is_whole_or_absent_after_restart() {
             }
         }
         DirectoryClient::new(
-            patchwork_cli::client::connect(&config)
+            patchwork_cli::work::client::connect(&config)
                 .await
                 .expect("connect"),
         )
@@ -328,7 +328,7 @@ async fn an_import_killed_midway_is_whole_or_absent_after_restart() {
         );
         let mut node = start(&config_arg, &config).await;
         let mut admin = AdminClient::new(
-            patchwork_cli::client::connect(&config)
+            patchwork_cli::work::client::connect(&config)
                 .await
                 .expect("connect"),
         );

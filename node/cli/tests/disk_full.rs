@@ -105,7 +105,7 @@ async fn start(config_path: &str, config: &NodeConfig) -> Node {
 
 /// What the node's `grpc.health.v1` says overall (None: no answer).
 async fn health(config: &NodeConfig) -> Option<ServingStatus> {
-    let channel = patchwork_cli::client::connect(config).await.ok()?;
+    let channel = patchwork_cli::work::client::connect(config).await.ok()?;
     let answer = HealthClient::new(channel)
         .check(HealthCheckRequest {
             service: String::new(),
@@ -162,7 +162,7 @@ async fn write_until_refused(
     acknowledged: Arc<Mutex<Vec<String>>>,
 ) -> tonic::Status {
     let mut directory = DirectoryClient::new(
-        patchwork_cli::client::connect(&config)
+        patchwork_cli::work::client::connect(&config)
             .await
             .expect("connect"),
     );
@@ -258,7 +258,7 @@ async fn a_full_disk_refuses_writes_and_disclosures_and_a_restart_recovers() {
         ]);
     }
     let mut directory = DirectoryClient::new(
-        patchwork_cli::client::connect(&config)
+        patchwork_cli::work::client::connect(&config)
             .await
             .expect("connect"),
     );
@@ -388,7 +388,7 @@ async fn a_full_disk_refuses_writes_and_disclosures_and_a_restart_recovers() {
         acknowledged.len()
     );
     let mut directory = DirectoryClient::new(
-        patchwork_cli::client::connect(&config)
+        patchwork_cli::work::client::connect(&config)
             .await
             .expect("connect"),
     );

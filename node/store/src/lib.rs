@@ -32,6 +32,10 @@
 //! transaction); callers acknowledge a write only after [`Store::flush`];
 //! every write transaction holds the write gate shared (`Store::writing`), so
 //! a backup holding it exclusively sees every tree at one instant (`backup`).
+//!
+//! Layers (`.ci/module-cycles` holds them): `model` calls nothing else here;
+//! the root and the modules that extend `Store` with their trees sit on it;
+//! `backup`, which snapshots them all, is the top.
 
 use std::fs::File;
 use std::path::Path;

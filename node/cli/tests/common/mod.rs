@@ -71,7 +71,7 @@ pub(crate) fn quickstart(dir: &Path) -> PathBuf {
 /// ended ones too.
 pub(crate) async fn stored_involvements(config: &NodeConfig) -> HashSet<String> {
     let mut directory = DirectoryClient::new(
-        patchwork_cli::client::connect(config)
+        patchwork_cli::work::client::connect(config)
             .await
             .expect("connect"),
     );
@@ -112,7 +112,7 @@ pub(crate) async fn start(config_path: &str, config: &NodeConfig) -> Node {
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(channel) = patchwork_cli::client::connect(config).await
+        if let Ok(channel) = patchwork_cli::work::client::connect(config).await
             && AdminClient::new(channel)
                 .get_stats(v1::GetStatsRequest {})
                 .await

@@ -51,7 +51,9 @@ impl DirectoryService {
         Fut: Future<Output = Result<R, Status>>,
     {
         self.state.access.authorise(&request, Role::Records)?;
-        Ok(Response::new(handler(&self.state, request.into_inner()).await?))
+        Ok(Response::new(
+            handler(&self.state, request.into_inner()).await?,
+        ))
     }
 
     async fn read<T, F>(&self, work: F) -> Result<T, Status>
@@ -420,7 +422,8 @@ impl Directory for DirectoryService {
         &self,
         request: Request<v1::ConfirmInvolvementRequest>,
     ) -> DirectoryResult<v1::Involvement> {
-        self.as_records(request, super::family::confirm_involvement).await
+        self.as_records(request, super::family::confirm_involvement)
+            .await
     }
 
     #[instrument(skip_all)]
@@ -428,7 +431,8 @@ impl Directory for DirectoryService {
         &self,
         request: Request<v1::ListUnconfirmedInvolvementsRequest>,
     ) -> DirectoryResult<v1::ListUnconfirmedInvolvementsResponse> {
-        self.as_records(request, super::family::list_unconfirmed).await
+        self.as_records(request, super::family::list_unconfirmed)
+            .await
     }
 
     #[instrument(skip_all)]
@@ -444,7 +448,8 @@ impl Directory for DirectoryService {
         &self,
         request: Request<v1::UnlinkPersonsRequest>,
     ) -> DirectoryResult<v1::UnlinkPersonsResponse> {
-        self.as_records(request, super::family::unlink_persons).await
+        self.as_records(request, super::family::unlink_persons)
+            .await
     }
 
     #[instrument(skip_all)]

@@ -1005,9 +1005,11 @@ mod tests {
     fn synthetic_persons_import_cleanly() {
         let mut bytes = Vec::new();
         write_persons(&mut bytes, 500, 1).expect("write");
-        let mut rows =
-            crate::csv_rows::CsvRows::new(crate::csv_rows::CsvKind::Persons, bytes.as_slice())
-                .expect("header");
+        let mut rows = crate::work::csv_rows::CsvRows::new(
+            crate::work::csv_rows::CsvKind::Persons,
+            bytes.as_slice(),
+        )
+        .expect("header");
         let rules = patchwork_server::base::validate::Rules::new("nhs");
         let mut count = 0;
         while let Some((line, row)) = rows.next_row() {

@@ -227,7 +227,7 @@ pub(crate) fn run(args: &InitArgs) -> anyhow::Result<ExitCode> {
     // Never write a file `config check` would refuse for its own keys.
     let base = args.out.parent().unwrap_or_else(|| Path::new("."));
     NodeConfig::from_toml(&text, base).context("the config init would write is invalid")?;
-    crate::quickstart::write_new_file(&args.out, text.as_bytes(), false)?;
+    crate::base::quickstart::write_new_file(&args.out, text.as_bytes(), false)?;
     println!("wrote {} for {}", args.out.display(), args.identity);
     println!(
         "check it once its files are in place: patchwork config check --config {}",

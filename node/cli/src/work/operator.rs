@@ -31,7 +31,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::quickstart::write_new_file;
+use crate::base::quickstart::write_new_file;
 
 const CA_CERT: &str = "ca.crt";
 const CA_KEY: &str = "ca.key";
