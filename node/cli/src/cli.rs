@@ -26,7 +26,7 @@ use patchwork_server::base::validate::{FieldError, parse_iso_date};
 
 /// The version and the commit it was built from (`node/build.rs`; "unknown"
 /// when built without git), for `--version` and `patchwork version`.
-pub const VERSION: &str = concat!(
+pub(crate) const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (commit ",
     env!("PATCHWORK_COMMIT"),
@@ -172,7 +172,7 @@ pub struct ServeArgs {
     pub config: ConfigArg,
     /// Log one JSON object per line, whatever `[log] format` says.
     #[arg(long)]
-    pub log_json: bool,
+    pub(crate) log_json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -992,7 +992,7 @@ async fn import_command(args: ImportArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-pub fn import_json(report: &v1::ImportReport) -> serde_json::Value {
+pub(crate) fn import_json(report: &v1::ImportReport) -> serde_json::Value {
     serde_json::json!({
         "rows": report.rows,
         "valid_rows": report.valid_rows,
@@ -1365,7 +1365,7 @@ pub struct RestoreArgs {
     /// Restore a backup taken on a node with another identity than this
     /// config's certificate names.
     #[arg(long)]
-    pub allow_other_node: bool,
+    pub(crate) allow_other_node: bool,
     /// Print the result as JSON (for scripts) instead of text.
     #[arg(long)]
     pub json: bool,

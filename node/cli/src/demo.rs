@@ -61,7 +61,7 @@ pub struct DemoArgs {
     pub verbose: bool,
     /// Log as JSON lines instead of text.
     #[arg(long)]
-    pub log_json: bool,
+    pub(crate) log_json: bool,
     /// Synthetic persons per council (besides the shared child).
     #[arg(long, default_value_t = DEFAULT_PERSONS, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub persons: u32,
@@ -342,7 +342,7 @@ fn init_demo_logging(root: &Path, args: &DemoArgs) -> anyhow::Result<()> {
 }
 
 /// The demo's log, in its folder.
-pub const DEMO_LOG: &str = "demo.log";
+pub(crate) const DEMO_LOG: &str = "demo.log";
 
 /// Where progress goes: stdout, or stderr when stdout is for JSON.
 struct Say {

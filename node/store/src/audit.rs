@@ -24,7 +24,7 @@
 //! entries and the head, so concurrent appends chain one after another and a
 //! crash never leaves an entry without its head or the reverse. Appending
 //! does not flush: **if the audit cannot be written, nothing is disclosed**
-//! is the caller's duty — call [`Store::append_audit_durably`] and disclose
+//! is the caller's duty — call [`Store::append_audits_durably`] and disclose
 //! only once it returns `Ok`.
 //!
 //! Durable appends are group-written: callers queue their events, and one
@@ -299,7 +299,7 @@ impl AuditEvent {
     /// The local persons this event is about: what subject-access reports
     /// find it by (the person a lookup or a peer's question matched, the
     /// family members one disclosed about).
-    pub fn person_ids(&self) -> Vec<&str> {
+    pub(crate) fn person_ids(&self) -> Vec<&str> {
         match self {
             AuditEvent::LookupAnswered {
                 local_person_id, ..
@@ -499,7 +499,7 @@ pub(crate) fn now_unix_ms() -> i64 {
 
 impl Store {
     /// Appends `event` to the log and returns its entry. Not durable until
-    /// [`Store::flush`]: use [`Store::append_audit_durably`] before
+    /// [`Store::flush`]: use [`Store::append_audits_durably`] before
     /// disclosing anything.
     pub fn append_audit(&self, event: AuditEvent) -> Result<AuditEntry, StoreError> {
         let mut entries = self.append_audit_batch(std::slice::from_ref(&event), now_unix_ms())?;
@@ -584,15 +584,6 @@ impl Store {
                 hash,
             })
             .collect())
-    }
-
-    /// Appends `event` and makes it durable. What a handler calls before
-    /// disclosing anything: on `Err`, disclose nothing.
-    pub async fn append_audit_durably(&self, event: AuditEvent) -> Result<AuditEntry, StoreError> {
-        let mut entries = self.append_audits_durably(vec![event]).await?;
-        entries
-            .pop()
-            .ok_or_else(|| corrupt("an append returned no entry"))
     }
 
     /// Appends `events`, consecutively and in order, and makes them durable:
@@ -1144,11 +1135,11 @@ mod tests {
         // The leader stepped down cleanly: once the stray is gone, the next
         // caller gets a new one and its write lands.
         store.audit.remove(2u64.to_be_bytes()).expect("remove");
-        let entry = store
-            .append_audit_durably(asked(3, None))
+        let entries = store
+            .append_audits_durably(vec![asked(3, None)])
             .await
             .expect("append after a failure");
-        assert_eq!(entry.seq, 2);
+        assert_eq!(entries[0].seq, 2);
     }
 
     #[test]

@@ -35,11 +35,11 @@ use super::{Counts, FORMAT_V1, Store, StoreError, StoreOptions};
 use crate::AuditVerification;
 
 /// The first bytes of every backup file.
-pub const MAGIC: &[u8; 8] = b"PWBACKUP";
+pub(crate) const MAGIC: &[u8; 8] = b"PWBACKUP";
 /// The file format this binary writes, and the newest it reads.
-pub const FORMAT_VERSION: u16 = 1;
+pub(crate) const FORMAT_VERSION: u16 = 1;
 /// The trailing SHA-256.
-pub const DIGEST_LEN: usize = 32;
+pub(crate) const DIGEST_LEN: usize = 32;
 
 const TAG_TREE: u8 = b'T';
 const TAG_ENTRY: u8 = b'K';
@@ -99,7 +99,7 @@ fn file_error(path: &Path) -> impl FnOnce(io::Error) -> BackupError + '_ {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackupHeader {
     /// The format byte every stored record starts with.
-    pub store_format: u8,
+    pub(crate) store_format: u8,
     /// When the snapshot was taken, milliseconds since the Unix epoch.
     pub created_unix_ms: i64,
     /// The SPIFFE id of the node it was taken from.

@@ -61,7 +61,7 @@ pub fn check(data_dir: &Path) -> Result<(), DataDirError> {
 
 /// Makes `dir` and any missing parents 0700 (an existing one is left as
 /// it is).
-pub fn create_private(dir: &Path) -> Result<(), DataDirError> {
+pub(crate) fn create_private(dir: &Path) -> Result<(), DataDirError> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]

@@ -70,7 +70,7 @@ pub struct TeamEvent {
 /// A person's raised "increased attention" flag.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttentionFlag {
-    pub raised_by: String,
+    pub(crate) raised_by: String,
     pub reason: String,
     pub at_unix_seconds: i64,
 }
@@ -90,7 +90,7 @@ pub(super) type Teams = BTreeMap<String, BTreeMap<String, String>>;
 /// The trees an event is appended to, inside a transaction.
 pub(super) struct EventTrees<'a> {
     pub events: &'a TransactionalTree,
-    pub by_practitioner: &'a TransactionalTree,
+    pub(crate) by_practitioner: &'a TransactionalTree,
     pub meta: &'a TransactionalTree,
 }
 

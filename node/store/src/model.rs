@@ -30,7 +30,7 @@ pub fn today() -> Date {
 
 /// `2015-03-14` (the year in at least four digits, signed beyond 0-9999):
 /// how a date is written in reports and in the store.
-pub fn iso_date(date: Date) -> String {
+pub(crate) fn iso_date(date: Date) -> String {
     let (year, month, day) = (date.year(), u8::from(date.month()), date.day());
     if (0..=9999).contains(&year) {
         format!("{year:04}-{month:02}-{day:02}")
@@ -274,7 +274,7 @@ pub enum Relationship {
 
 impl Relationship {
     /// The same link seen from the other person.
-    pub fn inverse(self) -> Relationship {
+    pub(crate) fn inverse(self) -> Relationship {
         match self {
             Relationship::Parent => Relationship::Child,
             Relationship::Child => Relationship::Parent,

@@ -18,7 +18,7 @@ use patchwork_server::{NodeError, read_private_key};
 
 /// The address the CLI dials: `cli.address`, else `api.listen` with a
 /// wildcard address replaced by loopback.
-pub fn cli_address(config: &NodeConfig) -> SocketAddr {
+pub(crate) fn cli_address(config: &NodeConfig) -> SocketAddr {
     if let Some(address) = config.cli.address {
         return address;
     }
@@ -56,7 +56,7 @@ pub async fn connect(config: &NodeConfig) -> Result<Channel, ConnectError> {
 /// counted there. The CRLs are left out of checking the node's own certificate (the CA
 /// and its identity still are checked) — the node is on this machine and the CLI
 /// already holds its key.
-pub async fn connect_for_reload(config: &NodeConfig) -> Result<Channel, ConnectError> {
+pub(crate) async fn connect_for_reload(config: &NodeConfig) -> Result<Channel, ConnectError> {
     connect_checking(config, false).await
 }
 

@@ -63,7 +63,7 @@ impl CsvKind {
         }
     }
 
-    pub fn record_kind(self) -> v1::RecordKind {
+    pub(crate) fn record_kind(self) -> v1::RecordKind {
         match self {
             CsvKind::Persons => v1::RecordKind::Person,
             CsvKind::Practitioners => v1::RecordKind::Practitioner,
@@ -133,7 +133,7 @@ impl Columns {
 }
 
 /// One data row: its line in the file and the record, or what is wrong with it.
-pub type CsvRow = (u64, Result<Record, FieldError>);
+pub(crate) type CsvRow = (u64, Result<Record, FieldError>);
 
 pub struct CsvRows<R: Read> {
     kind: CsvKind,
@@ -159,7 +159,7 @@ impl<R: Read> CsvRows<R> {
     }
 
     /// Bytes read so far, for progress.
-    pub fn bytes_read(&self) -> u64 {
+    pub(crate) fn bytes_read(&self) -> u64 {
         self.reader.position().byte()
     }
 
@@ -287,7 +287,7 @@ fn token(text: &str) -> String {
     text.trim().to_ascii_lowercase().replace(['-', ' '], "_")
 }
 
-pub fn parse_sector(text: &str) -> Result<v1::Sector, FieldError> {
+pub(crate) fn parse_sector(text: &str) -> Result<v1::Sector, FieldError> {
     use v1::Sector as S;
     Ok(match token(text).as_str() {
         "social_care" => S::SocialCare,
@@ -309,7 +309,7 @@ pub fn parse_sector(text: &str) -> Result<v1::Sector, FieldError> {
     })
 }
 
-pub fn parse_sensitivity(text: &str) -> Result<v1::Sensitivity, FieldError> {
+pub(crate) fn parse_sensitivity(text: &str) -> Result<v1::Sensitivity, FieldError> {
     Ok(match token(text).as_str() {
         "standard" => v1::Sensitivity::Standard,
         "restricted" => v1::Sensitivity::Restricted,
@@ -330,7 +330,7 @@ pub fn parse_sensitivity(text: &str) -> Result<v1::Sensitivity, FieldError> {
 /// disagree the file changed in between, and rows the operator was never
 /// told about would be dropped or sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ParseTally {
+pub(crate) struct ParseTally {
     pub rows: u64,
     pub bad_rows: u64,
     /// FNV-1a over the bad rows' line numbers, in order: two passes with
@@ -353,7 +353,7 @@ impl ParseTally {
     const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
     /// Counts one row at `line`, parsed or not.
-    pub fn record(&mut self, line: u64, parsed: bool) {
+    pub(crate) fn record(&mut self, line: u64, parsed: bool) {
         self.rows += 1;
         if !parsed {
             self.bad_rows += 1;
@@ -365,14 +365,14 @@ impl ParseTally {
     }
 
     /// Whether a second pass saw the same file as the first.
-    pub fn same_as(&self, first: &ParseTally) -> bool {
+    pub(crate) fn same_as(&self, first: &ParseTally) -> bool {
         self == first
     }
 }
 
 /// The CSV column a node-side field path refers to
 /// (`national_id.value` → `national_id`, `gatekeeper.phone` → `gatekeeper_phone`).
-pub fn column_of(field: &str) -> String {
+pub(crate) fn column_of(field: &str) -> String {
     match field {
         "national_id.value" => "national_id".into(),
         other => other.replace('.', "_"),

@@ -113,7 +113,7 @@ pub struct ExpectedIdentity {
     pub node_id: Option<String>,
     /// Refuse the request unless it is for this local client name.
     #[arg(long)]
-    pub client_id: Option<String>,
+    pub(crate) client_id: Option<String>,
 }
 
 impl ExpectedIdentity {
@@ -235,7 +235,7 @@ pub struct RequestedIdentity {
     /// A local API client's name within the trust domain, e.g. `portal`; the node
     /// allows it by spiffe://<trust-domain>/client/<client-id> in its [api] clients.
     #[arg(long, requires = "trust_domain")]
-    pub client_id: Option<String>,
+    pub(crate) client_id: Option<String>,
 }
 
 impl RequestedIdentity {

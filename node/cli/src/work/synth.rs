@@ -233,24 +233,24 @@ pub enum Jurisdiction {
 
 /// The identifier scheme synthetic Victorian persons carry (an Individual
 /// Healthcare Identifier; kept opaque by the node).
-pub const VICTORIA_ID_SCHEME: &str = "ihi";
+pub(crate) const VICTORIA_ID_SCHEME: &str = "ihi";
 
 /// Where a synthetic council is: what makes its records look local.
 #[derive(Debug, Clone, Copy)]
 pub struct Area {
     /// Starts every record id, e.g. "SCC" (ids look like `SCC-P-00042`).
-    pub id_prefix: &'static str,
+    pub(crate) id_prefix: &'static str,
     /// The short name organisations are named after, e.g. "Surrey".
     pub name: &'static str,
     pub jurisdiction: Jurisdiction,
     /// Towns (or suburbs) with their postcode district (England, e.g. "GU")
     /// or postcode (Victoria, e.g. "3051").
-    pub towns: &'static [(&'static str, &'static str)],
+    pub(crate) towns: &'static [(&'static str, &'static str)],
     /// Every phone number is this stem and `phone_digits` random digits.
-    pub phone_stem: &'static str,
-    pub phone_digits: u32,
+    pub(crate) phone_stem: &'static str,
+    pub(crate) phone_digits: u32,
     /// Practitioners' email domain (under `.example`: never a real mailbox).
-    pub email_domain: &'static str,
+    pub(crate) email_domain: &'static str,
 }
 
 /// The kinds of organisation every synthetic council has.
@@ -652,13 +652,16 @@ impl CouncilRecords {
     }
 
     /// The first practitioner working in `service`.
-    pub fn practitioner_for(&self, service: Service) -> Option<&v1::Practitioner> {
+    pub(crate) fn practitioner_for(&self, service: Service) -> Option<&v1::Practitioner> {
         let index = *self.staff.get(&service)?.first()?;
         self.practitioners.get(index)
     }
 
     /// The organisation a practitioner works for.
-    pub fn organisation_of(&self, practitioner: &v1::Practitioner) -> Option<&v1::Organisation> {
+    pub(crate) fn organisation_of(
+        &self,
+        practitioner: &v1::Practitioner,
+    ) -> Option<&v1::Organisation> {
         self.organisations
             .iter()
             .find(|o| o.id == practitioner.organisation_id)
@@ -676,14 +679,14 @@ impl CouncilRecords {
     }
 
     /// The id the next person added gets.
-    pub fn next_person_id(&self) -> String {
+    pub(crate) fn next_person_id(&self) -> String {
         format!("{}-P-{:05}", self.area.id_prefix, self.persons.len() + 1)
     }
 
     /// Records that the first practitioner of `service` works with
     /// `person_id` from `start` (until `end`, if it ended). `None` if nobody
     /// here works in that service.
-    pub fn add_involvement(
+    pub(crate) fn add_involvement(
         &mut self,
         person_id: &str,
         service: Service,
@@ -757,7 +760,7 @@ fn mailbox_part(name: &str) -> String {
 
 /// An NHS number in the range the NHS keeps for testing (999 ...), with a
 /// valid check digit: it can never be a real person's.
-pub fn nhs_test_number(rng: &mut StdRng) -> String {
+pub(crate) fn nhs_test_number(rng: &mut StdRng) -> String {
     loop {
         let mut digits = vec![9, 9, 9];
         digits.extend((0..6).map(|_| rng.random_range(0..10u32)));

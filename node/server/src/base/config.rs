@@ -83,7 +83,7 @@ pub struct WebhookEntry {
 /// whitespace (the URL parser would silently drop CR, LF and tab, and a
 /// hand-built request would send them: header injection). Returns the
 /// parsed URL or the message for `webhooks[i].url`.
-pub fn parse_webhook_url(text: &str, allow_http: bool) -> Result<url::Url, String> {
+pub(crate) fn parse_webhook_url(text: &str, allow_http: bool) -> Result<url::Url, String> {
     if let Some(bad) = text.chars().find(|c| c.is_control() || c.is_whitespace()) {
         return Err(format!(
             "must not contain whitespace or control characters (found U+{:04X})",
@@ -180,7 +180,7 @@ fn default_true() -> bool {
 
 /// Why a listen address must be an IP literal, in the words an operator
 /// sees (shared with `patchwork config init`).
-pub const LISTEN_ADDRESS_RULE: &str = "must be an IP address and port, such as 0.0.0.0:7443, \
+pub(crate) const LISTEN_ADDRESS_RULE: &str = "must be an IP address and port, such as 0.0.0.0:7443, \
      10.1.2.3:7443 or [::]:7443; host names are not accepted (a name can resolve \
      to several addresses, or change, and the node listens on exactly one)";
 
@@ -209,7 +209,7 @@ pub struct FederationSection {
     pub default_deadline_ms: u32,
     /// Peer calls in flight at once across all lookups.
     #[serde(default = "default_max_concurrent_calls")]
-    pub max_concurrent_calls: usize,
+    pub(crate) max_concurrent_calls: usize,
     /// How long a peer that failed several lookups in a row is skipped
     /// before one trial call (its circuit breaker's cool-down, ms).
     #[serde(default = "default_breaker_cool_down_ms")]
@@ -277,7 +277,7 @@ impl Default for EnumerationSection {
 
 impl EnumerationSection {
     /// The policy these settings describe (validated).
-    pub fn policy(&self) -> patchwork_federation::hostile::EnumerationPolicy {
+    pub(crate) fn policy(&self) -> patchwork_federation::hostile::EnumerationPolicy {
         patchwork_federation::hostile::EnumerationPolicy {
             windows: self
                 .windows
@@ -295,7 +295,7 @@ impl EnumerationSection {
     }
 
     /// The settings in the config's words, for a reload's report.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let windows: Vec<String> = self
             .windows
             .iter()
@@ -413,7 +413,7 @@ pub struct NodeSection {
     /// Involvements not confirmed for this many days are listed by
     /// `ListUnconfirmedInvolvements` (when the request names no period), 1-3650.
     #[serde(default = "default_confirm_after_days")]
-    pub confirm_after_days: u32,
+    pub(crate) confirm_after_days: u32,
 }
 
 fn default_confirm_after_days() -> u32 {
@@ -451,7 +451,7 @@ pub struct TlsSection {
     /// sockets hold a handshake slot for this long, not the full timeout
     /// (never longer than `handshake_timeout_ms`).
     #[serde(default = "default_client_hello_timeout_ms")]
-    pub client_hello_timeout_ms: u64,
+    pub(crate) client_hello_timeout_ms: u64,
     /// Handshakes in progress at once, in all (connections beyond it are
     /// closed at once).
     #[serde(default = "default_max_handshakes")]
@@ -468,7 +468,7 @@ pub struct TlsSection {
     /// Further source addresses given the reserved slots, e.g. a peer whose
     /// connections come from another address than the one it listens on.
     #[serde(default)]
-    pub priority_sources: Vec<IpAddr>,
+    pub(crate) priority_sources: Vec<IpAddr>,
 }
 
 fn default_handshake_timeout_ms() -> u64 {
@@ -540,7 +540,7 @@ pub enum Role {
 
 impl Role {
     /// As the config writes it: `records`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         self.into()
     }
 }
@@ -567,12 +567,12 @@ pub struct ApiSection {
     /// Requests served at once on one connection; also the HTTP/2 streams a
     /// client may open on it at once (more are refused by HTTP/2 itself).
     #[serde(default = "default_concurrency")]
-    pub max_concurrent_requests_per_connection: usize,
+    pub(crate) max_concurrent_requests_per_connection: usize,
     /// `grpc.health.v1.Health/Watch` streams open at once, in all (health
     /// answers any caller the trust bundle accepts); more are refused
     /// RESOURCE_EXHAUSTED.
     #[serde(default = "default_max_health_watches")]
-    pub max_health_watches: usize,
+    pub(crate) max_health_watches: usize,
     /// Of those, the most one caller identity may hold open, over any
     /// number of connections.
     #[serde(default = "default_max_health_watches_per_identity")]

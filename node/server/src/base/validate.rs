@@ -32,7 +32,7 @@ impl FieldError {
     }
 }
 
-pub type Validated<T> = Result<T, FieldError>;
+pub(crate) type Validated<T> = Result<T, FieldError>;
 
 /// What validation needs to know about the world: today's date in UTC (for
 /// "not in the future") and the node's default identifier scheme.
@@ -40,7 +40,7 @@ pub type Validated<T> = Result<T, FieldError>;
 pub struct Rules {
     /// Today in UTC; see [`Rules::latest_date`] for what "the future" means.
     pub today: Date,
-    pub default_scheme: String,
+    pub(crate) default_scheme: String,
 }
 
 impl Rules {
@@ -61,15 +61,15 @@ impl Rules {
     }
 }
 
-pub const MAX_ID: usize = 64;
+pub(crate) const MAX_ID: usize = 64;
 pub const MAX_NAME: usize = 100;
-pub const MAX_ORGANISATION_NAME: usize = 200;
-pub const MAX_ADDRESS: usize = 300;
-pub const MAX_EMAIL: usize = 254;
-pub const MAX_REASON: usize = 500;
-pub const MIN_REASON: usize = 10;
-pub const MAX_END_REASON: usize = 200;
-pub const EARLIEST_YEAR: i32 = 1900;
+pub(crate) const MAX_ORGANISATION_NAME: usize = 200;
+pub(crate) const MAX_ADDRESS: usize = 300;
+pub(crate) const MAX_EMAIL: usize = 254;
+pub(crate) const MAX_REASON: usize = 500;
+pub(crate) const MIN_REASON: usize = 10;
+pub(crate) const MAX_END_REASON: usize = 200;
+pub(crate) const EARLIEST_YEAR: i32 = 1900;
 
 /// Joins a field name onto a path prefix.
 pub fn path(prefix: &str, name: &str) -> String {
@@ -130,7 +130,7 @@ pub fn required_text(value: &str, field: &str, max: usize) -> Validated<String> 
     checked_text(value, field, max)?.ok_or_else(|| FieldError::new(field, "is required"))
 }
 
-pub fn optional_text(value: &str, field: &str, max: usize) -> Validated<Option<String>> {
+pub(crate) fn optional_text(value: &str, field: &str, max: usize) -> Validated<Option<String>> {
     checked_text(value, field, max)
 }
 
@@ -157,7 +157,7 @@ pub fn date(value: &v1::Date, field: &str) -> Validated<Date> {
         .ok_or_else(|| FieldError::new(field, "is not a calendar date"))
 }
 
-pub fn past_date(value: &v1::Date, field: &str, rules: &Rules) -> Validated<Date> {
+pub(crate) fn past_date(value: &v1::Date, field: &str, rules: &Rules) -> Validated<Date> {
     let date = date(value, field)?;
     if date > rules.latest_date() {
         return Err(FieldError::new(field, "is in the future"));
@@ -165,7 +165,7 @@ pub fn past_date(value: &v1::Date, field: &str, rules: &Rules) -> Validated<Date
     Ok(date)
 }
 
-pub fn optional_past_date(
+pub(crate) fn optional_past_date(
     value: Option<&v1::Date>,
     field: &str,
     rules: &Rules,
@@ -551,7 +551,7 @@ pub fn parse_iso_date(text: &str, field: &str) -> Validated<v1::Date> {
 }
 
 /// Most blinded keys a peer's query may carry.
-pub const MAX_MATCH_KEYS: usize = 32;
+pub(crate) const MAX_MATCH_KEYS: usize = 32;
 
 /// A peer's query id: 1-64 characters of A-Z a-z 0-9 - (a UUID fits).
 pub fn request_id(value: &str, field: &str) -> Validated<()> {

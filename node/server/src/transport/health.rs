@@ -194,7 +194,7 @@ pub(crate) struct WatchLimits {
     /// In all.
     pub total: usize,
     /// From one caller identity (over any number of connections).
-    pub per_identity: usize,
+    pub(crate) per_identity: usize,
 }
 
 /// `grpc.health.v1.Health` with its `Watch` streams bounded: each open

@@ -56,7 +56,7 @@ const CODE_CANCELLED: usize = 1;
 const CODE_UNKNOWN: usize = 2;
 
 /// A peer's outcome in one lookup, as `Directory.Lookup` reports it.
-pub const PEER_OUTCOMES: [&str; 7] = [
+pub(crate) const PEER_OUTCOMES: [&str; 7] = [
     "matched",
     "no_match",
     "ambiguous",
@@ -69,7 +69,7 @@ pub const PEER_OUTCOMES: [&str; 7] = [
 /// Why a connection got no TLS session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
 #[strum(serialize_all = "snake_case")]
-pub enum HandshakeRefusal {
+pub(crate) enum HandshakeRefusal {
     /// The handshake failed: unknown CA, revoked or expired certificate,
     /// no client certificate, wrong protocol ...
     Refused,
@@ -321,7 +321,7 @@ impl Metrics {
     /// Series for `peers` not configured before (a reload that adds peers),
     /// zeros included: a configured peer's series exist before its first
     /// call, so an alert on them needs no absent() guard.
-    pub fn add_peers(&self, peers: impl IntoIterator<Item = SpiffeId>) {
+    pub(crate) fn add_peers(&self, peers: impl IntoIterator<Item = SpiffeId>) {
         let mut known = self.peers.write();
         for peer in peers {
             if known.contains_key(&peer) {
@@ -381,7 +381,7 @@ impl Metrics {
 
     /// A peer's outcome in one lookup (one of [`PEER_OUTCOMES`]; anything
     /// else counts as "error").
-    pub fn peer_outcome(&self, peer: &SpiffeId, outcome: &str) {
+    pub(crate) fn peer_outcome(&self, peer: &SpiffeId, outcome: &str) {
         let outcome = PEER_OUTCOMES
             .iter()
             .find(|known| **known == outcome)
@@ -395,7 +395,7 @@ impl Metrics {
     }
 
     /// How long a call to a peer took (calls that were made only).
-    pub fn peer_latency(&self, peer: &SpiffeId, elapsed: Duration) {
+    pub(crate) fn peer_latency(&self, peer: &SpiffeId, elapsed: Duration) {
         self.peer_latency
             .get_or_create(&self.peer(peer))
             .observe(elapsed.as_secs_f64());
@@ -408,20 +408,20 @@ impl Metrics {
 
     /// A federation query from an identity with no agreement (not labelled
     /// by identity: callers, not the config, would choose the label).
-    pub fn unagreed_refused(&self) {
+    pub(crate) fn unagreed_refused(&self) {
         self.unagreed_refused.inc();
     }
 
     /// A peer whose queries began to look like enumeration (alerted once
     /// each time it crosses the threshold).
-    pub fn enumeration_alert(&self, peer: &SpiffeId) {
+    pub(crate) fn enumeration_alert(&self, peer: &SpiffeId) {
         self.peer_enumeration_alerts
             .get_or_create(&self.peer(peer))
             .inc();
     }
 
     /// A connection that got no TLS session.
-    pub fn handshake_refused(&self, reason: HandshakeRefusal) {
+    pub(crate) fn handshake_refused(&self, reason: HandshakeRefusal) {
         self.handshakes_refused
             .get_or_create(&RefusalLabels {
                 reason: reason.into(),
@@ -430,7 +430,7 @@ impl Metrics {
     }
 
     /// A connection that got a TLS session.
-    pub fn handshake_accepted(&self) {
+    pub(crate) fn handshake_accepted(&self) {
         self.handshakes_accepted.inc();
     }
 
@@ -447,12 +447,12 @@ impl Metrics {
 /// "trailers-only" (grpc-status in the response headers); everything else
 /// carries grpc-status in the trailers, which the wrapped body watches for.
 #[derive(Debug, Clone)]
-pub struct MetricsLayer {
+pub(crate) struct MetricsLayer {
     metrics: Arc<Metrics>,
 }
 
 impl MetricsLayer {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
         MetricsLayer { metrics }
     }
 }
@@ -469,7 +469,7 @@ impl<S> tower::Layer<S> for MetricsLayer {
 }
 
 #[derive(Debug, Clone)]
-pub struct MetricsService<S> {
+pub(crate) struct MetricsService<S> {
     inner: S,
     metrics: Arc<Metrics>,
 }
@@ -549,7 +549,7 @@ where
 /// A response body that records its call when the trailers pass (or when
 /// it is dropped unfinished: the client went away).
 #[derive(Debug)]
-pub struct ObservedBody<B> {
+pub(crate) struct ObservedBody<B> {
     inner: B,
     pending: Option<InFlight>,
 }

@@ -145,7 +145,7 @@ impl TlsMaterial {
 
     /// Logs how long each certificate, CA and CRL has left; warns when one
     /// is close to its end.
-    pub fn log_expiries(&self) {
+    pub(crate) fn log_expiries(&self) {
         let now = OffsetDateTime::now_utc();
         for expiry in &self.expiries {
             let days_left = expiry.days_left(now);
@@ -277,7 +277,7 @@ impl TlsState {
         }
     }
 
-    pub fn reloads_refused(&self) -> u64 {
+    pub(crate) fn reloads_refused(&self) -> u64 {
         self.reloads_refused.load(Ordering::SeqCst)
     }
 
@@ -296,7 +296,7 @@ impl TlsState {
     /// Re-reads and checks every file without putting anything in force:
     /// the first half of a reload, which may still be refused for another
     /// reason (see `crate::work::reload`).
-    pub fn load_checked(&self) -> Result<TlsMaterial, NodeError> {
+    pub(crate) fn load_checked(&self) -> Result<TlsMaterial, NodeError> {
         let material = TlsMaterial::load(&self.section)?;
         let old_identity = self.current().own.identity().clone();
         if material.own.identity() != &old_identity {
@@ -322,7 +322,7 @@ impl TlsState {
 /// Who is on the other end of one connection, as its verified certificate says.
 #[derive(Debug, Clone)]
 pub struct PeerConnection {
-    pub remote_addr: SocketAddr,
+    pub(crate) remote_addr: SocketAddr,
     /// The identity in the client certificate, or why it has none we accept.
     pub identity: Result<SpiffeId, String>,
     pub not_after: Option<OffsetDateTime>,
@@ -338,7 +338,7 @@ impl PeerConnection {
     /// material in force: still valid now, and — if the trust bundle changed
     /// or a CRL reached its nextUpdate since it was last checked — passing
     /// the bundle now (an expired CRL fails closed).
-    pub fn still_trusted(&self, tls: &TlsState) -> Result<(), String> {
+    pub(crate) fn still_trusted(&self, tls: &TlsState) -> Result<(), String> {
         let now = OffsetDateTime::now_utc();
         if self.not_after.is_some_and(|t| t < now) {
             return Err("the client certificate has expired".into());
@@ -458,9 +458,9 @@ fn peer_connection(
 #[derive(Debug, Clone)]
 pub struct HandshakeLimits {
     /// For the whole handshake, ClientHello included.
-    pub handshake_timeout: Duration,
+    pub(crate) handshake_timeout: Duration,
     /// For the ClientHello: a socket that has not sent it by then is idle.
-    pub client_hello_timeout: Duration,
+    pub(crate) client_hello_timeout: Duration,
     /// Handshakes in progress at once, in all.
     pub total: usize,
     /// Of `total`, the slots only priority sources may take.
@@ -509,7 +509,7 @@ impl PrioritySources {
     /// once, and to what each "host:port" of `peer_addresses` resolves to,
     /// now and every [`PRIORITY_REFRESH_INTERVAL`]. A name that fails to
     /// resolve keeps what it resolved to last.
-    pub fn spawn_refresh(
+    pub(crate) fn spawn_refresh(
         &self,
         fixed: Vec<IpAddr>,
         mut peer_addresses: tokio::sync::watch::Receiver<Vec<String>>,

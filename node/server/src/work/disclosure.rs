@@ -49,7 +49,7 @@ pub(crate) fn disclose(
 /// member, theirs.
 #[derive(Debug, Default)]
 pub(crate) struct DisclosedIds {
-    pub involvement_ids: Vec<String>,
+    pub(crate) involvement_ids: Vec<String>,
     pub family: Vec<FamilyMemberDisclosed>,
 }
 

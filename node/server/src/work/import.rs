@@ -476,7 +476,7 @@ pub(crate) struct ImportProgress {
     /// Rows received and checked so far.
     pub checked: AtomicU64,
     /// Rows to write, once the upload has ended (0 before).
-    pub to_write: AtomicU64,
+    pub(crate) to_write: AtomicU64,
     pub written: AtomicU64,
 }
 

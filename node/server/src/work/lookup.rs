@@ -44,7 +44,7 @@ pub(crate) struct LookupQuestion {
     pub caller: Caller,
     pub subject: Demographics,
     pub purpose: Purpose,
-    pub requester_id: String,
+    pub(crate) requester_id: String,
     pub local_only: bool,
     /// 0: the node's default.
     pub peer_deadline_ms: u32,

@@ -38,7 +38,7 @@ pub struct Question<Q> {
 
 /// A peer's outcome in the API's words: its answer, or the outcome and
 /// detail that say why there is none. `deadline` is the one the call had.
-pub fn settled<R>(
+pub(crate) fn settled<R>(
     outcome: PeerOutcome<R>,
     deadline: Duration,
 ) -> Result<R, (v1::NodeOutcome, String)> {
@@ -73,7 +73,7 @@ pub(crate) fn outcome_word(outcome: v1::NodeOutcome) -> &'static str {
 
 /// A peer's match status (a query's or a subscription's) as the outcome
 /// the API reports; an unknown one is an error, named.
-pub fn match_outcome(status: i32) -> Result<v1::NodeOutcome, String> {
+pub(crate) fn match_outcome(status: i32) -> Result<v1::NodeOutcome, String> {
     match v1::MatchStatus::try_from(status) {
         Ok(v1::MatchStatus::Matched) => Ok(v1::NodeOutcome::Matched),
         Ok(v1::MatchStatus::NoMatch) => Ok(v1::NodeOutcome::NoMatch),
@@ -83,7 +83,7 @@ pub fn match_outcome(status: i32) -> Result<v1::NodeOutcome, String> {
 }
 
 /// Polls a peer may make a minute (its node polls every few seconds).
-pub const POLLS_PER_MINUTE: u32 = 60;
+pub(crate) const POLLS_PER_MINUTE: u32 = 60;
 
 /// How long connecting to a peer may take (within a lookup's deadline).
 const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -97,7 +97,7 @@ fn key_error(key: String, message: impl Into<String>) -> NodeError {
 
 /// Reads every key set's secret: hex, at least 32 bytes, a file only this
 /// node's user can read.
-pub fn load_key_sets(section: &FederationSection) -> Result<Vec<KeySet>, NodeError> {
+pub(crate) fn load_key_sets(section: &FederationSection) -> Result<Vec<KeySet>, NodeError> {
     let mut sets = Vec::with_capacity(section.key_sets.len());
     for (i, entry) in section.key_sets.iter().enumerate() {
         let key = format!("federation.key_sets[{i}].secret_file");
@@ -145,7 +145,7 @@ fn read_secret_hex(path: &Path) -> Result<Vec<u8>, String> {
 pub struct Federation {
     pub registry: PeerRegistry,
     key_sets: HashMap<String, KeySet>,
-    pub default_deadline: Duration,
+    pub(crate) default_deadline: Duration,
     /// Peer calls in flight across all lookups.
     pub slots: Arc<Semaphore>,
     /// Each peer's circuit breaker (lookups skip a peer that keeps failing).
@@ -155,7 +155,7 @@ pub struct Federation {
     tls: Arc<TlsState>,
     channels: PeerChannels,
     /// Peers' key-set fingerprints, compared before each lookup.
-    pub peer_fingerprints: Arc<patchwork_federation::keycheck::PeerFingerprints>,
+    pub(crate) peer_fingerprints: Arc<patchwork_federation::keycheck::PeerFingerprints>,
     /// The config section it was made from, to tell what a reload changes.
     section: FederationSection,
 }
@@ -313,7 +313,11 @@ impl Federation {
     /// does), the circuit breakers and the call slots (unless their
     /// settings changed), and peers' fingerprints (unless a key set
     /// changed).
-    pub fn succeeded_by(&self, section: &FederationSection, key_sets: Vec<KeySet>) -> Federation {
+    pub(crate) fn succeeded_by(
+        &self,
+        section: &FederationSection,
+        key_sets: Vec<KeySet>,
+    ) -> Federation {
         let mut next = Federation::new(section, key_sets, self.tls.clone());
         let peers = peers_of(section)
             .into_iter()
@@ -348,7 +352,7 @@ impl Federation {
     /// What changed from this federation to `next`, one line each, in words
     /// an operator and a data-protection officer read (never a secret: key
     /// sets by fingerprint).
-    pub fn changes_to(&self, next: &Federation) -> Vec<String> {
+    pub(crate) fn changes_to(&self, next: &Federation) -> Vec<String> {
         let mut changes = Vec::new();
         let ours: HashMap<&SpiffeId, &Arc<Peer>> = self
             .registry
@@ -470,7 +474,10 @@ impl Federation {
 
     /// `channel`, with where its connections note TLS errors (a lookup names a
     /// peer's handshake refusal from them).
-    pub fn channel_and_tls_errors(&self, peer: &Peer) -> Result<(Channel, TlsErrors), String> {
+    pub(crate) fn channel_and_tls_errors(
+        &self,
+        peer: &Peer,
+    ) -> Result<(Channel, TlsErrors), String> {
         let client_config = || {
             let material = self.tls.current();
             patchwork_certs::client_config(
@@ -529,7 +536,7 @@ fn describe_agreement(peer: &Peer) -> String {
 /// [`FederationHandle::current`] and uses it throughout, so it never mixes
 /// an old agreement with a new key set.
 #[derive(Debug)]
-pub struct FederationHandle {
+pub(crate) struct FederationHandle {
     current: arc_swap::ArcSwap<Federation>,
     /// Peers' recent queries: outlives reloads (a reload must not wipe the
     /// record of a sweep in progress); takes each new federation's rules.
@@ -537,7 +544,7 @@ pub struct FederationHandle {
 }
 
 impl FederationHandle {
-    pub fn new(federation: Federation) -> Self {
+    pub(crate) fn new(federation: Federation) -> Self {
         FederationHandle {
             enumeration_watch: Arc::new(patchwork_federation::hostile::EnumerationWatch::new(
                 federation.enumeration.clone(),
@@ -546,11 +553,11 @@ impl FederationHandle {
         }
     }
 
-    pub fn current(&self) -> Arc<Federation> {
+    pub(crate) fn current(&self) -> Arc<Federation> {
         self.current.load_full()
     }
 
-    pub fn enumeration_watch(&self) -> &patchwork_federation::hostile::EnumerationWatch {
+    pub(crate) fn enumeration_watch(&self) -> &patchwork_federation::hostile::EnumerationWatch {
         &self.enumeration_watch
     }
 

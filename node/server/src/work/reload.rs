@@ -72,7 +72,7 @@ pub(crate) struct ReloadParts {
     pub store: Arc<OnceLock<Store>>,
     pub health: Health,
     pub metrics: Arc<Metrics>,
-    pub peer_addresses: tokio::sync::watch::Sender<Vec<String>>,
+    pub(crate) peer_addresses: tokio::sync::watch::Sender<Vec<String>>,
 }
 
 /// The peers' "host:port" addresses in `config`.

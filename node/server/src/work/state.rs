@@ -22,15 +22,15 @@ pub(crate) struct NodeState {
     /// Peers, agreements and key sets in force (a reload swaps them).
     pub federation: Arc<crate::work::peers::FederationHandle>,
     /// `patchwork reload` (and SIGHUP) put a changed config in force.
-    pub reloader: Arc<crate::work::reload::Reloader>,
+    pub(crate) reloader: Arc<crate::work::reload::Reloader>,
     pub node_identity: SpiffeId,
     pub display_name: String,
     pub default_id_scheme: String,
     /// `[node] confirm_after_days`: when an involvement counts as unconfirmed.
-    pub confirm_after_days: u32,
+    pub(crate) confirm_after_days: u32,
     /// Where imports spool validated rows (their journals, see `import`)
     /// and backups their snapshots (unnamed temporary files).
-    pub spool_dir: std::path::PathBuf,
+    pub(crate) spool_dir: std::path::PathBuf,
     /// Imports running now, for `GetStats`.
     pub imports: Arc<crate::work::import::RunningImports>,
     /// What grpc.health.v1 reports; handlers flag store failures here.

@@ -33,7 +33,7 @@ use patchwork_store::{TeamEvent, TeamEventKind};
 pub(crate) struct SubscribeQuestion {
     pub subject: Demographics,
     pub purpose: Purpose,
-    pub requester_id: String,
+    pub(crate) requester_id: String,
     /// Empty: every agreed peer.
     pub peers: Vec<String>,
     pub ttl_days: u32,
