@@ -176,15 +176,7 @@ fn postcode(rng: &mut StdRng, area: &str) -> String {
 pub fn write_persons(out: &mut impl Write, count: u64, seed: u64) -> std::io::Result<()> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut csv = csv::Writer::from_writer(out);
-    csv.write_record([
-        "id",
-        "given_name",
-        "family_name",
-        "date_of_birth",
-        "postcode",
-        "address",
-        "national_id",
-    ])?;
+    csv.write_record(crate::work::csv_rows::CsvKind::Persons.columns().0)?;
     for n in 0..count {
         let (town, area) = TOWNS[rng.random_range(0..TOWNS.len())];
         let given = pick(&mut rng, GIVEN);

@@ -56,6 +56,59 @@ impl DirectoryService {
         ))
     }
 
+    /// Create and Update of a person: the same checks, one write mode apart.
+    async fn put_person(
+        &self,
+        person: Option<v1::Person>,
+        mode: WriteMode,
+    ) -> DirectoryResult<v1::Person> {
+        let person = validate::person(
+            present(person.as_ref(), "person")?,
+            "person",
+            &self.state.rules(),
+        )?;
+        let reply = convert::person(&person);
+        self.write("person", move |s| s.put_persons(&[person], mode))
+            .await?;
+        Ok(Response::new(reply))
+    }
+
+    /// Create and Update of a practitioner: the same checks, one write mode apart.
+    async fn put_practitioner(
+        &self,
+        practitioner: Option<v1::Practitioner>,
+        mode: WriteMode,
+    ) -> DirectoryResult<v1::Practitioner> {
+        let practitioner = validate::practitioner(
+            present(practitioner.as_ref(), "practitioner")?,
+            "practitioner",
+        )?;
+        let reply = convert::practitioner(&practitioner);
+        self.write("practitioner", move |s| {
+            s.put_practitioners(&[practitioner], mode)
+        })
+        .await?;
+        Ok(Response::new(reply))
+    }
+
+    /// Create and Update of a organisation: the same checks, one write mode apart.
+    async fn put_organisation(
+        &self,
+        organisation: Option<v1::Organisation>,
+        mode: WriteMode,
+    ) -> DirectoryResult<v1::Organisation> {
+        let organisation = validate::organisation(
+            present(organisation.as_ref(), "organisation")?,
+            "organisation",
+        )?;
+        let reply = convert::organisation(&organisation);
+        self.write("organisation", move |s| {
+            s.put_organisations(&[organisation], mode)
+        })
+        .await?;
+        Ok(Response::new(reply))
+    }
+
     async fn read<T, F>(&self, work: F) -> Result<T, Status>
     where
         T: Send + 'static,
@@ -83,18 +136,8 @@ impl Directory for DirectoryService {
         request: Request<v1::CreatePersonRequest>,
     ) -> DirectoryResult<v1::Person> {
         self.state.access.authorise(&request, Role::Records)?;
-        let req = request.into_inner();
-        let person = validate::person(
-            present(req.person.as_ref(), "person")?,
-            "person",
-            &self.state.rules(),
-        )?;
-        let reply = convert::person(&person);
-        self.write("person", move |s| {
-            s.put_persons(&[person], WriteMode::Create)
-        })
-        .await?;
-        Ok(Response::new(reply))
+        self.put_person(request.into_inner().person, WriteMode::Create)
+            .await
     }
 
     #[instrument(skip_all)]
@@ -103,18 +146,8 @@ impl Directory for DirectoryService {
         request: Request<v1::UpdatePersonRequest>,
     ) -> DirectoryResult<v1::Person> {
         self.state.access.authorise(&request, Role::Records)?;
-        let req = request.into_inner();
-        let person = validate::person(
-            present(req.person.as_ref(), "person")?,
-            "person",
-            &self.state.rules(),
-        )?;
-        let reply = convert::person(&person);
-        self.write("person", move |s| {
-            s.put_persons(&[person], WriteMode::Update)
-        })
-        .await?;
-        Ok(Response::new(reply))
+        self.put_person(request.into_inner().person, WriteMode::Update)
+            .await
     }
 
     #[instrument(skip_all)]
@@ -192,17 +225,8 @@ impl Directory for DirectoryService {
         request: Request<v1::CreatePractitionerRequest>,
     ) -> DirectoryResult<v1::Practitioner> {
         self.state.access.authorise(&request, Role::Records)?;
-        let req = request.into_inner();
-        let practitioner = validate::practitioner(
-            present(req.practitioner.as_ref(), "practitioner")?,
-            "practitioner",
-        )?;
-        let reply = convert::practitioner(&practitioner);
-        self.write("practitioner", move |s| {
-            s.put_practitioners(&[practitioner], WriteMode::Create)
-        })
-        .await?;
-        Ok(Response::new(reply))
+        self.put_practitioner(request.into_inner().practitioner, WriteMode::Create)
+            .await
     }
 
     #[instrument(skip_all)]
@@ -211,17 +235,8 @@ impl Directory for DirectoryService {
         request: Request<v1::UpdatePractitionerRequest>,
     ) -> DirectoryResult<v1::Practitioner> {
         self.state.access.authorise(&request, Role::Records)?;
-        let req = request.into_inner();
-        let practitioner = validate::practitioner(
-            present(req.practitioner.as_ref(), "practitioner")?,
-            "practitioner",
-        )?;
-        let reply = convert::practitioner(&practitioner);
-        self.write("practitioner", move |s| {
-            s.put_practitioners(&[practitioner], WriteMode::Update)
-        })
-        .await?;
-        Ok(Response::new(reply))
+        self.put_practitioner(request.into_inner().practitioner, WriteMode::Update)
+            .await
     }
 
     #[instrument(skip_all)]
@@ -243,17 +258,8 @@ impl Directory for DirectoryService {
         request: Request<v1::CreateOrganisationRequest>,
     ) -> DirectoryResult<v1::Organisation> {
         self.state.access.authorise(&request, Role::Records)?;
-        let req = request.into_inner();
-        let organisation = validate::organisation(
-            present(req.organisation.as_ref(), "organisation")?,
-            "organisation",
-        )?;
-        let reply = convert::organisation(&organisation);
-        self.write("organisation", move |s| {
-            s.put_organisations(&[organisation], WriteMode::Create)
-        })
-        .await?;
-        Ok(Response::new(reply))
+        self.put_organisation(request.into_inner().organisation, WriteMode::Create)
+            .await
     }
 
     #[instrument(skip_all)]
@@ -262,17 +268,8 @@ impl Directory for DirectoryService {
         request: Request<v1::UpdateOrganisationRequest>,
     ) -> DirectoryResult<v1::Organisation> {
         self.state.access.authorise(&request, Role::Records)?;
-        let req = request.into_inner();
-        let organisation = validate::organisation(
-            present(req.organisation.as_ref(), "organisation")?,
-            "organisation",
-        )?;
-        let reply = convert::organisation(&organisation);
-        self.write("organisation", move |s| {
-            s.put_organisations(&[organisation], WriteMode::Update)
-        })
-        .await?;
-        Ok(Response::new(reply))
+        self.put_organisation(request.into_inner().organisation, WriteMode::Update)
+            .await
     }
 
     #[instrument(skip_all)]
