@@ -111,10 +111,19 @@ pub fn effective_kind(claimed: MatchKeyKind, stored: MatchKeyKind) -> MatchKeyKi
     use MatchKeyKind as K;
     match (stored, claimed) {
         (K::NamesDob, K::SwappedNamesDob | K::NamesDobTransposed) => claimed,
-        (K::NationalId | K::NamesDob | K::PhoneticFamilyDob | K::PhoneticNamesPostcode, _) => {
-            stored
-        }
-        // Only the four kinds above are ever stored.
+        (
+            K::NationalId
+            | K::NamesDob
+            | K::PhoneticFamilyDob
+            | K::PhoneticNamesPostcode
+            | K::GivenDob
+            | K::NamesBirthYear
+            | K::NamesBirthDay
+            | K::PostcodeDob
+            | K::GivenPostcode,
+            _,
+        ) => stored,
+        // Only the kinds above are ever stored.
         _ => K::Unspecified,
     }
 }

@@ -118,6 +118,11 @@ pub const FINGERPRINT_LABEL: &str = "patchwork key-set fingerprint v1";
 pub const PHONETIC_CODE_LEN: usize = 4;
 
 const MAX_KEY_SET_NAME_LEN: usize = 64;
+
+/// The shortest normalised postcode that names a street rather than a suburb
+/// (`RH11AA`, not `3056`): only those are selective enough to block on with a
+/// given name alone, and to have a district.
+pub const UNIT_POSTCODE_LEN: usize = 5;
 const MAX_FAMILY_TOKENS: usize = 4;
 
 /// Family-name words that are not distinctive on their own.
@@ -286,14 +291,29 @@ impl fmt::Debug for KeySet {
 /// The keys an answering node stores for one of its persons: `NATIONAL_ID`, `NAMES_DOB`,
 /// and `PHONETIC_FAMILY_DOB` and `PHONETIC_NAMES_POSTCODE` per family token.
 pub fn index_keys(set: &KeySet, subject: &Subject) -> Vec<(MatchKeyKind, Digest)> {
-    digests(set, preimages(subject, Side::Index))
+    digests(set, preimages(subject, Side::Index, Version::V1))
+}
+
+/// The keys an answering node stores for one of its persons in version 2: the
+/// [`index_keys`] and the blocking keys that each leave out a field (`GIVEN_DOB`,
+/// `NAMES_BIRTH_YEAR`, `NAMES_BIRTH_DAY`, `POSTCODE_DOB`, `GIVEN_POSTCODE`).
+pub fn index_keys_v2(set: &KeySet, subject: &Subject) -> Vec<(MatchKeyKind, Digest)> {
+    digests(set, preimages(subject, Side::Index, Version::V2))
+}
+
+/// The keys an asking node sends in version 2: [`query_keys`] and the blocking keys
+/// of [`index_keys_v2`]. At most 24.
+pub fn query_keys_v2(set: &KeySet, subject: &Subject) -> Vec<(MatchKeyKind, Digest)> {
+    let mut keys = digests(set, preimages(subject, Side::Query, Version::V2));
+    keys.truncate(MAX_QUERY_KEYS);
+    keys
 }
 
 /// The keys an asking node sends for a subject: the index keys plus
 /// `SWAPPED_NAMES_DOB`, `PHONETIC_NAMES_POSTCODE` of the swapped names, and
 /// `NAMES_DOB_TRANSPOSED`. At most [`MAX_QUERY_KEYS`] (19 in the worst case).
 pub fn query_keys(set: &KeySet, subject: &Subject) -> Vec<(MatchKeyKind, Digest)> {
-    let mut keys = digests(set, preimages(subject, Side::Query));
+    let mut keys = digests(set, preimages(subject, Side::Query, Version::V1));
     keys.truncate(MAX_QUERY_KEYS);
     keys
 }
@@ -302,6 +322,13 @@ pub fn query_keys(set: &KeySet, subject: &Subject) -> Vec<(MatchKeyKind, Digest)
 enum Side {
     Index,
     Query,
+}
+
+/// Version 1 keys alone, or with version 2's blocking keys.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Version {
+    V1,
+    V2,
 }
 
 fn digests(set: &KeySet, preimages: Vec<(MatchKeyKind, String)>) -> Vec<(MatchKeyKind, Digest)> {
@@ -317,7 +344,7 @@ fn digests(set: &KeySet, preimages: Vec<(MatchKeyKind, String)>) -> Vec<(MatchKe
 }
 
 /// The pre-images of a subject, in contract order, possibly with duplicates.
-fn preimages(subject: &Subject, side: Side) -> Vec<(MatchKeyKind, String)> {
+fn preimages(subject: &Subject, side: Side, version: Version) -> Vec<(MatchKeyKind, String)> {
     let v = MATCH_KEY_VERSION;
     let given = subject.given_name.as_deref().and_then(given_form);
     let family = subject.family_name.as_deref().and_then(family_form);
@@ -365,6 +392,35 @@ fn preimages(subject: &Subject, side: Side) -> Vec<(MatchKeyKind, String)> {
             ));
         }
     }
+    // Version 2's blocking keys: each leaves out a field that the keys above all
+    // need (the family name, the full date of birth, both names).
+    let v2 = version == Version::V2;
+    let given_code = given.as_deref().map(phonetic).filter(|code| !code.is_empty());
+    if let (true, Some(code), Some(dob)) = (v2, &given_code, &dob) {
+        out.push((MatchKeyKind::GivenDob, format!("v2|gd|{code}|{dob}")));
+    }
+    if let (true, Some(given), Some(family), Some(dob)) = (v2, &given, &family, &dob) {
+        // `dob` is `yyyy-mm-dd`: the year, then the month and day.
+        out.push((
+            MatchKeyKind::NamesBirthYear,
+            format!("v2|ny|{given}|{family}|{}", &dob[..4]),
+        ));
+        out.push((
+            MatchKeyKind::NamesBirthDay,
+            format!("v2|nm|{given}|{family}|{}", &dob[5..]),
+        ));
+    }
+    if let (true, Some(postcode), Some(dob)) = (v2, &postcode, &dob) {
+        out.push((MatchKeyKind::PostcodeDob, format!("v2|pd|{postcode}|{dob}")));
+    }
+    if let (true, Some(given), Some(postcode)) = (v2, &given, &postcode)
+        && postcode.len() >= UNIT_POSTCODE_LEN
+    {
+        out.push((
+            MatchKeyKind::GivenPostcode,
+            format!("v2|gp|{given}|{postcode}"),
+        ));
+    }
     if side == Side::Index {
         return out;
     }
@@ -405,7 +461,7 @@ fn preimages(subject: &Subject, side: Side) -> Vec<(MatchKeyKind, String)> {
 }
 
 /// The `given` normal form: first word, then the given-name table.
-fn given_form(raw: &str) -> Option<String> {
+pub(crate) fn given_form(raw: &str) -> Option<String> {
     let first = name_tokens(raw).into_iter().next()?;
     Some(canonical_given(&first).to_owned())
 }
@@ -418,7 +474,7 @@ fn canonical_given(word: &str) -> &str {
 }
 
 /// The `family` normal form: all words, concatenated.
-fn family_form(raw: &str) -> Option<String> {
+pub(crate) fn family_form(raw: &str) -> Option<String> {
     let joined = name_tokens(raw).concat();
     (!joined.is_empty()).then_some(joined)
 }
@@ -460,18 +516,18 @@ fn family_tokens(words: &[String]) -> Vec<String> {
     tokens
 }
 
-fn phonetic(word: &str) -> String {
+pub(crate) fn phonetic(word: &str) -> String {
     DoubleMetaphone::new(Some(PHONETIC_CODE_LEN)).encode(word)
 }
 
-fn postcode_form(raw: &str) -> Option<String> {
+pub(crate) fn postcode_form(raw: &str) -> Option<String> {
     let postcode = normalise_postcode(raw);
     let placeholder = postcode.starts_with("ZZ99") || postcode == "NFA";
     ((3..=10).contains(&postcode.len()) && !placeholder).then_some(postcode)
 }
 
 /// `yyyy-mm-dd` for a real calendar date in years 1 to 9999.
-fn date_form(year: i32, month: u32, day: u32) -> Option<String> {
+pub(crate) fn date_form(year: i32, month: u32, day: u32) -> Option<String> {
     if !(1..=9999).contains(&year) || !(1..=12).contains(&month) {
         return None;
     }
@@ -523,7 +579,11 @@ mod tests {
     }
 
     fn strings(subject: &Subject, side: Side) -> Vec<String> {
-        preimages(subject, side)
+        strings_of(subject, side, Version::V1)
+    }
+
+    fn strings_of(subject: &Subject, side: Side, version: Version) -> Vec<String> {
+        preimages(subject, side, version)
             .into_iter()
             .map(|(kind, p)| format!("{}:{p}", kind.as_str_name()))
             .collect()
@@ -539,6 +599,11 @@ mod tests {
             MatchKeyKind::NamesDob => "v1|nd|",
             MatchKeyKind::PhoneticFamilyDob => "v1|pfd|",
             MatchKeyKind::PhoneticNamesPostcode => "v1|pnp|",
+            MatchKeyKind::GivenDob => "v2|gd|",
+            MatchKeyKind::NamesBirthYear => "v2|ny|",
+            MatchKeyKind::NamesBirthDay => "v2|nm|",
+            MatchKeyKind::PostcodeDob => "v2|pd|",
+            MatchKeyKind::GivenPostcode => "v2|gp|",
             other => panic!("{other:?} is never stored"),
         };
         let mut full = subject("Amelia", "Smith-Jones", (2015, 3, 14), "GU1 1AA");
@@ -547,14 +612,17 @@ mod tests {
         // normalisation drops `|`.
         let forged = subject("pfd|x", "nid|nhs|9434765919", (2015, 3, 14), "nd|1");
         for s in [&full, &forged] {
-            for (kind, preimage) in preimages(s, Side::Index) {
+            for (kind, preimage) in preimages(s, Side::Index, Version::V2) {
                 assert!(preimage.starts_with(tag(kind)), "{kind:?}: {preimage}");
                 let rest = &preimage[tag(kind).len()..];
                 assert_eq!(
                     rest.matches('|').count(),
                     match kind {
                         MatchKeyKind::NationalId => 1,
-                        MatchKeyKind::NamesDob | MatchKeyKind::PhoneticNamesPostcode => 2,
+                        MatchKeyKind::NamesDob
+                        | MatchKeyKind::PhoneticNamesPostcode
+                        | MatchKeyKind::NamesBirthYear
+                        | MatchKeyKind::NamesBirthDay => 2,
                         _ => 1,
                     },
                     "{kind:?}: fields never contain the separator: {preimage}"

@@ -8,6 +8,14 @@
 //!
 //! # Name rules (`normalise_name`), applied in this order
 //!
+//! 0. Letters of other scripts become Latin, word by word (a word is a run of letters
+//!    and combining marks). In a word that mixes Latin letters with others, each other
+//!    letter becomes the Latin letter it is drawn like, by Unicode's confusables table
+//!    (UTS #39, `unicode-security`): a Cyrillic `А` in `Аmelia` is an `A`, so a name
+//!    cannot be hidden from lookups by one look-alike letter. A word with no Latin
+//!    letter is transliterated (`deunicode`; a Cyrillic word with a letter only
+//!    Ukrainian has, `і ї є ґ`, by Ukraine's national table instead): `Мария` is
+//!    `Mariia`, `Сергій` is `Serhii`, `李小龙` is `Li Xiao Long`.
 //! 1. Apostrophes and quotation marks are removed, so `O'Brien` and `O’Brien` both become
 //!    `obrien`. The set is: `'` `’` `‘` `‛` `` ` `` `´` `ʹ` `ʻ` `ʼ` `′` `"` `“` `”` `„`.
 //!    (`´` is removed before step 2 because NFKD would otherwise turn it into a space.)
@@ -23,8 +31,8 @@
 //!    non-Latin scripts.
 //! 7. Word breaks are collapsed to a single space and trimmed from both ends.
 //!
-//! A name written only in a non-Latin script normalises to the empty string. Callers must
-//! treat an empty normal form as "no usable name" and never derive a match key from it.
+//! A name with no letter at all normalises to the empty string. Callers must treat an
+//! empty normal form as "no usable name" and never derive a match key from it.
 //!
 //! # Postcode rules (`normalise_postcode`)
 //!
@@ -53,7 +61,8 @@ pub fn normalise_name(raw: &str) -> String {
     // of separators and trims the ends.
     let mut pending_break = false;
 
-    for decomposed in raw.chars().filter(|c| !is_quote(*c)).nfkd() {
+    let latin = in_latin_letters(raw);
+    for decomposed in latin.chars().filter(|c| !is_quote(*c)).nfkd() {
         if is_combining_mark(decomposed) {
             continue;
         }
@@ -132,6 +141,129 @@ fn is_quote(c: char) -> bool {
             | '\u{201D}' // ”
             | '\u{201E}' // „
     )
+}
+
+/// Rule 0: every word of `raw` in Latin letters (see the module's docs). Borrows
+/// `raw` when it has nothing to change, which is nearly always.
+fn in_latin_letters(raw: &str) -> std::borrow::Cow<'_, str> {
+    if raw.chars().all(|c| !c.is_alphabetic() || is_latin_letter(c)) {
+        return std::borrow::Cow::Borrowed(raw);
+    }
+    let mut out = String::with_capacity(raw.len() * 2);
+    let mut word = String::new();
+    for c in raw.chars() {
+        if c.is_alphabetic() || is_combining_mark(c) {
+            word.push(c);
+        } else {
+            push_word_in_latin(&mut out, &word);
+            word.clear();
+            out.push(c);
+        }
+    }
+    push_word_in_latin(&mut out, &word);
+    std::borrow::Cow::Owned(out)
+}
+
+fn push_word_in_latin(out: &mut String, word: &str) {
+    let foreign = |c: char| c.is_alphabetic() && !is_latin_letter(c);
+    if !word.chars().any(foreign) {
+        out.push_str(word);
+    } else if word.chars().any(is_latin_letter) {
+        for c in word.chars() {
+            if foreign(c) {
+                let mut one = [0_u8; 4];
+                let drawn_like: String =
+                    unicode_security::skeleton(c.encode_utf8(&mut one)).collect();
+                if drawn_like.chars().all(|l| l.is_ascii_alphabetic()) && !drawn_like.is_empty() {
+                    out.push_str(&drawn_like);
+                } else {
+                    out.push_str(deunicode::deunicode_char(c).unwrap_or(""));
+                }
+            } else {
+                out.push(c);
+            }
+        }
+    } else if word.chars().any(|c| matches!(c, 'і' | 'ї' | 'є' | 'ґ' | 'І' | 'Ї' | 'Є' | 'Ґ')) {
+        out.push_str(&ukrainian_in_latin(word));
+    } else {
+        // Separate the word from a neighbour: CJK transliterates to several.
+        out.push(' ');
+        out.push_str(&deunicode::deunicode(word));
+        out.push(' ');
+    }
+}
+
+/// Whether rule 0 transliterates a word of `raw` (a word with no Latin letter, in
+/// another script): two systems may then spell it a letter apart (`Mariia`, `Maria`).
+pub fn is_transliterated(raw: &str) -> bool {
+    raw.split(|c: char| !(c.is_alphabetic() || is_combining_mark(c)))
+        .any(|word| {
+            word.chars().any(|c| c.is_alphabetic() && !is_latin_letter(c))
+                && !word.chars().any(is_latin_letter)
+        })
+}
+
+/// Whether `c` is a letter of the Latin script (ASCII, Latin-1 and the Latin
+/// Extended blocks, full-width Latin).
+fn is_latin_letter(c: char) -> bool {
+    c.is_ascii_alphabetic()
+        || (c.is_alphabetic()
+            && matches!(u32::from(c),
+                0x00C0..=0x024F | 0x1E00..=0x1EFF | 0x2C60..=0x2C7F | 0xA720..=0xA7FF
+                | 0xAB30..=0xAB6F | 0xFF21..=0xFF3A | 0xFF41..=0xFF5A | 0x0250..=0x02AF
+                | 0xFB00..=0xFB06))
+}
+
+/// Ukraine's national transliteration (2010), as passports write names.
+fn ukrainian_in_latin(word: &str) -> String {
+    let mut out = String::with_capacity(word.len());
+    for (i, c) in word.chars().enumerate() {
+        let first = i == 0;
+        let lower = c.to_lowercase().next().unwrap_or(c);
+        let latin = match lower {
+            'а' => "a",
+            'б' => "b",
+            'в' => "v",
+            'г' => "h",
+            'ґ' => "g",
+            'д' => "d",
+            'е' => "e",
+            'є' if first => "ye",
+            'є' => "ie",
+            'ж' => "zh",
+            'з' => "z",
+            'и' => "y",
+            'і' => "i",
+            'ї' if first => "yi",
+            'ї' => "i",
+            'й' if first => "y",
+            'й' => "i",
+            'к' => "k",
+            'л' => "l",
+            'м' => "m",
+            'н' => "n",
+            'о' => "o",
+            'п' => "p",
+            'р' => "r",
+            'с' => "s",
+            'т' => "t",
+            'у' => "u",
+            'ф' => "f",
+            'х' => "kh",
+            'ц' => "ts",
+            'ч' => "ch",
+            'ш' => "sh",
+            'щ' => "shch",
+            'ю' if first => "yu",
+            'ю' => "iu",
+            'я' if first => "ya",
+            'я' => "ia",
+            'ь' => "",
+            other => deunicode::deunicode_char(other).unwrap_or(""),
+        };
+        out.push_str(latin);
+    }
+    out
 }
 
 fn is_name_separator(c: char) -> bool {
@@ -222,9 +354,18 @@ mod tests {
             ("Smith & Jones", "smith jones"),
             ("Smith(Jones)", "smithjones"),
             ("Jo\u{200B}hn", "john"),
-            ("Иван Smith", "smith"),
-            ("Иван", ""),
-            ("李小龙", ""),
+            // Other scripts are transliterated, look-alike letters folded.
+            ("Иван Smith", "ivan smith"),
+            ("Иван", "ivan"),
+            ("Мария Иванова", "mariia ivanova"),
+            ("Сергій Коваленко", "serhii kovalenko"),
+            ("Юлія", "yuliia"),
+            ("\u{0410}melia", "amelia"),
+            ("\u{0421}harlotte", "charlotte"),
+            ("Sm\u{0456}th", "smith"),
+            ("\u{0391}lex", "alex"),
+            ("Σοφία", "sophia"),
+            ("李小龙", "li xiao long"),
             ("🙂", ""),
             ("", ""),
             ("   ", ""),
@@ -302,7 +443,8 @@ mod tests {
             ("Zoë", &["zoe"]),
             ("", &[]),
             ("  - ", &[]),
-            ("Иван", &[]),
+            ("Иван", &["ivan"]),
+            ("🙂", &[]),
         ];
         for (raw, want) in cases {
             assert_eq!(name_tokens(raw), *want, "input {raw:?}");

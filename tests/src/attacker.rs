@@ -240,6 +240,7 @@ pub fn query(request_id: &str, keys: &[(v1::MatchKeyKind, Digest)]) -> v1::FindI
             .map(|(kind, digest)| v1::MatchKey {
                 kind: *kind as i32,
                 digest: digest.to_vec(),
+                tokens: None,
             })
             .collect(),
         purpose: Some(v1::Purpose {

@@ -576,6 +576,7 @@ async fn a_node_without_an_agreement_is_refused() {
             match_keys: vec![v1::MatchKey {
                 kind: v1::MatchKeyKind::NamesDob as i32,
                 digest: vec![7; 32],
+                tokens: None,
             }],
             purpose: Some(v1::Purpose {
                 lawful_basis: v1::LawfulBasis::ChildSafeguarding as i32,

@@ -70,6 +70,7 @@ fn peer_query(request_id: String) -> v1::FindInvolvementsRequest {
         match_keys: vec![v1::MatchKey {
             kind: v1::MatchKeyKind::NamesDob as i32,
             digest: vec![7; 32],
+            tokens: None,
         }],
         purpose: Some(v1::Purpose {
             lawful_basis: v1::LawfulBasis::ChildSafeguarding as i32,

@@ -247,6 +247,7 @@ pub(crate) async fn lookup(
                     .map(|(kind, digest)| v1::MatchKey {
                         kind: kind as i32,
                         digest: digest.to_vec(),
+                        tokens: None,
                     })
                     .collect()
             })

@@ -157,6 +157,7 @@ pub(crate) async fn subscribe(
                     .map(|(kind, digest)| v1::MatchKey {
                         kind: kind as i32,
                         digest: digest.to_vec(),
+                        tokens: None,
                     })
                     .collect(),
                 national_id_scheme: question
