@@ -40,8 +40,8 @@ use ring::hmac;
 use crate::identifiers::{NHS_SCHEME, normalise_national_id, validate_scheme};
 use crate::normalise::{is_transliterated, name_tokens};
 use crate::matchkeys::{
-    Digest, Subject, UNIT_POSTCODE_LEN, date_form, family_form, given_form, phonetic,
-    postcode_form,
+    Digest, KeySet, Subject, UNIT_POSTCODE_LEN, date_form, family_form, given_form, phonetic,
+    postcode_form, query_keys_v2,
 };
 
 /// The most deletion tokens one field carries (a longer value's tail gets none).
@@ -231,6 +231,19 @@ pub fn subject_tokens(key: &Digest, subject: &Subject) -> SubjectTokens {
         postcode,
         national_id,
     }
+}
+
+/// What an asking node sends for `subject` (version 2): each of
+/// [`query_keys_v2`]'s keys with the subject's tokens under it.
+pub fn query_match_keys(set: &KeySet, subject: &Subject) -> Vec<v1::MatchKey> {
+    query_keys_v2(set, subject)
+        .into_iter()
+        .map(|(kind, digest)| v1::MatchKey {
+            kind: kind as i32,
+            digest: digest.to_vec(),
+            tokens: Some(v1::SubjectTokens::from(&subject_tokens(&digest, subject))),
+        })
+        .collect()
 }
 
 /// Whether two values are one typing slip apart, from their exact and deletion

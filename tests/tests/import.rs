@@ -60,7 +60,9 @@ async fn a_file_with_bad_rows_imports_nothing_and_names_each_bad_row() {
     csv.extend_from_slice(b"P1,Amelia,Smith,2015-03-14,GU1 1AA,,9434765919\n"); // line 2
     csv.extend_from_slice(b"P2,Ben,Smith,14/03/2015,GU1 1AA,,\n"); // 3: dd/mm/yyyy
     csv.extend_from_slice(b"P3,Cara,Jones,2012-05-01,,,9434765918\n"); // 4: check digit
-    csv.extend_from_slice(b"P4,Dev,,2011-01-01,,,\n"); // 5: no family name
+    // 5: no family name, and nothing else to find Dev by (with a date of
+    // birth or an identifier, one unknown name is fine: see below).
+    csv.extend_from_slice(b"P4,Dev,,,,,\n");
     csv.extend_from_slice(b"P1,Amelia,Smith,2015-03-14,,,\n"); // 6: id repeated
     csv.extend_from_slice(b"P5,Ren\xe9e,Dubois,2013-07-07,,,\n"); // 7: Windows-1252
     csv.extend_from_slice(b"P6,Eli,Stone,2030-01-01,,,\n"); // 8: in the future
@@ -340,7 +342,7 @@ async fn the_last_import_of_each_kind_is_reported_and_a_running_one_shows_progre
 
     // A refused import is not the last import.
     let mut bad = PERSONS_HEADER.as_bytes().to_vec();
-    bad.extend_from_slice(b"P3,Cara,,2012-05-01,,,\n");
+    bad.extend_from_slice(b"P3,Cara,,,,,\n"); // no family name, nothing else
     let bad = write(tmp.path(), "bad.csv", &bad);
     let report = import_csv(&node.config(), &request(CsvKind::Persons, bad))
         .await
@@ -447,4 +449,50 @@ async fn an_import_stream_with_an_empty_message_is_refused_and_applies_nothing()
         .expect_err("refused");
     assert_eq!(status.code(), Code::InvalidArgument);
     assert_eq!(node.stats().await.organisations, 0, "nothing was applied");
+}
+
+/// What councils really hold: a person with one name unknown imports when
+/// there is enough else to find them by; a file written on Windows (CRLF)
+/// names its bad rows by their real lines.
+#[tokio::test]
+async fn one_unknown_name_imports_and_a_windows_file_names_its_real_lines() {
+    let (_ca, node) = node().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rows = [
+        "P1,,Smith,2015-03-14,GU1 1AA,,", // 2: no given name, a birth date: fine
+        "P2,Ola,,,,,943 476 5919",         // 3: no family name, an NHS number: fine
+        "P3,Dev,,,GU1 1AA,,",              // 4: nothing to find Dev by
+        "P4,,,2011-01-01,,,",              // 5: no name at all
+        "",                                // 6: blank
+        "P5,Eli,Stone,2030-01-01,,,",      // 7: in the future
+    ];
+    let text = format!("{}{}\r\n", PERSONS_HEADER.trim_end(), "")
+        + &rows.iter().map(|r| format!("{r}\r\n")).collect::<String>();
+    let file = write(dir.path(), "persons.csv", text.as_bytes());
+    let report = import_csv(&node.config(), &request(CsvKind::Persons, file))
+        .await
+        .expect("import")
+        .report;
+    assert_eq!(
+        errors(&report),
+        vec![
+            (4, "family_name".into()),
+            (5, "given_name".into()),
+            (7, "date_of_birth".into()),
+        ]
+    );
+    assert!(
+        report.errors[0].message.contains("date_of_birth or a national_id"),
+        "{:?}",
+        report.errors[0]
+    );
+
+    let good = format!("{PERSONS_HEADER}{}\n{}\n", rows[0], rows[1]);
+    let file = write(dir.path(), "good.csv", good.as_bytes());
+    let report = import_csv(&node.config(), &request(CsvKind::Persons, file))
+        .await
+        .expect("import")
+        .report;
+    assert_eq!((report.created, report.applied), (2, true));
+    assert_eq!(node.stats().await.persons, 2);
 }

@@ -20,7 +20,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::base::output::{date_text, enum_name, lookup_json, lookup_text};
 use crate::base::signals::shutdown_signal;
 use crate::work::client::connect;
-use crate::work::csv_rows::{CsvKind, CsvRows, column_of};
+use crate::work::csv_rows::{CrlfAsLf, CsvKind, CsvRows, column_of};
 use patchwork_server::base::config::{LogFormat, NodeConfig};
 use patchwork_server::base::validate::{FieldError, parse_iso_date};
 
@@ -689,7 +689,7 @@ pub async fn import_csv(
     config: &NodeConfig,
     request: &ImportRequest,
 ) -> anyhow::Result<ImportOutcome> {
-    let open = |path: &Path| -> anyhow::Result<CsvRows<BufReader<File>>> {
+    let open = |path: &Path| -> anyhow::Result<CsvRows<CrlfAsLf<BufReader<File>>>> {
         let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         CsvRows::new(request.kind, BufReader::with_capacity(1 << 20, file))
             .with_context(|| format!("{} is not a {:?} export", path.display(), request.kind))

@@ -160,7 +160,7 @@ fn an_operator_session_from_quickstart_to_sigterm() {
     }
 
     let bad = tmp.path().join("bad.csv");
-    std::fs::write(&bad, "id,given_name,family_name,date_of_birth,postcode,address,national_id\nP-9,Al,,2001-01-01,,,\n")
+    std::fs::write(&bad, "id,given_name,family_name,date_of_birth,postcode,address,national_id\nP-9,Al,,,,,\n")
         .expect("write");
     let out = patchwork(&[
         "import",

@@ -73,7 +73,7 @@ async fn import_hints_and_the_last_import_in_stats() {
     let bad = tmp.path().join("bad.csv");
     std::fs::write(
         &bad,
-        "id,given_name,family_name,date_of_birth,postcode,address,national_id\nP-9,Al,,2001-01-01,,,\n",
+        "id,given_name,family_name,date_of_birth,postcode,address,national_id\nP-9,Al,,,,,\n",
     )
     .expect("write");
     let all_bad = patchwork(&[

@@ -65,7 +65,7 @@ pub mod subscriptions;
 
 pub use audit::{AuditEntry, AuditEvent, AuditVerification, PeerOutcome};
 pub use events::{AttentionFlag, TeamEvent, TeamEventKind};
-pub use match_index::{MatchHits, RekeyReport};
+pub use match_index::{MatchHits, RekeyReport, subject_of};
 
 /// The kinds of record the store holds, for messages and counters
 /// ("person", "audit entry").

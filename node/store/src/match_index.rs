@@ -16,7 +16,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use patchwork_federation::decide::{Candidate, effective_kind};
-use patchwork_federation::matchkeys::{Digest, KeySet, Subject, index_keys};
+use patchwork_federation::matchkeys::{Digest, KeySet, Subject, index_keys_v2};
+use patchwork_federation::score::{Scored, Weights, compare, score};
+use patchwork_federation::tokens::{SubjectTokens, subject_tokens};
 use patchwork_proto::v1::MatchKeyKind;
 use serde::{Deserialize, Serialize};
 use sha2_free::fingerprint;
@@ -84,7 +86,7 @@ fn kind_byte(kind: MatchKeyKind) -> u8 {
 
 /// The entries (key, kind byte) of one person under one indexed set.
 fn entries_of(indexed: &IndexedSet, subject: &Subject, person_id: &str) -> Vec<(Vec<u8>, u8)> {
-    index_keys(&indexed.set, subject)
+    index_keys_v2(&indexed.set, subject)
         .into_iter()
         .map(|(kind, digest)| {
             let mut key = digest_prefix(&indexed.tag, &digest);
@@ -94,7 +96,7 @@ fn entries_of(indexed: &IndexedSet, subject: &Subject, person_id: &str) -> Vec<(
         .collect()
 }
 /// The matchable parts of a person.
-pub(crate) fn subject_of(person: &Person) -> Subject {
+pub fn subject_of(person: &Person) -> Subject {
     Subject {
         given_name: Some(person.given_name.clone()),
         family_name: Some(person.family_name.clone()),
@@ -110,10 +112,12 @@ pub(crate) fn subject_of(person: &Person) -> Subject {
 mod sha2_free {
     //! A key set's fingerprint, so the store can tell when a secret changed
     //! without storing the secret.
-    use patchwork_federation::matchkeys::{KeySet, Subject, index_keys};
+    use patchwork_federation::matchkeys::{KeySet, Subject, index_keys_v2};
 
-    /// The digest a fixed, made-up subject gets under the set: equal for
-    /// equal secrets, and reveals nothing about the secret.
+    /// The digests a fixed, made-up subject gets under the set: equal for
+    /// equal secrets and equal key versions, and reveals nothing about the
+    /// secret. A new version of the keys changes it, so an index of older
+    /// keys is rebuilt at the next start like one of an older secret.
     pub(super) fn fingerprint(set: &KeySet) -> Vec<u8> {
         let probe = Subject {
             given_name: Some("fingerprint".into()),
@@ -122,7 +126,7 @@ mod sha2_free {
             postcode: Some("ZZ1 1ZZ".into()),
             national_id: Some(("probe".into(), "PROBE".into())),
         };
-        index_keys(set, &probe)
+        index_keys_v2(set, &probe)
             .into_iter()
             .flat_map(|(_, digest)| digest)
             .collect()
@@ -441,6 +445,60 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Version 2 of answering a peer: every person the query's keys find
+    /// under `set`, each scored against the tokens of the first key that found
+    /// them (`patchwork_federation::score`). A key behind which more than
+    /// `limit` persons stand is passed over (it tells nobody apart); at most
+    /// `4 × limit` persons are scored. `tokens` has one entry per key.
+    pub fn scored_candidates(
+        &self,
+        set: &str,
+        query: &[(MatchKeyKind, Digest)],
+        tokens: &[SubjectTokens],
+        limit: usize,
+        weights: &Weights,
+    ) -> Result<Vec<Scored<String>>, StoreError> {
+        let sets = self.key_sets.load();
+        let Some(tag) = sets
+            .iter()
+            .find(|indexed| indexed.serving && indexed.set.name() == set)
+            .map(|indexed| indexed.tag.clone())
+        else {
+            return Ok(Vec::new());
+        };
+        let mut found: Vec<(String, usize)> = Vec::new();
+        for (at, (_, digest)) in query.iter().enumerate() {
+            let prefix = digest_prefix(&tag, digest);
+            let mut behind = Vec::new();
+            for entry in self.match_index.scan_prefix(&prefix).keys().take(limit + 1) {
+                let key = entry?;
+                behind.push(String::from_utf8_lossy(&key[prefix.len()..]).into_owned());
+            }
+            if behind.len() > limit {
+                continue;
+            }
+            for person in behind {
+                if found.len() < 4 * limit && !found.iter().any(|(id, _)| *id == person) {
+                    found.push((person, at));
+                }
+            }
+        }
+        let mut scored = Vec::with_capacity(found.len());
+        for (id, at) in found {
+            let Some(person) = self.person(&id)? else {
+                continue;
+            };
+            let (Some((_, digest)), Some(asked)) = (query.get(at), tokens.get(at)) else {
+                continue;
+            };
+            let held = subject_tokens(digest, &subject_of(&person));
+            scored.push(score(id, compare(asked, &held), weights));
+        }
+        Ok(scored)
+    }
+}
+
 /// What a peer's query found in the match index.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MatchHits {
@@ -494,7 +552,7 @@ mod tests {
     }
 
     fn hits(store: &Store, set: &KeySet, family: &str) -> usize {
-        let query: Vec<_> = index_keys(set, &subject_of(&person("Q", family)));
+        let query: Vec<_> = patchwork_federation::matchkeys::index_keys(set, &subject_of(&person("Q", family)));
         store
             .match_candidates(set.name(), &query, 10_000, None)
             .expect("candidates")

@@ -142,8 +142,109 @@ pub struct CsvRows<R: Read> {
     record: csv::ByteRecord,
 }
 
-impl<R: Read> CsvRows<R> {
+/// Reads `inner` with every CRLF turned into LF, and keeps where each line
+/// ends, so a row's line number is counted here rather than by the csv
+/// crate: it counts a CRLF-terminated row one line too low
+/// (BurntSushi/rust-csv#395) and the row after a blank line one too low too
+/// (#208), so errors would name the line above the bad one.
+pub struct CrlfAsLf<R> {
+    inner: std::io::BufReader<R>,
+    /// Bytes handed out so far.
+    emitted: u64,
+    /// Where each LF handed out and not yet counted stands.
+    line_ends: std::collections::VecDeque<u64>,
+    /// LFs counted: before the last row asked about.
+    lines_before: u64,
+}
+
+impl<R: Read> CrlfAsLf<R> {
+    pub fn new(inner: R) -> Self {
+        CrlfAsLf {
+            inner: std::io::BufReader::with_capacity(1 << 16, inner),
+            emitted: 0,
+            line_ends: std::collections::VecDeque::new(),
+            lines_before: 0,
+        }
+    }
+
+    /// The line (from 1) of the first character at or after byte `at` (of
+    /// what was handed out) that does not end a line: where a row starting at
+    /// `at`, after any blank lines, really is. `at` must not go backwards.
+    fn line_of(&mut self, at: u64) -> u64 {
+        let mut at = at;
+        while let Some(&end) = self.line_ends.front() {
+            if end < at {
+                self.line_ends.pop_front();
+                self.lines_before += 1;
+            } else if end == at {
+                // A blank line before the row.
+                self.line_ends.pop_front();
+                self.lines_before += 1;
+                at += 1;
+            } else {
+                break;
+            }
+        }
+        self.lines_before + 1
+    }
+
+    fn hand_out(&mut self, out: &mut [u8], written: &mut usize, byte: u8) {
+        if byte == b'\n' {
+            self.line_ends.push_back(self.emitted);
+        }
+        out[*written] = byte;
+        *written += 1;
+        self.emitted += 1;
+    }
+}
+
+impl<R: Read> Read for CrlfAsLf<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        use std::io::BufRead;
+        let mut written = 0;
+        while written < out.len() {
+            let buf = self.inner.fill_buf()?;
+            if buf.is_empty() {
+                break;
+            }
+            if buf == b"\r" {
+                // A CR at the end of what is buffered: the next byte decides.
+                self.inner.consume(1);
+                if self.inner.fill_buf()?.first() != Some(&b'\n') {
+                    self.hand_out(out, &mut written, b'\r');
+                }
+                continue;
+            }
+            let mut kept = Vec::with_capacity(buf.len().min(out.len() - written));
+            let mut used = 0;
+            while used < buf.len() && written + kept.len() < out.len() {
+                let byte = buf[used];
+                if byte == b'\r' && used + 1 == buf.len() {
+                    // Left for the next turn, alone at the buffer's end.
+                    break;
+                }
+                used += 1;
+                if byte == b'\r' && buf[used] == b'\n' {
+                    continue;
+                }
+                kept.push(byte);
+            }
+            self.inner.consume(used);
+            for byte in kept {
+                self.hand_out(out, &mut written, byte);
+            }
+            if written > 0 {
+                // What is here now; more on the next call.
+                break;
+            }
+        }
+        Ok(written)
+    }
+}
+
+impl<R: Read> CsvRows<CrlfAsLf<R>> {
     pub fn new(kind: CsvKind, input: R) -> Result<Self, CsvError> {
+        let input = CrlfAsLf::new(input);
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(true)
             .flexible(true)
@@ -157,8 +258,10 @@ impl<R: Read> CsvRows<R> {
             record: csv::ByteRecord::new(),
         })
     }
+}
 
-    /// Bytes read so far, for progress.
+impl<R: Read> CsvRows<CrlfAsLf<R>> {
+    /// Bytes read so far, for progress (of the file with CRLFs as LFs).
     pub(crate) fn bytes_read(&self) -> u64 {
         self.reader.position().byte()
     }
@@ -167,11 +270,12 @@ impl<R: Read> CsvRows<R> {
     /// is reported as a bad row, and reading goes on.
     pub fn next_row(&mut self) -> Option<CsvRow> {
         loop {
-            let line = self.reader.position().line();
+            let start = self.reader.position().byte();
             match self.reader.read_byte_record(&mut self.record) {
                 Ok(false) => return None,
                 Ok(true) => {
-                    let line = self.record.position().map_or(line, |p| p.line());
+                    let at = self.record.position().map_or(start, |p| p.byte());
+                    let line = self.reader.get_mut().line_of(at);
                     if self
                         .record
                         .iter()
@@ -182,7 +286,8 @@ impl<R: Read> CsvRows<R> {
                     return Some((line, self.parse()));
                 }
                 Err(error) => {
-                    let line = error.position().map_or(line, |p| p.line());
+                    let at = error.position().map_or(start, |p| p.byte());
+                    let line = self.reader.get_mut().line_of(at);
                     if error.is_io_error() {
                         return Some((
                             line,
@@ -495,5 +600,43 @@ mod tests {
         // A row was appended.
         assert!(!tally(&[(2, true), (3, false), (4, true), (5, true)]).same_as(&first));
         assert_eq!((first.rows, first.bad_rows), (3, 1));
+    }
+
+    #[test]
+    fn a_windows_file_names_the_right_line() {
+        let lf = b"id,given_name,family_name,date_of_birth,postcode,address,national_id\n\
+                   P1,Amelia,Smith,2015-03-14,,,\n\
+                   P2,Bad,Date,2015-13-14,,,\n\
+                   \n\
+                   P3,Also,Bad,14/03/2015,,,\n";
+        let crlf: Vec<u8> = String::from_utf8_lossy(lf)
+            .replace('\n', "\r\n")
+            .into_bytes();
+        for text in [&lf[..], &crlf[..]] {
+            let lines: Vec<u64> = rows(CsvKind::Persons, text)
+                .expect("header")
+                .iter()
+                .map(|(line, _)| *line)
+                .collect();
+            assert_eq!(lines, [2, 3, 5]);
+        }
+    }
+
+    #[test]
+    fn crlf_becomes_lf_whatever_the_read_sizes() {
+        let text = b"a\r\nb\rc\r\r\n\r";
+        for size in 1..=text.len() + 1 {
+            let mut reader = CrlfAsLf::new(&text[..]);
+            let mut out = Vec::new();
+            let mut buf = vec![0_u8; size];
+            loop {
+                let n = reader.read(&mut buf).expect("read");
+                if n == 0 {
+                    break;
+                }
+                out.extend_from_slice(&buf[..n]);
+            }
+            assert_eq!(out, b"a\nb\rc\r\n\r", "reads of {size}");
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! wrong and nothing was written.
 
 use patchwork_federation::matchkeys::Digest;
+use patchwork_federation::tokens::SubjectTokens;
 use patchwork_federation::{
     IdentifierError, is_plausible_postcode, normalise_national_id, validate_scheme,
 };
@@ -279,11 +280,14 @@ pub fn lawful_basis(value: i32, field: &str) -> Validated<LawfulBasis> {
     }
 }
 
+/// A person as a council's systems hold them. One of the two names may be
+/// unknown (an empty string in the model), when there is enough else to find
+/// them by: the other name and a date of birth, or a national identifier.
 pub fn person(value: &v1::Person, prefix: &str, rules: &Rules) -> Validated<Person> {
-    Ok(Person {
+    let given_name = optional_text(&value.given_name, &path(prefix, "given_name"), MAX_NAME)?;
+    let family_name = optional_text(&value.family_name, &path(prefix, "family_name"), MAX_NAME)?;
+    let person = Person {
         id: id(&value.id, &path(prefix, "id"))?,
-        given_name: required_text(&value.given_name, &path(prefix, "given_name"), MAX_NAME)?,
-        family_name: required_text(&value.family_name, &path(prefix, "family_name"), MAX_NAME)?,
         date_of_birth: optional_past_date(
             value.date_of_birth.as_ref(),
             &path(prefix, "date_of_birth"),
@@ -296,7 +300,26 @@ pub fn person(value: &v1::Person, prefix: &str, rules: &Rules) -> Validated<Pers
             &path(prefix, "national_id"),
             rules,
         )?,
-    })
+        given_name: given_name.clone().unwrap_or_default(),
+        family_name: family_name.clone().unwrap_or_default(),
+    };
+    let findable = person.national_id.is_some() || person.date_of_birth.is_some();
+    match (given_name, family_name) {
+        (Some(_), Some(_)) => Ok(person),
+        (None, None) => Err(FieldError::new(
+            path(prefix, "given_name"),
+            "is required when family_name is empty too",
+        )),
+        (None, Some(_)) if !findable => Err(FieldError::new(
+            path(prefix, "given_name"),
+            "may be empty only with a date_of_birth or a national_id",
+        )),
+        (Some(_), None) if !findable => Err(FieldError::new(
+            path(prefix, "family_name"),
+            "may be empty only with a date_of_birth or a national_id",
+        )),
+        _ => Ok(person),
+    }
 }
 
 fn phone_or_email(
@@ -571,12 +594,15 @@ pub fn request_id(value: &str, field: &str) -> Validated<()> {
 }
 
 /// A peer's query as checked: its purpose, its blinded keys (kinds known,
-/// digests 32 bytes, none repeated) and the identifier scheme it names.
+/// digests 32 bytes, none repeated), each key's field tokens (version 2: on
+/// every key or on none) and the identifier scheme it names.
 #[derive(Debug)]
 pub struct PeerQuery {
     pub basis: LawfulBasis,
     pub reason: String,
     pub keys: Vec<(v1::MatchKeyKind, Digest)>,
+    /// One per key for a version-2 query; empty for a version-1 one.
+    pub tokens: Vec<SubjectTokens>,
     pub scheme: Option<String>,
 }
 
@@ -591,8 +617,22 @@ pub fn peer_query(request: &v1::FindInvolvementsRequest) -> Validated<PeerQuery>
         ));
     }
     let mut keys = Vec::with_capacity(request.match_keys.len());
+    let mut tokens = Vec::new();
+    let with_tokens = request.match_keys[0].tokens.is_some();
     let mut seen = std::collections::BTreeSet::new();
     for (i, key) in request.match_keys.iter().enumerate() {
+        match (&key.tokens, with_tokens) {
+            (Some(wire), true) => tokens.push(SubjectTokens::try_from(wire).map_err(|e| {
+                FieldError::new(format!("match_keys[{i}].tokens.{}", e.field), e.problem)
+            })?),
+            (None, false) => {}
+            _ => {
+                return Err(FieldError::new(
+                    format!("match_keys[{i}].tokens"),
+                    "every key carries tokens, or none does",
+                ));
+            }
+        }
         let kind = match v1::MatchKeyKind::try_from(key.kind) {
             Ok(v1::MatchKeyKind::Unspecified) => {
                 return Err(FieldError::new(
@@ -644,6 +684,7 @@ pub fn peer_query(request: &v1::FindInvolvementsRequest) -> Validated<PeerQuery>
         ),
     };
     Ok(PeerQuery {
+        tokens,
         basis: purpose.lawful_basis,
         reason: purpose.reason,
         keys,

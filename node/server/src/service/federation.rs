@@ -22,6 +22,8 @@ use patchwork_federation::hostile::{
     Answered, Pattern, RefusalCount, RefusalTally, ReplayGuard, TalliedRefusal,
 };
 use patchwork_federation::matchkeys::Digest;
+use patchwork_federation::score::{Weights, decide_scored};
+use patchwork_federation::tokens::SubjectTokens;
 use patchwork_proto::v1::{self, federation_server::Federation};
 use tonic::{Request, Response, Status};
 use tracing::instrument;
@@ -114,11 +116,15 @@ impl FederationService {
         let basis = checked.basis;
         let keys = checked.keys;
         let keys_sent = keys.clone();
+        let tokens = checked.tokens;
         let scheme = checked.scheme;
         let include_family = request.include_family;
         let answer = move |store: &Store| -> Result<_, Status> {
-            let (decision, candidates) =
-                match_query_with_candidates(store, &set, &keys, scheme.as_deref())?;
+            let (decision, candidates) = if tokens.is_empty() {
+                match_query_with_candidates(store, &set, &keys, scheme.as_deref())?
+            } else {
+                match_scored(store, &set, &keys, &tokens)?
+            };
             // Doubt about persons none of whom has anything this peer may
             // see is no business of the peer's: it hears "no match", as for
             // someone unknown (audited `ambiguous_withheld`).
@@ -339,6 +345,23 @@ fn match_query_with_candidates(
         decision,
         hits.candidates.into_iter().map(|c| c.id).collect(),
     ))
+}
+
+/// Version 2 of the decision: the persons the keys find, scored field by
+/// field on the query's tokens (`patchwork_federation::score`), with every
+/// person scored.
+fn match_scored(
+    store: &Store,
+    set: &str,
+    keys: &[(v1::MatchKeyKind, Digest)],
+    tokens: &[SubjectTokens],
+) -> Result<(Decision<String>, Vec<String>), Status> {
+    let weights = Weights::default();
+    let scored = store
+        .scored_candidates(set, keys, tokens, CANDIDATE_LIMIT, &weights)
+        .map_err(|e| convert::store_status(e, ""))?;
+    let decision = decide_scored(&scored, &weights, &tokens[0]);
+    Ok((decision, scored.into_iter().map(|s| s.id).collect()))
 }
 
 /// Whether anything of `person_id`'s current team may go to `peer` for

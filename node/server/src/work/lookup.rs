@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use patchwork_federation::agreement::Peer;
 use patchwork_federation::fanout::{PeerOutcome, PeerReply};
 use patchwork_federation::keycheck::KeyCheck;
-use patchwork_federation::matchkeys::{Subject, query_keys};
+use patchwork_federation::matchkeys::Subject;
+use patchwork_federation::tokens::query_match_keys;
 use patchwork_proto::v1;
 use tonic::Status;
 
@@ -241,16 +242,7 @@ pub(crate) async fn lookup(
         };
         let keys = keys_by_set
             .entry(set_name.clone())
-            .or_insert_with(|| {
-                query_keys(set, &subject)
-                    .into_iter()
-                    .map(|(kind, digest)| v1::MatchKey {
-                        kind: kind as i32,
-                        digest: digest.to_vec(),
-                        tokens: None,
-                    })
-                    .collect()
-            })
+            .or_insert_with(|| query_match_keys(set, &subject))
             .clone();
         questions.push(Question {
             peer: peer.clone(),

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use patchwork_federation::keycheck::KeyCheck;
-use patchwork_federation::matchkeys::query_keys;
+use patchwork_federation::tokens::query_match_keys;
 use patchwork_proto::v1;
 use prost::Message;
 use tokio::task::JoinHandle;
@@ -152,14 +152,7 @@ pub(crate) async fn subscribe(
             request: v1::SubscribeRequest {
                 request_id: uuid::Uuid::new_v4().to_string(),
                 key_set: set_name.clone(),
-                match_keys: query_keys(set, &subject)
-                    .into_iter()
-                    .map(|(kind, digest)| v1::MatchKey {
-                        kind: kind as i32,
-                        digest: digest.to_vec(),
-                        tokens: None,
-                    })
-                    .collect(),
+                match_keys: query_match_keys(set, &subject),
                 national_id_scheme: question
                     .subject
                     .national_id
