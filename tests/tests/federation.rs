@@ -296,11 +296,33 @@ async fn federation() -> Federation {
                     "9434765919",
                 ),
                 person("B-2", "Sam", "Taylor", (2018, 6, 1), "BN2 2BB", ""),
+                // For the four causes of missed matches (see
+                // `the_four_causes_of_missed_matches_now_match`).
+                person(
+                    "B-3",
+                    "Oliver",
+                    "Kowalski",
+                    (2016, 2, 10),
+                    "BN3 3CC",
+                    "9458073022",
+                ),
+                v1::Person {
+                    national_id: Some(v1::NationalId {
+                        scheme: "crn".into(),
+                        value: "7654321".into(),
+                    }),
+                    ..person("B-4", "Zofia", "Nowak", (2014, 7, 21), "BN2 5QN", "")
+                },
+                // Held without a given name, as the council's system has her.
+                person("B-5", "", "Adeyemi", (2013, 9, 9), "BN1 4FF", "1573681938"),
             ],
             involvements: &[
                 ("B-1", "PR-B1", "Youth work", v1::Sensitivity::Standard),
                 ("B-1", "PR-B2", "Sexual health", v1::Sensitivity::Restricted),
                 ("B-2", "PR-B1", "Youth work", v1::Sensitivity::Standard),
+                ("B-3", "PR-B1", "Youth work", v1::Sensitivity::Standard),
+                ("B-4", "PR-B1", "Youth work", v1::Sensitivity::Standard),
+                ("B-5", "PR-B1", "Youth work", v1::Sensitivity::Standard),
             ],
         },
     )
@@ -736,4 +758,128 @@ async fn the_audit_verifies_and_tampering_is_found_at_the_right_entry() {
     let verification = store.verify_audit().expect("verify");
     assert!(!verification.intact);
     assert_eq!(verification.first_bad_entry, Some(2), "{verification:?}");
+}
+
+/// The four causes of the misses a cross-border lookup used to have (issue
+/// 15's table), each through the real API: Surrey asks, Brighton answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_four_causes_of_missed_matches_now_match() {
+    let f = federation().await;
+    let oliver = || v1::Demographics {
+        given_name: "Oliver".into(),
+        family_name: "Kowalski".into(),
+        date_of_birth: date(2016, 2, 10),
+        postcode: "BN3 3CC".into(),
+        national_id: Some(v1::NationalId {
+            scheme: "nhs".into(),
+            value: "9458073022".into(),
+        }),
+    };
+    let zofia = || v1::Demographics {
+        given_name: "Zofia".into(),
+        family_name: "Nowak".into(),
+        date_of_birth: date(2014, 7, 21),
+        postcode: "BN2 5QN".into(),
+        national_id: Some(v1::NationalId {
+            scheme: "crn".into(),
+            value: "7654321".into(),
+        }),
+    };
+    let cases = [
+        // 1. The identifiers agree, the family name does not.
+        (
+            "family name mistyped",
+            v1::Demographics {
+                family_name: "Kowalsky".into(),
+                ..oliver()
+            },
+        ),
+        (
+            "family name replaced",
+            v1::Demographics {
+                family_name: "Brown".into(),
+                ..oliver()
+            },
+        ),
+        (
+            "family name missing",
+            v1::Demographics {
+                family_name: String::new(),
+                ..oliver()
+            },
+        ),
+        // 2. The identifiers differ by a typo, in a scheme without a check digit.
+        (
+            "identifier digits swapped",
+            v1::Demographics {
+                national_id: Some(v1::NationalId {
+                    scheme: "crn".into(),
+                    value: "7654312".into(),
+                }),
+                ..zofia()
+            },
+        ),
+        // 3. A person the council holds with one name unknown.
+        (
+            "held without a given name",
+            v1::Demographics {
+                given_name: "Tunde".into(),
+                family_name: "Adeyemi".into(),
+                date_of_birth: date(2013, 9, 9),
+                postcode: "BN1 4FF".into(),
+                national_id: Some(v1::NationalId {
+                    scheme: "nhs".into(),
+                    value: "1573681938".into(),
+                }),
+            },
+        ),
+        // 4. Other combinations: a mistyped given name without a birth date;
+        // a family that moved.
+        (
+            "given name mistyped, no date of birth",
+            v1::Demographics {
+                given_name: "Olivr".into(),
+                date_of_birth: None,
+                ..oliver()
+            },
+        ),
+        (
+            "moved",
+            v1::Demographics {
+                postcode: "BN9 9ZZ".into(),
+                ..oliver()
+            },
+        ),
+    ];
+    for (case, subject) in cases {
+        let (response, _) = lookup(
+            &f.surrey,
+            ask(subject, "PR-S1", v1::LawfulBasis::ChildSafeguarding),
+        )
+        .await;
+        let brighton = answer(&response, "brighton");
+        assert_eq!(
+            outcome(brighton),
+            v1::NodeOutcome::Matched,
+            "{case}: {brighton:?}"
+        );
+        assert_eq!(practitioners(brighton), ["Kai Mensah"], "{case}");
+    }
+
+    // Oliver's twin, whom Brighton does not hold, asked about without an
+    // identifier: a given name one letter from his is no reason to disclose
+    // Oliver's team.
+    let twin = v1::Demographics {
+        given_name: "Olivia".into(),
+        national_id: None,
+        ..oliver()
+    };
+    let (response, _) = lookup(
+        &f.surrey,
+        ask(twin, "PR-S1", v1::LawfulBasis::ChildSafeguarding),
+    )
+    .await;
+    let brighton = answer(&response, "brighton");
+    assert_ne!(outcome(brighton), v1::NodeOutcome::Matched, "{brighton:?}");
+    assert!(brighton.involvements.is_empty());
 }
