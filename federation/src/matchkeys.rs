@@ -395,7 +395,10 @@ fn preimages(subject: &Subject, side: Side, version: Version) -> Vec<(MatchKeyKi
     // Version 2's blocking keys: each leaves out a field that the keys above all
     // need (the family name, the full date of birth, both names).
     let v2 = version == Version::V2;
-    let given_code = given.as_deref().map(phonetic).filter(|code| !code.is_empty());
+    let given_code = given
+        .as_deref()
+        .map(phonetic)
+        .filter(|code| !code.is_empty());
     if let (true, Some(code), Some(dob)) = (v2, &given_code, &dob) {
         out.push((MatchKeyKind::GivenDob, format!("v2|gd|{code}|{dob}")));
     }

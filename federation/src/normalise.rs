@@ -146,7 +146,10 @@ fn is_quote(c: char) -> bool {
 /// Rule 0: every word of `raw` in Latin letters (see the module's docs). Borrows
 /// `raw` when it has nothing to change, which is nearly always.
 fn in_latin_letters(raw: &str) -> std::borrow::Cow<'_, str> {
-    if raw.chars().all(|c| !c.is_alphabetic() || is_latin_letter(c)) {
+    if raw
+        .chars()
+        .all(|c| !c.is_alphabetic() || is_latin_letter(c))
+    {
         return std::borrow::Cow::Borrowed(raw);
     }
     let mut out = String::with_capacity(raw.len() * 2);
@@ -183,7 +186,10 @@ fn push_word_in_latin(out: &mut String, word: &str) {
                 out.push(c);
             }
         }
-    } else if word.chars().any(|c| matches!(c, 'і' | 'ї' | 'є' | 'ґ' | 'І' | 'Ї' | 'Є' | 'Ґ')) {
+    } else if word
+        .chars()
+        .any(|c| matches!(c, 'і' | 'ї' | 'є' | 'ґ' | 'І' | 'Ї' | 'Є' | 'Ґ'))
+    {
         out.push_str(&ukrainian_in_latin(word));
     } else {
         // Separate the word from a neighbour: CJK transliterates to several.
@@ -198,7 +204,8 @@ fn push_word_in_latin(out: &mut String, word: &str) {
 pub fn is_transliterated(raw: &str) -> bool {
     raw.split(|c: char| !(c.is_alphabetic() || is_combining_mark(c)))
         .any(|word| {
-            word.chars().any(|c| c.is_alphabetic() && !is_latin_letter(c))
+            word.chars()
+                .any(|c| c.is_alphabetic() && !is_latin_letter(c))
                 && !word.chars().any(is_latin_letter)
         })
 }

@@ -33,9 +33,9 @@
 //!   and a postcode that does not disagree (a namesake elsewhere with the same
 //!   birthday).
 //! - **With an agreeing national identifier**, at most one of given name, family name
-//!   and date of birth may disagree; a given name that disagrees needs both the others
-//!   alike (agree, a slip apart or similar); and the birth date may not be more than
-//!   five years away. An identifier with more against it was most likely recorded
+//!   and date of birth may disagree unless the given name agrees; a given name that
+//!   disagrees needs both the others alike (agree, a slip apart or similar); and the
+//!   birth date may not be more than five years away. An identifier with more against it was most likely recorded
 //!   against the wrong person: a sibling's (another given name, the same family), or
 //!   a parent's of the same name (another generation), mixed up at a desk.
 //!
@@ -121,8 +121,7 @@ fn date_level(query: Option<&DateTokens>, held: Option<&DateTokens>) -> Level {
     } else if q.deletions.iter().zip(&h.deletions).any(|(a, b)| a == b) {
         // Same length (eight digits), so only a substituted digit counts.
         Level::Slip
-    } else if q.year == h.year || q.years_near.contains(&h.year) || h.years_near.contains(&q.year)
-    {
+    } else if q.year == h.year || q.years_near.contains(&h.year) || h.years_near.contains(&q.year) {
         Level::Near
     } else {
         Level::Disagree
@@ -325,7 +324,7 @@ pub fn guard(c: &Comparison) -> Option<&'static str> {
             return Some("the identifier agrees but the birth date is a generation away");
         }
         let given_unlike = c.given_name == Level::Disagree;
-        if unlike >= 2 || (given_unlike && alike < 2) {
+        if (unlike >= 2 && c.given_name != Level::Agree) || (given_unlike && alike < 2) {
             return Some("the identifier agrees but the names and birth date point elsewhere");
         }
         return None;

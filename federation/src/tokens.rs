@@ -38,11 +38,11 @@ use patchwork_proto::v1;
 use ring::hmac;
 
 use crate::identifiers::{NHS_SCHEME, normalise_national_id, validate_scheme};
-use crate::normalise::{is_transliterated, name_tokens};
 use crate::matchkeys::{
     Digest, KeySet, Subject, UNIT_POSTCODE_LEN, date_form, family_form, given_form, phonetic,
     postcode_form, query_keys_v2,
 };
+use crate::normalise::{is_transliterated, name_tokens};
 
 /// The most deletion tokens one field carries (a longer value's tail gets none).
 pub const MAX_DELETIONS: usize = 24;
@@ -253,8 +253,8 @@ pub fn query_match_keys(set: &KeySet, subject: &Subject) -> Vec<v1::MatchKey> {
 pub fn one_slip_apart(a_exact: u32, a: &[u32], b_exact: u32, b: &[u32]) -> bool {
     let substituted = a.iter().zip(b).any(|(x, y)| x == y);
     let indel = a.contains(&b_exact) || b.contains(&a_exact);
-    let swapped = (0..a.len().min(b.len()).saturating_sub(1))
-        .any(|i| a[i] == b[i + 1] && a[i + 1] == b[i]);
+    let swapped =
+        (0..a.len().min(b.len()).saturating_sub(1)).any(|i| a[i] == b[i + 1] && a[i + 1] == b[i]);
     substituted || indel || swapped
 }
 
@@ -364,7 +364,11 @@ impl TryFrom<&v1::SubjectTokens> for SubjectTokens {
                 .map(|n| {
                     name_from_wire(
                         n,
-                        ["given_name.exact", "given_name.deletions", "given_name.words"],
+                        [
+                            "given_name.exact",
+                            "given_name.deletions",
+                            "given_name.words",
+                        ],
                     )
                 })
                 .transpose()?,
@@ -374,7 +378,11 @@ impl TryFrom<&v1::SubjectTokens> for SubjectTokens {
                 .map(|n| {
                     name_from_wire(
                         n,
-                        ["family_name.exact", "family_name.deletions", "family_name.words"],
+                        [
+                            "family_name.exact",
+                            "family_name.deletions",
+                            "family_name.words",
+                        ],
                     )
                 })
                 .transpose()?,
@@ -485,10 +493,8 @@ mod tests {
 
     #[test]
     fn a_peer_cannot_send_zero_or_too_many_tokens() {
-        let mut wire = v1::SubjectTokens::from(&subject_tokens(
-            &[1_u8; 32],
-            &subject("Amelia", "Smith"),
-        ));
+        let mut wire =
+            v1::SubjectTokens::from(&subject_tokens(&[1_u8; 32], &subject("Amelia", "Smith")));
         let mut zero = wire.clone();
         if let Some(g) = zero.given_name.as_mut() {
             g.exact = 0;

@@ -460,11 +460,11 @@ async fn one_unknown_name_imports_and_a_windows_file_names_its_real_lines() {
     let dir = tempfile::tempdir().expect("tempdir");
     let rows = [
         "P1,,Smith,2015-03-14,GU1 1AA,,", // 2: no given name, a birth date: fine
-        "P2,Ola,,,,,943 476 5919",         // 3: no family name, an NHS number: fine
-        "P3,Dev,,,GU1 1AA,,",              // 4: nothing to find Dev by
-        "P4,,,2011-01-01,,,",              // 5: no name at all
-        "",                                // 6: blank
-        "P5,Eli,Stone,2030-01-01,,,",      // 7: in the future
+        "P2,Ola,,,,,943 476 5919",        // 3: no family name, an NHS number: fine
+        "P3,Dev,,,GU1 1AA,,",             // 4: nothing to find Dev by
+        "P4,,,2011-01-01,,,",             // 5: no name at all
+        "",                               // 6: blank
+        "P5,Eli,Stone,2030-01-01,,,",     // 7: in the future
     ];
     let text = format!("{}{}\r\n", PERSONS_HEADER.trim_end(), "")
         + &rows.iter().map(|r| format!("{r}\r\n")).collect::<String>();
@@ -482,7 +482,9 @@ async fn one_unknown_name_imports_and_a_windows_file_names_its_real_lines() {
         ]
     );
     assert!(
-        report.errors[0].message.contains("date_of_birth or a national_id"),
+        report.errors[0]
+            .message
+            .contains("date_of_birth or a national_id"),
         "{:?}",
         report.errors[0]
     );

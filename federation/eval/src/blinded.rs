@@ -4,7 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use patchwork_federation::{
-    Candidate, Decision, Digest, KeySet, Subject, decide, index_keys, index_keys_v2, query_keys, query_keys_v2,
+    Candidate, Decision, Digest, KeySet, Subject, decide, index_keys, index_keys_v2, query_keys,
+    query_keys_v2,
 };
 use patchwork_proto::v1::MatchKeyKind;
 
@@ -35,12 +36,9 @@ impl Answerer for KeysOnly {
             self.by_digest.entry(digest).or_default().push(id);
             self.entries += 1;
         }
-        let has_id = record
-            .national_id
-            .as_ref()
-            .is_some_and(|(scheme, value)| {
-                patchwork_federation::normalise_national_id(scheme, value).is_ok()
-            });
+        let has_id = record.national_id.as_ref().is_some_and(|(scheme, value)| {
+            patchwork_federation::normalise_national_id(scheme, value).is_ok()
+        });
         self.has_national_id.insert(id, has_id);
     }
 

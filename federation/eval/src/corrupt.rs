@@ -310,7 +310,11 @@ pub fn identifier_typo(rng: &mut StdRng, id: &str) -> String {
     let at = rng.random_range(0..digits.len());
     match rng.random_range(0..3) {
         0 => {
-            let next = if at + 1 < digits.len() { at + 1 } else { at - 1 };
+            let next = if at + 1 < digits.len() {
+                at + 1
+            } else {
+                at - 1
+            };
             if digits[next] == digits[at] {
                 digits[at] = other_like(rng, digits[at]);
             } else {

@@ -156,14 +156,69 @@ pub fn latin_spelling(cyrillic: &str) -> String {
         let first = i == 0 || !chars[i - 1].is_alphabetic();
         let lower = c.to_lowercase().next().unwrap_or(*c);
         let latin = match lower {
-            'а' => "a", 'б' => "b", 'в' => "v", 'г' => "h", 'ґ' => "g", 'д' => "d",
-            'е' => "e", 'є' => if first { "ye" } else { "ie" }, 'ж' => "zh", 'з' => "z",
-            'и' => "y", 'і' => "i", 'ї' => if first { "yi" } else { "i" },
-            'й' => if first { "y" } else { "i" }, 'к' => "k", 'л' => "l", 'м' => "m",
-            'н' => "n", 'о' => "o", 'п' => "p", 'р' => "r", 'с' => "s", 'т' => "t",
-            'у' => "u", 'ф' => "f", 'х' => "kh", 'ц' => "ts", 'ч' => "ch", 'ш' => "sh",
-            'щ' => "shch", 'ь' | '\'' | '’' => "", 'ю' => if first { "yu" } else { "iu" },
-            'я' => if first { "ya" } else { "ia" },
+            'а' => "a",
+            'б' => "b",
+            'в' => "v",
+            'г' => "h",
+            'ґ' => "g",
+            'д' => "d",
+            'е' => "e",
+            'є' => {
+                if first {
+                    "ye"
+                } else {
+                    "ie"
+                }
+            }
+            'ж' => "zh",
+            'з' => "z",
+            'и' => "y",
+            'і' => "i",
+            'ї' => {
+                if first {
+                    "yi"
+                } else {
+                    "i"
+                }
+            }
+            'й' => {
+                if first {
+                    "y"
+                } else {
+                    "i"
+                }
+            }
+            'к' => "k",
+            'л' => "l",
+            'м' => "m",
+            'н' => "n",
+            'о' => "o",
+            'п' => "p",
+            'р' => "r",
+            'с' => "s",
+            'т' => "t",
+            'у' => "u",
+            'ф' => "f",
+            'х' => "kh",
+            'ц' => "ts",
+            'ч' => "ch",
+            'ш' => "sh",
+            'щ' => "shch",
+            'ь' | '\'' | '’' => "",
+            'ю' => {
+                if first {
+                    "yu"
+                } else {
+                    "iu"
+                }
+            }
+            'я' => {
+                if first {
+                    "ya"
+                } else {
+                    "ia"
+                }
+            }
             other => {
                 out.push(other);
                 continue;
@@ -290,4 +345,3 @@ pub const VARIANTS: &[&[&str]] = &[
     &["Ayaan", "Ayan"],
     &["Kwame", "Kwami"],
 ];
-

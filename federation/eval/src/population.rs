@@ -334,7 +334,11 @@ impl Builder {
     fn household(&mut self) -> usize {
         let group = self.group();
         let family = self.family(group);
-        let postcode = self.postcodes.choose(&mut self.rng).cloned().unwrap_or_default();
+        let postcode = self
+            .postcodes
+            .choose(&mut self.rng)
+            .cloned()
+            .unwrap_or_default();
         let id = self.households.len();
         self.households.push(Household {
             group,
@@ -430,7 +434,11 @@ impl Builder {
                 members: Vec::new(),
             });
             let postcode = loop {
-                let postcode = self.postcodes.choose(&mut self.rng).cloned().unwrap_or_default();
+                let postcode = self
+                    .postcodes
+                    .choose(&mut self.rng)
+                    .cloned()
+                    .unwrap_or_default();
                 if postcode != person.postcode {
                     break postcode;
                 }

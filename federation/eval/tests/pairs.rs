@@ -1,11 +1,13 @@
+//! A diagnosis, run by hand (`--ignored --nocapture`): recall for each pair of
+//! single-field errors, to see which combinations the two-field class loses.
+
 use patchwork_federation::{KeySet, Weights};
 use patchwork_linkage_eval::blinded::Scoring;
-use patchwork_linkage_eval::evaluate::{Answerer, Class, ask_pair};
+use patchwork_linkage_eval::evaluate::{Class, ask_pair, hold_all};
 use patchwork_linkage_eval::population::{Geography, Population, PopulationSpec, Scheme};
-use patchwork_federation::Subject;
 
 #[test]
-#[ignore]
+#[ignore = "a diagnosis: prints the weakest pairs of errors"]
 fn two_field_pairs() {
     let population = Population::new(PopulationSpec {
         held: 20_000,
@@ -15,16 +17,7 @@ fn two_field_pairs() {
     });
     let set = KeySet::new("eval", &[7; 32]).expect("key set");
     let mut answerer = Scoring::new(set, Weights::default());
-    for (id, person) in population.held() {
-        let record = Subject {
-            given_name: Some(patchwork_linkage_eval::names::latin_spelling(&person.given)),
-            family_name: Some(patchwork_linkage_eval::names::latin_spelling(&person.family)),
-            date_of_birth: Some(person.dob),
-            postcode: Some(person.postcode.clone()),
-            national_id: Some(("crn".into(), person.national_id.clone())),
-        };
-        answerer.hold(id, &record);
-    }
+    hold_all(&population, &mut answerer, 0xa5);
     for (i, a) in Class::SINGLE.iter().enumerate() {
         for b in &Class::SINGLE[i + 1..] {
             if a.field() == b.field() {
@@ -32,7 +25,15 @@ fn two_field_pairs() {
             }
             let t = ask_pair(&population, &answerer, (*a, *b), 40, 3);
             if t.recall() < 0.95 {
-                println!("{:<34} + {:<34} {:.2} wrong {} amb {} none {}", a.label(), b.label(), t.recall(), t.wrong, t.ambiguous, t.no_match);
+                println!(
+                    "{:<34} + {:<34} {:.2} wrong {} ambiguous {} no match {}",
+                    a.label(),
+                    b.label(),
+                    t.recall(),
+                    t.wrong,
+                    t.ambiguous,
+                    t.no_match
+                );
             }
         }
     }

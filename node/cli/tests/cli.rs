@@ -160,8 +160,11 @@ fn an_operator_session_from_quickstart_to_sigterm() {
     }
 
     let bad = tmp.path().join("bad.csv");
-    std::fs::write(&bad, "id,given_name,family_name,date_of_birth,postcode,address,national_id\nP-9,Al,,,,,\n")
-        .expect("write");
+    std::fs::write(
+        &bad,
+        "id,given_name,family_name,date_of_birth,postcode,address,national_id\nP-9,Al,,,,,\n",
+    )
+    .expect("write");
     let out = patchwork(&[
         "import",
         "persons",

@@ -552,7 +552,8 @@ mod tests {
     }
 
     fn hits(store: &Store, set: &KeySet, family: &str) -> usize {
-        let query: Vec<_> = patchwork_federation::matchkeys::index_keys(set, &subject_of(&person("Q", family)));
+        let query: Vec<_> =
+            patchwork_federation::matchkeys::index_keys(set, &subject_of(&person("Q", family)));
         store
             .match_candidates(set.name(), &query, 10_000, None)
             .expect("candidates")
