@@ -24,7 +24,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use patchwork_cli::cli::{ImportRequest, import_csv};
 use patchwork_cli::work::csv_rows::CsvKind;
-use patchwork_federation::matchkeys::{KeySet, Subject, index_keys, query_keys};
+use patchwork_federation::Weights;
+use patchwork_federation::matchkeys::{KeySet, Subject, index_keys, index_keys_v2, query_keys};
+use patchwork_federation::tokens::query_match_keys;
+use patchwork_linkage_eval::blinded::{KeysOnly, Scoring};
+use patchwork_linkage_eval::evaluate::evaluate;
+use patchwork_linkage_eval::population::{Geography, Population, PopulationSpec, Scheme};
 use patchwork_server::base::config::{KeySetEntry, PeerEntry};
 use patchwork_server::base::validate::{self, InvolvementSource, Rules};
 use patchwork_store::{Store, StoreOptions, WriteMode};
@@ -1089,25 +1094,104 @@ fn matching_cost(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()> {
     println!("== 5. match-key derivation over {n} subjects");
     let set = key_set()?;
     let subjects: Vec<Subject> = (0..n).map(|i| subject(&person(i))).collect();
-    let began = Instant::now();
-    let mut keys = 0usize;
-    for s in &subjects {
-        keys += index_keys(&set, s).len();
-    }
-    let index_us = began.elapsed().as_secs_f64() * 1e6 / n as f64;
-    let began = Instant::now();
-    let mut query = 0usize;
-    for s in &subjects {
-        query += query_keys(&set, s).len();
-    }
-    let query_us = began.elapsed().as_secs_f64() * 1e6 / n as f64;
+    let per = |work: &dyn Fn(&Subject) -> usize| {
+        let began = Instant::now();
+        let total: usize = subjects.iter().map(work).sum();
+        (
+            began.elapsed().as_secs_f64() * 1e6 / n as f64,
+            total as f64 / n as f64,
+        )
+    };
+    let (index_us, index_keys_n) = per(&|s| index_keys(&set, s).len());
+    let (query_us, query_keys_n) = per(&|s| query_keys(&set, s).len());
+    let (index2_us, index2_keys_n) = per(&|s| index_keys_v2(&set, s).len());
+    let (query2_us, query2_bytes) = per(&|s| {
+        query_match_keys(&set, s)
+            .iter()
+            .map(prost::Message::encoded_len)
+            .sum()
+    });
     println!(
-        "  per person (index keys, {:.1} keys): {index_us:.2} µs; per query (query keys, {:.1} keys): {query_us:.2} µs",
-        keys as f64 / n as f64,
-        query as f64 / n as f64
+        "  version 1: per person (index keys, {index_keys_n:.1} keys): {index_us:.2} µs; per query ({query_keys_n:.1} keys): {query_us:.2} µs"
+    );
+    println!(
+        "  version 2: per person ({index2_keys_n:.1} keys): {index2_us:.2} µs; per query (keys and tokens, {query2_bytes:.0} bytes): {query2_us:.2} µs"
     );
     figures.put("matchkeys_per_person_us", format!("{index_us:.2}"));
     figures.put("matchkeys_per_query_us", format!("{query_us:.2}"));
+    figures.put("matchkeys_v2_per_person_us", format!("{index2_us:.2}"));
+    figures.put("matchkeys_v2_per_query_us", format!("{query2_us:.2}"));
+
+    let held = sizes.persons as usize;
+    let per_class = if held >= 1_000_000 { 1_000 } else { 100 };
+    for (name, label, scheme, geography) in [
+        (
+            "England, NHS numbers",
+            "england",
+            Scheme::Nhs,
+            Geography::England,
+        ),
+        (
+            "Victoria, 7-digit numbers",
+            "victoria",
+            Scheme::Opaque(7),
+            Geography::Victoria,
+        ),
+    ] {
+        println!(
+            "== 6. matching evaluation, {name}, {held} persons held, {per_class} queries a class"
+        );
+        let began = Instant::now();
+        let population = Population::new(PopulationSpec {
+            held,
+            scheme,
+            geography,
+            seed: 0x51ed,
+        });
+        println!(
+            "  population built in {:.1} s",
+            began.elapsed().as_secs_f64()
+        );
+        let mut scoring = Scoring::new(set.clone(), Weights::default());
+        let report = evaluate(name, &population, &mut scoring, per_class, 0xa5);
+        println!("{}", report.table());
+        let mut keys_only = KeysOnly::new(set.clone());
+        let baseline = evaluate(name, &population, &mut keys_only, per_class, 0xa5);
+        let total = report.held_total();
+        println!(
+            "  recall {:.4} (version 1's keys alone: {:.4}); wrong-person disclosures {} ({})",
+            total.recall(),
+            baseline.held_total().recall(),
+            report.wrong_total(),
+            baseline.wrong_total()
+        );
+        figures.put(
+            &format!("match_{label}_recall"),
+            format!("{:.4}", total.recall()),
+        );
+        figures.put(
+            &format!("match_{label}_recall_v1"),
+            format!("{:.4}", baseline.held_total().recall()),
+        );
+        figures.put(&format!("match_{label}_wrong"), report.wrong_total());
+        figures.put(
+            &format!("match_{label}_weakest_single_field"),
+            report
+                .weakest_single_field()
+                .map_or(String::new(), |(_, recall)| format!("{recall:.4}")),
+        );
+        figures.put(
+            &format!("match_{label}_us_per_query"),
+            format!("{:.1}", report.micros_per_query()),
+        );
+        figures.put(
+            &format!("match_{label}_index_entries_per_person"),
+            format!(
+                "{:.1}",
+                report.footprint.entries as f64 / report.held as f64
+            ),
+        );
+    }
     Ok(())
 }
 

@@ -424,3 +424,139 @@ pub fn decide_scored<Id: Clone>(
         Decision::NoMatch
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::matchkeys::Subject;
+    use crate::tokens::subject_tokens;
+
+    fn oliver() -> Subject {
+        Subject {
+            given_name: Some("Oliver".into()),
+            family_name: Some("Kowalski".into()),
+            date_of_birth: Some((2016, 2, 10)),
+            postcode: Some("BN3 3CC".into()),
+            national_id: Some(("crn".into(), "7654321".into())),
+        }
+    }
+
+    fn compared(query: &Subject, held: &Subject) -> Comparison {
+        let key = [3_u8; 32];
+        compare(&subject_tokens(&key, query), &subject_tokens(&key, held))
+    }
+
+    #[test]
+    fn one_field_wrong_with_the_identifier_matches_and_a_twin_without_it_does_not() {
+        let weights = Weights::default();
+        let held = oliver();
+        let moved = Subject {
+            postcode: Some("BN9 9ZZ".into()),
+            ..oliver()
+        };
+        let scored = score("B-3", compared(&moved, &held), &weights);
+        assert_eq!(scored.guard, None);
+        assert!(scored.weight >= weights.threshold, "{scored:?}");
+
+        // The twin Brighton does not hold, asked about without an identifier.
+        let twin = Subject {
+            given_name: Some("Olivia".into()),
+            national_id: None,
+            ..oliver()
+        };
+        let scored = score("B-3", compared(&twin, &held), &weights);
+        assert!(scored.guard.is_some(), "{scored:?}");
+        let decision = decide_scored(&[scored], &weights, &SubjectTokens::default());
+        assert_ne!(decision, Decision::Matched("B-3"));
+    }
+
+    #[test]
+    fn a_crafted_query_cannot_make_a_guessed_name_agree() {
+        // A peer holding the secret stuffs its deletions with the token of a
+        // name it guesses: that makes the given name a slip away at best,
+        // and without the identifier a slip is not enough.
+        let key = [3_u8; 32];
+        let held = subject_tokens(&key, &oliver());
+        let mut crafted = subject_tokens(
+            &key,
+            &Subject {
+                given_name: Some("Olivia".into()),
+                national_id: None,
+                ..oliver()
+            },
+        );
+        if let (Some(asked), Some(guessed)) = (crafted.given_name.as_mut(), &held.given_name) {
+            asked.deletions = vec![guessed.exact; 24];
+            asked.words = vec![guessed.exact; 4];
+        }
+        let comparison = compare(&crafted, &held);
+        assert_eq!(comparison.given_name, Level::Slip);
+        assert!(guard(&comparison).is_some());
+    }
+
+    #[test]
+    fn an_identifier_recorded_against_a_sibling_or_a_parent_is_explained_away() {
+        let weights = Weights::default();
+        let sibling = Subject {
+            given_name: Some("Zofia".into()),
+            date_of_birth: Some((2013, 5, 1)),
+            national_id: Some(("crn".into(), "1111111".into())),
+            ..oliver()
+        };
+        // Oliver's record, carrying his sister's number, without a birth date.
+        let asked = Subject {
+            date_of_birth: None,
+            national_id: sibling.national_id.clone(),
+            ..oliver()
+        };
+        let on_sibling = score("sister", compared(&asked, &sibling), &weights);
+        assert!(on_sibling.guard.is_some(), "{on_sibling:?}");
+        assert!(on_sibling.weight < weights.threshold, "{on_sibling:?}");
+
+        // A parent of the same name, a generation older, with the number.
+        let parent = Subject {
+            date_of_birth: Some((1985, 2, 10)),
+            national_id: Some(("crn".into(), "2222222".into())),
+            ..oliver()
+        };
+        let asked = Subject {
+            date_of_birth: Some((2015, 6, 1)),
+            national_id: parent.national_id.clone(),
+            ..oliver()
+        };
+        let on_parent = score("parent", compared(&asked, &parent), &weights);
+        assert_eq!(
+            on_parent.guard,
+            Some("the identifier agrees but the birth date is a generation away")
+        );
+    }
+
+    #[test]
+    fn a_close_runner_up_makes_the_answer_ambiguous() {
+        let weights = Weights::default();
+        let strong = |id| Scored {
+            id,
+            comparison: compared(&oliver(), &oliver()),
+            weight: 40.0,
+            demographics: 20.0,
+            guard: None,
+        };
+        let close = Scored {
+            weight: 36.0,
+            ..strong("B")
+        };
+        let query = SubjectTokens::default();
+        assert_eq!(
+            decide_scored(&[strong("A")], &weights, &query),
+            Decision::Matched("A")
+        );
+        assert!(matches!(
+            decide_scored(&[strong("A"), close], &weights, &query),
+            Decision::Ambiguous { .. }
+        ));
+        assert_eq!(
+            decide_scored::<&str>(&[], &weights, &query),
+            Decision::NoMatch
+        );
+    }
+}

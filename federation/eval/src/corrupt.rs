@@ -120,8 +120,9 @@ fn neighbours(c: char) -> Vec<char> {
         return Vec::new();
     };
     let mut out = Vec::new();
-    for r in row.saturating_sub(1)..=(row + 1).min(QWERTY.len() - 1) {
-        let keys: Vec<char> = QWERTY[r].chars().collect();
+    let rows = row.saturating_sub(1)..=(row + 1).min(QWERTY.len() - 1);
+    for keys in &QWERTY[rows] {
+        let keys: Vec<char> = keys.chars().collect();
         for i in col.saturating_sub(1)..=col + 1 {
             if let Some(&k) = keys.get(i)
                 && k != lower

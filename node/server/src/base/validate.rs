@@ -742,7 +742,9 @@ mod tests {
             ("person.id", |p| p.id = String::new()),
             ("person.id", |p| p.id = "a b".into()),
             ("person.id", |p| p.id = "x".repeat(65)),
-            ("person.given_name", |p| p.given_name = "  ".into()),
+            // A blank given name is fine now (a date of birth and an NHS number
+            // stand in): see one_name_may_be_unknown_with_enough_else_to_find_the_person.
+            ("person.given_name", |p| p.given_name = "a".repeat(101)),
             ("person.family_name", |p| p.family_name = "é".repeat(101)),
             ("person.family_name", |p| {
                 p.family_name = "Smi\u{0}th".into()
@@ -872,5 +874,73 @@ mod tests {
             past_date(&d(28), "d", &rules).expect_err("future everywhere"),
             FieldError::new("d", "is in the future")
         );
+    }
+
+    #[test]
+    fn one_name_may_be_unknown_with_enough_else_to_find_the_person() {
+        let rules = rules();
+        let without = |given: &str, family: &str, dob: bool, id: bool| v1::Person {
+            given_name: given.into(),
+            family_name: family.into(),
+            date_of_birth: person_proto().date_of_birth.filter(|_| dob),
+            national_id: person_proto().national_id.filter(|_| id),
+            ..person_proto()
+        };
+        for (person, refused) in [
+            (without("", "Smith", true, false), None),
+            (without("Amelia", "", false, true), None),
+            (without("", "Smith", false, false), Some("p.given_name")),
+            (without("Amelia", " ", false, false), Some("p.family_name")),
+            (without("", "", true, true), Some("p.given_name")),
+        ] {
+            match (person_checked(&person, &rules), refused) {
+                (Ok(checked), None) => assert!(
+                    checked.given_name.is_empty() != checked.family_name.is_empty(),
+                    "{checked:?}"
+                ),
+                (Err(error), Some(field)) => assert_eq!(error.field, field, "{error:?}"),
+                (outcome, wanted) => panic!("{person:?}: {outcome:?}, wanted {wanted:?}"),
+            }
+        }
+    }
+
+    fn person_checked(value: &v1::Person, rules: &Rules) -> Validated<Person> {
+        person(value, "p", rules)
+    }
+
+    #[test]
+    fn a_peer_puts_tokens_on_every_key_or_on_none() {
+        let set = patchwork_federation::KeySet::new("t", &[1; 32]).expect("set");
+        let subject = patchwork_federation::Subject {
+            given_name: Some("Amelia".into()),
+            family_name: Some("Smith".into()),
+            date_of_birth: Some((2015, 3, 14)),
+            postcode: Some("RH1 1AA".into()),
+            national_id: None,
+        };
+        let mut request = v1::FindInvolvementsRequest {
+            request_id: "r-1".into(),
+            key_set: "t".into(),
+            match_keys: patchwork_federation::tokens::query_match_keys(&set, &subject),
+            purpose: Some(v1::Purpose {
+                lawful_basis: v1::LawfulBasis::ChildSafeguarding as i32,
+                reason: "s.47 enquiry".into(),
+            }),
+            requester: Some(v1::Requester {
+                practitioner_id: "PR-1".into(),
+                name: "Sam".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let checked = peer_query(&request).expect("version 2");
+        assert_eq!(checked.tokens.len(), checked.keys.len());
+        request.match_keys[2].tokens = None;
+        let error = peer_query(&request).expect_err("mixed");
+        assert_eq!(error.field, "match_keys[2].tokens");
+        for key in &mut request.match_keys {
+            key.tokens = None;
+        }
+        assert!(peer_query(&request).expect("version 1").tokens.is_empty());
     }
 }
