@@ -1047,6 +1047,7 @@ async fn import(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()> {
         bail!("the import did not create every person: {report:?}");
     }
     let per_s = n as f64 / import_s;
+    let bytes_per_person = dir_bytes(&node.config().store_dir()) as f64 / n as f64;
 
     // Baseline: the same number of records straight into sled, in batches.
     let sled_dir = scratch.path().join("sled");
@@ -1077,10 +1078,14 @@ async fn import(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()> {
         Ok(rows.len() as f64 / began.elapsed().as_secs_f64())
     })
     .await??;
-    println!("  node: {per_s:>9.0} persons/s ({import_s:.1} s)");
+    println!(
+        "  node: {per_s:>9.0} persons/s ({import_s:.1} s); store {bytes_per_person:.0} B a person (no involvements)"
+    );
     println!("  sled: {sled_per_s:>9.0} records/s (raw batches of 1,000, one flush)");
     println!("  node/sled {:.3}", ratio(per_s, sled_per_s));
     figures.put("import_persons_per_s", format!("{per_s:.0}"));
+    figures.put("import_seconds", format!("{import_s:.1}"));
+    figures.put("import_bytes_per_person", format!("{bytes_per_person:.0}"));
     figures.put("import_sled_records_per_s", format!("{sled_per_s:.0}"));
     figures.put(
         "import_vs_sled_ratio",

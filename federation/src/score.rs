@@ -15,9 +15,10 @@
 //! about 1 in 20,000, a unit postcode about 1 in 25,000, a four-digit suburb 1 in 700).
 //! A missing field weighs 0. A national identifier that disagrees weighs -12 in a
 //! scheme with a check digit (a slip is caught at entry, so a well-formed identifier
-//! that differs is another's or a wrong one) and -5 in one without (a slip gives
+//! that differs is another's or a wrong one) and -8 in one without (a slip gives
 //! another well-formed identifier, which the deletion tokens then usually recognise
-//! as one slip apart).
+//! as one slip apart, weighing +9). A four-digit suburb postcode is never "a slip
+//! apart" from another: one in twenty pairs of suburbs are.
 //!
 //! # Guards
 //!
@@ -34,7 +35,8 @@
 //!   birthday).
 //! - **With an agreeing national identifier**, at most one of given name, family name
 //!   and date of birth may disagree unless the given name agrees; a given name that
-//!   disagrees needs both the others alike (agree, a slip apart or similar); and the
+//!   disagrees needs both the others alike (names: agree, a slip apart or similar;
+//!   the birth date: agree or day and month swapped); and the
 //!   birth date may not be more than five years away. An identifier with more against it was most likely recorded
 //!   against the wrong person: a sibling's (another given name, the same family), or
 //!   a parent's of the same name (another generation), mixed up at a desk.
@@ -48,9 +50,10 @@
 //! The best unguarded candidate is matched when its weight is at least
 //! [`Weights::threshold`] and at least [`Weights::margin`] above every other
 //! candidate's, unless the identifier is all it has over a rival: when the best agrees
-//! on the identifier and another candidate's names, birth date and postcode alone
-//! weigh more than the best's and reach the threshold, the identifier and the
-//! demographics point at different people. Otherwise the answer is ambiguous if any candidate reaches
+//! on the identifier and another unguarded candidate with the same birth date has
+//! names, birth date and postcode that alone weigh more than the best's and reach the
+//! threshold,
+//! the identifier and the demographics point at different people. Otherwise the answer is ambiguous if any candidate reaches
 //! [`Weights::threshold`] minus [`Weights::margin`] (someone like the person asked
 //! about is here), and no match below that.
 
@@ -97,7 +100,8 @@ fn name_level(query: Option<&NameTokens>, held: Option<&NameTokens>) -> Level {
         return Level::Missing;
     };
     let slip = one_slip_apart(q.exact, &q.deletions, h.exact, &h.deletions);
-    if q.exact == h.exact || (slip && (q.transliterated || h.transliterated)) {
+    let same = q.exact == h.exact || (q.full != 0 && q.full == h.full);
+    if same || (slip && (q.transliterated || h.transliterated)) {
         // Transliteration standards differ by a letter (Mariia, Maria; Oleh, Oleg).
         Level::Agree
     } else if slip || q.words.contains(&h.exact) || h.words.contains(&q.exact) {
@@ -132,9 +136,12 @@ fn postcode_level(query: Option<&PostcodeTokens>, held: Option<&PostcodeTokens>)
     let (Some(q), Some(h)) = (query, held) else {
         return Level::Missing;
     };
+    // A one-character slip in a street's postcode is a slip; two four-digit
+    // suburbs a digit apart are two suburbs (one in twenty pairs are).
+    let unit = q.district != 0 && h.district != 0;
     if q.exact == h.exact {
         Level::Agree
-    } else if one_slip_apart(q.exact, &q.deletions, h.exact, &h.deletions) {
+    } else if unit && one_slip_apart(q.exact, &q.deletions, h.exact, &h.deletions) {
         Level::Slip
     } else if q.district != 0 && q.district == h.district {
         Level::Similar
@@ -279,8 +286,8 @@ impl Default for Weights {
                 agree: 20.0,
                 slip: 9.0,
                 similar: 9.0,
-                near: -5.0,
-                disagree: -5.0,
+                near: -8.0,
+                disagree: -8.0,
             },
             id_disagree_checked: -12.0,
             threshold: 21.0,
@@ -315,7 +322,13 @@ impl Weights {
 pub fn guard(c: &Comparison) -> Option<&'static str> {
     if c.national_id == Level::Agree {
         let fields = [c.given_name, c.family_name, c.date_of_birth];
-        let alike = fields.iter().filter(|l| **l >= Level::Similar).count();
+        // A birth date a digit away may be years away (1993, 1998): not alike
+        // enough to vouch for an identifier against a disagreeing given name.
+        let alike = [c.given_name, c.family_name]
+            .iter()
+            .filter(|l| **l >= Level::Similar)
+            .count()
+            + usize::from(matches!(c.date_of_birth, Level::Agree | Level::Similar));
         let unlike = fields
             .iter()
             .filter(|l| matches!(l, Level::Disagree | Level::Near))
@@ -407,7 +420,10 @@ pub fn decide_scored<Id: Clone>(
     // The identifier points at one person and the names and birth date at another.
     let split = best.comparison.national_id == Level::Agree
         && order[1..].iter().any(|other| {
-            other.demographics >= weights.threshold && other.demographics > best.demographics
+            other.guard.is_none()
+                && other.comparison.date_of_birth == Level::Agree
+                && other.demographics >= weights.threshold
+                && other.demographics > best.demographics
         });
     if best.guard.is_none()
         && !split

@@ -23,7 +23,9 @@
 //! | national id (`i`) | `scheme|value` | of the value, only for schemes without a check digit |
 //!
 //! Both names share the label `n`, so a given name recorded as the family name still
-//! compares; each also carries `v2|n|p|{code}`, its Double Metaphone code, and a token
+//! compares; each also carries the token of all its words joined (its `family` normal
+//! form, which for a given name of several words is longer than its `given` one),
+//! `v2|n|p|{code}`, its Double Metaphone code, and a token
 //! (label `n`) for each of its words (of [`normalise_name`](crate::normalise_name)), in
 //! order, for a middle name or a second family name one record holds and the other
 //! does not. A deletion
@@ -51,6 +53,9 @@ pub const MAX_DELETIONS: usize = 24;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NameTokens {
     pub exact: u32,
+    /// Every word, joined (`cianliam` of `Cian Liam`, whose `exact` is `cian`):
+    /// what a name recorded in the other field is compared by.
+    pub full: u32,
     /// 0 when the name has no phonetic code.
     pub phonetic: u32,
     pub deletions: Vec<u32>,
@@ -155,8 +160,10 @@ impl Tokeniser {
                 words.push(token);
             }
         }
+        let joined = family_form(raw).unwrap_or_else(|| form.to_owned());
         NameTokens {
             exact: self.token("v2|n|s|", form),
+            full: self.token("v2|n|s|", &joined),
             phonetic: if code.is_empty() {
                 0
             } else {
@@ -262,6 +269,7 @@ impl From<&NameTokens> for v1::NameTokens {
     fn from(t: &NameTokens) -> Self {
         v1::NameTokens {
             exact: t.exact,
+            full: t.full,
             phonetic: t.phonetic,
             deletions: t.deletions.clone(),
             words: t.words.clone(),
@@ -344,6 +352,7 @@ fn name_from_wire(
     }
     Ok(NameTokens {
         exact: nonzero(t.exact, exact)?,
+        full: t.full,
         phonetic: t.phonetic,
         deletions: checked_deletions(&t.deletions, deletions)?,
         words: t.words.clone(),

@@ -1,20 +1,42 @@
 //! The answering node of blinded matching, in memory: the keys each held person is
-//! indexed under, and the federation's decision over the keys a query hits.
+//! indexed under, and the federation's decision over what a query's keys find. The
+//! asking side makes the wire query (`Answerer::ask`); the answering side sees only
+//! that (`Answerer::answer`), as a node does, so the evaluation times the answering
+//! side alone.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use patchwork_federation::tokens::{SubjectTokens, query_match_keys};
 use patchwork_federation::{
-    Candidate, Decision, Digest, KeySet, Subject, decide, index_keys, index_keys_v2, query_keys,
-    query_keys_v2,
+    Candidate, Decision, Digest, KeySet, Subject, Weights, compare, decide, decide_scored,
+    index_keys, index_keys_v2, query_keys, score, subject_tokens,
 };
-use patchwork_proto::v1::MatchKeyKind;
+use patchwork_proto::v1;
 
 use crate::evaluate::{Answerer, Footprint, Outcome};
+
+/// The most persons one key may bring in (as a node's `CANDIDATE_LIMIT`).
+const CANDIDATE_LIMIT: usize = 16;
+
+/// A stored index entry: the digest, a kind byte, a person's id of about ten bytes.
+const ENTRY_BYTES: usize = 32 + 1 + 10;
+
+fn outcome(decision: Decision<usize>) -> Outcome {
+    match decision {
+        Decision::Matched(id) => Outcome::Matched(id),
+        Decision::NoMatch => Outcome::NoMatch,
+        Decision::Ambiguous { .. } => Outcome::Ambiguous,
+    }
+}
+
+fn digest_of(key: &v1::MatchKey) -> Option<Digest> {
+    key.digest.as_slice().try_into().ok()
+}
 
 /// Version 1 of the federation's matching: all-or-nothing keys and `decide`.
 pub struct KeysOnly {
     set: KeySet,
-    by_digest: HashMap<Digest, Vec<usize>>,
+    by_digest: HashMap<Digest, Vec<(usize, v1::MatchKeyKind)>>,
     has_national_id: HashMap<usize, bool>,
     entries: usize,
 }
@@ -32,8 +54,8 @@ impl KeysOnly {
 
 impl Answerer for KeysOnly {
     fn hold(&mut self, id: usize, record: &Subject) {
-        for (_, digest) in index_keys(&self.set, record) {
-            self.by_digest.entry(digest).or_default().push(id);
+        for (kind, digest) in index_keys(&self.set, record) {
+            self.by_digest.entry(digest).or_default().push((id, kind));
             self.entries += 1;
         }
         let has_id = record.national_id.as_ref().is_some_and(|(scheme, value)| {
@@ -42,14 +64,32 @@ impl Answerer for KeysOnly {
         self.has_national_id.insert(id, has_id);
     }
 
-    fn answer(&self, query: &Subject) -> Outcome {
-        let keys = query_keys(&self.set, query);
-        let kinds: BTreeSet<MatchKeyKind> = keys.iter().map(|(k, _)| *k).collect();
-        let mut hits: BTreeMap<usize, BTreeSet<MatchKeyKind>> = BTreeMap::new();
-        for (kind, digest) in &keys {
-            for person in self.by_digest.get(digest).into_iter().flatten() {
-                hits.entry(*person).or_default().insert(*kind);
+    fn ask(&self, query: &Subject) -> Vec<v1::MatchKey> {
+        query_keys(&self.set, query)
+            .into_iter()
+            .map(|(kind, digest)| v1::MatchKey {
+                kind: kind as i32,
+                digest: digest.to_vec(),
+                tokens: None,
+            })
+            .collect()
+    }
+
+    fn answer(&self, wire: &[v1::MatchKey]) -> Outcome {
+        let mut kinds = BTreeSet::new();
+        let mut hits: BTreeMap<usize, BTreeSet<v1::MatchKeyKind>> = BTreeMap::new();
+        for key in wire {
+            let claimed = v1::MatchKeyKind::try_from(key.kind).unwrap_or_default();
+            let mut kind = claimed;
+            for (person, stored) in digest_of(key)
+                .and_then(|d| self.by_digest.get(&d))
+                .into_iter()
+                .flatten()
+            {
+                kind = patchwork_federation::decide::effective_kind(claimed, *stored);
+                hits.entry(*person).or_default().insert(kind);
             }
+            kinds.insert(kind);
         }
         let candidates: Vec<Candidate<usize>> = hits
             .into_iter()
@@ -59,24 +99,14 @@ impl Answerer for KeysOnly {
                 has_national_id: self.has_national_id.get(&id).copied().unwrap_or(false),
             })
             .collect();
-        match decide(&kinds, &candidates) {
-            Decision::Matched(id) => Outcome::Matched(id),
-            Decision::NoMatch => Outcome::NoMatch,
-            Decision::Ambiguous { .. } => Outcome::Ambiguous,
-        }
+        outcome(decide(&kinds, &candidates))
     }
 
     fn footprint(&self) -> Footprint {
-        // A stored entry: a tag byte, the digest, the person's id (about ten bytes).
         Footprint {
             entries: self.entries,
-            bytes: self.entries * (1 + 32 + 10),
+            bytes: self.entries * ENTRY_BYTES,
         }
-    }
-
-    fn query_bytes(&self, query: &Subject) -> usize {
-        // Each key on the wire: its kind and 32 bytes.
-        query_keys(&self.set, query).len() * (2 + 32 + 2)
     }
 }
 
@@ -84,14 +114,14 @@ impl Answerer for KeysOnly {
 /// tokens under the key that found it, and `decide_scored` decides.
 pub struct Scoring {
     set: KeySet,
-    weights: patchwork_federation::Weights,
+    weights: Weights,
     by_digest: HashMap<Digest, Vec<usize>>,
     records: HashMap<usize, Subject>,
     entries: usize,
 }
 
 impl Scoring {
-    pub fn new(set: KeySet, weights: patchwork_federation::Weights) -> Scoring {
+    pub fn new(set: KeySet, weights: Weights) -> Scoring {
         Scoring {
             set,
             weights,
@@ -99,28 +129,6 @@ impl Scoring {
             records: HashMap::new(),
             entries: 0,
         }
-    }
-
-    /// Every candidate the query's keys found, scored: what `answer` decides on.
-    pub fn scored(&self, query: &Subject) -> Vec<patchwork_federation::Scored<usize>> {
-        use patchwork_federation::{compare, score, subject_tokens};
-        let mut seen: HashMap<usize, ()> = HashMap::new();
-        let mut out = Vec::new();
-        for (_, digest) in query_keys_v2(&self.set, query) {
-            for &person in self.by_digest.get(&digest).into_iter().flatten() {
-                if seen.insert(person, ()).is_some() {
-                    continue;
-                }
-                let query_tokens = subject_tokens(&digest, query);
-                let held_tokens = subject_tokens(&digest, &self.records[&person]);
-                out.push(score(
-                    person,
-                    compare(&query_tokens, &held_tokens),
-                    &self.weights,
-                ));
-            }
-        }
-        out
     }
 }
 
@@ -133,34 +141,57 @@ impl Answerer for Scoring {
         self.records.insert(id, record.clone());
     }
 
-    fn answer(&self, query: &Subject) -> Outcome {
-        let scored = self.scored(query);
-        let tokens = query_keys_v2(&self.set, query)
-            .first()
-            .map(|(_, digest)| patchwork_federation::subject_tokens(digest, query))
-            .unwrap_or_default();
-        match patchwork_federation::decide_scored(&scored, &self.weights, &tokens) {
-            Decision::Matched(id) => Outcome::Matched(id),
-            Decision::NoMatch => Outcome::NoMatch,
-            Decision::Ambiguous { .. } => Outcome::Ambiguous,
-        }
+    fn ask(&self, query: &Subject) -> Vec<v1::MatchKey> {
+        query_match_keys(&self.set, query)
+    }
+
+    /// What a node's `Store::scored_candidates` and `decide_scored` do, on a
+    /// hash map instead of sled.
+    fn answer(&self, wire: &[v1::MatchKey]) -> Outcome {
+        let (scored, first) = self.scored(wire);
+        outcome(decide_scored(&scored, &self.weights, &first))
     }
 
     fn footprint(&self) -> Footprint {
         Footprint {
             entries: self.entries,
-            bytes: self.entries * (1 + 32 + 10),
+            bytes: self.entries * ENTRY_BYTES,
         }
     }
+}
 
-    fn query_bytes(&self, query: &Subject) -> usize {
-        use prost::Message;
-        query_keys_v2(&self.set, query)
-            .iter()
-            .map(|(_, digest)| {
-                let tokens = patchwork_federation::subject_tokens(digest, query);
-                2 + 34 + patchwork_proto::v1::SubjectTokens::from(&tokens).encoded_len() + 2
-            })
-            .sum()
+impl Scoring {
+    /// Every candidate `wire`'s keys find, scored, and the first key's tokens:
+    /// what [`Answerer::answer`] decides on (public for a diagnosis).
+    pub fn scored(
+        &self,
+        wire: &[v1::MatchKey],
+    ) -> (Vec<patchwork_federation::Scored<usize>>, SubjectTokens) {
+        let mut found: Vec<(usize, usize)> = Vec::new();
+        for (at, key) in wire.iter().enumerate() {
+            let behind = digest_of(key)
+                .and_then(|d| self.by_digest.get(&d))
+                .map_or(&[][..], Vec::as_slice);
+            if behind.len() > CANDIDATE_LIMIT {
+                continue;
+            }
+            for &person in behind {
+                if found.len() < 4 * CANDIDATE_LIMIT && !found.iter().any(|(p, _)| *p == person) {
+                    found.push((person, at));
+                }
+            }
+        }
+        let tokens = |at: usize| -> Option<SubjectTokens> {
+            SubjectTokens::try_from(wire.get(at)?.tokens.as_ref()?).ok()
+        };
+        let mut scored = Vec::with_capacity(found.len());
+        for (person, at) in found {
+            let (Some(asked), Some(digest)) = (tokens(at), wire.get(at).and_then(digest_of)) else {
+                continue;
+            };
+            let held = subject_tokens(&digest, &self.records[&person]);
+            scored.push(score(person, compare(&asked, &held), &self.weights));
+        }
+        (scored, tokens(0).unwrap_or_default())
     }
 }

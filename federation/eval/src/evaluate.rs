@@ -7,6 +7,8 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use patchwork_federation::Subject;
+use patchwork_proto::v1;
+use prost::Message;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
@@ -31,12 +33,12 @@ pub enum Outcome {
 pub trait Answerer {
     /// Takes in one held person's record, as its own systems hold it.
     fn hold(&mut self, id: usize, record: &Subject);
-    /// Answers a query built from the asking node's record.
-    fn answer(&self, query: &Subject) -> Outcome;
+    /// The asking node's side: what it sends for its record of someone.
+    fn ask(&self, query: &Subject) -> Vec<v1::MatchKey>;
+    /// The answering node's side: its answer to what was sent.
+    fn answer(&self, wire: &[v1::MatchKey]) -> Outcome;
     /// Index entries and their bytes, over all held persons.
     fn footprint(&self) -> Footprint;
-    /// The bytes one query puts on the wire (keys and encodings), for `query`.
-    fn query_bytes(&self, query: &Subject) -> usize;
 }
 
 /// The size of an answering node's index.
@@ -520,6 +522,8 @@ pub struct Report {
     /// A few wrong-person disclosures of each class: the query, who was asked
     /// about, and who was disclosed.
     pub wrong_examples: Vec<String>,
+    /// A few queries of each class about held persons that did not find them.
+    pub missed_examples: Vec<String>,
 }
 
 impl Report {
@@ -606,7 +610,7 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "answering: {:.1} µs per query ({} queries); indexing: {:.1} µs per person",
+            "answering node: {:.1} µs per query ({} queries; sled reads not included); indexing: {:.1} µs per person",
             self.micros_per_query(),
             self.queries,
             self.indexing.as_secs_f64() * 1e6 / held
@@ -643,6 +647,7 @@ pub fn evaluate(
     let mut queries = 0;
     let mut query_bytes = 0;
     let mut wrong_examples = Vec::new();
+    let mut missed_examples = Vec::new();
     for class in Class::ALL {
         let mut tally = Tally::default();
         let mut attempts = 0;
@@ -654,11 +659,12 @@ pub fn evaluate(
                 continue;
             };
             let subject = query.subject(scheme, &mut rng);
+            let wire = answerer.ask(&subject);
             let started = Instant::now();
-            let outcome = answerer.answer(&subject);
+            let outcome = answerer.answer(&wire);
             answering += started.elapsed();
             queries += 1;
-            query_bytes += answerer.query_bytes(&subject);
+            query_bytes += wire.iter().map(Message::encoded_len).sum::<usize>();
             tally.asked += 1;
             match outcome {
                 Outcome::Matched(found) if Some(found) == target => tally.right += 1,
@@ -676,6 +682,17 @@ pub fn evaluate(
                 Outcome::Ambiguous => tally.ambiguous += 1,
                 Outcome::NoMatch => tally.no_match += 1,
             }
+            let missed = tally.asked - tally.right - tally.wrong;
+            if class.held()
+                && outcome != Outcome::Matched(target.unwrap_or(usize::MAX))
+                && missed <= 3
+            {
+                missed_examples.push(format!(
+                    "{}: {outcome:?} for {subject:?} about {:?}",
+                    class.label(),
+                    target.map(|t| &population.persons[t]),
+                ));
+            }
         }
         rows.push((class, tally));
     }
@@ -689,6 +706,7 @@ pub fn evaluate(
         answering,
         indexing,
         wrong_examples,
+        missed_examples,
     }
 }
 
@@ -817,7 +835,8 @@ pub fn ask_pair(
             continue;
         }
         tally.asked += 1;
-        match answerer.answer(&record.subject(scheme, &mut rng)) {
+        let wire = answerer.ask(&record.subject(scheme, &mut rng));
+        match answerer.answer(&wire) {
             Outcome::Matched(found) if found == id => tally.right += 1,
             Outcome::Matched(_) => tally.wrong += 1,
             Outcome::Ambiguous => tally.ambiguous += 1,

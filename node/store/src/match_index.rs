@@ -35,6 +35,8 @@ const INDEX_RECORD: &[u8] = b"match_index/record";
 /// Persons indexed per transaction while building: small, since each
 /// transaction holds sled's process-wide lock while it computes their HMACs.
 const BUILD_BATCH: usize = 256;
+/// A progress line in the log about every this many persons of a build.
+const PROGRESS_EVERY: u64 = 100_000;
 
 /// One key set the index is kept for. Writes maintain every entry of the
 /// list; queries are answered from the `serving` one of each name. A set
@@ -236,7 +238,18 @@ impl Store {
         self.wait_for_writers();
         for (building, _) in &build {
             let started = Instant::now();
+            tracing::info!(
+                key_set = building.set.name(),
+                tag = building.tag.as_str(),
+                "building the match index (a new key set, a changed secret or a new version of the keys)"
+            );
             let persons = self.build_tag(building)?;
+            tracing::info!(
+                key_set = building.set.name(),
+                persons,
+                seconds = started.elapsed().as_secs_f64(),
+                "match index built"
+            );
             report
                 .built
                 .push((building.set.name().to_owned(), persons, started.elapsed()));
@@ -317,6 +330,13 @@ impl Store {
                 return Ok(indexed);
             }
             let _writing = self.writing();
+            if indexed > 0 && indexed % PROGRESS_EVERY < BUILD_BATCH as u64 {
+                tracing::info!(
+                    key_set = building.set.name(),
+                    persons = indexed,
+                    "building the match index"
+                );
+            }
             indexed += (&self.persons, &self.match_index)
                 .transaction(|(records, index)| {
                     let mut count = 0;

@@ -1,0 +1,53 @@
+//! A diagnosis, run by hand (`--ignored --nocapture`): queries of one class that do
+//! not find their person at 1,000,000 in Victoria, with every candidate scored.
+
+use patchwork_federation::{KeySet, Weights};
+use patchwork_linkage_eval::blinded::Scoring;
+use patchwork_linkage_eval::evaluate::{Class, evaluate};
+use patchwork_linkage_eval::population::{Geography, Population, PopulationSpec, Scheme};
+
+#[test]
+#[ignore = "a diagnosis: slow, prints wrong disclosures at a million"]
+fn victoria_at_a_million() {
+    let population = Population::new(PopulationSpec {
+        held: 1_000_000,
+        scheme: Scheme::Opaque(7),
+        geography: Geography::Victoria,
+        seed: 0x51ed,
+    });
+    let set = KeySet::new("eval", &[7; 32]).expect("key set");
+    let mut answerer = Scoring::new(set, Weights::default());
+    let report = evaluate("Victoria", &population, &mut answerer, 1000, 0xa5);
+    println!("{}", report.table());
+    for example in report.wrong_examples.iter().chain(&report.missed_examples) {
+        println!("{example}");
+    }
+    let _ = Class::ALL;
+}
+
+#[test]
+#[ignore = "a diagnosis of one query"]
+fn one_query() {
+    use patchwork_linkage_eval::evaluate::{Answerer, hold_all};
+    let population = Population::new(PopulationSpec {
+        held: 1_000_000,
+        scheme: Scheme::Opaque(7),
+        geography: Geography::Victoria,
+        seed: 0x51ed,
+    });
+    let set = KeySet::new("eval", &[7; 32]).expect("key set");
+    let mut answerer = Scoring::new(set, Weights::default());
+    hold_all(&population, &mut answerer, 0xa5);
+    let query = patchwork_federation::Subject {
+        given_name: Some("MARIA".into()),
+        family_name: Some("Papadopoulos".into()),
+        date_of_birth: Some((2020, 9, 16)),
+        postcode: Some("3546".into()),
+        national_id: Some(("crn".into(), "7952826".into())),
+    };
+    let wire = answerer.ask(&query);
+    let (scored, _) = answerer.scored(&wire);
+    for s in scored {
+        println!("{:?} {:?}", s, population.persons[s.id]);
+    }
+}
