@@ -420,8 +420,14 @@ async fn every_bad_request_is_invalid_argument_naming_its_field_and_changes_noth
         ("person.id", create_person!(|p| p.id = "P 9/../x".into())),
         ("person.id", create_person!(|p| p.id = "x".repeat(65))),
         (
+            // A blank given name is fine with a date of birth or an identifier
+            // (issue 15); with neither there is nothing to find the person by.
             "person.given_name",
-            create_person!(|p| p.given_name = " ".into()),
+            create_person!(|p| {
+                p.given_name = " ".into();
+                p.date_of_birth = None;
+                p.national_id = None;
+            }),
         ),
         (
             "person.family_name",
