@@ -116,11 +116,7 @@ pub fn effective_kind(claimed: MatchKeyKind, stored: MatchKeyKind) -> MatchKeyKi
             | K::NamesDob
             | K::PhoneticFamilyDob
             | K::PhoneticNamesPostcode
-            | K::GivenDob
-            | K::NamesBirthYear
-            | K::NamesBirthDay
-            | K::PostcodeDob
-            | K::GivenPostcode,
+            | K::PostcodeDob,
             _,
         ) => stored,
         // Only the kinds above are ever stored.

@@ -67,6 +67,7 @@
 //! | `SWAPPED_NAMES_DOB` (query only) | `v1\|nd\|{given of the family field}\|{family of the given field}\|{dob}` | both names and dob, when it differs from `NAMES_DOB` |
 //! | `PHONETIC_NAMES_POSTCODE` (query only, swapped) | `v1\|pnp\|{given of the family field}\|{phon(token of the given field)}\|{postcode}` | as above, with the fields swapped |
 //! | `NAMES_DOB_TRANSPOSED` (query only) | `v1\|nd\|{given}\|{family}\|{yyyy-dd-mm}` | as `NAMES_DOB`, when day ≠ month and the swap is a real date |
+//! | `POSTCODE_DOB` (version 2) | `v2\|pd\|{postcode}\|{dob}` | postcode and dob, no name |
 //!
 //! `PHONETIC_NAMES_POSTCODE` keeps the *given* name exact and only the family name
 //! phonetic. A phonetic given name would make twins with sound-alike names (Jack and
@@ -87,7 +88,8 @@
 //! (the first kind that produced it wins). A kind may appear several times (one key per
 //! family token), which the "at most one per kind" note on `FindInvolvementsRequest` in
 //! the proto does not yet allow for. A query has at most 1 + 1 + 5 + 5 + 1 + 5 + 1 = 19
-//! keys, within [`MAX_QUERY_KEYS`]; an index entry at most 12.
+//! keys in version 1 and 20 in version 2, within [`MAX_QUERY_KEYS`]; a person at most 12
+//! index entries in version 1 and 13 in version 2.
 
 use std::fmt;
 
@@ -295,14 +297,13 @@ pub fn index_keys(set: &KeySet, subject: &Subject) -> Vec<(MatchKeyKind, Digest)
 }
 
 /// The keys an answering node stores for one of its persons in version 2: the
-/// [`index_keys`] and the blocking keys that each leave out a field (`GIVEN_DOB`,
-/// `NAMES_BIRTH_YEAR`, `NAMES_BIRTH_DAY`, `POSTCODE_DOB`, `GIVEN_POSTCODE`).
+/// [`index_keys`] and `POSTCODE_DOB`, the blocking key without a name.
 pub fn index_keys_v2(set: &KeySet, subject: &Subject) -> Vec<(MatchKeyKind, Digest)> {
     digests(set, preimages(subject, Side::Index, Version::V2))
 }
 
 /// The keys an asking node sends in version 2: [`query_keys`] and the blocking keys
-/// of [`index_keys_v2`]. At most 24.
+/// of [`index_keys_v2`]. At most 20.
 pub fn query_keys_v2(set: &KeySet, subject: &Subject) -> Vec<(MatchKeyKind, Digest)> {
     let mut keys = digests(set, preimages(subject, Side::Query, Version::V2));
     keys.truncate(MAX_QUERY_KEYS);
@@ -392,37 +393,14 @@ fn preimages(subject: &Subject, side: Side, version: Version) -> Vec<(MatchKeyKi
             ));
         }
     }
-    // Version 2's blocking keys: each leaves out a field that the keys above all
-    // need (the family name, the full date of birth, both names).
+    // Version 2's blocking key leaves out what every key above needs: a name.
+    // The evaluation measured the others tried (a phonetic given name with the
+    // birth date; names with the birth year, or with the month and day; a given
+    // name with a unit postcode): none found anyone this one and the scoring's
+    // guards did not, and each cost import time.
     let v2 = version == Version::V2;
-    let given_code = given
-        .as_deref()
-        .map(phonetic)
-        .filter(|code| !code.is_empty());
-    if let (true, Some(code), Some(dob)) = (v2, &given_code, &dob) {
-        out.push((MatchKeyKind::GivenDob, format!("v2|gd|{code}|{dob}")));
-    }
-    if let (true, Some(given), Some(family), Some(dob)) = (v2, &given, &family, &dob) {
-        // `dob` is `yyyy-mm-dd`: the year, then the month and day.
-        out.push((
-            MatchKeyKind::NamesBirthYear,
-            format!("v2|ny|{given}|{family}|{}", &dob[..4]),
-        ));
-        out.push((
-            MatchKeyKind::NamesBirthDay,
-            format!("v2|nm|{given}|{family}|{}", &dob[5..]),
-        ));
-    }
     if let (true, Some(postcode), Some(dob)) = (v2, &postcode, &dob) {
         out.push((MatchKeyKind::PostcodeDob, format!("v2|pd|{postcode}|{dob}")));
-    }
-    if let (true, Some(given), Some(postcode)) = (v2, &given, &postcode)
-        && postcode.len() >= UNIT_POSTCODE_LEN
-    {
-        out.push((
-            MatchKeyKind::GivenPostcode,
-            format!("v2|gp|{given}|{postcode}"),
-        ));
     }
     if side == Side::Index {
         return out;
@@ -602,11 +580,7 @@ mod tests {
             MatchKeyKind::NamesDob => "v1|nd|",
             MatchKeyKind::PhoneticFamilyDob => "v1|pfd|",
             MatchKeyKind::PhoneticNamesPostcode => "v1|pnp|",
-            MatchKeyKind::GivenDob => "v2|gd|",
-            MatchKeyKind::NamesBirthYear => "v2|ny|",
-            MatchKeyKind::NamesBirthDay => "v2|nm|",
             MatchKeyKind::PostcodeDob => "v2|pd|",
-            MatchKeyKind::GivenPostcode => "v2|gp|",
             other => panic!("{other:?} is never stored"),
         };
         let mut full = subject("Amelia", "Smith-Jones", (2015, 3, 14), "GU1 1AA");
@@ -622,10 +596,7 @@ mod tests {
                     rest.matches('|').count(),
                     match kind {
                         MatchKeyKind::NationalId => 1,
-                        MatchKeyKind::NamesDob
-                        | MatchKeyKind::PhoneticNamesPostcode
-                        | MatchKeyKind::NamesBirthYear
-                        | MatchKeyKind::NamesBirthDay => 2,
+                        MatchKeyKind::NamesDob | MatchKeyKind::PhoneticNamesPostcode => 2,
                         _ => 1,
                     },
                     "{kind:?}: fields never contain the separator: {preimage}"
@@ -838,5 +809,7 @@ mod tests {
         assert_eq!(distinct.len(), keys.len(), "peers refuse a repeated digest");
         let index = index_keys(&set(), &s);
         assert_eq!(index.len(), 12);
+        assert_eq!(query_keys_v2(&set(), &s).len(), 20);
+        assert_eq!(index_keys_v2(&set(), &s).len(), 13);
     }
 }
