@@ -36,7 +36,9 @@
 //! - **With an agreeing national identifier**, at most one of given name, family name
 //!   and date of birth may disagree unless the given name agrees; a given name that
 //!   disagrees needs both the others alike (names: agree, a slip apart or similar;
-//!   the birth date: agree or day and month swapped); and the
+//!   the birth date: agree or day and month swapped); a given name neither agreeing
+//!   nor a slip away (missing included) needs a birth date that agrees, is swapped or
+//!   a digit away; and the
 //!   birth date may not be more than five years away. An identifier with more against it was most likely recorded
 //!   against the wrong person: a sibling's (another given name, the same family), or
 //!   a parent's of the same name (another generation), mixed up at a desk.
@@ -336,6 +338,13 @@ pub fn guard(c: &Comparison) -> Option<&'static str> {
         if c.date_of_birth == Level::Disagree {
             return Some("the identifier agrees but the birth date is a generation away");
         }
+        if !matches!(c.given_name, Level::Agree | Level::Slip)
+            && !matches!(c.date_of_birth, Level::Agree | Level::Similar | Level::Slip)
+        {
+            return Some(
+                "the identifier agrees but neither the given name nor the birth date backs it",
+            );
+        }
         let given_unlike = c.given_name == Level::Disagree;
         if (unlike >= 2 && c.given_name != Level::Agree) || (given_unlike && alike < 2) {
             return Some("the identifier agrees but the names and birth date point elsewhere");
@@ -528,6 +537,24 @@ mod tests {
         let on_sibling = score("sister", compared(&asked, &sibling), &weights);
         assert!(on_sibling.guard.is_some(), "{on_sibling:?}");
         assert!(on_sibling.weight < weights.threshold, "{on_sibling:?}");
+
+        // Without a given name, and a sibling born three years away: the
+        // identifier has nothing behind it.
+        let sister = Subject {
+            given_name: Some("Ava".into()),
+            date_of_birth: Some((2013, 7, 1)),
+            ..sibling.clone()
+        };
+        let asked = Subject {
+            given_name: None,
+            national_id: sister.national_id.clone(),
+            ..oliver()
+        };
+        let on_sister = score("sister", compared(&asked, &sister), &weights);
+        assert_eq!(
+            on_sister.guard,
+            Some("the identifier agrees but neither the given name nor the birth date backs it")
+        );
 
         // A parent of the same name, a generation older, with the number.
         let parent = Subject {

@@ -3,7 +3,7 @@
 
 use patchwork_federation::{KeySet, Weights};
 use patchwork_linkage_eval::blinded::Scoring;
-use patchwork_linkage_eval::evaluate::{Class, evaluate};
+use patchwork_linkage_eval::evaluate::evaluate;
 use patchwork_linkage_eval::population::{Geography, Population, PopulationSpec, Scheme};
 
 #[test]
@@ -22,7 +22,6 @@ fn victoria_at_a_million() {
     for example in report.wrong_examples.iter().chain(&report.missed_examples) {
         println!("{example}");
     }
-    let _ = Class::ALL;
 }
 
 #[test]
@@ -49,5 +48,27 @@ fn one_query() {
     let (scored, _) = answerer.scored(&wire);
     for s in scored {
         println!("{:?} {:?}", s, population.persons[s.id]);
+    }
+}
+
+#[test]
+#[ignore = "a diagnosis: the bench's quick run"]
+fn quick_runs() {
+    for (scheme, geography) in [
+        (Scheme::Nhs, Geography::England),
+        (Scheme::Opaque(7), Geography::Victoria),
+    ] {
+        let population = Population::new(PopulationSpec {
+            held: 20_000,
+            scheme,
+            geography,
+            seed: 0x51ed,
+        });
+        let set = KeySet::new("bench", &[7; 32]).expect("key set");
+        let mut answerer = Scoring::new(set, Weights::default());
+        let report = evaluate("quick", &population, &mut answerer, 100, 0xa5);
+        for example in &report.wrong_examples {
+            println!("{example}");
+        }
     }
 }
