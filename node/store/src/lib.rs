@@ -27,7 +27,10 @@
 //!   cross-border subscriptions, both sides (see `subscriptions`).
 //!
 //! Invariants: every multi-tree change happens in one sled transaction, so a
-//! crash never leaves a record without its index entries or the reverse; an
+//! crash never leaves a record without its index entries or the reverse
+//! (except for a batch of a multi-batch import of persons, whose entries follow
+//! its transaction and whose mark makes start-up redo it: see
+//! [`Store::put_persons_marked`]); an
 //! involvement's person and practitioner exist (checked inside the same
 //! transaction); callers acknowledge a write only after [`Store::flush`];
 //! every write transaction holds the write gate shared (`Store::writing`), so
@@ -37,6 +40,7 @@
 //! the root and the modules that extend `Store` with their trees sit on it;
 //! `backup`, which snapshots them all, is the top.
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
@@ -171,11 +175,22 @@ const COUNT_ACTIVE_INVOLVEMENTS: &[u8] = b"count/active_involvements";
 /// import's journal: `import/pending/<journal>` (see `import`).
 const PENDING_IMPORT: &[u8] = b"import/pending/";
 
+/// Set, in the same transaction as a batch of persons, when the batch's
+/// index entries are written after it (`import/reindex/<journal>` → the
+/// batch's person ids): start-up's redo of that batch then writes the entries
+/// of unchanged persons too, and [`Store::check_consistency`] knows whose
+/// entries are still to come.
+const PENDING_REINDEX: &[u8] = b"import/reindex/";
+
 /// What a record write does to the pending-import marker, in the same
 /// transaction as the records: an import larger than one transaction sets
 /// it with every batch but the last (naming its journal and how far it
 /// got) and clears it with the last, so start-up can tell a half-applied
 /// import and roll it forward (see `import`).
+///
+/// Persons are the exception (see [`Store::put_persons_marked`]): their
+/// transaction sets the marker to `redo` (the progress before the batch) and
+/// moves it to `progress` only once the batch's index entries are written.
 #[derive(Debug, Clone, Copy)]
 pub enum ImportMark<'a> {
     /// Leave it alone (every write outside a multi-batch import).
@@ -184,26 +199,63 @@ pub enum ImportMark<'a> {
     Set {
         journal: &'a str,
         progress: &'a [u8],
+        redo: &'a [u8],
     },
     /// Remove the marker of `journal`: its import is whole.
-    Clear { journal: &'a str },
+    Clear { journal: &'a str, redo: &'a [u8] },
+}
+
+impl ImportMark<'_> {
+    fn journal(&self) -> Option<&str> {
+        match self {
+            ImportMark::Keep => None,
+            ImportMark::Set { journal, .. } | ImportMark::Clear { journal, .. } => Some(journal),
+        }
+    }
 }
 
 fn pending_key(journal: &str) -> Vec<u8> {
     [PENDING_IMPORT, journal.as_bytes()].concat()
 }
 
+fn reindex_key(journal: &str) -> Vec<u8> {
+    [PENDING_REINDEX, journal.as_bytes()].concat()
+}
+
 fn apply_mark(meta: &TransactionalTree, mark: ImportMark<'_>) -> TxResult<()> {
     match mark {
         ImportMark::Keep => {}
-        ImportMark::Set { journal, progress } => {
+        ImportMark::Set {
+            journal, progress, ..
+        } => {
             meta.insert(pending_key(journal), progress)?;
         }
-        ImportMark::Clear { journal } => {
+        ImportMark::Clear { journal, .. } => {
             meta.remove(pending_key(journal))?;
         }
     }
     Ok(())
+}
+
+/// Inserts `entries` (tree, key, value), half on this thread and half on
+/// another: plain inserts share sled's lock (a batch or a transaction would
+/// take it alone), so two cores write at once.
+fn insert_on_two_threads(entries: &[(&Tree, &[u8], &[u8])]) -> Result<(), StoreError> {
+    let insert = |part: &[(&Tree, &[u8], &[u8])]| -> Result<(), StoreError> {
+        for (tree, key, value) in part {
+            tree.insert(*key, *value)?;
+        }
+        Ok(())
+    };
+    let (first, second) = entries.split_at(entries.len() / 2);
+    std::thread::scope(|scope| {
+        let other = scope.spawn(|| insert(second));
+        let here = insert(first);
+        let there = other
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("an index writer panicked").into()));
+        here.and(there)
+    })
 }
 
 /// Group commit: every caller that needs its writes durable takes a ticket;
@@ -639,8 +691,28 @@ impl Store {
         self.put_persons_marked(persons, mode, ImportMark::Keep)
     }
 
-    /// [`Store::put_persons`], moving the pending-import marker in the same
-    /// transaction.
+    /// [`Store::put_persons`], moving the pending-import marker.
+    ///
+    /// Without a marker (one batch alone, an API write) the records and all
+    /// their index entries are one transaction. A batch of a multi-batch
+    /// import is written in two steps, because inside sled's transaction
+    /// every insert first reads the key's old value, under one process-wide
+    /// lock, and a person has about ten index entries: the import of a
+    /// million persons took 169 s that way, 92 s this way (BENCHMARKS.md).
+    ///
+    /// 1. One transaction writes the records, the counts, removes the index
+    ///    entries of the records it replaces, and sets the import's marker to
+    ///    `redo` (the progress before this batch) with a reindex flag.
+    /// 2. Then the new entries are inserted outside any transaction, on two
+    ///    threads; then the marker moves to `progress` (or goes) and the flag
+    ///    goes, in one batch.
+    ///
+    /// A crash between the steps leaves records whose entries are missing
+    /// (never an entry without its record), and a marker that makes
+    /// start-up redo this batch; the flag makes the redo insert the entries
+    /// of persons it finds unchanged. sled recovers a prefix of its log, so
+    /// a recovered step-2 marker implies the entries before it. Lookups
+    /// during the gap may miss the batch's persons, as they did before it.
     pub fn put_persons_marked(
         &self,
         persons: &[Person],
@@ -649,7 +721,7 @@ impl Store {
     ) -> Result<Vec<WriteOutcome>, StoreError> {
         // The gate before the key sets: a rekey's barrier then knows that
         // every write it waits for used the sets it replaced, and every
-        // later one uses the new (see `match_index`).
+        // later one uses the new (see `match_index`). Held through both steps.
         let _writing = self.writing();
         let sets = self.indexed_sets();
         // Everything derived from the new records (encoding, index keys,
@@ -669,7 +741,20 @@ impl Store {
                 ))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
-        (
+        let entries_after = mark.journal();
+        let reindex_all = match entries_after {
+            Some(journal) => self.meta.contains_key(reindex_key(journal))?,
+            None => false,
+        };
+        let batch_ids = match entries_after {
+            Some(_) => postcard::to_stdvec(&persons.iter().map(|p| &p.id).collect::<Vec<_>>())
+                .map_err(|e| StoreError::Corrupt {
+                    kind: Kind::Person,
+                    detail: format!("batch ids unencodable: {e}"),
+                })?,
+            None => Vec::new(),
+        };
+        let outcomes = (
             &self.persons,
             &self.person_index,
             &self.match_index,
@@ -698,19 +783,57 @@ impl Store {
                     } else {
                         created += 1;
                     }
-                    for key in index_keys {
-                        index.insert(key.as_slice(), &[])?;
-                    }
-                    for (key, kind) in match_entries {
-                        match_index.insert(key.as_slice(), &[*kind])?;
+                    if entries_after.is_none() {
+                        for key in index_keys {
+                            index.insert(key.as_slice(), &[])?;
+                        }
+                        for (key, kind) in match_entries {
+                            match_index.insert(key.as_slice(), &[*kind])?;
+                        }
                     }
                     records.insert(person.id.as_bytes(), encoded.as_slice())?;
                 }
                 add_count(meta, COUNT_PERSONS, created)?;
-                apply_mark(meta, mark)?;
+                match mark {
+                    ImportMark::Keep => {}
+                    ImportMark::Set { journal, redo, .. } | ImportMark::Clear { journal, redo } => {
+                        meta.insert(pending_key(journal), redo)?;
+                        meta.insert(reindex_key(journal), batch_ids.as_slice())?;
+                    }
+                }
                 Ok(outcomes)
             })
-            .map_err(tx_error)
+            .map_err(tx_error)?;
+        let Some(journal) = entries_after else {
+            return Ok(outcomes);
+        };
+        let entries: Vec<(&Tree, &[u8], &[u8])> = prepared
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, outcome)| reindex_all || **outcome != WriteOutcome::Unchanged)
+            .flat_map(|((_, index_keys, match_entries), _)| {
+                let index = index_keys
+                    .iter()
+                    .map(|key| (&self.person_index, key.as_slice(), &[][..]));
+                let matching = match_entries.iter().map(|(key, kind)| {
+                    (
+                        &self.match_index,
+                        key.as_slice(),
+                        std::slice::from_ref(kind),
+                    )
+                });
+                index.chain(matching)
+            })
+            .collect();
+        insert_on_two_threads(&entries)?;
+        let mut done = sled::Batch::default();
+        match mark {
+            ImportMark::Set { progress, .. } => done.insert(pending_key(journal), progress),
+            _ => done.remove(pending_key(journal)),
+        }
+        done.remove(reindex_key(journal));
+        self.meta.apply_batch(done)?;
+        Ok(outcomes)
     }
 
     /// Writes practitioners; each one's organisation must exist.
@@ -1036,10 +1159,24 @@ impl Store {
     pub fn check_consistency(&self) -> Result<Vec<String>, StoreError> {
         let mut problems = Vec::new();
         let mut counts = Counts::default();
+        // A batch cut off between its records and its index entries: its
+        // import's redo at start-up writes them (`put_persons_marked`).
+        let mut entries_to_come = BTreeSet::new();
+        for entry in self.meta.scan_prefix(PENDING_REINDEX) {
+            let (_, ids) = entry?;
+            let ids: Vec<String> = postcard::from_bytes(&ids).map_err(|e| StoreError::Corrupt {
+                kind: Kind::Person,
+                detail: format!("an import's reindex marker: {e}"),
+            })?;
+            entries_to_come.extend(ids);
+        }
         for entry in self.persons.iter() {
             let (_, bytes) = entry?;
             let person: Person = decode(Kind::Person, &bytes)?;
             counts.persons += 1;
+            if entries_to_come.contains(&person.id) {
+                continue;
+            }
             for key in person_index_keys(&(&person).into()) {
                 if !self
                     .person_index
@@ -1126,6 +1263,91 @@ mod tests {
     use crate::model::Sensitivity;
 
     use crate::fixtures::{empty_store as open, person};
+
+    /// A batch of a multi-batch import writes its index entries after its
+    /// transaction. Killed between the two, the store holds the records
+    /// without those entries and a marker to redo the batch from; the redo
+    /// (start-up's, with the same batch) writes the missing entries even
+    /// though it finds every record unchanged.
+    #[test]
+    fn an_import_batch_cut_off_before_its_index_entries_is_whole_after_its_redo() {
+        let (_dir, store) = open();
+        let batch = [person("P1", "Smith"), person("P2", "Jones")];
+        let mark = ImportMark::Set {
+            journal: "import-1.journal",
+            progress: b"after",
+            redo: b"before",
+        };
+        store
+            .put_persons_marked(&batch, WriteMode::Upsert, mark)
+            .expect("batch");
+        assert!(store.check_consistency().expect("check").is_empty());
+        assert_eq!(
+            store.pending_imports().expect("marks"),
+            vec![("import-1.journal".to_owned(), b"after".to_vec())]
+        );
+        assert!(
+            !store
+                .meta
+                .contains_key(reindex_key("import-1.journal"))
+                .expect("flag")
+        );
+
+        // What a kill between the transaction and the entries leaves.
+        for person in &batch {
+            for key in person_index_keys(&person.into()) {
+                store
+                    .person_index
+                    .remove(pair_key_bytes(&key, &person.id))
+                    .expect("remove");
+            }
+        }
+        store
+            .meta
+            .insert(pending_key("import-1.journal"), &b"before"[..])
+            .expect("marker");
+        assert_eq!(store.check_consistency().expect("check").len(), 4);
+        let ids = postcard::to_stdvec(&vec!["P1", "P2"]).expect("ids");
+        store
+            .meta
+            .insert(reindex_key("import-1.journal"), ids)
+            .expect("flag");
+        // The redo to come is not damage.
+        assert!(store.check_consistency().expect("check").is_empty());
+
+        let outcomes = store
+            .put_persons_marked(&batch, WriteMode::Upsert, mark)
+            .expect("redo");
+        assert_eq!(outcomes, vec![WriteOutcome::Unchanged; 2]);
+        assert!(store.check_consistency().expect("check").is_empty());
+        let smith = person_index_keys(&(&batch[0]).into());
+        assert_eq!(
+            store.person_ids_with_key(&smith[0], 10).expect("scan"),
+            ["P1"]
+        );
+        assert!(
+            !store
+                .meta
+                .contains_key(reindex_key("import-1.journal"))
+                .expect("flag")
+        );
+
+        // The last batch clears the marker, once its entries are in.
+        let last = [person("P3", "Brown")];
+        store
+            .put_persons_marked(
+                &last,
+                WriteMode::Upsert,
+                ImportMark::Clear {
+                    journal: "import-1.journal",
+                    redo: b"after",
+                },
+            )
+            .expect("last batch");
+        assert!(store.pending_imports().expect("marks").is_empty());
+        assert!(store.check_consistency().expect("check").is_empty());
+        assert_eq!(store.counts().expect("counts").persons, 3);
+    }
 
     #[test]
     fn updating_a_person_moves_its_index_entries() {
