@@ -65,6 +65,42 @@ pub struct NameTokens {
     /// The record wrote the name in another script, so its Latin form is a
     /// transliteration, which systems spell differently by a letter.
     pub transliterated: bool,
+    /// The normal form as an optical reader sees it ([`ocr_folded`]); 0 when a
+    /// peer did not send it.
+    pub reading: u32,
+}
+
+/// Letter groups that optical character recognition reads for one letter, and
+/// the letter: folding both records' names this way makes a misread form agree
+/// with the name it was scanned from. Single-letter confusions (l and i, e and
+/// c) are typing slips already.
+const OCR_GROUPS: &[(&str, &str)] = &[
+    ("rn", "m"),
+    ("cl", "d"),
+    ("vv", "w"),
+    ("li", "h"),
+    ("ii", "u"),
+    ("ri", "n"),
+];
+
+/// `form` (a name's normal form) with every OCR letter group folded to its letter,
+/// left to right.
+pub fn ocr_folded(form: &str) -> String {
+    let lower = form.to_lowercase();
+    let mut out = String::with_capacity(lower.len());
+    let mut rest = lower.as_str();
+    'next: while let Some(c) = rest.chars().next() {
+        for (group, letter) in OCR_GROUPS {
+            if let Some(after) = rest.strip_prefix(group) {
+                out.push_str(letter);
+                rest = after;
+                continue 'next;
+            }
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
 }
 
 /// The most word tokens one name carries.
@@ -172,6 +208,7 @@ impl Tokeniser {
             deletions: self.deletions("v2|n|s|", form),
             words,
             transliterated: is_transliterated(raw),
+            reading: self.token("v2|n|r|", &ocr_folded(form)),
         }
     }
 }
@@ -274,6 +311,7 @@ impl From<&NameTokens> for v1::NameTokens {
             deletions: t.deletions.clone(),
             words: t.words.clone(),
             transliterated: t.transliterated,
+            reading: t.reading,
         }
     }
 }
@@ -357,6 +395,7 @@ fn name_from_wire(
         deletions: checked_deletions(&t.deletions, deletions)?,
         words: t.words.clone(),
         transliterated: t.transliterated,
+        reading: t.reading,
     })
 }
 
