@@ -37,8 +37,8 @@
 //!
 //! Why names and date of birth need the postcode: a query fans out to every agreed peer,
 //! most of which do not hold the person, and somewhere among millions of records another
-//! child shares a common name and birthday. `tests/match_quality.rs` measures it: a
-//! namesake elsewhere was disclosed 35% of the time when name and date of birth alone
+//! child shares a common name and birthday. The first evaluation (since replaced by
+//! `patchwork-linkage-eval`) measured it: a namesake elsewhere was disclosed 35% of the time when name and date of birth alone
 //! sufficed (whenever national ids did not contradict), and never with this rule. The
 //! price is a moved family without a national id on both sides: ambiguous, asked for
 //! the id. When the query has no postcode at all, name and date of birth still decide,
@@ -66,8 +66,9 @@
 //!    identifiers the query lacked (national id; date of birth; postcode).
 //! 6. Otherwise (nothing hit, or only weak hits on contradicted candidates) → `NoMatch`.
 //!
-//! `federation/tests/match_quality.rs` measures these rules on a synthetic population and
-//! pins their precision and recall; change them only with that test's table in hand.
+//! `patchwork-linkage-eval` measures these rules (its `KeysOnly` answerer) beside
+//! version 2, and `federation/eval/tests/recall.rs` pins their precision; change them
+//! only with its table in hand.
 
 use std::collections::BTreeSet;
 

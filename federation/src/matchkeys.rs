@@ -72,7 +72,7 @@
 //! `PHONETIC_NAMES_POSTCODE` keeps the *given* name exact and only the family name
 //! phonetic. A phonetic given name would make twins with sound-alike names (Jack and
 //! Jake, Hassan and Hussain, Daniel and Danielle: identical in Double Metaphone) look like
-//! one child with a typo, and `tests/match_quality.rs` measured exactly that: 17 of 669
+//! one child with a typo, and the first evaluation measured exactly that: 17 of 669
 //! same-birthday look-alike siblings disclosed as the indexed twin.
 //!
 //! The four stored kinds are domain-separated by their tags (`nid`, `nd`, `pfd`, `pnp`,

@@ -38,7 +38,7 @@
 //!   without a check digit, vouches for one other difference (a twin's or a
 //!   namesake's own number is another number, not a slip of this one): everything
 //!   else agrees but one field, the given name at least alike in sound, the birth
-//!   date at most a digit or a swap away. The residual risk, written down: twins
+//!   date within five years. The residual risk, written down: twins
 //!   given consecutive numbers and look-alike names, one of them held.
 //! - **With an agreeing national identifier**, at most one of given name, family name
 //!   and date of birth may disagree unless the given name agrees; a given name that
@@ -55,7 +55,9 @@
 //!
 //! A guarded candidate is never matched, but still counts as a rival: if it weighs
 //! near the best, the answer is ambiguous. An identifier caught by the second guard
-//! is explained away: the candidate weighs as if it had none.
+//! is explained away: the candidate weighs as if it had none, and so does every
+//! other candidate whose identifier disagrees with it (the record carries a
+//! household member's number, which says nothing about who else it is).
 //!
 //! # Decision
 //!
@@ -395,14 +397,17 @@ pub fn guard(c: &Comparison) -> Option<&'static str> {
 /// Whether an identifier one slip from the held one (a scheme without a check
 /// digit: a look-alike's own number is random, so a slip apart is this person's
 /// mistyped) vouches for the rest: everything else agrees but one field, which is
-/// the given name a slip away or alike in sound, the birth date a digit or a
-/// swap away, or the postcode or family name.
+/// the given name a slip away or alike in sound, the birth date within five years
+/// (not a parent's), or the postcode or family name.
 fn slip_vouches(c: &Comparison) -> bool {
     let others = [c.given_name, c.family_name, c.date_of_birth, c.postcode];
     let off = others.iter().filter(|l| **l != Level::Agree).count();
     off <= 1
         && c.given_name >= Level::Similar
-        && matches!(c.date_of_birth, Level::Agree | Level::Similar | Level::Slip)
+        && matches!(
+            c.date_of_birth,
+            Level::Agree | Level::Similar | Level::Slip | Level::Near
+        )
 }
 
 /// A candidate as scored.
@@ -462,12 +467,26 @@ pub fn decide_scored<Id: Clone>(
     weights: &Weights,
     query: &SubjectTokens,
 ) -> Decision<Id> {
+    // An identifier that agrees with a candidate the guards explained away (a
+    // sibling's or a parent's number on this record) says nothing against the
+    // others: they weigh as if the query had none.
+    let borrowed = candidates
+        .iter()
+        .any(|s| s.guard.is_some() && s.comparison.national_id == Level::Agree);
+    let weight = |s: &Scored<Id>| {
+        if borrowed && s.comparison.national_id == Level::Disagree {
+            s.demographics
+        } else {
+            s.weight
+        }
+    };
     let mut order: Vec<&Scored<Id>> = candidates.iter().collect();
-    order.sort_by(|a, b| b.weight.total_cmp(&a.weight));
+    order.sort_by(|a, b| weight(b).total_cmp(&weight(a)));
     let Some(best) = order.first() else {
         return Decision::NoMatch;
     };
-    let runner_up = order.get(1).map_or(f64::NEG_INFINITY, |s| s.weight);
+    let best_weight = weight(best);
+    let runner_up = order.get(1).map_or(f64::NEG_INFINITY, |s| weight(s));
     // The identifier points at one person and the names and birth date at another.
     let split = best.comparison.national_id == Level::Agree
         && order[1..].iter().any(|other| {
@@ -478,12 +497,12 @@ pub fn decide_scored<Id: Clone>(
         });
     if best.guard.is_none()
         && !split
-        && best.weight >= weights.threshold
-        && best.weight - runner_up >= weights.margin
+        && best_weight >= weights.threshold
+        && best_weight - runner_up >= weights.margin
     {
         return Decision::Matched(best.id.clone());
     }
-    if best.weight >= weights.threshold - weights.margin {
+    if best_weight >= weights.threshold - weights.margin {
         Decision::Ambiguous {
             more_identifiers_wanted: wanted(query),
         }
@@ -708,6 +727,46 @@ mod tests {
             score("B-3", compared(&moved, &held), &weights)
                 .guard
                 .is_some()
+        );
+    }
+
+    #[test]
+    fn a_mothers_number_on_her_daughters_record_says_nothing_against_the_daughter() {
+        let weights = Weights::default();
+        let daughter = Subject {
+            given_name: Some("Zofia".into()),
+            family_name: Some("Nowak".into()),
+            date_of_birth: Some((2013, 5, 1)),
+            postcode: Some("3056".into()),
+            national_id: Some(("crn".into(), "7654321".into())),
+        };
+        let mother = Subject {
+            given_name: Some("Anna".into()),
+            date_of_birth: Some((1985, 2, 3)),
+            national_id: Some(("crn".into(), "1234567".into())),
+            ..daughter.clone()
+        };
+        // The daughter's record, a digit of her birth date mistyped, with her
+        // mother's number.
+        let asked = Subject {
+            date_of_birth: Some((2013, 5, 7)),
+            national_id: mother.national_id.clone(),
+            ..daughter.clone()
+        };
+        let key = [3_u8; 32];
+        let query = subject_tokens(&key, &asked);
+        let on_daughter = score("daughter", compared(&asked, &daughter), &weights);
+        let on_mother = score("mother", compared(&asked, &mother), &weights);
+        assert!(on_mother.guard.is_some(), "{on_mother:?}");
+        // Alone, the disagreeing number keeps the daughter below the threshold.
+        assert!(matches!(
+            decide_scored(std::slice::from_ref(&on_daughter), &weights, &query),
+            Decision::Ambiguous { .. }
+        ));
+        // With the mother held, the number is hers: it counts for nobody else.
+        assert_eq!(
+            decide_scored(&[on_mother, on_daughter], &weights, &query),
+            Decision::Matched("daughter")
         );
     }
 

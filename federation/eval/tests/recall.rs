@@ -6,10 +6,13 @@
 //! The assertions are the product's promises: no wrong-person disclosure in any
 //! class, look-alikes included; at least 0.98 of the persons found in every class
 //! with one field wrong; and overall (each class about held persons weighted
-//! equally, two fields wrong included) at least 0.99.
+//! equally, two fields wrong included) at least 0.994 (issue 15 asks 0.995:
+//! BENCHMARKS.md says what stands between). Version 1 (keys alone, what a peer
+//! that sends no tokens gets) keeps its older promise: at most 0.05 % of queries
+//! disclose a wrong person.
 
 use patchwork_federation::{KeySet, Weights};
-use patchwork_linkage_eval::blinded::Scoring;
+use patchwork_linkage_eval::blinded::{KeysOnly, Scoring};
 use patchwork_linkage_eval::evaluate::{Class, evaluate};
 use patchwork_linkage_eval::population::{Geography, Population, PopulationSpec, Scheme};
 
@@ -56,7 +59,33 @@ fn evaluated(name: &str, scheme: Scheme, geography: Geography) {
         );
     }
     let overall = report.held_total().recall();
-    assert!(overall >= 0.99, "overall recall {overall:.4}");
+    assert!(overall >= 0.994, "overall recall {overall:.4}");
+}
+
+#[test]
+fn version_1_keeps_its_promise_to_peers_that_send_no_tokens() {
+    for (scheme, geography) in [
+        (Scheme::Nhs, Geography::England),
+        (Scheme::Opaque(7), Geography::Victoria),
+    ] {
+        let population = Population::new(PopulationSpec {
+            held: HELD,
+            scheme,
+            geography,
+            seed: 0x51ed,
+        });
+        let set = KeySet::new("eval", &[7; 32]).expect("key set");
+        let mut answerer = KeysOnly::new(set);
+        let report = evaluate("version 1", &population, &mut answerer, PER_CLASS, 0xa5);
+        println!("{}", report.table());
+        let wrong_share = report.wrong_total() as f64 / report.queries as f64;
+        assert!(
+            wrong_share <= 0.0005,
+            "version 1 disclosed a wrong person in {wrong_share:.5} of queries"
+        );
+        let overall = report.held_total().recall();
+        assert!(overall >= 0.75, "version 1 overall recall {overall:.4}");
+    }
 }
 
 #[test]
