@@ -1160,6 +1160,9 @@ fn matching_cost(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()> {
         let mut scoring = Scoring::new(set.clone(), Weights::default());
         let report = evaluate(name, &population, &mut scoring, per_class, 0xa5);
         println!("{}", report.table());
+        for example in &report.wrong_examples {
+            println!("  WRONG: {example}");
+        }
         let mut keys_only = KeysOnly::new(set.clone());
         let baseline = evaluate(name, &population, &mut keys_only, per_class, 0xa5);
         let total = report.held_total();

@@ -467,12 +467,17 @@ pub fn decide_scored<Id: Clone>(
     weights: &Weights,
     query: &SubjectTokens,
 ) -> Decision<Id> {
-    // An identifier that agrees with a candidate the guards explained away (a
-    // sibling's or a parent's number on this record) says nothing against the
-    // others: they weigh as if the query had none.
-    let borrowed = candidates
-        .iter()
-        .any(|s| s.guard.is_some() && s.comparison.national_id == Level::Agree);
+    // An identifier that agrees with a candidate the guards explained away
+    // because its birth date contradicts the query's (a sibling's or a parent's
+    // number on this record) says nothing against the others: they weigh as if
+    // the query had none. Not when the holder was guarded only for lack of
+    // backing: a child's number with the father's given name and no birth date
+    // is as likely the child's record with a wrong name.
+    let borrowed = candidates.iter().any(|s| {
+        s.guard.is_some()
+            && s.comparison.national_id == Level::Agree
+            && matches!(s.comparison.date_of_birth, Level::Disagree | Level::Near)
+    });
     let weight = |s: &Scored<Id>| {
         if borrowed && s.comparison.national_id == Level::Disagree {
             s.demographics
@@ -558,8 +563,8 @@ mod tests {
 
     #[test]
     fn a_crafted_query_cannot_make_a_guessed_name_agree() {
-        // A peer holding the secret stuffs its deletions with the token of a
-        // name it guesses: that makes the given name a slip away at best,
+        // A peer holding the secret stuffs its deletions, words and scanner
+        // reading with the tokens of a name it guesses: that makes the given name a slip away at best,
         // and without the identifier a slip is not enough.
         let key = [3_u8; 32];
         let held = subject_tokens(&key, &oliver());
@@ -574,6 +579,7 @@ mod tests {
         if let (Some(asked), Some(guessed)) = (crafted.given_name.as_mut(), &held.given_name) {
             asked.deletions = vec![guessed.exact; 24];
             asked.words = vec![guessed.exact; 4];
+            asked.reading = guessed.reading;
         }
         let comparison = compare(&crafted, &held);
         assert_eq!(comparison.given_name, Level::Slip);
@@ -767,6 +773,36 @@ mod tests {
         assert_eq!(
             decide_scored(&[on_mother, on_daughter], &weights, &query),
             Decision::Matched("daughter")
+        );
+
+        // A son's number with his father's given name and no birth date: the
+        // son's record with a wrong name, or the father's with a wrong number.
+        // Nothing tells which: the father is not disclosed.
+        let son = Subject {
+            given_name: Some("Marco".into()),
+            family_name: Some("Rossi".into()),
+            date_of_birth: Some((2012, 11, 11)),
+            postcode: Some("SM12 9AT".into()),
+            national_id: Some(("nhs".into(), "7530651765".into())),
+        };
+        let father = Subject {
+            given_name: Some("Matteo".into()),
+            date_of_birth: Some((1991, 9, 3)),
+            national_id: Some(("nhs".into(), "4921548803".into())),
+            ..son.clone()
+        };
+        let asked = Subject {
+            given_name: father.given_name.clone(),
+            date_of_birth: None,
+            ..son.clone()
+        };
+        let query = subject_tokens(&key, &asked);
+        let on_son = score("son", compared(&asked, &son), &weights);
+        let on_father = score("father", compared(&asked, &father), &weights);
+        assert!(on_son.guard.is_some(), "{on_son:?}");
+        assert_ne!(
+            decide_scored(&[on_son, on_father], &weights, &query),
+            Decision::Matched("father")
         );
     }
 

@@ -1,5 +1,6 @@
-//! A diagnosis, run by hand (`--ignored --nocapture`): queries of one class that do
-//! not find their person at 1,000,000 in Victoria, with every candidate scored.
+//! Diagnoses, run by hand (`--release -- --ignored --nocapture`): the benchmark's
+//! evaluation at 1,000,000 with its wrong disclosures, one query's candidates
+//! scored, and the quick run's wrong disclosures.
 
 use patchwork_federation::{KeySet, Weights};
 use patchwork_linkage_eval::blinded::Scoring;
@@ -8,21 +9,33 @@ use patchwork_linkage_eval::population::{Geography, Population, PopulationSpec, 
 
 #[test]
 #[ignore = "a diagnosis: slow, prints wrong disclosures at a million"]
-fn victoria_at_a_million() {
-    let population = Population::new(PopulationSpec {
-        held: 1_000_000,
-        scheme: Scheme::Opaque(7),
-        geography: Geography::Victoria,
-        seed: 0x51ed,
-    });
-    let set = KeySet::new("eval", &[7; 32]).expect("key set");
-    let mut answerer = Scoring::new(set, Weights::default());
-    let report = evaluate("Victoria", &population, &mut answerer, 1000, 0xa5);
-    println!("{}", report.table());
-    for example in report.wrong_examples.iter().chain(&report.missed_examples) {
-        println!("{example}");
+fn at_a_million() {
+    // The benchmark's key set, so that its figures repeat here.
+    let secret: Vec<u8> = (0..32)
+        .map(|i| u8::from_str_radix(&BENCH_SECRET_HEX[2 * i..2 * i + 2], 16).expect("hex"))
+        .collect();
+    for (name, scheme, geography) in [
+        ("England", Scheme::Nhs, Geography::England),
+        ("Victoria", Scheme::Opaque(7), Geography::Victoria),
+    ] {
+        let population = Population::new(PopulationSpec {
+            held: 1_000_000,
+            scheme,
+            geography,
+            seed: 0x51ed,
+        });
+        let set = KeySet::new("bench", &secret).expect("key set");
+        let mut answerer = Scoring::new(set, Weights::default());
+        let report = evaluate(name, &population, &mut answerer, 1000, 0xa5);
+        println!("{}", report.table());
+        for example in &report.wrong_examples {
+            println!("WRONG {example}");
+        }
     }
 }
+
+/// `patchwork-bench`'s key set secret (`bench/src/main.rs`).
+const BENCH_SECRET_HEX: &str = "5f1d3c0a9b8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a392817060504";
 
 #[test]
 #[ignore = "a diagnosis of one query"]
