@@ -1161,7 +1161,7 @@ fn matching_cost(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()> {
         let report = evaluate(name, &population, &mut scoring, per_class, 0xa5);
         println!("{}", report.table());
         for example in &report.wrong_examples {
-            println!("  WRONG: {example}");
+            println!("  a wrong person disclosed (stress rows are outside the totals): {example}");
         }
         let mut keys_only = KeysOnly::new(set.clone());
         let baseline = evaluate(name, &population, &mut keys_only, per_class, 0xa5);
