@@ -73,7 +73,9 @@ pub struct NameTokens {
 /// Letter groups that optical character recognition reads for one letter, and
 /// the letter: folding both records' names this way makes a misread form agree
 /// with the name it was scanned from. Single-letter confusions (l and i, e and
-/// c) are typing slips already.
+/// c) are typing slips already. Some real names fold together too (Marion and
+/// Manon, Julia and Juha, Claire and Daire), so a reading that agrees makes two
+/// names alike, not one slip apart (`score`).
 const OCR_GROUPS: &[(&str, &str)] = &[
     ("rn", "m"),
     ("cl", "d"),

@@ -29,7 +29,7 @@
 //! Invariants: every multi-tree change happens in one sled transaction, so a
 //! crash never leaves a record without its index entries or the reverse
 //! (except for a batch of a multi-batch import of persons, whose entries follow
-//! its transaction and whose mark makes start-up redo it: see
+//! its transaction under a flag that start-up finishes: see
 //! [`Store::put_persons_marked`]); an
 //! involvement's person and practitioner exist (checked inside the same
 //! transaction); callers acknowledge a write only after [`Store::flush`];
@@ -112,6 +112,11 @@ pub enum StoreError {
          stop that node first, or ask the running node instead"
     )]
     Locked { path: String },
+    /// A batch of persons is written but writing its index entries failed:
+    /// the node writes them from the records at its next start
+    /// ([`Store::finish_index_entries`]).
+    #[error("the batch's records are written but not their index entries ({0})")]
+    IndexEntriesPending(Box<StoreError>),
     #[error("store i/o failed: {0}")]
     Io(#[from] sled::Error),
     #[error("store file i/o failed: {0}")]
@@ -177,9 +182,10 @@ const PENDING_IMPORT: &[u8] = b"import/pending/";
 
 /// Set, in the same transaction as a batch of persons, when the batch's
 /// index entries are written after it (`import/reindex/<journal>` → the
-/// batch's person ids): start-up's redo of that batch then writes the entries
-/// of unchanged persons too, and [`Store::check_consistency`] knows whose
-/// entries are still to come.
+/// batch's person ids), and removed once they are: a flag left by a crash or a
+/// failure names the persons whose entries [`Store::finish_index_entries`]
+/// writes at the next start, and whom [`Store::check_consistency`] counts as
+/// pending rather than damaged.
 const PENDING_REINDEX: &[u8] = b"import/reindex/";
 
 /// What a record write does to the pending-import marker, in the same
@@ -188,9 +194,8 @@ const PENDING_REINDEX: &[u8] = b"import/reindex/";
 /// got) and clears it with the last, so start-up can tell a half-applied
 /// import and roll it forward (see `import`).
 ///
-/// Persons are the exception (see [`Store::put_persons_marked`]): their
-/// transaction sets the marker to `redo` (the progress before the batch) and
-/// moves it to `progress` only once the batch's index entries are written.
+/// A batch of persons with a marker also writes its index entries after its
+/// transaction (see [`Store::put_persons_marked`]).
 #[derive(Debug, Clone, Copy)]
 pub enum ImportMark<'a> {
     /// Leave it alone (every write outside a multi-batch import).
@@ -199,10 +204,9 @@ pub enum ImportMark<'a> {
     Set {
         journal: &'a str,
         progress: &'a [u8],
-        redo: &'a [u8],
     },
     /// Remove the marker of `journal`: its import is whole.
-    Clear { journal: &'a str, redo: &'a [u8] },
+    Clear { journal: &'a str },
 }
 
 impl ImportMark<'_> {
@@ -222,15 +226,27 @@ fn reindex_key(journal: &str) -> Vec<u8> {
     [PENDING_REINDEX, journal.as_bytes()].concat()
 }
 
+fn encode_ids<'a>(ids: impl Iterator<Item = &'a str>) -> Result<Vec<u8>, StoreError> {
+    postcard::to_stdvec(&ids.collect::<Vec<_>>()).map_err(|e| StoreError::Corrupt {
+        kind: Kind::Person,
+        detail: format!("a batch's person ids are unencodable: {e}"),
+    })
+}
+
+fn decode_ids(bytes: &[u8]) -> Result<Vec<String>, StoreError> {
+    postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt {
+        kind: Kind::Person,
+        detail: format!("an import's reindex flag: {e}"),
+    })
+}
+
 fn apply_mark(meta: &TransactionalTree, mark: ImportMark<'_>) -> TxResult<()> {
     match mark {
         ImportMark::Keep => {}
-        ImportMark::Set {
-            journal, progress, ..
-        } => {
+        ImportMark::Set { journal, progress } => {
             meta.insert(pending_key(journal), progress)?;
         }
-        ImportMark::Clear { journal, .. } => {
+        ImportMark::Clear { journal } => {
             meta.remove(pending_key(journal))?;
         }
     }
@@ -290,6 +306,11 @@ pub struct Store {
     key_sets: Arc<arc_swap::ArcSwap<Vec<match_index::IndexedSet>>>,
     /// One rekey at a time.
     rekey_lock: Arc<parking_lot::Mutex<()>>,
+    /// One write of persons at a time, held from a batch's transaction until
+    /// its index entries are in: another write of the same person in between
+    /// would remove the entries of the version it replaces before they exist,
+    /// and they would stay behind.
+    person_writes: Arc<parking_lot::Mutex<()>>,
     meta: Tree,
     /// The audit log and its indexes (see `audit`).
     audit: Tree,
@@ -536,6 +557,7 @@ impl Store {
             match_index: db.open_tree("match_index")?,
             key_sets: Arc::default(),
             rekey_lock: Arc::default(),
+            person_writes: Arc::default(),
             meta: db.open_tree("meta")?,
             audit: db.open_tree("audit")?,
             audit_by_person: db.open_tree("audit_by_person")?,
@@ -698,27 +720,28 @@ impl Store {
     /// import is written in two steps, because inside sled's transaction
     /// every insert first reads the key's old value, under one process-wide
     /// lock, and a person has about ten index entries: the import of a
-    /// million persons took 169 s that way, 92 s this way (BENCHMARKS.md).
+    /// million persons took 169 s that way, 80 s this way (BENCHMARKS.md).
     ///
-    /// 1. One transaction writes the records, the counts, removes the index
-    ///    entries of the records it replaces, and sets the import's marker to
-    ///    `redo` (the progress before this batch) with a reindex flag.
-    /// 2. Then the new entries are inserted outside any transaction, on two
-    ///    threads; then the marker moves to `progress` (or goes) and the flag
-    ///    goes, in one batch.
+    /// 1. One transaction writes the records and the counts, removes the index
+    ///    entries of the records it replaces, moves the import's marker as
+    ///    every batch does, and sets a flag naming the batch's persons.
+    /// 2. Then their new entries are inserted outside any transaction, on two
+    ///    threads, and the flag goes.
     ///
-    /// A crash between the steps leaves records whose entries are missing
-    /// (never an entry without its record), and a marker that makes
-    /// start-up redo this batch; the flag makes the redo insert the entries
-    /// of persons it finds unchanged. sled recovers a prefix of its log, so
-    /// a recovered step-2 marker implies the entries before it. Lookups
-    /// during the gap may miss the batch's persons, as they did before it.
+    /// Between the steps the batch's persons have records without entries
+    /// (never an entry without its record): lookups miss them, and an updated
+    /// person is found under neither version. A crash there, or a failure of
+    /// step 2 (reported as [`StoreError::IndexEntriesPending`]), leaves the flag;
+    /// the next start writes the entries from the records
+    /// ([`Store::finish_index_entries`]). Person writes take one lock through
+    /// both steps, so no other write of the same person falls between them.
     pub fn put_persons_marked(
         &self,
         persons: &[Person],
         mode: WriteMode,
         mark: ImportMark<'_>,
     ) -> Result<Vec<WriteOutcome>, StoreError> {
+        let _person_writes = self.person_writes.lock();
         // The gate before the key sets: a rekey's barrier then knows that
         // every write it waits for used the sets it replaced, and every
         // later one uses the new (see `match_index`). Held through both steps.
@@ -742,16 +765,8 @@ impl Store {
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         let entries_after = mark.journal();
-        let reindex_all = match entries_after {
-            Some(journal) => self.meta.contains_key(reindex_key(journal))?,
-            None => false,
-        };
         let batch_ids = match entries_after {
-            Some(_) => postcard::to_stdvec(&persons.iter().map(|p| &p.id).collect::<Vec<_>>())
-                .map_err(|e| StoreError::Corrupt {
-                    kind: Kind::Person,
-                    detail: format!("batch ids unencodable: {e}"),
-                })?,
+            Some(_) => encode_ids(persons.iter().map(|p| p.id.as_str()))?,
             None => Vec::new(),
         };
         let outcomes = (
@@ -794,12 +809,9 @@ impl Store {
                     records.insert(person.id.as_bytes(), encoded.as_slice())?;
                 }
                 add_count(meta, COUNT_PERSONS, created)?;
-                match mark {
-                    ImportMark::Keep => {}
-                    ImportMark::Set { journal, redo, .. } | ImportMark::Clear { journal, redo } => {
-                        meta.insert(pending_key(journal), redo)?;
-                        meta.insert(reindex_key(journal), batch_ids.as_slice())?;
-                    }
+                apply_mark(meta, mark)?;
+                if let Some(journal) = entries_after {
+                    meta.insert(reindex_key(journal), batch_ids.as_slice())?;
                 }
                 Ok(outcomes)
             })
@@ -807,11 +819,19 @@ impl Store {
         let Some(journal) = entries_after else {
             return Ok(outcomes);
         };
-        let entries: Vec<(&Tree, &[u8], &[u8])> = prepared
+        // The entries of each person's last version in the batch (a person
+        // twice in one batch is written twice; the first version's entries
+        // were never made).
+        let entries: Vec<(&Tree, &[u8], &[u8])> = persons
             .iter()
+            .zip(&prepared)
             .zip(&outcomes)
-            .filter(|(_, outcome)| reindex_all || **outcome != WriteOutcome::Unchanged)
-            .flat_map(|((_, index_keys, match_entries), _)| {
+            .enumerate()
+            .filter(|(at, ((person, _), outcome))| {
+                **outcome != WriteOutcome::Unchanged
+                    && !persons[at + 1..].iter().any(|later| later.id == person.id)
+            })
+            .flat_map(|(_, ((_, (_, index_keys, match_entries)), _))| {
                 let index = index_keys
                     .iter()
                     .map(|key| (&self.person_index, key.as_slice(), &[][..]));
@@ -825,15 +845,43 @@ impl Store {
                 index.chain(matching)
             })
             .collect();
-        insert_on_two_threads(&entries)?;
-        let mut done = sled::Batch::default();
-        match mark {
-            ImportMark::Set { progress, .. } => done.insert(pending_key(journal), progress),
-            _ => done.remove(pending_key(journal)),
-        }
-        done.remove(reindex_key(journal));
-        self.meta.apply_batch(done)?;
+        insert_on_two_threads(&entries)
+            .and_then(|()| Ok(self.meta.remove(reindex_key(journal)).map(|_| ())?))
+            .map_err(|error| StoreError::IndexEntriesPending(Box::new(error)))?;
         Ok(outcomes)
+    }
+
+    /// Writes the index entries of every batch of persons cut off between its
+    /// records and its entries (a crash, or [`StoreError::IndexEntriesPending`]),
+    /// from the records as they are now, and removes the flags. Start-up runs
+    /// it once the key sets are in place ([`Store::with_key_sets`]). Returns the
+    /// persons whose entries it wrote.
+    pub fn finish_index_entries(&self) -> Result<usize, StoreError> {
+        let _person_writes = self.person_writes.lock();
+        let _writing = self.writing();
+        let sets = self.indexed_sets();
+        let flags = self
+            .meta
+            .scan_prefix(PENDING_REINDEX)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut written = 0;
+        for (flag, ids) in flags {
+            for id in decode_ids(&ids)? {
+                let Some(person) = self.person(&id)? else {
+                    continue;
+                };
+                for key in person_index_keys(&(&person).into()) {
+                    self.person_index
+                        .insert(pair_key_bytes(&key, &person.id), &[])?;
+                }
+                for (key, kind) in Self::match_entries(&sets, &person) {
+                    self.match_index.insert(key, &[kind])?;
+                }
+                written += 1;
+            }
+            self.meta.remove(flag)?;
+        }
+        Ok(written)
     }
 
     /// Writes practitioners; each one's organisation must exist.
@@ -1159,16 +1207,12 @@ impl Store {
     pub fn check_consistency(&self) -> Result<Vec<String>, StoreError> {
         let mut problems = Vec::new();
         let mut counts = Counts::default();
-        // A batch cut off between its records and its index entries: its
-        // import's redo at start-up writes them (`put_persons_marked`).
+        // A batch cut off between its records and its index entries: the
+        // next start writes them (`finish_index_entries`).
         let mut entries_to_come = BTreeSet::new();
         for entry in self.meta.scan_prefix(PENDING_REINDEX) {
             let (_, ids) = entry?;
-            let ids: Vec<String> = postcard::from_bytes(&ids).map_err(|e| StoreError::Corrupt {
-                kind: Kind::Person,
-                detail: format!("an import's reindex marker: {e}"),
-            })?;
-            entries_to_come.extend(ids);
+            entries_to_come.extend(decode_ids(&ids)?);
         }
         for entry in self.persons.iter() {
             let (_, bytes) = entry?;
@@ -1266,17 +1310,15 @@ mod tests {
 
     /// A batch of a multi-batch import writes its index entries after its
     /// transaction. Killed between the two, the store holds the records
-    /// without those entries and a marker to redo the batch from; the redo
-    /// (start-up's, with the same batch) writes the missing entries even
-    /// though it finds every record unchanged.
+    /// without those entries and a flag naming their persons: `store check`
+    /// counts them as pending, and the next start writes them from the records.
     #[test]
-    fn an_import_batch_cut_off_before_its_index_entries_is_whole_after_its_redo() {
+    fn an_import_batch_cut_off_before_its_index_entries_is_whole_after_the_next_start() {
         let (_dir, store) = open();
         let batch = [person("P1", "Smith"), person("P2", "Jones")];
         let mark = ImportMark::Set {
             journal: "import-1.journal",
             progress: b"after",
-            redo: b"before",
         };
         store
             .put_persons_marked(&batch, WriteMode::Upsert, mark)
@@ -1286,12 +1328,8 @@ mod tests {
             store.pending_imports().expect("marks"),
             vec![("import-1.journal".to_owned(), b"after".to_vec())]
         );
-        assert!(
-            !store
-                .meta
-                .contains_key(reindex_key("import-1.journal"))
-                .expect("flag")
-        );
+        let flag = reindex_key("import-1.journal");
+        assert!(!store.meta.contains_key(&flag).expect("flag"));
 
         // What a kill between the transaction and the entries leaves.
         for person in &batch {
@@ -1302,51 +1340,59 @@ mod tests {
                     .expect("remove");
             }
         }
-        store
-            .meta
-            .insert(pending_key("import-1.journal"), &b"before"[..])
-            .expect("marker");
         assert_eq!(store.check_consistency().expect("check").len(), 4);
-        let ids = postcard::to_stdvec(&vec!["P1", "P2"]).expect("ids");
-        store
-            .meta
-            .insert(reindex_key("import-1.journal"), ids)
-            .expect("flag");
-        // The redo to come is not damage.
+        let ids = encode_ids(["P1", "P2"].into_iter()).expect("ids");
+        store.meta.insert(&flag, ids).expect("flag");
+        // Entries still to come are not damage.
         assert!(store.check_consistency().expect("check").is_empty());
 
-        let outcomes = store
-            .put_persons_marked(&batch, WriteMode::Upsert, mark)
-            .expect("redo");
-        assert_eq!(outcomes, vec![WriteOutcome::Unchanged; 2]);
+        assert_eq!(store.finish_index_entries().expect("finish"), 2);
+        assert!(!store.meta.contains_key(&flag).expect("flag"));
         assert!(store.check_consistency().expect("check").is_empty());
         let smith = person_index_keys(&(&batch[0]).into());
         assert_eq!(
             store.person_ids_with_key(&smith[0], 10).expect("scan"),
             ["P1"]
         );
-        assert!(
-            !store
-                .meta
-                .contains_key(reindex_key("import-1.journal"))
-                .expect("flag")
-        );
 
-        // The last batch clears the marker, once its entries are in.
-        let last = [person("P3", "Brown")];
+        // The last batch clears the marker with its records.
         store
             .put_persons_marked(
-                &last,
+                &[person("P3", "Brown")],
                 WriteMode::Upsert,
                 ImportMark::Clear {
                     journal: "import-1.journal",
-                    redo: b"after",
                 },
             )
             .expect("last batch");
         assert!(store.pending_imports().expect("marks").is_empty());
         assert!(store.check_consistency().expect("check").is_empty());
         assert_eq!(store.counts().expect("counts").persons, 3);
+    }
+
+    /// A person twice in one batch of an import keeps the index entries of
+    /// the last version only.
+    #[test]
+    fn a_person_twice_in_one_import_batch_is_indexed_as_the_last_version() {
+        let (_dir, store) = open();
+        store
+            .put_persons_marked(
+                &[person("P1", "Smith"), person("P1", "Jones")],
+                WriteMode::Upsert,
+                ImportMark::Set {
+                    journal: "import-2.journal",
+                    progress: b"after",
+                },
+            )
+            .expect("batch");
+        assert!(store.check_consistency().expect("check").is_empty());
+        let smith = person_index_keys(&(&person("P1", "Smith")).into());
+        assert!(
+            store
+                .person_ids_with_key(&smith[0], 10)
+                .expect("scan")
+                .is_empty()
+        );
     }
 
     #[test]

@@ -152,11 +152,19 @@ impl Store {
     }
 
     /// This store, maintaining the match index under `key_sets` from now on
-    /// (see [`Store::rekey`]). Only the serving node calls this; tools that
+    /// (see [`Store::rekey`]), with the entries of any cut-off import batch
+    /// written ([`Store::finish_index_entries`]). Only the serving node calls this; tools that
     /// open a stopped node's store leave the index alone.
     pub fn with_key_sets(self, key_sets: Vec<KeySet>) -> Result<Self, StoreError> {
         self.rekey(key_sets)?;
         self.drop_retired()?;
+        let finished = self.finish_index_entries()?;
+        if finished > 0 {
+            tracing::warn!(
+                persons = finished,
+                "wrote the index entries of an import batch cut off before them"
+            );
+        }
         Ok(self)
     }
 

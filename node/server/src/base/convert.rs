@@ -53,6 +53,13 @@ pub(crate) fn store_status(error: StoreError, prefix: &str) -> Status {
             Status::internal("the node's store is damaged; the operator has been told in the log")
         }
         StoreError::Locked { .. } => Status::unavailable(error.to_string()),
+        StoreError::IndexEntriesPending(_) => {
+            tracing::error!(error = %error, "index entries not written");
+            Status::unavailable(
+                "the records were written but not all their index entries: the node writes \
+                 them when it next starts; until then lookups may miss these persons",
+            )
+        }
         StoreError::Io(_) | StoreError::File(_) => {
             tracing::error!(error = %error, "store i/o failed");
             Status::unavailable("the node cannot write to its store right now; nothing was changed")

@@ -210,7 +210,7 @@ fn read_entry(reader: &mut impl Read) -> std::io::Result<(u64, Record, u64)> {
 
 /// What a pending-import marker holds: where in its journal the next
 /// unwritten record starts, and how many are left.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Progress {
     offset: u64,
     left: u64,
@@ -319,16 +319,7 @@ fn apply_journal(
     let mut remaining = progress.left;
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     let mut first = true;
-    // Where this batch starts: a batch of persons marks it until its index
-    // entries are written (`Store::put_persons_marked`).
-    let mut before = progress;
     while remaining > 0 {
-        if batch.is_empty() {
-            before = Progress {
-                offset,
-                left: remaining,
-            };
-        }
         let (_line, record, took) = read_entry(&mut reader).map_err(|e| {
             tracing::error!(error = %e, journal = name, "import journal unreadable");
             if first {
@@ -345,33 +336,28 @@ fn apply_journal(
         offset += took;
         remaining -= 1;
         if batch.len() == WRITE_BATCH || remaining == 0 {
-            let encode = |progress: Progress| {
-                postcard::to_stdvec(&progress)
-                    .map_err(|e| Status::internal(format!("import progress unencodable: {e}")))
-            };
-            let progress = encode(Progress {
+            let progress = postcard::to_stdvec(&Progress {
                 offset,
                 left: remaining,
-            })?;
-            let redo = encode(before)?;
+            })
+            .map_err(|e| Status::internal(format!("import progress unencodable: {e}")))?;
             let mark = if single {
                 ImportMark::Keep
             } else if remaining == 0 {
-                ImportMark::Clear {
-                    journal: name,
-                    redo: &redo,
-                }
+                ImportMark::Clear { journal: name }
             } else {
                 ImportMark::Set {
                     journal: name,
                     progress: &progress,
-                    redo: &redo,
                 }
             };
             match write(std::mem::take(&mut batch), mark) {
                 Ok(written) => outcomes.extend(written),
-                // One transaction: the first batch failing wrote nothing.
-                Err(error) if first => return Err(crate::base::convert::store_status(error, "")),
+                // One transaction: the first batch failing wrote nothing,
+                // unless only its index entries failed after it.
+                Err(error) if first && !matches!(error, StoreError::IndexEntriesPending(_)) => {
+                    return Err(crate::base::convert::store_status(error, ""));
+                }
                 Err(error) => return Err(partly_written(error, outcomes.len())),
             }
             first = false;
@@ -1029,7 +1015,6 @@ mod tests {
                 ImportMark::Set {
                     journal: "import-gone.journal",
                     progress: &progress,
-                    redo: &progress,
                 },
             )
             .expect("mark");
