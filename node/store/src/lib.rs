@@ -733,8 +733,10 @@ impl Store {
     /// person is found under neither version. A crash there, or a failure of
     /// step 2 (reported as [`StoreError::IndexEntriesPending`]), leaves the flag;
     /// the next start writes the entries from the records
-    /// ([`Store::finish_index_entries`]). Person writes take one lock through
-    /// both steps, so no other write of the same person falls between them.
+    /// ([`Store::finish_index_entries`]). sled recovers its log as a prefix,
+    /// so a flag found removed means the entries inserted before it are there.
+    /// Person writes take one lock through both steps, so no other write of the
+    /// same person falls between them.
     pub fn put_persons_marked(
         &self,
         persons: &[Person],
