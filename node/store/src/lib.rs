@@ -824,14 +824,18 @@ impl Store {
         // The entries of each person's last version in the batch (a person
         // twice in one batch is written twice; the first version's entries
         // were never made).
+        let last_of: std::collections::HashMap<&str, usize> = persons
+            .iter()
+            .enumerate()
+            .map(|(at, person)| (person.id.as_str(), at))
+            .collect();
         let entries: Vec<(&Tree, &[u8], &[u8])> = persons
             .iter()
             .zip(&prepared)
             .zip(&outcomes)
             .enumerate()
             .filter(|(at, ((person, _), outcome))| {
-                **outcome != WriteOutcome::Unchanged
-                    && !persons[at + 1..].iter().any(|later| later.id == person.id)
+                **outcome != WriteOutcome::Unchanged && last_of.get(person.id.as_str()) == Some(at)
             })
             .flat_map(|(_, ((_, (_, index_keys, match_entries)), _))| {
                 let index = index_keys
