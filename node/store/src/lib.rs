@@ -720,7 +720,7 @@ impl Store {
     /// import is written in two steps, because inside sled's transaction
     /// every insert first reads the key's old value, under one process-wide
     /// lock, and a person has about ten index entries: the import of a
-    /// million persons took 169 s that way, 80 s this way (BENCHMARKS.md).
+    /// million persons took 169 s that way, 85 s this way (BENCHMARKS.md).
     ///
     /// 1. One transaction writes the records and the counts, removes the index
     ///    entries of the records it replaces, moves the import's marker as
