@@ -734,9 +734,24 @@ async fn local_lookup(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()
         )
     };
     run(sizes.warmup).await;
+    // The store's growth over the measured run: every lookup writes two
+    // audit entries (start, answer) and their index entries. The log's own
+    // files are exact (each lookup syncs them); sled's file grows as its
+    // buffers are written, so over thousands of lookups it is close.
+    let audit_dir = data.join("audit-log");
+    let (store_before, audit_before) = (dir_bytes(&data), dir_bytes(&audit_dir));
     let handshakes_before = handshakes(&node).await;
     let node_summary = run(sizes.run).await;
     let handshakes_after = handshakes(&node).await;
+    let (store_after, audit_after) = (dir_bytes(&data), dir_bytes(&audit_dir));
+    let lookups = node_summary.calls.max(1) as f64;
+    let growth = store_after.saturating_sub(store_before) as f64 / lookups;
+    let audit_growth = audit_after.saturating_sub(audit_before) as f64 / lookups;
+    println!(
+        "  store growth: {growth:.0} bytes an audited lookup ({audit_growth:.0} of them the audit log's own files, the rest sled: its indexes)"
+    );
+    figures.put("store_bytes_per_audited_lookup", format!("{growth:.0}"));
+    figures.put("audit_log_bytes_per_lookup", format!("{audit_growth:.0}"));
     let peak_rss = proc_status_kib(child_node.0, "VmHWM:");
     let rss_now = proc_status_kib(child_node.0, "VmRSS:");
     // A key-set rotation under the same load: `patchwork reload` with a new

@@ -1,11 +1,12 @@
-//! The audit log: appends from many threads chain without gaps; altering,
-//! removing, reordering or cutting off entries in the raw sled store is
-//! found at exactly the entry that was touched; subject-access reports list
-//! exactly a person's entries; `Admin` verifies and reports over mTLS and
-//! refuses callers without the admin role.
+//! The audit log: appends from many threads land without gaps, each in the
+//! log's Merkle tree; altering, removing, reordering or cutting off entries
+//! in the log's files (checksums and all) is found in the block of entries
+//! that was touched; subject-access reports list exactly a person's
+//! entries; `Admin` verifies and reports over mTLS and refuses callers
+//! without the admin role.
 //!
-//! Until the lookup paths write entries, entries are appended through
-//! `Store` on a stopped node's folder, and tampered with through `sled`.
+//! Entries are appended through `Store` on a stopped node's folder, and
+//! tampered with by rewriting its segment file.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -92,30 +93,47 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// Opens a just-closed store raw. sled's IO threads can hold the store's
-/// lock for a moment after the last handle is dropped, so poll with a bound.
-fn open_raw(dir: &Path) -> sled::Db {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match sled::open(dir) {
-            Ok(db) => return db,
-            Err(error) if std::time::Instant::now() > deadline => panic!("open raw sled: {error}"),
-            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
-        }
+/// The records of the (closed) store's log segment in `dir`: each entry's
+/// offset in the file and its body. Format: `PWAUDSEG`, the first entry's
+/// index (8 bytes), then per entry its length (u32 BE), CRC-32 (u32 BE) and
+/// body (see `patchwork-store`'s `audit::log`).
+fn records(segment: &[u8]) -> Vec<(usize, Vec<u8>)> {
+    let mut at = 16;
+    let mut out = Vec::new();
+    while at + 8 <= segment.len() {
+        let len = u32::from_be_bytes(segment[at..at + 4].try_into().expect("4 bytes")) as usize;
+        out.push((at, segment[at + 8..at + 8 + len].to_vec()));
+        at += 8 + len;
     }
+    out
 }
 
-/// Changes the raw `audit` tree of the (closed) store in `dir`, as someone
-/// with access to the disk could.
-fn tamper(dir: &Path, change: impl FnOnce(&sled::Tree)) {
-    let db = open_raw(dir);
-    let audit = db.open_tree("audit").expect("audit tree");
-    change(&audit);
-    db.flush().expect("flush raw sled");
+fn record(body: &[u8]) -> Vec<u8> {
+    let mut out = (body.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(&crc32fast::hash(body).to_be_bytes());
+    out.extend_from_slice(body);
+    out
 }
 
-fn key(seq: u64) -> [u8; 8] {
-    seq.to_be_bytes()
+fn segment_path(store_dir: &Path) -> std::path::PathBuf {
+    store_dir
+        .join("audit-log")
+        .join(format!("seg-{:020}.log", 0))
+}
+
+/// Rewrites the (closed) store's log in `dir` from its entries' bodies, as
+/// someone with access to the disk could: each record with a valid
+/// checksum, so only the tree can tell.
+fn tamper(dir: &Path, change: impl FnOnce(&mut Vec<Vec<u8>>)) {
+    let path = segment_path(dir);
+    let bytes = std::fs::read(&path).expect("read segment");
+    let mut bodies: Vec<Vec<u8>> = records(&bytes).into_iter().map(|(_, b)| b).collect();
+    change(&mut bodies);
+    let mut out = bytes[..16].to_vec();
+    for body in &bodies {
+        out.extend_from_slice(&record(body));
+    }
+    std::fs::write(&path, out).expect("write segment");
 }
 
 /// A closed store holding a log of 300 entries.
@@ -132,10 +150,10 @@ async fn log_of_300() -> tempfile::TempDir {
     dir
 }
 
-/// Copies `log`, applies `change` to the copy's raw tree and verifies it.
+/// Copies `log`, applies `change` to the copy's entries and verifies it.
 fn verify_tampered(
     log: &Path,
-    change: impl FnOnce(&sled::Tree),
+    change: impl FnOnce(&mut Vec<Vec<u8>>),
 ) -> patchwork_store::AuditVerification {
     let copy = tempfile::tempdir().expect("tempdir");
     let dir = copy.path().join("store");
@@ -145,7 +163,7 @@ fn verify_tampered(
 }
 
 #[tokio::test]
-async fn appends_from_many_threads_chain_without_gaps() {
+async fn appends_from_many_threads_land_without_gaps_in_the_tree() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path());
     const THREADS: u64 = 8;
@@ -182,13 +200,23 @@ async fn appends_from_many_threads_chain_without_gaps() {
     assert_eq!(verification.entries, total);
     assert_eq!(store.audit_len().expect("len"), total);
 
-    let mut prev = [0; 32];
+    let root = store.audit_root(total).expect("root");
     let mut request_ids = BTreeSet::new();
     for seq in 1..=total {
         let entry = store.audit_entry(seq).expect("read").expect("no gap");
         assert_eq!(entry.seq, seq);
-        assert_eq!(entry.prev_hash, prev, "entry {seq} chains to {}", seq - 1);
-        prev = entry.hash;
+        if seq % 97 == 1 {
+            let proof = store.audit_inclusion_proof(seq, total).expect("proof");
+            let proof: Vec<tlog_tiles::Hash> = proof.into_iter().map(tlog_tiles::Hash).collect();
+            tlog_tiles::check_record(
+                &proof,
+                total,
+                tlog_tiles::Hash(root),
+                seq - 1,
+                tlog_tiles::Hash(entry.leaf_hash),
+            )
+            .expect("the entry is in the tree");
+        }
         if let AuditEvent::PeerAsked { request_id, .. } = entry.event {
             assert!(request_ids.insert(request_id), "each event once");
         }
@@ -206,65 +234,97 @@ async fn appends_from_many_threads_chain_without_gaps() {
 }
 
 #[tokio::test]
-async fn a_changed_byte_is_found_at_its_entry() {
+async fn a_changed_byte_is_found_in_its_block() {
     let log = log_of_300().await;
-    let length = {
-        let db = open_raw(log.path());
-        let audit = db.open_tree("audit").expect("tree");
-        audit.get(key(57)).expect("get").expect("entry 57").len()
-    };
-    // The format byte, the seq, the time, the previous hash, the hash, the
-    // event's first and last bytes.
-    for offset in [0, 8, 9, 17, 48, 49, 80, 81, length - 1] {
-        let verification = verify_tampered(log.path(), |audit| {
-            let mut value = audit.get(key(57)).expect("get").expect("entry").to_vec();
-            value[offset] ^= 0x20;
-            audit.insert(key(57), value).expect("alter");
-        });
-        assert!(!verification.intact, "byte {offset}");
-        assert_eq!(
-            verification.first_bad_entry,
-            Some(57),
-            "byte {offset}: {verification:?}"
-        );
-        assert_eq!(verification.entries, 300);
+    // The format byte, the time, the event's first and last bytes, of an
+    // entry in the first (recorded) block and one in the last (partial) one.
+    for (seq, first_bad) in [(57usize, 1u64), (290, 257)] {
+        let length = {
+            let bytes = std::fs::read(segment_path(log.path())).expect("read");
+            records(&bytes)[seq - 1].1.len()
+        };
+        for offset in [0, 1, 8, 9, length - 1] {
+            let verification = verify_tampered(log.path(), |bodies| {
+                bodies[seq - 1][offset] ^= 0x20;
+            });
+            assert!(!verification.intact, "entry {seq}, byte {offset}");
+            assert_eq!(
+                verification.first_bad_entry,
+                Some(first_bad),
+                "entry {seq}, byte {offset}: {verification:?}"
+            );
+            assert!(
+                verification.detail.contains("were altered"),
+                "{}",
+                verification.detail
+            );
+        }
     }
+}
+
+#[tokio::test]
+async fn a_changed_byte_without_its_checksum_is_found_at_its_entry() {
+    let log = log_of_300().await;
+    let copy = tempfile::tempdir().expect("tempdir");
+    let dir = copy.path().join("store");
+    copy_dir(log.path(), &dir);
+    let path = segment_path(&dir);
+    let mut bytes = std::fs::read(&path).expect("read");
+    let (at, _) = records(&bytes)[56];
+    bytes[at + 20] ^= 0x20;
+    std::fs::write(&path, &bytes).expect("write");
+    let verification = open(&dir).verify_audit().expect("verify");
+    assert_eq!(verification.first_bad_entry, Some(57), "{verification:?}");
+    assert!(
+        verification.detail.contains("the first entry 57"),
+        "{}",
+        verification.detail
+    );
 }
 
 #[tokio::test]
 async fn a_removed_entry_is_found() {
     let log = log_of_300().await;
-    let verification = verify_tampered(log.path(), |audit| {
-        audit.remove(key(80)).expect("remove");
+    let verification = verify_tampered(log.path(), |bodies| {
+        bodies.remove(79);
     });
-    assert_eq!(verification.first_bad_entry, Some(80), "{verification:?}");
-    assert!(verification.detail.contains("entry 80 is missing"));
-    assert_eq!(verification.entries, 299);
+    assert!(!verification.intact);
+    assert_eq!(verification.first_bad_entry, Some(1), "{verification:?}");
+    assert!(
+        verification
+            .detail
+            .contains("entries 1 to 256 were altered"),
+        "{}",
+        verification.detail
+    );
 }
 
 #[tokio::test]
 async fn swapped_entries_are_found() {
     let log = log_of_300().await;
-    let verification = verify_tampered(log.path(), |audit| {
-        let a = audit.get(key(100)).expect("get").expect("100");
-        let b = audit.get(key(101)).expect("get").expect("101");
-        audit.insert(key(100), b).expect("swap");
-        audit.insert(key(101), a).expect("swap");
+    let verification = verify_tampered(log.path(), |bodies| {
+        bodies.swap(99, 100);
     });
-    assert_eq!(verification.first_bad_entry, Some(100), "{verification:?}");
-    assert!(verification.detail.contains("reordered"));
+    assert_eq!(verification.first_bad_entry, Some(1), "{verification:?}");
+    assert!(
+        verification.detail.contains("were altered"),
+        "{}",
+        verification.detail
+    );
 }
 
 #[tokio::test]
 async fn a_cut_off_tail_is_found() {
     let log = log_of_300().await;
-    let verification = verify_tampered(log.path(), |audit| {
-        for seq in 291..=300 {
-            audit.remove(key(seq)).expect("remove");
-        }
+    let verification = verify_tampered(log.path(), |bodies| {
+        bodies.truncate(290);
     });
     assert_eq!(verification.first_bad_entry, Some(291), "{verification:?}");
-    assert!(verification.detail.contains("cut short"));
+    assert!(
+        verification.detail.contains("entries were removed"),
+        "{}",
+        verification.detail
+    );
     assert_eq!(verification.entries, 290);
 
     // The untouched original still verifies.
@@ -490,11 +550,9 @@ async fn admin_verifies_the_log_and_reports_on_a_subject() {
 
     // Someone with the disk alters entry 2; the running node says so.
     node.stop().await;
-    tamper(&store_dir, |audit| {
-        let mut value = audit.get(key(2)).expect("get").expect("entry 2").to_vec();
-        let last = value.len() - 1;
-        value[last] ^= 0x01;
-        audit.insert(key(2), value).expect("alter");
+    tamper(&store_dir, |bodies| {
+        let last = bodies[1].len() - 1;
+        bodies[1][last] ^= 0x01;
     });
     node.restart().await;
     let verified = node
@@ -505,7 +563,9 @@ async fn admin_verifies_the_log_and_reports_on_a_subject() {
         .expect("verify")
         .into_inner();
     assert!(!verified.intact);
-    assert_eq!(verified.first_bad_entry, 2, "{verified:?}");
+    // The five entries are one partial block: the root the log recorded
+    // after its last sync no longer matches them.
+    assert_eq!(verified.first_bad_entry, 1, "{verified:?}");
     assert!(verified.detail.contains("altered"), "{verified:?}");
     node.stop().await;
 }

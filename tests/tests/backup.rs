@@ -225,7 +225,13 @@ async fn a_backup_taken_under_writes_restores_everything_acknowledged_before_it(
     assert_eq!(info.sha256_hex(), summary.sha256_hex);
     assert_eq!(info.bytes, summary.bytes);
     assert!(summary.audit_entries >= 6);
-    for tree in ["persons", "person_index", "match_index", "audit", "meta"] {
+    for tree in [
+        "persons",
+        "person_index",
+        "match_index",
+        "audit-log",
+        "meta",
+    ] {
         assert!(
             info.trees.iter().any(|(name, _)| name == tree),
             "{tree} is in the backup"
@@ -278,8 +284,14 @@ async fn a_backup_taken_under_writes_restores_everything_acknowledged_before_it(
         // prefix of the original's, and every person in it is in the original.
         let last = report.audit.entries;
         assert_eq!(
-            restored.audit_entry(last).expect("read").map(|e| e.hash),
-            original.audit_entry(last).expect("read").map(|e| e.hash)
+            restored
+                .audit_entry(last)
+                .expect("read")
+                .map(|e| e.leaf_hash),
+            original
+                .audit_entry(last)
+                .expect("read")
+                .map(|e| e.leaf_hash)
         );
         assert!(original.audit_len().expect("len") > last);
         let persons_restored = report.counts.persons;

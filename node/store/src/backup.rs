@@ -36,8 +36,14 @@ use crate::AuditVerification;
 
 /// The first bytes of every backup file.
 pub(crate) const MAGIC: &[u8; 8] = b"PWBACKUP";
-/// The file format this binary writes, and the newest it reads.
-pub(crate) const FORMAT_VERSION: u16 = 1;
+/// The file format this binary writes, and the newest it reads. Version 2
+/// added the audit log's entries, which left sled for their own files, as
+/// one more tree ([`LOG_TREE`]); a version 1 backup holds them as the old
+/// hash chain's tree, which the store moves into its log when it opens.
+pub(crate) const FORMAT_VERSION: u16 = 2;
+/// The audit log's entries in a backup: written as a tree of this name, after
+/// sled's trees, `seq` (u64 BE) → the entry's body.
+const LOG_TREE: &[u8] = b"audit-log";
 /// The trailing SHA-256.
 pub(crate) const DIGEST_LEN: usize = 32;
 
@@ -51,6 +57,8 @@ const MAX_HEADER_LEN: u32 = 64 * 1024;
 const MAX_ITEM_LEN: u32 = 256 << 20;
 /// Entries written per batch while restoring.
 const RESTORE_BATCH: usize = 10_000;
+/// Audit entries appended per write while restoring.
+const RESTORE_LOG_BATCH: usize = 1_024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
@@ -511,9 +519,41 @@ impl Store {
                 entries += count;
                 trees.push((String::from_utf8_lossy(&name).into_owned(), count));
             }
+            // The indexes just written cover exactly this many entries: audit
+            // appends hold the gate too.
             let audit_entries = self.audit_len()?;
             (header, trees, entries, audit_entries, started.elapsed())
         };
+        // The log is append-only: its first `audit_entries` entries are read
+        // after the gate is let go, and are the ones the snapshot indexed.
+        let (mut trees, mut entries) = (trees, entries);
+        out.write_all(&[TAG_TREE]).map_err(io)?;
+        out.write_all(&(LOG_TREE.len() as u16).to_be_bytes())
+            .map_err(io)?;
+        out.write_all(LOG_TREE).map_err(io)?;
+        for seq in 1..=audit_entries {
+            let body = self
+                .audit
+                .log
+                .read(seq - 1)?
+                .ok_or_else(|| StoreError::Corrupt {
+                    kind: crate::Kind::AuditEntry,
+                    detail: format!("entry {seq} vanished from the log while it was backed up"),
+                })?;
+            out.write_all(&[TAG_ENTRY]).map_err(io)?;
+            out.write_all(&8u32.to_be_bytes()).map_err(io)?;
+            out.write_all(&seq.to_be_bytes()).map_err(io)?;
+            out.write_all(&(body.len() as u32).to_be_bytes())
+                .map_err(io)?;
+            out.write_all(&body).map_err(io)?;
+        }
+        out.write_all(&[TAG_TREE_END]).map_err(io)?;
+        out.write_all(&audit_entries.to_be_bytes()).map_err(io)?;
+        trees.push((
+            String::from_utf8_lossy(LOG_TREE).into_owned(),
+            audit_entries,
+        ));
+        entries += audit_entries;
         out.write_all(&[TAG_END]).map_err(io)?;
         out.write_all(&(trees.len() as u32).to_be_bytes())
             .map_err(io)?;
@@ -625,6 +665,8 @@ impl Store {
         let mut tree: Option<sled::Tree> = None;
         let mut batch = sled::Batch::default();
         let mut pending = 0usize;
+        // The audit log's entries, once its tree begins.
+        let mut log_bodies: Option<Vec<Vec<u8>>> = None;
         fn apply(
             tree: &Option<sled::Tree>,
             batch: &mut sled::Batch,
@@ -638,8 +680,36 @@ impl Store {
         }
         let info = read_backup(BufReader::with_capacity(1 << 20, file), |item| {
             match item {
+                Item::Tree(name) if name == LOG_TREE => {
+                    apply(&tree, &mut batch, &mut pending)?;
+                    tree = None;
+                    if log_bodies.is_some() || store.audit.log.len() > 0 {
+                        return Err(format_error("the audit log appears twice"));
+                    }
+                    log_bodies = Some(Vec::with_capacity(RESTORE_LOG_BATCH));
+                }
+                Item::Entry(key, body) if tree.is_none() && log_bodies.is_some() => {
+                    let expected = store.audit.log.len()
+                        + log_bodies.as_ref().map_or(0, |b| b.len() as u64)
+                        + 1;
+                    if key != expected.to_be_bytes() {
+                        return Err(format_error(format!(
+                            "the audit log's entry {expected} is missing or out of order"
+                        )));
+                    }
+                    if let Some(bodies) = log_bodies.as_mut() {
+                        bodies.push(body);
+                        if bodies.len() == RESTORE_LOG_BATCH {
+                            store.audit.log.append(bodies)?;
+                            bodies.clear();
+                        }
+                    }
+                }
                 Item::Tree(name) => {
                     apply(&tree, &mut batch, &mut pending)?;
+                    if let Some(bodies) = log_bodies.take() {
+                        store.audit.log.append(&bodies)?;
+                    }
                     let next = store.db.open_tree(name)?;
                     if !next.is_empty() {
                         return Err(format_error(format!(
@@ -660,6 +730,10 @@ impl Store {
             Ok(())
         })?;
         apply(&tree, &mut batch, &mut pending)?;
+        if let Some(bodies) = log_bodies.take() {
+            store.audit.log.append(&bodies)?;
+        }
+        store.audit.log.sync()?;
         // A new history for the team-event outbox: the sequence numbers
         // after the backup's last event will be handed out again, so Watch
         // cursors from before the restore must not match them. Random, so

@@ -312,8 +312,8 @@ pub struct Store {
     /// and they would stay behind.
     person_writes: Arc<parking_lot::Mutex<()>>,
     meta: Tree,
-    /// The audit log and its indexes (see `audit`).
-    audit: Tree,
+    /// The audit log (its own files) and its indexes (see `audit`).
+    audit: Arc<audit::AuditLog>,
     audit_by_person: Tree,
     audit_by_lookup: Tree,
     /// The team-event outbox and attention flags (see `events`).
@@ -559,7 +559,7 @@ impl Store {
             rekey_lock: Arc::default(),
             person_writes: Arc::default(),
             meta: db.open_tree("meta")?,
-            audit: db.open_tree("audit")?,
+            audit: audit::AuditLog::open(dir)?,
             audit_by_person: db.open_tree("audit_by_person")?,
             audit_by_lookup: db.open_tree("audit_by_lookup")?,
             events: db.open_tree("events")?,
@@ -573,6 +573,7 @@ impl Store {
             write_gate: Arc::new(parking_lot::RwLock::new(())),
             db,
         };
+        store.open_audit()?;
         // What sled recovered at open is what is on disk.
         store.publish_durable_events(store.last_event_seq()?);
         Ok(store)
@@ -630,9 +631,11 @@ impl Store {
         // in the queue behind them: a deadlock (seen with 10 nodes in-process).
         let db = self.db.clone();
         let log_file = durability.log_file.try_clone()?;
+        let audit = Arc::clone(&self.audit);
         tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
             db.flush()?;
             log_file.sync_data()?;
+            audit.log.sync()?;
             Ok(())
         })
         .await

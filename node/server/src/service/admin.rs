@@ -421,7 +421,8 @@ fn subject_access_entry(
         | AuditEvent::NotificationReceived { .. }
         | AuditEvent::PeerRefusals { .. }
         | AuditEvent::FederationChanged { .. }
-        | AuditEvent::WatchOpened { .. } => {
+        | AuditEvent::WatchOpened { .. }
+        | AuditEvent::AuditMigrated { .. } => {
             // Never indexed under a person.
             out.kind = "lookup started".into();
         }

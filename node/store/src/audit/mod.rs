@@ -1,70 +1,78 @@
-//! The audit log: an append-only, hash-chained record of every lookup this
-//! node made and every question a peer asked it, so a data-protection
-//! officer can say who saw what and why, and can tell if anyone altered,
-//! removed, reordered or cut off entries since.
+//! The audit log: an append-only record of every lookup this node made and
+//! every question a peer asked it, so a data-protection officer can say who
+//! saw what and why, and anyone holding a checkpoint of it can tell if an
+//! entry was altered, removed, reordered or cut off since.
 //!
-//! Layout:
-//! - `audit`: sequence number (u64 big-endian, from 1, no gaps) → entry:
-//!   a format byte, then `seq` (u64 BE), `at_unix_ms` (i64 BE), `prev_hash`
-//!   (32 bytes), `hash` (32 bytes), then the event (postcard). Fixed-width
-//!   header so an entry's bytes are unambiguous.
+//! The entries live in their own files, outside sled (`log`): segment files
+//! appended to with one `fdatasync` a group, each entry a leaf of an RFC 6962
+//! Merkle tree. An entry's body, the bytes the tree hashes, is a format byte
+//! (2), `at_unix_ms` (i64 big-endian) and the event (postcard), exactly as
+//! stored: verifying never re-encodes, so a later version of the event
+//! types cannot change old hashes. Entry `seq` (from 1, no gaps) is leaf
+//! `seq - 1`.
+//!
+//! Indexes, in sled (derived, rebuilt from the log):
 //! - `audit_by_person`: `person id \0 seq` → (), for subject-access reports
 //!   (the person a local lookup matched, the person a peer's question
-//!   matched, each family member a family lookup disclosed about).
-//! - `audit_by_lookup`: lookup id → seq of its `LookupStarted`, so a
-//!   report can say who asked and why next to what was disclosed.
-//! - `meta` key `audit/head`: the last seq and its hash (40 bytes).
+//!   matched, each family member a family lookup disclosed about); and,
+//!   under [`INDEXED_KEY`], how many entries are indexed.
+//! - `audit_by_lookup`: lookup id → seq of its `LookupStarted`, so a report
+//!   can say who asked and why next to what was disclosed.
 //!
-//! `hash = SHA-256(DOMAIN_TAG || prev_hash || seq || at_unix_ms || event
-//! bytes)`, the event bytes exactly as stored: verifying never re-encodes,
-//! so a later version of the event types cannot change old hashes. The first
-//! entry's `prev_hash` is all zeros.
+//! Writes: callers queue their events and one leader task at a time
+//! appends everything queued to the log, then writes their index entries
+//! and the indexed count in one sled transaction. The `fdatasync` that makes a group durable runs
+//! in its own task while the leader takes the next batch; sled is not
+//! flushed for it, because the indexes are rebuilt from the log at open
+//! from the indexed count on. **If the audit cannot be written, nothing is
+//! disclosed** is the caller's duty: call [`Store::append_audits_durably`]
+//! and disclose only once it returns `Ok`.
 //!
-//! Invariants: an append is one transaction over the entries, their index
-//! entries and the head, so concurrent appends chain one after another and a
-//! crash never leaves an entry without its head or the reverse. Appending
-//! does not flush: **if the audit cannot be written, nothing is disclosed**
-//! is the caller's duty — call [`Store::append_audits_durably`] and disclose
-//! only once it returns `Ok`.
+//! Logs written by versions that kept a hash chain in sled (`legacy`) move
+//! into the segment log at the first open, verified as they go; the walk's
+//! finding is the first new entry (`AuditMigrated`).
 //!
-//! Durable appends are group-written: callers queue their events, and one
-//! leader task at a time appends everything queued in a single transaction,
-//! then hands the flush (itself group-committed, [`Store::flush`]) to its
-//! own task and takes the next batch. sled 0.34 runs every transaction
-//! under one process-wide lock, so a transaction per lookup (hundreds in
-//! flight, each on its own blocking thread, all reading the same head)
-//! spent the node's time switching threads; a transaction per batch does
-//! not.
-//!
-//! What the chain cannot show: someone who can write the store can rewrite
-//! the whole chain consistently from the point they changed. Anchoring the
-//! head elsewhere (publishing or signing it) closes that; not done yet.
+//! What the tree alone cannot show: someone who can write the store can
+//! rebuild the whole log consistently. Checkpoints signed by the node and
+//! cosigned by its peers close that.
 //!
 //! No names, dates of birth or identifiers of a person are ever written
 //! here: person ids (the council's own), involvement ids, practitioner ids
 //! and the purpose the requester gave.
 
-use parking_lot::Mutex;
+mod legacy;
+mod log;
 
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use sled::Transactional;
-use sled::transaction::TransactionalTree;
 use tokio::sync::oneshot;
 
-use super::{Kind, Store, StoreError, TxResult, abort, prefix_key, tx_error};
+pub(crate) use log::SegmentLog;
+
+use sled::Transactional;
+
+use super::{Kind, Store, StoreError, prefix_key, tx_error};
 use crate::model::LawfulBasis;
 
-/// Separates audit hashes from every other SHA-256 use; names the version.
-const DOMAIN_TAG: &[u8] = b"patchwork audit entry v1\0";
+/// An entry body's first byte (format 1 was the hash chain's).
+const ENTRY_FORMAT_V2: u8 = 2;
+/// format + at_unix_ms.
+const BODY_HEADER_LEN: usize = 1 + 8;
 
-const ENTRY_FORMAT_V1: u8 = 1;
-/// format + seq + at + prev_hash + hash.
-const HEADER_LEN: usize = 1 + 8 + 8 + 32 + 32;
+/// In `audit_by_person`: how many entries the indexes cover (u64 BE). No
+/// person id starts with 0xff (it is never a byte of UTF-8).
+pub(crate) const INDEXED_KEY: &[u8] = b"\xffindexed";
 
-const HEAD_KEY: &[u8] = b"audit/head";
+/// The log's folder inside the store's.
+pub(crate) const LOG_FOLDER: &str = "audit-log";
 
-/// Most events one group write appends: bounds a transaction's size and
-/// the time the leader holds sled's transaction lock.
+/// Entries read a batch while moving an old chain or rebuilding indexes.
+const CARRY_BATCH: usize = 1_024;
+
+/// Most events one group write appends: bounds the time the leader holds
+/// the log.
 const MAX_GROUP_EVENTS: usize = 1_024;
 
 /// Durable appends waiting for the leader (see the module's docs).
@@ -271,6 +279,15 @@ pub enum AuditEvent {
         /// One line per change, in the config's words.
         changes: Vec<String>,
     },
+    /// The first entry a node writes after moving the hash chain an older
+    /// version kept into the Merkle log: what the chain's walk found.
+    AuditMigrated {
+        /// Entries moved (all of them, even past a break).
+        entries: u64,
+        /// Whether every entry and link of the chain verified.
+        intact: bool,
+        detail: String,
+    },
 }
 
 /// One family member's part in a family lookup.
@@ -314,7 +331,8 @@ impl AuditEvent {
             | AuditEvent::NotificationReceived { .. }
             | AuditEvent::PeerRefusals { .. }
             | AuditEvent::FederationChanged { .. }
-            | AuditEvent::WatchOpened { .. } => Vec::new(),
+            | AuditEvent::WatchOpened { .. }
+            | AuditEvent::AuditMigrated { .. } => Vec::new(),
         }
     }
 
@@ -342,11 +360,12 @@ pub struct AuditEntry {
     pub seq: u64,
     pub at_unix_ms: i64,
     pub event: AuditEvent,
-    pub prev_hash: [u8; 32],
-    pub hash: [u8; 32],
+    /// The entry's leaf hash in the log's Merkle tree (RFC 6962:
+    /// SHA-256 of 0x00 and the entry's body).
+    pub leaf_hash: [u8; 32],
 }
 
-/// The result of walking the chain.
+/// The result of re-reading the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditVerification {
     /// Entries found in the log.
@@ -366,117 +385,41 @@ fn corrupt(detail: impl Into<String>) -> StoreError {
     }
 }
 
-fn entry_hash(prev_hash: &[u8; 32], seq: u64, at_unix_ms: i64, event: &[u8]) -> [u8; 32] {
-    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
-    context.update(DOMAIN_TAG);
-    context.update(prev_hash);
-    context.update(&seq.to_be_bytes());
-    context.update(&at_unix_ms.to_be_bytes());
-    context.update(event);
-    let mut hash = [0; 32];
-    hash.copy_from_slice(context.finish().as_ref());
-    hash
+fn encode_body(at_unix_ms: i64, event: &[u8]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(BODY_HEADER_LEN + event.len());
+    body.push(ENTRY_FORMAT_V2);
+    body.extend_from_slice(&at_unix_ms.to_be_bytes());
+    body.extend_from_slice(event);
+    body
 }
 
-/// An entry as stored, before its event is decoded.
-struct RawEntry<'a> {
-    seq: u64,
-    at_unix_ms: i64,
-    prev_hash: [u8; 32],
-    hash: [u8; 32],
-    event: &'a [u8],
-}
-
-impl RawEntry<'_> {
-    fn encode(&self) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(HEADER_LEN + self.event.len());
-        bytes.push(ENTRY_FORMAT_V1);
-        bytes.extend_from_slice(&self.seq.to_be_bytes());
-        bytes.extend_from_slice(&self.at_unix_ms.to_be_bytes());
-        bytes.extend_from_slice(&self.prev_hash);
-        bytes.extend_from_slice(&self.hash);
-        bytes.extend_from_slice(self.event);
-        bytes
+fn decode_body(seq: u64, body: &[u8]) -> Result<AuditEntry, String> {
+    match body.first() {
+        Some(&ENTRY_FORMAT_V2) if body.len() >= BODY_HEADER_LEN => {}
+        Some(format) if body.len() >= BODY_HEADER_LEN => {
+            return Err(format!("unknown entry format {format}"));
+        }
+        _ => {
+            return Err(format!(
+                "entry is {} bytes, shorter than its header",
+                body.len()
+            ));
+        }
     }
-
-    fn hash_matches(&self) -> bool {
-        entry_hash(&self.prev_hash, self.seq, self.at_unix_ms, self.event) == self.hash
-    }
-
-    fn decode(&self) -> Result<AuditEntry, String> {
-        let event = postcard::from_bytes(self.event).map_err(|e| format!("event: {e}"))?;
-        Ok(AuditEntry {
-            seq: self.seq,
-            at_unix_ms: self.at_unix_ms,
-            event,
-            prev_hash: self.prev_hash,
-            hash: self.hash,
-        })
-    }
-}
-
-fn parse_entry(bytes: &[u8]) -> Result<RawEntry<'_>, String> {
-    match bytes.first() {
-        Some(&ENTRY_FORMAT_V1) => {}
-        Some(format) => return Err(format!("unknown entry format {format}")),
-        None => return Err("empty entry".into()),
-    }
-    if bytes.len() < HEADER_LEN {
-        return Err(format!(
-            "entry is {} bytes, shorter than its header",
-            bytes.len()
-        ));
-    }
-    let (header, event) = bytes.split_at(HEADER_LEN);
-    let array = |range: std::ops::Range<usize>| -> [u8; 32] {
-        let mut out = [0; 32];
-        out.copy_from_slice(&header[range]);
-        out
-    };
-    let word = |at: usize| -> [u8; 8] {
-        let mut out = [0; 8];
-        out.copy_from_slice(&header[at..at + 8]);
-        out
-    };
-    Ok(RawEntry {
-        seq: u64::from_be_bytes(word(1)),
-        at_unix_ms: i64::from_be_bytes(word(9)),
-        prev_hash: array(17..49),
-        hash: array(49..81),
+    let mut at = [0u8; 8];
+    at.copy_from_slice(&body[1..BODY_HEADER_LEN]);
+    let event =
+        postcard::from_bytes(&body[BODY_HEADER_LEN..]).map_err(|e| format!("event: {e}"))?;
+    Ok(AuditEntry {
+        seq,
+        at_unix_ms: i64::from_be_bytes(at),
         event,
+        leaf_hash: tlog_tiles::record_hash(body).0,
     })
-}
-
-fn decode_entry(bytes: &[u8]) -> Result<AuditEntry, StoreError> {
-    parse_entry(bytes)
-        .and_then(|raw| raw.decode())
-        .map_err(corrupt)
 }
 
 fn seq_of_key(key: &[u8]) -> Option<u64> {
     <[u8; 8]>::try_from(key).ok().map(u64::from_be_bytes)
-}
-
-/// The head: the last seq and its hash; `None` for an empty log.
-fn decode_head(bytes: Option<&[u8]>) -> Result<Option<(u64, [u8; 32])>, String> {
-    let Some(bytes) = bytes else {
-        return Ok(None);
-    };
-    if bytes.len() != 40 {
-        return Err(format!("head record is {} bytes, not 40", bytes.len()));
-    }
-    let mut seq = [0; 8];
-    seq.copy_from_slice(&bytes[..8]);
-    let mut hash = [0; 32];
-    hash.copy_from_slice(&bytes[8..]);
-    Ok(Some((u64::from_be_bytes(seq), hash)))
-}
-
-fn encode_head(seq: u64, hash: &[u8; 32]) -> [u8; 40] {
-    let mut bytes = [0; 40];
-    bytes[..8].copy_from_slice(&seq.to_be_bytes());
-    bytes[8..].copy_from_slice(hash);
-    bytes
 }
 
 fn person_key(person_id: &str, seq: u64) -> Vec<u8> {
@@ -485,16 +428,38 @@ fn person_key(person_id: &str, seq: u64) -> Vec<u8> {
     key
 }
 
-fn read_head(meta: &TransactionalTree) -> TxResult<Option<(u64, [u8; 32])>> {
-    match decode_head(meta.get(HEAD_KEY)?.as_deref()) {
-        Ok(head) => Ok(head),
-        Err(detail) => abort(corrupt(detail)),
-    }
-}
-
 pub(crate) fn now_unix_ms() -> i64 {
     let nanos = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
     i64::try_from(nanos / 1_000_000).unwrap_or(i64::MAX)
+}
+
+/// The audit log's state a store holds: the log and what opening it found.
+#[derive(Debug)]
+pub(crate) struct AuditLog {
+    pub(crate) log: SegmentLog,
+    /// Set when the log was found cut short or altered at this open or an
+    /// earlier one; reported by every verification until dealt with.
+    /// The first entry it concerns, and what was found.
+    pub(crate) alarm: Option<(u64, String)>,
+}
+
+impl AuditLog {
+    pub(crate) fn open(store_dir: &std::path::Path) -> Result<Arc<Self>, StoreError> {
+        let (log, report) = SegmentLog::open(&store_dir.join(LOG_FOLDER))?;
+        if report.torn_tail_bytes > 0 {
+            tracing::warn!(
+                bytes = report.torn_tail_bytes,
+                "the audit log's last record was cut off by a crash while it was written; it was never acknowledged, and is removed"
+            );
+        }
+        if let Some((_, alarm)) = &report.alarm {
+            tracing::error!(alarm = %alarm, "the audit log was cut short or altered");
+        }
+        Ok(Arc::new(AuditLog {
+            log,
+            alarm: report.alarm,
+        }))
+    }
 }
 
 impl Store {
@@ -508,7 +473,7 @@ impl Store {
             .ok_or_else(|| corrupt("an append returned no entry"))
     }
 
-    /// Appends `events` in order, in one transaction, all stamped `at_unix_ms`.
+    /// Appends `events` in order, all stamped `at_unix_ms`, and indexes them.
     fn append_audit_batch(
         &self,
         events: &[AuditEvent],
@@ -519,71 +484,160 @@ impl Store {
     }
 
     /// [`Store::append_audit_batch`], for a caller already through the write
-    /// gate.
+    /// gate (a backup sees the log and its indexes at one length).
     fn append_audit_batch_gated(
         &self,
         events: &[AuditEvent],
         at_unix_ms: i64,
     ) -> Result<Vec<AuditEntry>, StoreError> {
-        let encoded = events
+        let bodies = events
             .iter()
-            .map(|event| postcard::to_stdvec(event).map_err(|e| corrupt(e.to_string())))
+            .map(|event| {
+                postcard::to_stdvec(event)
+                    .map(|bytes| encode_body(at_unix_ms, &bytes))
+                    .map_err(|e| corrupt(e.to_string()))
+            })
             .collect::<Result<Vec<_>, _>>()?;
-        let chained = (
-            &self.audit,
-            &self.audit_by_person,
-            &self.audit_by_lookup,
-            &self.meta,
-        )
-            .transaction(|(audit, by_person, by_lookup, meta)| {
-                let (mut seq, mut prev_hash) = match read_head(meta)? {
-                    Some((last, hash)) => (last, hash),
-                    None => (0, [0; 32]),
-                };
-                let mut chained = Vec::with_capacity(events.len());
-                for (event, event_bytes) in events.iter().zip(&encoded) {
-                    seq += 1;
-                    let hash = entry_hash(&prev_hash, seq, at_unix_ms, event_bytes);
-                    let raw = RawEntry {
-                        seq,
-                        at_unix_ms,
-                        prev_hash,
-                        hash,
-                        event: event_bytes,
-                    };
-                    let key = seq.to_be_bytes();
-                    // sled reads the old value on every transactional insert
-                    // anyway: an entry there means the head lags it, and the
-                    // abort undoes this overwrite with the rest.
-                    if audit.insert(&key, raw.encode())?.is_some() {
-                        return abort(corrupt(format!(
-                            "entry {seq} exists beyond the log's head; run audit verify"
-                        )));
-                    }
+        let first = self.audit.log.append(&bodies)? + 1;
+        self.index_audit(first, events)?;
+        Ok(events
+            .iter()
+            .zip(bodies)
+            .enumerate()
+            .map(|(i, (event, body))| AuditEntry {
+                seq: first + i as u64,
+                at_unix_ms,
+                event: event.clone(),
+                leaf_hash: tlog_tiles::record_hash(&body).0,
+            })
+            .collect())
+    }
+
+    /// Writes the index entries of the entries from `first_seq` on and the
+    /// indexed count, in one transaction. (Plain sled writes would be
+    /// cheaper, but sled 0.34 can hang in `flush` once a plain write has
+    /// failed on a full disk; its transactions fail cleanly: seen in
+    /// `disk_full.rs`.)
+    fn index_audit(&self, first_seq: u64, events: &[AuditEvent]) -> Result<(), StoreError> {
+        let indexed = first_seq + events.len() as u64 - 1;
+        (&self.audit_by_person, &self.audit_by_lookup)
+            .transaction(|(by_person, by_lookup)| {
+                for (seq, event) in (first_seq..).zip(events) {
                     for person_id in event.person_ids() {
                         by_person.insert(person_key(person_id, seq), &[])?;
                     }
                     if let AuditEvent::LookupStarted { lookup_id, .. } = event {
-                        by_lookup.insert(lookup_id.as_bytes(), &key)?;
+                        by_lookup.insert(lookup_id.as_bytes(), &seq.to_be_bytes())?;
                     }
-                    chained.push((seq, prev_hash, hash));
-                    prev_hash = hash;
                 }
-                meta.insert(HEAD_KEY, &encode_head(seq, &prev_hash)[..])?;
-                Ok(chained)
+                by_person.insert(INDEXED_KEY, &indexed.to_be_bytes())?;
+                Ok(())
             })
-            .map_err(tx_error)?;
-        Ok(events
+            .map_err(tx_error)
+    }
+
+    /// How many entries the indexes cover.
+    fn audit_indexed(&self) -> Result<u64, StoreError> {
+        match self.audit_by_person.get(INDEXED_KEY)? {
+            None => Ok(0),
+            Some(bytes) => seq_of_key(&bytes).ok_or_else(|| corrupt("malformed indexed count")),
+        }
+    }
+
+    /// At open: moves a hash chain left by an older version into the log,
+    /// then indexes whatever the indexes do not cover yet (the entries of
+    /// a group whose index write a crash cut off).
+    pub(crate) fn open_audit(&self) -> Result<(), StoreError> {
+        if self
+            .db
+            .tree_names()
             .iter()
-            .zip(chained)
-            .map(|(event, (seq, prev_hash, hash))| AuditEntry {
-                seq,
-                at_unix_ms,
-                event: event.clone(),
-                prev_hash,
-                hash,
-            })
-            .collect())
+            .any(|name| name.as_ref() == b"audit")
+        {
+            self.migrate_audit_chain()?;
+        }
+        let len = self.audit.log.len();
+        let indexed = self.audit_indexed()?;
+        if indexed < len {
+            let mut seq = indexed + 1;
+            while seq <= len {
+                let upto = (seq + CARRY_BATCH as u64 - 1).min(len);
+                let mut events = Vec::with_capacity(CARRY_BATCH);
+                for at in seq..=upto {
+                    let entry = self
+                        .audit_entry(at)?
+                        .ok_or_else(|| corrupt("entry vanished"))?;
+                    events.push(entry.event);
+                }
+                self.index_audit(seq, &events)?;
+                seq = upto + 1;
+            }
+            tracing::info!(
+                entries = len - indexed,
+                "indexed audit entries a crash left unindexed"
+            );
+        }
+        Ok(())
+    }
+
+    /// Moves the old hash chain (`legacy`) into the log: every entry, in
+    /// order, then an `AuditMigrated` entry saying what the chain's walk
+    /// found; only then is the old tree dropped. A crash part-way starts
+    /// again where the log ends (the old entries come out the same).
+    fn migrate_audit_chain(&self) -> Result<(), StoreError> {
+        let old = self.db.open_tree("audit")?;
+        let head = self.meta.get(legacy::HEAD_KEY)?;
+        let already = self.audit.log.len();
+        let mut carried = 0u64;
+        let mut batch: Vec<Vec<u8>> = Vec::with_capacity(CARRY_BATCH);
+        let walk = legacy::walk(&old, head.as_deref(), |entry| {
+            carried += 1;
+            // Entries already moved by an earlier, interrupted start.
+            if carried <= already {
+                return Ok(());
+            }
+            if entry.seq != carried {
+                // The log's numbering is the position: a gap in the old chain
+                // closes up (the walk reports it).
+                tracing::warn!(
+                    old_seq = entry.seq,
+                    new_seq = carried,
+                    "audit entry renumbered while migrating"
+                );
+            }
+            batch.push(encode_body(entry.at_unix_ms, &entry.event));
+            if batch.len() == CARRY_BATCH {
+                self.audit.log.append(&std::mem::take(&mut batch))?;
+            }
+            Ok(())
+        })?;
+        self.audit.log.append(&batch)?;
+        self.audit.log.sync()?;
+        if self.audit.log.len() == walk.entries {
+            let event = AuditEvent::AuditMigrated {
+                entries: walk.entries,
+                intact: walk.intact,
+                detail: walk.detail.clone(),
+            };
+            let bytes = postcard::to_stdvec(&event).map_err(|e| corrupt(e.to_string()))?;
+            self.audit
+                .log
+                .append(&[encode_body(now_unix_ms(), &bytes)])?;
+            self.audit.log.sync()?;
+        }
+        if walk.intact {
+            tracing::info!(
+                entries = walk.entries,
+                "moved the audit hash chain into the Merkle log"
+            );
+        } else {
+            tracing::error!(entries = walk.entries, finding = %walk.detail, "moved the audit hash chain into the Merkle log; it did not verify");
+        }
+        // Entries the old index named keep their numbers (a gap aside).
+        self.db.drop_tree("audit")?;
+        self.meta.remove(legacy::HEAD_KEY)?;
+        self.db.flush()?;
+        Ok(())
     }
 
     /// Appends `events`, consecutively and in order, and makes them durable:
@@ -722,7 +776,7 @@ impl Store {
             }
             let store = self.clone();
             tokio::spawn(async move {
-                match store.flush().await {
+                match store.sync_audit().await {
                     Ok(()) => {
                         for (reply, mine) in flush_waiters {
                             let _ = reply.send(Ok(mine));
@@ -738,17 +792,31 @@ impl Store {
         }
     }
 
-    /// How many entries the log has (its head's seq; no walk).
+    /// Makes every audit entry appended so far durable (one `fdatasync`
+    /// shared by whoever asks meanwhile).
+    pub(crate) async fn sync_audit(&self) -> Result<(), StoreError> {
+        let audit = Arc::clone(&self.audit);
+        tokio::task::spawn_blocking(move || audit.log.sync())
+            .await
+            .map_err(|_| std::io::Error::other("the audit sync stopped"))?
+    }
+
+    /// How many entries the log has.
     pub fn audit_len(&self) -> Result<u64, StoreError> {
-        let head = decode_head(self.meta.get(HEAD_KEY)?.as_deref()).map_err(corrupt)?;
-        Ok(head.map_or(0, |(seq, _)| seq))
+        Ok(self.audit.log.len())
     }
 
     /// Entry `seq`, if there is one (not verified: see [`Store::verify_audit`]).
     pub fn audit_entry(&self, seq: u64) -> Result<Option<AuditEntry>, StoreError> {
+        let Some(index) = seq.checked_sub(1) else {
+            return Ok(None);
+        };
         self.audit
-            .get(seq.to_be_bytes())?
-            .map(|bytes| decode_entry(&bytes))
+            .log
+            .read(index)?
+            .map(|body| {
+                decode_body(seq, &body).map_err(|why| corrupt(format!("entry {seq}: {why}")))
+            })
             .transpose()
     }
 
@@ -764,7 +832,7 @@ impl Store {
             let entry = self.audit_entry(seq)?.ok_or_else(|| {
                 corrupt(format!("subject-access index names missing entry {seq}"))
             })?;
-            // The index is not chained; trust only what the entry says.
+            // The index is not in the tree; trust only what the entry says.
             if entry.event.person_ids().contains(&person_id) {
                 entries.push(entry);
             }
@@ -783,212 +851,112 @@ impl Store {
         }))
     }
 
-    /// Walks the chain from entry 1 and reports the first entry that was
-    /// altered (its hash does not match), removed (a gap), moved or
-    /// reordered (its seq or its link to the previous entry is wrong), or
-    /// left out of the subject-access index; and a head that disagrees with
-    /// the last entry (the log was cut short, or extended behind the log's
-    /// back). Safe while appends go on: it verifies up to the head it sees.
-    /// `Err` only if the store cannot be read.
+    /// The root of the log's Merkle tree over its first `size` entries.
+    pub fn audit_root(&self, size: u64) -> Result<[u8; 32], StoreError> {
+        Ok(self.audit.log.root(size)?.0)
+    }
+
+    /// The proof that entry `seq` is in the tree of the first `size`
+    /// entries (RFC 6962 inclusion proof, leaf `seq - 1`).
+    pub fn audit_inclusion_proof(&self, seq: u64, size: u64) -> Result<Vec<[u8; 32]>, StoreError> {
+        let index = seq
+            .checked_sub(1)
+            .ok_or_else(|| corrupt("there is no entry 0"))?;
+        Ok(self
+            .audit
+            .log
+            .inclusion_proof(index, size)?
+            .into_iter()
+            .map(|h| h.0)
+            .collect())
+    }
+
+    /// The proof that the tree of `new` entries extends the tree of `old`
+    /// (RFC 6962 consistency proof).
+    pub fn audit_consistency_proof(&self, old: u64, new: u64) -> Result<Vec<[u8; 32]>, StoreError> {
+        Ok(self
+            .audit
+            .log
+            .consistency_proof(old, new)?
+            .into_iter()
+            .map(|h| h.0)
+            .collect())
+    }
+
+    /// Re-reads every entry and reports the first one that was altered
+    /// (it no longer hashes to what the log recorded when it was written,
+    /// or its checksum fails), removed (the log was cut short, or a
+    /// segment is missing), or left out of an index; and a log found cut
+    /// short when the store opened. Safe while appends go on: it verifies
+    /// the log as long as it was when it started. `Err` only if the store
+    /// cannot be read.
     pub fn verify_audit(&self) -> Result<AuditVerification, StoreError> {
-        let mut walk = Walk::new();
-        loop {
-            for item in self.audit.range(walk.next.to_be_bytes()..) {
-                let (key, value) = item?;
-                walk.visit(self, &key, &value)?;
-            }
-            if walk.bad.is_some() {
-                break;
-            }
-            // The head and the next entry in one transaction: a consistent view.
-            let last = walk.next - 1;
-            let (head, next_exists) = (&self.audit, &self.meta)
-                .transaction(|(audit, meta)| {
-                    Ok((
-                        meta.get(HEAD_KEY)?,
-                        audit.get((last + 1).to_be_bytes())?.is_some(),
-                    ))
-                })
-                .map_err(tx_error)?;
-            match decode_head(head.as_deref()) {
-                Err(detail) => walk.fail(last.max(1), format!("the log's {detail}")),
-                Ok(head) => match head {
-                    None if last == 0 => {}
-                    None => walk.fail(
-                        1,
-                        format!("the log has {last} entries but no head: its head was removed"),
-                    ),
-                    // Appended while we walked: walk on.
-                    Some((seq, _)) if seq > last && next_exists => continue,
-                    Some((seq, _)) if seq > last => walk.fail(
-                        last + 1,
-                        format!(
-                            "entries {} to {seq} are missing: the log was cut short after entry {last}",
-                            last + 1
-                        ),
-                    ),
-                    Some((seq, _)) if seq < last => walk.fail(
-                        seq + 1,
-                        format!(
-                            "entries {} to {last} lie beyond the log's head (entry {seq}): \
-                             written behind the log's back, or its head was rolled back",
-                            seq + 1
-                        ),
-                    ),
-                    Some((_, hash)) if hash != walk.prev_hash => walk.fail(
-                        last,
-                        format!("the log's head disagrees with entry {last}: entry {last} was rewritten"),
-                    ),
-                    Some(_) => {}
-                },
-            }
-            break;
-        }
-        Ok(walk.finish())
-    }
-}
-
-/// The state of a chain walk.
-struct Walk {
-    /// The seq the next entry must have.
-    next: u64,
-    prev_hash: [u8; 32],
-    entries: u64,
-    bad: Option<(u64, String)>,
-}
-
-impl Walk {
-    fn new() -> Self {
-        Walk {
-            next: 1,
-            prev_hash: [0; 32],
-            entries: 0,
-            bad: None,
-        }
-    }
-
-    fn fail(&mut self, seq: u64, detail: String) {
-        if self.bad.is_none() {
-            self.bad = Some((seq, detail));
-        }
-    }
-
-    fn visit(&mut self, store: &Store, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.entries += 1;
-        if self.bad.is_some() {
-            return Ok(()); // only counting now
-        }
-        let expected = self.next;
-        let Some(seq) = seq_of_key(key) else {
-            self.fail(expected, "an entry is stored under a malformed key".into());
-            return Ok(());
-        };
-        if seq != expected {
-            let detail = if expected == 1 {
-                format!("entry 1 is missing: the log starts at entry {seq}")
-            } else {
-                format!(
-                    "entry {expected} is missing: the log jumps from entry {} to entry {seq}",
-                    expected - 1
-                )
-            };
-            self.fail(expected, detail);
-            return Ok(());
-        }
-        let raw = match parse_entry(value) {
-            Ok(raw) => raw,
-            Err(detail) => {
-                self.fail(
-                    seq,
-                    format!("entry {seq} is unreadable ({detail}): it was altered"),
-                );
+        let indexed = self.audit_indexed()?;
+        let mut index_problem: Option<(u64, String)> = None;
+        let check = self.audit.log.check(|index, body| {
+            if index_problem.is_some() {
                 return Ok(());
             }
-        };
-        if raw.seq != seq {
-            self.fail(
-                seq,
-                format!(
-                    "the entry stored as entry {seq} says it is entry {}: entries were moved or reordered",
-                    raw.seq
-                ),
-            );
-            return Ok(());
-        }
-        if !raw.hash_matches() {
-            self.fail(
-                seq,
-                format!("entry {seq} was altered: its contents do not match its hash"),
-            );
-            return Ok(());
-        }
-        if raw.prev_hash != self.prev_hash {
-            let detail = if seq == 1 {
-                "entry 1 does not start the chain: it was replaced".to_owned()
-            } else {
-                format!(
-                    "entry {seq} does not follow entry {}: one of them was rewritten, or entries were reordered",
-                    seq - 1
-                )
+            let seq = index + 1;
+            let entry = match decode_body(seq, body) {
+                Ok(entry) => entry,
+                Err(why) => {
+                    index_problem = Some((seq, format!("entry {seq} is unreadable ({why})")));
+                    return Ok(());
+                }
             };
-            self.fail(seq, detail);
-            return Ok(());
-        }
-        let entry = match raw.decode() {
-            Ok(entry) => entry,
-            Err(detail) => {
-                self.fail(seq, format!("entry {seq} is unreadable ({detail})"));
-                return Ok(());
+            if seq > indexed {
+                return Ok(()); // being indexed by the group that wrote it
             }
-        };
-        for person_id in entry.event.person_ids() {
-            if !store
-                .audit_by_person
-                .contains_key(person_key(person_id, seq))?
+            for person_id in entry.event.person_ids() {
+                if !self
+                    .audit_by_person
+                    .contains_key(person_key(person_id, seq))?
+                {
+                    index_problem = Some((
+                        seq,
+                        format!("entry {seq} was removed from the subject-access index"),
+                    ));
+                    return Ok(());
+                }
+            }
+            if let AuditEvent::LookupStarted { lookup_id, .. } = &entry.event
+                && !self.audit_by_lookup.contains_key(lookup_id.as_bytes())?
             {
-                self.fail(
+                index_problem = Some((
                     seq,
-                    format!("entry {seq} was removed from the subject-access index"),
-                );
-                return Ok(());
+                    format!("entry {seq} was removed from the lookup index"),
+                ));
             }
-        }
-        if let AuditEvent::LookupStarted { lookup_id, .. } = &entry.event
-            && !store.audit_by_lookup.contains_key(lookup_id.as_bytes())?
-        {
-            self.fail(
-                seq,
-                format!("entry {seq} was removed from the lookup index"),
-            );
-            return Ok(());
-        }
-        self.prev_hash = raw.hash;
-        self.next = seq + 1;
-        Ok(())
-    }
-
-    fn finish(self) -> AuditVerification {
-        match self.bad {
+            Ok(())
+        })?;
+        let entries = check.entries;
+        let problem = match (&self.audit.alarm, check.problem) {
+            (Some(alarm), _) => Some(alarm.clone()),
+            (None, Some((index, why))) => Some((index + 1, why)),
+            (None, None) => index_problem,
+        };
+        Ok(match problem {
             Some((seq, detail)) => AuditVerification {
-                entries: self.entries,
+                entries,
                 intact: false,
                 first_bad_entry: Some(seq),
                 detail,
             },
             None => AuditVerification {
-                entries: self.entries,
+                entries,
                 intact: true,
                 first_bad_entry: None,
-                detail: if self.entries == 0 {
+                detail: if entries == 0 {
                     "the audit log is empty".into()
                 } else {
                     format!(
-                        "all {} entries verify, each chained to the one before",
-                        self.entries
+                        "all {entries} entries verify against the log's Merkle tree (root {})",
+                        hex::encode(check.root.0)
                     )
                 },
             },
-        }
+        })
     }
 }
 
@@ -1044,8 +1012,13 @@ mod tests {
         verification.first_bad_entry
     }
 
+    /// The log's only segment in `store`'s folder.
+    fn segment(dir: &std::path::Path) -> std::path::PathBuf {
+        dir.join(LOG_FOLDER).join(format!("seg-{:020}.log", 0))
+    }
+
     #[test]
-    fn entries_chain_from_a_zero_genesis() {
+    fn entries_are_leaves_of_the_tree_numbered_from_one() {
         let (_dir, store) = open();
         assert_eq!(
             store.verify_audit().expect("verify"),
@@ -1057,37 +1030,51 @@ mod tests {
             }
         );
         let entries = fill(&store, 3);
-        assert_eq!(entries[0].prev_hash, [0; 32]);
-        let mut prev = [0; 32];
         for (i, entry) in entries.iter().enumerate() {
             assert_eq!(entry.seq, i as u64 + 1);
-            assert_eq!(entry.prev_hash, prev);
             let bytes = postcard::to_stdvec(&entry.event).expect("encode");
             assert_eq!(
-                entry.hash,
-                entry_hash(&prev, entry.seq, entry.at_unix_ms, &bytes)
+                entry.leaf_hash,
+                tlog_tiles::record_hash(&encode_body(entry.at_unix_ms, &bytes)).0
             );
             assert_eq!(
                 store.audit_entry(entry.seq).expect("get").as_ref(),
                 Some(entry)
             );
-            prev = entry.hash;
         }
+        assert_eq!(store.audit_entry(0).expect("get"), None);
+        assert_eq!(store.audit_entry(4).expect("get"), None);
         assert_eq!(store.audit_len().expect("len"), 3);
+        let root = store.audit_root(3).expect("root");
+        let proof = store.audit_inclusion_proof(2, 3).expect("proof");
+        let proof: Vec<tlog_tiles::Hash> = proof.into_iter().map(tlog_tiles::Hash).collect();
+        tlog_tiles::check_record(
+            &proof,
+            3,
+            tlog_tiles::Hash(root),
+            1,
+            tlog_tiles::Hash(entries[1].leaf_hash),
+        )
+        .expect("entry 2 is in the tree");
         let verification = store.verify_audit().expect("verify");
         assert!(verification.intact, "{verification:?}");
         assert_eq!(verification.entries, 3);
+        assert!(
+            verification.detail.contains(&hex::encode(root)),
+            "{}",
+            verification.detail
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn group_writes_chain_in_order_and_answer_each_caller_with_its_own() {
+    async fn group_writes_append_in_order_and_answer_each_caller_with_its_own() {
         let (_dir, store) = open();
         let mut callers = Vec::new();
         for caller in 0..64u64 {
             let store = store.clone();
             callers.push(tokio::spawn(async move {
                 let events = vec![asked(2 * caller, Some("P-1")), asked(2 * caller + 1, None)];
-                // Half wait for the flush, half only for the append.
+                // Half wait for the sync, half only for the append.
                 let entries = if caller % 2 == 0 {
                     store.append_audits_durably(events.clone()).await
                 } else {
@@ -1097,7 +1084,9 @@ mod tests {
                 let got: Vec<AuditEvent> = entries.iter().map(|e| e.event.clone()).collect();
                 assert_eq!(got, events, "caller {caller} got someone else's entries");
                 assert_eq!(entries[1].seq, entries[0].seq + 1, "not consecutive");
-                assert_eq!(entries[1].prev_hash, entries[0].hash);
+                for entry in entries {
+                    assert_eq!(store.audit_entry(entry.seq).expect("read"), Some(entry));
+                }
             }));
         }
         for caller in callers {
@@ -1109,157 +1098,228 @@ mod tests {
         assert_eq!(store.audit_for_person("P-1").expect("by person").len(), 64);
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_failed_group_write_fails_its_callers_and_the_next_one_succeeds() {
-        let (_dir, store) = open();
-        store.append_audit(asked(1, None)).expect("first");
-        // An entry beyond the head: the next append must refuse, not
-        // overwrite it.
-        let stray = RawEntry {
-            seq: 2,
-            at_unix_ms: 0,
-            prev_hash: [0; 32],
-            hash: [0; 32],
-            event: b"x",
-        };
-        store
-            .audit
-            .insert(2u64.to_be_bytes(), stray.encode())
-            .expect("stray");
-        let refused = store.append_audits_durably(vec![asked(2, None)]).await;
-        assert!(
-            matches!(&refused, Err(e) if e.to_string().contains("beyond the log's head")),
-            "{refused:?}"
-        );
-        assert_eq!(store.audit_len().expect("len"), 1, "the head moved");
-        // The leader stepped down cleanly: once the stray is gone, the next
-        // caller gets a new one and its write lands.
-        store.audit.remove(2u64.to_be_bytes()).expect("remove");
-        let entries = store
-            .append_audits_durably(vec![asked(3, None)])
-            .await
-            .expect("append after a failure");
-        assert_eq!(entries[0].seq, 2);
-    }
-
     #[test]
-    fn the_hash_covers_every_field() {
-        let prev = [7; 32];
-        let base = entry_hash(&prev, 5, 1000, b"event");
-        assert_ne!(base, entry_hash(&[8; 32], 5, 1000, b"event"));
-        assert_ne!(base, entry_hash(&prev, 6, 1000, b"event"));
-        assert_ne!(base, entry_hash(&prev, 5, 1001, b"event"));
-        assert_ne!(base, entry_hash(&prev, 5, 1000, b"evenT"));
-    }
-
-    #[test]
-    fn the_chain_continues_after_reopening() {
+    fn the_log_and_its_indexes_continue_after_reopening() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let last = {
+        {
             let store = Store::open(dir.path(), &StoreOptions::default()).expect("open");
-            fill(&store, 4).pop().expect("entries")
-        };
-        let store = Store::open(dir.path(), &StoreOptions::default()).expect("reopen");
-        let next = store.append_audit(asked(5, None)).expect("append");
-        assert_eq!((next.seq, next.prev_hash), (5, last.hash));
-        assert_eq!(bad_entry(&store), None);
-    }
-
-    #[test]
-    fn changing_any_byte_of_an_entry_is_found_at_that_entry() {
-        let (_dir, store) = open();
-        fill(&store, 5);
-        let key = 3u64.to_be_bytes();
-        let original = store.audit.get(key).expect("get").expect("entry 3");
-        for position in 0..original.len() {
-            let mut altered = original.to_vec();
-            altered[position] ^= 0x01;
-            store.audit.insert(key, altered).expect("tamper");
-            assert_eq!(bad_entry(&store), Some(3), "byte {position}");
+            fill(&store, 4);
         }
-        store.audit.insert(key, original).expect("restore");
+        let store = Store::open(dir.path(), &StoreOptions::default()).expect("reopen");
+        let next = store.append_audit(asked(5, Some("P-1"))).expect("append");
+        assert_eq!(next.seq, 5);
+        assert_eq!(bad_entry(&store), None);
+        assert_eq!(store.audit_for_person("P-1").expect("report").len(), 3);
+    }
+
+    #[test]
+    fn entries_a_crash_left_unindexed_are_indexed_at_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = Store::open(dir.path(), &StoreOptions::default()).expect("open");
+            fill(&store, 4);
+            // The state a crash between the append and its index write
+            // leaves: entries 3 and 4 in the log, not in the indexes.
+            store
+                .audit_by_person
+                .remove(person_key("P-1", 4))
+                .expect("unindex");
+            store
+                .audit_by_person
+                .insert(INDEXED_KEY, &2u64.to_be_bytes())
+                .expect("count");
+            store.audit.log.sync().expect("sync");
+            store.db.flush().expect("flush");
+        }
+        let store = Store::open(dir.path(), &StoreOptions::default()).expect("reopen");
+        assert_eq!(store.audit_indexed().expect("indexed"), 4);
+        assert_eq!(
+            store
+                .audit_for_person("P-1")
+                .expect("report")
+                .iter()
+                .map(|e| e.seq)
+                .collect::<Vec<_>>(),
+            vec![2, 4]
+        );
         assert_eq!(bad_entry(&store), None);
     }
 
     #[test]
-    fn a_rewritten_and_rehashed_entry_breaks_the_next_link() {
-        let (_dir, store) = open();
-        let entries = fill(&store, 5);
-        let forged = postcard::to_stdvec(&asked(99, None)).expect("encode");
-        let entry = &entries[2];
-        let raw = RawEntry {
-            seq: 3,
-            at_unix_ms: entry.at_unix_ms,
-            prev_hash: entry.prev_hash,
-            hash: entry_hash(&entry.prev_hash, 3, entry.at_unix_ms, &forged),
-            event: &forged,
+    fn an_entry_rewritten_offline_is_found_and_no_proof_covers_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let entries = {
+            let store = Store::open(dir.path(), &StoreOptions::default()).expect("open");
+            // Past one block, so the rewrite falls in a block the log recorded.
+            let entries = fill(&store, 300);
+            store.audit.log.sync().expect("sync");
+            entries
         };
-        store
-            .audit
-            .insert(3u64.to_be_bytes(), raw.encode())
-            .expect("forge");
+        // Someone with the files rewrites entry 3's reason, checksum and all.
+        let path = segment(dir.path());
+        let mut bytes = std::fs::read(&path).expect("read");
+        let event = postcard::to_stdvec(&entries[2].event).expect("encode");
+        let body = encode_body(entries[2].at_unix_ms, &event);
+        let at = bytes
+            .windows(body.len())
+            .position(|w| w == body.as_slice())
+            .expect("entry 3 on disk");
+        let forged_event = postcard::to_stdvec(&asked(8, None)).expect("encode");
+        assert_eq!(forged_event.len(), event.len());
+        let forged = encode_body(entries[2].at_unix_ms, &forged_event);
+        bytes[at..at + forged.len()].copy_from_slice(&forged);
+        bytes[at - 4..at].copy_from_slice(&crc32fast::hash(&forged).to_be_bytes());
+        std::fs::write(&path, &bytes).expect("write");
+
+        let store = Store::open(dir.path(), &StoreOptions::default()).expect("reopen");
         let verification = store.verify_audit().expect("verify");
-        assert_eq!(verification.first_bad_entry, Some(4), "{verification:?}");
-        assert!(verification.detail.contains("does not follow entry 3"));
-    }
-
-    #[test]
-    fn a_rewritten_last_entry_disagrees_with_the_head() {
-        let (_dir, store) = open();
-        let entries = fill(&store, 3);
-        let forged = postcard::to_stdvec(&asked(99, None)).expect("encode");
-        let entry = &entries[2];
-        let raw = RawEntry {
-            seq: 3,
-            at_unix_ms: entry.at_unix_ms,
-            prev_hash: entry.prev_hash,
-            hash: entry_hash(&entry.prev_hash, 3, entry.at_unix_ms, &forged),
-            event: &forged,
-        };
-        store
-            .audit
-            .insert(3u64.to_be_bytes(), raw.encode())
-            .expect("forge");
-        assert_eq!(bad_entry(&store), Some(3));
-    }
-
-    #[test]
-    fn a_cut_short_log_and_a_rolled_back_head_are_found() {
-        let (_dir, store) = open();
-        let entries = fill(&store, 6);
-        store.audit.remove(6u64.to_be_bytes()).expect("cut");
-        store.audit.remove(5u64.to_be_bytes()).expect("cut");
+        assert!(!verification.intact);
+        assert!(
+            verification
+                .detail
+                .contains("entries 1 to 256 were altered"),
+            "{}",
+            verification.detail
+        );
+        drop(store);
+        // Said again at every open, though the record was rebuilt.
+        let store = Store::open(dir.path(), &StoreOptions::default()).expect("reopen");
         let verification = store.verify_audit().expect("verify");
-        assert_eq!(verification.first_bad_entry, Some(5), "{verification:?}");
-        assert_eq!(verification.entries, 4);
-
-        let (_dir, store) = open();
-        fill(&store, 6);
-        store
-            .meta
-            .insert(HEAD_KEY, &encode_head(4, &entries[3].hash)[..])
-            .expect("roll back");
-        assert_eq!(bad_entry(&store), Some(5));
-        store.meta.remove(HEAD_KEY).expect("remove head");
-        assert_eq!(bad_entry(&store), Some(1));
+        assert_eq!(verification.first_bad_entry, Some(1));
+        assert!(
+            verification
+                .detail
+                .contains("entries 1 to 256 were altered"),
+            "{}",
+            verification.detail
+        );
     }
 
     #[test]
-    fn appending_refuses_to_overwrite_an_entry_beyond_the_head() {
-        let (_dir, store) = open();
-        let entries = fill(&store, 3);
-        store
-            .meta
-            .insert(HEAD_KEY, &encode_head(2, &entries[1].hash)[..])
-            .expect("roll back");
-        assert!(matches!(
-            store.append_audit(asked(4, None)),
-            Err(StoreError::Corrupt {
-                kind: Kind::AuditEntry,
-                ..
-            })
-        ));
-        assert_eq!(store.audit_entry(3).expect("get"), Some(entries[2].clone()));
+    fn a_log_cut_short_offline_is_reported_until_restored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = Store::open(dir.path(), &StoreOptions::default()).expect("open");
+            fill(&store, 600);
+            store.audit.log.sync().expect("sync");
+        }
+        // Cut the segment back to half its length, then back to the last
+        // whole record before that (as someone covering tracks would).
+        let path = segment(dir.path());
+        let bytes = std::fs::read(&path).expect("read");
+        let mut at = 16usize;
+        while at < bytes.len() / 2 {
+            let len = u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+            at += 8 + len as usize;
+        }
+        std::fs::write(&path, &bytes[..at]).expect("cut");
+        let store = Store::open(dir.path(), &StoreOptions::default()).expect("reopen");
+        let verification = store.verify_audit().expect("verify");
+        assert!(!verification.intact);
+        assert!(
+            verification.detail.contains("entries were removed"),
+            "{}",
+            verification.detail
+        );
+        assert_eq!(
+            verification.first_bad_entry,
+            Some(store.audit_len().expect("len") + 1)
+        );
+    }
+
+    #[test]
+    fn an_old_hash_chain_moves_into_the_log_verified() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let events: Vec<AuditEvent> = (1..=5)
+            .map(|n| asked(n, (n % 2 == 0).then_some("P-1")))
+            .collect();
+        {
+            // A store as the previous version left it.
+            let db = sled::open(dir.path()).expect("sled");
+            let old = db.open_tree("audit").expect("tree");
+            let by_person = db.open_tree("audit_by_person").expect("tree");
+            let mut prev = [0u8; 32];
+            for (i, event) in events.iter().enumerate() {
+                let seq = i as u64 + 1;
+                let bytes = postcard::to_stdvec(event).expect("encode");
+                let (entry, hash) = legacy::encode(seq, 1_000 + seq as i64, &prev, &bytes);
+                old.insert(seq.to_be_bytes(), entry).expect("insert");
+                for person in event.person_ids() {
+                    by_person
+                        .insert(person_key(person, seq), &[])
+                        .expect("index");
+                }
+                prev = hash;
+            }
+            let mut head = 5u64.to_be_bytes().to_vec();
+            head.extend_from_slice(&prev);
+            db.open_tree("meta")
+                .expect("meta")
+                .insert(legacy::HEAD_KEY, head)
+                .expect("head");
+            db.flush().expect("flush");
+        }
+        let store = Store::open(dir.path(), &StoreOptions::default()).expect("open");
+        assert_eq!(store.audit_len().expect("len"), 6);
+        for (i, event) in events.iter().enumerate() {
+            let entry = store
+                .audit_entry(i as u64 + 1)
+                .expect("read")
+                .expect("moved");
+            assert_eq!((&entry.event, entry.at_unix_ms), (event, 1_001 + i as i64));
+        }
+        match store.audit_entry(6).expect("read").expect("finding").event {
+            AuditEvent::AuditMigrated {
+                entries, intact, ..
+            } => assert_eq!((entries, intact), (5, true)),
+            other => panic!("the sixth entry is {other:?}"),
+        }
+        assert!(!store.db.tree_names().iter().any(|n| n.as_ref() == b"audit"));
+        assert_eq!(bad_entry(&store), None);
+        assert_eq!(store.audit_for_person("P-1").expect("report").len(), 2);
+        drop(store);
+        // Once only.
+        let store = Store::open(dir.path(), &StoreOptions::default()).expect("reopen");
+        assert_eq!(store.audit_len().expect("len"), 6);
+    }
+
+    #[test]
+    fn a_broken_old_chain_moves_all_the_same_and_says_so() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let db = sled::open(dir.path()).expect("sled");
+            let old = db.open_tree("audit").expect("tree");
+            let mut prev = [0u8; 32];
+            for seq in 1..=3u64 {
+                let bytes = postcard::to_stdvec(&asked(seq, None)).expect("encode");
+                let (mut entry, hash) = legacy::encode(seq, 1_000, &prev, &bytes);
+                if seq == 2 {
+                    let last = entry.len() - 1;
+                    entry[last] ^= 1; // altered after it was written
+                }
+                old.insert(seq.to_be_bytes(), entry).expect("insert");
+                prev = hash;
+            }
+            let mut head = 3u64.to_be_bytes().to_vec();
+            head.extend_from_slice(&prev);
+            db.open_tree("meta")
+                .expect("meta")
+                .insert(legacy::HEAD_KEY, head)
+                .expect("head");
+            db.flush().expect("flush");
+        }
+        let store = Store::open(dir.path(), &StoreOptions::default()).expect("open");
+        match store.audit_entry(4).expect("read").expect("finding").event {
+            AuditEvent::AuditMigrated {
+                entries,
+                intact,
+                detail,
+            } => {
+                assert_eq!((entries, intact), (3, false));
+                assert!(detail.contains("entry 2 was altered"), "{detail}");
+            }
+            other => panic!("the fourth entry is {other:?}"),
+        }
     }
 
     #[test]
@@ -1322,6 +1382,14 @@ mod tests {
             (watch, 7),
             (refusals, 8),
             (changed, 9),
+            (
+                AuditEvent::AuditMigrated {
+                    entries: 0,
+                    intact: true,
+                    detail: String::new(),
+                },
+                10,
+            ),
         ] {
             let bytes = postcard::to_stdvec(&event).expect("encode");
             assert_eq!(bytes[0], tag, "{event:?}");

@@ -1,0 +1,1537 @@
+//! The audit log's own files: entries appended to segment files, outside
+//! sled and its transactions, and hashed into an RFC 6962 Merkle tree (as
+//! Certificate Transparency and Go's checksum database do). A tree size and
+//! its root commit to every entry before it; an inclusion proof shows that
+//! an entry is in the log, a consistency proof that a later log extends an
+//! earlier one without changing it. `tlog_tiles` (Cloudflare's port of Go's
+//! `sumdb/tlog`) does the tree's arithmetic; this module stores it.
+//!
+//! Files, in the store's `audit-log/` folder (0700):
+//! - `seg-<index of its first entry, 20 digits>.log`: `PWAUDSEG`, that index
+//!   (u64 BE), then one record an entry: the body's length (u32 BE), its
+//!   CRC-32 (u32 BE), the body. The body is what the tree hashes. A segment
+//!   is closed for a new one at a block boundary once it passes 64 MiB, so
+//!   segments can be archived and pruned whole (retention).
+//! - `blocks`: for each full block of [`BLOCK`] entries, in order, the
+//!   block's subtree hash (32 bytes) and the offset of its first record in
+//!   its segment (u64 BE). Derived data: written only after the block's
+//!   records are durable, and rebuilt from the segments when short or gone.
+//!
+//! In memory: every block's hash and start, the tree's levels above the
+//! blocks (all of it about a third of a byte an entry), and the leaf hashes
+//! of the last, partial block. The levels below a block's are recomputed
+//! from its records when a proof needs them (a read of one block).
+//!
+//! Durability: [`SegmentLog::append`] writes; [`SegmentLog::sync`] makes
+//! everything appended so far durable (`fdatasync`) and only then records
+//! the blocks it finished. So a `blocks` file that covers more entries than
+//! the segments hold means entries that were once durable are gone: the
+//! log was cut short, and opening says so. A torn last record (a crash in
+//! the middle of writing entries nobody was told were written) is cut off
+//! at open; damage anywhere else refuses to open.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufReader, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::{Mutex, RwLock};
+use tlog_tiles::{Hash, HashReader};
+
+use crate::{Kind, StoreError};
+
+/// Entries a block: the tree's levels below this are not stored.
+pub(crate) const BLOCK: u64 = 256;
+/// The tree level of a block's subtree hash (2^8 = [`BLOCK`]).
+const BLOCK_LEVEL: u8 = 8;
+const SEGMENT_MAGIC: &[u8; 8] = b"PWAUDSEG";
+const SEGMENT_HEADER_LEN: u64 = 16;
+const RECORD_HEADER_LEN: usize = 8;
+const BLOCK_RECORD_LEN: u64 = 40;
+/// An entry is an event of ids and a reason: a longer body is damage,
+/// refused before it is allocated.
+pub(crate) const MAX_BODY_LEN: u32 = 1 << 20;
+/// A segment is closed for a new one, at the next block boundary, past this.
+pub(crate) const SEGMENT_TARGET_BYTES: u64 = 64 << 20;
+const BLOCKS_FILE: &str = "blocks";
+/// The last synced size and root (see [`read_head`]).
+const HEAD_FILE: &str = "head";
+const HEAD_LEN: usize = 8 + 32 + 4;
+/// An alarm left by an open that found the log cut short or altered.
+const ALARM_PREFIX: &str = "ALARM-";
+
+/// A Unix time in milliseconds, as UTC (RFC 3339).
+fn time_of(unix_ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix_ms.to_string())
+}
+
+fn corrupt(detail: impl Into<String>) -> StoreError {
+    StoreError::Corrupt {
+        kind: Kind::AuditEntry,
+        detail: detail.into(),
+    }
+}
+
+fn segment_name(first: u64) -> String {
+    format!("seg-{first:020}.log")
+}
+
+fn parse_segment_name(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("seg-")?.strip_suffix(".log")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+fn create_file(path: &Path) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.read(true).write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Reads a file from an offset without moving a shared cursor, so readers
+/// never disturb each other or the writer.
+struct ReadAt<'a> {
+    file: &'a File,
+    pos: u64,
+}
+
+impl Read for ReadAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let read = self.file.read_at(buf, self.pos)?;
+        self.pos += read as u64;
+        Ok(read)
+    }
+}
+
+/// What reading the next record found.
+enum Record {
+    Body(Vec<u8>),
+    /// The file ends here, between records.
+    End,
+    /// The file ends inside this record: a write cut short.
+    Torn,
+    /// The record's length is impossible: nothing after it can be found.
+    Damaged(String),
+    /// The record's body does not match its checksum (the record after it
+    /// is where its length says).
+    BadChecksum(Vec<u8>),
+}
+
+/// Reads records in order from `offset` of one segment.
+struct RecordReader<'a> {
+    inner: BufReader<ReadAt<'a>>,
+    offset: u64,
+}
+
+impl<'a> RecordReader<'a> {
+    fn new(file: &'a File, offset: u64) -> Self {
+        RecordReader {
+            inner: BufReader::with_capacity(64 << 10, ReadAt { file, pos: offset }),
+            offset,
+        }
+    }
+
+    /// Fills `buf` unless the file ends first; how many bytes it got.
+    fn fill(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut got = 0;
+        while got < buf.len() {
+            match self.inner.read(&mut buf[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(got)
+    }
+
+    fn next(&mut self) -> io::Result<Record> {
+        let mut header = [0u8; RECORD_HEADER_LEN];
+        match self.fill(&mut header)? {
+            0 => return Ok(Record::End),
+            n if n < RECORD_HEADER_LEN => return Ok(Record::Torn),
+            _ => {}
+        }
+        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
+        let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+        if len == 0 || len > MAX_BODY_LEN {
+            return Ok(Record::Damaged(format!("a record claims {len} bytes")));
+        }
+        let mut body = vec![0u8; len as usize];
+        if self.fill(&mut body)? < body.len() {
+            return Ok(Record::Torn);
+        }
+        self.offset += RECORD_HEADER_LEN as u64 + u64::from(len);
+        if crc32fast::hash(&body) != crc {
+            return Ok(Record::BadChecksum(body));
+        }
+        Ok(Record::Body(body))
+    }
+}
+
+fn encode_record(body: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&crc32fast::hash(body).to_be_bytes());
+    out.extend_from_slice(body);
+}
+
+/// The hash of a perfect subtree over `leaves` (a power of two of them).
+fn subtree_hash(leaves: &[Hash]) -> Hash {
+    match leaves.len() {
+        0 => tlog_tiles::EMPTY_HASH,
+        1 => leaves[0],
+        n => {
+            let (left, right) = leaves.split_at(n / 2);
+            tlog_tiles::node_hash(subtree_hash(left), subtree_hash(right))
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Segment {
+    first: u64,
+    file: Arc<File>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Block {
+    hash: Hash,
+    segment: usize,
+    offset: u64,
+}
+
+/// Where a record is: its segment's position in the list, and its offset.
+#[derive(Debug, Clone, Copy)]
+struct Position {
+    segment: usize,
+    offset: u64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// In order; the last one is the one appended to.
+    segments: Vec<Segment>,
+    /// Every full block.
+    blocks: Vec<Block>,
+    /// `upper[k]`: the hashes of tree level `BLOCK_LEVEL + 1 + k`.
+    upper: Vec<Vec<Hash>>,
+    /// Where the partial block starts.
+    tail_start: Position,
+    /// The leaf hashes of the partial block.
+    tail: Vec<Hash>,
+    /// Entries in the log.
+    len: u64,
+    /// The byte length of the last segment.
+    end: u64,
+    /// Blocks recorded in the `blocks` file.
+    blocks_recorded: u64,
+    blocks_file: File,
+    head_file: File,
+    /// Entries (0-based) whose checksum failed when the log was opened.
+    damaged: Vec<u64>,
+}
+
+/// The append-only log of audit entries (see the module's docs).
+#[derive(Debug)]
+pub(crate) struct SegmentLog {
+    dir: PathBuf,
+    inner: RwLock<Inner>,
+    /// One `fdatasync` at a time; later callers find theirs done.
+    sync_turn: Mutex<()>,
+    /// Entries known durable.
+    synced: AtomicU64,
+    segment_target: u64,
+}
+
+/// What opening found that an operator must hear about: the log opened,
+/// but something it held is gone (it was cut short), or derived data had
+/// to be rebuilt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OpenReport {
+    /// The log holds fewer entries than it once recorded as durable, or
+    /// entries that no longer hash to what it recorded: found at this open
+    /// or an earlier one, and not yet dealt with.
+    /// The first entry it concerns, and what was found.
+    pub(crate) alarm: Option<(u64, String)>,
+    /// A torn last record was cut off (entries never acknowledged).
+    pub(crate) torn_tail_bytes: u64,
+}
+
+/// What a full re-read of the log found.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct LogCheck {
+    /// Entries read.
+    pub(crate) entries: u64,
+    /// The first entry (0-based index) that is damaged or no longer matches
+    /// what was recorded when it was written, and why.
+    pub(crate) problem: Option<(u64, String)>,
+    /// The root recomputed from the entries (over `entries`).
+    pub(crate) root: Hash,
+}
+
+impl SegmentLog {
+    /// Opens the log in `dir`, creating it if it does not exist.
+    pub(crate) fn open(dir: &Path) -> Result<(Self, OpenReport), StoreError> {
+        Self::open_with(dir, SEGMENT_TARGET_BYTES)
+    }
+
+    /// [`SegmentLog::open`] with another segment size (tests).
+    pub(crate) fn open_with(
+        dir: &Path,
+        segment_target: u64,
+    ) -> Result<(Self, OpenReport), StoreError> {
+        crate::data_dir::create_private(dir)
+            .map_err(|e| StoreError::File(io::Error::other(e.to_string())))?;
+        let mut firsts = Vec::new();
+        for item in std::fs::read_dir(dir)? {
+            let name = item?.file_name();
+            if let Some(first) = name.to_str().and_then(parse_segment_name) {
+                firsts.push(first);
+            }
+        }
+        firsts.sort_unstable();
+        if firsts.is_empty() {
+            let path = dir.join(segment_name(0));
+            let file = create_file(&path)?;
+            let mut header = SEGMENT_MAGIC.to_vec();
+            header.extend_from_slice(&0u64.to_be_bytes());
+            file.write_all_at(&header, 0)?;
+            file.sync_all()?;
+            sync_dir(dir)?;
+            firsts.push(0);
+        }
+        let mut segments = Vec::with_capacity(firsts.len());
+        let last_first = firsts.last().copied();
+        for first in firsts {
+            let path = dir.join(segment_name(first));
+            let file = OpenOptions::new().read(true).write(true).open(&path)?;
+            let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
+            let got = file.read_at(&mut header, 0)?;
+            if got < header.len() && Some(first) == last_first && first > 0 {
+                // A crash while the next segment was being started: nothing
+                // was written to it yet.
+                drop(file);
+                std::fs::remove_file(&path)?;
+                continue;
+            }
+            if got < header.len()
+                || &header[..8] != SEGMENT_MAGIC
+                || header[8..] != first.to_be_bytes()
+            {
+                return Err(corrupt(format!(
+                    "{} does not start with an audit segment's header",
+                    path.display()
+                )));
+            }
+            segments.push(Segment {
+                first,
+                file: Arc::new(file),
+            });
+        }
+        let blocks_path = dir.join(BLOCKS_FILE);
+        let blocks_file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&blocks_path)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            blocks_file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        }
+        let recorded = read_block_records(&blocks_file, &segments)?;
+        let recorded_entries = recorded.len() as u64 * BLOCK;
+        let mut inner = Inner {
+            segments,
+            blocks: Vec::new(),
+            upper: Vec::new(),
+            tail_start: Position {
+                segment: 0,
+                offset: SEGMENT_HEADER_LEN,
+            },
+            tail: Vec::new(),
+            len: 0,
+            end: SEGMENT_HEADER_LEN,
+            blocks_recorded: 0,
+            blocks_file,
+            head_file: OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(dir.join(HEAD_FILE))?,
+            damaged: Vec::new(),
+        };
+        // Trust the recorded blocks but the last, and read on from there:
+        // the last one's records must still be there and hash to it, and
+        // whatever follows is added. If they are not, read everything.
+        let mut torn_tail_bytes = 0;
+        let mut intact = false;
+        if let Some((last, trusted)) = recorded.split_last() {
+            let in_file = inner.segments[last.segment].file.metadata()?.len();
+            if last.offset <= in_file {
+                for block in trusted {
+                    inner.push_block(*block);
+                }
+                inner.len = inner.blocks.len() as u64 * BLOCK;
+                inner.tail_start = Position {
+                    segment: last.segment,
+                    offset: last.offset,
+                };
+                if let Ok(cut) = inner.scan_to_end() {
+                    torn_tail_bytes = cut;
+                    intact = inner.len >= recorded_entries
+                        && inner.blocks.get(trusted.len()).map(|b| b.hash) == Some(last.hash);
+                }
+            }
+            if intact {
+                inner.blocks_recorded = trusted.len() as u64;
+            } else {
+                inner.reset();
+            }
+        }
+        if !intact {
+            torn_tail_bytes += inner.scan_to_end()?;
+        }
+        // What the records written after each sync say the log held.
+        let head = read_head(&dir.join(HEAD_FILE))?;
+        let mut finding: Option<(u64, String)> = None;
+        if !intact && !recorded.is_empty() {
+            let altered = recorded
+                .iter()
+                .zip(&inner.blocks)
+                .position(|(was, is)| was.hash != is.hash);
+            finding = Some(match altered {
+                Some(block) if inner.len >= recorded_entries => (
+                    block as u64 * BLOCK + 1,
+                    format!(
+                        "entries {} to {} were altered after they were written: they no longer \
+                         hash to what the log recorded",
+                        block as u64 * BLOCK + 1,
+                        (block as u64 + 1) * BLOCK
+                    ),
+                ),
+                _ => cut_short(inner.len, recorded_entries),
+            });
+        }
+        if let (None, Some((size, root))) = (&finding, head) {
+            if size > inner.len {
+                finding = Some(cut_short(inner.len, size));
+            } else {
+                let reader = TreeReader::new(&inner);
+                let now_root = reader.result(tlog_tiles::tree_hash(size, &reader))?;
+                if now_root != root {
+                    let from = inner.blocks.len() as u64 * BLOCK;
+                    let from = if from >= size {
+                        (size - 1) / BLOCK * BLOCK
+                    } else {
+                        from
+                    };
+                    finding = Some((
+                        from + 1,
+                        format!(
+                            "entries among {} to {size} were altered after they were written: \
+                             the log's first {size} entries no longer hash to the root it recorded",
+                            from + 1
+                        ),
+                    ));
+                }
+            }
+        }
+        // Damaged records explain a mismatch on their own (and are reported
+        // at every open below): the record of what was written stays as it
+        // is, the reference a restore is checked against.
+        let damaged = !inner.damaged.is_empty();
+        if damaged {
+            inner.blocks_recorded = inner.blocks_recorded.max(recorded.len() as u64);
+        }
+        if let Some((first_bad, finding)) = finding.filter(|_| !damaged) {
+            // Keep the evidence, rebuild the record from what is there, and
+            // leave an alarm that every open repeats until someone deals
+            // with it (restores the store, or removes the alarm file).
+            let now = super::now_unix_ms();
+            let aside = dir.join(format!("{BLOCKS_FILE}.evidence-{now}"));
+            std::fs::copy(&blocks_path, &aside)?;
+            let alarm_path = dir.join(format!("{ALARM_PREFIX}{now}-entry-{first_bad}.txt"));
+            let alarm = format!(
+                "{finding} (found {}; the record is kept in {}; restore the store from a backup, \
+                 then remove {})",
+                time_of(now),
+                aside.display(),
+                alarm_path.display()
+            );
+            let alarm_file = create_file(&alarm_path)?;
+            alarm_file.write_all_at(alarm.as_bytes(), 0)?;
+            alarm_file.sync_all()?;
+            sync_dir(dir)?;
+            inner.blocks_file.set_len(0)?;
+            inner.blocks_recorded = 0;
+        }
+        let mut alarms = Vec::new();
+        for item in std::fs::read_dir(dir)? {
+            let path = item?.path();
+            // ALARM-<when>-entry-<first bad entry>.txt
+            let first_bad = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix(ALARM_PREFIX)?.strip_suffix(".txt"))
+                .and_then(|n| n.split_once("-entry-")?.1.parse::<u64>().ok());
+            if let Some(first_bad) = first_bad {
+                alarms.push((first_bad, std::fs::read_to_string(&path)?));
+            }
+        }
+        if let Some(&index) = inner.damaged.first() {
+            alarms.push((
+                index + 1,
+                format!(
+                    "{} entr{} damaged, the first entry {}: {} checksum does not match (the disk, \
+                     or someone, changed it); restore the store from a backup",
+                    inner.damaged.len(),
+                    if inner.damaged.len() == 1 {
+                        "y is"
+                    } else {
+                        "ies are"
+                    },
+                    index + 1,
+                    if inner.damaged.len() == 1 {
+                        "its"
+                    } else {
+                        "whose"
+                    },
+                ),
+            ));
+        }
+        alarms.sort();
+        let alarm = alarms.first().map(|(first_bad, _)| {
+            let texts: Vec<&str> = alarms.iter().map(|(_, text)| text.as_str()).collect();
+            (*first_bad, texts.join("; "))
+        });
+        // Blocks that were durable but not yet recorded (a crash between the
+        // two), or the whole record after a cut: write them now.
+        inner.record_blocks(inner.len)?;
+        if !damaged {
+            inner.record_head(inner.len)?;
+        }
+        let len = inner.len;
+        Ok((
+            SegmentLog {
+                dir: dir.to_owned(),
+                inner: RwLock::new(inner),
+                sync_turn: Mutex::new(()),
+                synced: AtomicU64::new(len),
+                segment_target,
+            },
+            OpenReport {
+                alarm,
+                torn_tail_bytes,
+            },
+        ))
+    }
+
+    /// Entries in the log (durable or not yet).
+    pub(crate) fn len(&self) -> u64 {
+        self.inner.read().len
+    }
+
+    /// Appends `bodies` in order and returns the index of the first. Not
+    /// durable until [`SegmentLog::sync`].
+    pub(crate) fn append(&self, bodies: &[Vec<u8>]) -> Result<u64, StoreError> {
+        if let Some(body) = bodies
+            .iter()
+            .find(|b| b.is_empty() || b.len() > MAX_BODY_LEN as usize)
+        {
+            return Err(corrupt(format!(
+                "an audit entry of {} bytes cannot be written",
+                body.len()
+            )));
+        }
+        let mut inner = self.inner.write();
+        let first = inner.len;
+        // Records are written a run at a time, a run being what goes into
+        // one segment; the log's state changes only once a run is written.
+        let mut buffer = Vec::with_capacity(bodies.iter().map(|b| b.len() + 8).sum());
+        let mut run: Vec<(Hash, u64)> = Vec::with_capacity(bodies.len());
+        for body in bodies {
+            let len = inner.len + run.len() as u64;
+            let end = inner.end + buffer.len() as u64;
+            if len.is_multiple_of(BLOCK) && len > 0 && end >= self.segment_target {
+                inner.commit(&buffer, &run)?;
+                buffer.clear();
+                run.clear();
+                inner.start_segment(&self.dir)?;
+            }
+            let offset = inner.end + buffer.len() as u64;
+            encode_record(body, &mut buffer);
+            run.push((tlog_tiles::record_hash(body), offset));
+        }
+        inner.commit(&buffer, &run)?;
+        Ok(first)
+    }
+
+    /// Makes every entry appended so far durable, then records the blocks
+    /// that finished. Blocking; concurrent callers share one `fdatasync`.
+    pub(crate) fn sync(&self) -> Result<(), StoreError> {
+        let wanted = self.len();
+        let _turn = self.sync_turn.lock();
+        if self.synced.load(Ordering::SeqCst) >= wanted {
+            return Ok(());
+        }
+        // Everything up to `covered` is in this segment or an earlier one,
+        // and earlier ones were synced when they were closed.
+        let (file, covered) = {
+            let inner = self.inner.read();
+            let last = inner.segments.last().ok_or_else(|| corrupt("no segment"))?;
+            (Arc::clone(&last.file), inner.len)
+        };
+        file.sync_data()?;
+        self.synced.store(covered, Ordering::SeqCst);
+        let mut inner = self.inner.write();
+        inner.record_blocks(covered)?;
+        inner.record_head(covered)
+    }
+
+    /// The body of entry `index` (0-based).
+    pub(crate) fn read(&self, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let (file, start, skip) = {
+            let inner = self.inner.read();
+            if index >= inner.len {
+                return Ok(None);
+            }
+            let start = inner.block_start(index / BLOCK);
+            (
+                Arc::clone(&inner.segments[start.segment].file),
+                start,
+                index % BLOCK,
+            )
+        };
+        let mut reader = RecordReader::new(&file, start.offset);
+        for at in 0..=skip {
+            match reader.next()? {
+                Record::Body(body) if at == skip => return Ok(Some(body)),
+                Record::Body(_) => {}
+                Record::End | Record::Torn => {
+                    return Err(corrupt(format!(
+                        "entry {} is missing from its segment",
+                        index - skip + at + 1
+                    )));
+                }
+                Record::Damaged(why) => {
+                    return Err(corrupt(format!(
+                        "entry {} is damaged: {why}",
+                        index - skip + at + 1
+                    )));
+                }
+                Record::BadChecksum(_) if at == skip => {
+                    return Err(corrupt(format!(
+                        "entry {} is damaged: its checksum does not match",
+                        index + 1
+                    )));
+                }
+                Record::BadChecksum(_) => {}
+            }
+        }
+        Ok(None)
+    }
+
+    /// The tree's root over its first `size` entries.
+    pub(crate) fn root(&self, size: u64) -> Result<Hash, StoreError> {
+        let inner = self.inner.read();
+        if size > inner.len {
+            return Err(corrupt(format!(
+                "no tree of {size} entries: the log has {}",
+                inner.len
+            )));
+        }
+        let reader = TreeReader::new(&inner);
+        let root = tlog_tiles::tree_hash(size, &reader);
+        reader.result(root)
+    }
+
+    /// The proof that entry `index` is in the tree of `size` entries.
+    pub(crate) fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, StoreError> {
+        let inner = self.inner.read();
+        if index >= size || size > inner.len {
+            return Err(corrupt(format!(
+                "no entry {} in a tree of {size} entries (the log has {})",
+                index + 1,
+                inner.len
+            )));
+        }
+        let reader = TreeReader::new(&inner);
+        let proof = tlog_tiles::prove_record(size, index, &reader);
+        reader.result(proof)
+    }
+
+    /// The proof that the tree of `new` entries extends the one of `old`.
+    pub(crate) fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, StoreError> {
+        let inner = self.inner.read();
+        if old == 0 || old > new || new > inner.len {
+            return Err(corrupt(format!(
+                "no consistency proof from {old} to {new} entries (the log has {})",
+                inner.len
+            )));
+        }
+        let reader = TreeReader::new(&inner);
+        let proof = tlog_tiles::prove_tree(new, old, &reader);
+        reader.result(proof)
+    }
+
+    /// Re-reads every entry up to the current length, calling `visit` with
+    /// each (0-based index and body) in order, recomputes the tree, and
+    /// compares each block with the hash recorded when it was written.
+    /// Appends may go on meanwhile: it checks the log as it was when it
+    /// started. Stops at the first problem.
+    pub(crate) fn check(
+        &self,
+        mut visit: impl FnMut(u64, &[u8]) -> Result<(), StoreError>,
+    ) -> Result<LogCheck, StoreError> {
+        let (segments, blocks, len, tail) = {
+            let inner = self.inner.read();
+            let segments: Vec<(u64, Arc<File>)> = inner
+                .segments
+                .iter()
+                .map(|s| (s.first, Arc::clone(&s.file)))
+                .collect();
+            (
+                segments,
+                inner.blocks.clone(),
+                inner.len,
+                inner.tail.clone(),
+            )
+        };
+        let mut leaves: Vec<Hash> = Vec::with_capacity(BLOCK as usize);
+        let mut block_hashes: Vec<Hash> = Vec::with_capacity(blocks.len());
+        let mut index = 0u64;
+        let mut problem = None;
+        'segments: for (position, (first, file)) in segments.iter().enumerate() {
+            if *first != index {
+                problem = Some((
+                    index,
+                    format!(
+                        "entries {} to {first} are missing: segment {} starts at entry {}",
+                        index + 1,
+                        segment_name(*first),
+                        first + 1
+                    ),
+                ));
+                break;
+            }
+            let mut reader = RecordReader::new(file, SEGMENT_HEADER_LEN);
+            while index < len {
+                let body = match reader.next()? {
+                    Record::Body(body) => body,
+                    Record::End if position + 1 < segments.len() => continue 'segments,
+                    Record::End | Record::Torn => {
+                        problem = Some((
+                            index,
+                            format!(
+                                "entries {} to {len} are missing: the log was cut short",
+                                index + 1
+                            ),
+                        ));
+                        break 'segments;
+                    }
+                    Record::Damaged(why) => {
+                        problem = Some((index, format!("entry {} is damaged: {why}", index + 1)));
+                        break 'segments;
+                    }
+                    Record::BadChecksum(_) => {
+                        problem = Some((
+                            index,
+                            format!(
+                                "entry {} is damaged: its checksum does not match (the disk, or \
+                                 someone, changed it)",
+                                index + 1
+                            ),
+                        ));
+                        break 'segments;
+                    }
+                };
+                leaves.push(tlog_tiles::record_hash(&body));
+                visit(index, &body)?;
+                index += 1;
+                if leaves.len() as u64 == BLOCK {
+                    let hash = subtree_hash(&leaves);
+                    let b = block_hashes.len();
+                    if blocks.get(b).is_some_and(|block| block.hash != hash) {
+                        problem = Some((
+                            b as u64 * BLOCK,
+                            format!(
+                                "entries {} to {} were altered after they were written: \
+                                 they no longer hash to what the log recorded",
+                                b as u64 * BLOCK + 1,
+                                (b as u64 + 1) * BLOCK
+                            ),
+                        ));
+                        break 'segments;
+                    }
+                    block_hashes.push(hash);
+                    leaves.clear();
+                }
+            }
+            break;
+        }
+        if problem.is_none() && leaves != tail {
+            let from = block_hashes.len() as u64 * BLOCK;
+            problem = Some((
+                from,
+                format!(
+                    "entries from {} on were altered after they were written",
+                    from + 1
+                ),
+            ));
+        }
+        // The root over what was read, from the blocks and the leaves.
+        let mut root_parts = Vec::new();
+        let mut start = 0usize;
+        let mut remaining = block_hashes.len();
+        while remaining > 0 {
+            let size = 1usize << remaining.ilog2();
+            root_parts.push(subtree_hash(&block_hashes[start..start + size]));
+            start += size;
+            remaining -= size;
+        }
+        let mut start = 0usize;
+        let mut remaining = leaves.len();
+        while remaining > 0 {
+            let size = 1usize << remaining.ilog2();
+            root_parts.push(subtree_hash(&leaves[start..start + size]));
+            start += size;
+            remaining -= size;
+        }
+        let root = root_parts
+            .into_iter()
+            .rev()
+            .reduce(|right, left| tlog_tiles::node_hash(left, right))
+            .unwrap_or(tlog_tiles::EMPTY_HASH);
+        Ok(LogCheck {
+            entries: index,
+            problem,
+            root,
+        })
+    }
+}
+
+fn cut_short(holds: u64, was: u64) -> (u64, String) {
+    (
+        holds + 1,
+        format!(
+            "the audit log holds {holds} entries, but {was} were once written and durable: \
+             entries were removed"
+        ),
+    )
+}
+
+/// The last synced size and root (`head`): size (u64 BE), root, CRC-32 of
+/// both. `None` if there is none, or it was torn (a crash while writing it).
+fn read_head(path: &Path) -> Result<Option<(u64, Hash)>, StoreError> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    if bytes.len() != HEAD_LEN || crc32fast::hash(&bytes[..40]).to_be_bytes() != bytes[40..] {
+        return Ok(None);
+    }
+    let mut size = [0u8; 8];
+    size.copy_from_slice(&bytes[..8]);
+    let mut root = [0u8; 32];
+    root.copy_from_slice(&bytes[8..40]);
+    Ok(Some((u64::from_be_bytes(size), Hash(root))))
+}
+
+fn encode_head(size: u64, root: &Hash) -> [u8; HEAD_LEN] {
+    let mut bytes = [0u8; HEAD_LEN];
+    bytes[..8].copy_from_slice(&size.to_be_bytes());
+    bytes[8..40].copy_from_slice(&root.0);
+    let crc = crc32fast::hash(&bytes[..40]);
+    bytes[40..].copy_from_slice(&crc.to_be_bytes());
+    bytes
+}
+
+/// The `blocks` file's records, each placed in its segment. A torn last
+/// record (a crash while writing it) is dropped.
+fn read_block_records(file: &File, segments: &[Segment]) -> Result<Vec<Block>, StoreError> {
+    let len = file.metadata()?.len();
+    let count = len / BLOCK_RECORD_LEN;
+    let mut bytes = vec![0u8; (count * BLOCK_RECORD_LEN) as usize];
+    file.read_exact_at(&mut bytes, 0)?;
+    let mut blocks = Vec::with_capacity(count as usize);
+    for (b, record) in bytes.chunks_exact(BLOCK_RECORD_LEN as usize).enumerate() {
+        let first = b as u64 * BLOCK;
+        let segment = segments
+            .partition_point(|s| s.first <= first)
+            .saturating_sub(1);
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(&record[..32]);
+        let mut offset = [0u8; 8];
+        offset.copy_from_slice(&record[32..]);
+        let offset = u64::from_be_bytes(offset);
+        if offset < SEGMENT_HEADER_LEN {
+            // Not a place a block can start: rebuild from here.
+            break;
+        }
+        blocks.push(Block {
+            hash: Hash(hash),
+            segment,
+            offset,
+        });
+    }
+    Ok(blocks)
+}
+
+impl Inner {
+    /// Forgets everything read, to read the segments again from the start.
+    fn reset(&mut self) {
+        self.blocks.clear();
+        self.upper.clear();
+        self.tail.clear();
+        self.len = 0;
+        self.tail_start = Position {
+            segment: 0,
+            offset: SEGMENT_HEADER_LEN,
+        };
+        self.end = SEGMENT_HEADER_LEN;
+        self.blocks_recorded = 0;
+        self.damaged.clear();
+    }
+
+    fn block_start(&self, block: u64) -> Position {
+        match self.blocks.get(block as usize) {
+            Some(b) => Position {
+                segment: b.segment,
+                offset: b.offset,
+            },
+            None => self.tail_start,
+        }
+    }
+
+    /// Adds a finished block and the upper levels it completes.
+    fn push_block(&mut self, block: Block) {
+        self.blocks.push(block);
+        let mut count = self.blocks.len();
+        let mut hash = block.hash;
+        let mut level = 0usize;
+        while count.is_multiple_of(2) {
+            let left = if level == 0 {
+                self.blocks[count - 2].hash
+            } else {
+                self.upper[level - 1][count - 2]
+            };
+            hash = tlog_tiles::node_hash(left, hash);
+            if self.upper.len() == level {
+                self.upper.push(Vec::new());
+            }
+            self.upper[level].push(hash);
+            count = self.upper[level].len();
+            level += 1;
+        }
+    }
+
+    fn add_leaf(&mut self, leaf: Hash) {
+        self.tail.push(leaf);
+        self.len += 1;
+        if self.tail.len() as u64 == BLOCK {
+            let hash = subtree_hash(&self.tail);
+            let start = self.tail_start;
+            self.push_block(Block {
+                hash,
+                segment: start.segment,
+                offset: start.offset,
+            });
+            self.tail.clear();
+        }
+    }
+
+    /// Writes a run of records at the end of the last segment, then adds
+    /// them (leaf hash and offset each) to the tree. Nothing changes if the
+    /// write fails.
+    fn commit(&mut self, bytes: &[u8], run: &[(Hash, u64)]) -> Result<(), StoreError> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let segment = self.segments.len() - 1;
+        let file = &self.segments[segment].file;
+        if let Err(e) = file.write_all_at(bytes, self.end) {
+            // Leave no half-written record for the next append to follow.
+            let _ = file.set_len(self.end);
+            return Err(e.into());
+        }
+        self.end += bytes.len() as u64;
+        for &(leaf, offset) in run {
+            if self.len.is_multiple_of(BLOCK) {
+                self.tail_start = Position { segment, offset };
+            }
+            self.add_leaf(leaf);
+        }
+        Ok(())
+    }
+
+    /// Closes the last segment (durably) and starts the next.
+    fn start_segment(&mut self, dir: &Path) -> Result<(), StoreError> {
+        let last = self.segments.last().ok_or_else(|| corrupt("no segment"))?;
+        last.file.sync_data()?;
+        let first = self.len;
+        let path = dir.join(segment_name(first));
+        let file = create_file(&path)?;
+        let mut header = SEGMENT_MAGIC.to_vec();
+        header.extend_from_slice(&first.to_be_bytes());
+        let written = file
+            .write_all_at(&header, 0)
+            .and_then(|()| file.sync_data())
+            .and_then(|()| sync_dir(dir));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&path);
+            return Err(e.into());
+        }
+        self.segments.push(Segment {
+            first,
+            file: Arc::new(file),
+        });
+        self.end = SEGMENT_HEADER_LEN;
+        Ok(())
+    }
+
+    /// Reads from the partial block's start to the end of the log, adding
+    /// each entry; cuts a torn last record off. Returns the bytes cut.
+    fn scan_to_end(&mut self) -> Result<u64, StoreError> {
+        let mut position = self.tail_start;
+        let mut cut = 0;
+        loop {
+            let segment_first = self.segments[position.segment].first;
+            let is_last = position.segment + 1 == self.segments.len();
+            if position.offset == SEGMENT_HEADER_LEN && segment_first != self.len {
+                return Err(corrupt(format!(
+                    "{} should start at entry {}: entries are missing",
+                    segment_name(segment_first),
+                    self.len + 1
+                )));
+            }
+            let file = Arc::clone(&self.segments[position.segment].file);
+            let file_len = file.metadata()?.len();
+            let mut reader = RecordReader::new(&file, position.offset);
+            loop {
+                let at = reader.offset;
+                match reader.next()? {
+                    Record::Body(body) => {
+                        if self.len.is_multiple_of(BLOCK) {
+                            self.tail_start = Position {
+                                segment: position.segment,
+                                offset: at,
+                            };
+                        }
+                        self.add_leaf(tlog_tiles::record_hash(&body));
+                    }
+                    Record::End => break,
+                    // Only the last record of the last segment can be torn
+                    // by a crash: every segment before was synced when the
+                    // next began, and a damaged record with more after it
+                    // was written and overwritten, never torn.
+                    Record::Torn if is_last => {
+                        cut = file_len - at;
+                        file.set_len(at)?;
+                        file.sync_data()?;
+                        break;
+                    }
+                    // Damage with records after it: the entry stays where it
+                    // is (its hash will not match what the log recorded),
+                    // and opening says so.
+                    Record::BadChecksum(body) if !(is_last && reader.offset >= file_len) => {
+                        self.damaged.push(self.len);
+                        if self.len.is_multiple_of(BLOCK) {
+                            self.tail_start = Position {
+                                segment: position.segment,
+                                offset: at,
+                            };
+                        }
+                        self.add_leaf(tlog_tiles::record_hash(&body));
+                    }
+                    Record::BadChecksum(_) if is_last => {
+                        cut = file_len - at;
+                        file.set_len(at)?;
+                        file.sync_data()?;
+                        break;
+                    }
+                    Record::Damaged(_)
+                        if is_last && self.is_last_record(&file, at, file_len)? =>
+                    {
+                        cut = file_len - at;
+                        file.set_len(at)?;
+                        file.sync_data()?;
+                        break;
+                    }
+                    Record::Torn | Record::Damaged(_) | Record::BadChecksum(_) => {
+                        return Err(corrupt(format!(
+                            "entry {} in {} is damaged: restore the store from a backup",
+                            self.len + 1,
+                            segment_name(segment_first)
+                        )));
+                    }
+                }
+            }
+            if is_last {
+                self.end = reader.offset;
+                if self.len.is_multiple_of(BLOCK) {
+                    self.tail_start = Position {
+                        segment: position.segment,
+                        offset: reader.offset,
+                    };
+                }
+                return Ok(cut);
+            }
+            position = Position {
+                segment: position.segment + 1,
+                offset: SEGMENT_HEADER_LEN,
+            };
+        }
+    }
+
+    /// Whether the record at `at` reaches the end of the file (so damage in
+    /// it is a torn write, not an altered entry with others after it).
+    fn is_last_record(&self, file: &File, at: u64, file_len: u64) -> io::Result<bool> {
+        let mut header = [0u8; 4];
+        if file.read_at(&mut header, at)? < 4 {
+            return Ok(true);
+        }
+        let len = u64::from(u32::from_be_bytes(header));
+        Ok(at + RECORD_HEADER_LEN as u64 + len >= file_len)
+    }
+
+    /// Writes the records of the blocks finished within the first `durable`
+    /// entries that the `blocks` file does not hold yet.
+    fn record_blocks(&mut self, durable: u64) -> Result<(), StoreError> {
+        let finished = (durable / BLOCK).min(self.blocks.len() as u64);
+        if finished <= self.blocks_recorded {
+            return Ok(());
+        }
+        let mut bytes =
+            Vec::with_capacity(((finished - self.blocks_recorded) * BLOCK_RECORD_LEN) as usize);
+        for block in &self.blocks[self.blocks_recorded as usize..finished as usize] {
+            bytes.extend_from_slice(&block.hash.0);
+            bytes.extend_from_slice(&block.offset.to_be_bytes());
+        }
+        self.blocks_file
+            .write_all_at(&bytes, self.blocks_recorded * BLOCK_RECORD_LEN)?;
+        self.blocks_recorded = finished;
+        Ok(())
+    }
+
+    /// Writes the size and root of the first `durable` entries to `head`.
+    fn record_head(&mut self, durable: u64) -> Result<(), StoreError> {
+        let reader = TreeReader::new(self);
+        let root = reader.result(tlog_tiles::tree_hash(durable, &reader))?;
+        self.head_file
+            .write_all_at(&encode_head(durable, &root), 0)?;
+        Ok(())
+    }
+
+    /// The leaf hashes of block `block`, read from its records unless it is
+    /// the partial one.
+    fn block_leaves(&self, block: u64) -> Result<Vec<Hash>, StoreError> {
+        let Some(b) = self.blocks.get(block as usize) else {
+            return Ok(self.tail.clone());
+        };
+        let file = &self.segments[b.segment].file;
+        let mut reader = RecordReader::new(file, b.offset);
+        let mut leaves = Vec::with_capacity(BLOCK as usize);
+        while (leaves.len() as u64) < BLOCK {
+            match reader.next()? {
+                Record::Body(body) => leaves.push(tlog_tiles::record_hash(&body)),
+                Record::End | Record::Torn => {
+                    return Err(corrupt(format!(
+                        "entries of block {block} are missing from their segment"
+                    )));
+                }
+                Record::Damaged(why) => {
+                    return Err(corrupt(format!(
+                        "entry {} is damaged: {why}",
+                        block * BLOCK + leaves.len() as u64 + 1
+                    )));
+                }
+                Record::BadChecksum(_) => {
+                    return Err(corrupt(format!(
+                        "entry {} is damaged: its checksum does not match",
+                        block * BLOCK + leaves.len() as u64 + 1
+                    )));
+                }
+            }
+        }
+        if subtree_hash(&leaves) != b.hash {
+            return Err(corrupt(format!(
+                "entries {} to {} were altered after they were written",
+                block * BLOCK + 1,
+                (block + 1) * BLOCK
+            )));
+        }
+        Ok(leaves)
+    }
+}
+
+/// Serves `tlog_tiles` the stored hashes it asks for, from memory or, below
+/// a block's level, from the block's records.
+struct TreeReader<'a> {
+    inner: &'a Inner,
+    /// The first failure to read (`tlog_tiles`' error type cannot carry ours).
+    failure: Mutex<Option<StoreError>>,
+    /// The last block read, for the several hashes a proof asks of one.
+    cached: Mutex<Option<(u64, Vec<Hash>)>>,
+}
+
+impl<'a> TreeReader<'a> {
+    fn new(inner: &'a Inner) -> Self {
+        TreeReader {
+            inner,
+            failure: Mutex::new(None),
+            cached: Mutex::new(None),
+        }
+    }
+
+    fn hash(&self, level: u8, n: u64) -> Result<Hash, StoreError> {
+        let missing = || corrupt(format!("no tree hash at level {level}, node {n}"));
+        if level == BLOCK_LEVEL {
+            return self
+                .inner
+                .blocks
+                .get(n as usize)
+                .map(|b| b.hash)
+                .ok_or_else(missing);
+        }
+        if level > BLOCK_LEVEL {
+            return self
+                .inner
+                .upper
+                .get(usize::from(level - BLOCK_LEVEL - 1))
+                .and_then(|hashes| hashes.get(n as usize))
+                .copied()
+                .ok_or_else(missing);
+        }
+        let first_leaf = n << level;
+        let block = first_leaf / BLOCK;
+        let width = 1usize << level;
+        let from = (first_leaf % BLOCK) as usize;
+        let mut cached = self.cached.lock();
+        if cached.as_ref().is_none_or(|(b, _)| *b != block) {
+            *cached = Some((block, self.inner.block_leaves(block)?));
+        }
+        let leaves = cached
+            .as_ref()
+            .map(|(_, leaves)| leaves)
+            .ok_or_else(missing)?;
+        leaves
+            .get(from..from + width)
+            .map(subtree_hash)
+            .ok_or_else(missing)
+    }
+
+    fn result<T>(&self, outcome: Result<T, tlog_tiles::Error>) -> Result<T, StoreError> {
+        if let Some(failure) = self.failure.lock().take() {
+            return Err(failure);
+        }
+        outcome.map_err(|e| corrupt(format!("the audit tree: {e}")))
+    }
+}
+
+impl HashReader for TreeReader<'_> {
+    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
+        let mut hashes = Vec::with_capacity(indexes.len());
+        for &index in indexes {
+            let (level, n) = tlog_tiles::split_stored_hash_index(index);
+            match self.hash(level, n) {
+                Ok(hash) => hashes.push(hash),
+                Err(e) => {
+                    *self.failure.lock() = Some(e);
+                    return Err(tlog_tiles::Error::IndexesNotInTree);
+                }
+            }
+        }
+        Ok(hashes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(n: u64) -> Vec<u8> {
+        format!("entry {n} {}", "x".repeat((n % 37) as usize)).into_bytes()
+    }
+
+    /// The root computed the plain way, from every leaf.
+    fn reference_root(count: u64) -> Hash {
+        let leaves: Vec<Hash> = (0..count)
+            .map(|n| tlog_tiles::record_hash(&body(n)))
+            .collect();
+        fn mth(leaves: &[Hash]) -> Hash {
+            match leaves.len() {
+                0 => tlog_tiles::EMPTY_HASH,
+                1 => leaves[0],
+                n => {
+                    let k = 1usize << (n - 1).ilog2();
+                    tlog_tiles::node_hash(mth(&leaves[..k]), mth(&leaves[k..]))
+                }
+            }
+        }
+        mth(&leaves)
+    }
+
+    fn fill(log: &SegmentLog, from: u64, to: u64) {
+        let bodies: Vec<Vec<u8>> = (from..to).map(body).collect();
+        for chunk in bodies.chunks(97) {
+            log.append(chunk).expect("append");
+        }
+        log.sync().expect("sync");
+    }
+
+    fn files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn roots_and_proofs_match_rfc_6962_across_segments_and_reopening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit-log");
+        // Small segments: several of them, each closed at a block boundary.
+        let (log, report) = SegmentLog::open_with(&path, 5_000).expect("open");
+        assert_eq!(report.alarm, None);
+        fill(&log, 0, 1_300);
+        assert!(
+            files(&path)
+                .iter()
+                .filter(|n| n.starts_with("seg-"))
+                .count()
+                > 3
+        );
+        for size in [1, 2, 3, 255, 256, 257, 511, 512, 1_000, 1_300] {
+            let root = log.root(size).expect("root");
+            assert_eq!(root, reference_root(size), "root of {size}");
+            for index in [0, size / 2, size - 1] {
+                let proof = log.inclusion_proof(index, size).expect("inclusion");
+                tlog_tiles::check_record(
+                    &proof,
+                    size,
+                    root,
+                    index,
+                    tlog_tiles::record_hash(&body(index)),
+                )
+                .expect("inclusion verifies");
+                // The proof names this entry, no other.
+                let other = tlog_tiles::record_hash(b"another entry");
+                assert!(tlog_tiles::check_record(&proof, size, root, index, other).is_err());
+            }
+            for old in [1, size / 3 + 1, size] {
+                let proof = log.consistency_proof(old, size).expect("consistency");
+                tlog_tiles::check_tree(&proof, size, root, old, reference_root(old))
+                    .expect("consistency verifies");
+            }
+        }
+        assert_eq!(log.read(777).expect("read"), Some(body(777)));
+        assert_eq!(log.read(1_300).expect("read"), None);
+        drop(log);
+
+        let (log, report) = SegmentLog::open_with(&path, 5_000).expect("reopen");
+        assert_eq!((report.alarm, report.torn_tail_bytes), (None, 0));
+        assert_eq!(log.len(), 1_300);
+        assert_eq!(log.root(1_300).expect("root"), reference_root(1_300));
+        fill(&log, 1_300, 1_400);
+        assert_eq!(log.root(1_400).expect("root"), reference_root(1_400));
+        let check = log.check(|_, _| Ok(())).expect("check");
+        assert_eq!(
+            (check.entries, check.problem, check.root),
+            (1_400, None, reference_root(1_400))
+        );
+    }
+
+    #[test]
+    fn a_torn_last_record_is_cut_off_and_a_lost_blocks_file_rebuilt() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit-log");
+        let (log, _) = SegmentLog::open(&path).expect("open");
+        fill(&log, 0, 600);
+        drop(log);
+        // A crash in the middle of writing a record nobody was told about.
+        let segment = path.join(segment_name(0));
+        let mut torn = Vec::new();
+        encode_record(&body(600), &mut torn);
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&segment)
+            .expect("segment");
+        std::io::Write::write_all(&mut &file, &torn[..torn.len() - 3]).expect("write");
+        std::fs::remove_file(path.join(BLOCKS_FILE)).expect("remove");
+
+        let (log, report) = SegmentLog::open(&path).expect("reopen");
+        assert_eq!(report.torn_tail_bytes, torn.len() as u64 - 3);
+        assert_eq!(report.alarm, None);
+        assert_eq!(log.len(), 600);
+        assert_eq!(log.root(600).expect("root"), reference_root(600));
+        assert_eq!(
+            std::fs::metadata(path.join(BLOCKS_FILE))
+                .expect("blocks")
+                .len(),
+            2 * BLOCK_RECORD_LEN
+        );
+        fill(&log, 600, 700);
+        assert_eq!(log.root(700).expect("root"), reference_root(700));
+    }
+
+    #[test]
+    fn a_log_cut_short_is_reported_at_open_and_its_record_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit-log");
+        let (log, _) = SegmentLog::open(&path).expect("open");
+        fill(&log, 0, 700);
+        drop(log);
+        // Cut the segment back to 300 entries, at a record boundary.
+        let (log, _) = SegmentLog::open(&path).expect("reopen");
+        let offset = log.inner.read().blocks[1].offset;
+        drop(log);
+        let file = OpenOptions::new()
+            .write(true)
+            .open(path.join(segment_name(0)))
+            .expect("segment");
+        file.set_len(offset).expect("cut");
+
+        let (log, report) = SegmentLog::open(&path).expect("opens all the same");
+        let (first_bad, said) = report.alarm.expect("reported");
+        assert_eq!(first_bad, 257);
+        assert!(
+            said.contains("holds 256 entries, but 512 were once written"),
+            "{said}"
+        );
+        assert_eq!(log.len(), 256);
+        assert!(
+            files(&path)
+                .iter()
+                .any(|n| n.starts_with("blocks.evidence-"))
+        );
+        // Reported at every open until someone deals with it.
+        drop(log);
+        let (_, report) = SegmentLog::open(&path).expect("reopen");
+        assert_eq!(report.alarm, Some((257, said)));
+        let alarm = files(&path)
+            .into_iter()
+            .find(|n| n.starts_with(ALARM_PREFIX))
+            .expect("alarm file");
+        std::fs::remove_file(path.join(alarm)).expect("dealt with");
+        let (_, report) = SegmentLog::open(&path).expect("reopen");
+        assert_eq!(report.alarm, None);
+    }
+
+    #[test]
+    fn an_altered_entry_is_found_by_the_check_and_by_its_proofs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit-log");
+        let (log, _) = SegmentLog::open(&path).expect("open");
+        fill(&log, 0, 600);
+        drop(log);
+        // Rewrite entry 10's body in place, with a valid checksum: what
+        // someone editing the file offline would do.
+        let segment = path.join(segment_name(0));
+        let bytes = std::fs::read(&segment).expect("read");
+        let original = body(9);
+        let at = bytes
+            .windows(original.len())
+            .position(|w| w == original.as_slice())
+            .expect("entry 10");
+        let mut forged = original.clone();
+        forged[0] = b'E';
+        let mut patched = bytes.clone();
+        patched[at..at + forged.len()].copy_from_slice(&forged);
+        patched[at - 4..at].copy_from_slice(&crc32fast::hash(&forged).to_be_bytes());
+        std::fs::write(&segment, &patched).expect("write");
+
+        let (log, _) = SegmentLog::open(&path).expect("open");
+        let check = log.check(|_, _| Ok(())).expect("check");
+        let (first, why) = check.problem.expect("found");
+        assert_eq!(first, 0);
+        assert!(why.contains("entries 1 to 256 were altered"), "{why}");
+        let proof = log.inclusion_proof(9, 600);
+        assert!(proof.is_err(), "no proof is served from altered entries");
+    }
+
+    #[test]
+    fn an_entry_altered_in_the_last_partial_block_is_caught_by_the_recorded_root() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit-log");
+        let (log, _) = SegmentLog::open(&path).expect("open");
+        fill(&log, 0, 300);
+        drop(log);
+        // Entry 290: past the last full block, so no block record covers it.
+        let segment = path.join(segment_name(0));
+        let mut bytes = std::fs::read(&segment).expect("read");
+        let original = body(289);
+        let at = bytes
+            .windows(original.len())
+            .position(|w| w == original.as_slice())
+            .expect("entry 290");
+        let mut forged = original.clone();
+        forged[0] = b'E';
+        bytes[at..at + forged.len()].copy_from_slice(&forged);
+        bytes[at - 4..at].copy_from_slice(&crc32fast::hash(&forged).to_be_bytes());
+        std::fs::write(&segment, &bytes).expect("write");
+        let (_, report) = SegmentLog::open(&path).expect("open");
+        let (first_bad, said) = report.alarm.expect("caught");
+        assert_eq!(first_bad, 257);
+        assert!(
+            said.contains("entries among 257 to 300 were altered"),
+            "{said}"
+        );
+    }
+
+    #[test]
+    fn damage_before_the_end_opens_with_an_alarm_and_fails_the_check() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit-log");
+        let (log, _) = SegmentLog::open(&path).expect("open");
+        fill(&log, 0, 300);
+        drop(log);
+        let segment = path.join(segment_name(0));
+        let mut bytes = std::fs::read(&segment).expect("read");
+        // A byte of entry 290: its checksum no longer matches, and more follow.
+        let original = body(289);
+        let at = bytes
+            .windows(original.len())
+            .position(|w| w == original.as_slice())
+            .expect("entry 290");
+        bytes[at] ^= 1;
+        std::fs::write(&segment, &bytes).expect("write");
+        let (log, report) = SegmentLog::open(&path).expect("opens: the node must still start");
+        let (_, said) = report.alarm.expect("alarm");
+        assert!(said.contains("the first entry 290"), "{said}");
+        assert_eq!(log.len(), 300, "nothing after it is lost");
+        let check = log.check(|_, _| Ok(())).expect("check");
+        let (index, why) = check.problem.expect("found");
+        assert_eq!(index, 289);
+        assert!(why.contains("entry 290 is damaged"), "{why}");
+        assert!(log.read(289).is_err());
+        assert_eq!(log.read(290).expect("read"), Some(body(290)));
+        // Appends go on after it.
+        fill(&log, 300, 310);
+        assert_eq!(log.len(), 310);
+    }
+}
