@@ -1,6 +1,7 @@
 //! Federation logic for Patchwork nodes. This crate owns identifier normalisation,
 //! blinded match keys (`matchkeys`) and the tokens a candidate is scored with
 //! (`tokens`), the match decisions (`decide` on keys alone, `score` field by field), the
+//! audit log's signed checkpoints and witnesses' cosignatures (`checkpoint`), the
 //! peer registry, agreements, the fan-out client and inbound authorisation. It never touches sled or the file system: the `node` crate does
 //! all storage and I/O and hands this crate plain values.
 //!
@@ -12,6 +13,7 @@
 
 pub mod agreement;
 pub mod breaker;
+pub mod checkpoint;
 pub mod decide;
 pub mod fanout;
 pub mod hostile;

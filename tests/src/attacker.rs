@@ -336,6 +336,26 @@ impl v1::federation_server::Federation for AlwaysMore {
     ) -> Result<tonic::Response<v1::NodeInfoResponse>, tonic::Status> {
         Ok(tonic::Response::new(v1::NodeInfoResponse::default()))
     }
+
+    /// A checkpoint that is none: 15 KiB of text, a proof of a thousand
+    /// hashes of the wrong length, and no key.
+    async fn get_checkpoint(
+        &self,
+        _: tonic::Request<v1::GetCheckpointRequest>,
+    ) -> Result<tonic::Response<v1::GetCheckpointResponse>, tonic::Status> {
+        Ok(tonic::Response::new(v1::GetCheckpointResponse {
+            checkpoint: "\u{2014} ".repeat(5_000),
+            consistency_proof: vec![vec![0; 31]; 1_000],
+            verifier_key: "evil+00000000+AA==".into(),
+        }))
+    }
+
+    async fn add_cosignature(
+        &self,
+        _: tonic::Request<v1::AddCosignatureRequest>,
+    ) -> Result<tonic::Response<v1::AddCosignatureResponse>, tonic::Status> {
+        Ok(tonic::Response::new(v1::AddCosignatureResponse {}))
+    }
 }
 
 impl EvilPeer {

@@ -1063,10 +1063,16 @@ async fn lookup_command(args: LookupArgs) -> anyhow::Result<ExitCode> {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Walk the audit log's hash chain and report the first entry that was
-    /// altered, removed or reordered, or a log cut short. Exit 1 if it does
-    /// not verify.
+    /// Re-read the audit log, recompute its Merkle tree and report entries
+    /// that were altered, removed or reordered, or a log cut short; and hold
+    /// it to the checkpoints its witnesses cosigned. Exit 1 if it does not
+    /// verify.
     Verify(AuditVerifyArgs),
+    /// What witnessing knows: this node's checkpoint key, each peer's pinned
+    /// key and last verified checkpoint, alarms about peers' logs with their
+    /// evidence, and the checkpoints of this log that witnesses cosigned.
+    /// Exit 1 if there is any alarm.
+    Witness(AuditVerifyArgs),
     /// Everything the audit log says about one person: who looked them up,
     /// which peers asked, why, and what was disclosed.
     Subject(AuditSubjectArgs),
@@ -1102,7 +1108,120 @@ async fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
     match command {
         AuditCommand::Verify(args) => audit_verify(&args).await,
         AuditCommand::Subject(args) => audit_subject(&args).await,
+        AuditCommand::Witness(args) => audit_witness(&args).await,
     }
+}
+
+async fn audit_witness(args: &AuditVerifyArgs) -> anyhow::Result<ExitCode> {
+    use patchwork_federation::checkpoint::SignedCheckpoint;
+    let config = load_config(&args.config)?;
+    let status = if args.offline {
+        let (chain, _) = patchwork_server::transport::tls::read_own_chain(&config.tls)?;
+        let identity = patchwork_certs::identity_from_cert_der(chain[0].as_ref())?;
+        let key = patchwork_server::work::witness::load_or_create_key(
+            &config.node.data_dir,
+            &identity.to_string(),
+        )
+        .map_err(|e| anyhow::anyhow!(e))?;
+        let store = open_stopped_store(&config, ", or drop --offline")?;
+        let peers: Vec<String> = config
+            .federation
+            .peers
+            .iter()
+            .map(|p| p.identity.clone())
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            patchwork_server::work::witness::status(&store, key.verifier_key(), peers)
+        })
+        .await
+        .context("the reading worker stopped")??
+    } else {
+        let mut client = AdminClient::new(connect(&config).await?);
+        client
+            .get_witness_status(v1::GetWitnessStatusRequest {})
+            .await
+            .map_err(status_error)?
+            .into_inner()
+    };
+    let summary = |note: &str| match SignedCheckpoint::parse(note) {
+        Ok(signed) => format!(
+            "{} entries, root {}, signed at {}",
+            signed.checkpoint.size,
+            hex::encode(&signed.checkpoint.root[..8]),
+            unix_time(signed.checkpoint.time_unix)
+        ),
+        Err(e) => format!("unreadable ({e})"),
+    };
+    let alarms: usize = status.peers.iter().map(|p| p.alarms.len()).sum();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "verifier_key": status.verifier_key,
+                "peers": status.peers.iter().map(|p| serde_json::json!({
+                    "node_id": p.node_id,
+                    "pinned_key": p.pinned_key,
+                    "last_verified": p.last_verified,
+                    "alarms": p.alarms.iter().map(|a| serde_json::json!({
+                        "at_unix_ms": a.at_unix_ms,
+                        "detail": a.detail,
+                    })).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+                "cosigned": status.cosigned.iter().map(|c| serde_json::json!({
+                    "witness": c.witness,
+                    "checkpoint": c.checkpoint,
+                })).collect::<Vec<_>>(),
+            })
+        );
+    } else {
+        println!("this node's checkpoint key: {}", status.verifier_key);
+        for peer in &status.peers {
+            println!("peer {}", peer.node_id);
+            if peer.pinned_key.is_empty() {
+                println!("  key: not seen yet");
+            } else {
+                println!("  key pinned: {}", peer.pinned_key);
+            }
+            if !peer.last_verified.is_empty() {
+                println!(
+                    "  last verified and cosigned: {}",
+                    summary(&peer.last_verified)
+                );
+            }
+            for alarm in &peer.alarms {
+                println!(
+                    "  ALARM at {}: {}",
+                    unix_time(alarm.at_unix_ms / 1000),
+                    alarm.detail.replace('\n', "\n    ")
+                );
+            }
+        }
+        if status.cosigned.is_empty() {
+            println!("no witness has cosigned a checkpoint of this node's log yet");
+        }
+        for cosigned in &status.cosigned {
+            println!(
+                "cosigned by {}: {}",
+                cosigned.witness,
+                summary(&cosigned.checkpoint)
+            );
+        }
+    }
+    Ok(if alarms == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn unix_time(seconds: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(seconds)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| seconds.to_string())
 }
 
 async fn audit_verify(args: &AuditVerifyArgs) -> anyhow::Result<ExitCode> {

@@ -275,7 +275,49 @@ fn an_operator_session_from_quickstart_to_sigterm() {
     );
     assert_eq!(generation(), before + 2);
 
+    // Witnessing: a node without peers has its own checkpoint key (made at
+    // the first start, 0600) and nothing to report, online and offline alike.
+    let out = patchwork(&["audit", "witness", "--config", config_arg]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let online = text(&out.stdout);
+    assert!(
+        online.starts_with("this node's checkpoint key: patchwork/node/surrey/audit+"),
+        "{online}"
+    );
+    assert!(online.contains("no witness has cosigned a checkpoint of this node's log yet"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let key = dir.join("data").join("audit-signing.key");
+        let mode = std::fs::metadata(&key)
+            .expect("checkpoint key")
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "the checkpoint key is the node's alone"
+        );
+    }
+
     let log = stop_for_log(&mut serve);
+    let out = patchwork(&[
+        "audit",
+        "witness",
+        "--config",
+        config_arg,
+        "--offline",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let offline: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        offline["verifier_key"].as_str(),
+        online
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("this node's checkpoint key: "))
+    );
     for personal in ["Amelia", "Smith", "9434765919", "2015-03-14", "O'Brien"] {
         assert!(
             !log.contains(personal),

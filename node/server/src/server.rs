@@ -287,6 +287,22 @@ pub async fn run_with(
                 source,
             });
         }
+        let audit_key = match crate::work::witness::load_or_create_key(
+            &config.node.data_dir,
+            &node_identity.to_string(),
+        ) {
+            Ok(key) => Arc::new(key),
+            Err(message) => {
+                let _ = abort.send(());
+                return Err(NodeError::Store {
+                    path: config.node.data_dir.display().to_string(),
+                    source: StoreError::Invalid {
+                        field: "audit-signing.key",
+                        message,
+                    },
+                });
+            }
+        };
         let state = NodeState {
             store: store.clone(),
             access: Arc::new(AccessPolicy::new(
@@ -306,12 +322,18 @@ pub async fn run_with(
             health: health.clone(),
             metrics: metrics.clone(),
             refusals: refusals.clone(),
+            audit_key,
         };
         webhook_tasks.push(crate::service::spawn_refusal_summaries(state.clone()));
         // Cross-border subscriptions: polls peers, stops with the webhooks.
         webhook_tasks.push(crate::work::subscriptions::spawn_poller(
             state.clone(),
             std::time::Duration::from_millis(u64::from(config.federation.poll_interval_ms)),
+        ));
+        // Witnessing peers' audit logs (and they this one's).
+        webhook_tasks.push(crate::work::witness::spawn_witness(
+            state.clone(),
+            std::time::Duration::from_millis(u64::from(config.federation.witness_interval_ms)),
         ));
         directory.open(
             DirectoryServer::new(DirectoryService::new(state.clone()))

@@ -25,6 +25,10 @@
 //! - `links`: family links between persons, both ways (see `links`).
 //! - `subscriptions`, `remote_subscriptions`, `remote_event_details`:
 //!   cross-border subscriptions, both sides (see `subscriptions`).
+//! - `audit_by_person`, `audit_by_lookup`: the audit log's indexes; the log
+//!   itself is files of its own in `audit-log/` (see `audit`).
+//! - `witness`: checkpoints of this node's log its peers cosigned, and of
+//!   theirs it verified (see `witness`).
 //!
 //! Invariants: every multi-tree change happens in one sled transaction, so a
 //! crash never leaves a record without its index entries or the reverse
@@ -66,6 +70,7 @@ pub mod last_import;
 mod links;
 mod match_index;
 pub mod subscriptions;
+pub mod witness;
 
 pub use audit::{AuditEntry, AuditEvent, AuditVerification, PeerOutcome};
 pub use events::{AttentionFlag, TeamEvent, TeamEventKind};
@@ -316,6 +321,8 @@ pub struct Store {
     audit: Arc<audit::AuditLog>,
     audit_by_person: Tree,
     audit_by_lookup: Tree,
+    /// Checkpoints, pins and alarms of witnessing (see `witness`).
+    witness: Tree,
     /// The team-event outbox and attention flags (see `events`).
     events: Tree,
     events_by_practitioner: Tree,
@@ -562,6 +569,7 @@ impl Store {
             audit: audit::AuditLog::open(dir)?,
             audit_by_person: db.open_tree("audit_by_person")?,
             audit_by_lookup: db.open_tree("audit_by_lookup")?,
+            witness: db.open_tree("witness")?,
             events: db.open_tree("events")?,
             events_by_practitioner: db.open_tree("events_by_practitioner")?,
             attention: db.open_tree("attention")?,

@@ -218,6 +218,11 @@ pub struct FederationSection {
     /// notifications (ms, 50-600000).
     #[serde(default = "default_poll_interval_ms")]
     pub poll_interval_ms: u32,
+    /// How often this node witnesses its peers' audit logs: fetches each
+    /// one's signed checkpoint with a consistency proof, verifies it and
+    /// cosigns it (ms, 100-86400000; default 5 minutes).
+    #[serde(default = "default_witness_interval_ms")]
+    pub witness_interval_ms: u32,
     /// When peers' queries look like enumeration, and are paused.
     #[serde(default)]
     pub enumeration: EnumerationSection,
@@ -342,6 +347,7 @@ impl Default for FederationSection {
             max_concurrent_calls: default_max_concurrent_calls(),
             breaker_cool_down_ms: default_breaker_cool_down_ms(),
             poll_interval_ms: default_poll_interval_ms(),
+            witness_interval_ms: default_witness_interval_ms(),
             enumeration: EnumerationSection::default(),
             key_sets: Vec::new(),
             peers: Vec::new(),
@@ -363,6 +369,10 @@ fn default_breaker_cool_down_ms() -> u32 {
 
 fn default_poll_interval_ms() -> u32 {
     5_000
+}
+
+fn default_witness_interval_ms() -> u32 {
+    300_000
 }
 
 /// A match-key secret shared by a group of nodes (a federation, or a
@@ -951,6 +961,12 @@ impl NodeConfig {
         }
         if !(50..=600_000).contains(&federation.poll_interval_ms) {
             return Err(invalid("federation.poll_interval_ms", "must be 50-600000"));
+        }
+        if !(100..=86_400_000).contains(&federation.witness_interval_ms) {
+            return Err(invalid(
+                "federation.witness_interval_ms",
+                "must be 100-86400000",
+            ));
         }
         let enumeration = &federation.enumeration;
         if enumeration.windows.len() > 8 {

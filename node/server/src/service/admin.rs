@@ -102,6 +102,30 @@ impl Admin for AdminService {
     }
 
     #[instrument(skip_all)]
+    async fn get_witness_status(
+        &self,
+        request: Request<v1::GetWitnessStatusRequest>,
+    ) -> Result<Response<v1::WitnessStatus>, Status> {
+        self.state.access.authorise(&request, Role::Admin)?;
+        let store = self.state.store.clone();
+        let key = self.state.audit_key.verifier_key();
+        let peers: Vec<String> = self
+            .state
+            .federation
+            .current()
+            .registry
+            .all()
+            .iter()
+            .map(|peer| peer.identity.to_string())
+            .collect();
+        let status = blocking(move || {
+            crate::work::witness::status(&store, key, peers).map_err(|e| store_status(e, ""))
+        })
+        .await?;
+        Ok(Response::new(status))
+    }
+
+    #[instrument(skip_all)]
     async fn verify_audit(
         &self,
         request: Request<v1::VerifyAuditRequest>,

@@ -615,6 +615,33 @@ impl Federation for FederationService {
         subscribe::unsubscribe(self, request).await
     }
 
+    async fn get_checkpoint(
+        &self,
+        request: Request<v1::GetCheckpointRequest>,
+    ) -> Result<Response<v1::GetCheckpointResponse>, Status> {
+        let identity = self.state.access.identify(&request)?;
+        self.agreed_peer(&identity)?;
+        let old_size = request.into_inner().old_size;
+        crate::work::witness::checkpoint(&self.state, old_size)
+            .await
+            .map(Response::new)
+    }
+
+    async fn add_cosignature(
+        &self,
+        request: Request<v1::AddCosignatureRequest>,
+    ) -> Result<Response<v1::AddCosignatureResponse>, Status> {
+        let identity = self.state.access.identify(&request)?;
+        self.agreed_peer(&identity)?;
+        crate::work::witness::add_cosignature(
+            &self.state,
+            &identity.to_string(),
+            request.into_inner(),
+        )
+        .await?;
+        Ok(Response::new(v1::AddCosignatureResponse {}))
+    }
+
     async fn node_info(
         &self,
         request: Request<v1::NodeInfoRequest>,

@@ -185,6 +185,11 @@ pub struct Metrics {
     peer_latency: Histograms<PeerLabels>,
     peer_rate_limited: Family<PeerLabels, Counter>,
     peer_enumeration_alerts: Family<PeerLabels, Counter>,
+    /// Witness rounds that found a peer's audit log rewritten, cut short or
+    /// forked (or its key changed), by peer.
+    witness_alarms: Family<PeerLabels, Counter>,
+    /// Witness rounds that verified and cosigned a peer's checkpoint.
+    witness_cosigned: Family<PeerLabels, Counter>,
     /// Federation queries from identities with no agreement.
     unagreed_refused: Counter,
     handshakes_refused: Family<RefusalLabels, Counter>,
@@ -254,6 +259,8 @@ impl Metrics {
             peer_latency: histograms(),
             peer_rate_limited: Family::default(),
             peer_enumeration_alerts: Family::default(),
+            witness_alarms: Family::default(),
+            witness_cosigned: Family::default(),
             unagreed_refused: Counter::default(),
             handshakes_refused: Family::default(),
             handshakes_accepted: Counter::default(),
@@ -302,6 +309,16 @@ impl Metrics {
             self.peer_enumeration_alerts.clone(),
         );
         registry.register(
+            "patchwork_witness_alarms",
+            "witness rounds that found a peer's audit log rewritten, cut short or forked, or its checkpoint key changed, by peer (alert on any increase)",
+            self.witness_alarms.clone(),
+        );
+        registry.register(
+            "patchwork_witness_cosigned",
+            "checkpoints of a peer's audit log this node verified and cosigned, by peer",
+            self.witness_cosigned.clone(),
+        );
+        registry.register(
             "patchwork_unagreed_queries_refused",
             "federation queries refused because the caller's identity has no agreement",
             self.unagreed_refused.clone(),
@@ -339,6 +356,8 @@ impl Metrics {
             let _ = self.peer_latency.get_or_create(&labels);
             let _ = self.peer_rate_limited.get_or_create(&labels);
             let _ = self.peer_enumeration_alerts.get_or_create(&labels);
+            let _ = self.witness_alarms.get_or_create(&labels);
+            let _ = self.witness_cosigned.get_or_create(&labels);
         }
     }
 
@@ -418,6 +437,16 @@ impl Metrics {
         self.peer_enumeration_alerts
             .get_or_create(&self.peer(peer))
             .inc();
+    }
+
+    /// A witness round found `peer`'s audit log wrong.
+    pub(crate) fn witness_alarm(&self, peer: &SpiffeId) {
+        self.witness_alarms.get_or_create(&self.peer(peer)).inc();
+    }
+
+    /// A witness round verified and cosigned `peer`'s checkpoint.
+    pub(crate) fn witness_cosigned(&self, peer: &SpiffeId) {
+        self.witness_cosigned.get_or_create(&self.peer(peer)).inc();
     }
 
     /// A connection that got no TLS session.

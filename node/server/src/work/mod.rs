@@ -1,6 +1,7 @@
 //! What the node does, whichever service asked: matching and disclosure,
 //! local and cross-border lookups, peers and their key sets, live reload,
-//! imports, team events and webhooks, cross-border subscriptions, and the
+//! imports, team events and webhooks, cross-border subscriptions, witnessing
+//! peers' audit logs (and signing this node's checkpoints), and the
 //! state every handler shares (`state`: the one read and write path). Calls
 //! `transport`, `base` and the crates below; never `service`.
 
@@ -13,3 +14,4 @@ pub(crate) mod reload;
 pub(crate) mod state;
 pub(crate) mod subscriptions;
 pub(crate) mod team;
+pub mod witness;

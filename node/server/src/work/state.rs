@@ -39,6 +39,9 @@ pub(crate) struct NodeState {
     /// Peers' refusals counted, not written one by one; audited as summaries
     /// (`federation::spawn_refusal_summaries`, and once more at shutdown).
     pub refusals: Arc<patchwork_federation::hostile::RefusalTally>,
+    /// Signs this node's audit checkpoints and cosigns its peers' (see
+    /// `witness`).
+    pub audit_key: Arc<patchwork_federation::checkpoint::SigningKey>,
 }
 
 impl NodeState {

@@ -354,10 +354,17 @@ impl SegmentLog {
             .create(true)
             .truncate(false)
             .open(&blocks_path)?;
+        let head_file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join(HEAD_FILE))?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
             blocks_file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+            head_file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         }
         let recorded = read_block_records(&blocks_file, &segments)?;
         let recorded_entries = recorded.len() as u64 * BLOCK;
@@ -374,12 +381,7 @@ impl SegmentLog {
             end: SEGMENT_HEADER_LEN,
             blocks_recorded: 0,
             blocks_file,
-            head_file: OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(dir.join(HEAD_FILE))?,
+            head_file,
             damaged: Vec::new(),
         };
         // Trust the recorded blocks but the last, and read on from there:
@@ -551,6 +553,11 @@ impl SegmentLog {
     /// Entries in the log (durable or not yet).
     pub(crate) fn len(&self) -> u64 {
         self.inner.read().len
+    }
+
+    /// Entries known durable.
+    pub(crate) fn durable_len(&self) -> u64 {
+        self.synced.load(Ordering::SeqCst)
     }
 
     /// Appends `bodies` in order and returns the index of the first. Not

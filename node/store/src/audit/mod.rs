@@ -365,6 +365,85 @@ pub struct AuditEntry {
     pub leaf_hash: [u8; 32],
 }
 
+/// What the checkpoints its witnesses cosigned say of a log of `len`
+/// entries whose root is `root`: a summary, and the first disagreement.
+impl Store {
+    fn check_against_witnesses(
+        &self,
+        len: u64,
+        root: &tlog_tiles::Hash,
+    ) -> Result<(String, Option<(u64, String)>), StoreError> {
+        use crate::witness::WitnessRecord;
+        use patchwork_federation::checkpoint::{SignedCheckpoint, VerifierKey};
+        let mut vouched = Vec::new();
+        for (witness, note) in self.witness_records(WitnessRecord::Cosigned)? {
+            let pinned = self
+                .witness_record(WitnessRecord::Pin, &witness)?
+                .and_then(|key| VerifierKey::parse(&key).ok());
+            let (Ok(signed), Some(pinned)) = (SignedCheckpoint::parse(&note), pinned) else {
+                continue; // not a record this node wrote: nothing to hold the log to
+            };
+            let Ok(time) = signed.cosigned_by(&pinned) else {
+                continue;
+            };
+            let checkpoint = &signed.checkpoint;
+            let when = time_of_unix(time);
+            if checkpoint.size > len {
+                return Ok((
+                    String::new(),
+                    Some((
+                        len + 1,
+                        format!(
+                            "the log holds {len} entries, but {witness} cosigned a checkpoint of \
+                             {} at {when}: the log was cut short",
+                            checkpoint.size
+                        ),
+                    )),
+                ));
+            }
+            let at_size = if checkpoint.size == len {
+                *root
+            } else {
+                self.audit.log.root(checkpoint.size)?
+            };
+            if at_size.0 != checkpoint.root {
+                return Ok((
+                    String::new(),
+                    Some((
+                        1,
+                        format!(
+                            "the log's first {} entries no longer match the checkpoint {witness} \
+                             cosigned at {when}: the log was rewritten",
+                            checkpoint.size
+                        ),
+                    )),
+                ));
+            }
+            vouched.push(format!("{witness} at {} entries ({when})", checkpoint.size));
+        }
+        let summary = if vouched.is_empty() {
+            "; no witness has cosigned a checkpoint of it yet".to_owned()
+        } else {
+            format!(
+                "; consistent with the checkpoints cosigned by {}",
+                vouched.join(", ")
+            )
+        };
+        Ok((summary, None))
+    }
+}
+
+fn time_of_unix(seconds: u64) -> String {
+    i64::try_from(seconds)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| seconds.to_string())
+}
+
 /// The result of re-reading the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditVerification {
@@ -851,6 +930,11 @@ impl Store {
         }))
     }
 
+    /// Entries known durable: what a checkpoint may cover.
+    pub fn audit_durable_len(&self) -> u64 {
+        self.audit.log.durable_len()
+    }
+
     /// The root of the log's Merkle tree over its first `size` entries.
     pub fn audit_root(&self, size: u64) -> Result<[u8; 32], StoreError> {
         Ok(self.audit.log.root(size)?.0)
@@ -931,10 +1015,11 @@ impl Store {
             Ok(())
         })?;
         let entries = check.entries;
+        let (witnessed, witness_problem) = self.check_against_witnesses(entries, &check.root)?;
         let problem = match (&self.audit.alarm, check.problem) {
             (Some(alarm), _) => Some(alarm.clone()),
             (None, Some((index, why))) => Some((index + 1, why)),
-            (None, None) => index_problem,
+            (None, None) => witness_problem.or(index_problem),
         };
         Ok(match problem {
             Some((seq, detail)) => AuditVerification {
@@ -948,10 +1033,14 @@ impl Store {
                 intact: true,
                 first_bad_entry: None,
                 detail: if entries == 0 {
-                    "the audit log is empty".into()
+                    // Cosigned while empty (a node that has answered nothing yet).
+                    let witnessed = witnessed
+                        .strip_prefix("; no witness")
+                        .map_or(witnessed.as_str(), |_| "");
+                    format!("the audit log is empty{witnessed}")
                 } else {
                     format!(
-                        "all {entries} entries verify against the log's Merkle tree (root {})",
+                        "all {entries} entries verify against the log's Merkle tree (root {}){witnessed}",
                         hex::encode(check.root.0)
                     )
                 },
