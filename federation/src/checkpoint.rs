@@ -391,6 +391,13 @@ impl SignedCheckpoint {
         Ok(())
     }
 
+    /// Keeps only the signature lines whose key name `keep` accepts (the
+    /// log's own and a witness's), so a note kept for later never grows
+    /// with lines someone else added.
+    pub fn retain_signatures(&mut self, keep: impl Fn(&str) -> bool) {
+        self.signatures.retain(|line| keep(&line.name));
+    }
+
     /// The checkpoint's text (what the signatures cover).
     pub fn text(&self) -> &str {
         &self.text

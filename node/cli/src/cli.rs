@@ -1118,11 +1118,21 @@ async fn audit_witness(args: &AuditVerifyArgs) -> anyhow::Result<ExitCode> {
     let status = if args.offline {
         let (chain, _) = patchwork_server::transport::tls::read_own_chain(&config.tls)?;
         let identity = patchwork_certs::identity_from_cert_der(chain[0].as_ref())?;
-        let key = patchwork_server::work::witness::load_or_create_key(
-            &config.node.data_dir,
-            &identity.to_string(),
-        )
-        .map_err(|e| anyhow::anyhow!(e))?;
+        // Read, never made here: the node makes it, as its own user.
+        let key_file = config
+            .node
+            .data_dir
+            .join(patchwork_server::work::witness::KEY_FILE);
+        let verifier_key = if key_file.exists() {
+            patchwork_server::work::witness::load_or_create_key(
+                &config.node.data_dir,
+                &identity.to_string(),
+            )
+            .map_err(|e| anyhow::anyhow!(e))?
+            .verifier_key()
+        } else {
+            "none yet (the node makes it at its first start)".to_owned()
+        };
         let store = open_stopped_store(&config, ", or drop --offline")?;
         let peers: Vec<String> = config
             .federation
@@ -1131,7 +1141,7 @@ async fn audit_witness(args: &AuditVerifyArgs) -> anyhow::Result<ExitCode> {
             .map(|p| p.identity.clone())
             .collect();
         tokio::task::spawn_blocking(move || {
-            patchwork_server::work::witness::status(&store, key.verifier_key(), peers)
+            patchwork_server::work::witness::status(&store, verifier_key, peers)
         })
         .await
         .context("the reading worker stopped")??

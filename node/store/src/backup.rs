@@ -531,22 +531,15 @@ impl Store {
         out.write_all(&(LOG_TREE.len() as u16).to_be_bytes())
             .map_err(io)?;
         out.write_all(LOG_TREE).map_err(io)?;
-        for seq in 1..=audit_entries {
-            let body = self
-                .audit
-                .log
-                .read(seq - 1)?
-                .ok_or_else(|| StoreError::Corrupt {
-                    kind: crate::Kind::AuditEntry,
-                    detail: format!("entry {seq} vanished from the log while it was backed up"),
-                })?;
-            out.write_all(&[TAG_ENTRY]).map_err(io)?;
-            out.write_all(&8u32.to_be_bytes()).map_err(io)?;
-            out.write_all(&seq.to_be_bytes()).map_err(io)?;
-            out.write_all(&(body.len() as u32).to_be_bytes())
-                .map_err(io)?;
-            out.write_all(&body).map_err(io)?;
-        }
+        self.audit.log.read_each(audit_entries, |index, body| {
+            let seq = index + 1;
+            out.write_all(&[TAG_ENTRY])?;
+            out.write_all(&8u32.to_be_bytes())?;
+            out.write_all(&seq.to_be_bytes())?;
+            out.write_all(&(body.len() as u32).to_be_bytes())?;
+            out.write_all(body)?;
+            Ok(())
+        })?;
         out.write_all(&[TAG_TREE_END]).map_err(io)?;
         out.write_all(&audit_entries.to_be_bytes()).map_err(io)?;
         trees.push((

@@ -52,6 +52,10 @@ pub struct WitnessAlarm {
 }
 
 const ALARM: &[u8] = b"alarm";
+/// Alarms kept a peer: the latest.
+pub const MAX_ALARMS_PER_PEER: usize = 32;
+/// An alarm's text (finding and evidence) is cut to this.
+pub const MAX_ALARM_BYTES: usize = 64 * 1024;
 
 fn text(bytes: &[u8]) -> Result<String, StoreError> {
     String::from_utf8(bytes.to_vec()).map_err(|_| StoreError::Corrupt {
@@ -99,13 +103,49 @@ impl Store {
             .collect()
     }
 
-    /// Keeps what a witness round found wrong with `peer`'s log.
+    /// Pins `key` for `peer` unless one is pinned: `Ok(None)` if `key` is
+    /// (now) the pinned one, `Ok(Some(pinned))` if another is. One
+    /// compare-and-swap, so two callers can never pin two keys.
+    pub fn pin_witness_key(&self, peer: &str, key: &str) -> Result<Option<String>, StoreError> {
+        let record = WitnessRecord::Pin.key(peer);
+        match self
+            .witness
+            .compare_and_swap(&record, None as Option<&[u8]>, Some(key.as_bytes()))?
+        {
+            Ok(()) => Ok(None),
+            Err(current) => {
+                let pinned = current.current.map(|v| text(&v)).transpose()?;
+                Ok(pinned.filter(|pinned| pinned != key))
+            }
+        }
+    }
+
+    /// Keeps what a witness round found wrong with `peer`'s log: at most
+    /// [`MAX_ALARMS_PER_PEER`] a peer (the oldest go), each cut to
+    /// [`MAX_ALARM_BYTES`], so a peer failing every round cannot fill the
+    /// disk.
     pub fn add_witness_alarm(&self, peer: &str, detail: &str) -> Result<(), StoreError> {
-        let mut key = prefix_key(ALARM);
-        key.extend_from_slice(&prefix_key(peer.as_bytes()));
+        let mut prefix = prefix_key(ALARM);
+        prefix.extend_from_slice(&prefix_key(peer.as_bytes()));
+        let mut key = prefix.clone();
         let now_ms = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
         key.extend_from_slice(&i64::try_from(now_ms).unwrap_or(i64::MAX).to_be_bytes());
-        self.witness.insert(key, detail.as_bytes())?;
+        let mut cut = MAX_ALARM_BYTES.min(detail.len());
+        while !detail.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        self.witness.insert(key, &detail.as_bytes()[..cut])?;
+        let kept: Vec<_> = self
+            .witness
+            .scan_prefix(&prefix)
+            .keys()
+            .collect::<Result<_, _>>()?;
+        for old in kept
+            .iter()
+            .take(kept.len().saturating_sub(MAX_ALARMS_PER_PEER))
+        {
+            self.witness.remove(old)?;
+        }
         Ok(())
     }
 

@@ -31,6 +31,9 @@ use crate::base::convert::store_status;
 use crate::base::pool::blocking;
 use crate::work::state::NodeState;
 
+/// A consistency proof holds at most 2 × 64 hashes; more is not a proof.
+const MAX_PROOF_HASHES: usize = 128;
+
 /// The checkpoint key's file in the data folder.
 pub const KEY_FILE: &str = "audit-signing.key";
 
@@ -59,20 +62,20 @@ pub fn load_or_create_key(data_dir: &Path, identity: &str) -> Result<SigningKey,
             bytes
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // Written whole to a temporary file, then renamed into place: a
+            // crash never leaves an empty or half key behind the name.
             let pkcs8 = SigningKey::generate().map_err(|e| e.to_string())?;
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                options.mode(0o600);
-            }
-            let mut file = options
-                .open(&path)
-                .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-            std::io::Write::write_all(&mut file, &pkcs8)
-                .and_then(|()| file.sync_all())
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            let made = tempfile::Builder::new()
+                .prefix(".audit-signing.key.")
+                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .tempfile_in(data_dir)
+                .and_then(|mut file| {
+                    std::io::Write::write_all(&mut file, &pkcs8)?;
+                    file.as_file().sync_all()?;
+                    file.persist_noclobber(&path).map_err(|e| e.error)?;
+                    std::fs::File::open(data_dir)?.sync_all()
+                });
+            made.map_err(|e| format!("cannot create {}: {e}", path.display()))?;
             tracing::info!(path = %path.display(), "made the audit log's checkpoint key");
             pkcs8
         }
@@ -155,40 +158,45 @@ pub(crate) async fn add_cosignature(
     signed
         .cosigned_by(&key)
         .map_err(|e| invalid("cosigned_checkpoint", e.to_string()))?;
+    // Kept with this node's signature and this witness's only.
+    let mut signed = signed;
+    signed.retain_signatures(|name| name == own.name || name == key.name);
     let store = state.store.clone();
     let witness = witness.to_owned();
     let note = signed.note();
     let size = signed.checkpoint.size;
-    blocking(move || {
-        let pinned = store
-            .witness_record(WitnessRecord::Pin, &witness)
-            .map_err(|e| store_status(e, ""))?;
-        match pinned {
-            Some(pinned) if pinned != key.encode() => {
-                return Err(invalid(
-                    "verifier_key",
-                    format!("{witness} cosigned with another key before; a changed key is refused"),
-                ));
-            }
-            Some(_) => {}
-            None => store
-                .put_witness_record(WitnessRecord::Pin, &witness, &key.encode())
-                .map_err(|e| store_status(e, ""))?,
+    let changed = blocking(move || {
+        if let Some(pinned) = store
+            .pin_witness_key(&witness, &key.encode())
+            .map_err(|e| store_status(e, ""))?
+        {
+            return Err(invalid(
+                "verifier_key",
+                format!(
+                    "{witness} cosigned with another key before ({pinned}); a changed key is refused"
+                ),
+            ));
         }
         let kept = store
             .witness_record(WitnessRecord::Cosigned, &witness)
-            .map_err(|e| store_status(e, ""))?
-            .and_then(|note| SignedCheckpoint::parse(&note).ok())
+            .map_err(|e| store_status(e, ""))?;
+        let kept_size = kept
+            .as_deref()
+            .and_then(|note| SignedCheckpoint::parse(note).ok())
             .map_or(0, |kept| kept.checkpoint.size);
-        if size >= kept {
-            store
-                .put_witness_record(WitnessRecord::Cosigned, &witness, &note)
-                .map_err(|e| store_status(e, ""))?;
+        if size < kept_size || kept.as_deref() == Some(note.as_str()) {
+            return Ok(false); // nothing newer: nothing to write
         }
-        Ok(())
+        store
+            .put_witness_record(WitnessRecord::Cosigned, &witness, &note)
+            .map_err(|e| store_status(e, ""))?;
+        Ok(true)
     })
     .await?;
-    state.store.flush().await.map_err(|e| store_status(e, ""))
+    if changed {
+        state.store.flush().await.map_err(|e| store_status(e, ""))?;
+    }
+    Ok(())
 }
 
 /// Starts the witness: every `interval`, each peer's log is witnessed. The
@@ -215,7 +223,10 @@ pub(crate) async fn witness_round(state: &NodeState) {
                 tracing::debug!(peer = %peer.identity, why = %why, "witness round: peer not reached");
             }
             Err(Finding::Alarm(why)) => {
-                tracing::error!(peer = %peer.identity, finding = %why, "witness: the peer's audit log failed its check");
+                // The finding's first line only: the evidence after it holds
+                // what the peer sent, kept in the store, not echoed to logs.
+                let finding = why.lines().next().unwrap_or_default().to_owned();
+                tracing::error!(peer = %peer.identity, finding = %finding, "witness: the peer's audit log failed its check (evidence: patchwork audit witness)");
                 state.metrics.witness_alarm(&peer.identity);
                 let store = state.store.clone();
                 let identity = peer.identity.to_string();
@@ -258,7 +269,17 @@ async fn witness_peer(state: &NodeState, peer: Arc<Peer>) -> Result<(), Finding>
     })
     .await
     .map_err(|s| Finding::Unreachable(s.message().to_owned()))?;
-    let seen = seen.and_then(|note| SignedCheckpoint::parse(&note).ok());
+    // A kept checkpoint that no longer parses is never taken for "none
+    // seen yet", or any log would be accepted as new.
+    let seen = match seen {
+        None => None,
+        Some(note) => Some(SignedCheckpoint::parse(&note).map_err(|e| {
+            Finding::Alarm(format!(
+                "the last checkpoint of its log verified here does not parse ({e}); nothing \
+                 is cosigned until an operator looks"
+            ))
+        })?),
+    };
     let old_size = seen.as_ref().map_or(0, |s| s.checkpoint.size);
     let federation = state.federation.current();
     let reply = federation
@@ -273,12 +294,21 @@ async fn witness_peer(state: &NodeState, peer: Arc<Peer>) -> Result<(), Finding>
             Finding::Unreachable(format!("{}: {detail}", outcome.as_str_name()))
         })?;
     let evidence = |why: String| {
+        let mut shown: String = reply
+            .checkpoint
+            .chars()
+            .take(patchwork_federation::checkpoint::MAX_NOTE_BYTES)
+            .collect();
+        if shown.len() < reply.checkpoint.len() {
+            shown.push_str(" [cut]");
+        }
         Finding::Alarm(format!(
-            "{why}\n-- checkpoint shown:\n{}\n-- consistency proof from {old_size}: {}\n-- last verified:\n{}",
-            reply.checkpoint,
+            "{why}\n-- checkpoint shown:\n{shown}\n-- consistency proof from {old_size} ({} hashes): {}\n-- last verified:\n{}",
+            reply.consistency_proof.len(),
             reply
                 .consistency_proof
                 .iter()
+                .take(MAX_PROOF_HASHES)
                 .map(hex::encode)
                 .collect::<Vec<_>>()
                 .join(" "),
@@ -334,7 +364,7 @@ async fn witness_peer(state: &NodeState, peer: Arc<Peer>) -> Result<(), Finding>
             let proof: Option<Vec<tlog_tiles::Hash>> = reply
                 .consistency_proof
                 .iter()
-                .take(128)
+                .take(MAX_PROOF_HASHES + 1)
                 .map(|h| {
                     <[u8; 32]>::try_from(h.as_slice())
                         .ok()
@@ -359,7 +389,11 @@ async fn witness_peer(state: &NodeState, peer: Arc<Peer>) -> Result<(), Finding>
             }
         }
     }
-    // Verified: kept (and the key pinned), then cosigned and handed back.
+    // Verified: kept (and the key pinned), then cosigned and handed back,
+    // with the log's signature and this node's only: a note padded with
+    // other lines never grows past what parses when it is read back.
+    let own_name = state.audit_key.name().to_owned();
+    signed.retain_signatures(|name| name == key.name || name == own_name);
     let cosignature = state.audit_key.cosign(signed.text(), now_unix());
     signed
         .add_cosignature(&cosignature)
@@ -368,19 +402,24 @@ async fn witness_peer(state: &NodeState, peer: Arc<Peer>) -> Result<(), Finding>
     let note = signed.note();
     let pin = key.encode();
     let who = identity.clone();
-    let first_pin = pinned.is_none();
-    blocking(move || {
-        if first_pin {
+    let repinned = blocking(move || {
+        let other = store
+            .pin_witness_key(&who, &pin)
+            .map_err(|e| store_status(e, ""))?;
+        if other.is_none() {
             store
-                .put_witness_record(WitnessRecord::Pin, &who, &pin)
+                .put_witness_record(WitnessRecord::Seen, &who, &note)
                 .map_err(|e| store_status(e, ""))?;
         }
-        store
-            .put_witness_record(WitnessRecord::Seen, &who, &note)
-            .map_err(|e| store_status(e, ""))
+        Ok(other)
     })
     .await
     .map_err(|s| Finding::Unreachable(s.message().to_owned()))?;
+    if let Some(other) = repinned {
+        return Err(evidence(format!(
+            "another key ({other}) was pinned for it meanwhile: a changed key is refused"
+        )));
+    }
     state
         .store
         .flush()

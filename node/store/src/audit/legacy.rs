@@ -90,6 +90,13 @@ pub(super) fn walk(
         if !readable {
             broke(format!("entry {seq} is unreadable"), &mut first_break);
             expected = seq + 1;
+            // Carried as it is (it will not decode, and verification names
+            // it): the new log keeps everything the old one held, in order.
+            carry(OldEntry {
+                seq,
+                at_unix_ms: 0,
+                event: value.to_vec(),
+            })?;
             continue;
         }
         let stored_seq = u64::from_be_bytes(word(&value, 1));

@@ -58,7 +58,7 @@ pub(crate) const SEGMENT_TARGET_BYTES: u64 = 64 << 20;
 const BLOCKS_FILE: &str = "blocks";
 /// The last synced size and root (see [`read_head`]).
 const HEAD_FILE: &str = "head";
-const HEAD_LEN: usize = 8 + 32 + 4;
+const HEAD_LEN: usize = 8 + 32 + 8 + 8 + 4;
 /// An alarm left by an open that found the log cut short or altered.
 const ALARM_PREFIX: &str = "ALARM-";
 
@@ -248,6 +248,9 @@ struct Inner {
     head_file: File,
     /// Entries (0-based) whose checksum failed when the log was opened.
     damaged: Vec<u64>,
+    /// Where the last sync recorded in `head` ended: the segment's first
+    /// entry and the byte offset. `None` for a log without one.
+    synced_end: Option<(u64, u64)>,
 }
 
 /// The append-only log of audit entries (see the module's docs).
@@ -383,7 +386,11 @@ impl SegmentLog {
             blocks_file,
             head_file,
             damaged: Vec::new(),
+            synced_end: None,
         };
+        // What the records written after each sync say the log held.
+        let head = read_head(&dir.join(HEAD_FILE))?;
+        inner.synced_end = head.map(|h| h.end);
         // Trust the recorded blocks but the last, and read on from there:
         // the last one's records must still be there and hash to it, and
         // whatever follows is added. If they are not, read everything.
@@ -415,8 +422,6 @@ impl SegmentLog {
         if !intact {
             torn_tail_bytes += inner.scan_to_end()?;
         }
-        // What the records written after each sync say the log held.
-        let head = read_head(&dir.join(HEAD_FILE))?;
         let mut finding: Option<(u64, String)> = None;
         if !intact && !recorded.is_empty() {
             let altered = recorded
@@ -436,7 +441,7 @@ impl SegmentLog {
                 _ => cut_short(inner.len, recorded_entries),
             });
         }
-        if let (None, Some((size, root))) = (&finding, head) {
+        if let (None, Some(Head { size, root, .. })) = (&finding, head) {
             if size > inner.len {
                 finding = Some(cut_short(inner.len, size));
             } else {
@@ -532,7 +537,8 @@ impl SegmentLog {
         // two), or the whole record after a cut: write them now.
         inner.record_blocks(inner.len)?;
         if !damaged {
-            inner.record_head(inner.len)?;
+            let end = inner.end_position();
+            inner.record_head(inner.len, end)?;
         }
         let len = inner.len;
         Ok((
@@ -605,16 +611,16 @@ impl SegmentLog {
         }
         // Everything up to `covered` is in this segment or an earlier one,
         // and earlier ones were synced when they were closed.
-        let (file, covered) = {
+        let (file, covered, end) = {
             let inner = self.inner.read();
             let last = inner.segments.last().ok_or_else(|| corrupt("no segment"))?;
-            (Arc::clone(&last.file), inner.len)
+            (Arc::clone(&last.file), inner.len, inner.end_position())
         };
         file.sync_data()?;
         self.synced.store(covered, Ordering::SeqCst);
         let mut inner = self.inner.write();
         inner.record_blocks(covered)?;
-        inner.record_head(covered)
+        inner.record_head(covered, end)
     }
 
     /// The body of entry `index` (0-based).
@@ -658,6 +664,40 @@ impl SegmentLog {
             }
         }
         Ok(None)
+    }
+
+    /// The bodies of the first `count` entries, in order, read once from
+    /// start to end (backups). A damaged record is an error naming it.
+    pub(crate) fn read_each(
+        &self,
+        count: u64,
+        mut visit: impl FnMut(u64, &[u8]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let segments: Vec<Arc<File>> = {
+            let inner = self.inner.read();
+            if count > inner.len {
+                return Err(corrupt(format!("the log has {} entries, not {count}", inner.len)));
+            }
+            inner.segments.iter().map(|s| Arc::clone(&s.file)).collect()
+        };
+        let mut index = 0;
+        for file in &segments {
+            let mut reader = RecordReader::new(file, SEGMENT_HEADER_LEN);
+            while index < count {
+                match reader.next()? {
+                    Record::Body(body) => visit(index, &body)?,
+                    Record::End => break,
+                    Record::Torn | Record::Damaged(_) | Record::BadChecksum(_) => {
+                        return Err(corrupt(format!("entry {} is damaged", index + 1)));
+                    }
+                }
+                index += 1;
+            }
+        }
+        if index < count {
+            return Err(corrupt(format!("entries from {} on are missing", index + 1)));
+        }
+        Ok(())
     }
 
     /// The tree's root over its first `size` entries.
@@ -849,30 +889,50 @@ fn cut_short(holds: u64, was: u64) -> (u64, String) {
     )
 }
 
-/// The last synced size and root (`head`): size (u64 BE), root, CRC-32 of
-/// both. `None` if there is none, or it was torn (a crash while writing it).
-fn read_head(path: &Path) -> Result<Option<(u64, Hash)>, StoreError> {
+/// What `head` records after each sync: the size, its root, and where the
+/// synced records end (the segment's first entry, the byte offset).
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    size: u64,
+    root: Hash,
+    end: (u64, u64),
+}
+
+/// Reads `head`: size (u64 BE), root, the end's segment and offset (u64 BE
+/// each), then a CRC-32 of all of it. `None` if there is none, or it was
+/// torn (a crash while writing it).
+fn read_head(path: &Path) -> Result<Option<Head>, StoreError> {
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    if bytes.len() != HEAD_LEN || crc32fast::hash(&bytes[..40]).to_be_bytes() != bytes[40..] {
+    let body = HEAD_LEN - 4;
+    if bytes.len() != HEAD_LEN || crc32fast::hash(&bytes[..body]).to_be_bytes() != bytes[body..] {
         return Ok(None);
     }
-    let mut size = [0u8; 8];
-    size.copy_from_slice(&bytes[..8]);
+    let word = |at: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&bytes[at..at + 8]);
+        u64::from_be_bytes(w)
+    };
     let mut root = [0u8; 32];
     root.copy_from_slice(&bytes[8..40]);
-    Ok(Some((u64::from_be_bytes(size), Hash(root))))
+    Ok(Some(Head {
+        size: word(0),
+        root: Hash(root),
+        end: (word(40), word(48)),
+    }))
 }
 
-fn encode_head(size: u64, root: &Hash) -> [u8; HEAD_LEN] {
+fn encode_head(head: &Head) -> [u8; HEAD_LEN] {
     let mut bytes = [0u8; HEAD_LEN];
-    bytes[..8].copy_from_slice(&size.to_be_bytes());
-    bytes[8..40].copy_from_slice(&root.0);
-    let crc = crc32fast::hash(&bytes[..40]);
-    bytes[40..].copy_from_slice(&crc.to_be_bytes());
+    bytes[..8].copy_from_slice(&head.size.to_be_bytes());
+    bytes[8..40].copy_from_slice(&head.root.0);
+    bytes[40..48].copy_from_slice(&head.end.0.to_be_bytes());
+    bytes[48..56].copy_from_slice(&head.end.1.to_be_bytes());
+    let crc = crc32fast::hash(&bytes[..HEAD_LEN - 4]);
+    bytes[HEAD_LEN - 4..].copy_from_slice(&crc.to_be_bytes());
     bytes
 }
 
@@ -1023,7 +1083,6 @@ impl Inner {
     /// each entry; cuts a torn last record off. Returns the bytes cut.
     fn scan_to_end(&mut self) -> Result<u64, StoreError> {
         let mut position = self.tail_start;
-        let mut cut = 0;
         loop {
             let segment_first = self.segments[position.segment].first;
             let is_last = position.segment + 1 == self.segments.len();
@@ -1036,10 +1095,22 @@ impl Inner {
             }
             let file = Arc::clone(&self.segments[position.segment].file);
             let file_len = file.metadata()?.len();
+            // Where the last sync ended in this segment: records past it were
+            // never acknowledged, and a power cut may have kept any subset of
+            // their pages (a batch's write spans many).
+            let synced_to = match self.synced_end {
+                Some((first, offset)) if first == segment_first => Some(offset),
+                Some((first, _)) if first < segment_first => Some(SEGMENT_HEADER_LEN),
+                Some(_) => Some(u64::MAX),
+                None => None,
+            };
             let mut reader = RecordReader::new(&file, position.offset);
+            let mut cut_at = None;
             loop {
                 let at = reader.offset;
-                match reader.next()? {
+                let record = reader.next()?;
+                let unacknowledged = is_last && synced_to.is_some_and(|end| at >= end);
+                match record {
                     Record::Body(body) => {
                         if self.len.is_multiple_of(BLOCK) {
                             self.tail_start = Position {
@@ -1050,20 +1121,37 @@ impl Inner {
                         self.add_leaf(tlog_tiles::record_hash(&body));
                     }
                     Record::End => break,
-                    // Only the last record of the last segment can be torn
-                    // by a crash: every segment before was synced when the
-                    // next began, and a damaged record with more after it
-                    // was written and overwritten, never torn.
-                    Record::Torn if is_last => {
-                        cut = file_len - at;
-                        file.set_len(at)?;
-                        file.sync_data()?;
+                    // Past the last sync, or (with no record of it) the last
+                    // record of the last segment: a write a crash cut short,
+                    // never acknowledged. Every segment before the last was
+                    // synced when the next began.
+                    _ if unacknowledged => {
+                        cut_at = Some(at);
                         break;
                     }
-                    // Damage with records after it: the entry stays where it
-                    // is (its hash will not match what the log recorded),
-                    // and opening says so.
-                    Record::BadChecksum(body) if !(is_last && reader.offset >= file_len) => {
+                    Record::Torn if is_last => {
+                        cut_at = Some(at);
+                        break;
+                    }
+                    Record::BadChecksum(_)
+                        if is_last && synced_to.is_none() && reader.offset >= file_len =>
+                    {
+                        cut_at = Some(at);
+                        break;
+                    }
+                    Record::Damaged(_)
+                        if is_last
+                            && synced_to.is_none()
+                            && self.is_last_record(&file, at, file_len)? =>
+                    {
+                        cut_at = Some(at);
+                        break;
+                    }
+                    // Damage in what was synced, with the record after it
+                    // where its length says: the entry stays where it is (its
+                    // hash will not match what the log recorded), and opening
+                    // says so.
+                    Record::BadChecksum(body) => {
                         self.damaged.push(self.len);
                         if self.len.is_multiple_of(BLOCK) {
                             self.tail_start = Position {
@@ -1073,21 +1161,7 @@ impl Inner {
                         }
                         self.add_leaf(tlog_tiles::record_hash(&body));
                     }
-                    Record::BadChecksum(_) if is_last => {
-                        cut = file_len - at;
-                        file.set_len(at)?;
-                        file.sync_data()?;
-                        break;
-                    }
-                    Record::Damaged(_)
-                        if is_last && self.is_last_record(&file, at, file_len)? =>
-                    {
-                        cut = file_len - at;
-                        file.set_len(at)?;
-                        file.sync_data()?;
-                        break;
-                    }
-                    Record::Torn | Record::Damaged(_) | Record::BadChecksum(_) => {
+                    Record::Torn | Record::Damaged(_) => {
                         return Err(corrupt(format!(
                             "entry {} in {} is damaged: restore the store from a backup",
                             self.len + 1,
@@ -1097,14 +1171,28 @@ impl Inner {
                 }
             }
             if is_last {
-                self.end = reader.offset;
+                let mut cut = 0;
+                if let Some(at) = cut_at {
+                    cut = file_len - at;
+                    file.set_len(at)?;
+                }
+                // What opening found is what is on disk from here on.
+                file.sync_data()?;
+                self.end = cut_at.unwrap_or(reader.offset);
                 if self.len.is_multiple_of(BLOCK) {
                     self.tail_start = Position {
                         segment: position.segment,
-                        offset: reader.offset,
+                        offset: self.end,
                     };
                 }
                 return Ok(cut);
+            }
+            if cut_at.is_some() {
+                return Err(corrupt(format!(
+                    "{} ends inside entry {}: restore the store from a backup",
+                    segment_name(segment_first),
+                    self.len + 1
+                )));
             }
             position = Position {
                 segment: position.segment + 1,
@@ -1143,13 +1231,25 @@ impl Inner {
         Ok(())
     }
 
-    /// Writes the size and root of the first `durable` entries to `head`.
-    fn record_head(&mut self, durable: u64) -> Result<(), StoreError> {
+    /// Writes the size and root of the first `durable` entries, and where
+    /// their records end (`end`), to `head`.
+    fn record_head(&mut self, durable: u64, end: (u64, u64)) -> Result<(), StoreError> {
         let reader = TreeReader::new(self);
         let root = reader.result(tlog_tiles::tree_hash(durable, &reader))?;
-        self.head_file
-            .write_all_at(&encode_head(durable, &root), 0)?;
+        let head = Head {
+            size: durable,
+            root,
+            end,
+        };
+        self.head_file.write_all_at(&encode_head(&head), 0)?;
+        self.synced_end = Some(end);
         Ok(())
+    }
+
+    /// Where the records end now: the last segment's first entry, and the
+    /// byte length written to it.
+    fn end_position(&self) -> (u64, u64) {
+        (self.segments.last().map_or(0, |s| s.first), self.end)
     }
 
     /// The leaf hashes of block `block`, read from its records unless it is
@@ -1404,6 +1504,72 @@ mod tests {
         );
         fill(&log, 600, 700);
         assert_eq!(log.root(700).expect("root"), reference_root(700));
+    }
+
+    /// Appends raw bytes to the end of segment 0 (what a crash left there).
+    fn append_raw(path: &Path, bytes: &[u8]) {
+        let file = OpenOptions::new()
+            .append(true)
+            .open(path.join(segment_name(0)))
+            .expect("segment");
+        std::io::Write::write_all(&mut &file, bytes).expect("write");
+    }
+
+    #[test]
+    fn a_last_record_whose_body_never_reached_the_disk_is_cut_and_leaves_no_hole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit-log");
+        let (log, _) = SegmentLog::open(&path).expect("open");
+        fill(&log, 0, 10);
+        drop(log);
+        // Its header and full length are there, its body pages are zeros.
+        let mut record = Vec::new();
+        encode_record(&body(10), &mut record);
+        for byte in &mut record[8..] {
+            *byte = 0;
+        }
+        append_raw(&path, &record);
+        let (log, report) = SegmentLog::open(&path).expect("open");
+        assert_eq!(report.torn_tail_bytes, record.len() as u64);
+        fill(&log, 10, 20);
+        drop(log);
+        let (log, report) = SegmentLog::open(&path).expect("reopens");
+        assert_eq!((report.alarm, report.torn_tail_bytes), (None, 0));
+        assert_eq!(log.len(), 20);
+        for n in 0..20 {
+            assert_eq!(log.read(n).expect("read"), Some(body(n)), "entry {}", n + 1);
+        }
+        assert_eq!(log.root(20).expect("root"), reference_root(20));
+    }
+
+    #[test]
+    fn any_damage_past_the_last_sync_is_an_unacknowledged_tail_and_cut() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit-log");
+        let (log, _) = SegmentLog::open(&path).expect("open");
+        fill(&log, 0, 300);
+        drop(log);
+        // A batch of 40 never synced: the page holding the 10th record's
+        // header was lost (zeros), later pages were written.
+        let mut batch = Vec::new();
+        let mut hole = 0..0;
+        for n in 300..340 {
+            if n == 309 {
+                hole = batch.len()..batch.len() + 8;
+            }
+            encode_record(&body(n), &mut batch);
+        }
+        for byte in &mut batch[hole] {
+            *byte = 0;
+        }
+        append_raw(&path, &batch);
+        let (log, report) = SegmentLog::open(&path).expect("opens");
+        assert_eq!(report.alarm, None, "nothing acknowledged was lost");
+        assert_eq!(log.len(), 309);
+        assert_eq!(log.root(309).expect("root"), reference_root(309));
+        drop(log);
+        let (log, report) = SegmentLog::open(&path).expect("reopens");
+        assert_eq!((report.alarm, log.len()), (None, 309));
     }
 
     #[test]
