@@ -676,7 +676,10 @@ impl SegmentLog {
         let segments: Vec<Arc<File>> = {
             let inner = self.inner.read();
             if count > inner.len {
-                return Err(corrupt(format!("the log has {} entries, not {count}", inner.len)));
+                return Err(corrupt(format!(
+                    "the log has {} entries, not {count}",
+                    inner.len
+                )));
             }
             inner.segments.iter().map(|s| Arc::clone(&s.file)).collect()
         };
@@ -695,7 +698,10 @@ impl SegmentLog {
             }
         }
         if index < count {
-            return Err(corrupt(format!("entries from {} on are missing", index + 1)));
+            return Err(corrupt(format!(
+                "entries from {} on are missing",
+                index + 1
+            )));
         }
         Ok(())
     }
