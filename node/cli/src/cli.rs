@@ -1459,7 +1459,7 @@ pub fn subject_access_text(report: &v1::SubjectAccessReport, node_name: &str) ->
     }
     let _ = writeln!(
         out,
-        "\nProduced from the node's audit log, whose hash chain `patchwork audit verify` checks."
+        "\nProduced from the node's audit log, whose Merkle tree `patchwork audit verify` checks."
     );
     out
 }

@@ -847,7 +847,8 @@ impl Federation {
                     brighton_child
                 ])
             ),
-            "  # the audit log's hash chain is intact".to_owned(),
+            "  # the audit log reads back whole, and matches what its witnesses cosigned"
+                .to_owned(),
             format!(
                 "  {}",
                 admin(&["audit", "verify", "--config", &surrey_config])

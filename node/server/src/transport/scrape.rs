@@ -212,7 +212,7 @@ fn register_store(registry: &mut Registry, store: StoreGauges) {
     );
     registry.register(
         "patchwork_audit_entries",
-        "entries in the hash-chained audit log",
+        "entries in the audit log (a Merkle tree, witnessed by peers)",
         ConstGauge::new(signed(store.audit_entries)),
     );
     let last = |kind: patchwork_store::Kind| {
