@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod attacker;
+pub mod audit_files;
 pub mod eavesdrop;
 pub mod flood;
 pub mod hardening;

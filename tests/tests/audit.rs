@@ -13,6 +13,7 @@ use std::path::Path;
 
 use patchwork_store::model::LawfulBasis;
 use patchwork_store::{AuditEvent, PeerOutcome, Store, StoreOptions};
+use patchwork_tests::audit_files::{records, rewrite_segment, segment_path};
 use patchwork_tests::{
     ClientGrant, TRUST_DOMAIN, TestCa, TestNode, organisation, person, practitioner, v1,
 };
@@ -93,47 +94,10 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// The records of the (closed) store's log segment in `dir`: each entry's
-/// offset in the file and its body. Format: `PWAUDSEG`, the first entry's
-/// index (8 bytes), then per entry its length (u32 BE), CRC-32 (u32 BE) and
-/// body (see `patchwork-store`'s `audit::log`).
-fn records(segment: &[u8]) -> Vec<(usize, Vec<u8>)> {
-    let mut at = 16;
-    let mut out = Vec::new();
-    while at + 8 <= segment.len() {
-        let len = u32::from_be_bytes(segment[at..at + 4].try_into().expect("4 bytes")) as usize;
-        out.push((at, segment[at + 8..at + 8 + len].to_vec()));
-        at += 8 + len;
-    }
-    out
-}
-
-fn record(body: &[u8]) -> Vec<u8> {
-    let mut out = (body.len() as u32).to_be_bytes().to_vec();
-    out.extend_from_slice(&crc32fast::hash(body).to_be_bytes());
-    out.extend_from_slice(body);
-    out
-}
-
-fn segment_path(store_dir: &Path) -> std::path::PathBuf {
-    store_dir
-        .join("audit-log")
-        .join(format!("seg-{:020}.log", 0))
-}
-
-/// Rewrites the (closed) store's log in `dir` from its entries' bodies, as
-/// someone with access to the disk could: each record with a valid
-/// checksum, so only the tree can tell.
+/// Rewrites the (closed) store's log in `dir`, as someone with access to
+/// the disk could.
 fn tamper(dir: &Path, change: impl FnOnce(&mut Vec<Vec<u8>>)) {
-    let path = segment_path(dir);
-    let bytes = std::fs::read(&path).expect("read segment");
-    let mut bodies: Vec<Vec<u8>> = records(&bytes).into_iter().map(|(_, b)| b).collect();
-    change(&mut bodies);
-    let mut out = bytes[..16].to_vec();
-    for body in &bodies {
-        out.extend_from_slice(&record(body));
-    }
-    std::fs::write(&path, out).expect("write segment");
+    rewrite_segment(dir, change);
 }
 
 /// A closed store holding a log of 300 entries.

@@ -744,19 +744,12 @@ async fn the_audit_verifies_and_tampering_is_found_at_the_right_entry() {
     f.brighton.node.stop().await;
     let path = f.brighton.node.dir.path().join("data/store");
     drop(f.brighton.node.stopped_store()); // wait until the node let go
-    {
-        // Entry 2's last byte, its checksum rewritten to match: only the tree
-        // can tell. Records: length (u32 BE), CRC-32 (u32 BE), body.
-        let segment = path.join("audit-log").join(format!("seg-{:020}.log", 0));
-        let mut bytes = std::fs::read(&segment).expect("read segment");
-        let first_len = u32::from_be_bytes(bytes[16..20].try_into().expect("len")) as usize;
-        let at = 16 + 8 + first_len;
-        let len = u32::from_be_bytes(bytes[at..at + 4].try_into().expect("len")) as usize;
-        bytes[at + 8 + len - 1] ^= 0x01;
-        let crc = crc32fast::hash(&bytes[at + 8..at + 8 + len]);
-        bytes[at + 4..at + 8].copy_from_slice(&crc.to_be_bytes());
-        std::fs::write(&segment, &bytes).expect("tamper");
-    }
+    // Entry 2's last byte, its checksum rewritten to match: only the tree
+    // can tell.
+    patchwork_tests::audit_files::rewrite_segment(&path, |bodies| {
+        let last = bodies[1].len() - 1;
+        bodies[1][last] ^= 0x01;
+    });
     let store = patchwork_store::Store::open(&path, &Default::default()).expect("store");
     let verification = store.verify_audit().expect("verify");
     assert!(!verification.intact);

@@ -127,34 +127,13 @@ async fn until_alarm(node: &TestNode, peer: &str) {
     }
 }
 
-/// The records of the log segment in `store_dir`: (offset, body).
-fn records(bytes: &[u8]) -> Vec<(usize, Vec<u8>)> {
-    let mut at = 16;
-    let mut out = Vec::new();
-    while at + 8 <= bytes.len() {
-        let len = u32::from_be_bytes(bytes[at..at + 4].try_into().expect("len")) as usize;
-        out.push((at, bytes[at + 8..at + 8 + len].to_vec()));
-        at += 8 + len;
-    }
-    out
-}
-
 /// Someone with the stopped node's disk rewrites its log thoroughly:
 /// `change` applies to the entries' bodies, checksums are made to match,
 /// and the log's block and head records are removed so it cannot tell.
 fn rewrite_offline(node: &TestNode, change: impl FnOnce(&mut Vec<Vec<u8>>)) {
-    let log = node.dir.path().join("data/store/audit-log");
-    let segment = log.join(format!("seg-{:020}.log", 0));
-    let bytes = std::fs::read(&segment).expect("segment");
-    let mut bodies: Vec<Vec<u8>> = records(&bytes).into_iter().map(|(_, b)| b).collect();
-    change(&mut bodies);
-    let mut out = bytes[..16].to_vec();
-    for body in &bodies {
-        out.extend_from_slice(&(body.len() as u32).to_be_bytes());
-        out.extend_from_slice(&crc32fast::hash(body).to_be_bytes());
-        out.extend_from_slice(body);
-    }
-    std::fs::write(&segment, out).expect("rewrite");
+    let store = node.dir.path().join("data/store");
+    patchwork_tests::audit_files::rewrite_segment(&store, change);
+    let log = store.join("audit-log");
     std::fs::remove_file(log.join("blocks")).expect("blocks");
     std::fs::remove_file(log.join("head")).expect("head");
 }

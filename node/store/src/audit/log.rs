@@ -63,7 +63,7 @@ const HEAD_LEN: usize = 8 + 32 + 8 + 8 + 4;
 const ALARM_PREFIX: &str = "ALARM-";
 
 /// A Unix time in milliseconds, as UTC (RFC 3339).
-fn time_of(unix_ms: i64) -> String {
+pub(super) fn time_of(unix_ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_ms) * 1_000_000)
         .ok()
         .and_then(|t| {

@@ -1,0 +1,42 @@
+//! The audit log's files as someone with the disk sees them, for tests that
+//! tamper with a stopped node's log. Format (`patchwork-store`'s
+//! `audit::log`): `PWAUDSEG`, the first entry's index (8 bytes), then per
+//! entry its length (u32 BE), CRC-32 (u32 BE) and body.
+
+use std::path::{Path, PathBuf};
+
+/// The first (in these tests, only) segment of the store in `store_dir`.
+pub fn segment_path(store_dir: &Path) -> PathBuf {
+    store_dir
+        .join("audit-log")
+        .join(format!("seg-{:020}.log", 0))
+}
+
+/// A segment's records: each one's offset in the file and its body.
+pub fn records(segment: &[u8]) -> Vec<(usize, Vec<u8>)> {
+    let mut at = 16;
+    let mut out = Vec::new();
+    while at + 8 <= segment.len() {
+        let len = u32::from_be_bytes(segment[at..at + 4].try_into().expect("4 bytes")) as usize;
+        out.push((at, segment[at + 8..at + 8 + len].to_vec()));
+        at += 8 + len;
+    }
+    out
+}
+
+/// Rewrites the segment of the (closed) store in `store_dir` from its
+/// entries' bodies after `change`, each record with a valid checksum, so
+/// only the tree can tell.
+pub fn rewrite_segment(store_dir: &Path, change: impl FnOnce(&mut Vec<Vec<u8>>)) {
+    let path = segment_path(store_dir);
+    let bytes = std::fs::read(&path).expect("read segment");
+    let mut bodies: Vec<Vec<u8>> = records(&bytes).into_iter().map(|(_, b)| b).collect();
+    change(&mut bodies);
+    let mut out = bytes[..16].to_vec();
+    for body in &bodies {
+        out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        out.extend_from_slice(&crc32fast::hash(body).to_be_bytes());
+        out.extend_from_slice(body);
+    }
+    std::fs::write(&path, out).expect("write segment");
+}
