@@ -468,6 +468,63 @@ async fn admin_verifies_the_log_and_reports_on_a_subject() {
     assert_eq!(peer.disclosed_involvement_ids, vec!["INV-1"]);
     assert_eq!(peer.reference, "R-3");
 
+    // The report proves offline against the node's checkpoint key: each
+    // entry with its evidence (the local lookup's answer draws on its
+    // start). A changed byte of evidence, a changed word of the report, or
+    // another key, and it does not.
+    use patchwork_server::work::subject_access::prove_report;
+    let proven = prove_report(&report, Some(&report.log_key)).expect("the report proves");
+    assert_eq!((proven.entries, proven.evidence), (2, 3));
+    assert_eq!(
+        proven.checkpoint.size, 6,
+        "covers the report's own audit entry"
+    );
+    let mut altered = report.clone();
+    let body = &mut altered.entries[1].evidence[0].body;
+    let last = body.len() - 1;
+    body[last] ^= 0x01;
+    let why = prove_report(&altered, None).expect_err("changed evidence");
+    assert!(
+        why.contains("audit entry 5") && why.contains("was changed"),
+        "{why}"
+    );
+    let mut reworded = report.clone();
+    reworded.entries[0].reason = "routine check".into();
+    let why = prove_report(&reworded, None).expect_err("changed wording");
+    assert!(why.contains("does not say what the entry says"), "{why}");
+    let mut moved = report.clone();
+    moved.person_id = "P-2".into();
+    let why = prove_report(&moved, None).expect_err("another person's report");
+    assert!(why.contains("is not about person P-2"), "{why}");
+    let other_key = report.log_key.replacen("surrey", "brighton", 1);
+    assert!(prove_report(&report, Some(&other_key)).is_err());
+
+    // Producing a report is audited, and the next report says so.
+    assert_eq!(node.stats().await.audit_entries, 6);
+    let again = admin
+        .subject_access_report(v1::SubjectAccessRequest {
+            person_id: "P-1".into(),
+        })
+        .await
+        .expect("report")
+        .into_inner();
+    let last = again.entries.last().expect("entries");
+    assert_eq!(
+        (
+            last.seq,
+            last.kind.as_str(),
+            last.from.as_str(),
+            last.outcome.as_str()
+        ),
+        (
+            6,
+            "subject-access report produced",
+            "spiffe://test.patchwork/node/surrey",
+            "2 entries reported"
+        )
+    );
+    prove_report(&again, Some(&report.log_key)).expect("the second report proves too");
+
     let other = admin
         .subject_access_report(v1::SubjectAccessRequest {
             person_id: "P-2".into(),

@@ -82,6 +82,12 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Erase a person and everything the node holds that names them
+    /// (audited first; the audit keeps the id and the reason only).
+    Erase {
+        #[command(subcommand)]
+        command: EraseCommand,
+    },
     /// Write a consistent backup of the running node's store to a file.
     Backup(BackupArgs),
     /// Restore a backup into the empty store folder of a stopped node, then
@@ -317,6 +323,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Backup(args) => backup_command(&args).await,
         Command::Restore(args) => restore_command(&args),
         Command::Audit { command } => audit_command(command).await,
+        Command::Erase { command } => erase_command(command).await,
         Command::Trust {
             command: TrustCommand::Status(args),
         } => trust_status_command(args).await,
@@ -1074,8 +1081,28 @@ pub enum AuditCommand {
     /// Exit 1 if there is any alarm.
     Witness(AuditVerifyArgs),
     /// Everything the audit log says about one person: who looked them up,
-    /// which peers asked, why, and what was disclosed.
+    /// which peers asked, why, and what was disclosed (producing it is
+    /// audited). `--json` adds the evidence `audit prove` checks.
     Subject(AuditSubjectArgs),
+    /// Check a subject-access report offline, without the node: its
+    /// checkpoint is signed by the node's key, every entry is in the log
+    /// that checkpoint covers (inclusion proofs), and each entry says what
+    /// the log's entry says. Exit 1 on the first failure, naming it.
+    Prove(AuditProveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditProveArgs {
+    /// The report, as `patchwork audit subject --json` printed it.
+    pub report: PathBuf,
+    /// The node's checkpoint key (as `patchwork audit witness` prints it on
+    /// that node, or as its operators published it). Without it, the report
+    /// is checked against the key it names itself, and the output says so.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Print the result as JSON (for scripts) instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -1109,7 +1136,66 @@ async fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
         AuditCommand::Verify(args) => audit_verify(&args).await,
         AuditCommand::Subject(args) => audit_subject(&args).await,
         AuditCommand::Witness(args) => audit_witness(&args).await,
+        AuditCommand::Prove(args) => audit_prove(&args),
     }
+}
+
+fn audit_prove(args: &AuditProveArgs) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(&args.report)
+        .with_context(|| format!("cannot read {}", args.report.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not JSON: give the report `patchwork audit subject --json` printed",
+            args.report.display()
+        )
+    })?;
+    let report = subject_access_from_json(&json)
+        .with_context(|| format!("{}: not a subject-access report", args.report.display()))?;
+    let proven = patchwork_server::work::subject_access::prove_report(&report, args.key.as_deref());
+    if args.json {
+        println!(
+            "{}",
+            match &proven {
+                Ok(p) => serde_json::json!({
+                    "proven": true,
+                    "entries": p.entries,
+                    "evidence": p.evidence,
+                    "checkpoint_size": p.checkpoint.size,
+                    "checkpoint_origin": p.checkpoint.origin,
+                    "log_key": p.log_key,
+                    "key_checked": p.key_trusted.is_some(),
+                }),
+                Err(why) => serde_json::json!({ "proven": false, "detail": why }),
+            }
+        );
+    } else {
+        match &proven {
+            Ok(p) => {
+                println!(
+                    "report proven: its {} entries ({} audit entries of evidence) are in the \
+                     log of {} as it stood at {} entries, signed {}",
+                    p.entries,
+                    p.evidence,
+                    p.checkpoint.origin,
+                    p.checkpoint.size,
+                    unix_time_text(p.checkpoint.time_unix)
+                );
+                if p.key_trusted.is_none() {
+                    println!(
+                        "NOTE: checked against the key the report names ({}); give --key with \
+                         the key the node's operators published to know it is theirs",
+                        p.log_key
+                    );
+                }
+            }
+            Err(why) => println!("REPORT DOES NOT PROVE: {why}"),
+        }
+    }
+    Ok(if proven.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 async fn audit_witness(args: &AuditVerifyArgs) -> anyhow::Result<ExitCode> {
@@ -1347,7 +1433,96 @@ pub fn subject_access_json(report: &v1::SubjectAccessReport) -> serde_json::Valu
             "outcome": e.outcome,
             "disclosed_involvement_ids": e.disclosed_involvement_ids,
             "reference": e.reference,
+            "evidence": e.evidence.iter().map(|piece| serde_json::json!({
+                "seq": piece.seq,
+                "body_hex": hex::encode(&piece.body),
+                "inclusion_proof_hex": piece.inclusion_proof.iter().map(hex::encode).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
+        "not_held": report.not_held,
+        "checkpoint": report.checkpoint,
+        "log_key": report.log_key,
+    })
+}
+
+/// The report `subject_access_json` printed, read back: what `audit prove`
+/// checks (the involvements, which the log does not hold, are left out).
+pub fn subject_access_from_json(
+    json: &serde_json::Value,
+) -> anyhow::Result<v1::SubjectAccessReport> {
+    use anyhow::anyhow;
+    let text = |value: &serde_json::Value, field: &str| -> anyhow::Result<String> {
+        value[field]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow!("{field}: missing or not text"))
+    };
+    let number = |value: &serde_json::Value, field: &str| -> anyhow::Result<u64> {
+        value[field]
+            .as_u64()
+            .ok_or_else(|| anyhow!("{field}: missing or not a number"))
+    };
+    let texts = |value: &serde_json::Value, field: &str| -> anyhow::Result<Vec<String>> {
+        value[field]
+            .as_array()
+            .ok_or_else(|| anyhow!("{field}: missing or not a list"))?
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| anyhow!("{field}: an item is not text"))
+            })
+            .collect()
+    };
+    let list = |value: &serde_json::Value, field: &str| -> anyhow::Result<Vec<serde_json::Value>> {
+        Ok(value[field]
+            .as_array()
+            .ok_or_else(|| anyhow!("{field}: missing or not a list"))?
+            .clone())
+    };
+    let mut entries = Vec::new();
+    for (at, e) in list(json, "entries")?.iter().enumerate() {
+        let at = at + 1;
+        let mut evidence = Vec::new();
+        for piece in list(e, "evidence").with_context(|| format!("entries[{at}]"))? {
+            let body = hex::decode(text(&piece, "body_hex")?)
+                .map_err(|err| anyhow!("entries[{at}].evidence.body_hex: {err}"))?;
+            let inclusion_proof = texts(&piece, "inclusion_proof_hex")?
+                .iter()
+                .map(hex::decode)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|err| anyhow!("entries[{at}].evidence.inclusion_proof_hex: {err}"))?;
+            evidence.push(v1::AuditEvidence {
+                seq: number(&piece, "seq")?,
+                body,
+                inclusion_proof,
+            });
+        }
+        entries.push(v1::SubjectAccessEntry {
+            seq: number(e, "seq").with_context(|| format!("entries[{at}]"))?,
+            at_unix_seconds: e["at_unix_seconds"]
+                .as_i64()
+                .ok_or_else(|| anyhow!("entries[{at}].at_unix_seconds: missing"))?,
+            kind: text(e, "kind")?,
+            from: text(e, "from")?,
+            requester: text(e, "requester")?,
+            lawful_basis: text(e, "lawful_basis")?,
+            reason: text(e, "reason")?,
+            outcome: text(e, "outcome")?,
+            disclosed_involvement_ids: texts(e, "disclosed_involvement_ids")?,
+            reference: text(e, "reference")?,
+            evidence,
+        });
+    }
+    Ok(v1::SubjectAccessReport {
+        person_id: text(json, "person_id")?,
+        entries,
+        involvements: Vec::new(),
+        produced_at_unix_seconds: json["produced_at_unix_seconds"].as_i64().unwrap_or(0),
+        node_name: text(json, "node_name")?,
+        checkpoint: text(json, "checkpoint")?,
+        log_key: text(json, "log_key")?,
+        not_held: json["not_held"].as_bool().unwrap_or(false),
     })
 }
 
@@ -1376,6 +1551,13 @@ pub fn subject_access_text(report: &v1::SubjectAccessReport, node_name: &str) ->
     );
     let _ = writeln!(out, "Held by:       {node_name}");
     let _ = writeln!(out, "Date produced: {}", unix_time_text(produced));
+    if report.not_held {
+        let _ = writeln!(
+            out,
+            "\nThis council holds no record of you now (it was erased, or never held);\n\
+             what follows is what its audit log still says of your reference."
+        );
+    }
     let _ = writeln!(
         out,
         "\nPatchwork holds no case notes: only who is working with you, and a\n\
@@ -1457,11 +1639,85 @@ pub fn subject_access_text(report: &v1::SubjectAccessReport, node_name: &str) ->
         }
         let _ = writeln!(out, "  log entry:    {}", entry.seq);
     }
-    let _ = writeln!(
-        out,
-        "\nProduced from the node's audit log, whose Merkle tree `patchwork audit verify` checks."
-    );
+    let _ = writeln!(out, "\n3. How to check this report");
+    let _ = writeln!(out, "---------------------------");
+    let size = patchwork_federation::checkpoint::SignedCheckpoint::parse(&report.checkpoint)
+        .map(|signed| signed.checkpoint.size);
+    if let Ok(size) = size {
+        let _ = writeln!(
+            out,
+            "Every entry above is in the node's tamper-evident audit log, as signed at {size} \
+             entries by the key\n  {}\nThe JSON form of this report (`patchwork audit subject \
+             --json`) carries the proof;\n`patchwork audit prove REPORT.json --key KEY` checks it \
+             without the node.",
+            report.log_key
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "Produced from the node's audit log, whose Merkle tree `patchwork audit verify` checks."
+        );
+    }
     out
+}
+
+// ---------------------------------------------------------------- erase
+
+#[derive(Debug, Subcommand)]
+pub enum EraseCommand {
+    /// Erase one person: their record, index entries and blinded match keys,
+    /// involvements, family links, attention flag, team events and peers'
+    /// subscriptions, in one transaction. Asks the running node (admin role).
+    Person(ErasePersonArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ErasePersonArgs {
+    /// The node's config file.
+    #[arg(long, short, default_value = "node.toml")]
+    pub config: PathBuf,
+    /// The person's id on this node.
+    pub id: String,
+    /// Why: kept in the audit log for good, so name the request (e.g.
+    /// "erasure request DPO-2026-114"), never the person's own details.
+    #[arg(long)]
+    pub reason: String,
+    /// Print the result as JSON (for scripts) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+async fn erase_command(command: EraseCommand) -> anyhow::Result<ExitCode> {
+    let EraseCommand::Person(args) = command;
+    let config = load_config(&args.config)?;
+    let mut client =
+        patchwork_proto::v1::directory_client::DirectoryClient::new(connect(&config).await?);
+    let erased = client
+        .erase_person(v1::ErasePersonRequest {
+            person_id: args.id.clone(),
+            reason: args.reason.clone(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "person_id": args.id,
+                "removed": erased.removed,
+                "audit_seq": erased.audit_seq,
+            })
+        );
+    } else {
+        println!(
+            "erased person {}: {} (audit entry {})",
+            args.id,
+            erased.removed.join(", "),
+            erased.audit_seq
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 // ---------------------------------------------------------------- backup

@@ -15,6 +15,10 @@ fn patchwork(args: &[&str]) -> Output {
         .expect("run patchwork")
 }
 
+fn out_json(path: &Path) -> Vec<u8> {
+    std::fs::read(path).expect("read")
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -299,6 +303,87 @@ fn an_operator_session_from_quickstart_to_sigterm() {
             "the checkpoint key is the node's alone"
         );
     }
+
+    // Subject access with its proof: the report proves offline against the
+    // node's key; the same report with one word changed, or checked against
+    // another key, does not.
+    let node_key = online
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("this node's checkpoint key: "))
+        .expect("key line")
+        .to_owned();
+    let out = patchwork(&[
+        "audit", "subject", "--config", config_arg, "--person", "P-1001", "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report_file = tmp.path().join("report.json");
+    std::fs::write(&report_file, &out.stdout).expect("write report");
+    let report_arg = report_file.to_str().expect("path");
+    let out = patchwork(&["audit", "prove", report_arg, "--key", &node_key]);
+    assert!(
+        out.status.success() && text(&out.stdout).starts_with("report proven: its 1 entries"),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let mut report: serde_json::Value =
+        serde_json::from_slice(&out_json(&report_file)).expect("json");
+    report["entries"][0]["reason"] = "routine check".into();
+    let altered = tmp.path().join("altered.json");
+    std::fs::write(&altered, report.to_string()).expect("write");
+    let out = patchwork(&[
+        "audit",
+        "prove",
+        altered.to_str().expect("path"),
+        "--key",
+        &node_key,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("the report does not say what the entry says"),
+        "{}",
+        text(&out.stdout)
+    );
+    let other_key = node_key.replacen("surrey", "brighton", 1);
+    let out = patchwork(&["audit", "prove", report_arg, "--key", &other_key]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+
+    // Erasure: a reason naming the person is refused; then the person goes.
+    let out = patchwork(&[
+        "erase",
+        "person",
+        "P-1001",
+        "--config",
+        config_arg,
+        "--reason",
+        "Amelia's mother asked",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("reason: contains the person's name"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = patchwork(&[
+        "erase",
+        "person",
+        "P-1001",
+        "--config",
+        config_arg,
+        "--reason",
+        "erasure request DPO-2026-114",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("erased person P-1001: the person record, 3 involvements"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = patchwork(&["stats", "--config", config_arg, "--json"]);
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json stats");
+    assert_eq!(stats["persons"], 4);
+    assert_eq!(stats["involvements"], 5);
 
     let log = stop_for_log(&mut serve);
     let out = patchwork(&[

@@ -94,11 +94,11 @@ pub(super) struct EventTrees<'a> {
     pub meta: &'a TransactionalTree,
 }
 
-fn seq_key(seq: u64) -> [u8; 8] {
+pub(crate) fn seq_key(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()
 }
 
-fn recipient_key(practitioner_id: &str, seq: u64) -> Vec<u8> {
+pub(crate) fn recipient_key(practitioner_id: &str, seq: u64) -> Vec<u8> {
     let mut key = prefix_key(practitioner_id.as_bytes());
     key.extend_from_slice(&seq_key(seq));
     key

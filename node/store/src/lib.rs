@@ -62,6 +62,7 @@ pub mod model;
 pub mod audit;
 pub mod backup;
 pub mod data_dir;
+pub mod erasure;
 pub mod events;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
@@ -72,7 +73,7 @@ mod match_index;
 pub mod subscriptions;
 pub mod witness;
 
-pub use audit::{AuditEntry, AuditEvent, AuditVerification, PeerOutcome};
+pub use audit::{AuditEntry, AuditEvent, AuditVerification, PeerOutcome, prove_entry};
 pub use events::{AttentionFlag, TeamEvent, TeamEventKind};
 pub use match_index::{MatchHits, RekeyReport, subject_of};
 

@@ -25,7 +25,7 @@ use super::events::{
 use super::{Kind, Store, StoreError, abort, decode, encode, read_count, tx_encode};
 use crate::model::LawfulBasis;
 
-const SUBSCRIPTIONS: &str = "subscriptions";
+pub(crate) const SUBSCRIPTIONS: &str = "subscriptions";
 const REMOTE_SUBSCRIPTIONS: &str = "remote_subscriptions";
 const REMOTE_EVENT_DETAILS: &str = "remote_event_details";
 

@@ -495,6 +495,21 @@ pub fn purpose(value: Option<&v1::Purpose>, field: &str) -> Validated<Purpose> {
     })
 }
 
+/// Why a person is erased (or a retention run forced): kept in the audit
+/// log, so it must say something.
+pub fn erasure_reason(value: &str, field: &str) -> Validated<String> {
+    let reason = required_text(value, field, MAX_REASON)?;
+    if reason.chars().count() < MIN_REASON {
+        return Err(FieldError::new(
+            field,
+            format!(
+                "must be at least {MIN_REASON} characters: say why, e.g. the request's reference"
+            ),
+        ));
+    }
+    Ok(reason)
+}
+
 /// What a practitioner asks about, as checked: the same three fields of
 /// `Directory.Lookup` and `Directory.Subscribe`.
 #[derive(Debug)]

@@ -9,9 +9,8 @@ use crate::base::config::Role;
 use crate::base::convert::store_status;
 use crate::base::pool::blocking;
 use crate::work::state::NodeState;
+use patchwork_store::StoreError;
 use patchwork_store::backup::BackupError;
-use patchwork_store::model::LawfulBasis;
-use patchwork_store::{AuditEntry, AuditEvent, Store, StoreError};
 
 #[derive(Debug, Clone)]
 pub(crate) struct AdminService {
@@ -157,14 +156,13 @@ impl Admin for AdminService {
         &self,
         request: Request<v1::SubjectAccessRequest>,
     ) -> Result<Response<v1::SubjectAccessReport>, Status> {
-        self.state.access.authorise(&request, Role::Admin)?;
+        let caller = self.state.access.authorise(&request, Role::Admin)?;
         let person_id = crate::base::validate::id(&request.get_ref().person_id, "person_id")?;
-        let store = self.state.store.clone();
-        let node_name = self.state.display_name.clone();
-        let report = blocking(move || {
-            subject_access_report(&store, &person_id, node_name)
-                .map_err(|e| store_status(e, "person_id"))
-        })
+        let report = crate::work::subject_access::subject_access_report(
+            &self.state,
+            &caller.identity.to_string(),
+            person_id,
+        )
         .await?;
         tracing::info!(
             entries = report.entries.len(),
@@ -294,240 +292,4 @@ fn backup_status(error: BackupError) -> Status {
             Status::internal(format!("backup failed: {other}"))
         }
     }
-}
-
-/// What the audit log says about `person_id`, one entry per disclosure
-/// decision: a local lookup that matched them (with who asked and why, from
-/// the lookup's start), a peer's question that did, or a family lookup of a
-/// relative that disclosed their team too.
-fn subject_access_report(
-    store: &Store,
-    person_id: &str,
-    node_name: String,
-) -> Result<v1::SubjectAccessReport, StoreError> {
-    if store.person(person_id)?.is_none() {
-        return Err(StoreError::NotFound {
-            kind: patchwork_store::Kind::Person,
-            id: person_id.into(),
-        });
-    }
-    let mut entries = Vec::new();
-    for entry in store.audit_for_person(person_id)? {
-        entries.push(subject_access_entry(store, &entry, person_id)?);
-    }
-    let mut involvements = store.involvements_of_person(person_id)?;
-    involvements.sort_by(|a, b| (a.start_date, &a.id).cmp(&(b.start_date, &b.id)));
-    let involvements = involvements
-        .iter()
-        .map(|i| subject_involvement(store, i))
-        .collect::<Result<_, _>>()?;
-    Ok(v1::SubjectAccessReport {
-        person_id: person_id.into(),
-        entries,
-        involvements,
-        produced_at_unix_seconds: time::OffsetDateTime::now_utc().unix_timestamp(),
-        node_name,
-    })
-}
-
-/// "Who is involved": the subject's own data, so every involvement in full,
-/// restricted and ended ones too.
-fn subject_involvement(
-    store: &Store,
-    involvement: &patchwork_store::model::Involvement,
-) -> Result<v1::SubjectInvolvement, StoreError> {
-    use crate::base::validate::to_proto_date;
-    let practitioner = store.practitioner(&involvement.practitioner_id)?;
-    let organisation = match &practitioner {
-        Some(p) => store.organisation(&p.organisation_id)?,
-        None => None,
-    };
-    Ok(v1::SubjectInvolvement {
-        involvement_id: involvement.id.clone(),
-        service: involvement.service.clone(),
-        sensitivity: v1::Sensitivity::from(involvement.sensitivity) as i32,
-        practitioner_name: practitioner
-            .as_ref()
-            .map(|p| p.name.clone())
-            .unwrap_or_default(),
-        practitioner_role: practitioner.map(|p| p.role).unwrap_or_default(),
-        organisation_name: organisation.map(|o| o.name).unwrap_or_default(),
-        start_date: Some(to_proto_date(involvement.start_date)),
-        end_date: involvement.end_date.map(to_proto_date),
-        last_confirmed: Some(to_proto_date(involvement.last_confirmed)),
-    })
-}
-
-fn subject_access_entry(
-    store: &Store,
-    entry: &AuditEntry,
-    person_id: &str,
-) -> Result<v1::SubjectAccessEntry, StoreError> {
-    let mut out = v1::SubjectAccessEntry {
-        seq: entry.seq,
-        at_unix_seconds: entry.at_unix_ms.div_euclid(1000),
-        ..Default::default()
-    };
-    match &entry.event {
-        AuditEvent::LookupAnswered {
-            lookup_id,
-            local_outcome,
-            disclosed_involvement_ids,
-            ..
-        } => {
-            out.kind = "looked up here by a local practitioner".into();
-            out.reference = lookup_id.clone();
-            out.outcome = local_outcome.clone();
-            out.disclosed_involvement_ids = disclosed_involvement_ids.clone();
-            who_looked_up(store, lookup_id, &mut out)?;
-        }
-        AuditEvent::PeerAsked { .. } => {
-            out.kind = "asked by peer node".into();
-            who_asked(&entry.event, &mut out);
-        }
-        AuditEvent::FamilyDisclosed {
-            reference,
-            peer,
-            members,
-            ..
-        } => {
-            match peer {
-                None => {
-                    out.kind = "a family member looked up here by a local practitioner".into();
-                    who_looked_up(store, reference, &mut out)?;
-                }
-                Some(peer) => {
-                    out.kind = "a family member asked about by peer node".into();
-                    // The question is the entry just before (one append).
-                    let asked = match entry.seq.checked_sub(1) {
-                        Some(seq) => store.audit_entry(seq)?.map(|e| e.event),
-                        None => None,
-                    }
-                    .filter(|event| {
-                        matches!(event, AuditEvent::PeerAsked { request_id, peer: asker, .. }
-                            if request_id == reference && asker == peer)
-                    });
-                    match asked {
-                        Some(asked) => who_asked(&asked, &mut out),
-                        None => {
-                            out.from = peer.clone();
-                            out.requester = "unknown: the question is not in the log".into();
-                        }
-                    }
-                }
-            }
-            // Which family member was looked up, and what was disclosed of
-            // their own team, is theirs: this person's report says only that
-            // it was one of the family, and what was disclosed of this
-            // person's team.
-            out.reference = reference.clone();
-            out.outcome = "matched a family member".into();
-            out.disclosed_involvement_ids = members
-                .iter()
-                .filter(|m| m.person_id == person_id)
-                .flat_map(|m| m.disclosed_involvement_ids.iter().cloned())
-                .collect();
-        }
-        AuditEvent::NotificationSent {
-            peer,
-            subscription_id,
-            disclosed_involvement_ids,
-            ..
-        } => {
-            out.kind = "subscription notification sent to a peer".into();
-            out.reference = subscription_id.clone();
-            out.from = peer.clone();
-            out.outcome = "sent".into();
-            out.disclosed_involvement_ids = disclosed_involvement_ids.clone();
-        }
-        AuditEvent::LookupStarted { .. }
-        | AuditEvent::SubscriptionMade { .. }
-        | AuditEvent::NotificationReceived { .. }
-        | AuditEvent::PeerRefusals { .. }
-        | AuditEvent::FederationChanged { .. }
-        | AuditEvent::WatchOpened { .. }
-        | AuditEvent::AuditMigrated { .. } => {
-            // Never indexed under a person.
-            out.kind = "lookup started".into();
-        }
-    }
-    Ok(out)
-}
-
-/// Who made local lookup `lookup_id`, and why, from its `LookupStarted`.
-fn who_looked_up(
-    store: &Store,
-    lookup_id: &str,
-    out: &mut v1::SubjectAccessEntry,
-) -> Result<(), StoreError> {
-    match store.audit_lookup_started(lookup_id)?.map(|e| e.event) {
-        Some(AuditEvent::LookupStarted {
-            caller,
-            requester,
-            lawful_basis,
-            reason,
-            ..
-        }) => {
-            out.from = caller;
-            // As a peer's asker reads: name, role and organisation (as this
-            // node holds them now), then the id the log keeps.
-            let practitioner = store.practitioner(&requester)?;
-            out.requester = match practitioner {
-                Some(p) => {
-                    let organisation = store
-                        .organisation(&p.organisation_id)?
-                        .map_or(p.organisation_id.clone(), |o| o.name);
-                    format!(
-                        "{} ({}, {organisation}; practitioner id {requester} on this node)",
-                        p.name, p.role
-                    )
-                }
-                None => format!("practitioner id {requester} on this node (no longer on record)"),
-            };
-            out.lawful_basis = lawful_basis.as_str().into();
-            out.reason = reason;
-        }
-        _ => {
-            // verify_audit reports a lookup whose start is missing.
-            out.requester = "unknown: the lookup's start is not in the log".into();
-        }
-    }
-    Ok(())
-}
-
-/// Who asked a peer's question, why, and what it was answered, from its
-/// `PeerAsked` (anything else leaves `out` as it is).
-fn who_asked(event: &AuditEvent, out: &mut v1::SubjectAccessEntry) {
-    let AuditEvent::PeerAsked {
-        request_id,
-        peer,
-        requester_practitioner_id,
-        requester_name,
-        requester_role,
-        requester_organisation,
-        lawful_basis,
-        reason,
-        outcome,
-        refusal,
-        disclosed_involvement_ids,
-        ..
-    } = event
-    else {
-        return;
-    };
-    out.reference = request_id.clone();
-    out.from = peer.clone();
-    out.requester = format!(
-        "{requester_name} ({requester_role}, {requester_organisation}; \
-         practitioner id {requester_practitioner_id} at that node)"
-    );
-    out.lawful_basis = lawful_basis
-        .map_or("none given", LawfulBasis::as_str)
-        .into();
-    out.reason = reason.clone();
-    out.outcome = match refusal {
-        Some(why) => format!("{outcome}: {why}"),
-        None => outcome.clone(),
-    };
-    out.disclosed_involvement_ids = disclosed_involvement_ids.clone();
 }

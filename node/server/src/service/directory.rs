@@ -457,6 +457,31 @@ impl Directory for DirectoryService {
         self.as_records(request, super::family::list_links).await
     }
 
+    /// Admin role: erasure is the data-protection officer's decision,
+    /// carried out by the node's operators, never a records integration's.
+    #[instrument(skip_all)]
+    async fn erase_person(
+        &self,
+        request: Request<v1::ErasePersonRequest>,
+    ) -> DirectoryResult<v1::ErasePersonResponse> {
+        let caller = self.state.access.authorise(&request, Role::Admin)?;
+        let req = request.into_inner();
+        let person_id = validate::id(&req.person_id, "person_id")?;
+        let reason = validate::erasure_reason(&req.reason, "reason")?;
+        let erasure = crate::work::erasure::erase_person(
+            &self.state,
+            &caller.identity.to_string(),
+            person_id,
+            reason,
+        )
+        .await?;
+        info!(audit_seq = erasure.audit_seq, "person erased");
+        Ok(Response::new(v1::ErasePersonResponse {
+            removed: erasure.removed,
+            audit_seq: erasure.audit_seq,
+        }))
+    }
+
     type WatchStream = ReceiverStream<Result<v1::TeamEvent, Status>>;
 
     /// Who may watch whom: `AccessPolicy::authorise_watch` (the `watch`

@@ -6,12 +6,14 @@
 //! `transport`, `base` and the crates below; never `service`.
 
 pub(crate) mod disclosure;
+pub(crate) mod erasure;
 pub(crate) mod import;
 pub(crate) mod lookup;
 pub(crate) mod matching;
 pub mod peers;
 pub(crate) mod reload;
 pub(crate) mod state;
+pub mod subject_access;
 pub(crate) mod subscriptions;
 pub(crate) mod team;
 pub mod witness;

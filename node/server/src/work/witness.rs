@@ -101,14 +101,9 @@ pub(crate) async fn checkpoint(
     let key = state.audit_key.clone();
     let origin = Checkpoint::origin_of(&state.node_identity.to_string());
     blocking(move || {
-        let size = store.audit_durable_len();
-        let root = store.audit_root(size).map_err(|e| store_status(e, ""))?;
-        let checkpoint = Checkpoint {
-            origin,
-            size,
-            root,
-            time_unix: i64::try_from(now_unix()).unwrap_or(i64::MAX),
-        };
+        let (checkpoint, note) =
+            sign_checkpoint(&store, &key, origin).map_err(|e| store_status(e, ""))?;
+        let size = checkpoint.size;
         let consistency_proof = if old_size > 0 && old_size < size {
             store
                 .audit_consistency_proof(old_size, size)
@@ -120,12 +115,30 @@ pub(crate) async fn checkpoint(
             Vec::new()
         };
         Ok(v1::GetCheckpointResponse {
-            checkpoint: key.sign(&checkpoint),
+            checkpoint: note,
             consistency_proof,
             verifier_key: key.verifier_key(),
         })
     })
     .await
+}
+
+/// A checkpoint of this node's log over the entries durable now, and the
+/// signed note of it.
+pub(crate) fn sign_checkpoint(
+    store: &patchwork_store::Store,
+    key: &SigningKey,
+    origin: String,
+) -> Result<(Checkpoint, String), patchwork_store::StoreError> {
+    let size = store.audit_durable_len();
+    let checkpoint = Checkpoint {
+        origin,
+        size,
+        root: store.audit_root(size)?,
+        time_unix: i64::try_from(now_unix()).unwrap_or(i64::MAX),
+    };
+    let note = key.sign(&checkpoint);
+    Ok((checkpoint, note))
 }
 
 /// A witness's cosignature of one of this node's checkpoints: checked, then

@@ -297,6 +297,40 @@ pub enum AuditEvent {
         intact: bool,
         detail: String,
     },
+    /// A person erased (`Directory.ErasePerson`), written durably before
+    /// the erasure: who asked, why, and what was to go, counted. The
+    /// person's id stays here, nothing else of them.
+    PersonErased {
+        person_id: String,
+        /// The SPIFFE id of the calling system.
+        caller: String,
+        reason: String,
+        /// "the person record", "3 involvements", ... (`erasure::Erased`).
+        removed: Vec<String>,
+    },
+    /// A retention run that deleted something, written durably before it
+    /// deleted: by which rule, the ids.
+    RetentionApplied {
+        /// `daily`, or `patchwork retention run` by the caller's SPIFFE id.
+        trigger: String,
+        /// The rules in force, in the config's words.
+        rules: Vec<String>,
+        /// Ended involvements deleted.
+        involvement_ids: Vec<String>,
+        /// Persons erased, with everything naming them.
+        person_ids: Vec<String>,
+        /// Audit entries up to this one archived out of the log (0: none).
+        audit_archived_through: u64,
+    },
+    /// A subject-access report produced (`Admin.SubjectAccessReport`),
+    /// written before it goes.
+    SubjectAccessReported {
+        person_id: String,
+        /// The SPIFFE id of the calling system.
+        caller: String,
+        /// The entries it reported.
+        entries: u64,
+    },
 }
 
 /// One family member's part in a family lookup.
@@ -325,7 +359,7 @@ impl AuditEvent {
     /// The local persons this event is about: what subject-access reports
     /// find it by (the person a lookup or a peer's question matched, the
     /// family members one disclosed about).
-    pub(crate) fn person_ids(&self) -> Vec<&str> {
+    pub fn person_ids(&self) -> Vec<&str> {
         match self {
             AuditEvent::LookupAnswered {
                 local_person_id, ..
@@ -334,6 +368,11 @@ impl AuditEvent {
             AuditEvent::NotificationSent { person_id, .. } => vec![person_id],
             AuditEvent::FamilyDisclosed { members, .. } => {
                 members.iter().map(|m| m.person_id.as_str()).collect()
+            }
+            AuditEvent::PersonErased { person_id, .. }
+            | AuditEvent::SubjectAccessReported { person_id, .. } => vec![person_id],
+            AuditEvent::RetentionApplied { person_ids, .. } => {
+                person_ids.iter().map(String::as_str).collect()
             }
             AuditEvent::LookupStarted { .. }
             | AuditEvent::SubscriptionMade { .. }
@@ -502,6 +541,39 @@ fn decode_body(seq: u64, body: &[u8]) -> Result<AuditEntry, String> {
         event,
         leaf_hash: tlog_tiles::record_hash(body).0,
     })
+}
+
+/// Checks, offline, that `body` is entry `seq` of the log whose first
+/// `size` entries have Merkle root `root`, by its inclusion proof; then
+/// reads the entry from it. What `patchwork audit prove` runs for each
+/// piece of a subject-access report's evidence.
+pub fn prove_entry(
+    seq: u64,
+    body: &[u8],
+    proof: &[[u8; 32]],
+    size: u64,
+    root: [u8; 32],
+) -> Result<AuditEntry, String> {
+    let index = seq
+        .checked_sub(1)
+        .ok_or_else(|| "entry 0 does not exist: entries count from 1".to_owned())?;
+    if index >= size {
+        return Err(format!(
+            "entry {seq} is past the checkpoint, which covers {size} entries"
+        ));
+    }
+    let proof: tlog_tiles::RecordProof = proof.iter().copied().map(tlog_tiles::Hash).collect();
+    tlog_tiles::check_record(
+        &proof,
+        size,
+        tlog_tiles::Hash(root),
+        index,
+        tlog_tiles::record_hash(body),
+    )
+    .map_err(|_| {
+        format!("entry {seq} is not the entry the checkpoint's tree holds: it was changed")
+    })?;
+    decode_body(seq, body).map_err(|why| format!("entry {seq}: {why}"))
 }
 
 fn seq_of_key(key: &[u8]) -> Option<u64> {
@@ -922,6 +994,15 @@ impl Store {
                 decode_body(seq, &body).map_err(|why| corrupt(format!("entry {seq}: {why}")))
             })
             .transpose()
+    }
+
+    /// Entry `seq`'s bytes as the log holds them (what its leaf hash is
+    /// over): evidence a subject-access report carries.
+    pub fn audit_entry_body(&self, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        match seq.checked_sub(1) {
+            Some(index) => self.audit.log.read(index),
+            None => Ok(None),
+        }
     }
 
     /// The entries about `person_id`, in order: local lookups that matched

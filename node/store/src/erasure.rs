@@ -1,0 +1,269 @@
+//! Erasure: a person, and everything this node holds that names them, goes
+//! in one transaction (UK GDPR art. 17; Victoria's IPP 4.2). What goes:
+//! the record, its `person_index` and `match_index` entries (the blinded
+//! keys peers' questions are matched against), the person's involvements
+//! with both of their index entries, links both ways, the attention flag,
+//! the team events about them with their recipient entries, peers'
+//! subscriptions to them and the "followed until" marker those set.
+//!
+//! What stays: the audit log, which holds ids and what happened, never a
+//! name, date of birth or identifier (`audit::AuditEvent`); the erasure
+//! itself is one more entry of it, written by the caller before the erasure.
+//!
+//! sled frees the bytes of removed records, but they stay in its files until
+//! it rewrites the segments they sit in: see ARCHITECTURE.md ("Erasure") for
+//! what that means and how an operator purges them (backup and restore).
+
+use sled::Transactional;
+
+use super::events::WATCHED;
+use super::{
+    COUNT_ACTIVE_INVOLVEMENTS, COUNT_INVOLVEMENTS, COUNT_PERSONS, Kind, Store, StoreError,
+    add_count, decode, pair_key, pair_key_bytes, person_index_keys, prefix_key, tx_error,
+};
+use crate::events::TeamEvent;
+use crate::model::Involvement;
+use crate::subscriptions::Subscription;
+
+/// What an erasure removed (or, planned, would remove), counted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Erased {
+    pub involvements: u64,
+    pub links: u64,
+    pub team_events: u64,
+    pub subscriptions: u64,
+    pub attention_flag: bool,
+    /// `person_index` and `match_index` entries.
+    pub index_entries: u64,
+}
+
+impl Erased {
+    /// One line each, for the audit entry and the operator: `["3
+    /// involvements", ...]`, only what there was.
+    pub fn lines(&self) -> Vec<String> {
+        let mut lines = vec!["the person record".to_owned()];
+        for (count, what) in [
+            (self.involvements, "involvements"),
+            (self.links, "family links"),
+            (self.team_events, "team events"),
+            (self.subscriptions, "peer subscriptions"),
+            (self.index_entries, "index entries"),
+        ] {
+            if count > 0 {
+                lines.push(format!("{count} {what}"));
+            }
+        }
+        if self.attention_flag {
+            lines.push("the attention flag".to_owned());
+        }
+        lines
+    }
+}
+
+/// Everything that names one person, read before the transaction.
+struct Holdings {
+    involvements: Vec<Involvement>,
+    others_linked: Vec<Vec<u8>>,
+    /// Team events about the person: seq and recipients.
+    events: Vec<TeamEvent>,
+    subscription_ids: Vec<String>,
+    index_keys: Vec<Vec<u8>>,
+    match_keys: Vec<Vec<u8>>,
+    attention: bool,
+}
+
+impl Holdings {
+    fn counts(&self) -> Erased {
+        Erased {
+            involvements: self.involvements.len() as u64,
+            links: self.others_linked.len() as u64,
+            team_events: self.events.len() as u64,
+            subscriptions: self.subscription_ids.len() as u64,
+            attention_flag: self.attention,
+            index_entries: (self.index_keys.len() + self.match_keys.len()) as u64,
+        }
+    }
+}
+
+impl Store {
+    /// What erasing `person_id` would remove, without removing anything.
+    /// `NotFound` if the node does not hold the person.
+    pub fn erasure_plan(&self, person_id: &str) -> Result<Erased, StoreError> {
+        Ok(self.holdings(person_id)?.counts())
+    }
+
+    /// Erases `person_id` and everything naming them, in one transaction
+    /// (see the module's comment); `NotFound` if the node does not hold the
+    /// person. Callers write the audit entry first and acknowledge after
+    /// [`Store::flush`].
+    pub fn erase_person(&self, person_id: &str) -> Result<Erased, StoreError> {
+        // Person writes and team changes hold these, so nothing adds an
+        // involvement, event or index entry between the reading and the
+        // transaction.
+        let _person_writes = self.person_writes.lock();
+        let _team = self.team_lock();
+        let _writing = self.writing();
+        let holdings = self.holdings(person_id)?;
+        let subscriptions = self.db.open_tree(crate::subscriptions::SUBSCRIPTIONS)?;
+        let active = holdings
+            .involvements
+            .iter()
+            .filter(|i| i.is_active())
+            .count();
+        (
+            &self.persons,
+            &self.person_index,
+            &self.match_index,
+            &self.meta,
+            &self.involvements,
+            &self.involvements_by_person,
+            &self.involvements_by_practitioner,
+            &self.attention,
+            &self.links,
+            &self.events,
+            &self.events_by_practitioner,
+            &subscriptions,
+        )
+            .transaction(
+                |(
+                    persons,
+                    person_index,
+                    match_index,
+                    meta,
+                    involvements,
+                    by_person,
+                    by_practitioner,
+                    attention,
+                    links,
+                    events,
+                    events_by_practitioner,
+                    subscriptions,
+                )| {
+                    if persons.remove(person_id.as_bytes())?.is_none() {
+                        return super::abort(StoreError::NotFound {
+                            kind: Kind::Person,
+                            id: person_id.into(),
+                        });
+                    }
+                    for key in holdings.index_keys.iter() {
+                        person_index.remove(key.as_slice())?;
+                    }
+                    for key in holdings.match_keys.iter() {
+                        match_index.remove(key.as_slice())?;
+                    }
+                    for involvement in &holdings.involvements {
+                        involvements.remove(involvement.id.as_bytes())?;
+                        by_person.remove(pair_key(person_id, &involvement.id))?;
+                        by_practitioner
+                            .remove(pair_key(&involvement.practitioner_id, &involvement.id))?;
+                    }
+                    for other in &holdings.others_linked {
+                        let other = String::from_utf8_lossy(other);
+                        links.remove(pair_key(person_id, &other))?;
+                        links.remove(pair_key(&other, person_id))?;
+                    }
+                    attention.remove(person_id.as_bytes())?;
+                    for event in &holdings.events {
+                        events.remove(&crate::events::seq_key(event.seq))?;
+                        for recipient in &event.recipients {
+                            events_by_practitioner
+                                .remove(crate::events::recipient_key(recipient, event.seq))?;
+                        }
+                    }
+                    for id in &holdings.subscription_ids {
+                        subscriptions.remove(id.as_bytes())?;
+                    }
+                    meta.remove(format!("{WATCHED}{person_id}").as_bytes())?;
+                    add_count(meta, COUNT_PERSONS, -1)?;
+                    add_count(
+                        meta,
+                        COUNT_INVOLVEMENTS,
+                        -(holdings.involvements.len() as i64),
+                    )?;
+                    add_count(meta, COUNT_ACTIVE_INVOLVEMENTS, -(active as i64))?;
+                    Ok(())
+                },
+            )
+            .map_err(tx_error)?;
+        Ok(holdings.counts())
+    }
+
+    fn holdings(&self, person_id: &str) -> Result<Holdings, StoreError> {
+        let Some(person) = self.person(person_id)? else {
+            return Err(StoreError::NotFound {
+                kind: Kind::Person,
+                id: person_id.into(),
+            });
+        };
+        let index_keys = person_index_keys(&(&person).into())
+            .iter()
+            .map(|key| pair_key_bytes(key, &person.id))
+            .collect();
+        let match_keys = Self::match_entries(&self.indexed_sets(), &person)
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect();
+        let involvements = self.involvements_of_person(person_id)?;
+        let link_prefix = prefix_key(person_id.as_bytes());
+        let others_linked = self
+            .links
+            .scan_prefix(&link_prefix)
+            .map(|entry| Ok(entry?.0[link_prefix.len()..].to_vec()))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        // The outbox has no index by person: one pass over it. Erasure is
+        // rare and the outbox small next to the records.
+        let mut events = Vec::new();
+        for entry in self.events.iter() {
+            let (_, bytes) = entry?;
+            let event: TeamEvent = decode(Kind::TeamEvent, &bytes)?;
+            if event.person_id == person_id {
+                events.push(event);
+            }
+        }
+        let mut subscription_ids = Vec::new();
+        for entry in self
+            .db
+            .open_tree(crate::subscriptions::SUBSCRIPTIONS)?
+            .iter()
+        {
+            let (_, bytes) = entry?;
+            let subscription: Subscription = decode(Kind::TeamEvent, &bytes)?;
+            if subscription.person_id == person_id {
+                subscription_ids.push(subscription.id);
+            }
+        }
+        Ok(Holdings {
+            involvements,
+            others_linked,
+            events,
+            subscription_ids,
+            index_keys,
+            match_keys,
+            attention: self.attention.get(person_id.as_bytes())?.is_some(),
+        })
+    }
+
+    /// The trees (by name) with a key or value that contains `needle`, and
+    /// where: how the tests check that an erasure left nothing. Reads every
+    /// entry of every tree.
+    pub fn trees_containing(&self, needle: &[u8]) -> Result<Vec<String>, StoreError> {
+        let contains = |haystack: &[u8]| {
+            !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+        };
+        let mut found = Vec::new();
+        for name in self.db.tree_names() {
+            let tree = self.db.open_tree(&name)?;
+            for entry in tree.iter() {
+                let (key, value) = entry?;
+                if contains(&key) || contains(&value) {
+                    found.push(format!(
+                        "tree {} key {}",
+                        String::from_utf8_lossy(&name),
+                        String::from_utf8_lossy(&key).escape_debug()
+                    ));
+                }
+            }
+        }
+        Ok(found)
+    }
+}
