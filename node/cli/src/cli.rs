@@ -88,6 +88,11 @@ pub enum Command {
         #[command(subcommand)]
         command: EraseCommand,
     },
+    /// The retention schedule (`[retention]` in the config).
+    Retention {
+        #[command(subcommand)]
+        command: RetentionCommand,
+    },
     /// Write a consistent backup of the running node's store to a file.
     Backup(BackupArgs),
     /// Restore a backup into the empty store folder of a stopped node, then
@@ -324,6 +329,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Restore(args) => restore_command(&args),
         Command::Audit { command } => audit_command(command).await,
         Command::Erase { command } => erase_command(command).await,
+        Command::Retention { command } => retention_command(command).await,
         Command::Trust {
             command: TrustCommand::Status(args),
         } => trust_status_command(args).await,
@@ -1718,6 +1724,131 @@ async fn erase_command(command: EraseCommand) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+// ---------------------------------------------------------------- retention
+
+#[derive(Debug, Subcommand)]
+pub enum RetentionCommand {
+    /// Run the schedule now, as the daily run does: ended involvements and
+    /// inactive persons past their time are deleted, each batch audited
+    /// first. Asks the running node (admin role).
+    Run(RetentionRunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RetentionRunArgs {
+    /// The node's config file.
+    #[arg(long, short, default_value = "node.toml")]
+    pub config: PathBuf,
+    /// List what would be deleted; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Delete even more than `retention.max_share` of the records.
+    #[arg(long)]
+    pub force: bool,
+    /// Print the result as JSON (for scripts) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+async fn retention_command(command: RetentionCommand) -> anyhow::Result<ExitCode> {
+    let RetentionCommand::Run(args) = command;
+    let config = load_config(&args.config)?;
+    let mut client = AdminClient::new(connect(&config).await?);
+    let report = client
+        .run_retention(v1::RunRetentionRequest {
+            dry_run: args.dry_run,
+            force: args.force,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "dry_run": report.dry_run,
+                "rules": report.rules,
+                "involvements": report.involvements.iter().map(|i| serde_json::json!({
+                    "involvement_id": i.involvement_id,
+                    "person_id": i.person_id,
+                    "end_date": date_text(i.end_date.as_ref()),
+                })).collect::<Vec<_>>(),
+                "persons": report.persons.iter().map(|p| serde_json::json!({
+                    "person_id": p.person_id,
+                    "inactive_since": date_text(p.inactive_since.as_ref()),
+                })).collect::<Vec<_>>(),
+                "skipped": report.skipped,
+                "refused": (!report.refused.is_empty()).then_some(&report.refused),
+                "newly_inactive": report.newly_inactive,
+            })
+        );
+    } else {
+        print!("{}", retention_text(&report));
+    }
+    Ok(if report.refused.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn retention_text(report: &v1::RetentionReport) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let verb = if report.dry_run {
+        "would delete"
+    } else {
+        "deleted"
+    };
+    let _ = writeln!(out, "rules: {}", report.rules.join("; "));
+    if !report.refused.is_empty() {
+        let _ = writeln!(out, "REFUSED: {}", report.refused);
+    }
+    let _ = writeln!(
+        out,
+        "{verb} {} ended involvement(s) and {} person(s)",
+        report.involvements.len(),
+        report.persons.len()
+    );
+    for i in &report.involvements {
+        let _ = writeln!(
+            out,
+            "  involvement {} (person {}), ended {}",
+            i.involvement_id,
+            i.person_id,
+            date_text(i.end_date.as_ref()).unwrap_or_default()
+        );
+    }
+    for p in &report.persons {
+        let _ = writeln!(
+            out,
+            "  person {}, no current involvement since {}",
+            p.person_id,
+            date_text(p.inactive_since.as_ref()).unwrap_or_default()
+        );
+    }
+    if !report.skipped.is_empty() {
+        let _ = writeln!(
+            out,
+            "kept after all (no longer due): {}",
+            report.skipped.join(", ")
+        );
+    }
+    if report.newly_inactive > 0 {
+        let _ = writeln!(
+            out,
+            "{} person(s) without a current involvement for the first time: their period starts {}",
+            report.newly_inactive,
+            if report.dry_run {
+                "at the next run"
+            } else {
+                "today"
+            }
+        );
+    }
+    out
 }
 
 // ---------------------------------------------------------------- backup

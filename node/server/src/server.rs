@@ -323,6 +323,7 @@ pub async fn run_with(
             metrics: metrics.clone(),
             refusals: refusals.clone(),
             audit_key,
+            retention: Arc::new(config.retention.clone()),
         };
         webhook_tasks.push(crate::service::spawn_refusal_summaries(state.clone()));
         // Cross-border subscriptions: polls peers, stops with the webhooks.
@@ -334,6 +335,11 @@ pub async fn run_with(
         webhook_tasks.push(crate::work::witness::spawn_witness(
             state.clone(),
             std::time::Duration::from_millis(u64::from(config.federation.witness_interval_ms)),
+        ));
+        // The retention schedule's daily run, when a rule is set.
+        webhook_tasks.extend(crate::work::retention::spawn_daily(
+            state.clone(),
+            config.retention.clone(),
         ));
         directory.open(
             DirectoryServer::new(DirectoryService::new(state.clone()))

@@ -14,6 +14,8 @@
 //! it rewrites the segments they sit in: see ARCHITECTURE.md ("Erasure") for
 //! what that means and how an operator purges them (backup and restore).
 
+use std::collections::{HashMap, HashSet};
+
 use sled::Transactional;
 
 use super::events::WATCHED;
@@ -60,6 +62,13 @@ impl Erased {
     }
 }
 
+/// The outbox's part in an erasure of some persons, by person.
+#[derive(Default)]
+struct Outbox {
+    events: HashMap<String, Vec<TeamEvent>>,
+    subscriptions: HashMap<String, Vec<String>>,
+}
+
 /// Everything that names one person, read before the transaction.
 struct Holdings {
     involvements: Vec<Involvement>,
@@ -89,7 +98,8 @@ impl Store {
     /// What erasing `person_id` would remove, without removing anything.
     /// `NotFound` if the node does not hold the person.
     pub fn erasure_plan(&self, person_id: &str) -> Result<Erased, StoreError> {
-        Ok(self.holdings(person_id)?.counts())
+        let outbox = self.outbox_of(&[person_id])?;
+        Ok(self.holdings(person_id, &outbox)?.counts())
     }
 
     /// Erases `person_id` and everything naming them, in one transaction
@@ -97,14 +107,60 @@ impl Store {
     /// person. Callers write the audit entry first and acknowledge after
     /// [`Store::flush`].
     pub fn erase_person(&self, person_id: &str) -> Result<Erased, StoreError> {
+        let mut erased = self.erase_persons(&[person_id.to_owned()], |_| true)?;
+        match erased.pop() {
+            Some((_, Some(counts))) => Ok(counts),
+            _ => Err(StoreError::NotFound {
+                kind: Kind::Person,
+                id: person_id.into(),
+            }),
+        }
+    }
+
+    /// Erases each of `ids` that is still held and for which `still`
+    /// holds, given their involvements as they are now (retention asks
+    /// that the person is still inactive): a transaction each, the outbox
+    /// read once for all. `None` for a person skipped or no longer held.
+    pub(crate) fn erase_persons(
+        &self,
+        ids: &[String],
+        still: impl Fn(&[Involvement]) -> bool,
+    ) -> Result<Vec<(String, Option<Erased>)>, StoreError> {
         // Person writes and team changes hold these, so nothing adds an
         // involvement, event or index entry between the reading and the
-        // transaction.
+        // transactions.
         let _person_writes = self.person_writes.lock();
         let _team = self.team_lock();
         let _writing = self.writing();
-        let holdings = self.holdings(person_id)?;
+        let wanted: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let outbox = self.outbox_of(&wanted)?;
         let subscriptions = self.db.open_tree(crate::subscriptions::SUBSCRIPTIONS)?;
+        let mut results = Vec::with_capacity(ids.len());
+        for person_id in ids {
+            let holdings = match self.holdings(person_id, &outbox) {
+                Ok(holdings) => holdings,
+                Err(StoreError::NotFound { .. }) => {
+                    results.push((person_id.clone(), None));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if !still(&holdings.involvements) {
+                results.push((person_id.clone(), None));
+                continue;
+            }
+            self.erase_holdings(person_id, &holdings, &subscriptions)?;
+            results.push((person_id.clone(), Some(holdings.counts())));
+        }
+        Ok(results)
+    }
+
+    fn erase_holdings(
+        &self,
+        person_id: &str,
+        holdings: &Holdings,
+        subscriptions: &sled::Tree,
+    ) -> Result<(), StoreError> {
         let active = holdings
             .involvements
             .iter()
@@ -122,7 +178,8 @@ impl Store {
             &self.links,
             &self.events,
             &self.events_by_practitioner,
-            &subscriptions,
+            subscriptions,
+            &self.retention,
         )
             .transaction(
                 |(
@@ -138,6 +195,7 @@ impl Store {
                     events,
                     events_by_practitioner,
                     subscriptions,
+                    retention,
                 )| {
                     if persons.remove(person_id.as_bytes())?.is_none() {
                         return super::abort(StoreError::NotFound {
@@ -163,6 +221,7 @@ impl Store {
                         links.remove(pair_key(&other, person_id))?;
                     }
                     attention.remove(person_id.as_bytes())?;
+                    retention.remove(person_id.as_bytes())?;
                     for event in &holdings.events {
                         events.remove(&crate::events::seq_key(event.seq))?;
                         for recipient in &event.recipients {
@@ -184,11 +243,45 @@ impl Store {
                     Ok(())
                 },
             )
-            .map_err(tx_error)?;
-        Ok(holdings.counts())
+            .map_err(tx_error)
     }
 
-    fn holdings(&self, person_id: &str) -> Result<Holdings, StoreError> {
+    /// The team events about, and peers' subscriptions to, any of `ids`:
+    /// one pass over each (the outbox has no index by person; erasure is
+    /// rare and the outbox small next to the records).
+    fn outbox_of(&self, ids: &[&str]) -> Result<Outbox, StoreError> {
+        let wanted: HashSet<&str> = ids.iter().copied().collect();
+        let mut outbox = Outbox::default();
+        for entry in self.events.iter() {
+            let (_, bytes) = entry?;
+            let event: TeamEvent = decode(Kind::TeamEvent, &bytes)?;
+            if wanted.contains(event.person_id.as_str()) {
+                outbox
+                    .events
+                    .entry(event.person_id.clone())
+                    .or_default()
+                    .push(event);
+            }
+        }
+        for entry in self
+            .db
+            .open_tree(crate::subscriptions::SUBSCRIPTIONS)?
+            .iter()
+        {
+            let (_, bytes) = entry?;
+            let subscription: Subscription = decode(Kind::TeamEvent, &bytes)?;
+            if wanted.contains(subscription.person_id.as_str()) {
+                outbox
+                    .subscriptions
+                    .entry(subscription.person_id)
+                    .or_default()
+                    .push(subscription.id);
+            }
+        }
+        Ok(outbox)
+    }
+
+    fn holdings(&self, person_id: &str, outbox: &Outbox) -> Result<Holdings, StoreError> {
         let Some(person) = self.person(person_id)? else {
             return Err(StoreError::NotFound {
                 kind: Kind::Person,
@@ -210,33 +303,15 @@ impl Store {
             .scan_prefix(&link_prefix)
             .map(|entry| Ok(entry?.0[link_prefix.len()..].to_vec()))
             .collect::<Result<Vec<_>, StoreError>>()?;
-        // The outbox has no index by person: one pass over it. Erasure is
-        // rare and the outbox small next to the records.
-        let mut events = Vec::new();
-        for entry in self.events.iter() {
-            let (_, bytes) = entry?;
-            let event: TeamEvent = decode(Kind::TeamEvent, &bytes)?;
-            if event.person_id == person_id {
-                events.push(event);
-            }
-        }
-        let mut subscription_ids = Vec::new();
-        for entry in self
-            .db
-            .open_tree(crate::subscriptions::SUBSCRIPTIONS)?
-            .iter()
-        {
-            let (_, bytes) = entry?;
-            let subscription: Subscription = decode(Kind::TeamEvent, &bytes)?;
-            if subscription.person_id == person_id {
-                subscription_ids.push(subscription.id);
-            }
-        }
         Ok(Holdings {
             involvements,
             others_linked,
-            events,
-            subscription_ids,
+            events: outbox.events.get(person_id).cloned().unwrap_or_default(),
+            subscription_ids: outbox
+                .subscriptions
+                .get(person_id)
+                .cloned()
+                .unwrap_or_default(),
             index_keys,
             match_keys,
             attention: self.attention.get(person_id.as_bytes())?.is_some(),

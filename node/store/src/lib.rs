@@ -29,6 +29,8 @@
 //!   itself is files of its own in `audit-log/` (see `audit`).
 //! - `witness`: checkpoints of this node's log its peers cosigned, and of
 //!   theirs it verified (see `witness`).
+//! - `retention`: person id → since when they have had no current
+//!   involvement, as retention saw it (see `retention`).
 //!
 //! Invariants: every multi-tree change happens in one sled transaction, so a
 //! crash never leaves a record without its index entries or the reverse
@@ -70,6 +72,7 @@ pub mod freshness;
 pub mod last_import;
 mod links;
 mod match_index;
+pub mod retention;
 pub mod subscriptions;
 pub mod witness;
 
@@ -332,6 +335,10 @@ pub struct Store {
     durable_events: Arc<tokio::sync::watch::Sender<events::Progress>>,
     /// `person \0 other person` → relationship, both ways (see `links`).
     links: Tree,
+    /// Person id → the day retention first found them without a current
+    /// involvement, or the end of the last involvement it deleted
+    /// (see `retention`).
+    retention: Tree,
     /// Durable audit appends waiting for the next group write (see `audit`).
     audit_queue: Arc<audit::AuditQueue>,
     /// Record writes running now (see [`Store::writes_in_progress`]).
@@ -577,6 +584,7 @@ impl Store {
             team_lock: Arc::new(parking_lot::Mutex::new(())),
             durable_events: Arc::new(tokio::sync::watch::channel(events::Progress::default()).0),
             links: db.open_tree("links")?,
+            retention: db.open_tree("retention")?,
             audit_queue: Arc::default(),
             writers: Arc::default(),
             write_gate: Arc::new(parking_lot::RwLock::new(())),

@@ -46,6 +46,9 @@ pub struct NodeConfig {
     pub federation: FederationSection,
     #[serde(default)]
     pub metrics: MetricsSection,
+    /// What the council's retention schedule deletes, and when.
+    #[serde(default)]
+    pub retention: RetentionSection,
     /// Where team events are pushed (`[[webhooks]]`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub webhooks: Vec<WebhookEntry>,
@@ -626,6 +629,76 @@ impl Default for StoreSection {
     }
 }
 
+/// `[retention]`: the council's retention schedule, in whole years; 0 (the
+/// default) keeps for ever. Lawful periods differ by service and council,
+/// so nothing is deleted until the DPO writes them here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSection {
+    /// Years after an involvement ended that it is deleted.
+    #[serde(default)]
+    pub ended_involvements_years: u32,
+    /// Years a person has had no current involvement before they are
+    /// erased, with everything naming them.
+    #[serde(default)]
+    pub inactive_persons_years: u32,
+    /// The hour of the day (UTC, 0-23) the daily run starts.
+    #[serde(default = "default_retention_hour")]
+    pub daily_at_hour_utc: u8,
+    /// The largest share of the persons, or of the involvements, one run may
+    /// delete (0-1, default 0.1): more, and the run deletes nothing, logs
+    /// why and waits for `patchwork retention run --force`, because a wrong
+    /// clock or a mistyped rule must not empty the node overnight.
+    #[serde(default = "default_retention_max_share")]
+    pub max_share: f64,
+}
+
+fn default_retention_hour() -> u8 {
+    2
+}
+
+fn default_retention_max_share() -> f64 {
+    0.1
+}
+
+impl Default for RetentionSection {
+    fn default() -> Self {
+        RetentionSection {
+            ended_involvements_years: 0,
+            inactive_persons_years: 0,
+            daily_at_hour_utc: default_retention_hour(),
+            max_share: default_retention_max_share(),
+        }
+    }
+}
+
+impl RetentionSection {
+    pub fn rules(&self) -> patchwork_store::retention::RetentionRules {
+        patchwork_store::retention::RetentionRules {
+            ended_involvements_years: self.ended_involvements_years,
+            inactive_persons_years: self.inactive_persons_years,
+        }
+    }
+
+    /// The rules in force, in the config's words.
+    pub fn describe(&self) -> Vec<String> {
+        let rule = |years: u32, what: &str| match years {
+            0 => format!("{what}: kept"),
+            n => format!("{what}: {n} years"),
+        };
+        vec![
+            rule(
+                self.ended_involvements_years,
+                "retention.ended_involvements_years",
+            ),
+            rule(
+                self.inactive_persons_years,
+                "retention.inactive_persons_years",
+            ),
+        ]
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -743,6 +816,7 @@ impl NodeConfig {
             cli: CliSection::default(),
             federation: FederationSection::default(),
             metrics: MetricsSection::default(),
+            retention: RetentionSection::default(),
             webhooks: Vec::new(),
             source: None,
         }
@@ -893,6 +967,7 @@ impl NodeConfig {
         }
         self.validate_federation()?;
         self.validate_webhooks()?;
+        self.validate_retention()?;
         if let Some(name) = &self.cli.server_name
             && name.trim().is_empty()
         {
@@ -947,6 +1022,34 @@ impl NodeConfig {
                 }
                 _ => {}
             }
+        }
+        Ok(())
+    }
+
+    fn validate_retention(&self) -> Result<(), ConfigError> {
+        let retention = &self.retention;
+        for (key, years) in [
+            (
+                "retention.ended_involvements_years",
+                retention.ended_involvements_years,
+            ),
+            (
+                "retention.inactive_persons_years",
+                retention.inactive_persons_years,
+            ),
+        ] {
+            if years > 100 {
+                return Err(invalid(key, "must be 0 (kept) to 100 years"));
+            }
+        }
+        if retention.daily_at_hour_utc > 23 {
+            return Err(invalid("retention.daily_at_hour_utc", "must be 0-23"));
+        }
+        if !(retention.max_share > 0.0 && retention.max_share <= 1.0) {
+            return Err(invalid(
+                "retention.max_share",
+                "must be more than 0 and at most 1",
+            ));
         }
         Ok(())
     }

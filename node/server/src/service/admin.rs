@@ -192,6 +192,24 @@ impl Admin for AdminService {
         }))
     }
 
+    #[instrument(skip_all)]
+    async fn run_retention(
+        &self,
+        request: Request<v1::RunRetentionRequest>,
+    ) -> Result<Response<v1::RetentionReport>, Status> {
+        let caller = self.state.access.authorise(&request, Role::Admin)?;
+        let req = request.into_inner();
+        let report = crate::work::retention::run(
+            &self.state,
+            &self.state.retention,
+            &format!("patchwork retention run by {}", caller.identity),
+            req.dry_run,
+            req.force,
+        )
+        .await?;
+        Ok(Response::new(report))
+    }
+
     async fn get_trust_status(
         &self,
         request: Request<v1::GetTrustStatusRequest>,

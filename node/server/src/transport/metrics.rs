@@ -152,6 +152,12 @@ struct PeerOutcomeLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RecordLabels {
+    /// `person` or `involvement`.
+    kind: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RefusalLabels {
     /// The refusal's snake_case name (`timed_out`).
     reason: &'static str,
@@ -192,6 +198,11 @@ pub struct Metrics {
     witness_cosigned: Family<PeerLabels, Counter>,
     /// Federation queries from identities with no agreement.
     unagreed_refused: Counter,
+    /// Records the retention schedule deleted, by kind.
+    retention_deleted: Family<RecordLabels, Counter>,
+    /// Retention runs that deleted nothing because they would have deleted
+    /// more than `retention.max_share`.
+    retention_refused: Counter,
     handshakes_refused: Family<RefusalLabels, Counter>,
     /// Completed TLS handshakes: with connection reuse this stays flat
     /// under load (the benchmark counts handshakes per lookup with it).
@@ -262,10 +273,17 @@ impl Metrics {
             witness_alarms: Family::default(),
             witness_cosigned: Family::default(),
             unagreed_refused: Counter::default(),
+            retention_deleted: Family::default(),
+            retention_refused: Counter::default(),
             handshakes_refused: Family::default(),
             handshakes_accepted: Counter::default(),
         };
         metrics.register();
+        for kind in ["person", "involvement"] {
+            let _ = metrics
+                .retention_deleted
+                .get_or_create(&RecordLabels { kind });
+        }
         for reason in HandshakeRefusal::ALL {
             // Created at zero: every reason shows before its first count.
             let _ = metrics.handshakes_refused.get_or_create(&RefusalLabels {
@@ -317,6 +335,16 @@ impl Metrics {
             "patchwork_witness_cosigned",
             "checkpoints of a peer's audit log this node verified and cosigned, by peer",
             self.witness_cosigned.clone(),
+        );
+        registry.register(
+            "patchwork_retention_deleted",
+            "records the retention schedule deleted, by kind (person, involvement)",
+            self.retention_deleted.clone(),
+        );
+        registry.register(
+            "patchwork_retention_refused",
+            "retention runs that deleted nothing because they would have deleted more than retention.max_share (alert on any increase)",
+            self.retention_refused.clone(),
         );
         registry.register(
             "patchwork_unagreed_queries_refused",
@@ -427,6 +455,18 @@ impl Metrics {
 
     /// A federation query from an identity with no agreement (not labelled
     /// by identity: callers, not the config, would choose the label).
+    /// The retention schedule deleted `count` records of `kind`.
+    pub(crate) fn retention_deleted(&self, kind: &'static str, count: usize) {
+        self.retention_deleted
+            .get_or_create(&RecordLabels { kind })
+            .inc_by(count as u64);
+    }
+
+    /// A retention run refused to delete more than its share.
+    pub(crate) fn retention_refused(&self) {
+        self.retention_refused.inc();
+    }
+
     pub(crate) fn unagreed_refused(&self) {
         self.unagreed_refused.inc();
     }

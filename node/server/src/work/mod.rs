@@ -12,6 +12,7 @@ pub(crate) mod lookup;
 pub(crate) mod matching;
 pub mod peers;
 pub(crate) mod reload;
+pub(crate) mod retention;
 pub(crate) mod state;
 pub mod subject_access;
 pub(crate) mod subscriptions;

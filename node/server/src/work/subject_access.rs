@@ -449,6 +449,10 @@ pub fn subject_access_entry(
             out.reason = rules.join("; ");
             out.outcome = "erased".into();
         }
+        AuditEvent::RetentionSkipped { .. } => {
+            out.kind = "kept after all by the retention schedule".into();
+            out.outcome = "no longer due when the run came to it: kept".into();
+        }
         AuditEvent::SubjectAccessReported {
             caller, entries, ..
         } => {

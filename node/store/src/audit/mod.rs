@@ -308,8 +308,9 @@ pub enum AuditEvent {
         /// "the person record", "3 involvements", ... (`erasure::Erased`).
         removed: Vec<String>,
     },
-    /// A retention run that deleted something, written durably before it
-    /// deleted: by which rule, the ids.
+    /// What a retention run is about to delete, written durably before it
+    /// does (one entry per batch of at most 256 of each): by which rules,
+    /// the ids.
     RetentionApplied {
         /// `daily`, or `patchwork retention run` by the caller's SPIFFE id.
         trigger: String,
@@ -319,8 +320,13 @@ pub enum AuditEvent {
         involvement_ids: Vec<String>,
         /// Persons erased, with everything naming them.
         person_ids: Vec<String>,
-        /// Audit entries up to this one archived out of the log (0: none).
-        audit_archived_through: u64,
+    },
+    /// Items a `RetentionApplied` entry named that were no longer due when
+    /// the run came to them (a person active again, an involvement
+    /// reopened), and were kept.
+    RetentionSkipped {
+        involvement_ids: Vec<String>,
+        person_ids: Vec<String>,
     },
     /// A subject-access report produced (`Admin.SubjectAccessReport`),
     /// written before it goes.
@@ -371,7 +377,8 @@ impl AuditEvent {
             }
             AuditEvent::PersonErased { person_id, .. }
             | AuditEvent::SubjectAccessReported { person_id, .. } => vec![person_id],
-            AuditEvent::RetentionApplied { person_ids, .. } => {
+            AuditEvent::RetentionApplied { person_ids, .. }
+            | AuditEvent::RetentionSkipped { person_ids, .. } => {
                 person_ids.iter().map(String::as_str).collect()
             }
             AuditEvent::LookupStarted { .. }
