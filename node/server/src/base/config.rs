@@ -1312,6 +1312,36 @@ clients = [{ identity = "spiffe://patchwork/client/portal", roles = ["lookup"] }
     }
 
     #[test]
+    fn a_bad_retention_rule_is_refused_naming_its_key() {
+        let text = include_str!("../../../../deploy/node.example.toml");
+        for (from, to, key) in [
+            (
+                "ended_involvements_years = 0",
+                "ended_involvements_years = 101",
+                "retention.ended_involvements_years",
+            ),
+            (
+                "inactive_persons_years = 0",
+                "inactive_persons_years = -1",
+                "inactive_persons_years", // serde's error quotes the line
+            ),
+            (
+                "daily_at_hour_utc = 2",
+                "daily_at_hour_utc = 24",
+                "retention.daily_at_hour_utc",
+            ),
+            ("max_share = 0.1", "max_share = 0.0", "retention.max_share"),
+            ("max_share = 0.1", "max_share = 1.5", "retention.max_share"),
+        ] {
+            let bad = text.replace(from, to);
+            let error = NodeConfig::from_toml(&bad, Path::new("/"))
+                .expect_err(to)
+                .to_string();
+            assert!(error.contains(key), "{to}: {error}");
+        }
+    }
+
+    #[test]
     fn a_config_written_as_toml_reads_back_the_same() {
         let text = include_str!("../../../../deploy/node.example.toml");
         let mut example = NodeConfig::from_toml(text, Path::new("/etc/patchwork"))
