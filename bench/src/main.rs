@@ -1052,6 +1052,8 @@ async fn import(sizes: &Sizes, figures: &mut Figures) -> anyhow::Result<()> {
             file: csv.clone(),
             dry_run: false,
             skip_bad_rows: false,
+            mirror: false,
+            force: false,
             progress: false,
         },
     )

@@ -78,6 +78,8 @@ async fn seed(node: &TestNode, portal: &ClientCert) {
             file: csv,
             dry_run: false,
             skip_bad_rows: false,
+            mirror: false,
+            force: false,
             progress: false,
         },
     )

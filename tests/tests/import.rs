@@ -26,6 +26,8 @@ fn request(kind: CsvKind, file: PathBuf) -> ImportRequest {
         file,
         dry_run: false,
         skip_bad_rows: false,
+        mirror: false,
+        force: false,
         progress: false,
     }
 }
@@ -417,9 +419,9 @@ async fn an_import_stream_with_an_empty_message_is_refused_and_applies_nothing()
     let messages = [
         v1::import_request::Item::Header(v1::ImportHeader {
             kind: v1::RecordKind::Organisation as i32,
-            dry_run: false,
             skip_bad_rows: true,
             source: "organisations.csv".into(),
+            ..Default::default()
         }),
         v1::import_request::Item::Batch(v1::ImportBatch {
             rows: vec![v1::ImportRow {
@@ -497,4 +499,149 @@ async fn one_unknown_name_imports_and_a_windows_file_names_its_real_lines() {
         .report;
     assert_eq!((report.created, report.applied), (2, true));
     assert_eq!(node.stats().await.persons, 2);
+}
+
+/// A persons export of `P1`..=`Pn`, `P1`'s family name `family`.
+fn persons_export(dir: &Path, name: &str, n: usize, family: &str) -> PathBuf {
+    let mut csv = PERSONS_HEADER.to_owned();
+    for i in 1..=n {
+        let family = if i == 1 { family } else { "Example" };
+        csv.push_str(&format!(
+            "P{i},Sam,{family},2010-01-{:02},,,\n",
+            (i % 28) + 1
+        ));
+    }
+    write(dir, name, csv.as_bytes())
+}
+
+#[tokio::test]
+async fn a_mirror_import_deletes_what_the_export_lacks_and_refuses_a_truncated_one() {
+    let (_ca, node) = node().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = node.config();
+    let mirror = |file: PathBuf| ImportRequest {
+        mirror: true,
+        ..request(CsvKind::Persons, file)
+    };
+    let full = persons_export(dir.path(), "full.csv", 30, "Example");
+    let report = import_csv(&config, &mirror(full))
+        .await
+        .expect("import")
+        .report;
+    assert_eq!((report.created, report.deleted), (30, 0), "{report:?}");
+
+    // P30 left the case system: a dry run says so and changes nothing; the
+    // import deletes it.
+    let without_30 = persons_export(dir.path(), "without30.csv", 29, "Example");
+    let dry = ImportRequest {
+        dry_run: true,
+        ..mirror(without_30.clone())
+    };
+    let report = import_csv(&config, &dry).await.expect("dry run").report;
+    assert_eq!((report.deleted, report.applied), (1, false));
+    assert_eq!(report.deleted_ids, vec!["P30"]);
+    assert_eq!(node.stats().await.persons, 30);
+    let report = import_csv(&config, &mirror(without_30))
+        .await
+        .expect("import")
+        .report;
+    assert_eq!(
+        (report.unchanged, report.deleted, report.applied),
+        (29, 1, true)
+    );
+    assert_eq!(node.stats().await.persons, 29);
+
+    // A truncated export (10 of 29, and P1 renamed) is refused whole:
+    // nothing deleted, nothing written.
+    let truncated = persons_export(dir.path(), "truncated.csv", 10, "Renamed");
+    let report = import_csv(&config, &mirror(truncated.clone()))
+        .await
+        .expect("refused, with a report")
+        .report;
+    assert!(
+        report
+            .refused
+            .starts_with("the export lacks 19 of the 29 persons this node holds"),
+        "{report:?}"
+    );
+    assert!(!report.applied);
+    assert_eq!(node.stats().await.persons, 29);
+    let mut admin = node.admin().await;
+    let found = node
+        .directory(&node.node_cert)
+        .await
+        .get_person(v1::GetPersonRequest { id: "P1".into() })
+        .await
+        .expect("P1")
+        .into_inner();
+    assert_eq!(
+        found.family_name, "Example",
+        "the refused import wrote nothing"
+    );
+
+    // Forced, it goes through.
+    let forced = ImportRequest {
+        force: true,
+        ..mirror(truncated)
+    };
+    let report = import_csv(&config, &forced).await.expect("forced").report;
+    assert_eq!((report.updated, report.deleted), (1, 19), "{report:?}");
+    assert_eq!(node.stats().await.persons, 10);
+
+    // The erased person's report says why, by id.
+    let report = admin
+        .subject_access_report(v1::SubjectAccessRequest {
+            person_id: "P30".into(),
+        })
+        .await
+        .expect("report")
+        .into_inner();
+    assert!(report.not_held);
+    assert_eq!(
+        (
+            report.entries[0].kind.as_str(),
+            report.entries[0].reference.as_str()
+        ),
+        (
+            "erased: no longer in the case system's export",
+            "without30.csv"
+        )
+    );
+
+    // A mirror is all or nothing, and only of persons or involvements.
+    for (header, field) in [
+        (
+            v1::ImportHeader {
+                kind: v1::RecordKind::Person as i32,
+                mirror: true,
+                skip_bad_rows: true,
+                ..Default::default()
+            },
+            "header.skip_bad_rows",
+        ),
+        (
+            v1::ImportHeader {
+                kind: v1::RecordKind::Organisation as i32,
+                mirror: true,
+                ..Default::default()
+            },
+            "header.mirror",
+        ),
+        (
+            v1::ImportHeader {
+                kind: v1::RecordKind::Person as i32,
+                force: true,
+                ..Default::default()
+            },
+            "header.force",
+        ),
+    ] {
+        let stream = tokio_stream::iter(vec![v1::ImportRequest {
+            item: Some(v1::import_request::Item::Header(header)),
+        }]);
+        let refused = admin.import(stream).await.expect_err(field);
+        assert_eq!(refused.code(), Code::InvalidArgument);
+        assert!(refused.message().starts_with(field), "{refused:?}");
+    }
+    assert_eq!(node.stats().await.persons, 10);
 }

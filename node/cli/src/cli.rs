@@ -212,6 +212,15 @@ pub struct ImportArgs {
     /// Without it, one bad row means nothing is imported.
     #[arg(long)]
     pub skip_bad_rows: bool,
+    /// The file is the case system's full export (persons or involvements):
+    /// delete what the node holds and the file no longer has, after writing
+    /// it (audited; a person is erased with everything naming them). Refused
+    /// if more than `import.mirror_max_share` would go (a truncated export).
+    #[arg(long, conflicts_with = "skip_bad_rows")]
+    pub mirror: bool,
+    /// With --mirror: delete even more than `import.mirror_max_share`.
+    #[arg(long, requires = "mirror")]
+    pub force: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -690,6 +699,9 @@ pub struct ImportRequest {
     pub file: PathBuf,
     pub dry_run: bool,
     pub skip_bad_rows: bool,
+    /// A full export: delete what it no longer holds (see `ImportArgs`).
+    pub mirror: bool,
+    pub force: bool,
     pub progress: bool,
 }
 
@@ -742,6 +754,8 @@ pub async fn import_csv(
             dry_run: send_dry_run,
             skip_bad_rows: request.skip_bad_rows,
             source: source_name(&request.file),
+            mirror: request.mirror,
+            force: request.force,
         })),
     };
     sender.send(header).await.context("import stream closed")?;
@@ -951,6 +965,8 @@ async fn import_command(args: ImportArgs) -> anyhow::Result<ExitCode> {
         file: args.file.clone(),
         dry_run: args.dry_run,
         skip_bad_rows: args.skip_bad_rows,
+        mirror: args.mirror,
+        force: args.force,
         progress: !args.quiet && !args.json,
     };
     let outcome = import_csv(&config, &request).await?;
@@ -972,10 +988,22 @@ async fn import_command(args: ImportArgs) -> anyhow::Result<ExitCode> {
                 report.bad_rows as usize - report.errors.len()
             );
         }
-        let verdict = if report.applied {
+        let deleted = if args.mirror {
+            format!(", {} deleted (no longer in the export)", report.deleted)
+        } else {
+            String::new()
+        };
+        let verdict = if !report.refused.is_empty() {
+            format!("nothing imported or deleted: {}", report.refused)
+        } else if report.applied {
             format!(
-                "imported: {} created, {} updated, {} unchanged",
+                "imported: {} created, {} updated, {} unchanged{deleted}",
                 report.created, report.updated, report.unchanged
+            )
+        } else if args.dry_run && args.mirror {
+            format!(
+                "dry run: nothing written; {} would be deleted (no longer in the export)",
+                report.deleted
             )
         } else if args.dry_run {
             "dry run: nothing written".to_owned()
@@ -998,7 +1026,7 @@ async fn import_command(args: ImportArgs) -> anyhow::Result<ExitCode> {
             eprintln!("{hint}");
         }
     }
-    Ok(if report.bad_rows == 0 {
+    Ok(if report.bad_rows == 0 && report.refused.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -1014,6 +1042,9 @@ pub(crate) fn import_json(report: &v1::ImportReport) -> serde_json::Value {
         "updated": report.updated,
         "unchanged": report.unchanged,
         "applied": report.applied,
+        "deleted": report.deleted,
+        "deleted_ids": report.deleted_ids,
+        "refused": (!report.refused.is_empty()).then_some(&report.refused),
         "errors": report.errors.iter().map(|e| serde_json::json!({
             "line": e.line, "field": e.field, "message": e.message,
         })).collect::<Vec<_>>(),

@@ -913,9 +913,8 @@ async fn import_council(node: &Node, records: &CouncilRecords) -> anyhow::Result
         let mut messages = vec![v1::ImportRequest {
             item: Some(v1::import_request::Item::Header(v1::ImportHeader {
                 kind: kind as i32,
-                dry_run: false,
-                skip_bad_rows: false,
                 source: "patchwork demo".into(),
+                ..Default::default()
             })),
         }];
         let rows: Vec<v1::ImportRow> = rows

@@ -324,6 +324,7 @@ pub async fn run_with(
             refusals: refusals.clone(),
             audit_key,
             retention: Arc::new(config.retention.clone()),
+            mirror_max_share: config.import.mirror_max_share,
         };
         webhook_tasks.push(crate::service::spawn_refusal_summaries(state.clone()));
         // Cross-border subscriptions: polls peers, stops with the webhooks.

@@ -121,7 +121,7 @@ impl Store {
     /// holds, given their involvements as they are now (retention asks
     /// that the person is still inactive): a transaction each, the outbox
     /// read once for all. `None` for a person skipped or no longer held.
-    pub(crate) fn erase_persons(
+    pub fn erase_persons(
         &self,
         ids: &[String],
         still: impl Fn(&[Involvement]) -> bool,
@@ -244,6 +244,61 @@ impl Store {
                 },
             )
             .map_err(tx_error)
+    }
+
+    /// Deletes the involvements of `ids` that exist, current or ended, with
+    /// both index entries, in one transaction (a `--mirror` import: the case
+    /// system no longer holds them). No team event: nobody ended them.
+    /// Returns the ids deleted.
+    pub fn delete_involvements(&self, ids: &[String]) -> Result<Vec<String>, StoreError> {
+        let _team = self.team_lock();
+        let _writing = self.writing();
+        (
+            &self.involvements,
+            &self.involvements_by_person,
+            &self.involvements_by_practitioner,
+            &self.meta,
+        )
+            .transaction(|(records, by_person, by_practitioner, meta)| {
+                let mut deleted = Vec::new();
+                let mut active = 0i64;
+                for id in ids {
+                    let Some(bytes) = records.remove(id.as_bytes())? else {
+                        continue;
+                    };
+                    let involvement: Involvement =
+                        decode(Kind::Involvement, &bytes).or_else(super::abort)?;
+                    by_person.remove(pair_key(&involvement.person_id, id))?;
+                    by_practitioner.remove(pair_key(&involvement.practitioner_id, id))?;
+                    active += i64::from(involvement.is_active());
+                    deleted.push(id.clone());
+                }
+                add_count(meta, COUNT_INVOLVEMENTS, -(deleted.len() as i64))?;
+                add_count(meta, COUNT_ACTIVE_INVOLVEMENTS, -active)?;
+                Ok(deleted)
+            })
+            .map_err(tx_error)
+    }
+
+    /// Every id of `kind` (persons or involvements) the node holds, in
+    /// order: what a `--mirror` import compares its export with.
+    pub fn ids_of(&self, kind: Kind) -> Result<Vec<String>, StoreError> {
+        let tree = match kind {
+            Kind::Person => &self.persons,
+            Kind::Involvement => &self.involvements,
+            Kind::Practitioner => &self.practitioners,
+            Kind::Organisation => &self.organisations,
+            Kind::AuditEntry | Kind::TeamEvent => {
+                return Err(StoreError::Invalid {
+                    field: "kind",
+                    message: format!("{kind} ids are not listed"),
+                });
+            }
+        };
+        tree.iter()
+            .keys()
+            .map(|key| Ok(String::from_utf8_lossy(&key?).into_owned()))
+            .collect()
     }
 
     /// The team events about, and peers' subscriptions to, any of `ids`:

@@ -49,6 +49,9 @@ pub struct NodeConfig {
     /// What the council's retention schedule deletes, and when.
     #[serde(default)]
     pub retention: RetentionSection,
+    /// Bulk imports.
+    #[serde(default)]
+    pub import: ImportSection,
     /// Where team events are pushed (`[[webhooks]]`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub webhooks: Vec<WebhookEntry>,
@@ -629,6 +632,30 @@ impl Default for StoreSection {
     }
 }
 
+/// `[import]`: bulk imports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportSection {
+    /// The largest share of the persons (or involvements) a `--mirror`
+    /// import may delete (0-1, default 0.05): more, and the import writes and
+    /// deletes nothing unless forced, because a truncated export must not
+    /// wipe the node.
+    #[serde(default = "default_mirror_max_share")]
+    pub mirror_max_share: f64,
+}
+
+fn default_mirror_max_share() -> f64 {
+    0.05
+}
+
+impl Default for ImportSection {
+    fn default() -> Self {
+        ImportSection {
+            mirror_max_share: default_mirror_max_share(),
+        }
+    }
+}
+
 /// `[retention]`: the council's retention schedule, in whole years; 0 (the
 /// default) keeps for ever. Lawful periods differ by service and council,
 /// so nothing is deleted until the DPO writes them here.
@@ -817,6 +844,7 @@ impl NodeConfig {
             federation: FederationSection::default(),
             metrics: MetricsSection::default(),
             retention: RetentionSection::default(),
+            import: ImportSection::default(),
             webhooks: Vec::new(),
             source: None,
         }
@@ -1044,6 +1072,13 @@ impl NodeConfig {
         }
         if retention.daily_at_hour_utc > 23 {
             return Err(invalid("retention.daily_at_hour_utc", "must be 0-23"));
+        }
+        let share = self.import.mirror_max_share;
+        if !(share > 0.0 && share <= 1.0) {
+            return Err(invalid(
+                "import.mirror_max_share",
+                "must be more than 0 and at most 1",
+            ));
         }
         if !(retention.max_share > 0.0 && retention.max_share <= 1.0) {
             return Err(invalid(
@@ -1332,6 +1367,11 @@ clients = [{ identity = "spiffe://patchwork/client/portal", roles = ["lookup"] }
             ),
             ("max_share = 0.1", "max_share = 0.0", "retention.max_share"),
             ("max_share = 0.1", "max_share = 1.5", "retention.max_share"),
+            (
+                "mirror_max_share = 0.05",
+                "mirror_max_share = 0",
+                "import.mirror_max_share",
+            ),
         ] {
             let bad = text.replace(from, to);
             let error = NodeConfig::from_toml(&bad, Path::new("/"))

@@ -88,12 +88,16 @@ impl Admin for AdminService {
         &self,
         request: Request<Streaming<v1::ImportRequest>>,
     ) -> Result<Response<v1::ImportReport>, Status> {
-        self.state.access.authorise(&request, Role::Admin)?;
+        let caller = self.state.access.authorise(&request, Role::Admin)?;
         let report = crate::work::import::run_import(
             self.state.store.clone(),
             self.state.rules(),
             self.state.spool_dir.clone(),
             &self.state.imports,
+            crate::work::import::ImportContext {
+                caller: caller.identity.to_string(),
+                mirror_max_share: self.state.mirror_max_share,
+            },
             request.into_inner(),
         )
         .await?;

@@ -27,6 +27,13 @@
 //! offset of its row (about 20–40 bytes per row in the hash table, so a few
 //! hundred MB at [`MAX_ROWS_PER_IMPORT`] rows), and a hash hit re-reads the
 //! earlier row from the spool to tell a repeat from a collision.
+//!
+//! A `mirror` import (persons or involvements) is the case system's full
+//! export: after its rows are written, the records the node holds and the
+//! export lacks are deleted (`delete_mirrored`), each batch audited first.
+//! It is all or nothing (no `skip_bad_rows`), and refused whole, before
+//! anything is written, when more than `import.mirror_max_share` would go
+//! unless forced: a truncated export must not wipe the node.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -557,6 +564,13 @@ impl<S: BuildHasher> SeenIds<S> {
         }
     }
 
+    /// Whether a row with `id` was seen. A different id with the same hash
+    /// counts as seen: a `--mirror` import then keeps a record it could
+    /// have deleted, never the reverse.
+    fn holds(&self, id: &str) -> bool {
+        self.by_hash.contains_key(&self.hasher.hash_one(id)) || self.collided.contains_key(id)
+    }
+
     /// The line of an earlier row with `id`; or `None`, having remembered
     /// `id` at `line` as the row the caller spools next.
     fn repeat_of(
@@ -580,6 +594,49 @@ impl<S: BuildHasher> SeenIds<S> {
         self.collided.insert(id.to_owned(), line);
         Ok(None)
     }
+}
+
+/// A mirror's deletions, a batch at a time: the `ImportMirrored` entry
+/// durably first, then one transaction (a person erased with everything
+/// naming them). A crash in between leaves the records; the next mirror
+/// import deletes them and names them again.
+async fn delete_mirrored(
+    store: &Store,
+    context: &ImportContext,
+    source: &str,
+    plan: MirrorPlan,
+) -> Result<(), Status> {
+    for batch in plan.to_delete.chunks(MIRROR_BATCH) {
+        let (person_ids, involvement_ids) = match plan.kind {
+            Kind::Person => (batch.to_vec(), Vec::new()),
+            _ => (Vec::new(), batch.to_vec()),
+        };
+        let event = patchwork_store::AuditEvent::ImportMirrored {
+            caller: context.caller.clone(),
+            source: source.to_owned(),
+            person_ids,
+            involvement_ids,
+        };
+        store
+            .append_audits_durably(vec![event])
+            .await
+            .map_err(|e| crate::base::convert::store_status(e, ""))?;
+        let writer = store.clone();
+        let kind = plan.kind;
+        let ids = batch.to_vec();
+        blocking(move || {
+            let done = match kind {
+                Kind::Person => writer.erase_persons(&ids, |_| true).map(|_| ()),
+                _ => writer.delete_involvements(&ids).map(|_| ()),
+            };
+            done.map_err(|e| crate::base::convert::store_status(e, ""))
+        })
+        .await?;
+    }
+    store
+        .flush()
+        .await
+        .map_err(|e| crate::base::convert::store_status(e, ""))
 }
 
 /// One atomic transaction for a batch of records of one kind, moving the
@@ -683,6 +740,28 @@ impl Session {
     }
 }
 
+/// Who imports, and the `--mirror` share guard in force.
+pub(crate) struct ImportContext {
+    /// The caller's SPIFFE id, for the audit of a mirror's deletions.
+    pub caller: String,
+    /// `import.mirror_max_share`.
+    pub mirror_max_share: f64,
+}
+
+/// Deleting fewer than this many records never trips the mirror's share
+/// guard: on a node of 20 persons, one is 5 %.
+const SMALL_MIRROR: usize = 10;
+/// Ids each `ImportMirrored` entry (and deletion transaction) names.
+const MIRROR_BATCH: usize = 256;
+
+/// What a mirror import deletes: the ids of `kind` the node holds and the
+/// import does not, and whether that is more than the guard allows.
+struct MirrorPlan {
+    kind: Kind,
+    to_delete: Vec<String>,
+    held: usize,
+}
+
 /// Runs one import stream to its report. `spool_dir` holds the unnamed
 /// spool file while the import runs.
 pub(crate) async fn run_import(
@@ -690,6 +769,7 @@ pub(crate) async fn run_import(
     rules: Rules,
     spool_dir: PathBuf,
     running: &RunningImports,
+    context: ImportContext,
     mut stream: Streaming<v1::ImportRequest>,
 ) -> Result<v1::ImportReport, Status> {
     let header = match stream.message().await? {
@@ -714,6 +794,23 @@ pub(crate) async fn run_import(
         }
     };
     let source = validate::optional_text(&header.source, "header.source", 200)?;
+    if header.mirror && !matches!(kind, v1::RecordKind::Person | v1::RecordKind::Involvement) {
+        return Err(FieldError::new(
+            "header.mirror",
+            "only imports of persons or involvements can mirror an export",
+        )
+        .into());
+    }
+    if header.mirror && header.skip_bad_rows {
+        return Err(FieldError::new(
+            "header.skip_bad_rows",
+            "cannot be combined with mirror: a bad row's record would be deleted",
+        )
+        .into());
+    }
+    if header.force && !header.mirror {
+        return Err(FieldError::new("header.force", "only applies to a mirror import").into());
+    }
     let started = std::time::Instant::now();
     let spool = blocking(move || {
         Spool::new(&spool_dir).map_err(|e| {
@@ -755,6 +852,7 @@ pub(crate) async fn run_import(
         rows,
         bad_rows,
         mut errors,
+        seen,
         ..
     } = session;
     errors.sort_by_key(|e| e.line);
@@ -764,6 +862,47 @@ pub(crate) async fn run_import(
         bad_rows,
         errors,
         ..Default::default()
+    };
+    let mirror = if header.mirror && bad_rows == 0 {
+        let reader = store.clone();
+        let kind = store_kind(kind);
+        let plan = blocking(move || {
+            let held = reader
+                .ids_of(kind)
+                .map_err(|e| crate::base::convert::store_status(e, ""))?;
+            let count = held.len();
+            let to_delete = held.into_iter().filter(|id| !seen.holds(id)).collect();
+            Ok(MirrorPlan {
+                kind,
+                to_delete,
+                held: count,
+            })
+        })
+        .await?;
+        report.deleted = plan.to_delete.len() as u64;
+        report.deleted_ids = plan.to_delete.iter().take(1000).cloned().collect();
+        let going = plan.to_delete.len();
+        if !header.force
+            && going > SMALL_MIRROR
+            && going as f64 > context.mirror_max_share * plan.held as f64
+        {
+            report.refused = format!(
+                "the export lacks {going} of the {} {}s this node holds, more than \
+                 import.mirror_max_share ({}): is it cut short? Check it; if those records \
+                 really are gone from the case system, import it again with --force",
+                plan.held, plan.kind, context.mirror_max_share
+            );
+            tracing::warn!(
+                source = source.as_deref().unwrap_or(""),
+                would_delete = going,
+                held = plan.held,
+                "mirror import refused: it would delete more than import.mirror_max_share"
+            );
+            return Ok(report);
+        }
+        Some(plan)
+    } else {
+        None
     };
     let checked_in = started.elapsed();
     if !header.dry_run && (bad_rows == 0 || header.skip_bad_rows) && spool.records > 0 {
@@ -813,6 +952,12 @@ pub(crate) async fn run_import(
         // Only now: until the last batch's cleared mark is durable, a crash
         // must find the journal to finish from.
         drop(journal);
+        report.applied = true;
+    }
+    if let Some(plan) = mirror
+        && !header.dry_run
+    {
+        delete_mirrored(&store, &context, source.as_deref().unwrap_or(""), plan).await?;
         report.applied = true;
     }
     tracing::info!(

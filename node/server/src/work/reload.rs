@@ -101,6 +101,7 @@ fn needs_restart(running: &NodeConfig, next: &NodeConfig) -> Vec<String> {
     differs("metrics", running.metrics != next.metrics);
     differs("webhooks", running.webhooks != next.webhooks);
     differs("retention", running.retention != next.retention);
+    differs("import", running.import != next.import);
     differs(
         "federation.poll_interval_ms",
         running.federation.poll_interval_ms != next.federation.poll_interval_ms,

@@ -42,6 +42,8 @@ pub(crate) struct NodeState {
     /// Signs this node's audit checkpoints and cosigns its peers' (see
     /// `witness`).
     pub audit_key: Arc<patchwork_federation::checkpoint::SigningKey>,
+    /// `[import] mirror_max_share`, as the node started with it.
+    pub(crate) mirror_max_share: f64,
     /// `[retention]`, as the node started with it.
     pub(crate) retention: Arc<crate::base::config::RetentionSection>,
 }

@@ -449,6 +449,12 @@ pub fn subject_access_entry(
             out.reason = rules.join("; ");
             out.outcome = "erased".into();
         }
+        AuditEvent::ImportMirrored { caller, source, .. } => {
+            out.kind = "erased: no longer in the case system's export".into();
+            out.from = caller.clone();
+            out.reference = source.clone();
+            out.outcome = "erased".into();
+        }
         AuditEvent::RetentionSkipped { .. } => {
             out.kind = "kept after all by the retention schedule".into();
             out.outcome = "no longer due when the run came to it: kept".into();

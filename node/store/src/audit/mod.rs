@@ -328,6 +328,19 @@ pub enum AuditEvent {
         involvement_ids: Vec<String>,
         person_ids: Vec<String>,
     },
+    /// What a `--mirror` import is about to delete because the case
+    /// system's export no longer holds it, written durably before it does
+    /// (one entry per batch of at most 256 ids).
+    ImportMirrored {
+        /// The SPIFFE id of the calling system.
+        caller: String,
+        /// The import's source (the file's name).
+        source: String,
+        /// Persons erased, with everything naming them.
+        person_ids: Vec<String>,
+        /// Involvements deleted.
+        involvement_ids: Vec<String>,
+    },
     /// A subject-access report produced (`Admin.SubjectAccessReport`),
     /// written before it goes.
     SubjectAccessReported {
@@ -378,7 +391,8 @@ impl AuditEvent {
             AuditEvent::PersonErased { person_id, .. }
             | AuditEvent::SubjectAccessReported { person_id, .. } => vec![person_id],
             AuditEvent::RetentionApplied { person_ids, .. }
-            | AuditEvent::RetentionSkipped { person_ids, .. } => {
+            | AuditEvent::RetentionSkipped { person_ids, .. }
+            | AuditEvent::ImportMirrored { person_ids, .. } => {
                 person_ids.iter().map(String::as_str).collect()
             }
             AuditEvent::LookupStarted { .. }
