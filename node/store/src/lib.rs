@@ -25,8 +25,8 @@
 //! - `links`: family links between persons, both ways (see `links`).
 //! - `subscriptions`, `remote_subscriptions`, `remote_event_details`:
 //!   cross-border subscriptions, both sides (see `subscriptions`).
-//! - `audit_by_person`, `audit_by_lookup`: the audit log's indexes; the log
-//!   itself is files of its own in `audit-log/` (see `audit`).
+//! - the audit log and its indexes are files of their own in `audit-log/`
+//!   (see `audit`).
 //! - `witness`: checkpoints of this node's log its peers cosigned, and of
 //!   theirs it verified (see `witness`).
 //! - `retention`: person id → since when they have had no current
@@ -323,8 +323,6 @@ pub struct Store {
     meta: Tree,
     /// The audit log (its own files) and its indexes (see `audit`).
     audit: Arc<audit::AuditLog>,
-    audit_by_person: Tree,
-    audit_by_lookup: Tree,
     /// Checkpoints, pins and alarms of witnessing (see `witness`).
     witness: Tree,
     /// The team-event outbox and attention flags (see `events`).
@@ -575,8 +573,6 @@ impl Store {
             person_writes: Arc::default(),
             meta: db.open_tree("meta")?,
             audit: audit::AuditLog::open(dir)?,
-            audit_by_person: db.open_tree("audit_by_person")?,
-            audit_by_lookup: db.open_tree("audit_by_lookup")?,
             witness: db.open_tree("witness")?,
             events: db.open_tree("events")?,
             events_by_practitioner: db.open_tree("events_by_practitioner")?,

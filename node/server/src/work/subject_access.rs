@@ -25,8 +25,9 @@ use crate::work::state::NodeState;
 
 /// Where a report's entries are read from.
 pub trait AuditSource {
-    /// The `LookupStarted` entry of `lookup_id`: who asked and why.
-    fn lookup_started(&self, lookup_id: &str) -> Result<Option<AuditEntry>, StoreError>;
+    /// The `LookupStarted` entry of `lookup_id`, which entry `seq` refers
+    /// to: who asked and why.
+    fn lookup_started(&self, lookup_id: &str, seq: u64) -> Result<Option<AuditEntry>, StoreError>;
     fn entry(&self, seq: u64) -> Result<Option<AuditEntry>, StoreError>;
     /// "Name (role, organisation" of a practitioner of this node, as it
     /// holds them now; `None` if it no longer does (or, offline, cannot say).
@@ -40,8 +41,8 @@ struct Recording<'a> {
 }
 
 impl AuditSource for Recording<'_> {
-    fn lookup_started(&self, lookup_id: &str) -> Result<Option<AuditEntry>, StoreError> {
-        let entry = self.store.audit_lookup_started(lookup_id)?;
+    fn lookup_started(&self, lookup_id: &str, seq: u64) -> Result<Option<AuditEntry>, StoreError> {
+        let entry = self.store.audit_lookup_started(lookup_id, seq)?;
         self.read.borrow_mut().extend(entry.iter().map(|e| e.seq));
         Ok(entry)
     }
@@ -70,7 +71,7 @@ struct Evidence {
 }
 
 impl AuditSource for Evidence {
-    fn lookup_started(&self, lookup_id: &str) -> Result<Option<AuditEntry>, StoreError> {
+    fn lookup_started(&self, lookup_id: &str, _seq: u64) -> Result<Option<AuditEntry>, StoreError> {
         Ok(self
             .entries
             .values()
@@ -486,7 +487,7 @@ fn who_looked_up(
     lookup_id: &str,
     out: &mut v1::SubjectAccessEntry,
 ) -> Result<(), StoreError> {
-    match source.lookup_started(lookup_id)?.map(|e| e.event) {
+    match source.lookup_started(lookup_id, out.seq)?.map(|e| e.event) {
         Some(AuditEvent::LookupStarted {
             caller,
             requester,

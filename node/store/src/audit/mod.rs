@@ -14,13 +14,12 @@
 //! would let it test which outcome the answer withheld. Entry `seq` (from 1,
 //! no gaps) is leaf `seq - 1`.
 //!
-//! Indexes, in sled (derived, rebuilt from the log):
-//! - `audit_by_person`: `person id \0 seq` → (), for subject-access reports
-//!   (the person a local lookup matched, the person a peer's question
-//!   matched, each family member a family lookup disclosed about); and,
-//!   under [`INDEXED_KEY`], how many entries are indexed.
-//! - `audit_by_lookup`: lookup id → seq of its `LookupStarted`, so a report
-//!   can say who asked and why next to what was disclosed.
+//! Indexes, in files of their own beside the log (`index`; derived,
+//! rebuilt from the log): by person, for subject-access reports (the person
+//! a local lookup matched, the person a peer's question matched, each
+//! family member a family lookup disclosed about); and each answer's
+//! lookup start, so a report can say who asked and why next to what was
+//! disclosed.
 //!
 //! Writes: callers queue their events and one leader task at a time
 //! appends everything queued to the log, then writes their index entries
@@ -43,6 +42,7 @@
 //! here: person ids (the council's own), involvement ids, practitioner ids
 //! and the purpose the requester gave.
 
+mod index;
 mod legacy;
 mod log;
 
@@ -54,9 +54,7 @@ use tokio::sync::oneshot;
 
 pub(crate) use log::SegmentLog;
 
-use sled::Transactional;
-
-use super::{Kind, Store, StoreError, prefix_key, tx_error};
+use super::{Kind, Store, StoreError};
 use crate::model::LawfulBasis;
 
 /// An entry body's first byte (format 1 was the hash chain's).
@@ -70,9 +68,13 @@ const SALT_LEN: usize = 16;
 /// format + at_unix_ms + salt.
 const BODY_HEADER_LEN: usize = 1 + 8 + SALT_LEN;
 
-/// In `audit_by_person`: how many entries the indexes cover (u64 BE). No
-/// person id starts with 0xff (it is never a byte of UTF-8).
-pub(crate) const INDEXED_KEY: &[u8] = b"\xffindexed";
+/// The indexes' folder inside the log's (see `index`).
+const INDEX_FOLDER: &str = "index";
+/// sled trees older versions kept the indexes in, dropped at open.
+const OLD_INDEX_TREES: [&str; 2] = ["audit_by_person", "audit_by_lookup"];
+/// How far back from an answer a lookup's start is looked for in the log
+/// when the index does not have it (a lookup that spanned a crash).
+const START_SEARCH_ENTRIES: u64 = 1 << 20;
 
 /// The log's folder inside the store's.
 pub(crate) const LOG_FOLDER: &str = "audit-log";
@@ -597,16 +599,6 @@ pub fn prove_entry(
     decode_body(seq, body).map_err(|why| format!("entry {seq}: {why}"))
 }
 
-fn seq_of_key(key: &[u8]) -> Option<u64> {
-    <[u8; 8]>::try_from(key).ok().map(u64::from_be_bytes)
-}
-
-fn person_key(person_id: &str, seq: u64) -> Vec<u8> {
-    let mut key = prefix_key(person_id.as_bytes());
-    key.extend_from_slice(&seq.to_be_bytes());
-    key
-}
-
 pub(crate) fn now_unix_ms() -> i64 {
     let nanos = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
     i64::try_from(nanos / 1_000_000).unwrap_or(i64::MAX)
@@ -616,6 +608,8 @@ pub(crate) fn now_unix_ms() -> i64 {
 #[derive(Debug)]
 pub(crate) struct AuditLog {
     pub(crate) log: SegmentLog,
+    /// Its indexes (by person, lookup starts), derived from it.
+    pub(crate) index: index::AuditIndex,
     /// Set when the log was found cut short or altered at this open or an
     /// earlier one; reported by every verification until dealt with.
     /// The first entry it concerns, and what was found.
@@ -634,8 +628,10 @@ impl AuditLog {
         if let Some((_, alarm)) = &report.alarm {
             tracing::error!(alarm = %alarm, "the audit log was cut short or altered");
         }
+        let (index, _) = index::AuditIndex::open(&store_dir.join(LOG_FOLDER).join(INDEX_FOLDER))?;
         Ok(Arc::new(AuditLog {
             log,
+            index,
             alarm: report.alarm,
         }))
     }
@@ -699,26 +695,10 @@ impl Store {
             .collect())
     }
 
-    /// Writes the index entries of `entries` (seq, event) and the indexed
-    /// count `through`, in one transaction. (Plain sled writes would be
-    /// cheaper, but sled 0.34 can hang in `flush` once a plain write has
-    /// failed on a full disk; its transactions fail cleanly: seen in
-    /// `disk_full.rs`.)
+    /// Indexes `entries` (seq, event), which cover the log through
+    /// `through` (see `index`).
     fn index_audit(&self, entries: &[(u64, &AuditEvent)], through: u64) -> Result<(), StoreError> {
-        (&self.audit_by_person, &self.audit_by_lookup)
-            .transaction(|(by_person, by_lookup)| {
-                for &(seq, event) in entries {
-                    for person_id in event.person_ids() {
-                        by_person.insert(person_key(person_id, seq), &[])?;
-                    }
-                    if let AuditEvent::LookupStarted { lookup_id, .. } = event {
-                        by_lookup.insert(lookup_id.as_bytes(), &seq.to_be_bytes())?;
-                    }
-                }
-                by_person.insert(INDEXED_KEY, &through.to_be_bytes())?;
-                Ok(())
-            })
-            .map_err(tx_error)
+        self.audit.index.add(entries, through)
     }
 
     /// Indexes entries `from..=to` from the log. An entry that cannot be
@@ -747,31 +727,37 @@ impl Store {
 
     /// How many entries the indexes cover.
     fn audit_indexed(&self) -> Result<u64, StoreError> {
-        match self.audit_by_person.get(INDEXED_KEY)? {
-            None => Ok(0),
-            Some(bytes) => seq_of_key(&bytes).ok_or_else(|| corrupt("malformed indexed count")),
-        }
+        Ok(self.audit.index.indexed())
     }
 
     /// At open: moves a hash chain left by an older version into the log,
-    /// then indexes whatever the indexes do not cover yet (the entries of
-    /// a group whose index write a crash cut off).
+    /// drops the sled trees older versions indexed it in, then indexes
+    /// whatever the indexes do not cover yet (everything, the first time;
+    /// otherwise the entries since the index last recorded its head).
     pub(crate) fn open_audit(&self) -> Result<(), StoreError> {
-        if self
-            .db
-            .tree_names()
-            .iter()
-            .any(|name| name.as_ref() == b"audit")
-        {
+        let names = self.db.tree_names();
+        if names.iter().any(|name| name.as_ref() == b"audit") {
             self.migrate_audit_chain()?;
         }
+        for old in OLD_INDEX_TREES {
+            if names.iter().any(|name| name.as_ref() == old.as_bytes()) {
+                self.db.drop_tree(old)?;
+            }
+        }
         let len = self.audit.log.len();
-        let indexed = self.audit_indexed()?;
+        let mut indexed = self.audit_indexed()?;
+        if indexed > len {
+            // The index is of a longer log (this one was cut short, or is
+            // a restore): start again.
+            self.audit.index.reset()?;
+            indexed = 0;
+        }
         if indexed < len {
             self.index_from_log(indexed + 1, len)?;
+            self.audit.index.persist_now()?;
             tracing::info!(
                 entries = len - indexed,
-                "indexed audit entries a crash left unindexed"
+                "indexed audit entries the index did not cover yet"
             );
         }
         Ok(())
@@ -1029,12 +1015,8 @@ impl Store {
     /// The entries about `person_id`, in order: local lookups that matched
     /// them and peers' questions that did. For subject-access reports.
     pub fn audit_for_person(&self, person_id: &str) -> Result<Vec<AuditEntry>, StoreError> {
-        let prefix = prefix_key(person_id.as_bytes());
         let mut entries = Vec::new();
-        for item in self.audit_by_person.scan_prefix(&prefix) {
-            let (key, _) = item?;
-            let seq = seq_of_key(&key[prefix.len()..])
-                .ok_or_else(|| corrupt("malformed subject-access index key"))?;
+        for seq in self.audit.index.seqs_of(person_id)? {
             let entry = self.audit_entry(seq)?.ok_or_else(|| {
                 corrupt(format!("subject-access index names missing entry {seq}"))
             })?;
@@ -1046,15 +1028,27 @@ impl Store {
         Ok(entries)
     }
 
-    /// The `LookupStarted` entry of `lookup_id`: who asked and why.
-    pub fn audit_lookup_started(&self, lookup_id: &str) -> Result<Option<AuditEntry>, StoreError> {
-        let Some(key) = self.audit_by_lookup.get(lookup_id.as_bytes())? else {
-            return Ok(None);
-        };
-        let seq = seq_of_key(&key).ok_or_else(|| corrupt("malformed lookup index entry"))?;
-        Ok(self.audit_entry(seq)?.filter(|entry| {
-            matches!(&entry.event, AuditEvent::LookupStarted { lookup_id: id, .. } if id == lookup_id)
-        }))
+    /// The `LookupStarted` entry of `lookup_id`, which entry `seq` (its
+    /// answer, or a family disclosure of it) refers to: who asked and why.
+    pub fn audit_lookup_started(
+        &self,
+        lookup_id: &str,
+        seq: u64,
+    ) -> Result<Option<AuditEntry>, StoreError> {
+        let is_start = |entry: &AuditEntry| matches!(&entry.event, AuditEvent::LookupStarted { lookup_id: id, .. } if id == lookup_id);
+        if let Some(start) = self.audit.index.start_of(seq, lookup_id)? {
+            return Ok(self.audit_entry(start)?.filter(is_start));
+        }
+        // Not indexed (the lookup spanned a crash): look back in the log.
+        let floor = seq.saturating_sub(START_SEARCH_ENTRIES).max(1);
+        for at in (floor..seq).rev() {
+            if let Ok(Some(entry)) = self.audit_entry(at)
+                && is_start(&entry)
+            {
+                return Ok(Some(entry));
+            }
+        }
+        Ok(None)
     }
 
     /// Entries known durable: what a checkpoint may cover.
@@ -1104,6 +1098,10 @@ impl Store {
     pub fn verify_audit(&self) -> Result<AuditVerification, StoreError> {
         let indexed = self.audit_indexed()?;
         let mut index_problem: Option<(u64, String)> = None;
+        // The postings of each shard, in seq order, walked beside the log:
+        // each entry's persons must be the next postings of their shards,
+        // and a posting left behind names an entry not about that person.
+        let mut shards = self.audit.index.shards()?;
         let check = self.audit.log.check(|index, body| {
             if index_problem.is_some() {
                 return Ok(());
@@ -1120,27 +1118,48 @@ impl Store {
                 return Ok(()); // being indexed by the group that wrote it
             }
             for person_id in entry.event.person_ids() {
-                if !self
-                    .audit_by_person
-                    .contains_key(person_key(person_id, seq))?
-                {
+                let shard = &mut shards[index::AuditIndex::shard(person_id)];
+                // Postings of earlier entries still waiting were planted.
+                if let Some((planted, at)) = shard.peek()?.filter(|(_, at)| *at < seq).cloned() {
                     index_problem = Some((
-                        seq,
-                        format!("entry {seq} was removed from the subject-access index"),
+                        at,
+                        format!(
+                            "the subject-access index names entry {at} under {planted}, which \
+                             it is not about"
+                        ),
                     ));
                     return Ok(());
                 }
-            }
-            if let AuditEvent::LookupStarted { lookup_id, .. } = &entry.event
-                && !self.audit_by_lookup.contains_key(lookup_id.as_bytes())?
-            {
-                index_problem = Some((
-                    seq,
-                    format!("entry {seq} was removed from the lookup index"),
-                ));
+                match shard.peek()? {
+                    Some((id, at)) if *at == seq && id == person_id => {
+                        shard.take();
+                    }
+                    _ => {
+                        index_problem = Some((
+                            seq,
+                            format!("entry {seq} was removed from the subject-access index"),
+                        ));
+                        return Ok(());
+                    }
+                }
             }
             Ok(())
         })?;
+        if index_problem.is_none() {
+            for shard in &mut shards {
+                if let Some((planted, at)) = shard.peek()?.filter(|(_, at)| *at <= indexed).cloned()
+                {
+                    index_problem = Some((
+                        at,
+                        format!(
+                            "the subject-access index names entry {at} under {planted}, which it \
+                             is not about"
+                        ),
+                    ));
+                    break;
+                }
+            }
+        }
         let entries = check.entries;
         // Held to its witnesses only when the log read back whole: the
         // roots of altered blocks cannot be computed (and need not be).
@@ -1343,19 +1362,18 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         {
             let store = Store::open(dir.path(), &StoreOptions::default()).expect("open");
-            fill(&store, 4);
-            // The state a crash between the append and its index write
-            // leaves: entries 3 and 4 in the log, not in the indexes.
-            store
-                .audit_by_person
-                .remove(person_key("P-1", 4))
-                .expect("unindex");
-            store
-                .audit_by_person
-                .insert(INDEXED_KEY, &2u64.to_be_bytes())
-                .expect("count");
+            // The index's head records entries 1 and 2; entries 3 and 4 are
+            // in its files, but a crash came before the next head: they
+            // are cut off at open and indexed again, never twice.
+            fill(&store, 2);
+            store.audit.index.persist_now().expect("head");
+            let more = (3..=4)
+                .map(|n| asked(n, (n % 2 == 0).then_some("P-1")))
+                .collect::<Vec<_>>();
+            for event in more {
+                store.append_audit(event).expect("append");
+            }
             store.audit.log.sync().expect("sync");
-            store.db.flush().expect("flush");
         }
         let store = Store::open(dir.path(), &StoreOptions::default()).expect("reopen");
         assert_eq!(store.audit_indexed().expect("indexed"), 4);
@@ -1475,9 +1493,10 @@ mod tests {
                 let (entry, hash) = legacy::encode(seq, 1_000 + seq as i64, &prev, &bytes);
                 old.insert(seq.to_be_bytes(), entry).expect("insert");
                 for person in event.person_ids() {
-                    by_person
-                        .insert(person_key(person, seq), &[])
-                        .expect("index");
+                    let mut key = person.as_bytes().to_vec();
+                    key.push(0);
+                    key.extend_from_slice(&seq.to_be_bytes());
+                    by_person.insert(key, &[]).expect("index");
                 }
                 prev = hash;
             }
@@ -1505,6 +1524,14 @@ mod tests {
             other => panic!("the sixth entry is {other:?}"),
         }
         assert!(!store.db.tree_names().iter().any(|n| n.as_ref() == b"audit"));
+        assert!(
+            !store
+                .db
+                .tree_names()
+                .iter()
+                .any(|n| n.as_ref() == b"audit_by_person"),
+            "the old index tree is dropped"
+        );
         assert_eq!(bad_entry(&store), None);
         assert_eq!(store.audit_for_person("P-1").expect("report").len(), 2);
         drop(store);
@@ -1565,11 +1592,18 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![2, 4, 6]
         );
-        store
-            .audit_by_person
-            .remove(person_key("P-1", 4))
-            .expect("hide");
+        store.audit.index.remove_posting("P-1", 4);
         assert_eq!(bad_entry(&store), Some(4));
+    }
+
+    #[test]
+    fn a_posting_planted_in_the_subject_access_index_is_found() {
+        let (_dir, store) = open();
+        fill(&store, 6);
+        // Entry 3 is about nobody; the report of P-2 must not show it.
+        store.audit.index.plant_posting("P-2", 3);
+        assert!(store.audit_for_person("P-2").expect("report").is_empty());
+        assert_eq!(bad_entry(&store), Some(3));
     }
 
     #[test]
@@ -1661,10 +1695,7 @@ mod tests {
         assert_eq!(seqs("P-2"), vec![2]);
         assert_eq!(seqs("P-3"), vec![2]);
         assert_eq!(bad_entry(&store), None);
-        store
-            .audit_by_person
-            .remove(person_key("P-3", 2))
-            .expect("hide");
+        store.audit.index.remove_posting("P-3", 2);
         assert_eq!(bad_entry(&store), Some(2));
         assert_eq!(
             AuditEvent::family_disclosed("R-2", None, "P-1", vec![]),
@@ -1675,7 +1706,7 @@ mod tests {
 
     #[test]
     fn a_lookup_start_is_found_by_its_id() {
-        let (_dir, store) = open();
+        let (dir, store) = open();
         let started = store
             .append_audit(AuditEvent::LookupStarted {
                 lookup_id: "L-1".into(),
@@ -1696,14 +1727,41 @@ mod tests {
             })
             .expect("append");
         assert_eq!(
-            store.audit_lookup_started("L-1").expect("get"),
-            Some(started)
+            store
+                .audit_lookup_started("L-1", answered.seq)
+                .expect("get"),
+            Some(started.clone())
         );
-        assert_eq!(store.audit_lookup_started("L-2").expect("get"), None);
+        assert_eq!(
+            store
+                .audit_lookup_started("L-2", answered.seq)
+                .expect("get"),
+            None
+        );
         assert_eq!(
             store.audit_for_person("P-1").expect("report"),
-            vec![answered]
+            vec![answered.clone()]
         );
         assert_eq!(bad_entry(&store), None);
+        // Rebuilt from the log at open, the start is found by binary search;
+        // an index that lost it (a lookup that spanned a crash) finds it in
+        // the log.
+        drop(store);
+        let store = Store::open(dir.path(), &StoreOptions::default()).expect("reopen");
+        assert_eq!(
+            store
+                .audit
+                .index
+                .start_of(answered.seq, "L-1")
+                .expect("start"),
+            Some(started.seq)
+        );
+        store.audit.index.reset().expect("forget");
+        assert_eq!(
+            store
+                .audit_lookup_started("L-1", answered.seq)
+                .expect("get"),
+            Some(started)
+        );
     }
 }
