@@ -1654,6 +1654,48 @@ mod tests {
                 },
                 10,
             ),
+            (
+                AuditEvent::PersonErased {
+                    person_id: "P-1".into(),
+                    caller: String::new(),
+                    reason: String::new(),
+                    removed: Vec::new(),
+                },
+                11,
+            ),
+            (
+                AuditEvent::RetentionApplied {
+                    trigger: String::new(),
+                    rules: Vec::new(),
+                    involvement_ids: Vec::new(),
+                    person_ids: Vec::new(),
+                },
+                12,
+            ),
+            (
+                AuditEvent::RetentionSkipped {
+                    involvement_ids: Vec::new(),
+                    person_ids: Vec::new(),
+                },
+                13,
+            ),
+            (
+                AuditEvent::ImportMirrored {
+                    caller: String::new(),
+                    source: String::new(),
+                    person_ids: Vec::new(),
+                    involvement_ids: Vec::new(),
+                },
+                14,
+            ),
+            (
+                AuditEvent::SubjectAccessReported {
+                    person_id: "P-1".into(),
+                    caller: String::new(),
+                    entries: 0,
+                },
+                15,
+            ),
         ] {
             let bytes = postcard::to_stdvec(&event).expect("encode");
             assert_eq!(bytes[0], tag, "{event:?}");
