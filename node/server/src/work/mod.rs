@@ -1,7 +1,9 @@
 //! What the node does, whichever service asked: matching and disclosure,
 //! local and cross-border lookups, peers and their key sets, live reload,
-//! imports, team events and webhooks, cross-border subscriptions, witnessing
-//! peers' audit logs (and signing this node's checkpoints), and the
+//! imports (mirror imports included), team events and webhooks,
+//! cross-border subscriptions, witnessing peers' audit logs (and signing
+//! this node's checkpoints), erasure, the retention schedule, subject-access
+//! reports and their offline proof, and the
 //! state every handler shares (`state`: the one read and write path). Calls
 //! `transport`, `base` and the crates below; never `service`.
 
