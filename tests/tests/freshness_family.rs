@@ -826,6 +826,14 @@ async fn a_family_lookup_is_in_each_disclosed_members_own_subject_access_report(
         vec![id_of(&ids, "leo-youth")]
     );
 
+    // The audit entries behind both name his sister and the rest of the
+    // family: the report carries no proof of them (it would disclose the
+    // others), and the offline check says so rather than failing.
+    assert!(here.evidence.is_empty() && peer.evidence.is_empty());
+    let proven = patchwork_server::work::subject_access::prove_report(&leo, None)
+        .expect("what is provable proves");
+    assert_eq!((proven.entries, proven.unproven.len()), (0, 2));
+
     // Grace's: the local lookup that disclosed her gatekeeper; not Surrey's,
     // which disclosed nothing of hers.
     let grace = report_of(&brighton, "B-3").await;

@@ -1197,6 +1197,7 @@ fn audit_prove(args: &AuditProveArgs) -> anyhow::Result<ExitCode> {
                     "proven": true,
                     "entries": p.entries,
                     "evidence": p.evidence,
+                    "unproven_entries": p.unproven,
                     "checkpoint_size": p.checkpoint.size,
                     "checkpoint_origin": p.checkpoint.origin,
                     "log_key": p.log_key,
@@ -1217,6 +1218,21 @@ fn audit_prove(args: &AuditProveArgs) -> anyhow::Result<ExitCode> {
                     p.checkpoint.size,
                     unix_time_text(p.checkpoint.time_unix)
                 );
+                if !p.unproven.is_empty() {
+                    println!(
+                        "NOTE: {} entr{} (log entries {}) carry no proof: their audit entries \
+                         name other people too (a relative's family lookup, a batch of \
+                         retention or of a mirror import), and proving them would disclose \
+                         those people",
+                        p.unproven.len(),
+                        if p.unproven.len() == 1 { "y" } else { "ies" },
+                        p.unproven
+                            .iter()
+                            .map(u64::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
                 if p.key_trusted.is_none() {
                     println!(
                         "NOTE: checked against the key the report names ({}); give --key with \

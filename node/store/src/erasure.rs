@@ -258,8 +258,9 @@ impl Store {
             &self.involvements_by_person,
             &self.involvements_by_practitioner,
             &self.meta,
+            &self.retention,
         )
-            .transaction(|(records, by_person, by_practitioner, meta)| {
+            .transaction(|(records, by_person, by_practitioner, meta, retention)| {
                 let mut deleted = Vec::new();
                 let mut active = 0i64;
                 for id in ids {
@@ -271,6 +272,17 @@ impl Store {
                     by_person.remove(pair_key(&involvement.person_id, id))?;
                     by_practitioner.remove(pair_key(&involvement.practitioner_id, id))?;
                     active += i64::from(involvement.is_active());
+                    // The person keeps the date it ended, as retention's
+                    // own deletions do (`retention`).
+                    if let Some(end) = involvement.end_date {
+                        let key = involvement.person_id.as_bytes();
+                        let dated = retention
+                            .get(key)?
+                            .and_then(|b| crate::retention::day_of(&b));
+                        if dated.is_none_or(|day| day < end) {
+                            retention.insert(key, &crate::retention::day_bytes(end))?;
+                        }
+                    }
                     deleted.push(id.clone());
                 }
                 add_count(meta, COUNT_INVOLVEMENTS, -(deleted.len() as i64))?;

@@ -648,7 +648,7 @@ impl Store {
         tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
             db.flush()?;
             log_file.sync_data()?;
-            audit.log.sync()?;
+            audit.sync()?;
             Ok(())
         })
         .await

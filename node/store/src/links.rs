@@ -50,6 +50,9 @@ impl Store {
                 message: "a person cannot be linked to themselves".into(),
             });
         }
+        // Erasure reads a person's links before its transaction, under this
+        // lock: a link made in between would outlive the person.
+        let _person_writes = self.person_writes.lock();
         let _writing = self.writing();
         (&self.persons, &self.links)
             .transaction(|(persons, links)| {

@@ -1,8 +1,7 @@
 //! Retention: what a council's schedule deletes, planned first, then
 //! applied with every item checked again.
 //!
-//! Two rules about records (the audit log's own rule is the log's:
-//! `audit::archive`):
+//! Two rules about records (the audit log has no retention rule yet):
 //! - an involvement ended more than N years ago is deleted (with its index
 //!   entries);
 //! - a person without a current involvement for more than N years is erased
@@ -59,7 +58,8 @@ pub struct RetentionApplied {
     pub involvement_ids: Vec<String>,
     pub person_ids: Vec<String>,
     /// Planned but no longer due when applied (changed in between).
-    pub skipped: Vec<String>,
+    pub skipped_involvements: Vec<String>,
+    pub skipped_persons: Vec<String>,
 }
 
 /// `today` less `years` (29 February becomes the 28th).
@@ -71,11 +71,11 @@ pub fn years_before(today: Date, years: u32) -> Date {
         .unwrap_or(Date::MIN)
 }
 
-fn day_bytes(date: Date) -> [u8; 4] {
+pub(crate) fn day_bytes(date: Date) -> [u8; 4] {
     date.to_julian_day().to_be_bytes()
 }
 
-fn day_of(bytes: &[u8]) -> Option<Date> {
+pub(crate) fn day_of(bytes: &[u8]) -> Option<Date> {
     let day = i32::from_be_bytes(<[u8; 4]>::try_from(bytes).ok()?);
     Date::from_julian_day(day).ok()
 }
@@ -178,23 +178,31 @@ impl Store {
     ) -> Result<RetentionApplied, StoreError> {
         let today = plan.today.unwrap_or_else(crate::model::today);
         let mut applied = RetentionApplied::default();
-        {
+        if !plan.newly_inactive.is_empty() || !plan.active_again.is_empty() {
+            // Only persons still held are dated: one erased since the plan
+            // must leave nothing behind.
+            let _person_writes = self.person_writes.lock();
             let _writing = self.writing();
-            let mut batch = sled::Batch::default();
-            for id in &plan.newly_inactive {
-                batch.insert(id.as_bytes(), &day_bytes(today));
-            }
-            for id in &plan.active_again {
-                batch.remove(id.as_bytes());
-            }
-            self.retention.apply_batch(batch)?;
+            (&self.persons, &self.retention)
+                .transaction(|(persons, retention)| {
+                    for id in &plan.newly_inactive {
+                        if persons.get(id.as_bytes())?.is_some() {
+                            retention.insert(id.as_bytes(), &day_bytes(today))?;
+                        }
+                    }
+                    for id in &plan.active_again {
+                        retention.remove(id.as_bytes())?;
+                    }
+                    Ok(())
+                })
+                .map_err(tx_error)?;
         }
         if rules.ended_involvements_years > 0 {
             let cutoff = years_before(today, rules.ended_involvements_years);
             for chunk in plan.involvements.chunks(256) {
                 let (deleted, skipped) = self.delete_ended_involvements(chunk, cutoff)?;
                 applied.involvement_ids.extend(deleted);
-                applied.skipped.extend(skipped);
+                applied.skipped_involvements.extend(skipped);
             }
         }
         if rules.inactive_persons_years > 0 {
@@ -208,7 +216,7 @@ impl Store {
                 for (id, erased) in results {
                     match erased {
                         Some(_) => applied.person_ids.push(id),
-                        None => applied.skipped.push(id),
+                        None => applied.skipped_persons.push(id),
                     }
                 }
             }

@@ -96,9 +96,19 @@ impl Store {
         let subscriptions = self.tree(SUBSCRIPTIONS)?;
         let key = format!("{WATCHED}{}", subscription.person_id);
         let until = u64::try_from(subscription.expires_at_unix_seconds).unwrap_or_default();
+        // The person must still be here: an erasure (which holds this lock
+        // while it reads and removes subscriptions) may have come between
+        // the match and this write.
+        let _person_writes = self.person_writes.lock();
         let _writing = self.writing();
-        (&subscriptions, &self.meta)
-            .transaction(|(subscriptions, meta)| {
+        (&subscriptions, &self.meta, &self.persons)
+            .transaction(|(subscriptions, meta, persons)| {
+                if persons.get(subscription.person_id.as_bytes())?.is_none() {
+                    return super::abort(StoreError::NotFound {
+                        kind: Kind::Person,
+                        id: subscription.person_id.clone(),
+                    });
+                }
                 subscriptions.insert(
                     subscription.id.as_bytes(),
                     tx_encode(Kind::TeamEvent, subscription)?,

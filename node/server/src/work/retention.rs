@@ -82,7 +82,12 @@ pub(crate) async fn run(
         return Ok(report);
     }
     let applied = apply(state, section, trigger, plan).await?;
-    report.skipped = applied.skipped.clone();
+    report.skipped = applied
+        .skipped_involvements
+        .iter()
+        .chain(&applied.skipped_persons)
+        .cloned()
+        .collect();
     let deleted_involvements: std::collections::HashSet<&str> =
         applied.involvement_ids.iter().map(String::as_str).collect();
     let deleted_persons: std::collections::HashSet<&str> =
@@ -103,7 +108,7 @@ pub(crate) async fn run(
         trigger,
         involvements = applied.involvement_ids.len(),
         persons = applied.person_ids.len(),
-        skipped = applied.skipped.len(),
+        skipped = report.skipped.len(),
         "retention run done"
     );
     Ok(report)
@@ -158,15 +163,10 @@ async fn apply(
                 store.apply_retention(rules, &part).map_err(Into::into)
             })
             .await?;
-        if !applied.skipped.is_empty() {
-            let (persons, involvements): (Vec<String>, Vec<String>) = applied
-                .skipped
-                .iter()
-                .cloned()
-                .partition(|id| plan.persons.iter().any(|p| &p.0 == id));
+        if !applied.skipped_involvements.is_empty() || !applied.skipped_persons.is_empty() {
             let event = AuditEvent::RetentionSkipped {
-                involvement_ids: involvements,
-                person_ids: persons,
+                involvement_ids: applied.skipped_involvements.clone(),
+                person_ids: applied.skipped_persons.clone(),
             };
             if let Err(e) = state.store.append_audits_durably(vec![event]).await {
                 return Err(state.write_failed(e, "").await);
@@ -174,7 +174,10 @@ async fn apply(
         }
         total.involvement_ids.extend(applied.involvement_ids);
         total.person_ids.extend(applied.person_ids);
-        total.skipped.extend(applied.skipped);
+        total
+            .skipped_involvements
+            .extend(applied.skipped_involvements);
+        total.skipped_persons.extend(applied.skipped_persons);
     }
     Ok(total)
 }

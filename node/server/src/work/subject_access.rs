@@ -71,10 +71,13 @@ struct Evidence {
 }
 
 impl AuditSource for Evidence {
-    fn lookup_started(&self, lookup_id: &str, _seq: u64) -> Result<Option<AuditEntry>, StoreError> {
+    fn lookup_started(&self, lookup_id: &str, seq: u64) -> Result<Option<AuditEntry>, StoreError> {
+        // The nearest start before the entry, as the node's index finds.
         Ok(self
             .entries
-            .values()
+            .range(..seq)
+            .rev()
+            .map(|(_, e)| e)
             .find(|e| {
                 matches!(&e.event, AuditEvent::LookupStarted { lookup_id: id, .. } if id == lookup_id)
             })
@@ -144,9 +147,23 @@ pub(crate) async fn subject_access_report(
             let mut seqs = vec![entry.seq];
             seqs.extend(source.read.into_inner());
             seqs.dedup();
+            // Evidence is the entries' bytes: only entries that name no one
+            // but the subject go with the report (see `names_only`).
+            let mut pieces = Vec::with_capacity(seqs.len());
+            let mut provable = true;
             for seq in seqs {
-                out.evidence
-                    .push(evidence(&store, seq, checkpoint.size).map_err(status)?);
+                let about_others = store
+                    .audit_entry(seq)
+                    .map_err(status)?
+                    .is_none_or(|read| !names_only(&read.event, &person_id));
+                if about_others {
+                    provable = false;
+                    break;
+                }
+                pieces.push(evidence(&store, seq, checkpoint.size).map_err(status)?);
+            }
+            if provable {
+                out.evidence = pieces;
             }
             report_entries.push(out);
         }
@@ -173,6 +190,15 @@ pub(crate) async fn subject_access_report(
         })
     })
     .await
+}
+
+/// Whether `event` names no person but `person_id`: its bytes may go to
+/// that person as evidence. A family disclosure names the relative looked
+/// up and the other members; a batch of retention or a mirror import names
+/// everyone in it; a peer's question about a relative names the relative.
+fn names_only(event: &AuditEvent, person_id: &str) -> bool {
+    !matches!(event, AuditEvent::FamilyDisclosed { .. })
+        && event.person_ids().iter().all(|id| *id == person_id)
 }
 
 /// Entry `seq`'s bytes and its inclusion proof in the tree of `size`.
@@ -203,8 +229,13 @@ pub struct Proven {
     /// Whether that key is the one the caller trusts (`--key`); `None` if
     /// the caller gave none.
     pub key_trusted: Option<bool>,
+    /// Entries proven.
     pub entries: usize,
     pub evidence: usize,
+    /// Entries the report carries no proof of, because their audit entries
+    /// name other people too (family disclosures, batches of retention or
+    /// mirror imports): proving them would disclose those people.
+    pub unproven: Vec<u64>,
 }
 
 /// Checks a report offline: the checkpoint is signed by the report's log
@@ -238,6 +269,7 @@ pub fn prove_report(
         .map_err(|_| "checkpoint: it is not signed by the report's log key".to_owned())?;
     let checkpoint = signed.checkpoint.clone();
     let mut evidence_count = 0;
+    let mut unproven = Vec::new();
     for (at, given) in report.entries.iter().enumerate() {
         let which = format!("entry {} of the report (audit entry {})", at + 1, given.seq);
         let mut entries = BTreeMap::new();
@@ -258,6 +290,11 @@ pub fn prove_report(
             .map_err(|why| format!("{which}: {why}"))?;
             entries.insert(piece.seq, entry);
             evidence_count += 1;
+        }
+        if given.evidence.is_empty() {
+            // Left out by the node: its entries name others too.
+            unproven.push(given.seq);
+            continue;
         }
         let Some(entry) = entries.get(&given.seq).cloned() else {
             return Err(format!("{which}: the report carries no evidence for it"));
@@ -283,7 +320,13 @@ pub fn prove_report(
                 .requester
                 .trim_end_matches(" (no longer on record)")
                 .to_owned();
-            if given.requester.contains(&id_part) {
+            // "Name (role, organisation; practitioner id X on this node)":
+            // the label before the id, from records, is all that may differ.
+            let names_the_id = given
+                .requester
+                .strip_suffix(&format!("; {id_part})"))
+                .is_some_and(|label| !label.contains(';'));
+            if names_the_id {
                 given.requester = read.requester.clone();
             }
         }
@@ -300,8 +343,9 @@ pub fn prove_report(
         checkpoint,
         log_key: report.log_key.clone(),
         key_trusted,
-        entries: report.entries.len(),
+        entries: report.entries.len() - unproven.len(),
         evidence: evidence_count,
+        unproven,
     })
 }
 

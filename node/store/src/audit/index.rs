@@ -15,9 +15,10 @@
 //!   run; one found nowhere (a lookup that spanned a crash) is looked for
 //!   in the log, backwards from its answer.
 //! - `head`: how many entries the files cover and each file's length then,
-//!   with a CRC-32; rewritten (synced, renamed into place) every
-//!   [`PERSIST_EVERY`] entries and when the store closes. The files are
-//!   never synced between: at open they are cut back to the lengths the
+//!   with a CRC-32; rewritten (synced, renamed into place) about every
+//!   [`PERSIST_EVERY`] entries, once the log's sync has made the entries it
+//!   covers durable (a head never covers more than a crash keeps). The
+//!   files are never synced between: at open they are cut back to the lengths the
 //!   head records and the entries after it indexed again from the log, so
 //!   a crash costs a re-read of at most that many entries, never an index
 //!   entry missing or twice. A head missing or unreadable rebuilds all.
@@ -80,6 +81,9 @@ struct State {
     indexed: u64,
     /// `indexed` when the head was last written.
     persisted: u64,
+    /// A head to write once the log is durable up to its `indexed`: the
+    /// entries it covers must never be more than a crash keeps.
+    due: Option<(u64, Vec<u64>)>,
     /// Lookup id → seq of its `LookupStarted`, while it runs.
     starts: HashMap<String, u64>,
     /// Insertion order of `starts`, to forget the oldest past the cap.
@@ -132,6 +136,7 @@ impl AuditIndex {
                     lens,
                     indexed,
                     persisted: indexed,
+                    due: None,
                     starts: HashMap::new(),
                     order: VecDeque::new(),
                 }),
@@ -160,6 +165,7 @@ impl AuditIndex {
         }
         state.indexed = 0;
         state.persisted = 0;
+        state.due = None;
         state.starts.clear();
         state.order.clear();
         Ok(())
@@ -184,6 +190,9 @@ impl AuditIndex {
         // A family disclosure follows its lookup's answer, which forgets
         // the start: the last answer's is kept for it.
         let mut answered: Option<(String, u64)> = None;
+        // Starts this call forgets, put back if its write fails (the retry
+        // reads the same entries again).
+        let mut forgotten: Vec<(String, u64)> = Vec::new();
         for &(seq, event) in entries {
             if seq <= state.indexed {
                 continue;
@@ -215,6 +224,7 @@ impl AuditIndex {
                     let start = state.starts.remove(lookup_id);
                     if let Some(start) = start {
                         answered = Some((lookup_id.clone(), start));
+                        forgotten.push((lookup_id.clone(), start));
                     }
                     start
                 }
@@ -247,6 +257,7 @@ impl AuditIndex {
                 for &(done, at) in written.iter().chain(std::iter::once(&(file, at))) {
                     let _ = state.files[done].set_len(at);
                 }
+                state.starts.extend(forgotten);
                 return Err(e.into());
             }
             written.push((file, at));
@@ -255,29 +266,48 @@ impl AuditIndex {
             state.lens[file] += bytes.len() as u64;
         }
         state.indexed = through;
-        if state.indexed - state.persisted >= PERSIST_EVERY {
-            self.persist(&mut state)?;
+        if state.due.is_none() && state.indexed - state.persisted >= PERSIST_EVERY {
+            state.due = Some((state.indexed, state.lens.clone()));
         }
         Ok(())
     }
 
-    /// Makes the files durable and records their lengths in the head.
+    /// Writes the head that is due once the log is durable up to what it
+    /// covers (`durable`: the log's durable length). Called after each sync
+    /// of the log. A failure is the caller's to log: the index goes on, and
+    /// the next open re-reads a little more.
+    pub(crate) fn persist_due(&self, durable: u64) -> Result<(), StoreError> {
+        let mut state = self.state.lock();
+        let Some((indexed, lens)) = state.due.take() else {
+            return Ok(());
+        };
+        if indexed > durable {
+            state.due = Some((indexed, lens));
+            return Ok(());
+        }
+        self.persist(&mut state, indexed, &lens)
+    }
+
+    /// Makes the files durable and records everything indexed in the head:
+    /// for a caller that knows the log is durable that far (start-up).
     pub(crate) fn persist_now(&self) -> Result<(), StoreError> {
         let mut state = self.state.lock();
         if state.indexed == state.persisted {
             return Ok(());
         }
-        self.persist(&mut state)
+        let (indexed, lens) = (state.indexed, state.lens.clone());
+        state.due = None;
+        self.persist(&mut state, indexed, &lens)
     }
 
-    fn persist(&self, state: &mut State) -> Result<(), StoreError> {
+    fn persist(&self, state: &mut State, indexed: u64, lens: &[u64]) -> Result<(), StoreError> {
         for file in &state.files {
             file.sync_data()?;
         }
         let mut head = HEAD_MAGIC.to_vec();
         head.push(HEAD_VERSION);
-        head.extend_from_slice(&state.indexed.to_be_bytes());
-        for len in &state.lens {
+        head.extend_from_slice(&indexed.to_be_bytes());
+        for len in lens {
             head.extend_from_slice(&len.to_be_bytes());
         }
         let crc = crc32fast::hash(&head);
@@ -295,7 +325,7 @@ impl AuditIndex {
         file.sync_all()?;
         std::fs::rename(&temp, self.dir.join("head"))?;
         File::open(&self.dir)?.sync_all()?;
-        state.persisted = state.indexed;
+        state.persisted = indexed;
         Ok(())
     }
 

@@ -617,6 +617,17 @@ pub(crate) struct AuditLog {
 }
 
 impl AuditLog {
+    /// Makes every entry appended so far durable; then writes the index's
+    /// head if one is due and now covered (a failure there is logged: the
+    /// next open re-reads a little more of the log).
+    pub(crate) fn sync(&self) -> Result<(), StoreError> {
+        self.log.sync()?;
+        if let Err(error) = self.index.persist_due(self.log.durable_len()) {
+            tracing::warn!(%error, "the audit index's head was not written; the next start re-indexes from the last one");
+        }
+        Ok(())
+    }
+
     pub(crate) fn open(store_dir: &std::path::Path) -> Result<Arc<Self>, StoreError> {
         let (log, report) = SegmentLog::open(&store_dir.join(LOG_FOLDER))?;
         if report.torn_tail_bytes > 0 {
@@ -979,7 +990,7 @@ impl Store {
     /// shared by whoever asks meanwhile).
     pub(crate) async fn sync_audit(&self) -> Result<(), StoreError> {
         let audit = Arc::clone(&self.audit);
-        tokio::task::spawn_blocking(move || audit.log.sync())
+        tokio::task::spawn_blocking(move || audit.sync())
             .await
             .map_err(|_| std::io::Error::other("the audit sync stopped"))?
     }
@@ -1036,10 +1047,13 @@ impl Store {
         seq: u64,
     ) -> Result<Option<AuditEntry>, StoreError> {
         let is_start = |entry: &AuditEntry| matches!(&entry.event, AuditEvent::LookupStarted { lookup_id: id, .. } if id == lookup_id);
-        if let Some(start) = self.audit.index.start_of(seq, lookup_id)? {
-            return Ok(self.audit_entry(start)?.filter(is_start));
+        if let Some(start) = self.audit.index.start_of(seq, lookup_id)?
+            && let Some(entry) = self.audit_entry(start)?.filter(is_start)
+        {
+            return Ok(Some(entry));
         }
-        // Not indexed (the lookup spanned a crash): look back in the log.
+        // Not indexed (the lookup spanned a crash), or the index is wrong
+        // (`verify_audit` does not check it): look back in the log.
         let floor = seq.saturating_sub(START_SEARCH_ENTRIES).max(1);
         for at in (floor..seq).rev() {
             if let Ok(Some(entry)) = self.audit_entry(at)
