@@ -535,3 +535,42 @@ fn read_head(path: &Path) -> Option<(u64, Vec<u64>)> {
         .collect::<Option<Vec<_>>>()?;
     Some((indexed, lens))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn erased(n: u64) -> AuditEvent {
+        AuditEvent::PersonErased {
+            person_id: format!("P-{}", n % 7),
+            caller: String::new(),
+            reason: String::new(),
+            removed: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_head_is_written_only_once_the_log_holds_what_it_covers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (index, indexed) = AuditIndex::open(dir.path()).expect("open");
+        assert_eq!(indexed, 0);
+        let events: Vec<AuditEvent> = (1..=PERSIST_EVERY + 10).map(erased).collect();
+        let entries: Vec<Indexed<'_>> = (1..).zip(events.iter()).collect();
+        index.add(&entries, PERSIST_EVERY + 10).expect("index");
+        // The log is durable only to entry 100: a head now would cover
+        // entries a crash could take back.
+        index.persist_due(100).expect("not yet");
+        assert!(!dir.path().join("head").exists());
+        // Once the log's sync covers the due head, it is written, with the
+        // lengths of that moment.
+        index.persist_due(PERSIST_EVERY + 10).expect("due");
+        let (reopened, indexed) = AuditIndex::open(dir.path()).expect("reopen");
+        assert_eq!(indexed, PERSIST_EVERY + 10);
+        assert_eq!(
+            reopened.seqs_of("P-3").expect("seqs"),
+            (1..=PERSIST_EVERY + 10)
+                .filter(|n| n % 7 == 3)
+                .collect::<Vec<_>>()
+        );
+    }
+}
