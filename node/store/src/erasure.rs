@@ -272,16 +272,9 @@ impl Store {
                     by_person.remove(pair_key(&involvement.person_id, id))?;
                     by_practitioner.remove(pair_key(&involvement.practitioner_id, id))?;
                     active += i64::from(involvement.is_active());
-                    // The person keeps the date it ended, as retention's
-                    // own deletions do (`retention`).
+                    // As retention's own deletions do.
                     if let Some(end) = involvement.end_date {
-                        let key = involvement.person_id.as_bytes();
-                        let dated = retention
-                            .get(key)?
-                            .and_then(|b| crate::retention::day_of(&b));
-                        if dated.is_none_or(|day| day < end) {
-                            retention.insert(key, &crate::retention::day_bytes(end))?;
-                        }
+                        crate::retention::keep_end_date(retention, &involvement.person_id, end)?;
                     }
                     deleted.push(id.clone());
                 }

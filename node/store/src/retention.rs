@@ -71,13 +71,30 @@ pub fn years_before(today: Date, years: u32) -> Date {
         .unwrap_or(Date::MIN)
 }
 
-pub(crate) fn day_bytes(date: Date) -> [u8; 4] {
+fn day_bytes(date: Date) -> [u8; 4] {
     date.to_julian_day().to_be_bytes()
 }
 
-pub(crate) fn day_of(bytes: &[u8]) -> Option<Date> {
+fn day_of(bytes: &[u8]) -> Option<Date> {
     let day = i32::from_be_bytes(<[u8; 4]>::try_from(bytes).ok()?);
     Date::from_julian_day(day).ok()
+}
+
+/// In a transaction deleting an involvement of `person_id` that ended on
+/// `end`: the person keeps that date in the `retention` tree (the later of
+/// it and the one there), so deleting old involvements never makes them
+/// look inactive for longer than they were.
+pub(crate) fn keep_end_date(
+    retention: &sled::transaction::TransactionalTree,
+    person_id: &str,
+    end: Date,
+) -> super::TxResult<()> {
+    let key = person_id.as_bytes();
+    let dated = retention.get(key)?.and_then(|b| day_of(&b));
+    if dated.is_none_or(|day| day < end) {
+        retention.insert(key, &day_bytes(end))?;
+    }
+    Ok(())
 }
 
 /// What one person's involvements say: whether one is current, and when
@@ -260,12 +277,7 @@ impl Store {
                     records.remove(id.as_bytes())?;
                     by_person.remove(pair_key(&involvement.person_id, id))?;
                     by_practitioner.remove(pair_key(&involvement.practitioner_id, id))?;
-                    // The person keeps the date their last involvement ended.
-                    let key = involvement.person_id.as_bytes();
-                    let dated = retention.get(key)?.and_then(|b| day_of(&b));
-                    if dated.is_none_or(|day| day < end) {
-                        retention.insert(key, &day_bytes(end))?;
-                    }
+                    keep_end_date(retention, &involvement.person_id, end)?;
                     add_count(meta, COUNT_INVOLVEMENTS, -1)?;
                     deleted.push(id.clone());
                 }
