@@ -44,6 +44,17 @@ pub(crate) const FORMAT_VERSION: u16 = 2;
 /// The audit log's entries in a backup: written as a tree of this name, after
 /// sled's trees, `seq` (u64 BE) → the entry's body.
 const LOG_TREE: &[u8] = b"audit-log";
+/// The tree over the entries audit retention archived, in a backup: just
+/// before the log's entries, two entries: `blocks` (the archived blocks'
+/// hashes) and `manifest` (the log's `archived` file).
+const ARCHIVED_TREE: &[u8] = b"audit-archived";
+
+/// [`ARCHIVED_TREE`]'s two entries, as a restore reads them.
+#[derive(Default)]
+struct ArchivedParts {
+    blocks: Option<Vec<u8>>,
+    manifest: Option<Vec<u8>>,
+}
 /// The trailing SHA-256.
 pub(crate) const DIGEST_LEN: usize = 32;
 
@@ -474,6 +485,9 @@ impl Store {
             bytes: 0,
         };
         let io = |e: io::Error| BackupError::Store(StoreError::File(e));
+        // No prune until the last log entry is written: the log's entries
+        // start where the record of the archived ones ends.
+        let _no_prune = self.audit.prune_gate.read();
         let (header, trees, entries, audit_entries, write_pause) = {
             // Every write transaction holds the gate shared: once we hold it
             // exclusively, none is half-done and none starts until we let go.
@@ -527,6 +541,27 @@ impl Store {
         // The log is append-only: its first `audit_entries` entries are read
         // after the gate is let go, and are the ones the snapshot indexed.
         let (mut trees, mut entries) = (trees, entries);
+        // Entries audit retention archived: the tree over them, which the
+        // log's entries continue (they are in the archive files).
+        if let Some((manifest, hashes)) = self.audit.log.archived_state() {
+            out.write_all(&[TAG_TREE]).map_err(io)?;
+            out.write_all(&(ARCHIVED_TREE.len() as u16).to_be_bytes())
+                .map_err(io)?;
+            out.write_all(ARCHIVED_TREE).map_err(io)?;
+            for (key, value) in [(&b"blocks"[..], &hashes), (&b"manifest"[..], &manifest)] {
+                out.write_all(&[TAG_ENTRY]).map_err(io)?;
+                out.write_all(&(key.len() as u32).to_be_bytes())
+                    .map_err(io)?;
+                out.write_all(key).map_err(io)?;
+                out.write_all(&(value.len() as u32).to_be_bytes())
+                    .map_err(io)?;
+                out.write_all(value).map_err(io)?;
+            }
+            out.write_all(&[TAG_TREE_END]).map_err(io)?;
+            out.write_all(&2u64.to_be_bytes()).map_err(io)?;
+            trees.push((String::from_utf8_lossy(ARCHIVED_TREE).into_owned(), 2));
+            entries += 2;
+        }
         out.write_all(&[TAG_TREE]).map_err(io)?;
         out.write_all(&(LOG_TREE.len() as u16).to_be_bytes())
             .map_err(io)?;
@@ -540,13 +575,11 @@ impl Store {
             out.write_all(body)?;
             Ok(())
         })?;
+        let log_entries = audit_entries - self.audit.log.archived().min(audit_entries);
         out.write_all(&[TAG_TREE_END]).map_err(io)?;
-        out.write_all(&audit_entries.to_be_bytes()).map_err(io)?;
-        trees.push((
-            String::from_utf8_lossy(LOG_TREE).into_owned(),
-            audit_entries,
-        ));
-        entries += audit_entries;
+        out.write_all(&log_entries.to_be_bytes()).map_err(io)?;
+        trees.push((String::from_utf8_lossy(LOG_TREE).into_owned(), log_entries));
+        entries += log_entries;
         out.write_all(&[TAG_END]).map_err(io)?;
         out.write_all(&(trees.len() as u32).to_be_bytes())
             .map_err(io)?;
@@ -660,6 +693,9 @@ impl Store {
         let mut pending = 0usize;
         // The audit log's entries, once its tree begins.
         let mut log_bodies: Option<Vec<Vec<u8>>> = None;
+        // The tree over archived entries, once its tree begins: `blocks`
+        // and `manifest`, taken up when the log's entries begin.
+        let mut archived: Option<ArchivedParts> = None;
         fn apply(
             tree: &Option<sled::Tree>,
             batch: &mut sled::Batch,
@@ -673,11 +709,46 @@ impl Store {
         }
         let info = read_backup(BufReader::with_capacity(1 << 20, file), |item| {
             match item {
+                Item::Tree(name) if name == ARCHIVED_TREE => {
+                    apply(&tree, &mut batch, &mut pending)?;
+                    tree = None;
+                    if archived.is_some() || log_bodies.is_some() {
+                        return Err(format_error(
+                            "the archived audit entries' tree appears twice or after the log",
+                        ));
+                    }
+                    archived = Some(ArchivedParts::default());
+                }
+                Item::Entry(key, value) if tree.is_none() && log_bodies.is_none() => {
+                    match (archived.as_mut(), key.as_slice()) {
+                        (Some(parts @ ArchivedParts { blocks: None, .. }), b"blocks") => {
+                            parts.blocks = Some(value);
+                        }
+                        (Some(parts @ ArchivedParts { manifest: None, .. }), b"manifest") => {
+                            parts.manifest = Some(value);
+                        }
+                        _ => return Err(format_error("an entry outside any tree")),
+                    }
+                }
                 Item::Tree(name) if name == LOG_TREE => {
                     apply(&tree, &mut batch, &mut pending)?;
                     tree = None;
                     if log_bodies.is_some() || store.audit.log.len() > 0 {
                         return Err(format_error("the audit log appears twice"));
+                    }
+                    match archived.take() {
+                        Some(ArchivedParts {
+                            blocks: Some(blocks),
+                            manifest: Some(manifest),
+                        }) => {
+                            store.audit.log.adopt_archived(&manifest, &blocks)?;
+                        }
+                        Some(_) => {
+                            return Err(format_error(
+                                "the archived audit entries' tree lacks its blocks or manifest",
+                            ));
+                        }
+                        None => {}
                     }
                     log_bodies = Some(Vec::with_capacity(RESTORE_LOG_BATCH));
                 }

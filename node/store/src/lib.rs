@@ -126,6 +126,13 @@ pub enum StoreError {
     /// ([`Store::finish_index_entries`]).
     #[error("the batch's records are written but not their index entries ({0})")]
     IndexEntriesPending(Box<StoreError>),
+    /// Audit retention sealed this entry into an archive file and removed
+    /// it from the log (`archived`: entries 1 to this many are archived).
+    #[error(
+        "audit entry {seq} was archived by audit retention: entries 1 to {archived} are in the \
+         node's audit archive files, no longer in its log"
+    )]
+    Archived { seq: u64, archived: u64 },
     #[error("store i/o failed: {0}")]
     Io(#[from] sled::Error),
     #[error("store file i/o failed: {0}")]

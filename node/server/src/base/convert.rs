@@ -53,6 +53,7 @@ pub(crate) fn store_status(error: StoreError, prefix: &str) -> Status {
             Status::internal("the node's store is damaged; the operator has been told in the log")
         }
         StoreError::Locked { .. } => Status::unavailable(error.to_string()),
+        StoreError::Archived { .. } => Status::failed_precondition(error.to_string()),
         StoreError::IndexEntriesPending(_) => {
             tracing::error!(error = %error, "index entries not written");
             Status::unavailable(

@@ -517,7 +517,8 @@ pub fn subject_access_entry(
         | AuditEvent::PeerRefusals { .. }
         | AuditEvent::FederationChanged { .. }
         | AuditEvent::WatchOpened { .. }
-        | AuditEvent::AuditMigrated { .. } => {
+        | AuditEvent::AuditMigrated { .. }
+        | AuditEvent::AuditArchived { .. } => {
             // Never indexed under a person.
             out.kind = "lookup started".into();
         }

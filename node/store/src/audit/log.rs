@@ -15,7 +15,17 @@
 //! - `blocks`: for each full block of [`BLOCK`] entries, in order, the
 //!   block's subtree hash (32 bytes) and the offset of its first record in
 //!   its segment (u64 BE). Derived data: written only after the block's
-//!   records are durable, and rebuilt from the segments when short or gone.
+//!   records are durable, and rebuilt from the segments when short or gone;
+//!   except the blocks of archived entries, whose records are gone: synced
+//!   before the segments are removed, never rewritten, and checked at every
+//!   open against the root `archived` recorded.
+//! - `archived` (JSON, replaced whole): how many entries from the start were
+//!   sealed into archive files and pruned (audit retention), the tree's root
+//!   over them, and each archive (file, entries, SHA-256, the checkpoint it
+//!   carries). Absent until the first prune. The tree over the pruned prefix
+//!   stays whole from the blocks' hashes, so roots and consistency proofs
+//!   from any size past it, and inclusion proofs of every entry still here,
+//!   are computed as before; an archived entry is read from its archive.
 //!
 //! In memory: every block's hash and start, the tree's levels above the
 //! blocks (all of it about a third of a byte an entry), and the leaf hashes
@@ -61,6 +71,9 @@ const HEAD_FILE: &str = "head";
 const HEAD_LEN: usize = 8 + 32 + 8 + 8 + 4;
 /// An alarm left by an open that found the log cut short or altered.
 const ALARM_PREFIX: &str = "ALARM-";
+/// What was archived and pruned (see the module's docs).
+const ARCHIVED_FILE: &str = "archived";
+const ARCHIVED_FORMAT: u32 = 1;
 
 /// A Unix time in milliseconds, as UTC (RFC 3339).
 pub(super) fn time_of(unix_ms: i64) -> String {
@@ -77,6 +90,14 @@ fn corrupt(detail: impl Into<String>) -> StoreError {
     StoreError::Corrupt {
         kind: Kind::AuditEntry,
         detail: detail.into(),
+    }
+}
+
+/// The error for entry `index` (0-based), which audit retention archived.
+fn archived_error(index: u64, archived: u64) -> StoreError {
+    StoreError::Archived {
+        seq: index + 1,
+        archived,
     }
 }
 
@@ -251,6 +272,78 @@ struct Inner {
     /// Where the last sync recorded in `head` ended: the segment's first
     /// entry and the byte offset. `None` for a log without one.
     synced_end: Option<(u64, u64)>,
+    /// Entries from the start that were archived and pruned: their blocks
+    /// are the first `archived / BLOCK`, and no segment holds them.
+    archived: u64,
+    /// What `archived` records (`None` before the first prune).
+    manifest: Option<ArchivedManifest>,
+}
+
+/// One archive file that holds entries pruned from the log.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ArchiveRecord {
+    /// The file's name (it was written into the archive folder the
+    /// operator configured; operators may move it).
+    pub file: String,
+    /// The entries it holds, `first_seq..=last_seq`.
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// SHA-256 of the whole file (hex).
+    pub sha256: String,
+    /// Its length in bytes.
+    pub bytes: u64,
+    /// The signed checkpoint of the log at `last_seq` entries it carries.
+    pub checkpoint: String,
+    pub sealed_unix_ms: i64,
+}
+
+/// The `archived` file.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub(crate) struct ArchivedManifest {
+    pub(crate) format: u32,
+    /// Entries archived and pruned, from the first.
+    pub(crate) entries: u64,
+    /// The tree's root over them (hex), as computed when they were pruned.
+    pub(crate) root: String,
+    pub(crate) archives: Vec<ArchiveRecord>,
+}
+
+fn read_manifest(dir: &Path) -> Result<Option<ArchivedManifest>, StoreError> {
+    let path = dir.join(ARCHIVED_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let manifest: ArchivedManifest = serde_json::from_slice(&bytes)
+        .map_err(|e| corrupt(format!("{} is unreadable: {e}", path.display())))?;
+    if manifest.format != ARCHIVED_FORMAT
+        || !manifest.entries.is_multiple_of(BLOCK)
+        || parse_hash(&manifest.root).is_none()
+    {
+        return Err(corrupt(format!(
+            "{} is not a record of archived audit entries this version reads",
+            path.display()
+        )));
+    }
+    Ok(Some(manifest))
+}
+
+fn parse_hash(hex_text: &str) -> Option<Hash> {
+    let bytes = hex::decode(hex_text).ok()?;
+    Some(Hash(bytes.try_into().ok()?))
+}
+
+/// Replaces `dir/name` with `bytes` whole: written beside it, synced, renamed
+/// into place, the folder synced.
+fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let temp = dir.join(format!("{name}.new"));
+    let _ = std::fs::remove_file(&temp);
+    let file = create_file(&temp)?;
+    file.write_all_at(bytes, 0)?;
+    file.sync_all()?;
+    std::fs::rename(&temp, dir.join(name))?;
+    sync_dir(dir)
 }
 
 /// The append-only log of audit entries (see the module's docs).
@@ -282,8 +375,11 @@ pub(crate) struct OpenReport {
 /// What a full re-read of the log found.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct LogCheck {
-    /// Entries read.
+    /// Entries read, and archived before them.
     pub(crate) entries: u64,
+    /// Entries from the start that were archived (not read, their blocks'
+    /// hashes taken as kept).
+    pub(crate) archived: u64,
     /// The first entry (0-based index) that is damaged or no longer matches
     /// what was recorded when it was written, and why.
     pub(crate) problem: Option<(u64, String)>,
@@ -312,15 +408,32 @@ impl SegmentLog {
             }
         }
         firsts.sort_unstable();
+        let manifest = read_manifest(dir)?;
+        let archived = manifest.as_ref().map_or(0, |m| m.entries);
+        // Segments a prune recorded as archived but was stopped before it
+        // removed them.
+        let (leftover, live): (Vec<u64>, Vec<u64>) =
+            firsts.into_iter().partition(|&first| first < archived);
+        let mut firsts = live;
+        for first in &leftover {
+            std::fs::remove_file(dir.join(segment_name(*first)))?;
+        }
+        if !leftover.is_empty() {
+            sync_dir(dir)?;
+            tracing::info!(
+                segments = leftover.len(),
+                "removed audit segments an interrupted prune had archived"
+            );
+        }
         if firsts.is_empty() {
-            let path = dir.join(segment_name(0));
+            let path = dir.join(segment_name(archived));
             let file = create_file(&path)?;
             let mut header = SEGMENT_MAGIC.to_vec();
-            header.extend_from_slice(&0u64.to_be_bytes());
+            header.extend_from_slice(&archived.to_be_bytes());
             file.write_all_at(&header, 0)?;
             file.sync_all()?;
             sync_dir(dir)?;
-            firsts.push(0);
+            firsts.push(archived);
         }
         let mut segments = Vec::with_capacity(firsts.len());
         let last_first = firsts.last().copied();
@@ -369,7 +482,17 @@ impl SegmentLog {
             blocks_file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
             head_file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         }
-        let recorded = read_block_records(&blocks_file, &segments)?;
+        let archived_blocks = (archived / BLOCK) as usize;
+        let recorded = read_block_records(&blocks_file, &segments, archived_blocks)?;
+        if recorded.len() < archived_blocks {
+            return Err(corrupt(format!(
+                "{} holds the hashes of {} blocks, but {archived} entries were archived ({} \
+                 blocks): the tree over them is lost; restore the store from a backup",
+                blocks_path.display(),
+                recorded.len(),
+                archived_blocks
+            )));
+        }
         let recorded_entries = recorded.len() as u64 * BLOCK;
         let mut inner = Inner {
             segments,
@@ -387,7 +510,18 @@ impl SegmentLog {
             head_file,
             damaged: Vec::new(),
             synced_end: None,
+            archived,
+            manifest,
         };
+        // The archived blocks: taken as recorded (checked against the root
+        // recorded with them below), the segments read from after them.
+        for block in &recorded[..archived_blocks] {
+            inner.push_block(Block {
+                segment: 0,
+                ..*block
+            });
+        }
+        inner.reset();
         // What the records written after each sync say the log held.
         let head = read_head(&dir.join(HEAD_FILE))?;
         inner.synced_end = head.map(|h| h.end);
@@ -396,7 +530,7 @@ impl SegmentLog {
         // whatever follows is added. If they are not, read everything.
         let mut torn_tail_bytes = 0;
         let mut intact = false;
-        if let Some((last, trusted)) = recorded.split_last() {
+        if let Some((last, trusted)) = recorded[archived_blocks..].split_last() {
             let in_file = inner.segments[last.segment].file.metadata()?.len();
             if last.offset <= in_file {
                 for block in trusted {
@@ -410,11 +544,15 @@ impl SegmentLog {
                 if let Ok(cut) = inner.scan_to_end() {
                     torn_tail_bytes = cut;
                     intact = inner.len >= recorded_entries
-                        && inner.blocks.get(trusted.len()).map(|b| b.hash) == Some(last.hash);
+                        && inner
+                            .blocks
+                            .get(archived_blocks + trusted.len())
+                            .map(|b| b.hash)
+                            == Some(last.hash);
                 }
             }
             if intact {
-                inner.blocks_recorded = trusted.len() as u64;
+                inner.blocks_recorded = (archived_blocks + trusted.len()) as u64;
             } else {
                 inner.reset();
             }
@@ -423,7 +561,7 @@ impl SegmentLog {
             torn_tail_bytes += inner.scan_to_end()?;
         }
         let mut finding: Option<(u64, String)> = None;
-        if !intact && !recorded.is_empty() {
+        if !intact && recorded.len() > archived_blocks {
             let altered = recorded
                 .iter()
                 .zip(&inner.blocks)
@@ -442,7 +580,10 @@ impl SegmentLog {
             });
         }
         if let (None, Some(Head { size, root, .. })) = (&finding, head) {
-            if size > inner.len {
+            if size < archived {
+                // Kept from before a prune that went past it: nothing to
+                // compare (the prune checked the tree).
+            } else if size > inner.len {
                 finding = Some(cut_short(inner.len, size));
             } else {
                 let reader = TreeReader::new(&inner);
@@ -491,8 +632,11 @@ impl SegmentLog {
             alarm_file.write_all_at(alarm.as_bytes(), 0)?;
             alarm_file.sync_all()?;
             sync_dir(dir)?;
-            inner.blocks_file.set_len(0)?;
-            inner.blocks_recorded = 0;
+            // The archived blocks' hashes are the only record of them.
+            inner
+                .blocks_file
+                .set_len(archived_blocks as u64 * BLOCK_RECORD_LEN)?;
+            inner.blocks_recorded = archived_blocks as u64;
         }
         let mut alarms = Vec::new();
         for item in std::fs::read_dir(dir)? {
@@ -527,6 +671,21 @@ impl SegmentLog {
                     },
                 ),
             ));
+        }
+        if let Some(manifest) = &inner.manifest {
+            let reader = TreeReader::new(&inner);
+            let now_root = reader.result(tlog_tiles::tree_hash(archived, &reader))?;
+            if Some(now_root) != parse_hash(&manifest.root) {
+                alarms.push((
+                    1,
+                    format!(
+                        "the hashes kept of the {archived} archived entries no longer give the \
+                         root recorded when they were archived ({}): the blocks file was \
+                         altered; restore the store from a backup",
+                        manifest.root
+                    ),
+                ));
+            }
         }
         alarms.sort();
         let alarm = alarms.first().map(|(first_bad, _)| {
@@ -630,6 +789,9 @@ impl SegmentLog {
             if index >= inner.len {
                 return Ok(None);
             }
+            if index < inner.archived {
+                return Err(archived_error(index, inner.archived));
+            }
             let start = inner.block_start(index / BLOCK);
             (
                 Arc::clone(&inner.segments[start.segment].file),
@@ -666,14 +828,15 @@ impl SegmentLog {
         Ok(None)
     }
 
-    /// The bodies of the first `count` entries, in order, read once from
-    /// start to end (backups). A damaged record is an error naming it.
+    /// The bodies of the entries still here among the first `count`, in
+    /// order (from [`SegmentLog::archived`] on), read once from start to end
+    /// (backups). A damaged record is an error naming it.
     pub(crate) fn read_each(
         &self,
         count: u64,
         mut visit: impl FnMut(u64, &[u8]) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let segments: Vec<Arc<File>> = {
+        let (segments, mut index): (Vec<Arc<File>>, u64) = {
             let inner = self.inner.read();
             if count > inner.len {
                 return Err(corrupt(format!(
@@ -681,9 +844,11 @@ impl SegmentLog {
                     inner.len
                 )));
             }
-            inner.segments.iter().map(|s| Arc::clone(&s.file)).collect()
+            (
+                inner.segments.iter().map(|s| Arc::clone(&s.file)).collect(),
+                inner.archived,
+            )
         };
-        let mut index = 0;
         for file in &segments {
             let mut reader = RecordReader::new(file, SEGMENT_HEADER_LEN);
             while index < count {
@@ -749,6 +914,329 @@ impl SegmentLog {
         reader.result(proof)
     }
 
+    /// Closes the last segment now and starts the next (tests: segments
+    /// close at [`SEGMENT_TARGET_BYTES`] otherwise). At a block boundary
+    /// only, as [`SegmentLog::append`] closes them.
+    #[cfg(any(test, feature = "fixtures"))]
+    pub(crate) fn close_segment(&self) -> Result<(), StoreError> {
+        let mut inner = self.inner.write();
+        if !inner.len.is_multiple_of(BLOCK) || inner.end == SEGMENT_HEADER_LEN {
+            return Err(corrupt(format!(
+                "a segment closes at a block boundary, after an entry: the log has {}",
+                inner.len
+            )));
+        }
+        inner.start_segment(&self.dir)
+    }
+
+    /// Entries from the start that were archived and pruned.
+    pub(crate) fn archived(&self) -> u64 {
+        self.inner.read().archived
+    }
+
+    /// The archives that hold them, oldest first.
+    pub(crate) fn archives(&self) -> Vec<ArchiveRecord> {
+        self.inner
+            .read()
+            .manifest
+            .as_ref()
+            .map(|m| m.archives.clone())
+            .unwrap_or_default()
+    }
+
+    /// The segments that could be archived, in order: every one but the
+    /// last (which is appended to), each as its entries `[first, end)`.
+    pub(crate) fn closed_segments(&self) -> Vec<(u64, u64)> {
+        let inner = self.inner.read();
+        inner
+            .segments
+            .windows(2)
+            .map(|pair| (pair[0].first, pair[1].first))
+            .collect()
+    }
+
+    /// The `blocks` file's records and the `archived` file, for a backup:
+    /// what a restore needs to rebuild the tree over the archived entries.
+    pub(crate) fn archived_state(&self) -> Option<(Vec<u8>, Vec<u8>)> {
+        let inner = self.inner.read();
+        let manifest = inner.manifest.as_ref()?;
+        let hashes = inner.blocks[..(inner.archived / BLOCK) as usize]
+            .iter()
+            .flat_map(|b| b.hash.0)
+            .collect();
+        Some((serde_json::to_vec(manifest).ok()?, hashes))
+    }
+
+    /// Seals the entries from [`SegmentLog::archived`] to `end` (the start of
+    /// a later segment) into a new archive file at `path` (see `archive`):
+    /// every record read back and checked against the tree on the way,
+    /// written beside `path`, synced and renamed into place. Returns the
+    /// file's SHA-256 and length. The log does not change.
+    pub(crate) fn write_archive(
+        &self,
+        end: u64,
+        path: &Path,
+        header_json: &[u8],
+    ) -> Result<([u8; 32], u64), StoreError> {
+        let (first, prefix, files, blocks) = {
+            let inner = self.inner.read();
+            let upto = inner
+                .segments
+                .iter()
+                .position(|s| s.first == end)
+                .filter(|&k| k > 0)
+                .ok_or_else(|| {
+                    corrupt(format!(
+                        "entry {} does not start a segment after the first: only whole closed \
+                         segments are archived",
+                        end + 1
+                    ))
+                })?;
+            let reader = TreeReader::new(&inner);
+            let mut prefix = Vec::new();
+            let mut start = 0u64;
+            // The tree's maximal perfect subtrees over [0, first), left to
+            // right: with the entries after them, they give any root.
+            for level in (0..64u8).rev() {
+                if inner.archived & (1 << level) != 0 {
+                    prefix.push(reader.hash(level, start >> level)?);
+                    start += 1 << level;
+                }
+            }
+            let blocks: Vec<Hash> = inner.blocks
+                [(inner.archived / BLOCK) as usize..(end / BLOCK) as usize]
+                .iter()
+                .map(|b| b.hash)
+                .collect();
+            let files: Vec<Arc<File>> = inner.segments[..upto]
+                .iter()
+                .map(|s| Arc::clone(&s.file))
+                .collect();
+            (inner.archived, prefix, files, blocks)
+        };
+        let temp = path.with_extension("partial");
+        let _ = std::fs::remove_file(&temp);
+        let out = create_file(&temp)?;
+        let written = (|| {
+            let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+            let mut at = 0u64;
+            let mut put = |bytes: &[u8]| -> Result<(), StoreError> {
+                out.write_all_at(bytes, at)?;
+                digest.update(bytes);
+                at += bytes.len() as u64;
+                Ok(())
+            };
+            let mut head = super::archive::MAGIC.to_vec();
+            head.push(super::archive::FORMAT);
+            head.extend_from_slice(&first.to_be_bytes());
+            head.extend_from_slice(&end.to_be_bytes());
+            head.push(prefix.len() as u8);
+            for hash in &prefix {
+                head.extend_from_slice(&hash.0);
+            }
+            head.extend_from_slice(&(header_json.len() as u32).to_be_bytes());
+            head.extend_from_slice(header_json);
+            put(&head)?;
+            let mut index = first;
+            let mut leaves = Vec::with_capacity(BLOCK as usize);
+            let mut buffer = Vec::with_capacity(1 << 20);
+            for file in &files {
+                let mut reader = RecordReader::new(file, SEGMENT_HEADER_LEN);
+                loop {
+                    let body = match reader.next()? {
+                        Record::Body(body) => body,
+                        Record::End => break,
+                        _ => {
+                            return Err(corrupt(format!(
+                                "entry {} is damaged: it cannot be archived; restore the store \
+                                 from a backup",
+                                index + 1
+                            )));
+                        }
+                    };
+                    leaves.push(tlog_tiles::record_hash(&body));
+                    encode_record(&body, &mut buffer);
+                    index += 1;
+                    if leaves.len() as u64 == BLOCK {
+                        let block = ((index - 1 - first) / BLOCK) as usize;
+                        if blocks.get(block) != Some(&subtree_hash(&leaves)) {
+                            return Err(corrupt(format!(
+                                "entries {} to {index} no longer hash to what the log recorded: \
+                                 they are not archived",
+                                index - BLOCK + 1
+                            )));
+                        }
+                        leaves.clear();
+                    }
+                    if buffer.len() >= 1 << 20 {
+                        put(&buffer)?;
+                        buffer.clear();
+                    }
+                }
+            }
+            put(&buffer)?;
+            if index != end || !leaves.is_empty() {
+                return Err(corrupt(format!(
+                    "the segments before entry {} hold {} entries, not {}",
+                    end + 1,
+                    index - first,
+                    end - first
+                )));
+            }
+            let sha256: [u8; 32] = digest
+                .finish()
+                .as_ref()
+                .try_into()
+                .map_err(|_| corrupt("a SHA-256 of another length"))?;
+            out.write_all_at(&sha256, at)?;
+            out.sync_all()?;
+            Ok((sha256, at + 32))
+        })();
+        match written {
+            Ok(done) => {
+                std::fs::rename(&temp, path)?;
+                if let Some(parent) = path.parent() {
+                    sync_dir(parent)?;
+                }
+                Ok(done)
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&temp);
+                Err(e)
+            }
+        }
+    }
+
+    /// Removes the entries before `end` (the start of a later segment),
+    /// once sealed into the archive `record` names: records the tree over
+    /// them (the blocks' hashes, synced) and the `archived` file, which is
+    /// the moment they are gone, then deletes their segments. A crash
+    /// after that deletes them at the next open.
+    pub(crate) fn prune(&self, end: u64, record: ArchiveRecord) -> Result<(), StoreError> {
+        // Syncs write the blocks and head files too.
+        let _turn = self.sync_turn.lock();
+        let mut inner = self.inner.write();
+        let upto = inner
+            .segments
+            .iter()
+            .position(|s| s.first == end)
+            .filter(|&k| k > 0)
+            .ok_or_else(|| {
+                corrupt(format!(
+                    "entry {} does not start a segment after the first: only whole closed \
+                     segments are pruned",
+                    end + 1
+                ))
+            })?;
+        // Closed segments were synced when the next began: their blocks may
+        // be recorded, and must be, durably, before the records go.
+        inner.record_blocks(end)?;
+        if inner.blocks_recorded < end / BLOCK {
+            return Err(corrupt(format!(
+                "the hashes of entries before {} are not all recorded",
+                end + 1
+            )));
+        }
+        inner.blocks_file.sync_data()?;
+        let reader = TreeReader::new(&inner);
+        let root = reader.result(tlog_tiles::tree_hash(end, &reader))?;
+        let mut manifest = inner.manifest.clone().unwrap_or(ArchivedManifest {
+            format: ARCHIVED_FORMAT,
+            ..ArchivedManifest::default()
+        });
+        manifest.entries = end;
+        manifest.root = hex::encode(root.0);
+        manifest.archives.push(record);
+        let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| corrupt(e.to_string()))?;
+        replace_file(&self.dir, ARCHIVED_FILE, &bytes)?;
+        let removed: Vec<Segment> = inner.segments.drain(..upto).collect();
+        for block in &mut inner.blocks {
+            block.segment = block.segment.saturating_sub(upto);
+        }
+        inner.tail_start.segment -= upto;
+        inner.archived = end;
+        inner.manifest = Some(manifest);
+        drop(inner);
+        for segment in removed {
+            let path = self.dir.join(segment_name(segment.first));
+            if let Err(error) = std::fs::remove_file(&path) {
+                tracing::warn!(%error, path = %path.display(), "an archived audit segment was not removed; the next start removes it");
+            }
+        }
+        sync_dir(&self.dir)?;
+        Ok(())
+    }
+
+    /// Makes this new, empty log continue from the archived state of a
+    /// backup ([`SegmentLog::archived_state`]): the tree over the archived
+    /// entries, checked against the root recorded with them, then an empty
+    /// segment after them.
+    pub(crate) fn adopt_archived(&self, manifest: &[u8], hashes: &[u8]) -> Result<(), StoreError> {
+        let manifest: ArchivedManifest = serde_json::from_slice(manifest)
+            .map_err(|e| corrupt(format!("the archived audit record: {e}")))?;
+        let blocks = manifest.entries / BLOCK;
+        if manifest.format != ARCHIVED_FORMAT
+            || !manifest.entries.is_multiple_of(BLOCK)
+            || hashes.len() as u64 != blocks * 32
+        {
+            return Err(corrupt(format!(
+                "the archived audit record does not describe {} block hashes",
+                hashes.len() / 32
+            )));
+        }
+        {
+            let _turn = self.sync_turn.lock();
+            let mut inner = self.inner.write();
+            if inner.len != 0 || inner.segments.len() != 1 {
+                return Err(corrupt("only an empty audit log continues an archived one"));
+            }
+            let mut check = Inner {
+                segments: Vec::new(),
+                blocks: Vec::new(),
+                upper: Vec::new(),
+                tail_start: inner.tail_start,
+                tail: Vec::new(),
+                len: manifest.entries,
+                end: SEGMENT_HEADER_LEN,
+                blocks_recorded: 0,
+                blocks_file: inner.blocks_file.try_clone()?,
+                head_file: inner.head_file.try_clone()?,
+                damaged: Vec::new(),
+                synced_end: None,
+                archived: manifest.entries,
+                manifest: None,
+            };
+            for hash in hashes.chunks_exact(32) {
+                check.push_block(Block {
+                    hash: Hash(hash.try_into().map_err(|_| corrupt("a short hash"))?),
+                    segment: 0,
+                    offset: SEGMENT_HEADER_LEN,
+                });
+            }
+            let reader = TreeReader::new(&check);
+            let root = reader.result(tlog_tiles::tree_hash(manifest.entries, &reader))?;
+            if Some(root) != parse_hash(&manifest.root) {
+                return Err(corrupt(
+                    "the archived entries' hashes do not give the root recorded with them",
+                ));
+            }
+            check.record_blocks(manifest.entries)?;
+            inner.blocks_file.sync_data()?;
+            let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| corrupt(e.to_string()))?;
+            replace_file(&self.dir, ARCHIVED_FILE, &bytes)?;
+            // The empty first segment goes; opening starts one after the
+            // archived entries.
+            let first = inner.segments.remove(0);
+            std::fs::remove_file(self.dir.join(segment_name(first.first)))?;
+            inner.head_file.set_len(0)?;
+            sync_dir(&self.dir)?;
+        }
+        let (fresh, _) = Self::open_with(&self.dir, self.segment_target)?;
+        *self.inner.write() = fresh.inner.into_inner();
+        self.synced.store(manifest.entries, Ordering::SeqCst);
+        Ok(())
+    }
+
     /// Re-reads every entry up to the current length, calling `visit` with
     /// each (0-based index and body) in order, recomputes the tree, and
     /// compares each block with the hash recorded when it was written.
@@ -758,7 +1246,7 @@ impl SegmentLog {
         &self,
         mut visit: impl FnMut(u64, &[u8]) -> Result<(), StoreError>,
     ) -> Result<LogCheck, StoreError> {
-        let (segments, blocks, len, tail) = {
+        let (segments, blocks, len, tail, archived) = {
             let inner = self.inner.read();
             let segments: Vec<(u64, Arc<File>)> = inner
                 .segments
@@ -770,11 +1258,20 @@ impl SegmentLog {
                 inner.blocks.clone(),
                 inner.len,
                 inner.tail.clone(),
+                inner.archived,
             )
         };
         let mut leaves: Vec<Hash> = Vec::with_capacity(BLOCK as usize);
         let mut block_hashes: Vec<Hash> = Vec::with_capacity(blocks.len());
-        let mut index = 0u64;
+        // The archived entries' blocks are taken as kept (opening checked
+        // them against the root recorded when they were archived).
+        block_hashes.extend(
+            blocks
+                .iter()
+                .take((archived / BLOCK) as usize)
+                .map(|b| b.hash),
+        );
+        let mut index = archived;
         let mut problem = None;
         'segments: for (position, (first, file)) in segments.iter().enumerate() {
             if *first != index {
@@ -879,6 +1376,7 @@ impl SegmentLog {
             .unwrap_or(tlog_tiles::EMPTY_HASH);
         Ok(LogCheck {
             entries: index,
+            archived,
             problem,
             root,
         })
@@ -942,9 +1440,14 @@ fn encode_head(head: &Head) -> [u8; HEAD_LEN] {
     bytes
 }
 
-/// The `blocks` file's records, each placed in its segment. A torn last
-/// record (a crash while writing it) is dropped.
-fn read_block_records(file: &File, segments: &[Segment]) -> Result<Vec<Block>, StoreError> {
+/// The `blocks` file's records, each placed in its segment (the first
+/// `archived_blocks`, whose segments are gone, in none: their offsets are
+/// not used). A torn last record (a crash while writing it) is dropped.
+fn read_block_records(
+    file: &File,
+    segments: &[Segment],
+    archived_blocks: usize,
+) -> Result<Vec<Block>, StoreError> {
     let len = file.metadata()?.len();
     let count = len / BLOCK_RECORD_LEN;
     let mut bytes = vec![0u8; (count * BLOCK_RECORD_LEN) as usize];
@@ -960,7 +1463,7 @@ fn read_block_records(file: &File, segments: &[Segment]) -> Result<Vec<Block>, S
         let mut offset = [0u8; 8];
         offset.copy_from_slice(&record[32..]);
         let offset = u64::from_be_bytes(offset);
-        if offset < SEGMENT_HEADER_LEN {
+        if b >= archived_blocks && offset < SEGMENT_HEADER_LEN {
             // Not a place a block can start: rebuild from here.
             break;
         }
@@ -974,18 +1477,24 @@ fn read_block_records(file: &File, segments: &[Segment]) -> Result<Vec<Block>, S
 }
 
 impl Inner {
-    /// Forgets everything read, to read the segments again from the start.
+    /// Forgets everything read, to read the segments again from the start
+    /// (the first, after the archived blocks).
     fn reset(&mut self) {
-        self.blocks.clear();
+        let archived_blocks = (self.archived / BLOCK) as usize;
+        let mut kept = std::mem::take(&mut self.blocks);
+        kept.truncate(archived_blocks);
         self.upper.clear();
+        for block in kept {
+            self.push_block(block);
+        }
         self.tail.clear();
-        self.len = 0;
+        self.len = self.archived;
         self.tail_start = Position {
             segment: 0,
             offset: SEGMENT_HEADER_LEN,
         };
         self.end = SEGMENT_HEADER_LEN;
-        self.blocks_recorded = 0;
+        self.blocks_recorded = archived_blocks as u64;
         self.damaged.clear();
     }
 
@@ -1261,6 +1770,9 @@ impl Inner {
     /// The leaf hashes of block `block`, read from its records unless it is
     /// the partial one.
     fn block_leaves(&self, block: u64) -> Result<Vec<Hash>, StoreError> {
+        if block * BLOCK < self.archived {
+            return Err(archived_error(block * BLOCK, self.archived));
+        }
         let Some(b) = self.blocks.get(block as usize) else {
             return Ok(self.tail.clone());
         };
@@ -1477,6 +1989,160 @@ mod tests {
             (check.entries, check.problem, check.root),
             (1_400, None, reference_root(1_400))
         );
+    }
+
+    /// Archives and prunes the log's first segments up to `end`.
+    fn archive_to(log: &SegmentLog, end: u64, folder: &Path) -> ArchiveRecord {
+        let file = folder.join(format!("archive-{end}.pwar"));
+        let (sha256, bytes) = log.write_archive(end, &file, b"{}").expect("archive");
+        let record = ArchiveRecord {
+            file: file.display().to_string(),
+            first_seq: log.archived() + 1,
+            last_seq: end,
+            sha256: hex::encode(sha256),
+            bytes,
+            checkpoint: String::new(),
+            sealed_unix_ms: 0,
+        };
+        log.prune(end, record.clone()).expect("prune");
+        record
+    }
+
+    #[test]
+    fn a_pruned_log_still_proves_and_verifies_everything_after_the_pruned_point() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit-log");
+        let (log, _) = SegmentLog::open_with(&path, 5_000).expect("open");
+        fill(&log, 0, 1_300);
+        let closed = log.closed_segments();
+        assert!(closed.len() >= 3, "{closed:?}");
+        // Only whole closed segments: not the middle of one, not the last.
+        let end = closed[1].1;
+        assert!(
+            log.write_archive(end + 1, &dir.path().join("x"), b"{}")
+                .is_err()
+        );
+        assert!(log.prune(log.len(), archive_record()).is_err());
+        let segments_before = files(&path)
+            .iter()
+            .filter(|n| n.starts_with("seg-"))
+            .count();
+        let record = archive_to(&log, end, dir.path());
+        assert!(std::fs::metadata(&record.file).expect("archive").len() > 0);
+        assert_eq!(log.archived(), end);
+        assert_eq!(log.archives(), vec![record]);
+        let segments: Vec<String> = files(&path)
+            .into_iter()
+            .filter(|n| n.starts_with("seg-"))
+            .collect();
+        assert_eq!(segments.len(), segments_before - 2);
+        assert_eq!(segments[0], segment_name(end));
+
+        let check_all = |log: &SegmentLog, len: u64| {
+            assert!(matches!(
+                log.read(end - 1),
+                Err(StoreError::Archived { seq, archived }) if seq == end && archived == end
+            ));
+            assert_eq!(log.read(end).expect("read"), Some(body(end)));
+            // Every size from the pruned point on, and whole blocks before.
+            for size in [256, end, end + 1, end + 300, len] {
+                assert_eq!(
+                    log.root(size).expect("root"),
+                    reference_root(size),
+                    "{size}"
+                );
+            }
+            assert!(matches!(
+                log.root(end - 3),
+                Err(StoreError::Archived { .. })
+            ));
+            for index in [end, end + 1, len - 1] {
+                let proof = log.inclusion_proof(index, len).expect("inclusion");
+                tlog_tiles::check_record(
+                    &proof,
+                    len,
+                    reference_root(len),
+                    index,
+                    tlog_tiles::record_hash(&body(index)),
+                )
+                .expect("inclusion verifies");
+            }
+            assert!(log.inclusion_proof(end - 1, len).is_err());
+            for old in [end, end + 7, len - 1] {
+                let proof = log.consistency_proof(old, len).expect("consistency");
+                tlog_tiles::check_tree(&proof, len, reference_root(len), old, reference_root(old))
+                    .expect("consistency verifies");
+            }
+            let mut visited = Vec::new();
+            let check = log
+                .check(|index, _| {
+                    visited.push(index);
+                    Ok(())
+                })
+                .expect("check");
+            assert_eq!(
+                (check.entries, check.archived, check.problem, check.root),
+                (len, end, None, reference_root(len))
+            );
+            assert_eq!(visited.first(), Some(&end));
+            assert_eq!(visited.len() as u64, len - end);
+        };
+        check_all(&log, 1_300);
+        drop(log);
+        let (log, report) = SegmentLog::open_with(&path, 5_000).expect("reopen");
+        assert_eq!(report.alarm, None);
+        check_all(&log, 1_300);
+        fill(&log, 1_300, 1_500);
+        check_all(&log, 1_500);
+        // A lost blocks file cannot be rebuilt for archived entries: the
+        // open refuses rather than start a different tree.
+        drop(log);
+        let blocks = std::fs::read(path.join(BLOCKS_FILE)).expect("blocks");
+        std::fs::write(path.join(BLOCKS_FILE), &blocks[..BLOCK_RECORD_LEN as usize]).expect("cut");
+        let refused = SegmentLog::open_with(&path, 5_000).expect_err("refused");
+        assert!(refused.to_string().contains("archived"), "{refused}");
+        // An altered hash of an archived block is caught against the root
+        // recorded with them.
+        let mut altered = blocks.clone();
+        altered[5] ^= 1;
+        std::fs::write(path.join(BLOCKS_FILE), &altered).expect("alter");
+        let (_, report) = SegmentLog::open_with(&path, 5_000).expect("reopen");
+        let (first, alarm) = report.alarm.expect("alarm");
+        assert_eq!(first, 1);
+        assert!(alarm.contains("archived entries"), "{alarm}");
+    }
+
+    fn archive_record() -> ArchiveRecord {
+        ArchiveRecord {
+            file: String::new(),
+            first_seq: 1,
+            last_seq: 1,
+            sha256: String::new(),
+            bytes: 0,
+            checkpoint: String::new(),
+            sealed_unix_ms: 0,
+        }
+    }
+
+    #[test]
+    fn segments_a_prune_left_behind_are_removed_at_the_next_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit-log");
+        let (log, _) = SegmentLog::open_with(&path, 5_000).expect("open");
+        fill(&log, 0, 900);
+        let end = log.closed_segments()[0].1;
+        let first = path.join(segment_name(0));
+        let kept = std::fs::read(&first).expect("segment");
+        archive_to(&log, end, dir.path());
+        drop(log);
+        // A crash after the `archived` file, before the segment went.
+        std::fs::write(&first, &kept).expect("put back");
+        let (log, report) = SegmentLog::open_with(&path, 5_000).expect("reopen");
+        assert_eq!(report.alarm, None);
+        assert!(!first.exists());
+        assert_eq!(log.len(), 900);
+        assert_eq!(log.root(900).expect("root"), reference_root(900));
+        assert!(log.check(|_, _| Ok(())).expect("check").problem.is_none());
     }
 
     #[test]

@@ -42,6 +42,7 @@
 //! here: person ids (the council's own), involvement ids, practitioner ids
 //! and the purpose the requester gave.
 
+pub mod archive;
 mod index;
 mod legacy;
 mod log;
@@ -52,6 +53,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+pub use log::ArchiveRecord;
 pub(crate) use log::SegmentLog;
 
 use super::{Kind, Store, StoreError};
@@ -352,6 +354,21 @@ pub enum AuditEvent {
         /// The entries it reported.
         entries: u64,
     },
+    /// Entries audit retention sealed into an archive file, written
+    /// durably after the file and before the entries leave the log: so the
+    /// log says, for ever, where its first entries went.
+    AuditArchived {
+        /// `daily`, or `patchwork retention run` by the caller's SPIFFE id.
+        trigger: String,
+        /// The rule, in the config's words.
+        rule: String,
+        /// The entries archived, `first_seq..=last_seq`.
+        first_seq: u64,
+        last_seq: u64,
+        /// The archive file's name and SHA-256 (hex).
+        file: String,
+        sha256: String,
+    },
 }
 
 /// One family member's part in a family lookup.
@@ -403,7 +420,8 @@ impl AuditEvent {
             | AuditEvent::PeerRefusals { .. }
             | AuditEvent::FederationChanged { .. }
             | AuditEvent::WatchOpened { .. }
-            | AuditEvent::AuditMigrated { .. } => Vec::new(),
+            | AuditEvent::AuditMigrated { .. }
+            | AuditEvent::AuditArchived { .. } => Vec::new(),
         }
     }
 
@@ -475,7 +493,20 @@ impl Store {
             let at_size = if checkpoint.size == len {
                 *root
             } else {
-                self.audit.log.root(checkpoint.size)?
+                match self.audit.log.root(checkpoint.size) {
+                    Ok(at_size) => at_size,
+                    // Inside the archived entries: the archives answer for
+                    // it (`patchwork audit archive check`).
+                    Err(StoreError::Archived { .. }) => {
+                        vouched.push(format!(
+                            "{witness} at {} entries ({when}, inside the archived entries: not \
+                             checked)",
+                            checkpoint.size
+                        ));
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
             };
             if at_size.0 != checkpoint.root {
                 return Ok((
@@ -523,6 +554,9 @@ pub struct AuditVerification {
     pub first_bad_entry: Option<u64>,
     /// What is wrong, or a one-line summary when intact.
     pub detail: String,
+    /// Entries from the first that audit retention archived: not read,
+    /// the tree over them taken from the hashes kept of them.
+    pub archived_entries: u64,
 }
 
 fn corrupt(detail: impl Into<String>) -> StoreError {
@@ -614,6 +648,10 @@ pub(crate) struct AuditLog {
     /// earlier one; reported by every verification until dealt with.
     /// The first entry it concerns, and what was found.
     pub(crate) alarm: Option<(u64, String)>,
+    /// Held shared by a backup from its snapshot to its last entry, and
+    /// exclusively by a prune: a backup's log starts where its record of
+    /// the archived entries ends.
+    pub(crate) prune_gate: parking_lot::RwLock<()>,
 }
 
 impl AuditLog {
@@ -644,6 +682,7 @@ impl AuditLog {
             log,
             index,
             alarm: report.alarm,
+            prune_gate: parking_lot::RwLock::new(()),
         }))
     }
 }
@@ -764,7 +803,12 @@ impl Store {
             indexed = 0;
         }
         if indexed < len {
-            self.index_from_log(indexed + 1, len)?;
+            // Archived entries are read from their archives, not the index.
+            let archived = self.audit.log.archived();
+            if indexed < archived {
+                self.audit.index.add(&[], archived)?;
+            }
+            self.index_from_log(indexed.max(archived) + 1, len)?;
             self.audit.index.persist_now()?;
             tracing::info!(
                 entries = len - indexed,
@@ -1027,7 +1071,11 @@ impl Store {
     /// them and peers' questions that did. For subject-access reports.
     pub fn audit_for_person(&self, person_id: &str) -> Result<Vec<AuditEntry>, StoreError> {
         let mut entries = Vec::new();
+        let archived = self.audit.log.archived();
         for seq in self.audit.index.seqs_of(person_id)? {
+            if seq <= archived {
+                continue; // in an archive file (`audit_archived`)
+            }
             let entry = self.audit_entry(seq)?.ok_or_else(|| {
                 corrupt(format!("subject-access index names missing entry {seq}"))
             })?;
@@ -1047,14 +1095,20 @@ impl Store {
         seq: u64,
     ) -> Result<Option<AuditEntry>, StoreError> {
         let is_start = |entry: &AuditEntry| matches!(&entry.event, AuditEvent::LookupStarted { lookup_id: id, .. } if id == lookup_id);
-        if let Some(start) = self.audit.index.start_of(seq, lookup_id)?
-            && let Some(entry) = self.audit_entry(start)?.filter(is_start)
-        {
-            return Ok(Some(entry));
+        if let Some(start) = self.audit.index.start_of(seq, lookup_id)? {
+            match self.audit_entry(start) {
+                Ok(Some(entry)) if is_start(&entry) => return Ok(Some(entry)),
+                // Its start went into an archive: the report says so.
+                Err(StoreError::Archived { .. }) => return Ok(None),
+                Ok(_) => {}
+                Err(e) => return Err(e),
+            }
         }
         // Not indexed (the lookup spanned a crash), or the index is wrong
         // (`verify_audit` does not check it): look back in the log.
-        let floor = seq.saturating_sub(START_SEARCH_ENTRIES).max(1);
+        let floor = seq
+            .saturating_sub(START_SEARCH_ENTRIES)
+            .max(self.audit.log.archived() + 1);
         for at in (floor..seq).rev() {
             if let Ok(Some(entry)) = self.audit_entry(at)
                 && is_start(&entry)
@@ -1116,6 +1170,13 @@ impl Store {
         // each entry's persons must be the next postings of their shards,
         // and a posting left behind names an entry not about that person.
         let mut shards = self.audit.index.shards()?;
+        // Postings of archived entries stay in the files; nothing reads them.
+        let archived = self.audit.log.archived();
+        for shard in &mut shards {
+            while shard.peek()?.is_some_and(|(_, at)| *at <= archived) {
+                shard.take();
+            }
+        }
         let check = self.audit.log.check(|index, body| {
             if index_problem.is_some() {
                 return Ok(());
@@ -1175,6 +1236,20 @@ impl Store {
             }
         }
         let entries = check.entries;
+        let archived = check.archived;
+        let archived_note = if archived == 0 {
+            String::new()
+        } else {
+            let archives = self.audit.log.archives();
+            format!(
+                "; entries 1 to {archived} were archived by audit retention into {} archive \
+                 file{} (the last {}), and the tree over them still gives the root recorded \
+                 when they were",
+                archives.len(),
+                if archives.len() == 1 { "" } else { "s" },
+                archives.last().map_or(String::new(), |a| a.file.clone())
+            )
+        };
         // Held to its witnesses only when the log read back whole: the
         // roots of altered blocks cannot be computed (and need not be).
         let (witnessed, witness_problem) = if check.problem.is_none() && self.audit.alarm.is_none()
@@ -1198,11 +1273,13 @@ impl Store {
                 intact: false,
                 first_bad_entry: Some(seq),
                 detail,
+                archived_entries: archived,
             },
             None => AuditVerification {
                 entries,
                 intact: true,
                 first_bad_entry: None,
+                archived_entries: archived,
                 detail: if entries == 0 {
                     // Cosigned while empty (a node that has answered nothing yet).
                     let witnessed = witnessed
@@ -1211,7 +1288,8 @@ impl Store {
                     format!("the audit log is empty{witnessed}")
                 } else {
                     format!(
-                        "all {entries} entries verify against the log's Merkle tree (root {}){witnessed}",
+                        "all {} entries verify against the log's Merkle tree (root {}){archived_note}{witnessed}",
+                        entries - archived,
                         hex::encode(check.root.0)
                     )
                 },
@@ -1286,7 +1364,8 @@ mod tests {
                 entries: 0,
                 intact: true,
                 first_bad_entry: None,
-                detail: "the audit log is empty".into()
+                detail: "the audit log is empty".into(),
+                archived_entries: 0,
             }
         );
         let entries = fill(&store, 3);
@@ -1709,6 +1788,17 @@ mod tests {
                     entries: 0,
                 },
                 15,
+            ),
+            (
+                AuditEvent::AuditArchived {
+                    trigger: String::new(),
+                    rule: String::new(),
+                    first_seq: 1,
+                    last_seq: 256,
+                    file: String::new(),
+                    sha256: String::new(),
+                },
+                16,
             ),
         ] {
             let bytes = postcard::to_stdvec(&event).expect("encode");
