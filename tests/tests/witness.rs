@@ -369,3 +369,195 @@ async fn a_garbage_checkpoint_is_an_alarm_not_a_crash() {
     let verified = verify(&node).await;
     assert!(verified.intact, "the node goes on: {verified:?}");
 }
+
+/// Audit retention (`retention.audit_years`): two segments of entries two
+/// years old leave Surrey's log for an archive file, once Brighton has
+/// cosigned past them. The archive proves offline against Surrey's key (a
+/// copy with one entry rewritten and its checksums made good does not);
+/// Surrey's log still verifies from the archived point on, against
+/// Brighton's cosignatures; Brighton's next rounds verify its consistency
+/// proofs and raise no alarm; and a peer asking for a proof from inside
+/// the archived entries is refused, not answered with something wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn archived_audit_entries_leave_the_log_and_its_witness_still_vouches_for_it() {
+    use patchwork_server::work::subject_access::{archive_entries_about, check_archive};
+    use patchwork_store::AuditEvent;
+
+    let (_ca, mut surrey, brighton) = councils().await;
+    until_cosigned(&surrey, "brighton").await;
+    surrey.stop().await;
+    // Two closed segments of history two years old: peers' questions about
+    // P-OLD, as Surrey would have answered them then.
+    let two_years_ago =
+        (time::OffsetDateTime::now_utc() - time::Duration::days(730)).unix_timestamp() * 1000;
+    let (history_from, boundary) = {
+        let store = surrey.stopped_store();
+        let len = store.audit_len().expect("len");
+        let asked = |n: u64| AuditEvent::PeerAsked {
+            request_id: format!("R-OLD-{n}"),
+            peer: "spiffe://england.patchwork/node/brighton".into(),
+            requester_practitioner_id: "PR-B1".into(),
+            requester_name: "Jo Baker".into(),
+            requester_role: "Health visitor".into(),
+            requester_organisation: "Brighton Health".into(),
+            lawful_basis: Some(LawfulBasis::ChildSafeguarding),
+            reason: "home visit".into(),
+            outcome: "matched".into(),
+            refusal: None,
+            person_id: Some("P-OLD".into()),
+            disclosed_involvement_ids: vec!["I-OLD".into()],
+        };
+        let mut written = len;
+        for count in [512 - len % 256, 512] {
+            let events: Vec<AuditEvent> = (written..written + count).map(asked).collect();
+            store
+                .fixture_append_audit_at(&events, two_years_ago)
+                .expect("history");
+            store.fixture_close_audit_segment().expect("close");
+            written += count;
+        }
+        (len, written)
+    };
+    surrey.edit_config(|c| c.retention.audit_years = 1);
+    surrey.restart_in_place().await;
+    let before = until_cosigned(&surrey, "brighton").await;
+    assert_eq!(before.entries, boundary, "{before:?}");
+
+    let run = |dry_run: bool| {
+        let surrey = &surrey;
+        async move {
+            surrey
+                .admin()
+                .await
+                .run_retention(v1::RunRetentionRequest {
+                    dry_run,
+                    force: false,
+                })
+                .await
+                .expect("retention run")
+                .into_inner()
+                .audit
+                .expect("an audit rule is set")
+        }
+    };
+    let planned = run(true).await;
+    assert_eq!(
+        (planned.first_seq, planned.last_seq),
+        (1, boundary),
+        "{planned:?}"
+    );
+    assert!(planned.file.is_empty() && planned.held_back.is_empty());
+    let archived = run(false).await;
+    assert_eq!((archived.first_seq, archived.last_seq), (1, boundary));
+    assert_eq!(archived.rule, "retention.audit_years: 1 years");
+    let path = std::path::PathBuf::from(&archived.file);
+    assert!(path.starts_with(surrey.dir.path().join("data/audit-archive")));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path)
+            .expect("archive")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // The segments are gone from the log; nothing more is due.
+    let segments: Vec<String> = std::fs::read_dir(surrey.dir.path().join("data/store/audit-log"))
+        .expect("log")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("seg-"))
+        .collect();
+    assert_eq!(segments, vec![format!("seg-{boundary:020}.log")]);
+    assert_eq!(run(true).await.last_seq, 0);
+
+    // The archive proves offline against Surrey's key, and says what the
+    // entries said about P-OLD.
+    let key = surrey
+        .admin()
+        .await
+        .get_witness_status(v1::GetWitnessStatusRequest {})
+        .await
+        .expect("status")
+        .into_inner()
+        .verifier_key;
+    let checked = check_archive(&path, &key).expect("the archive proves");
+    assert_eq!(checked.checkpoint.size, boundary);
+    let about = archive_entries_about(&checked.archive, "P-OLD").expect("entries");
+    assert_eq!(about.len() as u64, boundary - history_from);
+    assert!(about.iter().all(|e| e.reason == "home visit"));
+    // Brighton's key does not sign it.
+    let brighton_key = brighton
+        .admin()
+        .await
+        .get_witness_status(v1::GetWitnessStatusRequest {})
+        .await
+        .expect("status")
+        .into_inner()
+        .verifier_key;
+    let refused = check_archive(&path, &brighton_key).expect_err("another key");
+    assert!(
+        refused.contains("not signed by the key you gave"),
+        "{refused}"
+    );
+    // One entry's reason rewritten, its CRC and the file's SHA-256 made
+    // good again: the root its entries give no longer matches the checkpoint.
+    let bytes = std::fs::read(&path).expect("read");
+    let at = bytes
+        .windows(10)
+        .position(|w| w == b"home visit")
+        .expect("an entry's reason");
+    let mut forged = bytes.clone();
+    forged[at..at + 10].copy_from_slice(b"home vis1t");
+    patchwork_tests::audit_files::reseal_archive(&mut forged, at);
+    let forged_path = surrey.dir.path().join("forged.pwar");
+    std::fs::write(&forged_path, &forged).expect("write");
+    let refused = check_archive(&forged_path, &key).expect_err("forged");
+    assert!(refused.contains("do not give the root"), "{refused}");
+
+    // The log verifies from the archived point on, and Brighton goes on
+    // cosigning it: its consistency proofs start past the archived entries.
+    let after = until_cosigned(&surrey, "brighton").await;
+    assert!(after.entries > before.entries, "{after:?}");
+    assert!(
+        after
+            .detail
+            .contains(&format!("entries 1 to {boundary} were archived")),
+        "{after:?}"
+    );
+    assert_eq!(
+        metric(&brighton, "patchwork_witness_alarms_total", "surrey").await,
+        0
+    );
+    // A peer asking for a proof from inside the archived entries is told so.
+    let channel = surrey
+        .try_channel(&brighton.node_cert)
+        .await
+        .expect("channel");
+    let mut as_brighton = v1::federation_client::FederationClient::new(channel);
+    let refused = as_brighton
+        .get_checkpoint(v1::GetCheckpointRequest { old_size: 7 })
+        .await
+        .expect_err("inside the archive");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("archived"),
+        "{}",
+        refused.message()
+    );
+    // A subject-access report says where the older entries went.
+    let report = surrey
+        .admin()
+        .await
+        .subject_access_report(v1::SubjectAccessRequest {
+            person_id: "P-OLD".into(),
+        })
+        .await
+        .expect_err("no longer named in the log, never held");
+    assert!(
+        report
+            .message()
+            .contains("were archived by audit retention"),
+        "{}",
+        report.message()
+    );
+}

@@ -1126,6 +1126,30 @@ pub enum AuditCommand {
     /// that checkpoint covers (inclusion proofs), and each entry says what
     /// the log's entry says. Exit 1 on the first failure, naming it.
     Prove(AuditProveArgs),
+    /// Check an audit archive file offline, without the node: its SHA-256,
+    /// every entry's checksum, and that the checkpoint it carries is signed
+    /// by the node's key and commits to exactly its entries. With
+    /// `--person`, list (proven) what its entries say about one person, for
+    /// a subject-access request that reaches back past the log. Exit 1 on
+    /// the first failure, naming it.
+    Archive(AuditArchiveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArchiveArgs {
+    /// The archive file (`audit-<first>-<last>.pwar`, written by audit
+    /// retention into `retention.audit_archive_dir`).
+    pub file: PathBuf,
+    /// The node's checkpoint key (as `patchwork audit witness` prints it on
+    /// that node, or as its operators published it).
+    #[arg(long)]
+    pub key: String,
+    /// List the entries about this person id.
+    #[arg(long)]
+    pub person: Option<String>,
+    /// Print the result as JSON (for scripts) instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -1174,7 +1198,101 @@ async fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
         AuditCommand::Subject(args) => audit_subject(&args).await,
         AuditCommand::Witness(args) => audit_witness(&args).await,
         AuditCommand::Prove(args) => audit_prove(&args),
+        AuditCommand::Archive(args) => audit_archive(&args),
     }
+}
+
+fn audit_archive(args: &AuditArchiveArgs) -> anyhow::Result<ExitCode> {
+    use patchwork_server::work::subject_access::{archive_entries_about, check_archive};
+    let checked = check_archive(&args.file, &args.key);
+    let about = match (&checked, &args.person) {
+        (Ok(checked), Some(person)) => Some(
+            archive_entries_about(&checked.archive, person)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?,
+        ),
+        _ => None,
+    };
+    if args.json {
+        println!(
+            "{}",
+            match &checked {
+                Ok(c) => serde_json::json!({
+                    "proven": true,
+                    "first_seq": c.archive.first_seq,
+                    "last_seq": c.archive.last_seq,
+                    "node": c.archive.header.node,
+                    "rule": c.archive.header.rule,
+                    "sealed_unix_ms": c.archive.header.sealed_unix_ms,
+                    "sha256": hex::encode(c.archive.sha256),
+                    "checkpoint_origin": c.checkpoint.origin,
+                    "checkpoint_size": c.checkpoint.size,
+                    "person": args.person,
+                    "entries": about.iter().flatten().map(|e| serde_json::json!({
+                        "seq": e.seq,
+                        "at_unix_seconds": e.at_unix_seconds,
+                        "kind": e.kind,
+                        "from": e.from,
+                        "requester": e.requester,
+                        "lawful_basis": e.lawful_basis,
+                        "reason": e.reason,
+                        "outcome": e.outcome,
+                        "disclosed_involvement_ids": e.disclosed_involvement_ids,
+                        "reference": e.reference,
+                    })).collect::<Vec<_>>(),
+                }),
+                Err(why) => serde_json::json!({ "proven": false, "detail": why }),
+            }
+        );
+    } else {
+        match &checked {
+            Ok(c) => {
+                println!(
+                    "archive proven: entries {} to {} of the log of {}, sealed {} ({}); its \
+                     checkpoint at {} entries is signed by the key given, and its entries give \
+                     that checkpoint's root",
+                    c.archive.first_seq,
+                    c.archive.last_seq,
+                    c.archive.header.node,
+                    unix_time_text(c.archive.header.sealed_unix_ms / 1000),
+                    c.archive.header.rule,
+                    c.checkpoint.size
+                );
+                if let (Some(person), Some(entries)) = (&args.person, &about) {
+                    println!(
+                        "{} entr{} about person {person}:",
+                        entries.len(),
+                        if entries.len() == 1 { "y" } else { "ies" }
+                    );
+                    for e in entries {
+                        println!(
+                            "  entry {} at {}: {}; from {}; {}{}{}",
+                            e.seq,
+                            unix_time_text(e.at_unix_seconds),
+                            e.kind,
+                            if e.from.is_empty() { "-" } else { &e.from },
+                            e.outcome,
+                            if e.requester.is_empty() {
+                                String::new()
+                            } else {
+                                format!("; asked by {}", e.requester)
+                            },
+                            if e.reason.is_empty() {
+                                String::new()
+                            } else {
+                                format!("; reason: {}", e.reason)
+                            },
+                        );
+                    }
+                }
+            }
+            Err(why) => println!("ARCHIVE DOES NOT PROVE: {why}"),
+        }
+    }
+    Ok(if checked.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn audit_prove(args: &AuditProveArgs) -> anyhow::Result<ExitCode> {
@@ -1493,6 +1611,7 @@ pub fn subject_access_json(report: &v1::SubjectAccessReport) -> serde_json::Valu
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "not_held": report.not_held,
+        "archived": (!report.archived.is_empty()).then_some(&report.archived),
         "checkpoint": report.checkpoint,
         "log_key": report.log_key,
     })
@@ -1576,6 +1695,7 @@ pub fn subject_access_from_json(
         checkpoint: text(json, "checkpoint")?,
         log_key: text(json, "log_key")?,
         not_held: json["not_held"].as_bool().unwrap_or(false),
+        archived: json["archived"].as_str().unwrap_or_default().to_owned(),
     })
 }
 
@@ -1610,6 +1730,9 @@ pub fn subject_access_text(report: &v1::SubjectAccessReport, node_name: &str) ->
             "\nThis council holds no record of you now (it was erased, or never held);\n\
              what follows is what its audit log still says of your reference."
         );
+    }
+    if !report.archived.is_empty() {
+        let _ = writeln!(out, "\nNote on older entries: {}.", report.archived);
     }
     let _ = writeln!(
         out,
@@ -1829,6 +1952,16 @@ async fn retention_command(command: RetentionCommand) -> anyhow::Result<ExitCode
                 "skipped": report.skipped,
                 "refused": (!report.refused.is_empty()).then_some(&report.refused),
                 "newly_inactive": report.newly_inactive,
+                "audit": report.audit.as_ref().map(|a| serde_json::json!({
+                    "rule": a.rule,
+                    "first_seq": a.first_seq,
+                    "last_seq": a.last_seq,
+                    "last_entry_at": a.last_entry_at,
+                    "file": (!a.file.is_empty()).then_some(&a.file),
+                    "sha256": (!a.sha256.is_empty()).then_some(&a.sha256),
+                    "bytes": a.bytes,
+                    "held_back": (!a.held_back.is_empty()).then_some(&a.held_back),
+                })),
             })
         );
     } else {
@@ -1882,6 +2015,32 @@ fn retention_text(report: &v1::RetentionReport) -> String {
             "kept after all (no longer due): {}",
             report.skipped.join(", ")
         );
+    }
+    if let Some(audit) = &report.audit {
+        if audit.last_seq == 0 {
+            let _ = writeln!(out, "audit ({}): no entries due", audit.rule);
+        } else if report.dry_run || audit.file.is_empty() {
+            let _ = writeln!(
+                out,
+                "audit ({}): would archive entries {} to {} (the last written {}) and remove them from the log",
+                audit.rule, audit.first_seq, audit.last_seq, audit.last_entry_at
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "audit ({}): archived entries {} to {} (the last written {}) into {} ({} bytes, SHA-256 {}) and removed them from the log",
+                audit.rule,
+                audit.first_seq,
+                audit.last_seq,
+                audit.last_entry_at,
+                audit.file,
+                audit.bytes,
+                audit.sha256
+            );
+        }
+        if !audit.held_back.is_empty() {
+            let _ = writeln!(out, "audit: held back: {}", audit.held_back);
+        }
     }
     if report.newly_inactive > 0 {
         let _ = writeln!(

@@ -912,3 +912,123 @@ fn peers_and_key_sets_change_on_reload_and_sighup() {
         "the secret is never logged"
     );
 }
+
+/// `patchwork audit archive FILE --key KEY [--person ID]`: an archive audit
+/// retention sealed proves offline, and lists what it says of one person;
+/// with another key, or one byte changed, it does not (exit 1, naming why).
+#[test]
+fn an_audit_archive_proves_offline_and_lists_a_persons_entries() {
+    use patchwork_federation::checkpoint::{Checkpoint, SigningKey};
+    use patchwork_store::AuditEvent;
+    use patchwork_store::audit::archive::ArchiveHeader;
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = patchwork_store::Store::open(&tmp.path().join("store"), &Default::default())
+        .expect("store");
+    let asked = |n: u64, person: &str| AuditEvent::PeerAsked {
+        request_id: format!("R-{n}"),
+        peer: "spiffe://patchwork/node/brighton".into(),
+        requester_practitioner_id: "PR-B1".into(),
+        requester_name: "Jo Baker".into(),
+        requester_role: "Health visitor".into(),
+        requester_organisation: "Brighton Health".into(),
+        lawful_basis: None,
+        reason: "home visit".into(),
+        outcome: "matched".into(),
+        refusal: None,
+        person_id: Some(person.into()),
+        disclosed_involvement_ids: vec![],
+    };
+    let events: Vec<AuditEvent> = (0..256)
+        .map(|n| asked(n, if n % 64 == 0 { "P-7" } else { "P-8" }))
+        .collect();
+    store
+        .fixture_append_audit_at(&events, 1_600_000_000_000)
+        .expect("history");
+    store.fixture_close_audit_segment().expect("close");
+    store
+        .fixture_append_audit_at(&[asked(999, "P-7")], 1_700_000_000_000)
+        .expect("today");
+    let plan = store
+        .audit_archive_plan(1_650_000_000_000)
+        .expect("plan")
+        .expect("due");
+    let pkcs8 = SigningKey::generate().expect("key");
+    let key = SigningKey::from_pkcs8("patchwork/node/surrey/audit", &pkcs8).expect("key");
+    let checkpoint = Checkpoint {
+        origin: "patchwork/node/surrey/audit".into(),
+        size: plan.last_seq,
+        root: store.audit_root(plan.last_seq).expect("root"),
+        time_unix: 1_700_000_000,
+    };
+    let header = ArchiveHeader {
+        node: "spiffe://patchwork/node/surrey".into(),
+        sealed_unix_ms: 1_700_000_000_000,
+        rule: "retention.audit_years: 1 years".into(),
+        checkpoint: key.sign(&checkpoint),
+    };
+    let record = store
+        .seal_audit_archive(&plan, &tmp.path().join("archive"), &header)
+        .expect("seal");
+    let file = tmp.path().join("archive").join(&record.file);
+    let file_arg = file.to_str().expect("path");
+
+    let out = patchwork(&[
+        "audit",
+        "archive",
+        file_arg,
+        "--key",
+        &key.verifier_key(),
+        "--person",
+        "P-7",
+    ]);
+    let shown = text(&out.stdout);
+    assert!(out.status.success(), "{shown}{}", text(&out.stderr));
+    assert!(
+        shown.starts_with(
+            "archive proven: entries 1 to 256 of the log of spiffe://patchwork/node/surrey"
+        ),
+        "{shown}"
+    );
+    assert!(shown.contains("4 entries about person P-7:"), "{shown}");
+    assert!(shown.contains("reason: home visit"), "{shown}");
+    let out = patchwork(&[
+        "audit",
+        "archive",
+        file_arg,
+        "--key",
+        &key.verifier_key(),
+        "--json",
+    ]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        (json["proven"].as_bool(), json["last_seq"].as_u64()),
+        (Some(true), Some(256))
+    );
+
+    let other = SigningKey::from_pkcs8(
+        "patchwork/node/surrey/audit",
+        &SigningKey::generate().expect("key"),
+    )
+    .expect("key");
+    let out = patchwork(&["audit", "archive", file_arg, "--key", &other.verifier_key()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).starts_with(
+            "ARCHIVE DOES NOT PROVE: its checkpoint is not signed by the key you gave"
+        ),
+        "{}",
+        text(&out.stdout)
+    );
+    let mut bytes = std::fs::read(&file).expect("read");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    std::fs::write(&file, &bytes).expect("write");
+    let out = patchwork(&["audit", "archive", file_arg, "--key", &key.verifier_key()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("its SHA-256 does not match"),
+        "{}",
+        text(&out.stdout)
+    );
+}

@@ -323,7 +323,10 @@ pub async fn run_with(
             metrics: metrics.clone(),
             refusals: refusals.clone(),
             audit_key,
-            retention: Arc::new(config.retention.clone()),
+            retention: Arc::new(crate::base::config::RetentionSection {
+                audit_archive_dir: Some(config.audit_archive_dir()),
+                ..config.retention.clone()
+            }),
             mirror_max_share: config.import.mirror_max_share,
         };
         webhook_tasks.push(crate::service::spawn_refusal_summaries(state.clone()));
@@ -340,7 +343,7 @@ pub async fn run_with(
         // The retention schedule's daily run, when a rule is set.
         webhook_tasks.extend(crate::work::retention::spawn_daily(
             state.clone(),
-            config.retention.clone(),
+            (*state.retention).clone(),
         ));
         directory.open(
             DirectoryServer::new(DirectoryService::new(state.clone()))

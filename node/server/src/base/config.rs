@@ -678,6 +678,17 @@ pub struct RetentionSection {
     /// clock or a mistyped rule must not empty the node overnight.
     #[serde(default = "default_retention_max_share")]
     pub max_share: f64,
+    /// Years an audit entry stays in the log: whole segments (64 MiB of
+    /// entries each) whose last entry is older are sealed into an archive
+    /// file in `audit_archive_dir`, with the node's signed checkpoint, and
+    /// removed from the log. The archives are the record from then on:
+    /// keep them as long as the law asks.
+    #[serde(default)]
+    pub audit_years: u32,
+    /// Where archive files are written (created 0700; files 0600). Default:
+    /// `audit-archive` in the data folder. Relative to the config file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_archive_dir: Option<PathBuf>,
 }
 
 fn default_retention_hour() -> u8 {
@@ -695,6 +706,8 @@ impl Default for RetentionSection {
             inactive_persons_years: 0,
             daily_at_hour_utc: default_retention_hour(),
             max_share: default_retention_max_share(),
+            audit_years: 0,
+            audit_archive_dir: None,
         }
     }
 }
@@ -723,6 +736,14 @@ impl RetentionSection {
                 "retention.inactive_persons_years",
             ),
         ]
+    }
+
+    /// The audit rule in force, in the config's words.
+    pub fn describe_audit(&self) -> String {
+        match self.audit_years {
+            0 => "retention.audit_years: kept".to_owned(),
+            n => format!("retention.audit_years: {n} years"),
+        }
     }
 }
 
@@ -1065,6 +1086,7 @@ impl NodeConfig {
                 "retention.inactive_persons_years",
                 retention.inactive_persons_years,
             ),
+            ("retention.audit_years", retention.audit_years),
         ] {
             if years > 100 {
                 return Err(invalid(key, "must be 0 (kept) to 100 years"));
@@ -1258,6 +1280,9 @@ impl NodeConfig {
             }
         };
         resolve(&mut self.node.data_dir);
+        if let Some(dir) = &mut self.retention.audit_archive_dir {
+            resolve(dir);
+        }
         for hook in &mut self.webhooks {
             resolve(&mut hook.secret_file);
             if let Some(ca_file) = &mut hook.ca_file {
@@ -1279,6 +1304,14 @@ impl NodeConfig {
     /// The store's folder inside the data folder.
     pub fn store_dir(&self) -> PathBuf {
         self.node.data_dir.join("store")
+    }
+
+    /// Where audit retention writes its archive files.
+    pub fn audit_archive_dir(&self) -> PathBuf {
+        self.retention
+            .audit_archive_dir
+            .clone()
+            .unwrap_or_else(|| self.node.data_dir.join("audit-archive"))
     }
 
     /// How the store is opened: `[store] cache_mb` as bytes.
@@ -1366,6 +1399,11 @@ clients = [{ identity = "spiffe://patchwork/client/portal", roles = ["lookup"] }
                 "retention.daily_at_hour_utc",
             ),
             ("max_share = 0.1", "max_share = 0.0", "retention.max_share"),
+            (
+                "audit_years = 0",
+                "audit_years = 250",
+                "retention.audit_years",
+            ),
             ("max_share = 0.1", "max_share = 1.5", "retention.max_share"),
             (
                 "mirror_max_share = 0.05",

@@ -203,6 +203,8 @@ pub struct Metrics {
     /// Retention runs that deleted nothing because they would have deleted
     /// more than `retention.max_share`.
     retention_refused: Counter,
+    /// Audit entries sealed into archive files and removed from the log.
+    audit_archived: Counter,
     handshakes_refused: Family<RefusalLabels, Counter>,
     /// Completed TLS handshakes: with connection reuse this stays flat
     /// under load (the benchmark counts handshakes per lookup with it).
@@ -275,6 +277,7 @@ impl Metrics {
             unagreed_refused: Counter::default(),
             retention_deleted: Family::default(),
             retention_refused: Counter::default(),
+            audit_archived: Counter::default(),
             handshakes_refused: Family::default(),
             handshakes_accepted: Counter::default(),
         };
@@ -345,6 +348,11 @@ impl Metrics {
             "patchwork_retention_refused",
             "retention runs that deleted nothing because they would have deleted more than retention.max_share (alert on any increase)",
             self.retention_refused.clone(),
+        );
+        registry.register(
+            "patchwork_audit_archived_entries",
+            "audit entries retention.audit_years sealed into archive files and removed from the log",
+            self.audit_archived.clone(),
         );
         registry.register(
             "patchwork_unagreed_queries_refused",
@@ -460,6 +468,11 @@ impl Metrics {
         self.retention_deleted
             .get_or_create(&RecordLabels { kind })
             .inc_by(count as u64);
+    }
+
+    /// Audit entries archived and pruned.
+    pub(crate) fn audit_archived(&self, entries: u64) {
+        self.audit_archived.inc_by(entries);
     }
 
     /// A retention run refused to delete more than its share.

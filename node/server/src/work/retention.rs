@@ -10,11 +10,23 @@
 //! what was kept after all (`RetentionSkipped`). A crash between the entry
 //! and the deletion leaves the items due: the next run deletes them and
 //! names them again.
+//!
+//! Audit retention (`retention.audit_years`) runs after, in the same run:
+//! the closed segments of the log whose last entry is older are sealed into
+//! one archive file (`patchwork_store::audit::archive`) with a checkpoint
+//! the node signs now of its log at their last entry; then an
+//! `AuditArchived` entry naming the file and its SHA-256 is appended
+//! durably; only then are they pruned. A crash before the entry leaves a
+//! file the next run writes again; one after it, entries the next run
+//! archives (and audits) again. The share guard does not apply: nothing is
+//! lost, the archive is the record.
 
 use std::time::Duration;
 
+use patchwork_federation::checkpoint::Checkpoint;
 use patchwork_proto::v1;
 use patchwork_store::AuditEvent;
+use patchwork_store::audit::archive::ArchiveHeader;
 use patchwork_store::retention::{RetentionApplied, RetentionPlan};
 use tokio::task::JoinHandle;
 use tonic::Status;
@@ -52,6 +64,7 @@ pub(crate) async fn run(
     .await?;
     let mut report = report_of(&plan, section, dry_run);
     if dry_run {
+        report.audit = archive_audit(state, section, trigger, true).await?;
         return Ok(report);
     }
     let too_many = |planned: usize, total: u64| {
@@ -79,9 +92,12 @@ pub(crate) async fn run(
             max_share = section.max_share,
             "retention run refused: it would delete more than retention.max_share"
         );
+        // The same wrong clock would archive the audit: planned only.
+        report.audit = archive_audit(state, section, trigger, true).await?;
         return Ok(report);
     }
     let applied = apply(state, section, trigger, plan).await?;
+    report.audit = archive_audit(state, section, trigger, false).await?;
     report.skipped = applied
         .skipped_involvements
         .iter()
@@ -182,6 +198,134 @@ async fn apply(
     Ok(total)
 }
 
+/// Audit retention: plans, and unless `dry_run`, seals and prunes (see
+/// the module's docs). `None` when `retention.audit_years` is 0.
+async fn archive_audit(
+    state: &NodeState,
+    section: &RetentionSection,
+    trigger: &str,
+    dry_run: bool,
+) -> Result<Option<v1::AuditArchiving>, Status> {
+    if section.audit_years == 0 {
+        return Ok(None);
+    }
+    let mut report = v1::AuditArchiving {
+        rule: section.describe_audit(),
+        ..Default::default()
+    };
+    let cutoff = years_ago_unix_ms(section.audit_years);
+    let store = state.store.clone();
+    let plan = blocking(move || {
+        store
+            .audit_archive_plan(cutoff)
+            .map_err(|e| store_status(e, ""))
+    })
+    .await?;
+    let Some(plan) = plan else {
+        return Ok(Some(report));
+    };
+    report.held_back = plan.held_back.clone().unwrap_or_default();
+    if let Some(why) = &plan.held_back {
+        tracing::warn!(reason = %why, "audit retention kept entries back");
+    }
+    if plan.last_seq < plan.first_seq {
+        return Ok(Some(report)); // all held back
+    }
+    report.first_seq = plan.first_seq;
+    report.last_seq = plan.last_seq;
+    report.last_entry_at = rfc3339(plan.last_at_unix_ms);
+    if dry_run {
+        return Ok(Some(report));
+    }
+    let folder = section
+        .audit_archive_dir
+        .clone()
+        .ok_or_else(|| Status::internal("retention.audit_archive_dir was not resolved"))?;
+    let store = state.store.clone();
+    let key = state.audit_key.clone();
+    let node = state.node_identity.to_string();
+    let rule = report.rule.clone();
+    let sealing = plan.clone();
+    let (record, path) = blocking(move || {
+        // The node's checkpoint of its log at the archive's last entry,
+        // signed now: with the file's own hashes it proves every entry in
+        // it, offline, years after they left the log.
+        let root = store
+            .audit_root(sealing.last_seq)
+            .map_err(|e| store_status(e, ""))?;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let checkpoint = Checkpoint {
+            origin: Checkpoint::origin_of(&node),
+            size: sealing.last_seq,
+            root,
+            time_unix: now,
+        };
+        let header = ArchiveHeader {
+            node,
+            sealed_unix_ms: now.saturating_mul(1000),
+            rule,
+            checkpoint: key.sign(&checkpoint),
+        };
+        let record = store
+            .seal_audit_archive(&sealing, &folder, &header)
+            .map_err(|e| store_status(e, ""))?;
+        let path = folder.join(&record.file);
+        Ok((record, path))
+    })
+    .await?;
+    let event = AuditEvent::AuditArchived {
+        trigger: trigger.to_owned(),
+        rule: report.rule.clone(),
+        first_seq: record.first_seq,
+        last_seq: record.last_seq,
+        file: record.file.clone(),
+        sha256: record.sha256.clone(),
+    };
+    if let Err(e) = state.store.append_audits_durably(vec![event]).await {
+        return Err(state.write_failed(e, "").await);
+    }
+    report.file = path.display().to_string();
+    report.sha256 = record.sha256.clone();
+    report.bytes = record.bytes;
+    let archived = record.last_seq - record.first_seq + 1;
+    let store = state.store.clone();
+    let pruned = blocking(move || Ok(store.prune_audit_archived(record))).await?;
+    if let Err(e) = pruned {
+        return Err(state.write_failed(e, "").await);
+    }
+    state.metrics.audit_archived(archived);
+    tracing::info!(
+        trigger,
+        first = report.first_seq,
+        last = report.last_seq,
+        file = %report.file,
+        "audit entries archived and removed from the log"
+    );
+    Ok(Some(report))
+}
+
+/// Unix milliseconds `years` calendar years before now (29 February
+/// becomes 28 February).
+fn years_ago_unix_ms(years: u32) -> i64 {
+    let now = time::OffsetDateTime::now_utc();
+    let year = now.year() - i32::try_from(years).unwrap_or(i32::MAX / 2);
+    let then = now
+        .replace_year(year)
+        .or_else(|_| now.replace_day(28).and_then(|day| day.replace_year(year)))
+        .unwrap_or(now);
+    i64::try_from(then.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MIN)
+}
+
+fn rfc3339(unix_ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
 fn report_of(
     plan: &RetentionPlan,
     section: &RetentionSection,
@@ -214,6 +358,7 @@ fn report_of(
         skipped: Vec::new(),
         refused: String::new(),
         newly_inactive: u32::try_from(plan.newly_inactive.len()).unwrap_or(u32::MAX),
+        audit: None,
     }
 }
 
@@ -228,7 +373,10 @@ fn until_next(now: i64, hour: u8) -> Duration {
 
 /// The daily run, when any rule is set.
 pub(crate) fn spawn_daily(state: NodeState, section: RetentionSection) -> Option<JoinHandle<()>> {
-    if section.ended_involvements_years == 0 && section.inactive_persons_years == 0 {
+    if section.ended_involvements_years == 0
+        && section.inactive_persons_years == 0
+        && section.audit_years == 0
+    {
         tracing::info!("retention: no [retention] rule is set, nothing is ever deleted by age");
         return None;
     }

@@ -106,19 +106,26 @@ pub(crate) async fn subject_access_report(
 ) -> Result<v1::SubjectAccessReport, Status> {
     let store = state.store.clone();
     let id = person_id.clone();
-    let (held, entries) = blocking(move || {
+    let (held, entries, archived) = blocking(move || {
         let held = store
             .person(&id)
             .map_err(|e| store_status(e, "person_id"))?;
         let entries = store
             .audit_for_person(&id)
             .map_err(|e| store_status(e, "person_id"))?;
+        let archived = archived_note(&store);
         if held.is_none() && entries.is_empty() {
             return Err(Status::not_found(format!(
-                "person_id: person {id} is not on this node, and its audit log does not name it"
+                "person_id: person {id} is not on this node, and its audit log does not name \
+                 it{}",
+                if archived.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({archived})")
+                }
             )));
         }
-        Ok((held.is_some(), entries))
+        Ok((held.is_some(), entries, archived))
     })
     .await?;
     let event = AuditEvent::SubjectAccessReported {
@@ -187,9 +194,98 @@ pub(crate) async fn subject_access_report(
             checkpoint: note,
             log_key: key.verifier_key(),
             not_held: !held,
+            archived,
         })
     })
     .await
+}
+
+/// What a report says of entries audit retention archived: empty if none.
+fn archived_note(store: &Store) -> String {
+    let (archived, archives) = store.audit_archived();
+    if archived == 0 {
+        return String::new();
+    }
+    format!(
+        "audit entries 1 to {archived} were archived by audit retention into {}: entries about \
+         the person written before then are in those files, not in this report",
+        archives
+            .iter()
+            .map(|a| format!(
+                "{} (entries {} to {}, SHA-256 {})",
+                a.file, a.first_seq, a.last_seq, a.sha256
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// An audit archive file, checked offline (`patchwork audit archive`).
+#[derive(Debug)]
+pub struct ArchiveChecked {
+    pub archive: patchwork_store::audit::archive::AuditArchive,
+    /// The node's checkpoint it carries, verified.
+    pub checkpoint: Checkpoint,
+}
+
+/// Checks the archive at `path`: its SHA-256 and every record (reading
+/// it), then that the checkpoint it carries is signed by `trusted_key` (the
+/// node's checkpoint key, as its operators published it) and commits to
+/// exactly its entries: the log's size at its last entry, and the root its
+/// entries give with the hashes before them. The first failure, named.
+pub fn check_archive(path: &std::path::Path, trusted_key: &str) -> Result<ArchiveChecked, String> {
+    let archive =
+        patchwork_store::audit::archive::read_audit_archive(path).map_err(|e| e.to_string())?;
+    let key = VerifierKey::parse(trusted_key.trim()).map_err(|e| format!("--key: {e}"))?;
+    let signed = SignedCheckpoint::parse(&archive.header.checkpoint)
+        .map_err(|e| format!("its checkpoint: {e}"))?;
+    signed.verify_signed_by(&key).map_err(|_| {
+        format!(
+            "its checkpoint is not signed by the key you gave ({}): the file was not sealed by \
+             that node, or was rewritten",
+            key.encode()
+        )
+    })?;
+    let checkpoint = signed.checkpoint.clone();
+    if checkpoint.size != archive.last_seq {
+        return Err(format!(
+            "its checkpoint covers {} entries, but the file ends at entry {}",
+            checkpoint.size, archive.last_seq
+        ));
+    }
+    if checkpoint.root != archive.root {
+        return Err(
+            "its entries do not give the root its signed checkpoint records: an entry was \
+             changed, added or removed after it was sealed"
+                .to_owned(),
+        );
+    }
+    Ok(ArchiveChecked {
+        archive,
+        checkpoint,
+    })
+}
+
+/// The entries of an archive file about `person_id`, read as a report reads
+/// the log (who asked and why from the lookup's start, when the archive
+/// holds it). An archive has no records: practitioners show by their ids.
+pub fn archive_entries_about(
+    archive: &patchwork_store::audit::archive::AuditArchive,
+    person_id: &str,
+) -> Result<Vec<v1::SubjectAccessEntry>, StoreError> {
+    let source = Evidence {
+        entries: archive
+            .entries
+            .iter()
+            .map(|entry| (entry.seq, entry.clone()))
+            .collect(),
+    };
+    archive
+        .entries
+        .iter()
+        .filter(|entry| entry.event.person_ids().contains(&person_id))
+        .map(|entry| subject_access_entry(&source, entry, person_id))
+        .collect()
 }
 
 /// Whether `event` names no person but `person_id`: its bytes may go to
