@@ -64,3 +64,62 @@ pub fn reseal_archive(bytes: &mut [u8], at: usize) {
     let digest = ring::digest::digest(&ring::digest::SHA256, &bytes[..content_len]);
     bytes[content_len..].copy_from_slice(digest.as_ref());
 }
+
+/// An audit archive with its first `drop` entries cut off, made to look
+/// whole: the hashes of the dropped entries' perfect subtrees put where the
+/// file keeps the hashes before its start, so its entries still give the
+/// root its last checkpoint signed; the SHA-256 recomputed. What an insider
+/// who wants entries gone from an archive would try.
+pub fn forge_archive_start(bytes: &[u8], drop: u64) -> Vec<u8> {
+    let word = |from: usize| u64::from_be_bytes(bytes[from..from + 8].try_into().expect("8"));
+    assert_eq!(
+        word(9),
+        0,
+        "forges an archive that starts at the first entry"
+    );
+    let prefix_hashes = usize::from(bytes[25]);
+    let header_at = 26 + 32 * prefix_hashes;
+    let header_len =
+        u32::from_be_bytes(bytes[header_at..header_at + 4].try_into().expect("4")) as usize;
+    let records_at = header_at + 4 + header_len;
+    let content_len = bytes.len() - 32;
+    let mut leaves = Vec::new();
+    let mut at = records_at;
+    let mut kept_from = records_at;
+    while at < content_len {
+        let len = u32::from_be_bytes(bytes[at..at + 4].try_into().expect("4")) as usize;
+        if (leaves.len() as u64) < drop {
+            leaves.push(tlog_tiles::record_hash(&bytes[at + 8..at + 8 + len]));
+            kept_from = at + 8 + len;
+        }
+        at += 8 + len;
+    }
+    fn perfect(leaves: &[tlog_tiles::Hash]) -> tlog_tiles::Hash {
+        if leaves.len() == 1 {
+            return leaves[0];
+        }
+        let (left, right) = leaves.split_at(leaves.len() / 2);
+        tlog_tiles::node_hash(perfect(left), perfect(right))
+    }
+    let mut pieces = Vec::new();
+    let mut start = 0usize;
+    for level in (0..64u32).rev() {
+        if drop & (1 << level) != 0 {
+            let size = 1usize << level;
+            pieces.push(perfect(&leaves[start..start + size]));
+            start += size;
+        }
+    }
+    let mut out = bytes[..9].to_vec();
+    out.extend_from_slice(&drop.to_be_bytes());
+    out.extend_from_slice(&bytes[17..25]);
+    out.push(pieces.len() as u8);
+    for piece in &pieces {
+        out.extend_from_slice(&piece.0);
+    }
+    out.extend_from_slice(&bytes[header_at..records_at]);
+    out.extend_from_slice(&bytes[kept_from..content_len]);
+    let digest = ring::digest::digest(&ring::digest::SHA256, &out);
+    out.extend_from_slice(digest.as_ref());
+    out
+}

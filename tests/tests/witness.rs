@@ -513,6 +513,12 @@ async fn archived_audit_entries_leave_the_log_and_its_witness_still_vouches_for_
     std::fs::write(&forged_path, &forged).expect("write");
     let refused = check_archive(&forged_path, &key).expect_err("forged");
     assert!(refused.contains("do not give the root"), "{refused}");
+    // Its first 300 entries cut off, the hashes before its start made to
+    // give the same root: where an archive starts is signed too.
+    let forged = patchwork_tests::audit_files::forge_archive_start(&bytes, 300);
+    std::fs::write(&forged_path, &forged).expect("write");
+    let refused = check_archive(&forged_path, &key).expect_err("entries dropped");
+    assert!(refused.contains("before its first entry"), "{refused}");
 
     // The log verifies from the archived point on, and Brighton goes on
     // cosigning it: its consistency proofs start past the archived entries.

@@ -1247,15 +1247,20 @@ fn audit_archive(args: &AuditArchiveArgs) -> anyhow::Result<ExitCode> {
         match &checked {
             Ok(c) => {
                 println!(
-                    "archive proven: entries {} to {} of the log of {}, sealed {} ({}); its \
-                     checkpoint at {} entries is signed by the key given, and its entries give \
-                     that checkpoint's root",
+                    "archive proven: entries {} to {} of the log of {}, sealed {}; its \
+                     checkpoints (at {} entries{}) are signed by the key given, and its \
+                     entries give their roots (archived under {}, as the file says)",
                     c.archive.first_seq,
                     c.archive.last_seq,
                     c.archive.header.node,
-                    unix_time_text(c.archive.header.sealed_unix_ms / 1000),
+                    unix_time_text(c.checkpoint.time_unix),
+                    c.checkpoint.size,
+                    if c.archive.first_seq > 1 {
+                        format!(" and before entry {}", c.archive.first_seq)
+                    } else {
+                        String::new()
+                    },
                     c.archive.header.rule,
-                    c.checkpoint.size
                 );
                 if let (Some(person), Some(entries)) = (&args.person, &about) {
                     println!(

@@ -966,6 +966,7 @@ fn an_audit_archive_proves_offline_and_lists_a_persons_entries() {
         sealed_unix_ms: 1_700_000_000_000,
         rule: "retention.audit_years: 1 years".into(),
         checkpoint: key.sign(&checkpoint),
+        checkpoint_before: String::new(),
     };
     let record = store
         .seal_audit_archive(&plan, &tmp.path().join("archive"), &header)

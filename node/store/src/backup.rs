@@ -794,6 +794,11 @@ impl Store {
             Ok(())
         })?;
         apply(&tree, &mut batch, &mut pending)?;
+        if archived.is_some() {
+            return Err(format_error(
+                "the archived audit entries' tree is not followed by the audit log",
+            ));
+        }
         if let Some(bodies) = log_bodies.take() {
             store.audit.log.append(&bodies)?;
         }

@@ -16,10 +16,11 @@
 //! one archive file (`patchwork_store::audit::archive`) with a checkpoint
 //! the node signs now of its log at their last entry; then an
 //! `AuditArchived` entry naming the file and its SHA-256 is appended
-//! durably; only then are they pruned. A crash before the entry leaves a
-//! file the next run writes again; one after it, entries the next run
-//! archives (and audits) again. The share guard does not apply: nothing is
-//! lost, the archive is the record.
+//! durably; only then are they pruned. A crash after the file leaves it for
+//! the next run, which keeps it as it is (its SHA-256 may be in the log
+//! already) and audits it again before it prunes. Runs take turns. The
+//! share guard does not apply: nothing is lost, the archive is the record;
+//! but a run it refused archives nothing either (the same wrong clock).
 
 use std::time::Duration;
 
@@ -209,6 +210,10 @@ async fn archive_audit(
     if section.audit_years == 0 {
         return Ok(None);
     }
+    // The daily run and `patchwork retention run` take turns: two would
+    // plan, seal and audit the same entries.
+    static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = TURN.lock().await;
     let mut report = v1::AuditArchiving {
         rule: section.describe_audit(),
         ..Default::default()
@@ -254,17 +259,33 @@ async fn archive_audit(
             .audit_root(sealing.last_seq)
             .map_err(|e| store_status(e, ""))?;
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let origin = Checkpoint::origin_of(&node);
         let checkpoint = Checkpoint {
-            origin: Checkpoint::origin_of(&node),
+            origin: origin.clone(),
             size: sealing.last_seq,
             root,
             time_unix: now,
+        };
+        // And of the log just before the archive's first entry: the hashes
+        // the file carries of the entries before it must give this root, so
+        // no entry can be dropped from its start either.
+        let before = sealing.first_seq - 1;
+        let checkpoint_before = if before == 0 {
+            String::new()
+        } else {
+            key.sign(&Checkpoint {
+                origin,
+                size: before,
+                root: store.audit_root(before).map_err(|e| store_status(e, ""))?,
+                time_unix: now,
+            })
         };
         let header = ArchiveHeader {
             node,
             sealed_unix_ms: now.saturating_mul(1000),
             rule,
             checkpoint: key.sign(&checkpoint),
+            checkpoint_before,
         };
         let record = store
             .seal_audit_archive(&sealing, &folder, &header)

@@ -1,7 +1,7 @@
 //! Audit archive files: the entries audit retention removes from the log,
 //! sealed with what proves them, so a data-protection officer can still
 //! answer for them years later without the node (`patchwork audit archive
-//! check FILE --key KEY`).
+//! FILE --key KEY`).
 //!
 //! A file (written by `SegmentLog::write_archive`, read here):
 //! - `PWAUDARC`, the format (1), the index of its first entry and the index
@@ -10,14 +10,17 @@
 //!   entry, left to right (a count byte, then 32 bytes each): with the
 //!   entries' own hashes they give the tree's root after its last entry;
 //! - a JSON header ([`ArchiveHeader`]): which node, when, by which rule, and
-//!   the node's signed checkpoint of its log at the archive's last entry;
+//!   the node's signed checkpoints of its log at the archive's last entry
+//!   and (unless it starts at the first) just before its first;
 //! - the entries' records exactly as the segments held them (length u32 BE,
 //!   CRC-32 u32 BE, body);
 //! - the SHA-256 of everything before it.
 //!
 //! So a file checks itself three ways: its SHA-256 (a damaged copy), each
-//! record's CRC, and the root its entries give against the checkpoint the
-//! node signed (a rewritten one: only the node's key signs another).
+//! record's CRC, and the roots against the checkpoints the node signed: the
+//! hashes before its first entry must give the root signed at that size,
+//! and with its entries the root signed at its last, so no entry can be
+//! changed, added, or dropped from either end without the node's key.
 
 use std::path::{Path, PathBuf};
 
@@ -45,6 +48,10 @@ pub struct ArchiveHeader {
     /// The node's signed checkpoint (C2SP signed note) of its log at the
     /// archive's last entry.
     pub checkpoint: String,
+    /// Its signed checkpoint of the log just before the archive's first
+    /// entry; empty when that is the log's first entry.
+    #[serde(default)]
+    pub checkpoint_before: String,
 }
 
 /// An archive file read and checked against itself.
@@ -58,6 +65,10 @@ pub struct AuditArchive {
     /// The tree's root over the log's first `last_seq` entries, computed
     /// from the file: what the checkpoint must say.
     pub root: [u8; 32],
+    /// The root over the entries before `first_seq`, from the hashes the
+    /// file carries: what `checkpoint_before` must say (`None` when the
+    /// archive starts at the first entry).
+    pub root_before: Option<[u8; 32]>,
     pub sha256: [u8; 32],
     /// Its entries, decoded, in order.
     pub entries: Vec<AuditEntry>,
@@ -136,6 +147,7 @@ pub fn read_audit_archive(path: &Path) -> Result<AuditArchive, ArchiveError> {
             "its {prefix_count} hashes do not cover the {first} entries before it"
         )));
     }
+    let root_before = (first > 0).then(|| fold_root(pieces.iter().map(|(_, hash)| *hash)).0);
     let header_len = cursor.take(4).ok_or_else(ends_early)?;
     let header_len =
         u32::from_be_bytes([header_len[0], header_len[1], header_len[2], header_len[3]]);
@@ -175,21 +187,26 @@ pub fn read_audit_archive(path: &Path) -> Result<AuditArchive, ArchiveError> {
             content.len() - cursor.at
         )));
     }
-    let root = pieces
-        .into_iter()
-        .rev()
-        .map(|(_, hash)| hash)
-        .reduce(|right, left| tlog_tiles::node_hash(left, right))
-        .unwrap_or(tlog_tiles::EMPTY_HASH);
+    let root = fold_root(pieces.into_iter().map(|(_, hash)| hash));
     Ok(AuditArchive {
         path: path.to_owned(),
         first_seq: first + 1,
         last_seq: end,
         header,
         root: root.0,
+        root_before,
         sha256,
         entries,
     })
+}
+
+/// The RFC 6962 root of a tree given as its maximal perfect subtrees, left
+/// to right (largest first): folded from the right.
+fn fold_root(pieces: impl DoubleEndedIterator<Item = Hash>) -> Hash {
+    pieces
+        .rev()
+        .reduce(|right, left| tlog_tiles::node_hash(left, right))
+        .unwrap_or(tlog_tiles::EMPTY_HASH)
 }
 
 /// Reads an archive's bytes in order.
@@ -299,7 +316,11 @@ impl crate::Store {
     /// Seals the entries `plan` names into a new archive file in `folder`
     /// (created 0700 if missing; the file 0600), carrying `header`. The
     /// log does not change: [`crate::Store::prune_audit_archived`] removes
-    /// the entries once their archiving is itself audited.
+    /// the entries once their archiving is itself audited. If the file is
+    /// already there (a run stopped before it pruned) and holds exactly
+    /// these entries, it is kept as it is, so the SHA-256 an earlier
+    /// `AuditArchived` entry named stays true; one that does not is moved
+    /// aside (`.rejected-<time>`) and written again.
     pub fn seal_audit_archive(
         &self,
         plan: &AuditArchivePlan,
@@ -312,14 +333,41 @@ impl crate::Store {
                 plan.first_seq, plan.last_seq
             )));
         }
+        let created = !folder.exists();
         crate::data_dir::create_private(folder)
             .map_err(|e| crate::StoreError::File(std::io::Error::other(e.to_string())))?;
+        if created && let Some(parent) = folder.parent() {
+            // The folder's own name must survive a power cut too.
+            std::fs::File::open(parent)?.sync_all()?;
+        }
         let file = format!("audit-{:020}-{:020}.pwar", plan.first_seq, plan.last_seq);
+        let path = folder.join(&file);
+        if path.exists() {
+            match read_audit_archive(&path) {
+                Ok(found)
+                    if found.first_seq == plan.first_seq
+                        && found.last_seq == plan.last_seq
+                        && found.root == self.audit_root(plan.last_seq)? =>
+                {
+                    return Ok(super::ArchiveRecord {
+                        file,
+                        first_seq: plan.first_seq,
+                        last_seq: plan.last_seq,
+                        sha256: hex::encode(found.sha256),
+                        bytes: std::fs::metadata(&path)?.len(),
+                        checkpoint: found.header.checkpoint,
+                        sealed_unix_ms: found.header.sealed_unix_ms,
+                    });
+                }
+                _ => {
+                    let aside = path.with_extension(format!("rejected-{}", super::now_unix_ms()));
+                    tracing::warn!(file = %path.display(), aside = %aside.display(), "an audit archive of these entries was there but does not hold them; moved aside");
+                    std::fs::rename(&path, &aside)?;
+                }
+            }
+        }
         let json = serde_json::to_vec(header).map_err(|e| super::corrupt(e.to_string()))?;
-        let (sha256, bytes) =
-            self.audit
-                .log
-                .write_archive(plan.last_seq, &folder.join(&file), &json)?;
+        let (sha256, bytes) = self.audit.log.write_archive(plan.last_seq, &path, &json)?;
         Ok(super::ArchiveRecord {
             file,
             first_seq: plan.first_seq,
@@ -421,6 +469,7 @@ mod tests {
             sealed_unix_ms: 1,
             rule: "retention.audit_years: 6 years".into(),
             checkpoint: "a signed note".into(),
+            checkpoint_before: String::new(),
         }
     }
 
@@ -428,37 +477,93 @@ mod tests {
     fn archived_entries_leave_the_log_for_a_file_that_proves_them() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = store_with_history(&dir.path().join("store"), 400);
-        // Nothing is a year old yet at a cutoff before the history.
-        let long_ago = super::super::now_unix_ms() - 500 * DAY_MS;
-        assert_eq!(store.audit_archive_plan(long_ago).expect("plan"), None);
+        let then = store
+            .audit_entry(1)
+            .expect("read")
+            .expect("entry")
+            .at_unix_ms;
+        // Nothing is due at a cutoff before the history.
+        assert_eq!(store.audit_archive_plan(then - DAY_MS).expect("plan"), None);
+        let len_root = store.audit_root(1_124).expect("root");
+        let folder = dir.path().join("archive");
+        let audited = |record: &crate::audit::ArchiveRecord| {
+            let event = crate::audit::AuditEvent::AuditArchived {
+                trigger: "test".into(),
+                rule: "retention.audit_years: 1 years".into(),
+                first_seq: record.first_seq,
+                last_seq: record.last_seq,
+                file: record.file.clone(),
+                sha256: record.sha256.clone(),
+            };
+            store
+                .fixture_append_audit_at(&[event], super::super::now_unix_ms())
+                .expect("audit");
+        };
+
+        // The first segment only: its last entry is older than the cutoff,
+        // the second's is not.
+        let plan = store
+            .audit_archive_plan(then + 1)
+            .expect("plan")
+            .expect("due");
+        assert_eq!(
+            (plan.first_seq, plan.last_seq, plan.held_back.clone()),
+            (1, 512, None)
+        );
+        let record = store
+            .seal_audit_archive(&plan, &folder, &header())
+            .expect("seal");
+        // Sealing changes nothing in the log; sealing again keeps the file
+        // (its SHA-256 may be in the log already).
+        assert_eq!(store.audit_entry(1).expect("read").map(|e| e.seq), Some(1));
+        let again = store
+            .seal_audit_archive(&plan, &folder, &header())
+            .expect("seal");
+        assert_eq!(again, record);
+        let path = folder.join(&record.file);
+        let archive = read_audit_archive(&path).expect("archive reads");
+        assert_eq!((archive.first_seq, archive.last_seq), (1, 512));
+        assert_eq!(archive.root, store.audit_root(512).expect("root"));
+        assert_eq!(archive.root_before, None);
+        assert_eq!(archive.header, header());
+        assert_eq!(hex::encode(archive.sha256), record.sha256);
+        assert_eq!(archive.entries.len(), 512);
+        assert_eq!(archive.entries[5].event, asked(5, "P-2"));
+
+        // Pruned without the log saying so: `audit verify` says they were
+        // removed. Audited, they verify.
+        store.prune_audit_archived(record.clone()).expect("prune");
+        let verified = store.verify_audit().expect("verify");
+        assert!(!verified.intact);
+        assert!(
+            verified.detail.contains("no AuditArchived entry"),
+            "{}",
+            verified.detail
+        );
+        audited(&record);
+        let verified = store.verify_audit().expect("verify");
+        assert!(verified.intact, "{}", verified.detail);
+
+        // Then the second: the file carries the hashes before it, which
+        // give the root at its start.
         let cutoff = super::super::now_unix_ms() - 365 * DAY_MS;
         let plan = store
             .audit_archive_plan(cutoff)
             .expect("plan")
             .expect("due");
-        assert_eq!(
-            (plan.first_seq, plan.last_seq, plan.held_back.clone()),
-            (1, 1_024, None)
-        );
-        let root_before = store.audit_root(1_024).expect("root");
-        let len_root = store.audit_root(1_124).expect("root");
-        let folder = dir.path().join("archive");
-        let record = store
+        assert_eq!((plan.first_seq, plan.last_seq), (513, 1_024));
+        let second = store
             .seal_audit_archive(&plan, &folder, &header())
             .expect("seal");
-        // Sealing changes nothing in the log.
-        assert_eq!(store.audit_entry(1).expect("read").map(|e| e.seq), Some(1));
-        let path = folder.join(&record.file);
-        let archive = read_audit_archive(&path).expect("archive reads");
-        assert_eq!((archive.first_seq, archive.last_seq), (1, 1_024));
-        assert_eq!(archive.root, root_before);
-        assert_eq!(archive.header, header());
-        assert_eq!(hex::encode(archive.sha256), record.sha256);
-        assert_eq!(archive.entries.len(), 1_024);
-        assert_eq!(archive.entries[5].event, asked(5, "P-2"));
-
-        store.prune_audit_archived(record.clone()).expect("prune");
-        assert_eq!(store.audit_archived(), (1_024, vec![record]));
+        let archive = read_audit_archive(&folder.join(&second.file)).expect("archive reads");
+        assert_eq!(archive.root, store.audit_root(1_024).expect("root"));
+        assert_eq!(
+            archive.root_before,
+            Some(store.audit_root(512).expect("root"))
+        );
+        audited(&second);
+        store.prune_audit_archived(second.clone()).expect("prune");
+        assert_eq!(store.audit_archived(), (1_024, vec![record, second]));
         assert!(matches!(
             store.audit_entry(3),
             Err(crate::StoreError::Archived {
@@ -473,7 +578,7 @@ mod tests {
         assert!(verified.intact, "{}", verified.detail);
         assert_eq!(
             (verified.entries, verified.archived_entries),
-            (1_124, 1_024)
+            (1_126, 1_024)
         );
         assert!(
             verified.detail.contains("entries 1 to 1024 were archived"),
@@ -507,11 +612,12 @@ mod tests {
         assert!(report.audit.intact, "{}", report.audit.detail);
         assert_eq!(
             (report.audit.entries, report.audit.archived_entries),
-            (1_124, 1_024)
+            (1_126, 1_024)
         );
         let store = Store::open(&restored, &Default::default()).expect("open");
         assert_eq!(store.audit_root(1_124).expect("root"), len_root);
         assert_eq!(store.audit_for_person("P-1").expect("report").len(), 100);
+        assert!(store.verify_audit().expect("verify").intact);
     }
 
     #[test]

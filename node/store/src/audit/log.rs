@@ -215,6 +215,19 @@ fn encode_record(body: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(body);
 }
 
+/// The RFC 6962 root over `hashes` as leaves (of perfect subtrees of one
+/// size: the blocks').
+fn tree_root(hashes: &[Hash]) -> Hash {
+    match hashes.len() {
+        0 => tlog_tiles::EMPTY_HASH,
+        1 => hashes[0],
+        n => {
+            let split = 1usize << (n - 1).ilog2();
+            tlog_tiles::node_hash(tree_root(&hashes[..split]), tree_root(&hashes[split..]))
+        }
+    }
+}
+
 /// The hash of a perfect subtree over `leaves` (a power of two of them).
 fn subtree_hash(leaves: &[Hash]) -> Hash {
     match leaves.len() {
@@ -410,21 +423,36 @@ impl SegmentLog {
         firsts.sort_unstable();
         let manifest = read_manifest(dir)?;
         let archived = manifest.as_ref().map_or(0, |m| m.entries);
+        if let Some(manifest) = &manifest {
+            let mut next = 1;
+            for archive in &manifest.archives {
+                if archive.first_seq != next || archive.last_seq < archive.first_seq {
+                    break;
+                }
+                next = archive.last_seq + 1;
+            }
+            if next != archived + 1 {
+                return Err(corrupt(format!(
+                    "{} says {archived} entries were archived, but its archives do not hold \
+                     entries 1 to {archived} one after another: restore the store from a backup",
+                    dir.join(ARCHIVED_FILE).display()
+                )));
+            }
+        }
         // Segments a prune recorded as archived but was stopped before it
-        // removed them.
+        // removed them: each must end where a later one starts, at or
+        // before the archived point. Removed only once the tree over the
+        // archived entries is found whole (below).
         let (leftover, live): (Vec<u64>, Vec<u64>) =
             firsts.into_iter().partition(|&first| first < archived);
+        if !leftover.is_empty() && live.first() != Some(&archived) {
+            return Err(corrupt(format!(
+                "{} says entries 1 to {archived} were archived, but no segment starts after \
+                 them: restore the store from a backup",
+                dir.join(ARCHIVED_FILE).display()
+            )));
+        }
         let mut firsts = live;
-        for first in &leftover {
-            std::fs::remove_file(dir.join(segment_name(*first)))?;
-        }
-        if !leftover.is_empty() {
-            sync_dir(dir)?;
-            tracing::info!(
-                segments = leftover.len(),
-                "removed audit segments an interrupted prune had archived"
-            );
-        }
         if firsts.is_empty() {
             let path = dir.join(segment_name(archived));
             let file = create_file(&path)?;
@@ -494,6 +522,20 @@ impl SegmentLog {
             )));
         }
         let recorded_entries = recorded.len() as u64 * BLOCK;
+        let archived_whole = manifest.as_ref().is_none_or(|m| {
+            let hashes: Vec<Hash> = recorded[..archived_blocks].iter().map(|b| b.hash).collect();
+            Some(tree_root(&hashes)) == parse_hash(&m.root)
+        });
+        if archived_whole && !leftover.is_empty() {
+            for first in &leftover {
+                std::fs::remove_file(dir.join(segment_name(*first)))?;
+            }
+            sync_dir(dir)?;
+            tracing::info!(
+                segments = leftover.len(),
+                "removed audit segments an interrupted prune had archived"
+            );
+        }
         let mut inner = Inner {
             segments,
             blocks: Vec::new(),
@@ -1014,8 +1056,12 @@ impl SegmentLog {
                 .collect();
             (inner.archived, prefix, files, blocks)
         };
-        let temp = path.with_extension("partial");
-        let _ = std::fs::remove_file(&temp);
+        // Its own name: two writers never share a file half-written.
+        let temp = path.with_extension(format!(
+            "partial-{}-{}",
+            std::process::id(),
+            super::now_unix_ms()
+        ));
         let out = create_file(&temp)?;
         let written = (|| {
             let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
@@ -1094,7 +1140,13 @@ impl SegmentLog {
         })();
         match written {
             Ok(done) => {
-                std::fs::rename(&temp, path)?;
+                // Never over a file already there (another run's, whose
+                // SHA-256 may be in the log).
+                if let Err(e) = std::fs::hard_link(&temp, path) {
+                    let _ = std::fs::remove_file(&temp);
+                    return Err(e.into());
+                }
+                std::fs::remove_file(&temp)?;
                 if let Some(parent) = path.parent() {
                     sync_dir(parent)?;
                 }
@@ -1153,7 +1205,18 @@ impl SegmentLog {
         for block in &mut inner.blocks {
             block.segment = block.segment.saturating_sub(upto);
         }
-        inner.tail_start.segment -= upto;
+        // The partial block starts in the first segment kept, or (nothing
+        // appended to it yet) at its start.
+        inner.tail_start = match inner.tail_start.segment.checked_sub(upto) {
+            Some(segment) => Position {
+                segment,
+                offset: inner.tail_start.offset,
+            },
+            None => Position {
+                segment: 0,
+                offset: SEGMENT_HEADER_LEN,
+            },
+        };
         inner.archived = end;
         inner.manifest = Some(manifest);
         drop(inner);
@@ -2122,6 +2185,46 @@ mod tests {
             checkpoint: String::new(),
             sealed_unix_ms: 0,
         }
+    }
+
+    #[test]
+    fn an_archived_file_that_does_not_fit_the_tree_removes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit-log");
+        let (log, _) = SegmentLog::open_with(&path, 5_000).expect("open");
+        fill(&log, 0, 900);
+        let end = log.closed_segments()[0].1;
+        drop(log);
+        let first = path.join(segment_name(0));
+        let mut manifest = ArchivedManifest {
+            format: ARCHIVED_FORMAT,
+            entries: end,
+            root: hex::encode([7u8; 32]),
+            archives: vec![ArchiveRecord {
+                first_seq: 1,
+                last_seq: end,
+                ..archive_record()
+            }],
+        };
+        // Its archives do not hold what it says: refused.
+        manifest.archives[0].last_seq = end - 1;
+        let json = serde_json::to_vec(&manifest).expect("json");
+        std::fs::write(path.join(ARCHIVED_FILE), &json).expect("write");
+        let refused = SegmentLog::open_with(&path, 5_000).expect_err("refused");
+        assert!(
+            refused.to_string().contains("one after another"),
+            "{refused}"
+        );
+        assert!(first.exists());
+        // Written by someone who did not know the tree: an alarm, and the
+        // segments it names stay on disk for the restore.
+        manifest.archives[0].last_seq = end;
+        let json = serde_json::to_vec(&manifest).expect("json");
+        std::fs::write(path.join(ARCHIVED_FILE), &json).expect("write");
+        let (_, report) = SegmentLog::open_with(&path, 5_000).expect("opens");
+        let (_, alarm) = report.alarm.expect("alarm");
+        assert!(alarm.contains("archived entries"), "{alarm}");
+        assert!(first.exists());
     }
 
     #[test]

@@ -496,7 +496,7 @@ impl Store {
                 match self.audit.log.root(checkpoint.size) {
                     Ok(at_size) => at_size,
                     // Inside the archived entries: the archives answer for
-                    // it (`patchwork audit archive check`).
+                    // it (`patchwork audit archive FILE --key KEY`).
                     Err(StoreError::Archived { .. }) => {
                         vouched.push(format!(
                             "{witness} at {} entries ({when}, inside the archived entries: not \
@@ -1076,9 +1076,12 @@ impl Store {
             if seq <= archived {
                 continue; // in an archive file (`audit_archived`)
             }
-            let entry = self.audit_entry(seq)?.ok_or_else(|| {
-                corrupt(format!("subject-access index names missing entry {seq}"))
-            })?;
+            let entry = match self.audit_entry(seq) {
+                // Archived since this began.
+                Err(StoreError::Archived { .. }) => continue,
+                read => read?,
+            }
+            .ok_or_else(|| corrupt(format!("subject-access index names missing entry {seq}")))?;
             // The index is not in the tree; trust only what the entry says.
             if entry.event.person_ids().contains(&person_id) {
                 entries.push(entry);
@@ -1164,6 +1167,8 @@ impl Store {
     /// the log as long as it was when it started. `Err` only if the store
     /// cannot be read.
     pub fn verify_audit(&self) -> Result<AuditVerification, StoreError> {
+        // The archived point stays where it is while this reads.
+        let _no_prune = self.audit.prune_gate.read();
         let indexed = self.audit_indexed()?;
         let mut index_problem: Option<(u64, String)> = None;
         // The postings of each shard, in seq order, walked beside the log:
@@ -1177,6 +1182,10 @@ impl Store {
                 shard.take();
             }
         }
+        // The log must say, after them, that the archived entries went: an
+        // `archived` file alone (anyone with the disk can write one) is no
+        // reason to believe they were archived rather than removed.
+        let mut archiving_audited = archived == 0;
         let check = self.audit.log.check(|index, body| {
             if index_problem.is_some() {
                 return Ok(());
@@ -1189,6 +1198,10 @@ impl Store {
                     return Ok(());
                 }
             };
+            if matches!(entry.event, AuditEvent::AuditArchived { last_seq, .. } if last_seq == archived)
+            {
+                archiving_audited = true;
+            }
             if seq > indexed {
                 return Ok(()); // being indexed by the group that wrote it
             }
@@ -1262,10 +1275,19 @@ impl Store {
         } else {
             (String::new(), None)
         };
+        let archive_problem = (!archiving_audited && index_problem.is_none()).then(|| {
+            (
+                1,
+                format!(
+                    "entries 1 to {archived} are gone from the log as archived, but no \
+                     AuditArchived entry in it says they were: they were removed"
+                ),
+            )
+        });
         let problem = match (&self.audit.alarm, check.problem) {
             (Some(alarm), _) => Some(alarm.clone()),
             (None, Some((index, why))) => Some((index + 1, why)),
-            (None, None) => witness_problem.or(index_problem),
+            (None, None) => witness_problem.or(archive_problem).or(index_problem),
         };
         Ok(match problem {
             Some((seq, detail)) => AuditVerification {
