@@ -118,6 +118,45 @@ async fn an_erased_person_leaves_nothing_but_ids_in_the_audit() {
         "PR-1",
     );
     request.local_only = true;
+    // A reason naming the person (as asked, or as the record matched has
+    // them) would outlive the erasure in the audit log: refused, nothing
+    // written.
+    let audited = node
+        .admin()
+        .await
+        .verify_audit(v1::VerifyAuditRequest {})
+        .await
+        .expect("verify")
+        .into_inner()
+        .entries;
+    for (reason, detail) in [
+        ("worried about the Quennell-Ashworth children", "name"),
+        ("concern raised about amelias attendance", "name"),
+        ("child born 14.03.2015, school concern", "date of birth"),
+    ] {
+        let mut naming = request.clone();
+        if let Some(purpose) = naming.purpose.as_mut() {
+            purpose.reason = reason.into();
+        }
+        let refused = directory.lookup(naming).await.expect_err(reason);
+        assert_eq!(refused.code(), Code::InvalidArgument, "{reason}");
+        assert!(
+            refused
+                .message()
+                .starts_with(&format!("purpose.reason: contains the person's {detail}")),
+            "{reason}: {}",
+            refused.message()
+        );
+    }
+    let after = node
+        .admin()
+        .await
+        .verify_audit(v1::VerifyAuditRequest {})
+        .await
+        .expect("verify")
+        .into_inner()
+        .entries;
+    assert_eq!(after, audited, "a refused lookup writes nothing");
     let answer = directory.lookup(request.clone()).await.expect("lookup");
     assert_eq!(
         answer.into_inner().answers[0].outcome,

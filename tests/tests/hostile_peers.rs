@@ -803,3 +803,58 @@ async fn a_peer_polling_at_any_pace_is_limited_and_counted() {
         .collect();
     assert_eq!(summaries, vec![("rate_limited".to_owned(), limited)]);
 }
+
+/// A peer whose stated reason names the person (by name, or date of
+/// birth): the answer is the one any reason gets (it must not tell the peer
+/// whom it matched), and the audit log, which keeps no names, keeps a note
+/// instead of the reason. A reason that names no one is kept as it was.
+#[tokio::test]
+async fn a_peers_reason_that_names_the_person_is_not_kept() {
+    let mut target = target_with_amelia(TargetOptions::default()).await;
+    let mut peer = target.federation_as(&target.peer).await;
+    let keys = honest_keys(&subject("Amelia", "Smith-Jones", Some(DOB), "GU1 1AA"));
+    let mut statuses = Vec::new();
+    for (n, reason) in [
+        "s.47 enquiry after a school referral",
+        "worried about amelia smith-jones at school",
+        "concern for the child born 14/03/2015",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut request = query(&request_id(n), &keys);
+        request.purpose = Some(v1::Purpose {
+            lawful_basis: v1::LawfulBasis::ChildSafeguarding as i32,
+            reason: reason.into(),
+        });
+        let answer = peer
+            .find_involvements(request)
+            .await
+            .expect("answered")
+            .into_inner();
+        statuses.push((answer.status, answer.involvements.len()));
+    }
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == (v1::MatchStatus::Matched as i32, 1)),
+        "the same answer whatever the reason: {statuses:?}"
+    );
+    let kept: Vec<String> = target
+        .stopped_audit()
+        .await
+        .into_iter()
+        .filter_map(|event| match event {
+            AuditEvent::PeerAsked { reason, .. } => Some(reason),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(kept.len(), 3);
+    assert_eq!(kept[0], "s.47 enquiry after a school referral");
+    for reason in &kept[1..] {
+        assert!(
+            reason.starts_with("(not kept: the peer's reason named the person"),
+            "{reason}"
+        );
+    }
+}

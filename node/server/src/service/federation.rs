@@ -119,6 +119,7 @@ impl FederationService {
         let tokens = checked.tokens;
         let scheme = checked.scheme;
         let include_family = request.include_family;
+        let stated = checked.reason.clone();
         let answer = move |store: &Store| -> Result<_, Status> {
             let (decision, candidates) = if tokens.is_empty() {
                 match_query_with_candidates(store, &set, &keys, scheme.as_deref())?
@@ -146,6 +147,7 @@ impl FederationService {
                         Default::default(),
                         Vec::new(),
                         true,
+                        false,
                     ));
                 }
             }
@@ -154,6 +156,13 @@ impl FederationService {
                     let (disclosed, ids) =
                         disclose(store, &person_id, &answer_peer, basis, include_family)
                             .map_err(|e| convert::store_status(e, ""))?;
+                    let named = reason_names(
+                        store,
+                        &stated,
+                        std::iter::once(person_id.as_str())
+                            .chain(ids.family.iter().map(|m| m.person_id.as_str())),
+                    )
+                    .map_err(|e| convert::store_status(e, ""))?;
                     (
                         v1::MatchStatus::Matched,
                         Some(person_id),
@@ -161,6 +170,7 @@ impl FederationService {
                         ids,
                         Vec::new(),
                         false,
+                        named,
                     )
                 }
                 Decision::NoMatch => (
@@ -169,6 +179,7 @@ impl FederationService {
                     Vec::new(),
                     Default::default(),
                     Vec::new(),
+                    false,
                     false,
                 ),
                 Decision::Ambiguous {
@@ -183,10 +194,11 @@ impl FederationService {
                         .map(|k| k as i32)
                         .collect(),
                     false,
+                    false,
                 ),
             })
         };
-        let (found, person_id, disclosed, ids, more, doubt_withheld) =
+        let (found, person_id, disclosed, ids, more, doubt_withheld, reason_named) =
             read(&self.state, answer).await?;
         // "Matched, nothing disclosed" would tell the peer this node holds the
         // person (only ended involvements, or only ones its agreement does not
@@ -223,7 +235,14 @@ impl FederationService {
             requester_role: requester.role,
             requester_organisation: requester.organisation,
             lawful_basis: Some(checked.basis),
-            reason: checked.reason.clone(),
+            // The log keeps no names: a reason that names whom it matched
+            // is not kept (the answer does not depend on it, so it tells the
+            // peer nothing).
+            reason: if reason_named {
+                REASON_NOT_KEPT.to_owned()
+            } else {
+                checked.reason.clone()
+            },
             outcome: audit_outcome.into(),
             refusal: None,
             person_id: person_id.clone(),
@@ -295,6 +314,31 @@ impl FederationService {
             state,
         }
     }
+}
+
+/// What the audit keeps instead of a peer's reason that named the person.
+const REASON_NOT_KEPT: &str =
+    "(not kept: the peer's reason named the person, and the audit log keeps no names)";
+
+/// Whether `reason` names any of `persons` (their names, date of birth or
+/// identifier, as erasure checks its reasons).
+fn reason_names<'a>(
+    store: &Store,
+    reason: &str,
+    persons: impl Iterator<Item = &'a str>,
+) -> Result<bool, patchwork_store::StoreError> {
+    for id in persons {
+        if let Some(person) = store.person(id)?
+            && crate::work::erasure::personal_detail_in(
+                reason,
+                &patchwork_store::model::Demographics::from(&person),
+            )
+            .is_some()
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// What [`FederationService::answer_query`] answered, and about whom.

@@ -5,7 +5,7 @@
 //! flushes.
 
 use patchwork_federation::normalise_name;
-use patchwork_store::model::{Person, year_month_day};
+use patchwork_store::model::{Demographics, year_month_day};
 use patchwork_store::{AuditEvent, StoreError};
 use tonic::Status;
 
@@ -47,7 +47,7 @@ pub(crate) async fn erase_person(
         Ok((person, plan))
     })
     .await?;
-    if let Some(what) = personal_detail_in(&reason, &person) {
+    if let Some(what) = personal_detail_in(&reason, &Demographics::from(&person)) {
         return Err(FieldError::new(
             "reason",
             format!(
@@ -79,14 +79,27 @@ pub(crate) async fn erase_person(
     })
 }
 
+/// The refusal of a practitioner's `purpose.reason` that names the person
+/// asked about: the audit log keeps a reason for years, past the erasure
+/// of the person's records, so it must say why without saying who.
+pub(crate) fn reason_naming(about: &[&Demographics], reason: &str) -> Result<(), Status> {
+    match about.iter().find_map(|d| personal_detail_in(reason, d)) {
+        Some(detail) => Err(Status::invalid_argument(format!(
+            "purpose.reason: contains the person's {detail}; the audit log keeps the reason \
+             for years, after the person's records may be erased: say why without saying who"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Which of the person's details `text` contains, if any: a name of three
 /// letters or more as a word (or its possessive), the date of birth in a usual spelling, the
 /// national identifier. Normalised as matching normalises, so case, accents
 /// and punctuation do not hide them.
-pub(crate) fn personal_detail_in(text: &str, person: &Person) -> Option<&'static str> {
+pub(crate) fn personal_detail_in(text: &str, person: &Demographics) -> Option<&'static str> {
     let words: Vec<String> = normalise_name(text).split(' ').map(str::to_owned).collect();
     let names = [&person.given_name, &person.family_name];
-    let named = names.iter().any(|name| {
+    let named = names.iter().copied().flatten().any(|name| {
         normalise_name(name)
             .split(' ')
             .filter(|part| part.len() >= 3)
@@ -130,7 +143,7 @@ pub(crate) fn personal_detail_in(text: &str, person: &Person) -> Option<&'static
 #[cfg(test)]
 mod tests {
     use super::*;
-    use patchwork_store::model::{NationalId, calendar_date};
+    use patchwork_store::model::{NationalId, Person, calendar_date};
 
     fn person() -> Person {
         Person {
@@ -160,7 +173,11 @@ mod tests {
             ("nhs 943 476 5919 closed", Some("identifier")),
             ("erasure request DPO-2026-114 (UK GDPR art. 17)", None),
         ] {
-            assert_eq!(personal_detail_in(reason, &p), what, "{reason}");
+            assert_eq!(
+                personal_detail_in(reason, &Demographics::from(&p)),
+                what,
+                "{reason}"
+            );
         }
     }
 }

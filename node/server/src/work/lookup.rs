@@ -187,6 +187,18 @@ pub(crate) async fn lookup(
         ))
     })?;
     let requester = local.requester.clone();
+    // Checked against what was asked and whom it matched here, before
+    // anything is written.
+    let matched = match &local.decision {
+        MatchDecision::Matched(person) => Some(Demographics::from(&**person)),
+        _ => None,
+    };
+    crate::work::erasure::reason_naming(
+        &std::iter::once(&question.subject)
+            .chain(matched.as_ref())
+            .collect::<Vec<_>>(),
+        &question.purpose.reason,
+    )?;
 
     let basis = v1::LawfulBasis::from(question.purpose.lawful_basis);
     // Peers whose agreement does not cover the purpose are not asked, and

@@ -88,6 +88,7 @@ pub(crate) async fn subscribe(
     state: &NodeState,
     question: SubscribeQuestion,
 ) -> Result<v1::DirectorySubscribeResponse, Status> {
+    crate::work::erasure::reason_naming(&[&question.subject], &question.purpose.reason)?;
     let store = state.store.clone();
     let requester_id = question.requester_id.clone();
     let requester = blocking(move || {

@@ -29,8 +29,7 @@ use tlog_tiles::Hash;
 
 use super::{AuditEntry, decode_body};
 
-pub(crate) const MAGIC: &[u8; 8] = b"PWAUDARC";
-pub(crate) const FORMAT: u8 = 1;
+use super::log::{ARCHIVE_FORMAT as FORMAT, ARCHIVE_MAGIC as MAGIC};
 /// The SHA-256 at the end.
 const DIGEST_LEN: usize = 32;
 /// A header is a checkpoint and a few names: a longer one is damage.

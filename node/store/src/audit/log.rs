@@ -74,6 +74,10 @@ const ALARM_PREFIX: &str = "ALARM-";
 /// What was archived and pruned (see the module's docs).
 const ARCHIVED_FILE: &str = "archived";
 const ARCHIVED_FORMAT: u32 = 1;
+/// An archive file's first bytes and format (the file is `archive`'s to
+/// read; written here, from the segments).
+pub(crate) const ARCHIVE_MAGIC: &[u8; 8] = b"PWAUDARC";
+pub(crate) const ARCHIVE_FORMAT: u8 = 1;
 
 /// A Unix time in milliseconds, as UTC (RFC 3339).
 pub(super) fn time_of(unix_ms: i64) -> String {
@@ -1072,8 +1076,8 @@ impl SegmentLog {
                 at += bytes.len() as u64;
                 Ok(())
             };
-            let mut head = super::archive::MAGIC.to_vec();
-            head.push(super::archive::FORMAT);
+            let mut head = ARCHIVE_MAGIC.to_vec();
+            head.push(ARCHIVE_FORMAT);
             head.extend_from_slice(&first.to_be_bytes());
             head.extend_from_slice(&end.to_be_bytes());
             head.push(prefix.len() as u8);
