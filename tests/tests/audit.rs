@@ -495,7 +495,20 @@ async fn admin_verifies_the_log_and_reports_on_a_subject() {
     let mut moved = report.clone();
     moved.person_id = "P-2".into();
     let why = prove_report(&moved, None).expect_err("another person's report");
-    assert!(why.contains("is not about person P-2"), "{why}");
+    assert!(why.contains("is not a report on person P-2"), "{why}");
+    // An entry taken out of a copy: the report's own audit entry says how
+    // many it had; a copy without that entry proves nothing.
+    let mut shortened = report.clone();
+    shortened.entries.remove(0);
+    let why = prove_report(&shortened, None).expect_err("an entry taken out");
+    assert!(
+        why.contains("the report holds 1 entries, but the node reported 2"),
+        "{why}"
+    );
+    let mut uncounted = report.clone();
+    uncounted.reported = None;
+    let why = prove_report(&uncounted, None).expect_err("no count");
+    assert!(why.contains("no proof of how many entries"), "{why}");
     let other_key = report.log_key.replacen("surrey", "brighton", 1);
     assert!(prove_report(&report, Some(&other_key)).is_err());
 

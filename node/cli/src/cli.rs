@@ -1617,6 +1617,11 @@ pub fn subject_access_json(report: &v1::SubjectAccessReport) -> serde_json::Valu
         })).collect::<Vec<_>>(),
         "not_held": report.not_held,
         "archived": (!report.archived.is_empty()).then_some(&report.archived),
+        "reported": report.reported.as_ref().map(|piece| serde_json::json!({
+            "seq": piece.seq,
+            "body_hex": hex::encode(&piece.body),
+            "inclusion_proof_hex": piece.inclusion_proof.iter().map(hex::encode).collect::<Vec<_>>(),
+        })),
         "checkpoint": report.checkpoint,
         "log_key": report.log_key,
     })
@@ -1701,6 +1706,20 @@ pub fn subject_access_from_json(
         log_key: text(json, "log_key")?,
         not_held: json["not_held"].as_bool().unwrap_or(false),
         archived: json["archived"].as_str().unwrap_or_default().to_owned(),
+        reported: match &json["reported"] {
+            serde_json::Value::Null => None,
+            piece => Some(v1::AuditEvidence {
+                seq: number(piece, "seq").context("reported")?,
+                body: hex::decode(text(piece, "body_hex").context("reported")?)
+                    .map_err(|err| anyhow!("reported.body_hex: {err}"))?,
+                inclusion_proof: texts(piece, "inclusion_proof_hex")
+                    .context("reported")?
+                    .iter()
+                    .map(hex::decode)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|err| anyhow!("reported.inclusion_proof_hex: {err}"))?,
+            }),
+        },
     })
 }
 

@@ -137,9 +137,10 @@ pub(crate) async fn subject_access_report(
         caller: caller.to_owned(),
         entries: entries.len() as u64,
     };
-    if let Err(e) = state.store.append_audits_durably(vec![event]).await {
-        return Err(state.write_failed(e, "").await);
-    }
+    let reported_seq = match state.store.append_audits_durably(vec![event]).await {
+        Ok(written) => written.first().map(|entry| entry.seq),
+        Err(e) => return Err(state.write_failed(e, "").await),
+    };
     let store = state.store.clone();
     let key = state.audit_key.clone();
     let origin = Checkpoint::origin_of(&state.node_identity.to_string());
@@ -199,6 +200,10 @@ pub(crate) async fn subject_access_report(
             log_key: key.verifier_key(),
             not_held: !held,
             archived,
+            reported: reported_seq
+                .map(|seq| evidence(&store, seq, checkpoint.size))
+                .transpose()
+                .map_err(status)?,
         })
     })
     .await
@@ -395,6 +400,45 @@ pub fn prove_report(
         .verify_signed_by(&key)
         .map_err(|_| "checkpoint: it is not signed by the report's log key".to_owned())?;
     let checkpoint = signed.checkpoint.clone();
+    // How many entries the node reported, from its own audit entry of the
+    // report: entries taken out of (or added to) a copy are caught.
+    let reported = report
+        .reported
+        .as_ref()
+        .ok_or("the report carries no proof of how many entries it had (its own audit entry)")?;
+    let proof = reported
+        .inclusion_proof
+        .iter()
+        .map(|hash| <[u8; 32]>::try_from(hash.as_slice()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| "the report's own audit entry: a proof hash is not 32 bytes".to_owned())?;
+    let own = patchwork_store::prove_entry(
+        reported.seq,
+        &reported.body,
+        &proof,
+        checkpoint.size,
+        checkpoint.root,
+    )
+    .map_err(|why| format!("the report's own audit entry: {why}"))?;
+    match own.event {
+        AuditEvent::SubjectAccessReported {
+            person_id, entries, ..
+        } if person_id == report.person_id => {
+            if entries != report.entries.len() as u64 {
+                return Err(format!(
+                    "the report holds {} entries, but the node reported {entries}: entries were \
+                     taken out or added",
+                    report.entries.len()
+                ));
+            }
+        }
+        _ => {
+            return Err(format!(
+                "the report's own audit entry (entry {}) is not a report on person {}",
+                reported.seq, report.person_id
+            ));
+        }
+    }
     let mut evidence_count = 0;
     let mut unproven = Vec::new();
     for (at, given) in report.entries.iter().enumerate() {
