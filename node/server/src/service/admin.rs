@@ -96,6 +96,7 @@ impl Admin for AdminService {
             &self.state.imports,
             crate::work::import::ImportContext {
                 caller: caller.identity.to_string(),
+                health: self.state.health.clone(),
                 mirror_max_share: self.state.mirror_max_share,
             },
             request.into_inner(),

@@ -617,26 +617,37 @@ async fn delete_mirrored(
             person_ids,
             involvement_ids,
         };
-        store
-            .append_audits_durably(vec![event])
-            .await
-            .map_err(|e| crate::base::convert::store_status(e, ""))?;
+        if let Err(e) = store.append_audits_durably(vec![event]).await {
+            return Err(store_failed(context, "mirror audit", e).await);
+        }
         let writer = store.clone();
         let kind = plan.kind;
         let ids = batch.to_vec();
-        blocking(move || {
-            let done = match kind {
+        let deleted = blocking(move || {
+            Ok(match kind {
                 Kind::Person => writer.erase_persons(&ids, |_| true).map(|_| ()),
                 _ => writer.delete_involvements(&ids).map(|_| ()),
-            };
-            done.map_err(|e| crate::base::convert::store_status(e, ""))
+            })
         })
         .await?;
+        if let Err(e) = deleted {
+            return Err(store_failed(context, "mirror deletion", e).await);
+        }
     }
-    store
-        .flush()
-        .await
-        .map_err(|e| crate::base::convert::store_status(e, ""))
+    if let Err(e) = store.flush().await {
+        return Err(store_failed(context, "flush", e).await);
+    }
+    Ok(())
+}
+
+/// The status for a store error of a mirror's deletions; an I/O error also
+/// makes health report NOT_SERVING, as any write's does (see
+/// `NodeState::write_failed`).
+async fn store_failed(context: &ImportContext, what: &'static str, error: StoreError) -> Status {
+    if matches!(error, StoreError::Io(_) | StoreError::File(_)) {
+        context.health.store_failed(what, &error).await;
+    }
+    crate::base::convert::store_status(error, "")
 }
 
 /// One atomic transaction for a batch of records of one kind, moving the
@@ -744,6 +755,9 @@ impl Session {
 pub(crate) struct ImportContext {
     /// The caller's SPIFFE id, for the audit of a mirror's deletions.
     pub caller: String,
+    /// What health reports: a mirror whose audit or deletion cannot be
+    /// written makes it NOT_SERVING, as any failed write does.
+    pub health: crate::transport::health::Health,
     /// `import.mirror_max_share`.
     pub mirror_max_share: f64,
 }
