@@ -326,15 +326,16 @@ async fn archive_audit(
 }
 
 /// Unix milliseconds `years` calendar years before now (29 February
-/// becomes 28 February).
+/// becomes 28 February); the start of time if that is no date, so that
+/// nothing is due rather than everything.
 fn years_ago_unix_ms(years: u32) -> i64 {
     let now = time::OffsetDateTime::now_utc();
     let year = now.year() - i32::try_from(years).unwrap_or(i32::MAX / 2);
-    let then = now
-        .replace_year(year)
+    now.replace_year(year)
         .or_else(|_| now.replace_day(28).and_then(|day| day.replace_year(year)))
-        .unwrap_or(now);
-    i64::try_from(then.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MIN)
+        .map_or(i64::MIN, |then| {
+            i64::try_from(then.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MIN)
+        })
 }
 
 fn rfc3339(unix_ms: i64) -> String {

@@ -230,6 +230,11 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// Segments one archive holds at most (1 GiB at 64 MiB each): the first
+/// run on years of log seals them over several days, in files a records
+/// store takes.
+const MAX_ARCHIVE_SEGMENTS: usize = 16;
+
 /// What audit retention would archive now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditArchivePlan {
@@ -246,7 +251,8 @@ pub struct AuditArchivePlan {
 
 impl crate::Store {
     /// Plans audit retention: the closed segments, from the first still in
-    /// the log, whose last entry is older than `cutoff_unix_ms`, but not
+    /// the log, whose last entry is older than `cutoff_unix_ms` (at most
+    /// [`MAX_ARCHIVE_SEGMENTS`]; the next run takes the next), but not
     /// past the last checkpoint any witness cosigned since the cutoff (its
     /// next round asks for a consistency proof from there, which needs the
     /// entries after it). `None` when nothing is due.
@@ -264,7 +270,7 @@ impl crate::Store {
             let last = self.audit_entry(end)?.ok_or_else(|| {
                 super::corrupt(format!("entry {end} is missing from its segment"))
             })?;
-            if last.at_unix_ms >= cutoff_unix_ms {
+            if last.at_unix_ms >= cutoff_unix_ms || boundaries.len() == MAX_ARCHIVE_SEGMENTS {
                 break;
             }
             boundaries.push(end);
