@@ -1227,18 +1227,7 @@ fn audit_archive(args: &AuditArchiveArgs) -> anyhow::Result<ExitCode> {
                     "checkpoint_origin": c.checkpoint.origin,
                     "checkpoint_size": c.checkpoint.size,
                     "person": args.person,
-                    "entries": about.iter().flatten().map(|e| serde_json::json!({
-                        "seq": e.seq,
-                        "at_unix_seconds": e.at_unix_seconds,
-                        "kind": e.kind,
-                        "from": e.from,
-                        "requester": e.requester,
-                        "lawful_basis": e.lawful_basis,
-                        "reason": e.reason,
-                        "outcome": e.outcome,
-                        "disclosed_involvement_ids": e.disclosed_involvement_ids,
-                        "reference": e.reference,
-                    })).collect::<Vec<_>>(),
+                    "entries": about.iter().flatten().map(subject_entry_json).collect::<Vec<_>>(),
                 }),
                 Err(why) => serde_json::json!({ "proven": false, "detail": why }),
             }
@@ -1582,6 +1571,33 @@ fn unix_time_text(seconds: i64) -> String {
     }
 }
 
+/// One entry of a subject-access report (or of an archive, about one
+/// person), with its evidence, as `audit prove` reads it back.
+fn subject_entry_json(e: &v1::SubjectAccessEntry) -> serde_json::Value {
+    serde_json::json!({
+        "seq": e.seq,
+        "at_unix_seconds": e.at_unix_seconds,
+        "kind": e.kind,
+        "from": e.from,
+        "requester": e.requester,
+        "lawful_basis": e.lawful_basis,
+        "reason": e.reason,
+        "outcome": e.outcome,
+        "disclosed_involvement_ids": e.disclosed_involvement_ids,
+        "reference": e.reference,
+        "evidence": e.evidence.iter().map(evidence_json).collect::<Vec<_>>(),
+    })
+}
+
+/// An audit entry's bytes and inclusion proof, hex.
+fn evidence_json(piece: &v1::AuditEvidence) -> serde_json::Value {
+    serde_json::json!({
+        "seq": piece.seq,
+        "body_hex": hex::encode(&piece.body),
+        "inclusion_proof_hex": piece.inclusion_proof.iter().map(hex::encode).collect::<Vec<_>>(),
+    })
+}
+
 pub fn subject_access_json(report: &v1::SubjectAccessReport) -> serde_json::Value {
     serde_json::json!({
         "person_id": report.person_id,
@@ -1598,30 +1614,10 @@ pub fn subject_access_json(report: &v1::SubjectAccessReport) -> serde_json::Valu
             "end_date": date_text(i.end_date.as_ref()),
             "last_confirmed": date_text(i.last_confirmed.as_ref()),
         })).collect::<Vec<_>>(),
-        "entries": report.entries.iter().map(|e| serde_json::json!({
-            "seq": e.seq,
-            "at_unix_seconds": e.at_unix_seconds,
-            "kind": e.kind,
-            "from": e.from,
-            "requester": e.requester,
-            "lawful_basis": e.lawful_basis,
-            "reason": e.reason,
-            "outcome": e.outcome,
-            "disclosed_involvement_ids": e.disclosed_involvement_ids,
-            "reference": e.reference,
-            "evidence": e.evidence.iter().map(|piece| serde_json::json!({
-                "seq": piece.seq,
-                "body_hex": hex::encode(&piece.body),
-                "inclusion_proof_hex": piece.inclusion_proof.iter().map(hex::encode).collect::<Vec<_>>(),
-            })).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>(),
+        "entries": report.entries.iter().map(subject_entry_json).collect::<Vec<_>>(),
         "not_held": report.not_held,
         "archived": (!report.archived.is_empty()).then_some(&report.archived),
-        "reported": report.reported.as_ref().map(|piece| serde_json::json!({
-            "seq": piece.seq,
-            "body_hex": hex::encode(&piece.body),
-            "inclusion_proof_hex": piece.inclusion_proof.iter().map(hex::encode).collect::<Vec<_>>(),
-        })),
+        "reported": report.reported.as_ref().map(evidence_json),
         "checkpoint": report.checkpoint,
         "log_key": report.log_key,
     })

@@ -1026,18 +1026,7 @@ impl SegmentLog {
     ) -> Result<([u8; 32], u64), StoreError> {
         let (first, prefix, files, blocks) = {
             let inner = self.inner.read();
-            let upto = inner
-                .segments
-                .iter()
-                .position(|s| s.first == end)
-                .filter(|&k| k > 0)
-                .ok_or_else(|| {
-                    corrupt(format!(
-                        "entry {} does not start a segment after the first: only whole closed \
-                         segments are archived",
-                        end + 1
-                    ))
-                })?;
+            let upto = inner.segment_starting(end)?;
             let reader = TreeReader::new(&inner);
             let mut prefix = Vec::new();
             let mut start = 0u64;
@@ -1172,18 +1161,7 @@ impl SegmentLog {
         // Syncs write the blocks and head files too.
         let _turn = self.sync_turn.lock();
         let mut inner = self.inner.write();
-        let upto = inner
-            .segments
-            .iter()
-            .position(|s| s.first == end)
-            .filter(|&k| k > 0)
-            .ok_or_else(|| {
-                corrupt(format!(
-                    "entry {} does not start a segment after the first: only whole closed \
-                     segments are pruned",
-                    end + 1
-                ))
-            })?;
+        let upto = inner.segment_starting(end)?;
         // Closed segments were synced when the next began: their blocks may
         // be recorded, and must be, durably, before the records go.
         inner.record_blocks(end)?;
@@ -1563,6 +1541,23 @@ impl Inner {
         self.end = SEGMENT_HEADER_LEN;
         self.blocks_recorded = archived_blocks as u64;
         self.damaged.clear();
+    }
+
+    /// The position of the segment that starts at entry `end` (0-based),
+    /// if it is not the first: the segments before it are whole and closed,
+    /// what archiving and pruning take.
+    fn segment_starting(&self, end: u64) -> Result<usize, StoreError> {
+        self.segments
+            .iter()
+            .position(|s| s.first == end)
+            .filter(|&k| k > 0)
+            .ok_or_else(|| {
+                corrupt(format!(
+                    "entry {} does not start a segment after the first: only whole closed \
+                     segments are archived and pruned",
+                    end + 1
+                ))
+            })
     }
 
     fn block_start(&self, block: u64) -> Position {
